@@ -1,0 +1,1 @@
+"""A Python-based Triton backend named ``onnxruntime`` (see model.py)."""

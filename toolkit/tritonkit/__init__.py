@@ -1,0 +1,52 @@
+"""tritonkit: immutable, content-hashed NVIDIA Triton model repositories.
+
+The public surface, re-exported here (a test pins ``__all__``)::
+
+    from tritonkit import load_spec, build, verify, TritonServer
+
+    loaded = load_spec(Path("tritonkit.yaml"))
+    result = build(loaded, Path("dist"))
+    assert verify(result.path).ok
+    with TritonServer(result.path) as server:
+        print(server.endpoints.http_url)
+"""
+
+from __future__ import annotations
+
+from .build import BuildResult, ModelResult, build, plan
+from .errors import (
+    BuildError,
+    DependencyError,
+    ServerError,
+    SpecError,
+    TritonkitError,
+    VerifyError,
+)
+from .repository import Lock, read_lock
+from .server import Endpoints, TritonServer, find_triton
+from .spec import LoadedSpec, Spec, load_spec
+from .verify import Finding, VerifyReport, verify
+
+__all__ = [
+    "BuildError",
+    "BuildResult",
+    "DependencyError",
+    "Endpoints",
+    "Finding",
+    "LoadedSpec",
+    "Lock",
+    "ModelResult",
+    "ServerError",
+    "Spec",
+    "SpecError",
+    "TritonServer",
+    "TritonkitError",
+    "VerifyError",
+    "VerifyReport",
+    "build",
+    "find_triton",
+    "load_spec",
+    "plan",
+    "read_lock",
+    "verify",
+]

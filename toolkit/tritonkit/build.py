@@ -1,0 +1,236 @@
+"""Spec → plan → cached model builds → one immutable, content-hashed repository.
+
+``plan`` is pure: it decides, per model, the cache key (hash of the spec entry, every source
+file's bytes and the versions of the tools that produce the artifact). ``build`` is the edge
+that touches disks: it reuses cached model directories, builds the others in a scratch
+directory, assembles everything in a staging directory next to the output, writes the lock,
+makes the tree read-only and renames it into place. A failure anywhere removes the staging
+tree; existing outputs are never touched.
+
+Example:
+    >>> result = build(load_spec(Path("model_repository/tritonkit.yaml")), Path("dist"))
+    >>> result.path, result.digest
+    (PosixPath('dist/demo-3f2a9c1b7e4d'), 'sha256:3f2a...')
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from . import pbtxt
+from .builders import VERSION, BuildContext, Builder, builder_for
+from .errors import BuildError, TritonkitError
+from .hashing import hash_file, hash_json, hash_tree
+from .repository import publish, remove_tree, set_read_only, staging_dir, write_lock
+from .spec import LoadedSpec, ModelBase
+
+log = logging.getLogger(__name__)
+
+# Bump when the layout or config rendering changes, so old cache entries are not reused.
+BUILD_FORMAT = 1
+_MANIFEST = ".tritonkit-cache.json"
+
+Progress = Callable[[str, str], None]
+"""Progress callback: ``(model_name, message)``."""
+
+
+@dataclass(frozen=True)
+class PlannedModel:
+    """One model of the plan: what to build and under which cache key."""
+
+    index: int
+    model: ModelBase
+    builder: Builder
+    key: str
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """How one model was obtained."""
+
+    name: str
+    kind: str
+    key: str
+    cached: bool
+    seconds: float
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """The outcome of :func:`build`."""
+
+    path: Path
+    alias: Path
+    digest: str
+    created: bool
+    models: list[ModelResult]
+    seconds: float
+
+
+def plan(loaded: LoadedSpec) -> list[PlannedModel]:
+    """Cache key of every model: spec entry + source file bytes + tool versions."""
+    planned = []
+    for index, model in enumerate(loaded.spec.models):
+        builder = builder_for(model)
+        sources = {
+            os.path.relpath(path, loaded.root): hash_file(path).sha256 for path in builder.input_files(loaded, model)
+        }
+        key = hash_json(
+            {
+                "format": BUILD_FORMAT,
+                "tritonkit": _own_version(),
+                "entry": model.model_dump(mode="json"),
+                "sources": sources,
+                "tools": builder.tool_versions(model),
+            }
+        )
+        planned.append(PlannedModel(index=index, model=model, builder=builder, key=key))
+    return planned
+
+
+def default_cache_dir(loaded: LoadedSpec) -> Path:
+    """``$TRITONKIT_CACHE_DIR``, else ``.tritonkit/cache`` next to the spec."""
+    env = os.environ.get("TRITONKIT_CACHE_DIR")
+    return Path(env) if env else loaded.root / ".tritonkit" / "cache"
+
+
+def build(
+    loaded: LoadedSpec,
+    out_dir: Path,
+    *,
+    cache_dir: Path | None = None,
+    use_cache: bool = True,
+    progress: Progress | None = None,
+) -> BuildResult:
+    """Build every model of the spec into one repository under ``out_dir``.
+
+    Args:
+        loaded: the validated spec.
+        out_dir: where ``<name>-<digest12>/`` and the ``<name>`` alias go.
+        cache_dir: model cache (default :func:`default_cache_dir`).
+        use_cache: False rebuilds every model (the results still refresh the cache).
+        progress: called with ``(model, message)`` as work happens.
+
+    Returns:
+        Where the repository is, its digest, and per-model cache hits.
+
+    Raises:
+        SpecError, BuildError: nothing under ``out_dir`` has changed when they are raised.
+    """
+    started = time.perf_counter()
+    report = progress or (lambda model, message: None)
+    cache = cache_dir or default_cache_dir(loaded)
+    cache.mkdir(parents=True, exist_ok=True)
+    staging = staging_dir(out_dir)
+    results: list[ModelResult] = []
+    lock_models: dict[str, dict[str, object]] = {}
+    try:
+        for item in plan(loaded):
+            t0 = time.perf_counter()
+            entry = cache / item.key
+            cached = use_cache and _cache_valid(entry)
+            if not cached:
+                report(item.model.name, "building")
+                _build_into_cache(loaded, item, cache, report)
+            else:
+                report(item.model.name, "cached")
+            _copy_model(entry, staging / item.model.name)
+            lock_models[item.model.name] = {
+                "kind": item.builder.kind,
+                "input_hash": item.key,
+                "versions": [VERSION],
+                "tools": item.builder.tool_versions(item.model),
+            }
+            results.append(
+                ModelResult(item.model.name, item.builder.kind, item.key, cached, time.perf_counter() - t0)
+            )
+        lock = write_lock(staging, loaded.spec.name, lock_models)
+        final, created = publish(staging, out_dir, lock)
+    except BaseException:
+        remove_tree(staging)
+        raise
+    return BuildResult(
+        path=final,
+        alias=out_dir / loaded.spec.name,
+        digest=lock.digest,
+        created=created,
+        models=results,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _build_into_cache(loaded: LoadedSpec, item: PlannedModel, cache: Path, report: Progress) -> None:
+    """Build one model in a scratch directory; on success move it to ``cache/<key>``."""
+    workdir = Path(tempfile.mkdtemp(prefix=f".work-{item.model.name}-", dir=cache))
+    model_dir = workdir / "model"
+    model_dir.mkdir()
+    ctx = BuildContext(loaded=loaded, index=item.index, workdir=workdir, log=lambda m: report(item.model.name, m))
+    try:
+        config = item.builder.build(ctx, model_dir)
+        (model_dir / "config.pbtxt").write_text(pbtxt.render(config))
+        manifest = {rel: h.sha256 for rel, h in hash_tree(model_dir).items()}
+        (model_dir / _MANIFEST).write_text(json.dumps(manifest, sort_keys=True))
+        set_read_only(model_dir)
+        entry = cache / item.key
+        if entry.exists():
+            remove_tree(entry)
+        os.chmod(model_dir, 0o755)
+        os.rename(model_dir, entry)
+        os.chmod(entry, 0o555)
+    except BuildError as exc:
+        if exc.workdir is None:
+            remove_tree(workdir)
+        raise
+    except TritonkitError:
+        remove_tree(workdir)
+        raise
+    except Exception as exc:
+        raise BuildError(
+            f"{type(exc).__name__}: {exc}",
+            model=item.model.name,
+            step="build",
+            hint=f"working directory kept at {workdir}",
+            workdir=workdir,
+        ) from exc
+    remove_tree(workdir)
+
+
+def _cache_valid(entry: Path) -> bool:
+    """A cache entry is used only when its files still hash to what was recorded."""
+    manifest_path = entry / _MANIFEST
+    if not manifest_path.is_file():
+        return False
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except ValueError:
+        return False
+    current = hash_tree(entry, exclude=frozenset({_MANIFEST}))
+    if {rel: h.sha256 for rel, h in current.items()} != manifest:
+        log.warning("cache entry %s was modified; rebuilding", entry.name)
+        return False
+    return True
+
+
+def _copy_model(entry: Path, target: Path) -> None:
+    shutil.copytree(entry, target, ignore=shutil.ignore_patterns(_MANIFEST, "__pycache__"), copy_function=shutil.copyfile)
+    for dirpath, _, _ in os.walk(target):
+        os.chmod(dirpath, 0o755)
+
+
+def _own_version() -> str:
+    try:
+        return metadata.version("tritonkit")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+__all__ = ["BuildResult", "ModelResult", "PlannedModel", "build", "default_cache_dir", "plan"]

@@ -1,0 +1,213 @@
+"""The ``tritonkit`` command: a thin click layer over the library.
+
+It parses arguments, calls the library, renders results with rich, and maps
+:class:`~tritonkit.errors.TritonkitError` to one ``error:`` line, one ``hint:`` line and the
+error's exit code. Nothing here decides anything the library could.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .errors import ServerError, SpecError, TritonkitError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TritonkitError as exc:
+            err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+            if exc.hint:
+                err_console.print(f"[bold cyan]hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="tritonkit")
+def main() -> None:
+    """Build, verify and serve immutable, content-hashed Triton model repositories."""
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path), default=Path("tritonkit.yaml"))
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def init(path: Path, force: bool) -> None:
+    """Write a commented starter tritonkit.yaml."""
+    from .starter import STARTER_SPEC
+
+    if path.exists() and not force:
+        raise SpecError("already exists; not overwritten", file=path, hint="pass --force to replace it")
+    path.write_text(STARTER_SPEC)
+    console.print(f"wrote {path} — edit it, then run [bold]tritonkit build -f {path}[/]")
+
+
+@main.command()
+@click.option("-f", "--file", "spec_file", type=click.Path(path_type=Path), default=Path("tritonkit.yaml"), show_default=True)
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=Path("dist"), show_default=True)
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="Model cache (default .tritonkit/cache beside the spec).")
+@click.option("--no-cache", is_flag=True, help="Rebuild every model.")
+def build(spec_file: Path, out_dir: Path, cache_dir: Path | None, no_cache: bool) -> None:
+    """Build the spec into <out>/<name>-<digest12>/ and point <out>/<name> at it."""
+    from .build import build as run_build
+    from .spec import load_spec
+
+    loaded = load_spec(spec_file)
+    with console.status("building…") as status:
+
+        def progress(model: str, message: str) -> None:
+            status.update(f"[bold]{model}[/]: {message}")
+            if message not in ("building", "cached"):
+                console.print(f"  {model}: {message}", highlight=False)
+
+        result = run_build(loaded, out_dir, cache_dir=cache_dir, use_cache=not no_cache, progress=progress)
+    table = Table(title=f"{loaded.spec.name} → {result.path}", title_justify="left")
+    for column in ("model", "kind", "source", "seconds"):
+        table.add_column(column)
+    for model in result.models:
+        table.add_row(model.name, model.kind, "cache" if model.cached else "built", f"{model.seconds:.2f}")
+    console.print(table)
+    state = "new build" if result.created else "unchanged (identical build already present)"
+    console.print(f"digest [bold]{result.digest}[/] — {state} in {result.seconds:.2f}s", highlight=False)
+    console.print(f"alias  {result.alias} -> {result.path.name}", highlight=False)
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+def verify(path: Path) -> None:
+    """Re-hash a built repository and check configs, layout and artifacts."""
+    from .verify import verify as run_verify
+
+    report = run_verify(path)
+    if report.ok:
+        console.print(f"[green]ok[/] {report.root} — {report.files} files, {report.digest}", highlight=False)
+        return
+    table = Table(title=f"{len(report.findings)} finding(s) in {report.root}", title_justify="left")
+    for column in ("kind", "path", "problem"):
+        table.add_column(column)
+    for finding in report.findings:
+        table.add_row(finding.kind, finding.path, finding.message)
+    console.print(table)
+    from .errors import VerifyError
+
+    raise VerifyError(
+        f"{report.root} does not match its lock file or Triton's schema ({len(report.findings)} finding(s))",
+        hint="rebuild with 'tritonkit build'; a built repository is never edited in place",
+    )
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path), required=False)
+@click.option("-f", "--file", "spec_file", type=click.Path(path_type=Path), default=Path("tritonkit.yaml"),
+              help="Spec whose newest build to serve when PATH is omitted.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 exposes the server).")
+@click.option("--http-port", default=8000, show_default=True)
+@click.option("--grpc-port", default=8001, show_default=True)
+@click.option("--metrics-port", default=8002, show_default=True)
+@click.option("--triton-bin", type=click.Path(path_type=Path), help="Use this tritonserver instead of the embedded one.")
+@click.option("--model", "models", multiple=True, help="Load only these models (repeatable).")
+@click.option("--no-verify", is_flag=True, help="Skip verifying the repository before serving.")
+def serve(
+    path: Path | None,
+    spec_file: Path,
+    host: str,
+    http_port: int,
+    grpc_port: int,
+    metrics_port: int,
+    triton_bin: Path | None,
+    models: tuple[str, ...],
+    no_verify: bool,
+) -> None:
+    """Serve a built repository on a real Triton until Ctrl-C."""
+    from .server import Endpoints, TritonServer
+    from .verify import verify as run_verify
+
+    root = path if path is not None else _default_repository(spec_file)
+    if not no_verify:
+        report = run_verify(root)
+        if not report.ok:
+            raise ServerError(
+                f"{root} failed verification ({report.findings[0]})",
+                hint=f"run 'tritonkit verify {root}' for all findings, then rebuild",
+            )
+    server = TritonServer(
+        root,
+        endpoints=Endpoints(host, http_port, grpc_port, metrics_port),
+        triton_bin=triton_bin,
+        models=list(models) or None,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with console.status(f"starting Triton on {root.resolve()} …"):
+        t0 = time.perf_counter()
+        server.start()
+    table = Table(title=f"Triton ready in {time.perf_counter() - t0:.1f}s (pid {server.pid})", title_justify="left")
+    table.add_column("endpoint")
+    table.add_column("address")
+    table.add_row("HTTP", server.endpoints.http_url)
+    table.add_row("gRPC", server.endpoints.grpc_url)
+    table.add_row("metrics", server.endpoints.metrics_url)
+    table.add_row("models", ", ".join(server.models))
+    table.add_row("log", str(server.log_file))
+    console.print(table)
+    console.print("Ctrl-C to stop")
+    try:
+        while not stop.wait(0.5):
+            if server._process is not None and server._process.poll() is not None:
+                raise ServerError(f"tritonserver exited unexpectedly ({server._process.returncode})", hint=f"see {server.log_file}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        console.print("stopping…")
+        code = server.stop()
+        console.print(f"stopped (exit code {code})")
+
+
+@main.command()
+@click.argument("model")
+@click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy", help="Input data; random data for omitted inputs.")
+@click.option("--url", default=None, help="Server address (default 127.0.0.1:8000 for http, :8001 for grpc).")
+@click.option("--protocol", type=click.Choice(["http", "grpc"]), default="http", show_default=True)
+@click.option("--batch-size", default=1, show_default=True, help="Batch size for generated inputs.")
+def infer(model: str, inputs: tuple[str, ...], url: str | None, protocol: str, batch_size: int) -> None:
+    """Send one request to a running Triton and print the outputs."""
+    from .client import infer as run_infer
+
+    arrays = {}
+    for item in inputs:
+        name, sep, file = item.partition("=")
+        if not sep:
+            raise SpecError(f"--input '{item}' is not NAME=FILE.npy", hint="for example: --input features=x.npy")
+        arrays[name] = Path(file)
+    outputs = run_infer(model, arrays, url=url, protocol=protocol, batch_size=batch_size)
+    for name, value in outputs.items():
+        console.print(f"[bold]{name}[/] {value.dtype} {list(value.shape)}")
+        console.print(value)
+
+
+def _default_repository(spec_file: Path) -> Path:
+    from .spec import load_spec
+
+    loaded = load_spec(spec_file)
+    alias = loaded.root / "dist" / loaded.spec.name
+    cwd_alias = Path("dist") / loaded.spec.name
+    for candidate in (cwd_alias, alias):
+        if candidate.exists():
+            return candidate
+    raise ServerError(f"no build of '{loaded.spec.name}' found in dist/", hint=f"run 'tritonkit build -f {spec_file}' first, or pass a PATH")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,116 @@
+"""One error hierarchy for tritonkit.
+
+Every error a user can cause or meet carries a one-line ``message`` (what went wrong) and a
+``hint`` (what to do). The CLI prints both and exits with the class's ``exit_code``; it never
+shows a traceback for these.
+
+::
+
+    TritonkitError            exit 1
+    ├── SpecError             exit 2   bad input: names the file, the key path and a fix
+    ├── BuildError            exit 3   a build step failed: names the model and the step
+    ├── VerifyError           exit 4   a repository does not match its lock or schema
+    ├── ServerError           exit 5   Triton failed to start, or a model failed to load
+    └── DependencyError       exit 6   an optional extra is not installed
+
+Example:
+    >>> raise SpecError("models[0].max_batch_size: must be >= 0", file="tritonkit.yaml",
+    ...                 hint="set max_batch_size: 0 for models without a batch dimension")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class TritonkitError(Exception):
+    """Base class: a foreseeable failure with a one-line message and a hint."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class SpecError(TritonkitError):
+    """The spec (or a file it names) is invalid. Nothing has been written."""
+
+    exit_code = 2
+
+    def __init__(
+        self, message: str, *, file: str | Path | None = None, key: str = "", hint: str = ""
+    ) -> None:
+        where = str(file) if file is not None else ""
+        if key:
+            where = f"{where}: {key}" if where else key
+        super().__init__(f"{where}: {message}" if where else message, hint=hint)
+        self.file = file
+        self.key = key
+        self.detail = message
+
+
+class BuildError(TritonkitError):
+    """A build step failed for one model; ``workdir`` is kept to reproduce it."""
+
+    exit_code = 3
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str,
+        step: str,
+        hint: str = "",
+        workdir: Path | None = None,
+    ) -> None:
+        super().__init__(f"model '{model}', step '{step}': {message}", hint=hint)
+        self.model = model
+        self.step = step
+        self.workdir = workdir
+
+
+class VerifyError(TritonkitError):
+    """A repository cannot be verified at all (for example, its lock file is missing)."""
+
+    exit_code = 4
+
+
+class ServerError(TritonkitError):
+    """Triton could not be started, reached, or could not load a model."""
+
+    exit_code = 5
+
+
+class DependencyError(TritonkitError):
+    """An optional dependency is missing; the hint names the extra to install."""
+
+    exit_code = 6
+
+
+def require(module: str, extra: str) -> object:
+    """Import an optional dependency or fail with the exact install command.
+
+    Args:
+        module: the import name, e.g. ``"torch"``.
+        extra: the tritonkit extra that provides it, e.g. ``"torch"``.
+
+    Returns:
+        The imported module.
+
+    Raises:
+        DependencyError: when the module cannot be imported.
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise DependencyError(
+            f"'{module}' is not installed ({exc})",
+            hint=f"pip install 'tritonkit[{extra}]'",
+        ) from exc

@@ -1,0 +1,400 @@
+"""The tritonkit.yaml spec: pydantic models, loading, and errors that point at the key.
+
+A spec names a repository and lists its models. Each model has a ``kind`` (``onnx`` or
+``python`` so far) and the settings Triton's model configuration takes. Paths are relative to
+the spec file. Every problem becomes a :class:`~tritonkit.errors.SpecError` naming the file,
+line, key path and a fix; unknown keys get a "did you mean".
+
+Example:
+    >>> spec = load_spec(Path("model_repository/tritonkit.yaml"))
+    >>> [m.name for m in spec.models]
+    ['classifier', 'postprocess']
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from . import dtypes
+from .errors import SpecError
+
+SPEC_FILE = "tritonkit.yaml"
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorSpec(_Strict):
+    """One input or output: name, dtype and dims *without* the batch dimension (-1 = variable)."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.:/-]*$")
+    dtype: str
+    dims: list[int]
+    optional: bool = False
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype(cls, value: str) -> str:
+        return dtypes.canonical(value)
+
+    @field_validator("dims")
+    @classmethod
+    def _dims(cls, value: list[int]) -> list[int]:
+        if any(d == 0 or d < -1 for d in value):
+            raise ValueError("dims must be positive, or -1 for a variable dimension")
+        return value
+
+
+class QueuePolicy(_Strict):
+    """Triton's ``ModelQueuePolicy``."""
+
+    timeout_action: Literal["REJECT", "DELAY"] = "REJECT"
+    default_timeout_microseconds: int = Field(0, ge=0)
+    allow_timeout_override: bool = False
+    max_queue_size: int = Field(0, ge=0)
+
+
+class DynamicBatching(_Strict):
+    """Triton's ``ModelDynamicBatching`` (the settings ``tritonkit tune`` searches)."""
+
+    max_queue_delay_microseconds: int = Field(0, ge=0)
+    preferred_batch_size: list[Annotated[int, Field(gt=0)]] = []
+    preserve_ordering: bool = False
+    default_queue_policy: QueuePolicy | None = None
+
+
+class InstanceGroup(_Strict):
+    """Triton's ``ModelInstanceGroup``: how many copies of the model run, and where."""
+
+    count: int = Field(1, ge=1)
+    kind: Literal["KIND_CPU", "KIND_GPU", "KIND_AUTO"] = "KIND_CPU"
+    gpus: list[Annotated[int, Field(ge=0)]] | None = None
+
+
+class Warmup(_Strict):
+    """A warm-up request Triton sends before the model is marked ready (generated data)."""
+
+    name: str = "warmup"
+    batch_size: int = Field(1, ge=1)
+    data: Literal["random", "zero"] = "random"
+    count: int = Field(1, ge=1)
+
+
+class TorchExport(_Strict):
+    """Export an ONNX model from a PyTorch factory ``path/to/file.py:function``.
+
+    The factory is called with no arguments after ``torch.manual_seed(seed)`` and must return
+    an ``nn.Module``. Example inputs are random tensors of the declared dtype and dims (``-1``
+    becomes ``example_size``), with a dynamic batch axis added when ``max_batch_size > 0``.
+    After export the model runs in onnxruntime and PyTorch on the same input, and the build
+    fails when ``|onnx - torch| > atol + rtol * |torch|`` anywhere. ``depends`` lists other
+    files (globs, relative to the spec) whose changes must trigger a re-export.
+    """
+
+    factory: str = Field(pattern=r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
+    inputs: list[TensorSpec] = Field(min_length=1)
+    outputs: list[str] = Field(min_length=1)
+    opset: int = Field(17, ge=9, le=23)
+    seed: int = 0
+    example_size: int = Field(8, ge=1)
+    rtol: float = Field(1e-3, ge=0)
+    atol: float = Field(1e-5, ge=0)
+    depends: list[str] = []
+
+    @property
+    def factory_file(self) -> str:
+        return self.factory.rsplit(":", 1)[0]
+
+    @property
+    def factory_function(self) -> str:
+        return self.factory.rsplit(":", 1)[1]
+
+
+class ModelBase(_Strict):
+    """Settings every model kind shares; they map one to one onto Triton's ModelConfig."""
+
+    name: str = Field(pattern=_NAME)
+    max_batch_size: int = Field(0, ge=0)
+    inputs: list[TensorSpec] | None = None
+    outputs: list[TensorSpec] | None = None
+    dynamic_batching: DynamicBatching | None = None
+    instance_group: list[InstanceGroup] = []
+    model_warmup: list[Warmup] = []
+    parameters: dict[str, str | int | float | bool] = {}
+
+    @model_validator(mode="after")
+    def _batching(self) -> ModelBase:
+        if self.dynamic_batching is not None and self.max_batch_size == 0:
+            raise ValueError("dynamic_batching needs max_batch_size > 0")
+        if self.dynamic_batching is not None:
+            too_big = [b for b in self.dynamic_batching.preferred_batch_size if b > self.max_batch_size]
+            if too_big:
+                raise ValueError(
+                    f"preferred_batch_size {too_big} exceeds max_batch_size {self.max_batch_size}"
+                )
+        for warmup in self.model_warmup:
+            if self.max_batch_size and warmup.batch_size > self.max_batch_size:
+                raise ValueError(f"model_warmup '{warmup.name}' batch_size exceeds max_batch_size")
+        return self
+
+
+class OnnxModel(ModelBase):
+    """An ONNX model, from an existing ``file`` or exported from PyTorch (``export``)."""
+
+    kind: Literal["onnx"]
+    file: str | None = None
+    export: TorchExport | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> OnnxModel:
+        if (self.file is None) == (self.export is None):
+            raise ValueError("give exactly one of 'file' (an .onnx file) or 'export' (a PyTorch factory)")
+        return self
+
+
+class PythonModel(ModelBase):
+    """A Triton Python-backend model: a directory with ``model.py`` and declared I/O."""
+
+    kind: Literal["python"]
+    path: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+
+Model = Annotated[Union[OnnxModel, PythonModel], Field(discriminator="kind")]
+
+
+class Spec(_Strict):
+    """The whole tritonkit.yaml."""
+
+    version: Literal[1] = 1
+    name: str = Field(pattern=_NAME)
+    models: list[Model] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Spec:
+        seen: set[str] = set()
+        for model in self.models:
+            if model.name in seen:
+                raise ValueError(f"model name '{model.name}' appears twice")
+            seen.add(model.name)
+        return self
+
+    def model(self, name: str) -> ModelBase:
+        """The model called ``name``; a SpecError with a suggestion otherwise."""
+        for model in self.models:
+            if model.name == name:
+                return model
+        names = [m.name for m in self.models]
+        raise SpecError(f"no model named '{name}'", hint=_did_you_mean(name, names) or f"models: {', '.join(names)}")
+
+
+class LoadedSpec(BaseModel):
+    """A validated spec and the file it came from (paths resolve against ``root``)."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    spec: Spec
+    path: Path
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, relative: str) -> Path:
+        return (self.root / relative).resolve()
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_spec(path: Path) -> LoadedSpec:
+    """Read, validate and check the files a spec names.
+
+    Args:
+        path: the tritonkit.yaml file.
+
+    Returns:
+        The validated spec with its location.
+
+    Raises:
+        SpecError: for unreadable YAML, schema violations and missing files; the message
+            names the file, line and key path, and the hint says how to fix it.
+    """
+    if not path.is_file():
+        raise SpecError("file not found", file=path, hint="run 'tritonkit init' to write a starter spec, or pass -f PATH")
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+        root_node = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(f"invalid YAML: {problem}", file=where, hint="fix the YAML syntax at that line") from exc
+    if not isinstance(data, dict):
+        raise SpecError("the spec must be a mapping with 'name' and 'models'", file=path, hint="see 'tritonkit init' for a starter")
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as exc:
+        raise _spec_error(exc, path, root_node) from None
+    loaded = LoadedSpec(spec=spec, path=path.resolve())
+    _check_files(loaded, root_node)
+    return loaded
+
+
+def _check_files(loaded: LoadedSpec, node: yaml.Node | None) -> None:
+    for index, model in enumerate(loaded.spec.models):
+        if isinstance(model, OnnxModel) and model.file is not None:
+            _require_file(loaded, node, ("models", index, "file"), model.file, "an existing .onnx file")
+        elif isinstance(model, OnnxModel) and model.export is not None:
+            key = ("models", index, "export", "factory")
+            _require_file(loaded, node, key, model.export.factory_file, "the Python file that defines the factory")
+        elif isinstance(model, PythonModel):
+            key = ("models", index, "path")
+            directory = loaded.resolve(model.path)
+            if not (directory / "model.py").is_file():
+                raise SpecError(
+                    f"'{model.path}' has no model.py",
+                    file=_where(loaded.path, node, key),
+                    key=_dotted(key),
+                    hint="point 'path' at a directory containing the Triton Python backend model.py",
+                )
+
+
+def _require_file(loaded: LoadedSpec, node: yaml.Node | None, key: tuple[Any, ...], rel: str, what: str) -> None:
+    if not loaded.resolve(rel).is_file():
+        raise SpecError(
+            f"file '{rel}' not found (relative to {loaded.root})",
+            file=_where(loaded.path, node, key),
+            key=_dotted(key),
+            hint=f"set it to {what}",
+        )
+
+
+def _spec_error(exc: ValidationError, path: Path, node: yaml.Node | None) -> SpecError:
+    """Turn the first pydantic error into a SpecError with line, key path and hint."""
+    error = exc.errors()[0]
+    raw_loc = tuple(error["loc"])
+    loc = tuple(part for part in raw_loc if part not in ("onnx", "python"))
+    key = _dotted(loc)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        unknown = str(loc[-1])
+        known = _known_fields(raw_loc[:-1])
+        suggestion = _did_you_mean(unknown, known)
+        return SpecError(
+            f"unknown key '{unknown}'",
+            file=_where(path, node, loc),
+            key=key,
+            hint=suggestion or f"allowed keys here: {', '.join(sorted(known))}",
+        )
+    if kind == "missing":
+        return SpecError("required key is missing", file=_where(path, node, loc[:-1]), key=key, hint=f"add '{loc[-1]}'")
+    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
+        return SpecError(
+            "'kind' must be one of: onnx, python",
+            file=_where(path, node, loc),
+            key=f"{key}.kind" if key else "kind",
+            hint="set kind: onnx (an .onnx file or a PyTorch export) or kind: python (a model.py directory)",
+        )
+    message = error["msg"].removeprefix("Value error, ")
+    return SpecError(
+        f"{message} (got {error.get('input')!r})" if kind != "value_error" else message,
+        file=_where(path, node, loc),
+        key=key,
+        hint=_hint_for(kind, loc),
+    )
+
+
+def _hint_for(kind: str, loc: tuple[Any, ...]) -> str:
+    field = str(loc[-1]) if loc else ""
+    if field == "dtype":
+        return f"use one of {', '.join(dtypes.CANONICAL)}"
+    if kind.startswith("int") or kind.startswith("greater") or kind.startswith("less"):
+        return f"set '{field}' to a whole number in range"
+    if kind == "string_pattern_mismatch":
+        return "names use letters, digits, '_', '.', '-' (factories: 'path/file.py:function')"
+    if kind.startswith("list"):
+        return f"'{field}' takes a YAML list"
+    return "see the spec reference in README.md"
+
+
+def _known_fields(loc: tuple[Any, ...]) -> list[str]:
+    """The field names allowed at ``loc`` (walks the pydantic models, following 'kind' tags)."""
+    cls: Any = Spec
+    tags = {"onnx": OnnxModel, "python": PythonModel}
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if part in tags:
+            cls = tags[part]
+            continue
+        field = cls.model_fields.get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        cls = _model_in(annotation)
+        if cls is None:
+            return []
+    return list(cls.model_fields) if cls is not None else []
+
+
+def _model_in(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else ""
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _where(path: Path, node: yaml.Node | None, loc: tuple[Any, ...]) -> str:
+    """``file:line`` of the deepest YAML node along ``loc``."""
+    line = None
+    current = node
+    for part in loc:
+        if current is None:
+            break
+        line = current.start_mark.line + 1
+        current = _child(current, part)
+    if current is not None:
+        line = current.start_mark.line + 1
+    return f"{path}:{line}" if line else str(path)
+
+
+def _child(node: yaml.Node, part: Any) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if key_node.value == part:
+                return value_node
+        return None
+    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        return node.value[part]
+    return None
+
+
+def is_valid_name(name: str) -> bool:
+    """Whether ``name`` is allowed as a repository or model name."""
+    return re.match(_NAME, name) is not None
