@@ -7,14 +7,13 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import dtypes
-from .errors import ServerError, SpecError
+from .errors import ServerError, SpecError, did_you_mean
 
 
 def infer(
@@ -54,10 +53,9 @@ def infer(
             config = client.get_model_config(model)
         except InferenceServerException as exc:
             names = [m["name"] if isinstance(m, dict) else m.name for m in _index(client)]
-            close = difflib.get_close_matches(model, names, n=1)
             raise ServerError(
                 f"model '{model}' is not available: {exc.message()}",
-                hint=f"did you mean '{close[0]}'?" if close else f"loaded models: {', '.join(names) or 'none'}",
+                hint=did_you_mean(model, names) or f"loaded models: {', '.join(names) or 'none'}",
             ) from exc
         meta = _as_dict(metadata)
         max_batch = int(_as_dict(config).get("config", _as_dict(config)).get("max_batch_size", 0))

@@ -114,3 +114,12 @@ def require(module: str, extra: str) -> object:
             f"'{module}' is not installed ({exc})",
             hint=f"pip install 'tritonkit[{extra}]'",
         ) from exc
+
+
+def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
+    """``"did you mean 'x'?"`` for the closest choice (case-insensitive), or ``""``."""
+    import difflib
+
+    lowered = {choice.lower(): choice for choice in choices}
+    close = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
+    return f"did you mean '{lowered[close[0]]}'?" if close else ""

@@ -31,12 +31,9 @@ def render(config: ModelConfig) -> str:
     """Render a ModelConfig as config.pbtxt text (deterministic, trailing newline)."""
     text = text_format.MessageToString(config, as_utf8=True)
     if config.max_batch_size == 0:
-        # Place it after name/platform/backend, where Triton's own examples keep it.
+        # Right after the name, where a non-zero max_batch_size would be rendered.
         lines = text.splitlines()
-        at = 0
-        for i, line in enumerate(lines):
-            if line.split(":")[0] in ("name", "platform", "backend"):
-                at = i + 1
+        at = next((i + 1 for i, line in enumerate(lines) if line.startswith("name:")), 0)
         lines.insert(at, "max_batch_size: 0")
         text = "\n".join(lines) + "\n"
     return text

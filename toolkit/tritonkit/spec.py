@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -22,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import dtypes
-from .errors import SpecError
+from .errors import SpecError, did_you_mean
 
 SPEC_FILE = "tritonkit.yaml"
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -194,7 +193,7 @@ class Spec(_Strict):
             if model.name == name:
                 return model
         names = [m.name for m in self.models]
-        raise SpecError(f"no model named '{name}'", hint=_did_you_mean(name, names) or f"models: {', '.join(names)}")
+        raise SpecError(f"no model named '{name}'", hint=did_you_mean(name, names) or f"models: {', '.join(names)}")
 
 
 class LoadedSpec(BaseModel):
@@ -290,7 +289,7 @@ def _spec_error(exc: ValidationError, path: Path, node: yaml.Node | None) -> Spe
     if kind == "extra_forbidden":
         unknown = str(loc[-1])
         known = _known_fields(raw_loc[:-1])
-        suggestion = _did_you_mean(unknown, known)
+        suggestion = did_you_mean(unknown, known)
         return SpecError(
             f"unknown key '{unknown}'",
             file=_where(path, node, loc),
@@ -356,11 +355,6 @@ def _model_in(annotation: Any) -> Any:
         if found is not None:
             return found
     return None
-
-
-def _did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f"did you mean '{close[0]}'?" if close else ""
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:

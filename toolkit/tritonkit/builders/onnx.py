@@ -22,7 +22,7 @@ import numpy as np
 from tritonclient.grpc import model_config_pb2 as pb
 
 from .. import dtypes
-from ..errors import BuildError, SpecError
+from ..errors import BuildError, SpecError, did_you_mean
 from ..modelconfig import model_config
 from ..spec import LoadedSpec, ModelBase, OnnxModel, TensorSpec, TorchExport
 from . import VERSION, BuildContext
@@ -127,10 +127,7 @@ def _reconcile(
         graph = by_name.get(tensor.name)
         key = ctx.key(what, index)
         if graph is None:
-            import difflib
-
-            close = difflib.get_close_matches(tensor.name, list(by_name), n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"the graph's {what}: {', '.join(by_name)}"
+            hint = did_you_mean(tensor.name, list(by_name)) or f"the graph's {what}: {', '.join(by_name)}"
             raise SpecError(f"'{tensor.name}' is not an {what[:-1]} of the ONNX graph", file=ctx.loaded.path, key=f"{key}.name", hint=hint)
         if graph.dtype != tensor.dtype:
             raise SpecError(

@@ -1,0 +1,90 @@
+"""`make demo`: build the example repository, serve it on the embedded Triton, query it, stop.
+
+Sends real requests with tritonclient over HTTP and gRPC: the classifier (ONNX, exported from
+PyTorch) on one sample near each class centre, then the Python post-processing model on the
+logits, and a burst of concurrent gRPC requests to show dynamic batching in Triton's
+statistics.
+"""
+
+from __future__ import annotations
+
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from rich.console import Console
+from rich.table import Table
+
+from tritonkit import Endpoints, TritonkitError, TritonServer, build, load_spec, verify
+from tritonkit.server import free_port
+
+HERE = Path(__file__).resolve().parent
+console = Console()
+
+
+def main() -> int:
+    loaded = load_spec(HERE / "tritonkit.yaml")
+    with console.status("building the example repository…") as status:
+        result = build(loaded, HERE / "dist", progress=lambda model, message: status.update(f"{model}: {message}"))
+    console.print(f"built [bold]{result.path.name}[/] ({result.digest}) in {result.seconds:.2f}s")
+    report = verify(result.path)
+    console.print(f"verify: {'ok' if report.ok else report.findings}")
+
+    endpoints = Endpoints("127.0.0.1", free_port(), free_port(), free_port())
+    with console.status("starting the embedded Triton…"):
+        server = TritonServer(result.path, endpoints=endpoints)
+        server.start()
+    try:
+        console.print(f"Triton ready: HTTP {endpoints.http_url}  gRPC {endpoints.grpc_url}  metrics {endpoints.metrics_url}")
+        samples = np.array([[2.1, 0.1, -0.2, 0.9], [0.1, 1.8, 1.2, 0.0], [0.0, 0.2, 2.1, 1.9]], dtype=np.float32)
+
+        http = httpclient.InferenceServerClient(endpoints.http_url.removeprefix("http://"))
+        features = httpclient.InferInput("features", list(samples.shape), "FP32")
+        features.set_data_from_numpy(samples)
+        logits = http.infer("classifier", [features]).as_numpy("logits")
+
+        grpc = grpcclient.InferenceServerClient(endpoints.grpc_url)
+        logit_input = grpcclient.InferInput("logits", list(logits.shape), "FP32")
+        logit_input.set_data_from_numpy(logits)
+        answer = grpc.infer("postprocess", [logit_input])
+        probabilities, labels = answer.as_numpy("probabilities"), answer.as_numpy("label")
+
+        table = Table(title="classifier (HTTP) → postprocess (gRPC)", title_justify="left")
+        for column in ("features", "logits", "probabilities", "label"):
+            table.add_column(column)
+        for row in range(len(samples)):
+            table.add_row(
+                np.array2string(samples[row], precision=1),
+                np.array2string(logits[row], precision=2),
+                np.array2string(probabilities[row], precision=3),
+                labels[row][0].decode(),
+            )
+        console.print(table)
+
+        def one(_: int) -> None:
+            tensor = grpcclient.InferInput("features", [1, 4], "FP32")
+            tensor.set_data_from_numpy(samples[:1])
+            grpc.infer("classifier", [tensor])
+
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(one, range(64)))
+        stats = grpc.get_inference_statistics("classifier", as_json=True)["model_stats"][0]
+        batches = {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in stats.get("batch_stats", [])}
+        console.print(f"64 concurrent gRPC requests → executed batch sizes (size: count): {dict(sorted(batches.items()))}")
+        http.close()
+        grpc.close()
+    finally:
+        code = server.stop()
+        console.print(f"Triton stopped (exit code {code})")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except TritonkitError as exc:
+        console.print(f"[red]error:[/] {exc.message}\n[cyan]hint:[/] {exc.hint}")
+        sys.exit(exc.exit_code)

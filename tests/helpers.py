@@ -1,0 +1,21 @@
+"""Small builders of test inputs shared by unit and integration tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+from onnx import TensorProto, helper
+
+
+def write_add_model(path: Path, *, batch: bool = True, width: int = 4, elem_type: int = TensorProto.FLOAT) -> Path:
+    """An ONNX graph ``y = x + 1`` with input ``x`` and output ``y`` of shape [batch?, width]."""
+    dims: list[int | str] = (["batch"] if batch else []) + [width]
+    x = helper.make_tensor_value_info("x", elem_type, dims)
+    y = helper.make_tensor_value_info("y", elem_type, dims)
+    one = helper.make_tensor("one", elem_type, [1], [1])
+    graph = helper.make_graph([helper.make_node("Add", ["x", "one"], ["y"])], "add", [x], [y], [one])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="tritonkit-tests")
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path

@@ -1,0 +1,39 @@
+"""Hashing is by content and relative path only."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tritonkit.hashing import LOCK_FILE, FileHash, hash_json, hash_tree, repository_digest
+
+
+def _tree(root: Path) -> None:
+    (root / "m" / "1").mkdir(parents=True)
+    (root / "m" / "config.pbtxt").write_text('name: "m"\n')
+    (root / "m" / "1" / "model.py").write_text("print('hi')\n")
+    (root / LOCK_FILE).write_text("{}")
+
+
+def test_digest_ignores_location_mtime_and_lock(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "elsewhere" / "b"
+    _tree(a)
+    _tree(b)
+    os.utime(b / "m" / "config.pbtxt", (0, 0))
+    (b / LOCK_FILE).write_text('{"different": true}')
+    assert repository_digest(hash_tree(a)) == repository_digest(hash_tree(b))
+    assert LOCK_FILE not in hash_tree(a)
+
+
+def test_digest_changes_with_content_and_path() -> None:
+    base = {"m/config.pbtxt": FileHash("aa", 1), "m/1/model.py": FileHash("bb", 1)}
+    moved = {"m/config.pbtxt": FileHash("aa", 1), "m/2/model.py": FileHash("bb", 1)}
+    edited = {"m/config.pbtxt": FileHash("ab", 1), "m/1/model.py": FileHash("bb", 1)}
+    digests = {repository_digest(x) for x in (base, moved, edited)}
+    assert len(digests) == 3
+    assert repository_digest(dict(reversed(list(base.items())))) == repository_digest(base)
+
+
+def test_hash_json_is_key_order_independent() -> None:
+    assert hash_json({"a": 1, "b": [1, 2]}) == hash_json({"b": [1, 2], "a": 1})
+    assert hash_json({"a": 1}) != hash_json({"a": 2})
