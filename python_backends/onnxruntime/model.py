@@ -12,6 +12,9 @@ Behaviour:
   outputs are split back by each request's batch size.
 - Inputs and outputs follow the model config: names are checked at load time against the
   graph, outputs are cast to the configured dtype and only requested outputs are returned.
+- Custom metrics ``tritonkit_onnxruntime_runs_total`` (session runs) and
+  ``tritonkit_onnxruntime_rows_total`` (batch rows through them) show on Triton's metrics
+  endpoint how well dynamic batches are being used.
 - Parameters ``intra_op_thread_count`` / ``inter_op_thread_count`` are honoured as in the
   native backend; thread spinning is disabled so several instances can share few cores.
 
@@ -61,6 +64,20 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(
                 f"{self.name}: config names tensors the ONNX graph does not have: {unknown}"
             )
+        labels = {"model": self.name, "version": str(args["model_version"])}
+        # The families must outlive their metrics, so both are kept on the instance.
+        self.run_family = pb_utils.MetricFamily(
+            name="tritonkit_onnxruntime_runs_total",
+            description="onnxruntime session runs (one per executed batch group)",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self.row_family = pb_utils.MetricFamily(
+            name="tritonkit_onnxruntime_rows_total",
+            description="batch rows executed through onnxruntime",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self.runs = self.run_family.Metric(labels=labels)
+        self.rows = self.row_family.Metric(labels=labels)
         pb_utils.Logger.log_info(f"onnxruntime {ort.__version__}: loaded {path}")
 
     def execute(self, requests):
@@ -113,6 +130,9 @@ class TritonPythonModel:
             for index, _, _ in members:
                 responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"onnxruntime: {exc}"))
             return
+        self.runs.increment(1)
+        rows = int(next(iter(feeds.values())).shape[0]) if feeds and self.max_batch_size > 0 else 1
+        self.rows.increment(rows)
         if sizes is None:
             parts = [outputs]
         else:
@@ -129,4 +149,6 @@ class TritonPythonModel:
             responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
 
     def finalize(self):
+        self.runs = self.rows = None  # metrics before their families
+        self.run_family = self.row_family = None
         self.session = None

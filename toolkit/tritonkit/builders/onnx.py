@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import sys
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -213,7 +214,10 @@ def export_from_torch(ctx: BuildContext, export: TorchExport, target: Path) -> N
     rng = np.random.default_rng(export.seed)
     example = _example(export, 2 if batched else None, rng)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # The TorchScript exporter is chosen on purpose (the dynamo one needs onnxscript);
+            # its deprecation notice is not the user's concern.
+            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
             torch.onnx.export(
                 module,
                 tuple(torch.from_numpy(a) for a in example),

@@ -1,0 +1,55 @@
+"""Session fixtures that build the example project and start the real embedded Triton once."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tritonkit import BuildResult, Endpoints, TritonServer, build, load_spec
+from tritonkit.repository import remove_tree
+from tritonkit.server import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "model_repository"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/integration/" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def example_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private copy of model_repository/ (tests may edit it)."""
+    target = tmp_path_factory.mktemp("example") / "model_repository"
+    shutil.copytree(EXAMPLE, target, ignore=shutil.ignore_patterns(".tritonkit", "dist", "__pycache__"))
+    return target
+
+
+@pytest.fixture(scope="session")
+def demo_build(tmp_path_factory: pytest.TempPathFactory, example_copy: Path) -> BuildResult:
+    out = tmp_path_factory.mktemp("dist")
+    return build(load_spec(example_copy / "tritonkit.yaml"), out, cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def demo_server(demo_build: BuildResult) -> Iterator[TritonServer]:
+    server = TritonServer(demo_build.path, endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def writable_copy(demo_build: BuildResult, tmp_path: Path) -> Iterator[Path]:
+    """A writable copy of the demo repository, for tampering."""
+    target = tmp_path / demo_build.path.name
+    shutil.copytree(demo_build.path, target)
+    for path in [target, *target.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    yield target
+    remove_tree(target)

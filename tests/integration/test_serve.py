@@ -1,0 +1,184 @@
+"""The real embedded Triton serving built repositories: both kinds, both protocols, batching."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from click.testing import CliRunner
+
+from tritonkit import BuildResult, Endpoints, ServerError, TritonServer, build, load_spec
+from tritonkit.cli import main
+from tritonkit.server import free_port
+
+CENTRES = np.array([[2.0, 0.0, 0.0, 1.0], [0.0, 2.0, 1.0, 0.0], [0.0, 0.0, 2.0, 2.0]], dtype=np.float32)
+
+
+def _http(server: TritonServer) -> httpclient.InferenceServerClient:
+    return httpclient.InferenceServerClient(server.endpoints.http_url.removeprefix("http://"))
+
+
+def test_onnx_model_over_http_classifies(demo_server: TritonServer) -> None:
+    client = _http(demo_server)
+    tensor = httpclient.InferInput("features", [3, 4], "FP32")
+    tensor.set_data_from_numpy(CENTRES)
+    result = client.infer("classifier", [tensor])
+    logits = result.as_numpy("logits")
+    assert logits.shape == (3, 3) and logits.dtype == np.float32
+    assert list(logits.argmax(axis=1)) == [0, 1, 2]
+    assert result.get_response()["model_version"] == "1"
+
+
+def test_onnx_served_matches_onnxruntime_in_process(demo_server: TritonServer, demo_build: BuildResult) -> None:
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(7)
+    batch = rng.standard_normal((5, 4)).astype(np.float32)
+    session = ort.InferenceSession(str(demo_build.path / "classifier" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    expected = session.run(["logits"], {"features": batch})[0]
+    client = grpcclient.InferenceServerClient(demo_server.endpoints.grpc_url)
+    tensor = grpcclient.InferInput("features", [5, 4], "FP32")
+    tensor.set_data_from_numpy(batch)
+    got = client.infer("classifier", [tensor]).as_numpy("logits")
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_python_model_over_grpc(demo_server: TritonServer) -> None:
+    client = grpcclient.InferenceServerClient(demo_server.endpoints.grpc_url)
+    logits = np.array([[5.0, 0.0, 0.0], [0.0, 0.0, 5.0]], dtype=np.float32)
+    tensor = grpcclient.InferInput("logits", [2, 3], "FP32")
+    tensor.set_data_from_numpy(logits)
+    result = client.infer("postprocess", [tensor])
+    probabilities = result.as_numpy("probabilities")
+    np.testing.assert_allclose(probabilities.sum(axis=1), [1.0, 1.0], rtol=1e-6)
+    assert [row[0] for row in result.as_numpy("label")] == [b"setosa", b"virginica"]
+
+
+def _metric(server: TritonServer, name: str, model: str) -> float:
+    with urllib.request.urlopen(server.endpoints.metrics_url, timeout=5) as response:
+        text = response.read().decode()
+    pattern = rf'^{name}{{[^}}]*model="{model}"[^}}]*}} ([0-9.e+]+)$'
+    values = [float(m.group(1)) for m in re.finditer(pattern, text, re.MULTILINE)]
+    return sum(values)
+
+
+def test_concurrent_requests_form_dynamic_batches_run_as_one_onnxruntime_call(demo_server: TritonServer) -> None:
+    client = grpcclient.InferenceServerClient(demo_server.endpoints.grpc_url)
+
+    def batch_counts() -> dict[int, int]:
+        stats = client.get_inference_statistics("classifier", as_json=True)["model_stats"][0]
+        return {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in stats.get("batch_stats", [])}
+
+    before = batch_counts()
+    runs_before = _metric(demo_server, "tritonkit_onnxruntime_runs_total", "classifier")
+    rows_before = _metric(demo_server, "tritonkit_onnxruntime_rows_total", "classifier")
+    requests = 96
+
+    def one(i: int) -> int:
+        tensor = grpcclient.InferInput("features", [1, 4], "FP32")
+        tensor.set_data_from_numpy(CENTRES[i % 3 : i % 3 + 1])
+        return int(client.infer("classifier", [tensor]).as_numpy("logits").argmax())
+
+    with ThreadPoolExecutor(24) as pool:
+        answers = list(pool.map(one, range(requests)))
+    assert answers == [i % 3 for i in range(requests)]  # batching never mixes up responses
+
+    after = batch_counts()
+    delta = {size: after.get(size, 0) - before.get(size, 0) for size in after}
+    assert sum(size * count for size, count in delta.items()) == requests
+    assert any(count > 0 for size, count in delta.items() if size > 1), delta
+
+    runs = _metric(demo_server, "tritonkit_onnxruntime_runs_total", "classifier") - runs_before
+    rows = _metric(demo_server, "tritonkit_onnxruntime_rows_total", "classifier") - rows_before
+    assert rows == requests
+    assert runs == sum(delta.values())  # one onnxruntime call per executed batch
+    assert runs < requests
+
+
+def test_model_that_fails_to_load_reports_tritons_reason(tmp_path: Path) -> None:
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "model.py").write_text(
+        "class TritonPythonModel:\n    def initialize(self, args):\n        raise RuntimeError('weights.bin is missing')\n"
+    )
+    (tmp_path / "tritonkit.yaml").write_text(
+        "name: broken\nmodels:\n  - name: broken\n    kind: python\n    path: broken\n"
+        "    inputs: [{name: x, dtype: FP32, dims: [1]}]\n    outputs: [{name: y, dtype: FP32, dims: [1]}]\n"
+    )
+    result = build(load_spec(tmp_path / "tritonkit.yaml"), tmp_path / "out", cache_dir=tmp_path / "cache")
+    server = TritonServer(result.path, endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()))
+    with pytest.raises(ServerError, match="model 'broken' failed to load: .*weights.bin is missing") as info:
+        server.start()
+    assert info.value.hint
+    assert server.pid is None  # stopped after the failure
+
+
+def test_infer_command(demo_server: TritonServer, tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", CENTRES)
+    url = demo_server.endpoints.http_url.removeprefix("http://")
+    result = CliRunner().invoke(main, ["infer", "classifier", "--input", f"features={tmp_path / 'x.npy'}", "--url", url])
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "logits float32 [3, 3]" in result.output
+
+    np.save(tmp_path / "wrong.npy", CENTRES.astype(np.float64))
+    result = CliRunner().invoke(main, ["infer", "classifier", "--input", f"features={tmp_path / 'wrong.npy'}", "--url", url])
+    assert result.exit_code == 2
+    assert "holds float64, the model wants FP32" in result.stderr and "hint:" in result.stderr
+
+    result = CliRunner().invoke(main, ["infer", "clasifier", "--url", url])
+    assert result.exit_code == ServerError.exit_code
+    assert "did you mean 'classifier'?" in result.stderr
+
+
+def test_infer_against_no_server_is_one_clear_line() -> None:
+    result = CliRunner().invoke(main, ["infer", "classifier", "--url", f"127.0.0.1:{free_port()}"])
+    assert result.exit_code == ServerError.exit_code
+    assert result.stderr.startswith("error: cannot reach Triton")
+
+
+def test_serve_command_binds_loopback_and_stops_on_sigterm(demo_build: BuildResult) -> None:
+    ports = [str(free_port()) for _ in range(3)]
+    command = [sys.executable, "-m", "tritonkit.cli", "serve", str(demo_build.alias),
+               "--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2]]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "200"})
+    try:
+        deadline = time.monotonic() + 120
+        ready = False
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/v2/models/classifier/ready", timeout=2) as r:
+                    ready = r.status == 200
+            except OSError:
+                pass
+            if ready:
+                break
+            time.sleep(0.3)
+        assert ready, "tritonkit serve never became ready"
+        server_pid = int(subprocess.run(["pgrep", "-f", f"tritonserver.*--http-port={ports[0]}"], capture_output=True, text=True).stdout.split()[0])
+        listening = subprocess.run(["cat", "/proc/net/tcp"], capture_output=True, text=True).stdout
+        assert f"0100007F:{int(ports[0]):04X}" in listening  # 127.0.0.1, not 0.0.0.0
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+    assert f"http://127.0.0.1:{ports[0]}" in output and "stopped (exit code 0)" in output
+    assert not Path(f"/proc/{server_pid}").exists() or "zombie" in Path(f"/proc/{server_pid}/status").read_text().lower()
+
+
+def test_serve_refuses_a_tampered_repository(writable_copy: Path) -> None:
+    (writable_copy / "classifier" / "1" / "model.onnx").write_bytes(b"oops")
+    result = CliRunner().invoke(main, ["serve", str(writable_copy), "--http-port", str(free_port())])
+    assert result.exit_code == ServerError.exit_code
+    assert "failed verification" in result.stderr and "hint:" in result.stderr
