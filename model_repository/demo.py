@@ -38,7 +38,9 @@ def main() -> int:
         server = TritonServer(result.path, endpoints=endpoints)
         server.start()
     try:
-        console.print(f"Triton ready: HTTP {endpoints.http_url}  gRPC {endpoints.grpc_url}  metrics {endpoints.metrics_url}")
+        console.print(
+            f"Triton ready: HTTP {endpoints.http_url}  gRPC {endpoints.grpc_url}  metrics {endpoints.metrics_url}"
+        )
         samples = np.array([[2.1, 0.1, -0.2, 0.9], [0.1, 1.8, 1.2, 0.0], [0.0, 0.2, 2.1, 1.9]], dtype=np.float32)
 
         http = httpclient.InferenceServerClient(endpoints.http_url.removeprefix("http://"))
@@ -73,7 +75,9 @@ def main() -> int:
             list(pool.map(one, range(64)))
         stats = grpc.get_inference_statistics("classifier", as_json=True)["model_stats"][0]
         batches = {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in stats.get("batch_stats", [])}
-        console.print(f"64 concurrent gRPC requests → executed batch sizes (size: count): {dict(sorted(batches.items()))}")
+        console.print(
+            f"64 concurrent gRPC requests → executed batch sizes (size: count): {dict(sorted(batches.items()))}"
+        )
         http.close()
         grpc.close()
     finally:

@@ -120,9 +120,7 @@ class TritonPythonModel:
             feeds = members[0][2]
             sizes = None
         else:
-            feeds = {
-                name: np.concatenate([m[2][name] for m in members], axis=0) for name in members[0][2]
-            }
+            feeds = {name: np.concatenate([m[2][name] for m in members], axis=0) for name in members[0][2]}
             sizes = [next(iter(m[2].values())).shape[0] for m in members]
         try:
             outputs = self.session.run(names, feeds)

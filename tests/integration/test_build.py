@@ -109,7 +109,10 @@ FACTORIES = {
         "    return Drift()\n",
         "differs from PyTorch by up to",
     ),
-    "raises": ("def build():\n    raise RuntimeError('no weights here')\n", "factory 'net.py:build' raised RuntimeError: no weights here"),
+    "raises": (
+        "def build():\n    raise RuntimeError('no weights here')\n",
+        "factory 'net.py:build' raised RuntimeError: no weights here",
+    ),
     "not_a_module": ("def build():\n    return 42\n", "returned int, not a torch.nn.Module"),
 }
 
@@ -123,7 +126,9 @@ def test_failed_export_exits_3_and_writes_nothing(case: str, tmp_path: Path) -> 
         "      factory: net.py:build\n      inputs: [{name: x, dtype: FP32, dims: [3]}]\n      outputs: [y]\n"
     )
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["build", "-f", str(tmp_path / "tritonkit.yaml"), "-o", str(out), "--cache-dir", str(tmp_path / "cache")])
+    result = CliRunner().invoke(
+        main, ["build", "-f", str(tmp_path / "tritonkit.yaml"), "-o", str(out), "--cache-dir", str(tmp_path / "cache")]
+    )
     assert result.exit_code == BuildError.exit_code, result.output + result.stderr
     assert message in result.stderr
     assert "hint:" in result.stderr and "Traceback" not in result.stderr

@@ -45,7 +45,9 @@ def test_onnx_served_matches_onnxruntime_in_process(demo_server: TritonServer, d
 
     rng = np.random.default_rng(7)
     batch = rng.standard_normal((5, 4)).astype(np.float32)
-    session = ort.InferenceSession(str(demo_build.path / "classifier" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(demo_build.path / "classifier" / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
     expected = session.run(["logits"], {"features": batch})[0]
     client = grpcclient.InferenceServerClient(demo_server.endpoints.grpc_url)
     tensor = grpcclient.InferInput("features", [5, 4], "FP32")
@@ -109,7 +111,9 @@ def test_concurrent_requests_form_dynamic_batches_run_as_one_onnxruntime_call(de
 def test_model_that_fails_to_load_reports_tritons_reason(tmp_path: Path) -> None:
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "model.py").write_text(
-        "class TritonPythonModel:\n    def initialize(self, args):\n        raise RuntimeError('weights.bin is missing')\n"
+        "class TritonPythonModel:\n"
+        "    def initialize(self, args):\n"
+        "        raise RuntimeError('weights.bin is missing')\n"
     )
     (tmp_path / "tritonkit.yaml").write_text(
         "name: broken\nmodels:\n  - name: broken\n    kind: python\n    path: broken\n"
@@ -126,12 +130,16 @@ def test_model_that_fails_to_load_reports_tritons_reason(tmp_path: Path) -> None
 def test_infer_command(demo_server: TritonServer, tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", CENTRES)
     url = demo_server.endpoints.http_url.removeprefix("http://")
-    result = CliRunner().invoke(main, ["infer", "classifier", "--input", f"features={tmp_path / 'x.npy'}", "--url", url])
+    result = CliRunner().invoke(
+        main, ["infer", "classifier", "--input", f"features={tmp_path / 'x.npy'}", "--url", url]
+    )
     assert result.exit_code == 0, result.output + result.stderr
     assert "logits float32 [3, 3]" in result.output
 
     np.save(tmp_path / "wrong.npy", CENTRES.astype(np.float64))
-    result = CliRunner().invoke(main, ["infer", "classifier", "--input", f"features={tmp_path / 'wrong.npy'}", "--url", url])
+    result = CliRunner().invoke(
+        main, ["infer", "classifier", "--input", f"features={tmp_path / 'wrong.npy'}", "--url", url]
+    )
     assert result.exit_code == 2
     assert "holds float64, the model wants FP32" in result.stderr and "hint:" in result.stderr
 
@@ -148,9 +156,22 @@ def test_infer_against_no_server_is_one_clear_line() -> None:
 
 def test_serve_command_binds_loopback_and_stops_on_sigterm(demo_build: BuildResult) -> None:
     ports = [str(free_port()) for _ in range(3)]
-    command = [sys.executable, "-m", "tritonkit.cli", "serve", str(demo_build.alias),
-               "--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2]]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "200"})
+    command = [
+        sys.executable,
+        "-m",
+        "tritonkit.cli",
+        "serve",
+        str(demo_build.alias),
+        "--http-port",
+        ports[0],
+        "--grpc-port",
+        ports[1],
+        "--metrics-port",
+        ports[2],
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "200"}
+    )
     try:
         deadline = time.monotonic() + 120
         ready = False
@@ -164,7 +185,11 @@ def test_serve_command_binds_loopback_and_stops_on_sigterm(demo_build: BuildResu
                 break
             time.sleep(0.3)
         assert ready, "tritonkit serve never became ready"
-        server_pid = int(subprocess.run(["pgrep", "-f", f"tritonserver.*--http-port={ports[0]}"], capture_output=True, text=True).stdout.split()[0])
+        server_pid = int(
+            subprocess.run(
+                ["pgrep", "-f", f"tritonserver.*--http-port={ports[0]}"], capture_output=True, text=True
+            ).stdout.split()[0]
+        )
         listening = subprocess.run(["cat", "/proc/net/tcp"], capture_output=True, text=True).stdout
         assert f"0100007F:{int(ports[0]):04X}" in listening  # 127.0.0.1, not 0.0.0.0
         process.send_signal(signal.SIGTERM)
@@ -174,7 +199,9 @@ def test_serve_command_binds_loopback_and_stops_on_sigterm(demo_build: BuildResu
             process.kill()
     assert process.returncode == 0, output
     assert f"http://127.0.0.1:{ports[0]}" in output and "stopped (exit code 0)" in output
-    assert not Path(f"/proc/{server_pid}").exists() or "zombie" in Path(f"/proc/{server_pid}/status").read_text().lower()
+    assert (
+        not Path(f"/proc/{server_pid}").exists() or "zombie" in Path(f"/proc/{server_pid}/status").read_text().lower()
+    )
 
 
 def test_serve_refuses_a_tampered_repository(writable_copy: Path) -> None:

@@ -4,14 +4,40 @@ from __future__ import annotations
 
 import tritonkit
 from tritonkit import dtypes
-from tritonkit.errors import BuildError, DependencyError, ServerError, SpecError, TritonkitError, VerifyError, did_you_mean
+from tritonkit.errors import (
+    BuildError,
+    DependencyError,
+    ServerError,
+    SpecError,
+    TritonkitError,
+    VerifyError,
+    did_you_mean,
+)
 
 
 def test_public_names() -> None:
     assert sorted(tritonkit.__all__) == [
-        "BuildError", "BuildResult", "DependencyError", "Endpoints", "Finding", "LoadedSpec", "Lock",
-        "ModelResult", "ServerError", "Spec", "SpecError", "TritonServer", "TritonkitError", "VerifyError",
-        "VerifyReport", "build", "find_triton", "load_spec", "plan", "read_lock", "verify",
+        "BuildError",
+        "BuildResult",
+        "DependencyError",
+        "Endpoints",
+        "Finding",
+        "LoadedSpec",
+        "Lock",
+        "ModelResult",
+        "ServerError",
+        "Spec",
+        "SpecError",
+        "TritonServer",
+        "TritonkitError",
+        "VerifyError",
+        "VerifyReport",
+        "build",
+        "find_triton",
+        "load_spec",
+        "plan",
+        "read_lock",
+        "verify",
     ]
     for name in tritonkit.__all__:
         assert hasattr(tritonkit, name)

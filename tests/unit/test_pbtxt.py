@@ -23,7 +23,11 @@ def _full_onnx_model() -> OnnxModel:
             "dynamic_batching": {
                 "max_queue_delay_microseconds": 2000,
                 "preferred_batch_size": [8, 16],
-                "default_queue_policy": {"timeout_action": "DELAY", "default_timeout_microseconds": 5000, "max_queue_size": 64},
+                "default_queue_policy": {
+                    "timeout_action": "DELAY",
+                    "default_timeout_microseconds": 5000,
+                    "max_queue_size": 64,
+                },
             },
             "instance_group": [{"count": 2, "kind": "KIND_CPU"}],
             "model_warmup": [{"name": "w", "batch_size": 4, "data": "zero"}],

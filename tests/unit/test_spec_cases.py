@@ -39,7 +39,9 @@ def test_bad_spec_is_refused(case: Path, tmp_path: Path) -> None:
     (out / "earlier-build" / "keep.txt").write_text("previous artifact")
     before = hash_tree(out)
 
-    result = CliRunner().invoke(main, ["build", "-f", str(work / "tritonkit.yaml"), "-o", str(out), "--cache-dir", str(tmp_path / "cache")])
+    result = CliRunner().invoke(
+        main, ["build", "-f", str(work / "tritonkit.yaml"), "-o", str(out), "--cache-dir", str(tmp_path / "cache")]
+    )
 
     assert result.exit_code == 2, result.output + result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]

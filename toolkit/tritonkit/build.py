@@ -150,9 +150,7 @@ def build(
                 "versions": [VERSION],
                 "tools": item.builder.tool_versions(item.model),
             }
-            results.append(
-                ModelResult(item.model.name, item.builder.kind, item.key, cached, time.perf_counter() - t0)
-            )
+            results.append(ModelResult(item.model.name, item.builder.kind, item.key, cached, time.perf_counter() - t0))
         lock = write_lock(staging, loaded.spec.name, lock_models)
         final, created = publish(staging, out_dir, lock)
     except BaseException:
@@ -221,7 +219,9 @@ def _cache_valid(entry: Path) -> bool:
 
 
 def _copy_model(entry: Path, target: Path) -> None:
-    shutil.copytree(entry, target, ignore=shutil.ignore_patterns(_MANIFEST, "__pycache__"), copy_function=shutil.copyfile)
+    shutil.copytree(
+        entry, target, ignore=shutil.ignore_patterns(_MANIFEST, "__pycache__"), copy_function=shutil.copyfile
+    )
     for dirpath, _, _ in os.walk(target):
         os.chmod(dirpath, 0o755)
 

@@ -55,9 +55,13 @@ def init(path: Path, force: bool) -> None:
 
 
 @main.command()
-@click.option("-f", "--file", "spec_file", type=click.Path(path_type=Path), default=Path("tritonkit.yaml"), show_default=True)
+@click.option(
+    "-f", "--file", "spec_file", type=click.Path(path_type=Path), default=Path("tritonkit.yaml"), show_default=True
+)
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=Path("dist"), show_default=True)
-@click.option("--cache-dir", type=click.Path(path_type=Path), help="Model cache (default .tritonkit/cache beside the spec).")
+@click.option(
+    "--cache-dir", type=click.Path(path_type=Path), help="Model cache (default .tritonkit/cache beside the spec)."
+)
 @click.option("--no-cache", is_flag=True, help="Rebuild every model.")
 def build(spec_file: Path, out_dir: Path, cache_dir: Path | None, no_cache: bool) -> None:
     """Build the spec into <out>/<name>-<digest12>/ and point <out>/<name> at it."""
@@ -110,13 +114,21 @@ def verify(path: Path) -> None:
 
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path), required=False)
-@click.option("-f", "--file", "spec_file", type=click.Path(path_type=Path), default=Path("tritonkit.yaml"),
-              help="Spec whose newest build to serve when PATH is omitted.")
+@click.option(
+    "-f",
+    "--file",
+    "spec_file",
+    type=click.Path(path_type=Path),
+    default=Path("tritonkit.yaml"),
+    help="Spec whose newest build to serve when PATH is omitted.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 exposes the server).")
 @click.option("--http-port", default=8000, show_default=True)
 @click.option("--grpc-port", default=8001, show_default=True)
 @click.option("--metrics-port", default=8002, show_default=True)
-@click.option("--triton-bin", type=click.Path(path_type=Path), help="Use this tritonserver instead of the embedded one.")
+@click.option(
+    "--triton-bin", type=click.Path(path_type=Path), help="Use this tritonserver instead of the embedded one."
+)
 @click.option("--model", "models", multiple=True, help="Load only these models (repeatable).")
 @click.option("--no-verify", is_flag=True, help="Skip verifying the repository before serving.")
 def serve(
@@ -166,7 +178,9 @@ def serve(
     try:
         while not stop.wait(0.5):
             if server._process is not None and server._process.poll() is not None:
-                raise ServerError(f"tritonserver exited unexpectedly ({server._process.returncode})", hint=f"see {server.log_file}")
+                raise ServerError(
+                    f"tritonserver exited unexpectedly ({server._process.returncode})", hint=f"see {server.log_file}"
+                )
     except KeyboardInterrupt:
         pass
     finally:
@@ -177,7 +191,9 @@ def serve(
 
 @main.command()
 @click.argument("model")
-@click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy", help="Input data; random data for omitted inputs.")
+@click.option(
+    "--input", "inputs", multiple=True, metavar="NAME=FILE.npy", help="Input data; random data for omitted inputs."
+)
 @click.option("--url", default=None, help="Server address (default 127.0.0.1:8000 for http, :8001 for grpc).")
 @click.option("--protocol", type=click.Choice(["http", "grpc"]), default="http", show_default=True)
 @click.option("--batch-size", default=1, show_default=True, help="Batch size for generated inputs.")
@@ -206,7 +222,10 @@ def _default_repository(spec_file: Path) -> Path:
     for candidate in (cwd_alias, alias):
         if candidate.exists():
             return candidate
-    raise ServerError(f"no build of '{loaded.spec.name}' found in dist/", hint=f"run 'tritonkit build -f {spec_file}' first, or pass a PATH")
+    raise ServerError(
+        f"no build of '{loaded.spec.name}' found in dist/",
+        hint=f"run 'tritonkit build -f {spec_file}' first, or pass a PATH",
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -45,7 +45,9 @@ def infer(
         try:
             live = client.is_server_live()
         except Exception as exc:
-            raise ServerError(f"cannot reach Triton at {address} ({protocol}): {exc}", hint="start one with 'tritonkit serve'") from exc
+            raise ServerError(
+                f"cannot reach Triton at {address} ({protocol}): {exc}", hint="start one with 'tritonkit serve'"
+            ) from exc
         if not live:
             raise ServerError(f"Triton at {address} is not live", hint="check 'tritonkit serve' output")
         try:
@@ -82,7 +84,10 @@ def infer(
         try:
             result = client.infer(model, request)
         except InferenceServerException as exc:
-            raise ServerError(f"inference on '{model}' failed: {exc.message()}", hint="check the inputs' shapes and dtypes against 'tritonkit verify' / the config") from exc
+            raise ServerError(
+                f"inference on '{model}' failed: {exc.message()}",
+                hint="check the inputs' shapes and dtypes against 'tritonkit verify' / the config",
+            ) from exc
         return {o["name"]: result.as_numpy(o["name"]) for o in meta["outputs"]}
     finally:
         client.close()

@@ -42,9 +42,7 @@ class SpecError(TritonkitError):
 
     exit_code = 2
 
-    def __init__(
-        self, message: str, *, file: str | Path | None = None, key: str = "", hint: str = ""
-    ) -> None:
+    def __init__(self, message: str, *, file: str | Path | None = None, key: str = "", hint: str = "") -> None:
         where = str(file) if file is not None else ""
         if key:
             where = f"{where}: {key}" if where else key

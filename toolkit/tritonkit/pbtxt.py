@@ -13,9 +13,7 @@ Example:
 from __future__ import annotations
 
 from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2
-
-ModelConfig = model_config_pb2.ModelConfig
+from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 
 class PbtxtError(ValueError):

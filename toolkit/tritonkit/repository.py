@@ -79,7 +79,9 @@ def read_lock(root: Path) -> Lock:
             models=document.get("models", {}),
         )
     except (ValueError, KeyError, TypeError) as exc:
-        raise VerifyError(f"{path}: unreadable lock file ({exc})", hint="rebuild the repository; a lock is never edited by hand") from exc
+        raise VerifyError(
+            f"{path}: unreadable lock file ({exc})", hint="rebuild the repository; a lock is never edited by hand"
+        ) from exc
 
 
 def directory_name(repository: str, digest: str) -> str:
@@ -89,7 +91,7 @@ def directory_name(repository: str, digest: str) -> str:
 
 def set_read_only(root: Path) -> None:
     """Make every file 0444 and every directory 0555 (bottom-up)."""
-    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+    for dirpath, _, filenames in os.walk(root, topdown=False):
         for name in filenames:
             os.chmod(os.path.join(dirpath, name), 0o444)
         os.chmod(dirpath, 0o555)

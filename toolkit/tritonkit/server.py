@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -93,7 +94,9 @@ def find_triton(triton_bin: str | Path | None = None) -> TritonBinary:
     if triton_bin is not None:
         path = Path(triton_bin)
         if not path.is_file() or not os.access(path, os.X_OK):
-            raise ServerError(f"--triton-bin {path} is not an executable file", hint="point it at a tritonserver binary")
+            raise ServerError(
+                f"--triton-bin {path} is not an executable file", hint="point it at a tritonserver binary"
+            )
         return TritonBinary(path=path, embedded=False)
     embedded = _embedded()
     if embedded is not None:
@@ -151,9 +154,7 @@ def prepare_backends(binary: TritonBinary, root: Path | None = None) -> Path:
             hint=f"use one of: {', '.join(sorted(p.name for p in binary.stubs_dir.iterdir()))}",
         )
     ort_model = resources.files("tritonkit.python_backends").joinpath("onnxruntime/model.py").read_bytes()
-    key = sha256_bytes(
-        f"{metadata.version('nvidia-pytriton')}|{py}|".encode() + ort_model
-    )[:16]
+    key = sha256_bytes(f"{metadata.version('nvidia-pytriton')}|{py}|".encode() + ort_model)[:16]
     target = (root or cache_root() / "backends") / key
     if (target / "python" / "triton_python_backend_stub").is_file():
         return target
@@ -321,10 +322,8 @@ class TritonServer:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         # The Python stubs are in the same session; make sure none outlives the server.
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         if self._log_handle is not None:
             self._log_handle.close()  # type: ignore[attr-defined]
             self._log_handle = None
@@ -370,4 +369,6 @@ class TritonServer:
                 payload = {}
             return int(exc.code), payload
         except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-            raise ServerError(f"cannot reach Triton at {self.endpoints.http_url}: {exc}", hint=f"see {self.log_file}") from exc
+            raise ServerError(
+                f"cannot reach Triton at {self.endpoints.http_url}: {exc}", hint=f"see {self.log_file}"
+            ) from exc

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -136,9 +136,7 @@ class ModelBase(_Strict):
         if self.dynamic_batching is not None:
             too_big = [b for b in self.dynamic_batching.preferred_batch_size if b > self.max_batch_size]
             if too_big:
-                raise ValueError(
-                    f"preferred_batch_size {too_big} exceeds max_batch_size {self.max_batch_size}"
-                )
+                raise ValueError(f"preferred_batch_size {too_big} exceeds max_batch_size {self.max_batch_size}")
         for warmup in self.model_warmup:
             if self.max_batch_size and warmup.batch_size > self.max_batch_size:
                 raise ValueError(f"model_warmup '{warmup.name}' batch_size exceeds max_batch_size")
@@ -168,7 +166,7 @@ class PythonModel(ModelBase):
     outputs: list[TensorSpec]
 
 
-Model = Annotated[Union[OnnxModel, PythonModel], Field(discriminator="kind")]
+Model = Annotated[OnnxModel | PythonModel, Field(discriminator="kind")]
 
 
 class Spec(_Strict):
@@ -229,7 +227,9 @@ def load_spec(path: Path) -> LoadedSpec:
             names the file, line and key path, and the hint says how to fix it.
     """
     if not path.is_file():
-        raise SpecError("file not found", file=path, hint="run 'tritonkit init' to write a starter spec, or pass -f PATH")
+        raise SpecError(
+            "file not found", file=path, hint="run 'tritonkit init' to write a starter spec, or pass -f PATH"
+        )
     text = path.read_text()
     try:
         data = yaml.safe_load(text)
@@ -240,7 +240,9 @@ def load_spec(path: Path) -> LoadedSpec:
         problem = getattr(exc, "problem", None) or str(exc)
         raise SpecError(f"invalid YAML: {problem}", file=where, hint="fix the YAML syntax at that line") from exc
     if not isinstance(data, dict):
-        raise SpecError("the spec must be a mapping with 'name' and 'models'", file=path, hint="see 'tritonkit init' for a starter")
+        raise SpecError(
+            "the spec must be a mapping with 'name' and 'models'", file=path, hint="see 'tritonkit init' for a starter"
+        )
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
@@ -255,7 +257,7 @@ def _check_files(loaded: LoadedSpec, node: yaml.Node | None) -> None:
         if isinstance(model, OnnxModel) and model.file is not None:
             _require_file(loaded, node, ("models", index, "file"), model.file, "an existing .onnx file")
         elif isinstance(model, OnnxModel) and model.export is not None:
-            key = ("models", index, "export", "factory")
+            key: tuple[Any, ...] = ("models", index, "export", "factory")
             _require_file(loaded, node, key, model.export.factory_file, "the Python file that defines the factory")
         elif isinstance(model, PythonModel):
             key = ("models", index, "path")

@@ -116,7 +116,9 @@ def _check_model(model_dir: Path) -> list[Finding]:
 
 def _check_artifact(config: pb.ModelConfig, version: Path) -> list[Finding]:
     rel = f"{version.parent.name}/{version.name}"
-    backend = config.backend or {"onnxruntime_onnx": "onnxruntime", "tensorrt_plan": "tensorrt"}.get(config.platform, "")
+    backend = config.backend or {"onnxruntime_onnx": "onnxruntime", "tensorrt_plan": "tensorrt"}.get(
+        config.platform, ""
+    )
     filename = config.default_model_filename or _ARTIFACTS.get(backend, "")
     if not filename:
         return []
@@ -133,20 +135,33 @@ def _check_artifact(config: pb.ModelConfig, version: Path) -> list[Finding]:
         return [Finding("artifact", f"{rel}/{filename}", exc.detail)]
     declared_inputs, declared_outputs = tensors_from_config(config)
     findings = []
-    for what, declared, graph in (("input", declared_inputs, graph_inputs), ("output", declared_outputs, graph_outputs)):
+    for what, declared, graph in (
+        ("input", declared_inputs, graph_inputs),
+        ("output", declared_outputs, graph_outputs),
+    ):
         by_name = {t.name: t for t in graph}
         for tensor in declared:
             actual = by_name.get(tensor.name)
             if actual is None:
-                findings.append(Finding("artifact", f"{rel}/{filename}", f"config {what} '{tensor.name}' is not in the graph"))
+                findings.append(
+                    Finding("artifact", f"{rel}/{filename}", f"config {what} '{tensor.name}' is not in the graph")
+                )
             elif actual.dtype != tensor.dtype:
                 findings.append(
-                    Finding("artifact", f"{rel}/{filename}", f"{what} '{tensor.name}': config {tensor.dtype}, graph {actual.dtype}")
+                    Finding(
+                        "artifact",
+                        f"{rel}/{filename}",
+                        f"{what} '{tensor.name}': config {tensor.dtype}, graph {actual.dtype}",
+                    )
                 )
             elif len(actual.dims) != len(tensor.dims) or any(
                 g != -1 and g != d for g, d in zip(actual.dims, tensor.dims)
             ):
                 findings.append(
-                    Finding("artifact", f"{rel}/{filename}", f"{what} '{tensor.name}': config dims {tensor.dims}, graph {actual.dims}")
+                    Finding(
+                        "artifact",
+                        f"{rel}/{filename}",
+                        f"{what} '{tensor.name}': config dims {tensor.dims}, graph {actual.dims}",
+                    )
                 )
     return findings

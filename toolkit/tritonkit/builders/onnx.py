@@ -129,7 +129,12 @@ def _reconcile(
         key = ctx.key(what, index)
         if graph is None:
             hint = did_you_mean(tensor.name, list(by_name)) or f"the graph's {what}: {', '.join(by_name)}"
-            raise SpecError(f"'{tensor.name}' is not an {what[:-1]} of the ONNX graph", file=ctx.loaded.path, key=f"{key}.name", hint=hint)
+            raise SpecError(
+                f"'{tensor.name}' is not an {what[:-1]} of the ONNX graph",
+                file=ctx.loaded.path,
+                key=f"{key}.name",
+                hint=hint,
+            )
         if graph.dtype != tensor.dtype:
             raise SpecError(
                 f"dtype {tensor.dtype} does not match the graph's {graph.dtype}",
@@ -171,7 +176,7 @@ def _check_loads(path: Path, ctx: BuildContext, *, source_key: str) -> None:
             f"onnxruntime cannot load '{path.name}': {first}",
             file=ctx.loaded.path,
             key=ctx.key(source_key),
-            hint="check that the file is a complete ONNX model (try: python -c \"import onnx; onnx.checker.check_model('FILE')\")",
+            hint=f"check the file: python -c \"import onnx; onnx.checker.check_model('{path}')\"",
         ) from exc
 
 
@@ -292,7 +297,13 @@ def _example(export: TorchExport, batch: int | None, rng: np.random.Generator) -
 
 
 def _compare(
-    ctx: BuildContext, export: TorchExport, module: Any, target: Path, torch: Any, rng: np.random.Generator, batched: bool
+    ctx: BuildContext,
+    export: TorchExport,
+    module: Any,
+    target: Path,
+    torch: Any,
+    rng: np.random.Generator,
+    batched: bool,
 ) -> None:
     """Run PyTorch and onnxruntime on one fresh random batch; fail on disagreement."""
     import onnxruntime as ort
@@ -328,10 +339,12 @@ def _compare(
             limit = export.atol + export.rtol * np.abs(want.astype(np.float64))
             if np.any(diff > limit):
                 raise BuildError(
-                    f"output '{name}' differs from PyTorch by up to {diff.max():.3g} (rtol={export.rtol}, atol={export.atol})",
+                    f"output '{name}' differs from PyTorch by up to {diff.max():.3g} "
+                    f"(rtol={export.rtol}, atol={export.atol})",
                     model=ctx.model.name,
                     step="check",
-                    hint="fix the model's export (unsupported op?) or raise export.rtol/atol in the spec if the difference is expected",
+                    hint="fix the export (an unsupported op, Python state traced as a constant?) "
+                    "or raise export.rtol/atol in the spec if the difference is expected",
                     workdir=ctx.workdir,
                 )
         elif not np.array_equal(onnx_out, want):
