@@ -162,9 +162,13 @@ def serve(
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with console.status(f"starting Triton on {root.resolve()} …"):
-        t0 = time.perf_counter()
-        server.start()
+    try:
+        with console.status(f"starting Triton on {root.resolve()} …"):
+            t0 = time.perf_counter()
+            server.start()  # stops the process itself if interrupted
+    except KeyboardInterrupt:
+        err_console.print("interrupted while starting; Triton stopped")
+        sys.exit(130)
     table = Table(title=f"Triton ready in {time.perf_counter() - t0:.1f}s (pid {server.pid})", title_justify="left")
     table.add_column("endpoint")
     table.add_column("address")
