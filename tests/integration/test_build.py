@@ -133,3 +133,16 @@ def test_failed_export_exits_3_and_writes_nothing(case: str, tmp_path: Path) -> 
     assert message in result.stderr
     assert "hint:" in result.stderr and "Traceback" not in result.stderr
     assert not list(out.iterdir())
+
+
+def test_output_alias_that_is_a_real_directory_is_refused_untouched(example_copy: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "demo").mkdir(parents=True)
+    (out / "demo" / "mine.txt").write_text("keep me")
+    result = CliRunner().invoke(
+        main, ["build", "-f", str(example_copy / "tritonkit.yaml"), "-o", str(out), "--cache-dir", str(tmp_path / "c")]
+    )
+    assert result.exit_code == 2
+    assert "is not a tritonkit alias symlink" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["demo"]
+    assert (out / "demo" / "mine.txt").read_text() == "keep me"

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import VerifyError
+from .errors import SpecError, VerifyError
 from .hashing import LOCK_FILE, FileHash, canonical_json, hash_tree, repository_digest
 
 LOCK_VERSION = 1
@@ -118,7 +118,17 @@ def publish(staging: Path, out_dir: Path, lock: Lock) -> tuple[Path, bool]:
     Returns:
         ``(final_path, created)``; ``created`` is False when an identical build already existed
         (the staging tree is then discarded and nothing on disk changes but the alias).
+
+    Raises:
+        SpecError: when ``<out>/<name>`` exists and is not an alias symlink (checked first, so
+            nothing is written).
     """
+    alias = out_dir / lock.repository
+    if alias.exists() and not alias.is_symlink():
+        raise SpecError(
+            f"{alias} exists and is not a tritonkit alias symlink",
+            hint="move it away or build into another -o directory; tritonkit keeps '<name>' as a symlink",
+        )
     final = out_dir / directory_name(lock.repository, lock.digest)
     created = False
     if final.exists():
@@ -126,19 +136,19 @@ def publish(staging: Path, out_dir: Path, lock: Lock) -> tuple[Path, bool]:
     else:
         set_read_only(staging)
         os.chmod(staging, 0o755)  # rename of a directory needs write on itself on some filesystems
-        os.rename(staging, final)
+        try:
+            os.rename(staging, final)
+            created = True
+        except OSError:
+            if not final.exists():
+                raise
+            remove_tree(staging)  # a concurrent build of the same inputs got there first
         os.chmod(final, 0o555)
-        created = True
-    _point_alias(out_dir / lock.repository, final.name)
+    _point_alias(alias, final.name)
     return final, created
 
 
 def _point_alias(alias: Path, target_name: str) -> None:
-    if alias.exists() and not alias.is_symlink():
-        raise VerifyError(
-            f"{alias} exists and is not a tritonkit alias symlink",
-            hint="move it away; tritonkit keeps '<name>' as a symlink to the newest build",
-        )
     if alias.is_symlink() and os.readlink(alias) == target_name:
         return
     temp = alias.with_name(f".{alias.name}.link-{os.getpid()}")
