@@ -20,6 +20,7 @@ from click.testing import CliRunner
 
 from tritonkit import BuildResult, Endpoints, ServerError, TritonServer, build, load_spec
 from tritonkit.cli import main
+from tritonkit.loadgen import server_delta
 from tritonkit.server import free_port
 
 CENTRES = np.array([[2.0, 0.0, 0.0, 1.0], [0.0, 2.0, 1.0, 0.0], [0.0, 0.0, 2.0, 2.0]], dtype=np.float32)
@@ -78,11 +79,10 @@ def _metric(server: TritonServer, name: str, model: str) -> float:
 def test_concurrent_requests_form_dynamic_batches_run_as_one_onnxruntime_call(demo_server: TritonServer) -> None:
     client = grpcclient.InferenceServerClient(demo_server.endpoints.grpc_url)
 
-    def batch_counts() -> dict[int, int]:
-        stats = client.get_inference_statistics("classifier", as_json=True)["model_stats"][0]
-        return {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in stats.get("batch_stats", [])}
+    def model_stats() -> dict:
+        return client.get_inference_statistics("classifier", as_json=True)["model_stats"][0]
 
-    before = batch_counts()
+    before = model_stats()
     runs_before = _metric(demo_server, "tritonkit_onnxruntime_runs_total", "classifier")
     rows_before = _metric(demo_server, "tritonkit_onnxruntime_rows_total", "classifier")
     requests = 96
@@ -96,15 +96,16 @@ def test_concurrent_requests_form_dynamic_batches_run_as_one_onnxruntime_call(de
         answers = list(pool.map(one, range(requests)))
     assert answers == [i % 3 for i in range(requests)]  # batching never mixes up responses
 
-    after = batch_counts()
-    delta = {size: after.get(size, 0) - before.get(size, 0) for size in after}
-    assert sum(size * count for size, count in delta.items()) == requests
-    assert any(count > 0 for size, count in delta.items() if size > 1), delta
+    delta = server_delta(before, model_stats())
+    assert delta.requests == requests
+    assert sum(size * count for size, count in delta.batch_sizes.items()) == requests
+    assert delta.mean_batch_size > 1, delta.batch_sizes
+    assert delta.compute_infer_us > 0 and delta.queue_us > 0
 
     runs = _metric(demo_server, "tritonkit_onnxruntime_runs_total", "classifier") - runs_before
     rows = _metric(demo_server, "tritonkit_onnxruntime_rows_total", "classifier") - rows_before
     assert rows == requests
-    assert runs == sum(delta.values())  # one onnxruntime call per executed batch
+    assert runs == sum(delta.batch_sizes.values())  # one onnxruntime call per executed batch
     assert runs < requests
 
 
