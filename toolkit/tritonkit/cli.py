@@ -217,6 +217,77 @@ def infer(model: str, inputs: tuple[str, ...], url: str | None, protocol: str, b
         console.print(value)
 
 
+@main.command()
+@click.argument("model")
+@click.option("--url", default=None, help="Server address (default 127.0.0.1:8001 grpc / :8000 http).")
+@click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
+@click.option("--concurrency", "-c", type=int, multiple=True, help="Closed loop: requests in flight (repeatable).")
+@click.option("--rate", "-r", type=float, multiple=True, help="Open loop: requests per second (repeatable).")
+@click.option("--constant", is_flag=True, help="Open loop with constant instead of Poisson arrivals.")
+@click.option("--batch-size", default=1, show_default=True)
+@click.option("--window", "window_s", default=2.0, show_default=True, help="Measurement window, seconds.")
+@click.option("--max-windows", default=10, show_default=True)
+@click.option("--processes", type=int, default=None, help="Load worker processes (default: by load level).")
+def bench(
+    model: str,
+    url: str | None,
+    protocol: str,
+    concurrency: tuple[int, ...],
+    rate: tuple[float, ...],
+    constant: bool,
+    batch_size: int,
+    window_s: float,
+    max_windows: int,
+    processes: int | None,
+) -> None:
+    """Load-test MODEL on a running Triton (closed loop --concurrency, or open loop --rate)."""
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from .bench import bench as run_bench
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} windows")
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = bar.add_task(label, total=total)
+            bar.update(tasks[label], completed=done)
+
+        points = run_bench(
+            model,
+            url=url,
+            protocol=protocol,
+            concurrency=concurrency,
+            rate=rate,
+            poisson=not constant,
+            batch_size=batch_size,
+            window_s=window_s,
+            max_windows=max_windows,
+            processes=processes,
+            progress=progress,
+        )
+    table = Table(title=f"{model} over {protocol}", title_justify="left")
+    columns = ("load", "infer/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors", "stable", "queue us",
+               "compute us", "batch (mean)", "client ovh ms")  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="right")
+    for p in points:
+        r, srv = p.result, p.server
+        load = f"c={p.level:g}" if p.mode == "concurrency" else f"{p.level:g}/s"
+        if p.client_limited:
+            table.add_row(load, f"[red]client-limited: {p.client_limited}[/]", *[""] * (len(columns) - 2))
+            continue
+        compute = srv.compute_input_us + srv.compute_infer_us + srv.compute_output_us
+        table.add_row(
+            load, f"{r.throughput:.0f}", f"{r.p50_ms:.2f}", f"{r.p90_ms:.2f}", f"{r.p99_ms:.2f}", f"{r.max_ms:.2f}",
+            str(r.errors), "yes" if p.stable else "no", f"{srv.queue_us:.0f}", f"{compute:.0f}",
+            f"{srv.mean_batch_size:.1f}", f"{p.client_overhead_ms:.2f}",
+        )  # fmt: skip
+    console.print(table)
+
+
 def _default_repository(spec_file: Path) -> Path:
     from .spec import load_spec
 

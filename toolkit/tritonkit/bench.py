@@ -1,0 +1,403 @@
+"""``tritonkit bench``: closed-loop (concurrency) and open-loop (request rate) load tests.
+
+Load comes from worker *processes* (spawned, each with its own clients and threads) so the
+Python client is not the bottleneck on one core; each point runs in windows after a warm-up,
+until the last three windows agree within 10% on throughput and p99 (or ``max_windows``).
+Open-loop arrivals are Poisson (or constant) and every latency is measured from the request's
+intended send time. A point is flagged ``client_limited`` when the generator could not keep
+up — open-loop send lag p99 over 5 ms or under 95% of the asked rate, or a worker process
+that used over 90% of a core — and the CLI refuses to present its numbers as the server's.
+
+Example:
+    >>> points = bench("classifier", concurrency=[1, 8], url="127.0.0.1:8001")
+    >>> points[1].result.throughput, points[1].server.mean_batch_size
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import dtypes
+from .errors import ServerError, SpecError, did_you_mean
+from .loadgen import Sample, ServerBreakdown, WindowStats, is_stable, server_delta, split_windows, summarize
+
+Progress = Callable[[str, int, int], None]
+"""``(point label, windows done, max windows)``."""
+
+
+@dataclass(frozen=True)
+class BenchPoint:
+    """One measured load level."""
+
+    mode: str  # "concurrency" | "rate"
+    level: float
+    windows: list[WindowStats]
+    result: WindowStats  # over the last (up to) three windows
+    stable: bool
+    client_limited: str  # "" when the generator kept up, else why not
+    client_cpu: float  # highest worker CPU use, fraction of one core
+    server: ServerBreakdown
+
+    @property
+    def client_overhead_ms(self) -> float:
+        """Client p50 latency minus the server's mean request time (queue + compute)."""
+        s = self.server
+        server_ms = (s.queue_us + s.compute_input_us + s.compute_infer_us + s.compute_output_us) / 1e3
+        return self.result.p50_ms - server_ms
+
+
+@dataclass(frozen=True)
+class _Job:
+    mode: str
+    level: float  # this worker's share: threads (closed) or requests/s (open)
+    url: str
+    protocol: str
+    model: str
+    inputs: dict[str, tuple[list[int], str]]
+    seed: int
+    poisson: bool
+
+
+def bench(
+    model: str,
+    *,
+    url: str | None = None,
+    protocol: str = "grpc",
+    concurrency: Sequence[int] = (),
+    rate: Sequence[float] = (),
+    poisson: bool = True,
+    batch_size: int = 1,
+    window_s: float = 2.0,
+    max_windows: int = 10,
+    warmup_s: float = 1.0,
+    processes: int | None = None,
+    progress: Progress | None = None,
+) -> list[BenchPoint]:
+    """Measure ``model`` at each concurrency (closed loop) or rate (open loop).
+
+    Raises:
+        ServerError: unreachable server, unknown or unready model.
+        SpecError: neither or both of ``concurrency`` and ``rate``.
+    """
+    if bool(concurrency) == bool(rate):
+        raise SpecError(
+            "give either concurrency levels or request rates", hint="e.g. --concurrency 1 4 16, or --rate 50 200"
+        )
+    address = url or ("127.0.0.1:8001" if protocol == "grpc" else "127.0.0.1:8000")
+    inputs = _request_shape(model, address, protocol, batch_size)
+    report = progress or (lambda label, done, total: None)
+    levels = [("concurrency", float(c)) for c in concurrency] + [("rate", float(r)) for r in rate]
+    points = []
+    for mode, level in levels:
+        workers = processes or _default_processes(mode, level)
+        points.append(
+            _measure(
+                model, address, protocol, inputs, mode, level, workers, poisson, window_s, max_windows, warmup_s, report
+            )
+        )
+    return points
+
+
+def _default_processes(mode: str, level: float) -> int:
+    cores = os.cpu_count() or 1
+    if mode == "concurrency":
+        return int(max(1, min(cores, level // 8 + 1)))
+    return int(max(1, min(cores, level // 400 + 1)))
+
+
+def _measure(
+    model: str,
+    address: str,
+    protocol: str,
+    inputs: dict[str, tuple[list[int], str]],
+    mode: str,
+    level: float,
+    workers: int,
+    poisson: bool,
+    window_s: float,
+    max_windows: int,
+    warmup_s: float,
+    report: Progress,
+) -> BenchPoint:
+    label = f"{mode} {level:g}"
+    context = mp.get_context("spawn")
+    samples_q: Any = context.Queue()
+    stop, go = context.Event(), context.Event()
+    shares = _split(level, workers, integer=(mode == "concurrency"))
+    jobs = [_Job(mode, share, address, protocol, model, inputs, seed, poisson) for seed, share in enumerate(shares)]
+    procs = [
+        context.Process(target=_worker, args=(job, samples_q, stop, go), daemon=True) for job in jobs if job.level > 0
+    ]
+    for proc in procs:
+        proc.start()
+    samples: list[Sample] = []
+    cpu: list[float] = []
+    ready = 0
+    ready_deadline = time.monotonic() + 60
+    while ready < len(procs) and time.monotonic() < ready_deadline:  # spawned workers import first
+        try:
+            kind, _ = samples_q.get(timeout=0.5)
+            ready += kind == "ready"
+        except queue.Empty:
+            pass
+    go.set()
+    measure_from = time.monotonic() + warmup_s
+    stats_before: dict[str, Any] | None = None
+    windows: list[WindowStats] = []
+    deadline = measure_from + window_s * (max_windows + 2) + 30
+    try:
+        while time.monotonic() < deadline:
+            _drain(samples_q, samples, cpu, timeout=0.2)
+            now = time.monotonic()
+            if stats_before is None and now >= measure_from:
+                stats_before = _model_stats(model, address, protocol)
+            windows = split_windows([s for s in samples if s.done >= measure_from], measure_from, window_s)
+            windows = [w for w in windows if w.start + w.width <= now]
+            report(label, len(windows), max_windows)
+            if is_stable(windows) or len(windows) >= max_windows:
+                break
+            if not any(p.is_alive() for p in procs):
+                raise ServerError(
+                    "every load worker exited early", hint="check the server and model with 'tritonkit infer'"
+                )
+        stats_after = _model_stats(model, address, protocol)
+    finally:
+        stop.set()
+        end = time.monotonic() + 10
+        while any(p.is_alive() for p in procs) and time.monotonic() < end:
+            _drain(samples_q, samples, cpu, timeout=0.1)
+        for proc in procs:
+            proc.join(timeout=1)
+            if proc.is_alive():
+                proc.kill()
+    tail = windows[-3:]
+    if tail:
+        result = summarize([s for s in samples if s.done >= measure_from], tail[0].start, sum(w.width for w in tail))
+    else:
+        result = summarize([], measure_from, window_s)
+    limited = _limited(mode, level, result, max(cpu, default=0.0))
+    return BenchPoint(
+        mode=mode,
+        level=level,
+        windows=windows,
+        result=result,
+        stable=is_stable(windows),
+        client_limited=limited,
+        client_cpu=max(cpu, default=0.0),
+        server=server_delta(stats_before or {}, stats_after),
+    )
+
+
+def _limited(mode: str, level: float, result: WindowStats, cpu: float) -> str:
+    if cpu > 0.9:
+        return f"a load worker used {cpu:.0%} of a core; add --processes"
+    if mode == "rate":
+        if result.lag_p99_ms > 5.0:
+            return f"requests left up to {result.lag_p99_ms:.1f} ms late (p99)"
+        if result.throughput + result.errors / max(result.width, 1e-9) < 0.95 * level:
+            return f"only {result.throughput:.0f}/s of {level:g}/s were completed"
+    return ""
+
+
+def _split(level: float, parts: int, *, integer: bool) -> list[float]:
+    if integer:
+        base, extra = divmod(int(level), parts)
+        return [float(base + (1 if i < extra else 0)) for i in range(parts)]
+    return [level / parts] * parts
+
+
+def _drain(samples_q: Any, samples: list[Sample], cpu: list[float], timeout: float) -> None:
+    try:
+        item = samples_q.get(timeout=timeout)
+    except queue.Empty:
+        return
+    while True:
+        kind, payload = item
+        if kind == "samples":
+            samples.extend(Sample(*row) for row in payload)
+        elif kind == "cpu":
+            cpu.append(payload)
+        try:
+            item = samples_q.get_nowait()
+        except queue.Empty:
+            return
+
+
+# --------------------------------------------------------------------------- server side
+
+
+def _client(address: str, protocol: str) -> Any:
+    if protocol == "grpc":
+        import tritonclient.grpc as grpcclient
+
+        return grpcclient.InferenceServerClient(address)
+    import tritonclient.http as httpclient
+
+    return httpclient.InferenceServerClient(address, concurrency=1)
+
+
+def _request_shape(model: str, address: str, protocol: str, batch_size: int) -> dict[str, tuple[list[int], str]]:
+    from tritonclient.utils import InferenceServerException
+
+    client = _client(address, protocol)
+    try:
+        try:
+            client.is_server_live()
+        except Exception as exc:
+            raise ServerError(
+                f"cannot reach Triton at {address} ({protocol}): {exc}", hint="start one with 'tritonkit serve'"
+            ) from exc
+        try:
+            meta = (
+                client.get_model_metadata(model, as_json=True)
+                if protocol == "grpc"
+                else client.get_model_metadata(model)
+            )
+            config = (
+                client.get_model_config(model, as_json=True) if protocol == "grpc" else client.get_model_config(model)
+            )
+            ready = client.is_model_ready(model)
+        except InferenceServerException as exc:
+            index = (
+                client.get_model_repository_index(as_json=True)
+                if protocol == "grpc"
+                else client.get_model_repository_index()
+            )
+            entries = index.get("models", []) if isinstance(index, dict) else index
+            names = [m["name"] for m in entries]
+            raise ServerError(
+                f"unknown model '{model}'", hint=did_you_mean(model, names) or f"models: {', '.join(names)}"
+            ) from exc
+        if not ready:
+            raise ServerError(
+                f"model '{model}' is not loaded",
+                hint=f"load it: curl -X POST {address}/v2/repository/models/{model}/load",
+            )
+    finally:
+        client.close()
+    config = config.get("config", config)
+    batching = int(config.get("max_batch_size", 0)) > 0
+    shapes = {}
+    for spec in meta["inputs"]:
+        dims = [int(d) for d in spec["shape"]]
+        if batching:
+            dims[0] = batch_size
+        shapes[spec["name"]] = ([d if d > 0 else 1 for d in dims], spec["datatype"])
+    return shapes
+
+
+def _model_stats(model: str, address: str, protocol: str) -> dict[str, Any]:
+    client = _client(address, protocol)
+    try:
+        if protocol == "grpc":
+            doc = client.get_inference_statistics(model, as_json=True)
+        else:
+            doc = client.get_inference_statistics(model)
+        stats: dict[str, Any] = doc["model_stats"][0]
+        return stats
+    finally:
+        client.close()
+
+
+# --------------------------------------------------------------------------- worker process
+
+
+def _worker(job: _Job, samples_q: Any, stop: Any, go: Any) -> None:  # pragma: no cover - runs in a child process
+    """Send requests until ``stop``; ship samples to the parent every ~0.25 s."""
+    import resource
+
+    if job.protocol == "grpc":
+        import tritonclient.grpc as client_mod
+    else:
+        import tritonclient.http as client_mod  # type: ignore[no-redef]
+
+    rng = np.random.default_rng(job.seed)
+    arrays = {name: dtypes.random_array(dt, tuple(shape), rng) for name, (shape, dt) in job.inputs.items()}
+    lock = threading.Lock()
+    pending: list[tuple[float, float, float, bool]] = []
+    local = threading.local()
+
+    def request() -> bool:
+        client = getattr(local, "client", None)
+        if client is None:
+            client = local.client = _client(job.url, job.protocol)
+        tensors = []
+        for name, array in arrays.items():
+            tensor = client_mod.InferInput(name, list(array.shape), job.inputs[name][1])
+            tensor.set_data_from_numpy(array)
+            tensors.append(tensor)
+        try:
+            client.infer(job.model, tensors)
+            return True
+        except Exception:
+            return False
+
+    def record(intended: float, sent: float) -> None:
+        ok = request()
+        with lock:
+            pending.append((intended, sent, time.monotonic(), ok))
+
+    def send_at(intended: float) -> None:
+        record(intended, time.monotonic())  # 'sent' is when a pool thread got to it
+
+    def closed_loop() -> None:
+        while not stop.is_set():
+            now = time.monotonic()
+            record(now, now)
+
+    threads: list[threading.Thread] = []
+    samples_q.put(("ready", os.getpid()))
+    go.wait()
+    cpu_start = resource.getrusage(resource.RUSAGE_SELF)
+    wall_start = time.monotonic()
+    pool: ThreadPoolExecutor | None = None
+    if job.mode == "concurrency":
+        threads = [threading.Thread(target=closed_loop, daemon=True) for _ in range(int(job.level))]
+        for thread in threads:
+            thread.start()
+    else:
+        pool = ThreadPoolExecutor(max_workers=64)
+        arrivals = random.Random(job.seed)
+        next_at = time.monotonic()
+
+        def schedule() -> None:
+            nonlocal next_at
+            while not stop.is_set():
+                gap = arrivals.expovariate(job.level) if job.poisson else 1.0 / job.level
+                next_at += gap
+                delay = next_at - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                intended = next_at
+                assert pool is not None
+                pool.submit(send_at, intended)
+
+        threads = [threading.Thread(target=schedule, daemon=True)]
+        threads[0].start()
+    while not stop.wait(0.25):
+        with lock:
+            batch, pending[:] = list(pending), []
+        if batch:
+            samples_q.put(("samples", batch))
+    for thread in threads:
+        thread.join(timeout=5)
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
+    with lock:
+        batch = list(pending)
+    if batch:
+        samples_q.put(("samples", batch))
+    cpu_end = resource.getrusage(resource.RUSAGE_SELF)
+    used = (cpu_end.ru_utime - cpu_start.ru_utime) + (cpu_end.ru_stime - cpu_start.ru_stime)
+    samples_q.put(("cpu", used / max(time.monotonic() - wall_start, 1e-9)))
