@@ -231,15 +231,17 @@ class TritonServer:
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
-        env["PYTHONDONTWRITEBYTECODE"] = "1"  # never write __pycache__ into a built repository
+        # Honoured by tritonserver's own Python use; the Python backend stub ignores the environment
+        # (sys.flags.ignore_environment == 1), so as root it may still write __pycache__ next to a
+        # model.py. Hashing and verify skip __pycache__ for that reason.
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
         if self.binary.embedded:
             assert self.binary.library_dir is not None
             env["LD_LIBRARY_PATH"] = os.pathsep.join(
                 p for p in (str(self.binary.library_dir), env.get("LD_LIBRARY_PATH", "")) if p
             )
-            # The stub embeds the system libpython; give it this environment's packages.
-            site_paths = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
-            env["PYTHONPATH"] = os.pathsep.join(site_paths + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+            # The stub embeds the system libpython and ignores PYTHONPATH; it finds this
+            # environment's packages by locating `python3` on PATH (how PyTriton does it).
             env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         return env
 
