@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from . import dtypes
-from .errors import ServerError, SpecError, did_you_mean
+from .client import connect, default_address, model_info
+from .errors import ServerError, SpecError
 from .loadgen import Sample, ServerBreakdown, WindowStats, is_stable, server_delta, split_windows, summarize
 
 Progress = Callable[[str, int, int], None]
@@ -94,7 +95,7 @@ def bench(
         raise SpecError(
             "give either concurrency levels or request rates", hint="e.g. --concurrency 1 4 16, or --rate 50 200"
         )
-    address = url or ("127.0.0.1:8001" if protocol == "grpc" else "127.0.0.1:8000")
+    address = url or default_address(protocol)
     inputs = _request_shape(model, address, protocol, batch_size)
     report = progress or (lambda label, done, total: None)
     levels = [("concurrency", float(c)) for c in concurrency] + [("rate", float(r)) for r in rate]
@@ -237,68 +238,16 @@ def _drain(samples_q: Any, samples: list[Sample], cpu: list[float], timeout: flo
 # --------------------------------------------------------------------------- server side
 
 
-def _client(address: str, protocol: str) -> Any:
-    if protocol == "grpc":
-        import tritonclient.grpc as grpcclient
-
-        return grpcclient.InferenceServerClient(address)
-    import tritonclient.http as httpclient
-
-    return httpclient.InferenceServerClient(address, concurrency=1)
-
-
 def _request_shape(model: str, address: str, protocol: str, batch_size: int) -> dict[str, tuple[list[int], str]]:
-    from tritonclient.utils import InferenceServerException
-
-    client = _client(address, protocol)
+    client = connect(address, protocol)
     try:
-        try:
-            client.is_server_live()
-        except Exception as exc:
-            raise ServerError(
-                f"cannot reach Triton at {address} ({protocol}): {exc}", hint="start one with 'tritonkit serve'"
-            ) from exc
-        try:
-            meta = (
-                client.get_model_metadata(model, as_json=True)
-                if protocol == "grpc"
-                else client.get_model_metadata(model)
-            )
-            config = (
-                client.get_model_config(model, as_json=True) if protocol == "grpc" else client.get_model_config(model)
-            )
-            ready = client.is_model_ready(model)
-        except InferenceServerException as exc:
-            index = (
-                client.get_model_repository_index(as_json=True)
-                if protocol == "grpc"
-                else client.get_model_repository_index()
-            )
-            entries = index.get("models", []) if isinstance(index, dict) else index
-            names = [m["name"] for m in entries]
-            raise ServerError(
-                f"unknown model '{model}'", hint=did_you_mean(model, names) or f"models: {', '.join(names)}"
-            ) from exc
-        if not ready:
-            raise ServerError(
-                f"model '{model}' is not loaded",
-                hint=f"load it: curl -X POST {address}/v2/repository/models/{model}/load",
-            )
+        return model_info(client, model, address, protocol).input_shapes(batch_size)
     finally:
         client.close()
-    config = config.get("config", config)
-    batching = int(config.get("max_batch_size", 0)) > 0
-    shapes = {}
-    for spec in meta["inputs"]:
-        dims = [int(d) for d in spec["shape"]]
-        if batching:
-            dims[0] = batch_size
-        shapes[spec["name"]] = ([d if d > 0 else 1 for d in dims], spec["datatype"])
-    return shapes
 
 
 def _model_stats(model: str, address: str, protocol: str) -> dict[str, Any]:
-    client = _client(address, protocol)
+    client = connect(address, protocol)
     try:
         if protocol == "grpc":
             doc = client.get_inference_statistics(model, as_json=True)
@@ -331,7 +280,7 @@ def _worker(job: _Job, samples_q: Any, stop: Any, go: Any) -> None:  # pragma: n
     def request() -> bool:
         client = getattr(local, "client", None)
         if client is None:
-            client = local.client = _client(job.url, job.protocol)
+            client = local.client = connect(job.url, job.protocol)
         tensors = []
         for name, array in arrays.items():
             tensor = client_mod.InferInput(name, list(array.shape), job.inputs[name][1])

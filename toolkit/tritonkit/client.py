@@ -7,6 +7,7 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,74 @@ import numpy as np
 
 from . import dtypes
 from .errors import ServerError, SpecError, did_you_mean
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a running server says about one model: its metadata and config, as dicts."""
+
+    metadata: dict[str, Any]
+    config: dict[str, Any]
+
+    def input_shapes(self, batch_size: int = 1) -> dict[str, tuple[list[int], str]]:
+        """``name -> (shape, datatype)`` of one request; variable dims become 1."""
+        batching = int(self.config.get("max_batch_size", 0)) > 0
+        shapes = {}
+        for spec in self.metadata["inputs"]:
+            dims = [int(d) for d in spec["shape"]]
+            if batching:
+                dims[0] = batch_size
+            shapes[spec["name"]] = ([d if d > 0 else 1 for d in dims], spec["datatype"])
+        return shapes
+
+
+def default_address(protocol: str) -> str:
+    """``127.0.0.1:8001`` for gRPC, ``127.0.0.1:8000`` for HTTP."""
+    return "127.0.0.1:8001" if protocol == "grpc" else "127.0.0.1:8000"
+
+
+def connect(address: str, protocol: str) -> Any:
+    """A tritonclient ``InferenceServerClient`` for ``protocol`` (``grpc`` or ``http``)."""
+    if protocol == "grpc":
+        import tritonclient.grpc as grpcclient
+
+        return grpcclient.InferenceServerClient(address)
+    import tritonclient.http as httpclient
+
+    return httpclient.InferenceServerClient(address)
+
+
+def model_info(client: Any, model: str, address: str, protocol: str) -> ModelInfo:
+    """Metadata and config of a live, ready model.
+
+    Raises:
+        ServerError: unreachable server, unknown model (with a suggestion) or model not ready.
+    """
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        live = client.is_server_live()
+    except Exception as exc:
+        raise ServerError(
+            f"cannot reach Triton at {address} ({protocol}): {exc}", hint="start one with 'tritonkit serve'"
+        ) from exc
+    if not live:
+        raise ServerError(f"Triton at {address} is not live", hint="check 'tritonkit serve' output")
+    try:
+        metadata = _as_dict(client.get_model_metadata(model))
+        config = _as_dict(client.get_model_config(model))
+    except InferenceServerException as exc:
+        names = [m["name"] if isinstance(m, dict) else m.name for m in _index(client)]
+        raise ServerError(
+            f"unknown model '{model}': {exc.message()}",
+            hint=did_you_mean(model, names) or f"models: {', '.join(names) or 'none'}",
+        ) from exc
+    if not client.is_model_ready(model):
+        raise ServerError(
+            f"model '{model}' is not loaded",
+            hint=f"load it: curl -X POST http://HOST:8000/v2/repository/models/{model}/load",
+        )
+    return ModelInfo(metadata=metadata, config=config.get("config", config))
 
 
 def infer(
@@ -39,45 +108,24 @@ def infer(
         import tritonclient.http as client_mod  # type: ignore[no-redef]
     from tritonclient.utils import InferenceServerException
 
-    address = url or ("127.0.0.1:8001" if protocol == "grpc" else "127.0.0.1:8000")
-    client: Any = client_mod.InferenceServerClient(address)
+    address = url or default_address(protocol)
+    client = connect(address, protocol)
     try:
-        try:
-            live = client.is_server_live()
-        except Exception as exc:
-            raise ServerError(
-                f"cannot reach Triton at {address} ({protocol}): {exc}", hint="start one with 'tritonkit serve'"
-            ) from exc
-        if not live:
-            raise ServerError(f"Triton at {address} is not live", hint="check 'tritonkit serve' output")
-        try:
-            metadata = client.get_model_metadata(model)
-            config = client.get_model_config(model)
-        except InferenceServerException as exc:
-            names = [m["name"] if isinstance(m, dict) else m.name for m in _index(client)]
-            raise ServerError(
-                f"model '{model}' is not available: {exc.message()}",
-                hint=did_you_mean(model, names) or f"loaded models: {', '.join(names) or 'none'}",
-            ) from exc
-        meta = _as_dict(metadata)
-        max_batch = int(_as_dict(config).get("config", _as_dict(config)).get("max_batch_size", 0))
-        unknown = set(inputs) - {i["name"] for i in meta["inputs"]}
+        info = model_info(client, model, address, protocol)
+        shapes = info.input_shapes(batch_size)
+        unknown = set(inputs) - set(shapes)
         if unknown:
             raise SpecError(
-                f"model '{model}' has no input(s) {sorted(unknown)}",
-                hint=f"its inputs: {', '.join(i['name'] for i in meta['inputs'])}",
+                f"model '{model}' has no input(s) {sorted(unknown)}", hint=f"its inputs: {', '.join(shapes)}"
             )
         rng = np.random.default_rng(0)
         request = []
-        for spec in meta["inputs"]:
-            name, datatype = spec["name"], spec["datatype"]
-            if name in inputs:
-                array = _load(inputs[name], name, datatype)
-            else:
-                dims = [int(d) for d in spec["shape"]]
-                if max_batch > 0:
-                    dims[0] = batch_size
-                array = dtypes.random_array(datatype, tuple(d if d > 0 else 1 for d in dims), rng)
+        for name, (shape, datatype) in shapes.items():
+            array = (
+                _load(inputs[name], name, datatype)
+                if name in inputs
+                else dtypes.random_array(datatype, tuple(shape), rng)
+            )
             tensor = client_mod.InferInput(name, list(array.shape), datatype)
             tensor.set_data_from_numpy(array)
             request.append(tensor)
@@ -86,9 +134,9 @@ def infer(
         except InferenceServerException as exc:
             raise ServerError(
                 f"inference on '{model}' failed: {exc.message()}",
-                hint="check the inputs' shapes and dtypes against 'tritonkit verify' / the config",
+                hint="check the inputs' shapes and dtypes against the model's config",
             ) from exc
-        return {o["name"]: result.as_numpy(o["name"]) for o in meta["outputs"]}
+        return {o["name"]: result.as_numpy(o["name"]) for o in info.metadata["outputs"]}
     finally:
         client.close()
 
