@@ -94,7 +94,8 @@ def verify(path: Path) -> None:
     """Re-hash a built repository and check configs, layout and artifacts."""
     from .verify import verify as run_verify
 
-    report = run_verify(path)
+    with console.status(f"re-hashing and checking {path} …"):
+        report = run_verify(path)
     if report.ok:
         console.print(f"[green]ok[/] {report.root} — {report.files} files, {report.digest}", highlight=False)
         return
