@@ -59,7 +59,7 @@ def test_bench_cli_table_and_bad_input(demo_server: TritonServer, monkeypatch: p
         ],
     )
     assert ok.exit_code == 0, ok.output + ok.stderr
-    assert "infer/s" in ok.output and "c=2" in ok.output
+    assert "inf/s" in ok.output and "c=2" in ok.output
 
     unknown = runner.invoke(main, ["bench", "clasifier", "--url", demo_server.endpoints.grpc_url, "-c", "1"])
     assert unknown.exit_code == ServerError.exit_code

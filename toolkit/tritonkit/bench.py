@@ -93,7 +93,8 @@ def bench(
     """
     if bool(concurrency) == bool(rate):
         raise SpecError(
-            "give either concurrency levels or request rates", hint="e.g. --concurrency 1 4 16, or --rate 50 200"
+            "give either concurrency levels or request rates",
+            hint="e.g. -c 1 -c 8 (closed loop), or -r 50 -r 200 (open loop)",
         )
     address = url or default_address(protocol)
     inputs = _request_shape(model, address, protocol, batch_size)

@@ -269,11 +269,21 @@ def bench(
             processes=processes,
             progress=progress,
         )
-    table = Table(title=f"{model} over {protocol}", title_justify="left")
-    columns = ("load", "infer/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors", "stable", "queue us",
-               "compute us", "batch (mean)", "client ovh ms")  # fmt: skip
+    from rich import box
+
+    table = Table(
+        title=f"{model} over {protocol}",
+        title_justify="left",
+        box=box.SIMPLE,
+        padding=(0, 1),
+        collapse_padding=True,
+        pad_edge=False,
+        caption="latency in ms from intended send time; queue/compute: server µs per request; ovh: client overhead ms",
+        caption_justify="left",
+    )
+    columns = ("load", "inf/s", "p50", "p90", "p99", "max", "err", "stable", "queue", "compute", "batch", "ovh")
     for column in columns:
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", no_wrap=True, min_width=max(len(column), 4))
     for p in points:
         r, srv = p.result, p.server
         load = f"c={p.level:g}" if p.mode == "concurrency" else f"{p.level:g}/s"
