@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -40,7 +41,9 @@ def test_open_loop_over_http_keeps_the_rate(demo_server: TritonServer) -> None:
     assert point.result.lag_p99_ms < 5
 
 
-def test_bench_cli_table_and_bad_input(demo_server: TritonServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bench_cli_table_report_and_bad_input(
+    demo_server: TritonServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setattr(cli.console, "width", 200)
     runner = CliRunner()
     ok = runner.invoke(
@@ -56,10 +59,16 @@ def test_bench_cli_table_and_bad_input(demo_server: TritonServer, monkeypatch: p
             "1",
             "--max-windows",
             "4",
+            "--report",
+            str(tmp_path / "report"),
         ],
     )
     assert ok.exit_code == 0, ok.output + ok.stderr
     assert "inf/s" in ok.output and "c=2" in ok.output
+    png, page = tmp_path / "report" / "bench.png", tmp_path / "report" / "bench.html"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    text = page.read_text()
+    assert "data:image/png;base64," in text and "<td>c=2</td>" in text
 
     unknown = runner.invoke(main, ["bench", "clasifier", "--url", demo_server.endpoints.grpc_url, "-c", "1"])
     assert unknown.exit_code == ServerError.exit_code

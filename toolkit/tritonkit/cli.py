@@ -229,6 +229,7 @@ def infer(model: str, inputs: tuple[str, ...], url: str | None, protocol: str, b
 @click.option("--window", "window_s", default=2.0, show_default=True, help="Measurement window, seconds.")
 @click.option("--max-windows", default=10, show_default=True)
 @click.option("--processes", type=int, default=None, help="Load worker processes (default: by load level).")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path), help="Write bench.png and bench.html here.")
 def bench(
     model: str,
     url: str | None,
@@ -240,6 +241,7 @@ def bench(
     window_s: float,
     max_windows: int,
     processes: int | None,
+    report_dir: Path | None,
 ) -> None:
     """Load-test MODEL on a running Triton (closed loop --concurrency, or open loop --rate)."""
     from rich.progress import BarColumn, Progress, TextColumn
@@ -297,6 +299,11 @@ def bench(
             f"{srv.mean_batch_size:.1f}", f"{p.client_overhead_ms:.2f}",
         )  # fmt: skip
     console.print(table)
+    if report_dir is not None:
+        from .report import write_bench_report
+
+        png, page = write_bench_report(points, report_dir, title=f"{model} over {protocol}")
+        console.print(f"report: {png}  {page}")
 
 
 def _default_repository(spec_file: Path) -> Path:
