@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import ServerError, SpecError, TritonkitError
+from .spec import SPEC_FILE
 
 console = Console()
 err_console = Console(stderr=True)
@@ -42,7 +43,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("path", type=click.Path(path_type=Path), default=Path("tritonkit.yaml"))
+@click.argument("path", type=click.Path(path_type=Path), default=Path(SPEC_FILE))
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 def init(path: Path, force: bool) -> None:
     """Write a commented starter tritonkit.yaml."""
@@ -55,9 +56,7 @@ def init(path: Path, force: bool) -> None:
 
 
 @main.command()
-@click.option(
-    "-f", "--file", "spec_file", type=click.Path(path_type=Path), default=Path("tritonkit.yaml"), show_default=True
-)
+@click.option("-f", "--file", "spec_file", type=click.Path(path_type=Path), default=Path(SPEC_FILE), show_default=True)
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=Path("dist"), show_default=True)
 @click.option(
     "--cache-dir", type=click.Path(path_type=Path), help="Model cache (default .tritonkit/cache beside the spec)."
@@ -120,7 +119,7 @@ def verify(path: Path) -> None:
     "--file",
     "spec_file",
     type=click.Path(path_type=Path),
-    default=Path("tritonkit.yaml"),
+    default=Path(SPEC_FILE),
     help="Spec whose newest build to serve when PATH is omitted.",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 exposes the server).")
@@ -182,10 +181,9 @@ def serve(
     console.print("Ctrl-C to stop")
     try:
         while not stop.wait(0.5):
-            if server._process is not None and server._process.poll() is not None:
-                raise ServerError(
-                    f"tritonserver exited unexpectedly ({server._process.returncode})", hint=f"see {server.log_file}"
-                )
+            code = server.exit_code()
+            if code is not None:
+                raise ServerError(f"tritonserver exited unexpectedly ({code})", hint=f"see {server.log_file}")
     except KeyboardInterrupt:
         pass
     finally:

@@ -74,11 +74,6 @@ def numpy_dtype(name: str) -> np.dtype:
     return np.dtype(_TABLE[canonical(name)][0])
 
 
-def onnx_elem_type(name: str) -> int:
-    """The ONNX ``TensorProto`` element type."""
-    return _TABLE[canonical(name)][1]
-
-
 def from_onnx_elem_type(elem_type: int) -> str:
     """Canonical name for an ONNX element type.
 

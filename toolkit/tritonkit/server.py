@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from importlib import metadata, resources
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 from .errors import ServerError
 from .hashing import sha256_bytes
@@ -202,11 +203,15 @@ class TritonServer:
         self.log_file = log_file
         self.extra_args = extra_args or []
         self._process: subprocess.Popen[bytes] | None = None
-        self._log_handle: object | None = None
+        self._log_handle: IO[bytes] | None = None
 
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
+
+    def exit_code(self) -> int | None:
+        """The process's exit code if it has exited on its own, else None (running or stopped)."""
+        return self._process.poll() if self._process is not None else None
 
     def command(self) -> list[str]:
         """The exact command line (printed so a failure can be reproduced by hand)."""
@@ -327,7 +332,7 @@ class TritonServer:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
         if self._log_handle is not None:
-            self._log_handle.close()  # type: ignore[attr-defined]
+            self._log_handle.close()
             self._log_handle = None
         self._process = None
         return process.returncode

@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -389,8 +388,3 @@ def _child(node: yaml.Node, part: Any) -> yaml.Node | None:
     if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
         return node.value[part]
     return None
-
-
-def is_valid_name(name: str) -> bool:
-    """Whether ``name`` is allowed as a repository or model name."""
-    return re.match(_NAME, name) is not None
