@@ -64,7 +64,15 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(
                 f"{self.name}: config names tensors the ONNX graph does not have: {unknown}"
             )
-        labels = {"model": self.name, "version": str(args["model_version"])}
+        # Labels unique to this stub process: Triton shares one Metric between processes that
+        # ask for the same family and labels, and frees it with the first family destroyed, so
+        # a reload (old and new instance overlap) would leave the new one a dangling counter and
+        # crash the server (triton-inference-server/server#8663).
+        labels = {
+            "model": self.name,
+            "version": str(args["model_version"]),
+            "instance": f"{args['model_instance_name']}.{os.getpid()}",
+        }
         # The families must outlive their metrics, so both are kept on the instance.
         self.run_family = pb_utils.MetricFamily(
             name="tritonkit_onnxruntime_runs_total",
