@@ -4,8 +4,9 @@ Load comes from worker *processes* (spawned, each with its own clients and threa
 Python client is not the bottleneck on one core; each point runs in windows after a warm-up,
 until the last three windows agree within 10% on throughput and p99 (or ``max_windows``).
 Open-loop arrivals are Poisson (or constant) and every latency is measured from the request's
-intended send time. A point is flagged ``client_limited`` when the generator could not keep
-up — open-loop send lag p99 over 5 ms or under 95% of the asked rate, or a worker process
+intended send time. Without ``processes`` the worker count starts small and doubles (up to
+the core count) while a worker saturates its core. A point is flagged ``client_limited`` when
+the generator could not keep up — open-loop send lag p99 over 5 ms or under 95% of the asked rate, or a worker process
 that used over 90% of a core — and the CLI refuses to present its numbers as the server's.
 
 Example:
@@ -33,6 +34,9 @@ from .client import connect, default_address, model_info
 from .errors import ServerError, SpecError
 from .loadgen import Sample, ServerBreakdown, WindowStats, is_stable, server_delta, split_windows, summarize
 
+_BUSY = 0.9
+"""A worker process using more than this fraction of a core is the bottleneck."""
+
 Progress = Callable[[str, int, int], None]
 """``(point label, windows done, max windows)``."""
 
@@ -48,6 +52,7 @@ class BenchPoint:
     stable: bool
     client_limited: str  # "" when the generator kept up, else why not
     client_cpu: float  # highest worker CPU use, fraction of one core
+    processes: int  # load worker processes used
     server: ServerBreakdown
 
     @property
@@ -101,13 +106,18 @@ def bench(
     report = progress or (lambda label, done, total: None)
     levels = [("concurrency", float(c)) for c in concurrency] + [("rate", float(r)) for r in rate]
     points = []
+    cores = os.cpu_count() or 1
     for mode, level in levels:
         workers = processes or _default_processes(mode, level)
-        points.append(
-            _measure(
+        while True:
+            point = _measure(
                 model, address, protocol, inputs, mode, level, workers, poisson, window_s, max_windows, warmup_s, report
             )
-        )
+            busy = point.client_cpu > _BUSY
+            if processes or not busy or workers >= min(cores, max(1, int(level))):
+                break
+            workers = min(cores, workers * 2)  # the generator was the bottleneck: spread it out and re-measure
+        points.append(point)
     return points
 
 
@@ -197,12 +207,13 @@ def _measure(
         stable=is_stable(windows),
         client_limited=limited,
         client_cpu=max(cpu, default=0.0),
+        processes=len(procs),
         server=server_delta(stats_before or {}, stats_after),
     )
 
 
 def _limited(mode: str, level: float, result: WindowStats, cpu: float) -> str:
-    if cpu > 0.9:
+    if cpu > _BUSY:
         return f"a load worker used {cpu:.0%} of a core; add --processes"
     if mode == "rate":
         if result.lag_p99_ms > 5.0:
@@ -266,6 +277,9 @@ def _model_stats(model: str, address: str, protocol: str) -> dict[str, Any]:
 def _worker(job: _Job, samples_q: Any, stop: Any, go: Any) -> None:  # pragma: no cover - runs in a child process
     """Send requests until ``stop``; ship samples to the parent every ~0.25 s."""
     import resource
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops us and restores configs
 
     if job.protocol == "grpc":
         import tritonclient.grpc as client_mod
