@@ -10,6 +10,7 @@ from tritonkit.errors import (
     ServerError,
     SpecError,
     TritonkitError,
+    TuneError,
     VerifyError,
     did_you_mean,
 )
@@ -17,6 +18,7 @@ from tritonkit.errors import (
 
 def test_public_names() -> None:
     assert sorted(tritonkit.__all__) == [
+        "BenchPoint",
         "BuildError",
         "BuildResult",
         "DependencyError",
@@ -30,13 +32,19 @@ def test_public_names() -> None:
         "SpecError",
         "TritonServer",
         "TritonkitError",
+        "TuneError",
+        "TunePoint",
+        "TuneResult",
+        "TuneSettings",
         "VerifyError",
         "VerifyReport",
+        "bench",
         "build",
         "find_triton",
         "load_spec",
         "plan",
         "read_lock",
+        "tune",
         "verify",
     ]
     for name in tritonkit.__all__:
@@ -44,7 +52,7 @@ def test_public_names() -> None:
 
 
 def test_exit_codes_are_distinct() -> None:
-    classes = [TritonkitError, SpecError, BuildError, VerifyError, ServerError, DependencyError]
+    classes = [TritonkitError, SpecError, BuildError, VerifyError, ServerError, DependencyError, TuneError]
     assert len({c.exit_code for c in classes}) == len(classes)
     assert all(issubclass(c, TritonkitError) for c in classes)
 

@@ -13,6 +13,7 @@ The public surface, re-exported here (a test pins ``__all__``)::
 
 from __future__ import annotations
 
+from .bench import BenchPoint, bench
 from .build import BuildResult, ModelResult, build, plan
 from .errors import (
     BuildError,
@@ -20,14 +21,17 @@ from .errors import (
     ServerError,
     SpecError,
     TritonkitError,
+    TuneError,
     VerifyError,
 )
 from .repository import Lock, read_lock
 from .server import Endpoints, TritonServer, find_triton
 from .spec import LoadedSpec, Spec, load_spec
+from .tune import TunePoint, TuneResult, TuneSettings, tune
 from .verify import Finding, VerifyReport, verify
 
 __all__ = [
+    "BenchPoint",
     "BuildError",
     "BuildResult",
     "DependencyError",
@@ -41,12 +45,18 @@ __all__ = [
     "SpecError",
     "TritonServer",
     "TritonkitError",
+    "TuneError",
+    "TunePoint",
+    "TuneResult",
+    "TuneSettings",
     "VerifyError",
     "VerifyReport",
+    "bench",
     "build",
     "find_triton",
     "load_spec",
     "plan",
     "read_lock",
+    "tune",
     "verify",
 ]

@@ -144,16 +144,10 @@ def serve(
 ) -> None:
     """Serve a built repository on a real Triton until Ctrl-C."""
     from .server import Endpoints, TritonServer
-    from .verify import verify as run_verify
 
     root = path if path is not None else _default_repository(spec_file)
     if not no_verify:
-        report = run_verify(root)
-        if not report.ok:
-            raise ServerError(
-                f"{root} failed verification ({report.findings[0]})",
-                hint=f"run 'tritonkit verify {root}' for all findings, then rebuild",
-            )
+        _require_verified(root)
     server = TritonServer(
         root,
         endpoints=Endpoints(host, http_port, grpc_port, metrics_port),
@@ -216,92 +210,15 @@ def infer(model: str, inputs: tuple[str, ...], url: str | None, protocol: str, b
         console.print(value)
 
 
-@main.command()
-@click.argument("model")
-@click.option("--url", default=None, help="Server address (default 127.0.0.1:8001 grpc / :8000 http).")
-@click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
-@click.option("--concurrency", "-c", type=int, multiple=True, help="Closed loop: requests in flight (repeatable).")
-@click.option("--rate", "-r", type=float, multiple=True, help="Open loop: requests per second (repeatable).")
-@click.option("--constant", is_flag=True, help="Open loop with constant instead of Poisson arrivals.")
-@click.option("--batch-size", default=1, show_default=True)
-@click.option("--window", "window_s", default=2.0, show_default=True, help="Measurement window, seconds.")
-@click.option("--max-windows", default=10, show_default=True)
-@click.option("--processes", type=int, default=None, help="Load worker processes (default: by load level).")
-@click.option("--report", "report_dir", type=click.Path(path_type=Path), help="Write bench.png and bench.html here.")
-def bench(
-    model: str,
-    url: str | None,
-    protocol: str,
-    concurrency: tuple[int, ...],
-    rate: tuple[float, ...],
-    constant: bool,
-    batch_size: int,
-    window_s: float,
-    max_windows: int,
-    processes: int | None,
-    report_dir: Path | None,
-) -> None:
-    """Load-test MODEL on a running Triton (closed loop --concurrency, or open loop --rate)."""
-    from rich.progress import BarColumn, Progress, TextColumn
+def _require_verified(root: Path) -> None:
+    from .verify import verify as run_verify
 
-    from .bench import bench as run_bench
-
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} windows")
-    ) as bar:
-        tasks: dict[str, Any] = {}
-
-        def progress(label: str, done: int, total: int) -> None:
-            if label not in tasks:
-                tasks[label] = bar.add_task(label, total=total)
-            bar.update(tasks[label], completed=done)
-
-        points = run_bench(
-            model,
-            url=url,
-            protocol=protocol,
-            concurrency=concurrency,
-            rate=rate,
-            poisson=not constant,
-            batch_size=batch_size,
-            window_s=window_s,
-            max_windows=max_windows,
-            processes=processes,
-            progress=progress,
+    report = run_verify(root)
+    if not report.ok:
+        raise ServerError(
+            f"{root} failed verification ({report.findings[0]})",
+            hint=f"run 'tritonkit verify {root}' for all findings, then rebuild",
         )
-    from rich import box
-
-    table = Table(
-        title=f"{model} over {protocol}",
-        title_justify="left",
-        box=box.SIMPLE,
-        padding=(0, 1),
-        collapse_padding=True,
-        pad_edge=False,
-        caption="latency in ms from intended send time; queue/compute: server µs per request; ovh: client overhead ms",
-        caption_justify="left",
-    )
-    columns = ("load", "inf/s", "p50", "p90", "p99", "max", "err", "stable", "queue", "compute", "batch", "ovh")
-    for column in columns:
-        table.add_column(column, justify="right", no_wrap=True, min_width=max(len(column), 4))
-    for p in points:
-        r, srv = p.result, p.server
-        load = f"c={p.level:g}" if p.mode == "concurrency" else f"{p.level:g}/s"
-        if p.client_limited:
-            table.add_row(load, f"[red]client-limited: {p.client_limited}[/]", *[""] * (len(columns) - 2))
-            continue
-        compute = srv.compute_input_us + srv.compute_infer_us + srv.compute_output_us
-        table.add_row(
-            load, f"{r.throughput:.0f}", f"{r.p50_ms:.2f}", f"{r.p90_ms:.2f}", f"{r.p99_ms:.2f}", f"{r.max_ms:.2f}",
-            str(r.errors), "yes" if p.stable else "no", f"{srv.queue_us:.0f}", f"{compute:.0f}",
-            f"{srv.mean_batch_size:.1f}", f"{p.client_overhead_ms:.2f}",
-        )  # fmt: skip
-    console.print(table)
-    if report_dir is not None:
-        from .report import write_bench_report
-
-        png, page = write_bench_report(points, report_dir, title=f"{model} over {protocol}")
-        console.print(f"report: {png}  {page}")
 
 
 def _default_repository(spec_file: Path) -> Path:
@@ -318,6 +235,8 @@ def _default_repository(spec_file: Path) -> Path:
         hint=f"run 'tritonkit build -f {spec_file}' first, or pass a PATH",
     )
 
+
+from . import cli_load  # noqa: E402,F401  (registers bench and tune on main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

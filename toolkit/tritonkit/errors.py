@@ -11,7 +11,8 @@ shows a traceback for these.
     ├── BuildError            exit 3   a build step failed: names the model and the step
     ├── VerifyError           exit 4   a repository does not match its lock or schema
     ├── ServerError           exit 5   Triton failed to start, or a model failed to load
-    └── DependencyError       exit 6   an optional extra is not installed
+    ├── DependencyError       exit 6   an optional extra is not installed
+    └── TuneError             exit 7   no setting meets the latency budget
 
 Example:
     >>> raise SpecError("models[0].max_batch_size: must be >= 0", file="tritonkit.yaml",
@@ -88,6 +89,12 @@ class DependencyError(TritonkitError):
     """An optional dependency is missing; the hint names the extra to install."""
 
     exit_code = 6
+
+
+class TuneError(TritonkitError):
+    """``tritonkit tune`` found nothing that meets the asked latency budget."""
+
+    exit_code = 7
 
 
 def require(module: str, extra: str) -> object:
