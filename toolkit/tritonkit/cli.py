@@ -237,6 +237,3 @@ def _default_repository(spec_file: Path) -> Path:
 
 
 from . import cli_load  # noqa: E402,F401  (registers bench and tune on main)
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -72,7 +72,16 @@ def model_info(client: Any, model: str, address: str, protocol: str) -> ModelInf
         metadata = _as_dict(client.get_model_metadata(model))
         config = _as_dict(client.get_model_config(model))
     except InferenceServerException as exc:
-        names = [m["name"] if isinstance(m, dict) else m.name for m in _index(client)]
+        index = [_as_dict(m) for m in _index(client)]
+        names = [m.get("name", "") for m in index]
+        if model in names:
+            entry = next(m for m in index if m.get("name") == model)
+            state = entry.get("state") or "not loaded"
+            reason = f": {entry['reason']}" if entry.get("reason") else ""
+            raise ServerError(
+                f"model '{model}' is in the repository but not loaded ({state}{reason})",
+                hint=f"load it: curl -X POST http://HOST:8000/v2/repository/models/{model}/load",
+            ) from exc
         raise ServerError(
             f"unknown model '{model}': {exc.message()}",
             hint=did_you_mean(model, names) or f"models: {', '.join(names) or 'none'}",

@@ -1,0 +1,133 @@
+"""tritonkit tune against the real embedded Triton: reloads only, original config restored."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tritonkit import BuildResult, Endpoints, TritonServer, build, load_spec
+from tritonkit.cli import main
+from tritonkit.server import free_port
+
+from .conftest import EXAMPLE
+
+
+@pytest.fixture(scope="module")
+def tune_server(demo_build: BuildResult) -> Iterator[TritonServer]:
+    """A server of its own (tune reloads models), with only the classifier loaded."""
+    endpoints = Endpoints("127.0.0.1", free_port(), free_port(), free_port())
+    server = TritonServer(demo_build.path, endpoints=endpoints, models=["classifier"])
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def spec_copy(tmp_path: Path) -> Path:
+    shutil.copytree(EXAMPLE, tmp_path / "project", ignore=shutil.ignore_patterns(".tritonkit", "dist", "__pycache__"))
+    return tmp_path / "project" / "tritonkit.yaml"
+
+
+def _config(server: TritonServer) -> dict:
+    with urllib.request.urlopen(f"{server.endpoints.http_url}/v2/models/classifier/config", timeout=5) as response:
+        return json.loads(response.read())
+
+
+def _tune(spec: Path, server: TritonServer, *args: str) -> list[str]:
+    return [
+        sys.executable, "-m", "tritonkit", "tune", "classifier", "-f", str(spec),
+        "--url", server.endpoints.grpc_url, "--window", "0.5", *args,
+    ]  # fmt: skip
+
+
+def test_tune_reloads_without_restart_restores_and_writes_a_spec_that_builds(
+    tune_server: TritonServer, spec_copy: Path, tmp_path: Path, demo_build: BuildResult
+) -> None:
+    pid, before, spec_before = tune_server.pid, _config(tune_server), spec_copy.read_text()
+    report = tmp_path / "report"
+    command = _tune(spec_copy, tune_server, "--p99-ms", "12", "--budget", "40s", "--max-points", "6")
+    done = subprocess.run(
+        [*command, "--yes", "--report", str(report)], capture_output=True, text=True, timeout=180, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert tune_server.pid == pid and tune_server.exit_code() is None
+    assert _config(tune_server) == before  # the original config serves again
+    measured = int(done.stdout.split(" points,")[0].split()[-1])
+    assert 2 <= measured <= 6
+    assert "chosen:" in done.stdout
+    assert (report / "tune.png").stat().st_size > 10_000
+    page = (report / "tune.html").read_text()
+    assert page.count("<tr><td>") == measured and "data:image/png;base64," in page
+
+    if "unchanged" in done.stdout:
+        assert spec_copy.read_text() == spec_before
+    else:  # the winner was written: it must build into a new repository
+        assert spec_copy.read_text() != spec_before and "+++" in done.stdout
+        rebuilt = build(load_spec(spec_copy), tmp_path / "dist", cache_dir=tmp_path / "cache")
+        assert rebuilt.digest != demo_build.digest
+
+
+def test_ctrl_c_restores_the_original_config(tune_server: TritonServer, spec_copy: Path) -> None:
+    pid, before = tune_server.pid, _config(tune_server)
+    command = _tune(spec_copy, tune_server, "--p99-ms", "40", "--budget", "5m")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 150
+        while _config(tune_server) == before:  # wait until tune has loaded a candidate
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "tune never reloaded the model"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, out + err
+    assert "original config was loaded back" in err
+    assert _config(tune_server) == before
+    assert tune_server.pid == pid and tune_server.exit_code() is None
+
+
+def test_an_impossible_budget_is_one_clear_error(tune_server: TritonServer, spec_copy: Path) -> None:
+    before = _config(tune_server)
+    done = subprocess.run(
+        _tune(spec_copy, tune_server, "--p99-ms", "0.05"), capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 7, done.stdout + done.stderr
+    assert "--p99-ms 0.05 cannot be met" in done.stderr and "hint: ask for at least --p99-ms" in done.stderr
+    assert _config(tune_server) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["clasifier", "--p99-ms", "10"], 2, "did you mean 'classifier'?"),
+        (["postprocess", "--p99-ms", "10"], 5, "model 'postprocess' is in the repository but not loaded"),
+        (["classifier", "--p99-ms", "0"], 2, "--p99-ms must be positive"),
+        (["classifier", "--p99-ms", "10", "--budget", "soon"], 2, "budget 'soon' is not a duration"),
+        (["classifier", "--p99-ms", "10", "--rate", "50", "--max-throughput"], 2, "different objectives"),
+    ],
+)
+def test_bad_input(tune_server: TritonServer, spec_copy: Path, args: list[str], code: int, message: str) -> None:
+    result = CliRunner().invoke(main, ["tune", *args, "-f", str(spec_copy), "--url", tune_server.endpoints.grpc_url])
+    assert result.exit_code == code, result.output
+    assert message in result.output
+    assert "hint:" in result.output and "Traceback" not in result.output
+
+
+def test_unreachable_server(spec_copy: Path) -> None:
+    port = free_port()
+    args = ["tune", "classifier", "-f", str(spec_copy), "--p99-ms", "10", "--url", f"127.0.0.1:{port}"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 5, result.output
+    assert f"cannot reach Triton at 127.0.0.1:{port}" in result.output

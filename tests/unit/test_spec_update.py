@@ -1,0 +1,61 @@
+"""Writing tuned settings back into tritonkit.yaml keeps everything else byte for byte."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tritonkit import SpecError, TuneSettings, load_spec
+from tritonkit.spec_update import update_settings
+
+EXAMPLE = Path(__file__).parents[2] / "model_repository"
+
+
+@pytest.fixture
+def spec_path(tmp_path: Path) -> Path:
+    shutil.copytree(EXAMPLE, tmp_path / "repo", ignore=shutil.ignore_patterns(".tritonkit", "dist", "__pycache__"))
+    return tmp_path / "repo" / "tritonkit.yaml"
+
+
+def test_update_changes_only_the_tuned_lines(spec_path: Path) -> None:
+    before = spec_path.read_text()
+    update = update_settings(spec_path, "classifier", TuneSettings(2, 64, 500, ()))
+    assert spec_path.read_text() == before  # nothing written yet
+    changed = [line for line in update.diff.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+    assert sorted(changed) == sorted(
+        [
+            "-    max_batch_size: 32",
+            "+    max_batch_size: 64",
+            "-      max_queue_delay_microseconds: 2000",
+            "+      max_queue_delay_microseconds: 500",
+            "-      preferred_batch_size: [8, 16]",
+            "-      - {count: 1, kind: KIND_CPU}",
+            "+      - {count: 2, kind: KIND_CPU}",
+        ]
+    )
+    update.write()
+    assert "# The demo project" in spec_path.read_text()  # comments survive
+    model = load_spec(spec_path).spec.model("classifier")
+    assert model.max_batch_size == 64 and model.instance_group[0].count == 2
+    assert model.dynamic_batching is not None and model.dynamic_batching.preferred_batch_size == []
+
+
+def test_preferred_sizes_keep_flow_style(spec_path: Path) -> None:
+    update = update_settings(spec_path, "classifier", TuneSettings(1, 32, 100, (16, 32)))
+    assert "      preferred_batch_size: [16, 32]\n" in update.new
+
+
+def test_invalid_result_is_refused_and_nothing_is_written(spec_path: Path) -> None:
+    before = spec_path.read_text()
+    with pytest.raises(SpecError, match="do not make a valid spec.*model_warmup"):
+        update_settings(spec_path, "classifier", TuneSettings(1, 4, 0, ()))  # warm-up batch is 8
+    assert spec_path.read_text() == before
+    assert sorted(p.name for p in spec_path.parent.iterdir() if p.name.startswith(".")) == []
+
+
+def test_unknown_model_gets_a_suggestion(spec_path: Path) -> None:
+    with pytest.raises(SpecError, match="no model named 'clasifier'") as caught:
+        update_settings(spec_path, "clasifier", TuneSettings(1, 32, 0, ()))
+    assert caught.value.hint == "did you mean 'classifier'?"

@@ -1,0 +1,112 @@
+"""The pure half of tune: settings <-> config, the concurrency step, the stats-steered proposals."""
+
+from __future__ import annotations
+
+import pytest
+
+from tritonkit import BenchPoint, SpecError, TunePoint, TuneSettings
+from tritonkit.loadgen import ServerBreakdown, WindowStats
+from tritonkit.tune import Bounds, better, next_concurrency, parse_duration, propose
+
+CONFIG = {
+    "name": "m",
+    "max_batch_size": 32,
+    "instance_group": [{"name": "m_0", "count": 1, "kind": "KIND_CPU"}],
+    "dynamic_batching": {"preferred_batch_size": [8, 16], "max_queue_delay_microseconds": "2000"},
+    "model_warmup": [{"name": "w", "batch_size": 8}],
+}
+
+
+def _point(
+    settings: TuneSettings,
+    *,
+    throughput: float = 1000.0,
+    p99: float = 5.0,
+    batches: dict[int, int] | None = None,
+    queue_us: float = 100.0,
+    compute_us: float = 400.0,
+    concurrency: int = 8,
+    within: bool = True,
+) -> TunePoint:
+    window = WindowStats(0.0, 1.0, int(throughput), 0, throughput, p99 / 2, p99 * 0.8, p99, p99 * 1.5, 0.0)
+    server = ServerBreakdown(int(throughput), queue_us, 10.0, compute_us - 20.0, 10.0, batches or {1: 10})
+    bench = BenchPoint("concurrency", concurrency, [window], window, True, "", 0.3, 1, server)
+    return TunePoint(settings, bench, within)
+
+
+def test_settings_read_from_and_applied_to_triton_json() -> None:
+    settings = TuneSettings.from_config(CONFIG)
+    assert settings == TuneSettings(1, 32, 2000, (8, 16))
+    applied = TuneSettings(3, 64, 500, ()).apply(CONFIG)
+    assert applied["max_batch_size"] == 64
+    assert applied["instance_group"] == [{"name": "m_0", "count": 3, "kind": "KIND_CPU"}]
+    assert applied["dynamic_batching"] == {"preferred_batch_size": [], "max_queue_delay_microseconds": 500}
+    assert applied["model_warmup"] == CONFIG["model_warmup"]
+    assert CONFIG["max_batch_size"] == 32  # the original is not modified
+    assert TuneSettings.from_config(applied) == TuneSettings(3, 64, 500, ())
+
+
+def test_batches_stop_at_the_smallest_reachable_preferred_size() -> None:
+    settings = TuneSettings(1, 32, 2000, (8, 16))
+    assert settings.batch_limit(7.9) == 8
+    assert settings.batch_limit(12.0) == 16
+    assert settings.batch_limit(20.0) == 32
+    assert TuneSettings(1, 32, 0).batch_limit(5.0) == 32
+
+
+def test_next_concurrency_doubles_far_from_the_budget_and_aims_near_it() -> None:
+    bounds = Bounds(max_concurrency=100)
+    assert next_concurrency(4, p99_ms=2.0, slo_ms=10.0, bounds=bounds) == 8
+    assert next_concurrency(16, p99_ms=6.0, slo_ms=10.0, bounds=bounds) == 24  # 0.9 * 10 / 6 = 1.5x
+    assert next_concurrency(16, p99_ms=9.9, slo_ms=10.0, bounds=bounds) == 18  # at least +10%
+    assert next_concurrency(1, p99_ms=9.9, slo_ms=10.0, bounds=bounds) == 2  # always advances
+    assert next_concurrency(80, p99_ms=1.0, slo_ms=10.0, bounds=bounds) == 100
+
+
+def test_full_preferred_batches_lift_the_limit_first() -> None:
+    best = _point(TuneSettings(1, 32, 2000, (8, 16)), batches={8: 100})
+    proposals = propose(best, Bounds(), slo_ms=10.0)
+    assert proposals[0] == TuneSettings(1, 32, 2000, ())
+    assert TuneSettings(1, 64, 2000, ()) in proposals
+
+
+def test_queue_time_that_is_batching_delay_asks_for_a_shorter_delay() -> None:
+    best = _point(TuneSettings(1, 32, 2000), batches={1: 100}, queue_us=2100, compute_us=300, p99=3.0)
+    proposals = propose(best, Bounds(), slo_ms=10.0)
+    assert proposals[0] == TuneSettings(1, 32, 500)
+    assert TuneSettings(2, 32, 2000) not in proposals  # the model is idle: more copies cannot help
+
+
+def test_a_busy_model_asks_for_another_instance_within_bounds() -> None:
+    busy = _point(TuneSettings(2, 32, 100), batches={12: 100}, queue_us=200, compute_us=1500, p99=9.0)
+    assert TuneSettings(3, 32, 100) in propose(busy, Bounds(max_instances=4), slo_ms=10.0)
+    assert TuneSettings(3, 32, 100) not in propose(busy, Bounds(max_instances=2), slo_ms=10.0)
+    assert TuneSettings(1, 32, 100) in propose(busy, Bounds(max_instances=2), slo_ms=10.0)
+
+
+def test_proposals_respect_bounds_and_never_repeat_the_best() -> None:
+    best = _point(TuneSettings(1, 128, 0), batches={128: 50}, queue_us=10, compute_us=2000, p99=2.0)
+    proposals = propose(best, Bounds(max_instances=1, max_batch=128), slo_ms=10.0)
+    assert best.settings not in proposals
+    assert all(p.max_batch_size <= 128 and p.instances == 1 for p in proposals)
+    assert all(p.max_queue_delay_microseconds <= 2500 for p in proposals)  # a quarter of the budget
+
+
+def test_better_needs_the_slo_and_a_margin() -> None:
+    base = _point(TuneSettings(1, 8, 0), throughput=1000)
+    assert better(_point(TuneSettings(1, 16, 0), throughput=1030), base, rate=None)
+    assert not better(_point(TuneSettings(1, 16, 0), throughput=1010), base, rate=None)
+    assert not better(_point(TuneSettings(1, 16, 0), throughput=5000, within=False), base, rate=None)
+    assert better(_point(TuneSettings(1, 16, 0), p99=4.0), _point(TuneSettings(1, 8, 0), p99=5.0), rate=100.0)
+    assert better(base, None, rate=None)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("5m", 300), ("1h", 3600), ("45", 45), (" 2M ", 120)])
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "-5m", "0s", "m"])
+def test_parse_duration_rejects_nonsense(text: str) -> None:
+    with pytest.raises(SpecError, match="is not a duration"):
+        parse_duration(text)

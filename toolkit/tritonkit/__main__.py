@@ -1,0 +1,5 @@
+"""``python -m tritonkit``: the same command as the ``tritonkit`` script."""
+
+from tritonkit.cli import main
+
+main()
