@@ -31,7 +31,7 @@ def _run(out: Path, cache: Path) -> float:
     command = [
         sys.executable,
         "-m",
-        "tritonkit.cli",
+        "tritonkit",
         "build",
         "-f",
         str(SPEC),

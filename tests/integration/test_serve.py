@@ -158,7 +158,7 @@ def test_infer_against_no_server_is_one_clear_line() -> None:
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_serve_command_binds_loopback_and_stops_cleanly(demo_build: BuildResult, stop_signal: signal.Signals) -> None:
     ports = [str(free_port()) for _ in range(3)]
-    command = [sys.executable, "-m", "tritonkit.cli", "serve", str(demo_build.alias),
+    command = [sys.executable, "-m", "tritonkit", "serve", str(demo_build.alias),
                "--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2]]  # fmt: skip
     env = {**os.environ, "COLUMNS": "200"}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
