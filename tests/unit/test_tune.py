@@ -77,6 +77,20 @@ def test_queue_time_that_is_batching_delay_asks_for_a_shorter_delay() -> None:
     assert TuneSettings(2, 32, 2000) not in proposals  # the model is idle: more copies cannot help
 
 
+def test_small_batches_with_requests_in_flight_ask_to_wait_longer_then_for_a_preferred_size() -> None:
+    eager = _point(TuneSettings(1, 32, 0), batches={2: 50, 3: 50}, queue_us=300, compute_us=900, p99=9.0)
+    assert TuneSettings(1, 32, 250) in propose(eager, Bounds(), slo_ms=10.0)[:2]
+    waiting = _point(TuneSettings(1, 32, 1000), batches={6: 50, 7: 50}, queue_us=900, compute_us=900, p99=9.0)
+    proposals = propose(waiting, Bounds(), slo_ms=10.0)
+    assert TuneSettings(1, 32, 2500) in proposals[:2]  # x4, capped at a quarter of the budget
+    assert TuneSettings(1, 32, 1000, (4,)) in proposals[:2]
+
+
+def test_preferred_equal_to_max_batch_size_is_no_preference() -> None:
+    config = {**CONFIG, "dynamic_batching": {"preferred_batch_size": [32]}}
+    assert TuneSettings.from_config(config).preferred_batch_size == ()
+
+
 def test_a_busy_model_asks_for_another_instance_within_bounds() -> None:
     busy = _point(TuneSettings(2, 32, 100), batches={12: 100}, queue_us=200, compute_us=1500, p99=9.0)
     assert TuneSettings(3, 32, 100) in propose(busy, Bounds(max_instances=4), slo_ms=10.0)

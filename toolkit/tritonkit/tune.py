@@ -5,9 +5,10 @@ Every candidate is applied with ``POST v2/repository/models/<m>/load`` and a con
 config is loaded back when the search ends, fails or is interrupted.
 
 The search is a hill climb steered by what the server reports for the best point so far
-(:func:`propose`, pure): batches that fill ``max_batch_size`` ask for a bigger one; queue
-time that is mostly batching delay asks for a shorter delay; compute-bound points ask for one
-more instance; latency headroom with small batches asks for a longer delay. For the
+(:func:`propose`, pure): batches stuck at a preferred size or ``max_batch_size`` ask for a
+bigger limit; small batches while several requests are in flight ask for a longer delay or a
+preferred size; queue time that is only batching delay asks for a shorter one; compute-bound
+points ask for one more instance. For the
 max-throughput objective each candidate gets a closed-loop concurrency search that jumps
 towards the p99 budget by Little's law (:func:`next_concurrency`) and stops as soon as no
 further point can win: a plateau, a point over budget, or — going down — a point already
@@ -66,11 +67,15 @@ class TuneSettings:
         """Read the settings out of a model config in Triton's JSON form."""
         batching = config.get("dynamic_batching") or {}
         groups = config.get("instance_group") or [{}]
+        max_batch_size = int(config.get("max_batch_size", 0))
+        preferred = tuple(int(b) for b in batching.get("preferred_batch_size", []))
+        if preferred == (max_batch_size,):
+            preferred = ()  # Triton fills in [max_batch_size] when none is given: the same thing
         return cls(
             instances=int(groups[0].get("count", 1)),
-            max_batch_size=int(config.get("max_batch_size", 0)),
+            max_batch_size=max_batch_size,
             max_queue_delay_microseconds=int(batching.get("max_queue_delay_microseconds", 0)),
-            preferred_batch_size=tuple(int(b) for b in batching.get("preferred_batch_size", [])),
+            preferred_batch_size=preferred,
         )
 
     def apply(self, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -175,16 +180,24 @@ def next_concurrency(concurrency: int, p99_ms: float, slo_ms: float, bounds: Bou
 def propose(best: TunePoint, bounds: Bounds, slo_ms: float) -> list[TuneSettings]:
     """Neighbours of ``best.settings`` worth measuring, most promising first.
 
-    Reads the server's breakdown of the best point: mean executed batch vs the batch cap,
-    queue time vs compute time, and p99 headroom.
+    Reads the server's breakdown of the best point — mean executed batch against the size
+    that stops it growing, queue time against compute time — and proposes:
+
+    * batches stuck at a preferred size or max_batch_size: lift that limit;
+    * small batches although several requests are in flight: wait longer for company
+      (delay x4, up to a quarter of the budget), or, when already waiting, dispatch as soon
+      as a typical batch is there (a preferred size);
+    * requests that queue only for the delay, with nothing to batch: a shorter delay;
+    * a model busier than its queue: one more instance; and, less likely, one fewer.
     """
     s, srv = best.settings, best.bench.server
     compute_us = srv.compute_input_us + srv.compute_infer_us + srv.compute_output_us
     queue_us = srv.queue_us if not math.isnan(srv.queue_us) else 0.0
     mean_batch = srv.mean_batch_size if not math.isnan(srv.mean_batch_size) else 1.0
     fill = mean_batch / max(s.batch_limit(mean_batch), 1)
-    headroom = best.p99_ms < 0.6 * slo_ms
+    delay = s.max_queue_delay_microseconds
     delay_budget = min(bounds.max_delay_us, int(slo_ms * 1000 / 4))
+    company = mean_batch >= 1.5  # more than one request at a time reaches the scheduler
     ranked: list[tuple[int, TuneSettings]] = []
 
     def add(priority: int, candidate: TuneSettings) -> None:
@@ -201,18 +214,18 @@ def propose(best: TunePoint, bounds: Bounds, slo_ms: float) -> list[TuneSettings
         if s.preferred_batch_size:
             add(0, replace(s, preferred_batch_size=()))
         add(1, replace(s, max_batch_size=s.max_batch_size * 2, preferred_batch_size=()))
-    if queue_us > 2 * compute_us and s.max_queue_delay_microseconds > 0:  # requests wait on the delay, not the model
-        add(
-            0 if fill < 0.5 else 1,
-            replace(s, max_queue_delay_microseconds=s.max_queue_delay_microseconds // 4 // 50 * 50),
-        )
+    if fill < 0.5 and company:
+        add(1, replace(s, max_queue_delay_microseconds=min(delay_budget, max(250, delay * 4))))
+        typical = 1 << int(math.log2(mean_batch))
+        if delay > 0 and not s.preferred_batch_size and typical >= 2:
+            add(1, replace(s, preferred_batch_size=(typical,)))
+    if delay > 0 and queue_us > 2 * compute_us:  # requests wait on the delay rather than the model
+        add(0 if not company else 2, replace(s, max_queue_delay_microseconds=delay // 4 // 50 * 50))
     if compute_us >= queue_us:  # the model is busy: more copies may run in parallel
-        add(1, replace(s, instances=s.instances + 1))
-    if headroom and fill < 0.5:  # latency to spare and small batches: wait a little longer
-        add(2, replace(s, max_queue_delay_microseconds=max(100, s.max_queue_delay_microseconds * 4)))
+        add(2, replace(s, instances=s.instances + 1))
     if s.instances > 1:  # copies compete for the same cores on small hosts
         add(3, replace(s, instances=s.instances - 1))
-    if s.max_queue_delay_microseconds > 0:
+    if delay > 0:
         add(4, replace(s, max_queue_delay_microseconds=0))
     if fill < 0.25 and s.max_batch_size > 1:
         add(5, replace(s, max_batch_size=s.max_batch_size // 2, preferred_batch_size=()))
