@@ -7,6 +7,7 @@ from tritonkit import dtypes
 from tritonkit.errors import (
     BuildError,
     DependencyError,
+    PromoteError,
     ServerError,
     SpecError,
     TritonkitError,
@@ -25,8 +26,13 @@ def test_public_names() -> None:
         "Endpoints",
         "Finding",
         "LoadedSpec",
+        "LocalEnvironment",
         "Lock",
         "ModelResult",
+        "PromoteError",
+        "Promotion",
+        "Release",
+        "ReleaseStore",
         "ServerError",
         "Spec",
         "SpecError",
@@ -52,7 +58,16 @@ def test_public_names() -> None:
 
 
 def test_exit_codes_are_distinct() -> None:
-    classes = [TritonkitError, SpecError, BuildError, VerifyError, ServerError, DependencyError, TuneError]
+    classes = [
+        TritonkitError,
+        SpecError,
+        BuildError,
+        VerifyError,
+        ServerError,
+        DependencyError,
+        TuneError,
+        PromoteError,
+    ]
     assert len({c.exit_code for c in classes}) == len(classes)
     assert all(issubclass(c, TritonkitError) for c in classes)
 

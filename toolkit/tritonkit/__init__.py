@@ -18,12 +18,15 @@ from .build import BuildResult, ModelResult, build, plan
 from .errors import (
     BuildError,
     DependencyError,
+    PromoteError,
     ServerError,
     SpecError,
     TritonkitError,
     TuneError,
     VerifyError,
 )
+from .promote import LocalEnvironment, Promotion
+from .releases import Release, ReleaseStore
 from .repository import Lock, read_lock
 from .server import Endpoints, TritonServer, find_triton
 from .spec import LoadedSpec, Spec, load_spec
@@ -38,8 +41,13 @@ __all__ = [
     "Endpoints",
     "Finding",
     "LoadedSpec",
+    "LocalEnvironment",
     "Lock",
     "ModelResult",
+    "PromoteError",
+    "Promotion",
+    "Release",
+    "ReleaseStore",
     "ServerError",
     "Spec",
     "SpecError",

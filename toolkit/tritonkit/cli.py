@@ -120,7 +120,7 @@ def verify(path: Path) -> None:
     "spec_file",
     type=click.Path(path_type=Path),
     default=Path(SPEC_FILE),
-    help="Spec whose newest build to serve when PATH is omitted.",
+    help="Spec whose newest build (or release, when PATH is vN) to serve.",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 exposes the server).")
 @click.option("--http-port", default=8000, show_default=True)
@@ -131,6 +131,7 @@ def verify(path: Path) -> None:
 )
 @click.option("--model", "models", multiple=True, help="Load only these models (repeatable).")
 @click.option("--no-verify", is_flag=True, help="Skip verifying the repository before serving.")
+@click.option("--env", "env_name", default=None, help="Serve an environment's live repository (promote into it).")
 def serve(
     path: Path | None,
     spec_file: Path,
@@ -141,11 +142,20 @@ def serve(
     triton_bin: Path | None,
     models: tuple[str, ...],
     no_verify: bool,
+    env_name: str | None,
 ) -> None:
-    """Serve a built repository on a real Triton until Ctrl-C."""
+    """Serve a built repository (or release vN, or --env local) on a real Triton until Ctrl-C."""
     from .server import Endpoints, TritonServer
 
-    root = path if path is not None else _default_repository(spec_file)
+    if env_name is not None:
+        from .promote import environment
+        from .releases import ReleaseStore, default_store
+
+        env = environment(ReleaseStore(default_store(spec_file.resolve().parent)), env_name)
+        root = env.prepare()  # mutable view of immutable releases: each release was verified when promoted
+        no_verify = True
+    else:
+        root = _resolve_repository(path, spec_file)
     if not no_verify:
         _require_verified(root)
     server = TritonServer(
@@ -221,19 +231,29 @@ def _require_verified(root: Path) -> None:
         )
 
 
+def _resolve_repository(path: Path | None, spec_file: Path) -> Path:
+    """PATH as given, a release name (``v3``) from the spec's release store, or the newest build."""
+    if path is None:
+        return _default_repository(spec_file)
+    if not path.exists() and str(path)[:1] == "v" and str(path)[1:].isdigit():
+        from .releases import ReleaseStore, default_store, parse_release
+
+        return ReleaseStore(default_store(spec_file.resolve().parent)).path(parse_release(str(path)))
+    return path
+
+
 def _default_repository(spec_file: Path) -> Path:
+    """The newest build of the spec: ``dist/<name>`` here or beside the spec, whichever was built last."""
     from .spec import load_spec
 
     loaded = load_spec(spec_file)
-    alias = loaded.root / "dist" / loaded.spec.name
-    cwd_alias = Path("dist") / loaded.spec.name
-    for candidate in (cwd_alias, alias):
-        if candidate.exists():
-            return candidate
+    candidates = [c for c in (Path("dist") / loaded.spec.name, loaded.root / "dist" / loaded.spec.name) if c.exists()]
+    if candidates:
+        return max(candidates, key=lambda c: c.lstat().st_mtime)  # the alias is re-pointed by every build
     raise ServerError(
         f"no build of '{loaded.spec.name}' found in dist/",
         hint=f"run 'tritonkit build -f {spec_file}' first, or pass a PATH",
     )
 
 
-from . import cli_load  # noqa: E402,F401  (registers bench and tune on main)
+from . import cli_load, cli_release  # noqa: E402,F401  (they register their commands on main)

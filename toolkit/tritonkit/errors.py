@@ -12,7 +12,8 @@ shows a traceback for these.
     ├── VerifyError           exit 4   a repository does not match its lock or schema
     ├── ServerError           exit 5   Triton failed to start, or a model failed to load
     ├── DependencyError       exit 6   an optional extra is not installed
-    └── TuneError             exit 7   no setting meets the latency budget
+    ├── TuneError             exit 7   no setting meets the latency budget
+    └── PromoteError          exit 8   a promotion failed; the previous release still serves
 
 Example:
     >>> raise SpecError("models[0].max_batch_size: must be >= 0", file="tritonkit.yaml",
@@ -95,6 +96,12 @@ class TuneError(TritonkitError):
     """``tritonkit tune`` found nothing that meets the asked latency budget."""
 
     exit_code = 7
+
+
+class PromoteError(TritonkitError):
+    """A promotion failed and was undone: the previous release still serves, state unchanged."""
+
+    exit_code = 8
 
 
 def require(module: str, extra: str) -> object:

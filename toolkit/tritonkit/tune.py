@@ -288,11 +288,6 @@ class _Session:
             return f"time budget of {self.budget_s:.0f}s spent"
         return ""
 
-    def config(self) -> dict[str, Any]:
-        doc = self.client.get_model_config(self.model, **({"as_json": True} if self.protocol == "grpc" else {}))
-        config: dict[str, Any] = doc.get("config", doc)
-        return config
-
     def load(self, config: Mapping[str, Any]) -> None:
         from tritonclient.utils import InferenceServerException
 
@@ -443,7 +438,7 @@ def _evaluate(
     seen: set[int] = set()
     direction = ""
     c = max(1, concurrency)
-    while c not in seen and not session.exhausted():
+    while c not in seen and not (seen and session.exhausted()):  # the first point is always measured
         seen.add(c)
         point = session.measure(settings, original, concurrency=c)
         if point.within_slo:

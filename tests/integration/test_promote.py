@@ -1,0 +1,174 @@
+"""Local promotion: a running Triton switches releases with zero failed requests; failures undo."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+from click.testing import CliRunner
+
+from tritonkit import Endpoints, SpecError, TritonServer, build, load_spec
+from tritonkit.cli import main
+from tritonkit.errors import PromoteError
+from tritonkit.promote import LocalEnvironment, environment
+from tritonkit.releases import ReleaseStore
+from tritonkit.server import free_port
+
+from .conftest import EXAMPLE
+
+BROKEN_MODEL = """
+class TritonPythonModel:
+    def initialize(self, args):
+        raise RuntimeError("this model never loads")
+"""
+
+BROKEN_SPEC = """
+  - name: broken
+    kind: python
+    path: models/broken
+    max_batch_size: 8
+    inputs:
+      - {name: x, dtype: FP32, dims: [1]}
+    outputs:
+      - {name: y, dtype: FP32, dims: [1]}
+"""
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> ReleaseStore:
+    """v1 = the example, v2 = another batching delay, v3 = v2 plus a model that cannot load."""
+    project = tmp_path_factory.mktemp("promote") / "project"
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns(".tritonkit", "dist", "__pycache__"))
+    cache = project.parent / "cache"
+    releases = ReleaseStore(project / "releases")
+    spec = project / "tritonkit.yaml"
+
+    def release() -> None:
+        releases.create(build(load_spec(spec), project / "dist", cache_dir=cache).path)
+
+    release()
+    spec.write_text(spec.read_text().replace("max_queue_delay_microseconds: 2000", "max_queue_delay_microseconds: 700"))
+    release()
+    (project / "models" / "broken").mkdir()
+    (project / "models" / "broken" / "model.py").write_text(BROKEN_MODEL)
+    spec.write_text(spec.read_text() + BROKEN_SPEC)
+    release()
+    return releases
+
+
+@pytest.fixture(scope="module")
+def local(store: ReleaseStore) -> Iterator[tuple[LocalEnvironment, TritonServer]]:
+    env = LocalEnvironment(store)
+    server = TritonServer(
+        env.prepare(), endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()), models=[]
+    )
+    server.start()
+    yield env, server
+    server.stop()
+
+
+class _Load:
+    """Two threads sending requests without a pinned version, counting answers per version."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.stop = url, threading.Event()
+        self.versions: Counter[str] = Counter()
+        self.failures: list[str] = []
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run) for _ in range(2)]
+
+    def _run(self) -> None:
+        client = httpclient.InferenceServerClient(self.url)
+        tensor = httpclient.InferInput("features", [1, 4], "FP32")
+        tensor.set_data_from_numpy(np.zeros((1, 4), dtype=np.float32))
+        while not self.stop.is_set():
+            try:
+                version = client.infer("classifier", [tensor]).get_response()["model_version"]
+                with self.lock:
+                    self.versions[version] += 1
+            except Exception as exc:  # every failure is counted, none is hidden
+                with self.lock:
+                    self.failures.append(str(exc))
+
+    def __enter__(self) -> _Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+
+def _version(url: str) -> str:
+    client = httpclient.InferenceServerClient(url)
+    tensor = httpclient.InferInput("features", [1, 4], "FP32")
+    tensor.set_data_from_numpy(np.zeros((1, 4), dtype=np.float32))
+    return str(client.infer("classifier", [tensor]).get_response()["model_version"])
+
+
+def test_promotion_under_load_fails_no_request_and_a_broken_release_changes_nothing(
+    local: tuple[LocalEnvironment, TritonServer],
+) -> None:
+    env, server = local
+    url = server.endpoints.http_url.removeprefix("http://")
+    pid = server.pid
+    env.promote(1, url=url)
+    assert _version(url) == "1" and env.current() is not None and env.current().name == "v1"  # type: ignore[union-attr]
+
+    with _Load(url) as load:
+        time.sleep(1.0)  # traffic before, during and after the switch
+        entry = env.promote(2, url=url)
+        time.sleep(1.0)
+    assert entry.ok and (entry.from_release, entry.to_release) == ("v1", "v2")
+    assert load.failures == [], load.failures[:3]
+    assert load.versions["1"] > 10 and load.versions["2"] > 10, load.versions
+    assert _version(url) == "2"
+    assert sorted(p.name for p in (env.live / "classifier").iterdir()) == ["2", "config.pbtxt"]
+    assert "max_queue_delay_microseconds: 700" in (env.live / "classifier" / "config.pbtxt").read_text()
+
+    with _Load(url) as load, pytest.raises(PromoteError, match="v3 was not promoted to local.*broken") as caught:
+        time.sleep(0.5)
+        env.promote(3, url=url)
+    assert "v2 still serves" in caught.value.hint
+    assert load.failures == [], load.failures[:3]
+    assert set(load.versions) == {"2"}, load.versions
+    assert _version(url) == "2" and env.current().name == "v2"  # type: ignore[union-attr]
+    assert sorted(p.name for p in env.live.iterdir()) == ["classifier", "postprocess"]
+    assert sorted(p.name for p in (env.live / "classifier").iterdir()) == ["2", "config.pbtxt"]
+
+    back = env.rollback(url=url)
+    assert (back.action, back.from_release, back.to_release) == ("rollback", "v2", "v1")
+    assert _version(url) == "1"
+    outcomes = [(h.action, h.to_release, h.ok) for h in env.history()]
+    assert outcomes == [
+        ("promote", "v1", True),
+        ("promote", "v2", True),
+        ("promote", "v3", False),
+        ("rollback", "v1", True),
+    ]
+    assert server.pid == pid and server.exit_code() is None
+
+
+def test_status_and_bad_input(local: tuple[LocalEnvironment, TritonServer], store: ReleaseStore) -> None:
+    env, server = local
+    runner = CliRunner()
+    spec = ["-f", str(store.root.parent / "tritonkit.yaml")]
+    shown = runner.invoke(main, ["status", "--env", "local", *spec])
+    assert shown.exit_code == 0, shown.output
+    assert "local serves" in shown.output and "history" in shown.output
+    unknown = runner.invoke(main, ["promote", "v9", "--env", "local", *spec])
+    assert unknown.exit_code == 2 and "no release v9" in unknown.output
+    nowhere = runner.invoke(main, ["promote", "v2", "--env", "local", "--url", f"127.0.0.1:{free_port()}", *spec])
+    assert nowhere.exit_code == 5 and "cannot reach the local Triton" in nowhere.output
+    with pytest.raises(SpecError, match="only 'local' is implemented"):
+        environment(store, "prod")
+    assert Path(env.root / "history.jsonl").is_file()

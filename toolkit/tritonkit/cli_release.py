@@ -1,0 +1,145 @@
+"""Release commands: ``tritonkit release``, ``releases`` and ``export`` (registered on ``main``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from .cli import _default_repository, console, main
+from .releases import ReleaseStore, default_store, parse_release
+from .spec import SPEC_FILE
+
+_spec_option = click.option(
+    "-f", "--file", "spec_file", type=click.Path(path_type=Path), default=Path(SPEC_FILE), show_default=True
+)
+_store_option = click.option(
+    "--store",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Release store (default: $TRITONKIT_STORE, else releases/ beside the spec).",
+)
+
+
+def store_for(spec_file: Path, store: Path | None) -> ReleaseStore:
+    """The store named by ``--store``, else the default for the spec's directory."""
+    if store is not None:
+        return ReleaseStore(store)
+    return ReleaseStore(default_store(spec_file.resolve().parent))
+
+
+@main.command()
+@_spec_option
+@_store_option
+@click.option("--repository", type=click.Path(path_type=Path), help="Build to release (default: the spec's newest).")
+def release(spec_file: Path, store: Path | None, repository: Path | None) -> None:
+    """Record the newest build as the next release vN (a no-op for a build already released)."""
+    releases = store_for(spec_file, store)
+    build = repository or _default_repository(spec_file)
+    with console.status(f"verifying and releasing {build} …"):
+        entry, created = releases.create(build.resolve())
+    if not created:
+        console.print(f"{build} is already release [bold]{entry.name}[/] ({entry.digest[:19]}…); nothing recorded")
+        return
+    changed = ", ".join(entry.changed) or "none"
+    console.print(f"released [bold]{entry.name}[/] {entry.digest} — models changed: {changed}")
+    console.print(f"  {releases.root / entry.name}")
+
+
+@main.command(name="releases")
+@_spec_option
+@_store_option
+def list_releases(spec_file: Path, store: Path | None) -> None:
+    """List releases: number, digest, creation time, models changed since the previous one."""
+    releases = store_for(spec_file, store)
+    entries = releases.releases()
+    if not entries:
+        console.print(f"no releases in {releases.root} yet — run 'tritonkit release'")
+        return
+    table = Table(title=f"releases in {releases.root}", title_justify="left")
+    for column in ("release", "digest", "created (UTC)", "changed since previous"):
+        table.add_column(column)
+    for entry in entries:
+        table.add_row(entry.name, entry.digest[:19] + "…", entry.created, ", ".join(entry.changed) or "—")
+    console.print(table)
+
+
+@main.command()
+@click.argument("name")
+@click.argument("destination", type=click.Path(path_type=Path))
+@_spec_option
+@_store_option
+def export(name: str, destination: Path, spec_file: Path, store: Path | None) -> None:
+    """Copy release NAME (e.g. v3) to DESTINATION as a plain read-only Triton repository."""
+    releases = store_for(spec_file, store)
+    path = releases.export(parse_release(name), destination)
+    console.print(f"exported {name} to {path} (read-only, verified). Serve it with:")
+    console.print(
+        f"  docker run --rm -p 8000:8000 -p 8001:8001 -p 8002:8002 -v {path.resolve()}:/models:ro "
+        "nvcr.io/nvidia/tritonserver:24.10-py3 tritonserver --model-repository=/models",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+_env_option = click.option("--env", "env_name", required=True, help="Environment (only 'local' so far).")
+_url_option = click.option(
+    "--url", default="127.0.0.1:8000", show_default=True, help="HTTP address of the environment's Triton."
+)
+
+
+@main.command()
+@click.argument("name")
+@_env_option
+@_url_option
+@_spec_option
+@_store_option
+def promote(name: str, env_name: str, url: str, spec_file: Path, store: Path | None) -> None:
+    """Switch environment ENV to release NAME (e.g. v3) without failing requests."""
+    from .promote import environment
+
+    env = environment(store_for(spec_file, store), env_name)
+    with console.status(f"promoting {name} to {env_name} …") as status:
+        entry = env.promote(parse_release(name), url=url, progress=lambda message: status.update(message))
+    console.print(
+        f"{env_name}: {entry.from_release or 'nothing'} → [bold]{entry.to_release}[/] ({entry.to_digest[:19]}…)"
+    )
+
+
+@main.command()
+@_env_option
+@_url_option
+@_spec_option
+@_store_option
+def rollback(env_name: str, url: str, spec_file: Path, store: Path | None) -> None:
+    """Switch environment ENV back to the release it served before the current one."""
+    from .promote import environment
+
+    env = environment(store_for(spec_file, store), env_name)
+    with console.status(f"rolling back {env_name} …") as status:
+        entry = env.rollback(url=url, progress=lambda message: status.update(message))
+    console.print(f"{env_name}: rolled back {entry.from_release} → [bold]{entry.to_release}[/]")
+
+
+@main.command()
+@_env_option
+@_spec_option
+@_store_option
+def status(env_name: str, spec_file: Path, store: Path | None) -> None:
+    """Show the release ENV serves and its promotion history."""
+    from .promote import environment
+
+    env = environment(store_for(spec_file, store), env_name)
+    current = env.current()
+    console.print(
+        f"{env_name} serves [bold]{current.name if current else 'nothing yet'}[/]"
+        + (f" ({current.digest})" if current else "")
+    )
+    table = Table(title=f"history ({env.root / 'history.jsonl'})", title_justify="left")
+    for column in ("at (UTC)", "action", "from", "to", "user", "outcome"):
+        table.add_column(column)
+    for entry in env.history():
+        outcome = entry.outcome if entry.ok else f"[red]{entry.outcome}[/]"
+        table.add_row(entry.at, entry.action, entry.from_release or "—", entry.to_release, entry.user, outcome)
+    console.print(table)
