@@ -7,24 +7,29 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test lint sysdeps clean
 
-# The embedded Triton's Python backend stub links the system libpython (Debian: libpython3.X).
+# Debian packages the project uses: the embedded Triton's Python backend stub links the system
+# libpython (libpython3.X); the OCI tests run Debian's docker-registry; modelcar images carry a
+# static busybox as their shell. Installed only when missing (cheap to check on every run).
 sysdeps:
-	@if ! ldconfig -p | grep -q "libpython$(PYVER).so.1.0"; then \
-	  echo "installing libpython$(PYVER) (needed by Triton's Python backend stub)"; \
+	@missing=""; \
+	ldconfig -p | grep -q "libpython$(PYVER).so.1.0" || missing="$$missing libpython$(PYVER)"; \
+	command -v docker-registry >/dev/null || missing="$$missing docker-registry"; \
+	[ -x /bin/busybox ] || missing="$$missing busybox-static"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libpython$(PYVER) >/dev/null; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
 $(STAMP): pyproject.toml constraints.txt
-	@$(MAKE) --no-print-directory sysdeps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[serve,torch,report,dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: sysdeps $(STAMP)
 	$(BIN)/python model_repository/demo.py
 
-test: $(STAMP)
+test: sysdeps $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

@@ -143,3 +143,32 @@ def status(env_name: str, spec_file: Path, store: Path | None) -> None:
         outcome = entry.outcome if entry.ok else f"[red]{entry.outcome}[/]"
         table.add_row(entry.at, entry.action, entry.from_release or "—", entry.to_release, entry.user, outcome)
     console.print(table)
+
+
+@main.command()
+@click.argument("name")
+@click.argument("target")
+@_spec_option
+@_store_option
+def publish(name: str, target: str, spec_file: Path, store: Path | None) -> None:
+    """Push release NAME to TARGET (oci://HOST/REPO[:TAG]) as a KServe modelcar image."""
+    from .publish import publish as push
+
+    releases = store_for(spec_file, store)
+    number = parse_release(name)
+    with console.status(f"publishing {name} …") as status:
+        reference = push(releases.path(number), target, progress=lambda message: status.update(message))
+    releases.record_publication(number, reference)
+    console.print(f"published {name}: [bold]{reference}[/]", soft_wrap=True)
+
+
+@main.command()
+@click.argument("reference")
+@click.argument("destination", type=click.Path(path_type=Path))
+def pull(reference: str, destination: Path) -> None:
+    """Fetch REFERENCE (oci://HOST/REPO@sha256:…) into DESTINATION, verifying every hash."""
+    from .publish import pull as fetch
+
+    with console.status(f"pulling {reference} …") as status:
+        path = fetch(reference, destination, progress=lambda message: status.update(message))
+    console.print(f"pulled and verified {reference} into {path}", soft_wrap=True)

@@ -7,6 +7,7 @@ It has its own lock and digest, is read-only, and never changes. The store is a 
 
     releases/
       index.json     every release: number, digest, build digest, created, per-model hashes
+      published.jsonl  where each release was pushed (oci://…@sha256: references), append-only
       v1/  v2/ ...   read-only repositories (tritonkit.lock.json at the root of each)
 
 Releasing a build that is already a release is a no-op that names that release. ``index.json``
@@ -39,6 +40,7 @@ from .repository import Lock, read_lock, remove_tree, set_read_only, write_lock
 from .verify import verify
 
 INDEX = "index.json"
+PUBLISHED = "published.jsonl"
 _NAME = re.compile(r"^v([1-9][0-9]*)$")
 
 
@@ -193,6 +195,24 @@ class ReleaseStore:
         finally:
             remove_tree(staged)
         return destination
+
+    def record_publication(self, number: int, reference: str) -> None:
+        """Append ``vN -> oci://…@sha256:…`` to ``published.jsonl`` (never rewritten)."""
+        entry = {
+            "release": f"v{number}",
+            "reference": reference,
+            "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        with self._locked(), open(self.root / PUBLISHED, "a") as handle:
+            handle.write(json.dumps(entry, sort_keys=True) + "\n")
+
+    def publications(self, number: int) -> list[str]:
+        """Every digest reference release ``number`` was published as, oldest first."""
+        path = self.root / PUBLISHED
+        if not path.is_file():
+            return []
+        entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [e["reference"] for e in entries if e["release"] == f"v{number}"]
 
     def _stage(self, build: Path, lock: Lock, number: int) -> tuple[Path, Lock]:
         staged = Path(tempfile.mkdtemp(prefix=f".v{number}.", dir=self.root))

@@ -1,0 +1,130 @@
+"""OCI publishing against Debian's real docker-registry on 127.0.0.1: push, pull, verify, tamper."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+import tarfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tritonkit import SpecError, VerifyError, build, load_spec, verify
+from tritonkit.cli import main
+from tritonkit.publish import build_image, publish, pull
+from tritonkit.releases import ReleaseStore
+from tritonkit.server import free_port
+
+from .conftest import EXAMPLE
+
+
+@pytest.fixture()
+def registry(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A fresh registry per test (blobs are shared across repositories, and one test tampers)."""
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        pytest.skip("Debian's docker-registry is not installed ('make sysdeps' installs it)")
+    storage, port = tmp_path / "registry", free_port()
+    config = tmp_path / "registry.yml"
+    config.write_text(
+        f"version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {storage}}}}}\n"
+        f"http: {{addr: '127.0.0.1:{port}'}}\n"
+    )
+    process = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2):
+                break
+        except OSError:
+            assert process.poll() is None, process.communicate()[1]
+            assert time.monotonic() < deadline, "docker-registry did not start"
+            time.sleep(0.1)
+    yield f"127.0.0.1:{port}", storage
+    process.terminate()
+    process.communicate(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory: pytest.TempPathFactory) -> tuple[ReleaseStore, Path]:
+    project = tmp_path_factory.mktemp("publish") / "project"
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns(".tritonkit", "dist", "__pycache__"))
+    store = ReleaseStore(project / "releases")
+    store.create(build(load_spec(project / "tritonkit.yaml"), project / "dist", cache_dir=project / "cache").path)
+    return store, project / "tritonkit.yaml"
+
+
+def test_image_is_deterministic_and_laid_out_for_kserve_modelcars(released: tuple[ReleaseStore, Path]) -> None:
+    store, _ = released
+    first, second = build_image(store.path(1)), build_image(store.path(1))
+    assert first.manifest == second.manifest and first.digest == second.digest
+    assert [layer.data for layer in first.layers] == [layer.data for layer in second.layers]
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(first.layers[0].data))) as tar:
+        shell = {m.name: m for m in tar.getmembers()}
+    assert shell["bin/sh"].issym() and shell["bin/sh"].linkname == "busybox" and shell["bin/busybox"].mode == 0o755
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(first.layers[1].data))) as tar:
+        members = tar.getmembers()
+    names = [m.name for m in members]
+    assert (
+        names == sorted(names) and "models/classifier/1/model.onnx" in names and "models/tritonkit.lock.json" in names
+    )
+    assert {(m.mtime, m.uid, m.gid) for m in members} == {(0, 0, 0)}
+
+
+def test_publish_then_pull_round_trips_every_hash(
+    registry: tuple[str, Path], released: tuple[ReleaseStore, Path], tmp_path: Path
+) -> None:
+    store, _ = released
+    host, _ = registry
+    reference = publish(store.path(1), f"oci://{host}/tritonkit/demo:v1")
+    assert reference == f"oci://{host}/tritonkit/demo@{build_image(store.path(1)).digest}"
+    assert publish(store.path(1), f"oci://{host}/tritonkit/demo:again") == reference  # same bytes, same digest
+    pulled = pull(reference, tmp_path / "pulled")
+    report = verify(pulled)
+    assert report.ok and report.digest == store.get(1).digest
+    assert pulled.stat().st_mode & 0o222 == 0
+
+
+def test_a_tampered_blob_is_refused_and_leaves_nothing(
+    registry: tuple[str, Path], released: tuple[ReleaseStore, Path], tmp_path: Path
+) -> None:
+    store, _ = released
+    host, storage = registry
+    reference = publish(store.path(1), f"oci://{host}/tritonkit/demo:v1")
+    layer = json.loads(build_image(store.path(1)).manifest)["layers"][1]["digest"].removeprefix("sha256:")
+    data = storage / "docker/registry/v2/blobs/sha256" / layer[:2] / layer / "data"
+    blob = bytearray(data.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    data.write_bytes(bytes(blob))
+    assert hashlib.sha256(bytes(blob)).hexdigest() != layer
+    with pytest.raises(VerifyError, match="layer digest mismatch"):
+        pull(reference, tmp_path / "pulled")
+    assert not (tmp_path / "pulled").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".pulled")] == []
+
+
+def test_cli_records_the_digest_reference_and_rejects_bad_input(
+    registry: tuple[str, Path], released: tuple[ReleaseStore, Path], tmp_path: Path
+) -> None:
+    store, spec = released
+    host, _ = registry
+    runner = CliRunner()
+    done = runner.invoke(main, ["publish", "v1", f"oci://{host}/demo:v1", "-f", str(spec)])
+    assert done.exit_code == 0, done.output
+    assert store.publications(1)[-1].startswith(f"oci://{host}/demo@sha256:")
+    tagged = runner.invoke(main, ["pull", f"oci://{host}/demo:v1", str(tmp_path / "x")])
+    assert tagged.exit_code == 2 and "not pinned by digest" in tagged.output
+    nowhere = runner.invoke(main, ["publish", "v1", f"oci://127.0.0.1:{free_port()}/demo:v1", "-f", str(spec)])
+    assert nowhere.exit_code == 5 and "cannot reach the registry" in nowhere.output
+    malformed = runner.invoke(main, ["publish", "v1", "docker.io/demo", "-f", str(spec)])
+    assert malformed.exit_code == 2 and "is not an OCI reference" in malformed.output
+    with pytest.raises(SpecError, match="not pinned by digest"):
+        pull(f"oci://{host}/demo:v1", tmp_path / "y")
