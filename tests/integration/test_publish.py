@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import shutil
 import subprocess
 import tarfile
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from tritonkit import SpecError, VerifyError, build, load_spec, verify
@@ -128,3 +130,44 @@ def test_cli_records_the_digest_reference_and_rejects_bad_input(
     assert malformed.exit_code == 2 and "is not an OCI reference" in malformed.output
     with pytest.raises(SpecError, match="not pinned by digest"):
         pull(f"oci://{host}/demo:v1", tmp_path / "y")
+
+
+ENVIRONMENTS = """
+environments:
+  - name: staging
+    namespace: ml-staging
+    mode: RawDeployment
+    runtime_image: nvcr.io/nvidia/tritonserver@sha256:{digest}
+"""
+
+
+def test_deploy_dry_run_points_kserve_at_the_published_digest(
+    registry: tuple[str, Path], released: tuple[ReleaseStore, Path], tmp_path: Path
+) -> None:
+    store, spec = released
+    host, _ = registry
+    if "environments:" not in spec.read_text():
+        spec.write_text(spec.read_text() + ENVIRONMENTS.format(digest="0" * 64))
+    runner = CliRunner()
+    reference = publish(store.path(1), f"oci://{host}/demo:v1")
+    store.record_publication(1, reference)
+    out = tmp_path / "kserve.yaml"
+    done = runner.invoke(main, ["deploy", "v1", "--env", "staging", "--dry-run", "--out", str(out), "-f", str(spec)])
+    assert done.exit_code == 0, done.output
+    runtime, service = yaml.safe_load_all(out.read_text())
+    assert service["spec"]["predictor"]["model"]["storageUri"] == reference
+    assert service["metadata"]["annotations"]["tritonkit.dev/digest"] == store.get(1).digest
+    assert runtime["metadata"]["namespace"] == "ml-staging"
+    unknown = runner.invoke(main, ["deploy", "v1", "--env", "prod", "--dry-run", "-f", str(spec)])
+    assert unknown.exit_code == 2 and "no environment named 'prod'" in unknown.output
+
+
+@pytest.mark.skipif(not os.environ.get("KUBECONFIG"), reason="needs a Kubernetes cluster with KServe (set KUBECONFIG)")
+def test_deploy_applies_to_a_live_cluster(released: tuple[ReleaseStore, Path]) -> None:  # pragma: no cover
+    store, spec = released
+    references = store.publications(1)
+    if not references:
+        pytest.skip("release v1 was not published in this run")
+    result = CliRunner().invoke(main, ["deploy", "v1", "--env", "staging", "-f", str(spec)])
+    assert result.exit_code == 0, result.output
+    assert "ServingRuntime/tritonkit-demo" in result.output

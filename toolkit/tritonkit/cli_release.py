@@ -172,3 +172,41 @@ def pull(reference: str, destination: Path) -> None:
     with console.status(f"pulling {reference} …") as status:
         path = fetch(reference, destination, progress=lambda message: status.update(message))
     console.print(f"pulled and verified {reference} into {path}", soft_wrap=True)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--env", "env_name", required=True, help="An environment declared in the spec.")
+@click.option("--dry-run", is_flag=True, help="Write the YAML instead of applying it (GitOps).")
+@click.option("--out", "out_file", type=click.Path(path_type=Path), help="With --dry-run: write here, not stdout.")
+@_spec_option
+@_store_option
+def deploy(name: str, env_name: str, dry_run: bool, out_file: Path | None, spec_file: Path, store: Path | None) -> None:
+    """Render (or server-side apply) the KServe ServingRuntime and InferenceService for release NAME."""
+    from .deploy import apply, render, to_yaml
+    from .errors import SpecError
+    from .spec import load_spec
+
+    loaded = load_spec(spec_file)
+    env = loaded.spec.environment(env_name)
+    releases = store_for(spec_file, store)
+    number = parse_release(name)
+    release = releases.get(number)
+    references = releases.publications(number)
+    if not references:
+        raise SpecError(
+            f"{name} has not been published to a registry",
+            hint=f"run 'tritonkit publish {name} oci://HOST/REPO:{name}' first; KServe pulls the image by digest",
+        )
+    documents = render(loaded.spec, env, release, references[-1])
+    if dry_run:
+        text = to_yaml(documents)
+        if out_file is None:
+            click.echo(text, nl=False)
+        else:
+            out_file.write_text(text)
+            console.print(f"wrote {out_file} ({len(documents)} objects for {env.namespace})")
+        return
+    with console.status(f"applying {name} to {env_name} ({env.namespace}) …"):
+        applied = apply(documents, env)
+    console.print(f"applied {', '.join(applied)} in {env.namespace}")

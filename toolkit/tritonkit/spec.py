@@ -168,12 +168,49 @@ class PythonModel(ModelBase):
 Model = Annotated[OnnxModel | PythonModel, Field(discriminator="kind")]
 
 
+class Resources(_Strict):
+    """Kubernetes container resources (quantities as strings, e.g. ``"2"``, ``"4Gi"``)."""
+
+    requests: dict[str, str] = {"cpu": "1", "memory": "2Gi"}
+    limits: dict[str, str] = {"cpu": "2", "memory": "4Gi"}
+
+
+class Environment(_Strict):
+    """Where releases are deployed. ``kind: kserve`` renders a ServingRuntime + InferenceService.
+
+    ``runtime_image`` must be pinned by digest (``…@sha256:…``): a tag could change under a
+    running release. Credentials never go here; clusters come from the kubeconfig ``context``.
+    """
+
+    name: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+    kind: Literal["kserve"] = "kserve"
+    namespace: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+    context: str | None = None
+    mode: Literal["Serverless", "RawDeployment"] = "RawDeployment"
+    runtime_image: str = Field(pattern=r"^[^@\s]+@sha256:[0-9a-f]{64}$")
+    resources: Resources = Resources()
+    gpus: int = Field(0, ge=0)
+    shm_size: str = "1Gi"
+
+
 class Spec(_Strict):
     """The whole tritonkit.yaml."""
 
     version: Literal[1] = 1
     name: str = Field(pattern=_NAME)
     models: list[Model] = Field(min_length=1)
+    environments: list[Environment] = []
+
+    def environment(self, name: str) -> Environment:
+        """The environment called ``name``; a SpecError with a suggestion otherwise."""
+        for env in self.environments:
+            if env.name == name:
+                return env
+        names = [e.name for e in self.environments]
+        raise SpecError(
+            f"no environment named '{name}' in the spec",
+            hint=did_you_mean(name, names) or f"declare it under 'environments:' (known: {', '.join(names) or 'none'})",
+        )
 
     @model_validator(mode="after")
     def _unique(self) -> Spec:
@@ -182,6 +219,10 @@ class Spec(_Strict):
             if model.name in seen:
                 raise ValueError(f"model name '{model.name}' appears twice")
             seen.add(model.name)
+        names = [env.name for env in self.environments]
+        twice = sorted({n for n in names if names.count(n) > 1} | ({"local"} & set(names)))
+        if twice:
+            raise ValueError(f"environment name '{twice[0]}' appears twice or is reserved ('local')")
         return self
 
     def model(self, name: str) -> ModelBase:
