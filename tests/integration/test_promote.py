@@ -169,6 +169,10 @@ def test_status_and_bad_input(local: tuple[LocalEnvironment, TritonServer], stor
     assert unknown.exit_code == 2 and "no release v9" in unknown.output
     nowhere = runner.invoke(main, ["promote", "v2", "--env", "local", "--url", f"127.0.0.1:{free_port()}", *spec])
     assert nowhere.exit_code == 5 and "cannot reach the local Triton" in nowhere.output
-    with pytest.raises(SpecError, match="only 'local' is implemented"):
+    with pytest.raises(SpecError, match="needs the spec that declares it"):
         environment(store, "prod")
+    prod = runner.invoke(main, ["promote", "v1", "--env", "prod", *spec])
+    assert prod.exit_code == 2 and "no environment named 'prod'" in prod.output
+    canary = runner.invoke(main, ["promote", "v1", "--env", "local", "--canary", "10", *spec])
+    assert canary.exit_code == 2 and "--canary needs a KServe Serverless environment" in canary.output
     assert Path(env.root / "history.jsonl").is_file()

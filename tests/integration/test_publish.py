@@ -146,8 +146,7 @@ def test_deploy_dry_run_points_kserve_at_the_published_digest(
 ) -> None:
     store, spec = released
     host, _ = registry
-    if "environments:" not in spec.read_text():
-        spec.write_text(spec.read_text() + ENVIRONMENTS.format(digest="0" * 64))
+    _declare_environments(spec)
     runner = CliRunner()
     reference = publish(store.path(1), f"oci://{host}/demo:v1")
     store.record_publication(1, reference)
@@ -160,6 +159,26 @@ def test_deploy_dry_run_points_kserve_at_the_published_digest(
     assert runtime["metadata"]["namespace"] == "ml-staging"
     unknown = runner.invoke(main, ["deploy", "v1", "--env", "prod", "--dry-run", "-f", str(spec)])
     assert unknown.exit_code == 2 and "no environment named 'prod'" in unknown.output
+
+
+def _declare_environments(spec: Path) -> None:
+    if "environments:" not in spec.read_text():
+        spec.write_text(spec.read_text() + ENVIRONMENTS.format(digest="0" * 64))
+
+
+def test_kserve_promotion_refuses_what_it_cannot_do_before_touching_a_cluster(
+    registry: tuple[str, Path], released: tuple[ReleaseStore, Path], tmp_path: Path
+) -> None:
+    store, spec = released
+    _declare_environments(spec)
+    store.record_publication(1, publish(store.path(1), f"oci://{registry[0]}/demo:v1"))
+    runner = CliRunner(env={"KUBECONFIG": str(tmp_path / "no-such-kubeconfig")})
+    canary = runner.invoke(main, ["promote", "v1", "--env", "staging", "--canary", "10", "-f", str(spec)])
+    assert canary.exit_code == 2 and "silently ignored" in canary.output, canary.output
+    nowhere = runner.invoke(main, ["promote", "v1", "--env", "staging", "-f", str(spec)])
+    assert nowhere.exit_code == 5 and "no Kubernetes cluster for environment 'staging'" in nowhere.output
+    history = store.root / "envs" / "staging" / "history.jsonl"
+    assert not history.exists()  # nothing happened, so nothing is recorded
 
 
 @pytest.mark.skipif(not os.environ.get("KUBECONFIG"), reason="needs a Kubernetes cluster with KServe (set KUBECONFIG)")

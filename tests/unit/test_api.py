@@ -25,6 +25,7 @@ def test_public_names() -> None:
         "DependencyError",
         "Endpoints",
         "Finding",
+        "KServeEnvironment",
         "LoadedSpec",
         "LocalEnvironment",
         "Lock",

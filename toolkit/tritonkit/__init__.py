@@ -26,6 +26,7 @@ from .errors import (
     VerifyError,
 )
 from .promote import LocalEnvironment, Promotion
+from .promote_kserve import KServeEnvironment
 from .releases import Release, ReleaseStore
 from .repository import Lock, read_lock
 from .server import Endpoints, TritonServer, find_triton
@@ -40,6 +41,7 @@ __all__ = [
     "DependencyError",
     "Endpoints",
     "Finding",
+    "KServeEnvironment",
     "LoadedSpec",
     "LocalEnvironment",
     "Lock",

@@ -148,11 +148,13 @@ def serve(
     from .server import Endpoints, TritonServer
 
     if env_name is not None:
-        from .promote import environment
+        from .promote import LocalEnvironment
         from .releases import ReleaseStore, default_store
 
-        env = environment(ReleaseStore(default_store(spec_file.resolve().parent)), env_name)
-        root = env.prepare()  # mutable view of immutable releases: each release was verified when promoted
+        if env_name != "local":
+            raise SpecError(f"'serve --env {env_name}': only the local environment runs here", hint="use --env local")
+        env = LocalEnvironment(ReleaseStore(default_store(spec_file.resolve().parent)))
+        root = env.prepare()  # mutable view of immutable releases: each release is verified when promoted
         no_verify = True
     else:
         root = _resolve_repository(path, spec_file)

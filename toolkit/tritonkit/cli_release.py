@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.table import Table
 
 from .cli import _default_repository, console, main
+from .errors import SpecError
 from .releases import ReleaseStore, default_store, parse_release
 from .spec import SPEC_FILE
 
@@ -83,9 +85,33 @@ def export(name: str, destination: Path, spec_file: Path, store: Path | None) ->
     )
 
 
-_env_option = click.option("--env", "env_name", required=True, help="Environment (only 'local' so far).")
+def _environment(spec_file: Path, store: Path | None, name: str) -> Any:
+    """``local`` needs no spec; a KServe environment is read from the spec."""
+    from .promote import environment
+    from .spec import load_spec
+
+    spec = load_spec(spec_file).spec if name != "local" else None
+    return environment(store_for(spec_file, store), name, spec)
+
+
+def _step(env: Any, url: str, canary: int | None, progress: Any, *, number: int | None) -> Any:
+    """One promotion (``number``) or rollback (``None``) on either kind of environment."""
+    from .promote import LocalEnvironment
+
+    if isinstance(env, LocalEnvironment):
+        if canary is not None:
+            raise SpecError("--canary needs a KServe Serverless environment", hint="the local target switches whole")
+        if number is None:
+            return env.rollback(url=url, progress=progress)
+        return env.promote(number, url=url, progress=progress)
+    if number is None:
+        return env.rollback(progress=progress)
+    return env.promote(number, canary=canary, progress=progress)
+
+
+_env_option = click.option("--env", "env_name", required=True, help="'local', or one declared in the spec.")
 _url_option = click.option(
-    "--url", default="127.0.0.1:8000", show_default=True, help="HTTP address of the environment's Triton."
+    "--url", default="127.0.0.1:8000", show_default=True, help="local only: HTTP address of the local Triton."
 )
 
 
@@ -95,13 +121,12 @@ _url_option = click.option(
 @_url_option
 @_spec_option
 @_store_option
-def promote(name: str, env_name: str, url: str, spec_file: Path, store: Path | None) -> None:
-    """Switch environment ENV to release NAME (e.g. v3) without failing requests."""
-    from .promote import environment
-
-    env = environment(store_for(spec_file, store), env_name)
+@click.option("--canary", type=int, default=None, help="KServe Serverless only: send this percentage to NAME.")
+def promote(name: str, env_name: str, url: str, spec_file: Path, store: Path | None, canary: int | None) -> None:
+    """Switch environment ENV to release NAME (e.g. v3), gated on the new version being ready."""
+    env = _environment(spec_file, store, env_name)
     with console.status(f"promoting {name} to {env_name} …") as status:
-        entry = env.promote(parse_release(name), url=url, progress=lambda message: status.update(message))
+        entry = _step(env, url, canary, lambda message: status.update(message), number=parse_release(name))
     console.print(
         f"{env_name}: {entry.from_release or 'nothing'} → [bold]{entry.to_release}[/] ({entry.to_digest[:19]}…)"
     )
@@ -114,11 +139,9 @@ def promote(name: str, env_name: str, url: str, spec_file: Path, store: Path | N
 @_store_option
 def rollback(env_name: str, url: str, spec_file: Path, store: Path | None) -> None:
     """Switch environment ENV back to the release it served before the current one."""
-    from .promote import environment
-
-    env = environment(store_for(spec_file, store), env_name)
+    env = _environment(spec_file, store, env_name)
     with console.status(f"rolling back {env_name} …") as status:
-        entry = env.rollback(url=url, progress=lambda message: status.update(message))
+        entry = _step(env, url, None, lambda message: status.update(message), number=None)
     console.print(f"{env_name}: rolled back {entry.from_release} → [bold]{entry.to_release}[/]")
 
 
@@ -128,9 +151,7 @@ def rollback(env_name: str, url: str, spec_file: Path, store: Path | None) -> No
 @_store_option
 def status(env_name: str, spec_file: Path, store: Path | None) -> None:
     """Show the release ENV serves and its promotion history."""
-    from .promote import environment
-
-    env = environment(store_for(spec_file, store), env_name)
+    env = _environment(spec_file, store, env_name)
     current = env.current()
     console.print(
         f"{env_name} serves [bold]{current.name if current else 'nothing yet'}[/]"
@@ -184,7 +205,6 @@ def pull(reference: str, destination: Path) -> None:
 def deploy(name: str, env_name: str, dry_run: bool, out_file: Path | None, spec_file: Path, store: Path | None) -> None:
     """Render (or server-side apply) the KServe ServingRuntime and InferenceService for release NAME."""
     from .deploy import apply, render, to_yaml
-    from .errors import SpecError
     from .spec import load_spec
 
     loaded = load_spec(spec_file)

@@ -230,27 +230,49 @@ def to_yaml(documents: list[dict[str, Any]]) -> str:
     return yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False)
 
 
-def apply(documents: list[dict[str, Any]], env: Environment) -> list[str]:
+def cluster(env: Environment) -> Any:
+    """A ``kubernetes`` dynamic client for ``env``'s kubeconfig context.
+
+    Raises:
+        DependencyError: the ``kubernetes`` client is not installed (``tritonkit[k8s]``).
+        ServerError: no usable kubeconfig.
+    """
+    require("kubernetes", "k8s")
+    from kubernetes import config as kube_config
+    from kubernetes import dynamic
+    from kubernetes.config.config_exception import ConfigException
+
+    try:
+        api = kube_config.new_client_from_config(context=env.context)
+    except (ConfigException, OSError) as exc:
+        raise ServerError(
+            f"no Kubernetes cluster for environment '{env.name}': {exc}",
+            hint="set KUBECONFIG (and 'context:' in the environment), or use --dry-run to write YAML",
+        ) from exc
+    return dynamic.DynamicClient(api)
+
+
+def read(client: Any, document: dict[str, Any]) -> dict[str, Any] | None:
+    """The live object named like ``document`` (as a dict), or None when it does not exist."""
+    resource = client.resources.get(api_version=document["apiVersion"], kind=document["kind"])
+    try:
+        live = resource.get(name=document["metadata"]["name"], namespace=document["metadata"]["namespace"])
+    except Exception as exc:  # NotFoundError and friends
+        if getattr(exc, "status", None) == 404:
+            return None
+        raise ServerError(f"cannot read {document['kind']}/{document['metadata']['name']}: {exc}") from exc
+    result: dict[str, Any] = live.to_dict()
+    return result
+
+
+def apply(documents: list[dict[str, Any]], env: Environment, client: Any = None) -> list[str]:
     """Server-side apply every document to ``env``'s cluster; returns ``kind/name`` applied.
 
     Raises:
         DependencyError: the ``kubernetes`` client is not installed (``tritonkit[k8s]``).
         ServerError: no usable kubeconfig, or the API server refused an object.
     """
-    require("kubernetes", "k8s")
-    from kubernetes import config as kube_config
-    from kubernetes import dynamic
-    from kubernetes.client import ApiClient
-    from kubernetes.config.config_exception import ConfigException
-
-    try:
-        api = ApiClient(configuration=kube_config.new_client_from_config(context=env.context).configuration)
-    except (ConfigException, OSError) as exc:
-        raise ServerError(
-            f"no Kubernetes cluster for environment '{env.name}': {exc}",
-            hint="set KUBECONFIG (and 'context:' in the environment), or use --dry-run to write YAML",
-        ) from exc
-    client = dynamic.DynamicClient(api)
+    client = client or cluster(env)
     applied = []
     for document in documents:
         resource = client.resources.get(api_version=document["apiVersion"], kind=document["kind"])

@@ -16,7 +16,7 @@ are reloaded at their previous version, the new directories are removed, and the
 recorded; the old release keeps serving. Only after every model switched are the configs on
 disk replaced and the old version directories removed.
 
-KServe environments are not implemented yet; asking for one raises a clear error.
+KServe environments are in :mod:`tritonkit.promote_kserve`; :func:`environment` picks one by name.
 
 Example:
     >>> env = LocalEnvironment(ReleaseStore(Path("releases")))
@@ -41,6 +41,7 @@ from .errors import PromoteError, ServerError, SpecError, TritonkitError
 from .pbtxt import parse
 from .releases import Release, ReleaseStore, parse_release
 from .repository import remove_tree
+from .spec import Spec
 from .verify import verify
 
 HISTORY = "history.jsonl"
@@ -65,15 +66,14 @@ class Promotion:
         return self.outcome == "ok"
 
 
-class LocalEnvironment:
-    """The ``local`` environment of a release store."""
+class History:
+    """An environment's append-only promotion history and what it says is served."""
 
-    name = "local"
+    name: str
 
-    def __init__(self, store: ReleaseStore) -> None:
-        self.store = store
-        self.root = store.root / "envs" / self.name
-        self.live = self.root / "live"
+    def __init__(self, store: ReleaseStore, name: str) -> None:
+        self.store, self.name = store, name
+        self.root = store.root / "envs" / name
 
     def history(self) -> list[Promotion]:
         """Every promotion and rollback, oldest first."""
@@ -86,6 +86,45 @@ class LocalEnvironment:
         """The release the environment serves: the target of the last successful step."""
         done = [p for p in self.history() if p.ok]
         return self.store.get(parse_release(done[-1].to_release)) if done else None
+
+    def rollback_target(self) -> int:
+        """The release served before the current one.
+
+        Raises:
+            SpecError: nothing to roll back to.
+        """
+        done = [p for p in self.history() if p.ok]
+        if not done or done[-1].from_release is None:
+            raise SpecError(f"{self.name} has no earlier release to roll back to", hint="see 'tritonkit status'")
+        return parse_release(done[-1].from_release)
+
+    def record(self, action: str, previous: Release | None, target: Release, outcome: str) -> Promotion:
+        """Append one line to ``history.jsonl`` (flushed and fsynced)."""
+        entry = Promotion(
+            env=self.name,
+            action=action,
+            from_release=previous.name if previous else None,
+            to_release=target.name,
+            from_digest=previous.digest if previous else None,
+            to_digest=target.digest,
+            user=_user(),
+            at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            outcome=outcome,
+        )
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / HISTORY, "a") as handle:  # append-only: one line per step
+            handle.write(json.dumps(asdict(entry), sort_keys=True) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        return entry
+
+
+class LocalEnvironment(History):
+    """The ``local`` environment of a release store: a tritonkit-served Triton on this machine."""
+
+    def __init__(self, store: ReleaseStore) -> None:
+        super().__init__(store, "local")
+        self.live = self.root / "live"
 
     def prepare(self) -> Path:
         """Create ``live/`` (empty until the first promotion) and return it."""
@@ -135,7 +174,7 @@ class LocalEnvironment:
                 switched.append(model)
         except TritonkitError as exc:
             self._undo(client, switched, previous, added, report)
-            self._record(action, previous, target, f"failed: {exc.message}")
+            self.record(action, previous, target, f"failed: {exc.message}")
             raise PromoteError(
                 f"{target.name} was not promoted to {self.name}: {exc.message}",
                 hint=f"{previous.name if previous else 'nothing'} still serves; history: {self.root / HISTORY}",
@@ -143,7 +182,7 @@ class LocalEnvironment:
         finally:
             client.close()
         self._settle(target, previous, models, url, report)
-        return self._record(action, previous, target, "ok")
+        return self.record(action, previous, target, "ok")
 
     def rollback(self, *, url: str, progress: Callable[[str], None] | None = None) -> Promotion:
         """Promote the release that served before the current one.
@@ -151,10 +190,7 @@ class LocalEnvironment:
         Raises:
             SpecError: nothing to roll back to.
         """
-        done = [p for p in self.history() if p.ok]
-        if not done or done[-1].from_release is None:
-            raise SpecError(f"{self.name} has no earlier release to roll back to", hint="see 'tritonkit status'")
-        return self.promote(parse_release(done[-1].from_release), url=url, action="rollback", progress=progress)
+        return self.promote(self.rollback_target(), url=url, action="rollback", progress=progress)
 
     # ------------------------------------------------------------------ internals
 
@@ -202,38 +238,20 @@ class LocalEnvironment:
             finally:
                 client.close()
 
-    def _record(self, action: str, previous: Release | None, target: Release, outcome: str) -> Promotion:
-        entry = Promotion(
-            env=self.name,
-            action=action,
-            from_release=previous.name if previous else None,
-            to_release=target.name,
-            from_digest=previous.digest if previous else None,
-            to_digest=target.digest,
-            user=_user(),
-            at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            outcome=outcome,
-        )
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / HISTORY, "a") as handle:  # append-only: one line per step
-            handle.write(json.dumps(asdict(entry), sort_keys=True) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        return entry
 
-
-def environment(store: ReleaseStore, name: str) -> LocalEnvironment:
-    """The environment called ``name``.
+def environment(store: ReleaseStore, name: str, spec: Spec | None = None) -> History:
+    """``local``, or the KServe environment ``name`` declared in ``spec``.
 
     Raises:
-        SpecError: anything but ``local`` (KServe environments are not implemented yet).
+        SpecError: an environment the spec does not declare (with a suggestion).
     """
-    if name == LocalEnvironment.name:
+    if name == "local":
         return LocalEnvironment(store)
-    raise SpecError(
-        f"environment '{name}' is not available: only 'local' is implemented so far",
-        hint="KServe environments (deploy, canary, status gates) are not implemented yet; use --env local",
-    )
+    if spec is None:
+        raise SpecError(f"environment '{name}' needs the spec that declares it", hint="pass -f tritonkit.yaml")
+    from .promote_kserve import KServeEnvironment
+
+    return KServeEnvironment(store, spec, spec.environment(name))
 
 
 def _user() -> str:

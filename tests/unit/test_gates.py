@@ -1,0 +1,97 @@
+"""Rollout gates over InferenceService documents shaped like KServe's v1beta1 status."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from tritonkit import SpecError
+from tritonkit.gates import check_canary, evaluate
+
+# A Serverless InferenceService mid-canary, in the shape KServe writes its status (v1beta1
+# InferenceServiceStatus: conditions, components.predictor revisions and traffic).
+CANARY = {
+    "apiVersion": "serving.kserve.io/v1beta1",
+    "kind": "InferenceService",
+    "metadata": {"name": "demo", "namespace": "ml", "generation": 4},
+    "status": {
+        "observedGeneration": 4,
+        "conditions": [
+            {"type": "IngressReady", "status": "True"},
+            {"type": "PredictorReady", "status": "True"},
+            {"type": "Ready", "status": "True"},
+        ],
+        "components": {
+            "predictor": {
+                "latestCreatedRevision": "demo-predictor-00004",
+                "latestReadyRevision": "demo-predictor-00004",
+                "latestRolledoutRevision": "demo-predictor-00003",
+                "traffic": [
+                    {"revisionName": "demo-predictor-00004", "percent": 10, "latestRevision": True, "tag": "latest"},
+                    {"revisionName": "demo-predictor-00003", "percent": 90, "latestRevision": False, "tag": "prev"},
+                ],
+            }
+        },
+    },
+}
+
+
+def _with(**changes: object) -> dict:
+    document = copy.deepcopy(CANARY)
+    for path, value in changes.items():
+        node = document
+        keys = path.split("__")
+        for key in keys[:-1]:
+            node = node[key]
+        node[keys[-1]] = value
+    return document
+
+
+def test_a_settled_canary_passes_only_at_the_asked_split() -> None:
+    assert evaluate(CANARY, mode="Serverless", canary=10).passed
+    waiting = evaluate(CANARY, mode="Serverless", canary=None)
+    assert not waiting.passed and not waiting.failed and "10% of traffic" in waiting.reason
+
+
+def test_an_unobserved_generation_is_not_judged_on_stale_status() -> None:
+    gate = evaluate(_with(metadata__generation=5), mode="Serverless", canary=10)
+    assert not gate.passed and not gate.failed and "not observed generation 5" in gate.reason
+
+
+def test_a_revision_still_coming_up_waits() -> None:
+    predictor = copy.deepcopy(CANARY["status"]["components"]["predictor"])
+    predictor["latestReadyRevision"] = "demo-predictor-00003"
+    gate = evaluate(_with(status__components__predictor=predictor), mode="Serverless", canary=10)
+    assert not gate.passed and not gate.failed and "demo-predictor-00004 is not ready" in gate.reason
+
+
+def test_a_failed_revision_ends_the_wait() -> None:
+    conditions = [
+        {"type": "PredictorReady", "status": "False", "reason": "RevisionFailed", "message": "model failed to load"},
+        {"type": "Ready", "status": "False", "reason": "RevisionFailed"},
+    ]
+    gate = evaluate(_with(status__conditions=conditions), mode="Serverless", canary=10)
+    assert gate.failed and "RevisionFailed model failed to load" in gate.reason
+
+
+def test_raw_deployment_needs_ready_and_the_observed_generation_only() -> None:
+    raw = {
+        "metadata": {"generation": 2},
+        "status": {"observedGeneration": 2, "conditions": [{"type": "Ready", "status": "True"}]},
+    }
+    assert evaluate(raw, mode="RawDeployment").passed
+    not_ready = copy.deepcopy(raw)
+    not_ready["status"]["conditions"] = [{"type": "Ready", "status": "False", "reason": "Progressing"}]
+    gate = evaluate(not_ready, mode="RawDeployment")
+    assert not gate.passed and not gate.failed and "Progressing" in gate.reason
+    assert not evaluate({"metadata": {"generation": 1}}, mode="RawDeployment").passed
+
+
+def test_canary_is_refused_where_kserve_would_ignore_it() -> None:
+    check_canary("Serverless", 10)
+    check_canary("RawDeployment", None)
+    with pytest.raises(SpecError, match="silently ignored"):
+        check_canary("RawDeployment", 10)
+    with pytest.raises(SpecError, match="between 1 and 99"):
+        check_canary("Serverless", 100)
