@@ -81,6 +81,23 @@ def test_image_is_deterministic_and_laid_out_for_kserve_modelcars(released: tupl
     assert {(m.mtime, m.uid, m.gid) for m in members} == {(0, 0, 0)}
 
 
+def test_the_images_shell_runs_what_modelcars_and_the_helm_chart_need(
+    released: tuple[ReleaseStore, Path], tmp_path: Path
+) -> None:
+    image = build_image(released[0].path(1))
+    root = tmp_path / "image"
+    for layer in image.layers:
+        with tarfile.open(fileobj=io.BytesIO(gzip.decompress(layer.data))) as tar:
+            tar.extractall(root, filter="tar")
+    script = "cp -R models/. copy/ && ln -s copy link && sleep 0"
+    (root / "copy").mkdir()
+    done = subprocess.run(
+        [str(root / "bin" / "sh"), "-c", script], cwd=root, env={"PATH": str(root / "bin")}, capture_output=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert verify(root / "link").ok  # the copied repository still matches its lock
+
+
 def test_publish_then_pull_round_trips_every_hash(
     registry: tuple[str, Path], released: tuple[ReleaseStore, Path], tmp_path: Path
 ) -> None:

@@ -3,8 +3,9 @@
 The image has two layers, both built deterministically (sorted entries, mtime 0, owner 0:0,
 fixed modes, gzip without name or time), so one release always gives one manifest digest:
 
-1. ``bin/busybox`` (Debian's busybox-static) with ``sh``, ``ln`` and ``sleep`` linked to it —
-   KServe's modelcar sidecar runs ``sh -c "ln -s /proc/$$/root/models /mnt/models && sleep …"``;
+1. ``bin/busybox`` (Debian's busybox-static) with ``sh``, ``ln``, ``sleep`` and ``cp`` linked to
+   it — KServe's modelcar sidecar runs ``sh -c "ln -s /proc/$$/root/models /mnt/models && sleep …"``
+   and the Helm chart's init container ``cp -R /models/. …``;
 2. the release repository at ``models/`` — so ``/mnt/models`` is a Triton model repository and
    the runtime's ``--model-repository=/mnt/models`` needs no sub-path.
 
@@ -47,6 +48,8 @@ MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
 LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
 BUSYBOX = Path("/bin/busybox")
+SHELL_APPLETS = ("sh", "ln", "sleep", "cp")
+"""What the KServe modelcar sidecar (sh, ln, sleep) and the Helm chart's init container (cp) run."""
 _REF = re.compile(
     r"^oci://(?P<host>[^/]+)/(?P<repo>[a-z0-9]+(?:[._/-][a-z0-9]+)*)"
     r"(?::(?P<tag>\w[\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
@@ -125,7 +128,7 @@ def build_image(release: Path, *, busybox: Path = BUSYBOX) -> Image:
         ("bin", None, 0o755),
         ("bin/busybox", busybox.read_bytes(), 0o755),
     ]
-    shell_links = [(f"bin/{name}", "busybox") for name in ("sh", "ln", "sleep")]
+    shell_links = [(f"bin/{name}", "busybox") for name in SHELL_APPLETS]
     shell = _layer(entries_shell, shell_links)
     entries: list[tuple[str, bytes | None, int]] = [("models", None, 0o555)]
     for path in sorted(release.rglob("*"), key=lambda p: p.relative_to(release).as_posix()):
@@ -144,6 +147,7 @@ def build_image(release: Path, *, busybox: Path = BUSYBOX) -> Image:
         "config": {
             "Labels": {"dev.tritonkit.repository": lock.repository, "dev.tritonkit.digest": lock.digest},
             "Cmd": ["sh"],
+            "Env": ["PATH=/bin"],
         },
         "rootfs": {"type": "layers", "diff_ids": [shell[1], models[1]]},
     }
