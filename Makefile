@@ -4,6 +4,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYVER  := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 STAMP  := $(VENV)/.installed
+# The kserve SDK cannot share a process with tritonclient.grpc: it gets its own venv, used only
+# by the test that checks rendered KServe objects against the SDK's models.
+KSERVE_VENV  := .venv-kserve
+KSERVE_STAMP := $(KSERVE_VENV)/.installed
 
 .PHONY: demo test lint sysdeps clean
 
@@ -26,10 +30,16 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[serve,torch,report,k8s,dev]'
 	touch $(STAMP)
 
+$(KSERVE_STAMP):
+	test -x $(KSERVE_VENV)/bin/python || $(PYTHON) -m venv $(KSERVE_VENV)
+	@$(KSERVE_VENV)/bin/python -m pip install -q --disable-pip-version-check kserve==0.21.0 \
+	  && touch $(KSERVE_STAMP) \
+	  || echo "warning: kserve SDK not installed; the KServe cross-check test will be skipped"
+
 demo: sysdeps $(STAMP)
 	$(BIN)/python model_repository/demo.py
 
-test: sysdeps $(STAMP)
+test: sysdeps $(STAMP) $(KSERVE_STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
@@ -37,4 +47,4 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf dist model_repository/.tritonkit model_repository/dist
+	rm -rf dist model_repository/.tritonkit model_repository/dist model_repository/releases $(KSERVE_VENV)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -79,6 +81,27 @@ def test_containers_and_volumes_are_valid_kubernetes() -> None:
         "spec": {"containers": runtime["spec"]["containers"], "volumes": runtime["spec"]["volumes"]},
     }
     kubernetes_validate.validate(pod, "1.30", strict=True)
+
+
+def _kserve_check(documents: list[dict]) -> list[dict]:
+    python = Path(__file__).parents[2] / ".venv-kserve" / "bin" / "python"
+    if not python.exists():
+        pytest.skip("the kserve SDK venv is missing ('make test' creates .venv-kserve)")
+    checker = Path(__file__).parents[1] / "tools" / "kserve_check.py"
+    done = subprocess.run(
+        [str(python), str(checker)], input=json.dumps(documents), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
+def test_the_kserve_sdk_models_accept_the_objects() -> None:
+    report = _kserve_check(_documents())
+    assert report == [{"kind": "ServingRuntime", "problems": []}, {"kind": "InferenceService", "problems": []}]
+    broken = _documents()
+    broken[1]["spec"]["predictor"]["model"]["storageURI"] = broken[1]["spec"]["predictor"]["model"].pop("storageUri")
+    problems = _kserve_check(broken)[1]["problems"]
+    assert problems == ["InferenceService.spec.predictor.model.storageURI: not a field of V1beta1ModelSpec"]
 
 
 def test_unpinned_inputs_are_refused() -> None:
