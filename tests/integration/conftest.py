@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tritonkit import BuildResult, Endpoints, TritonServer, build, load_spec
-from tritonkit.repository import remove_tree
+from tritonkit.repository import make_writable, remove_tree
 from tritonkit.server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +49,6 @@ def writable_copy(demo_build: BuildResult, tmp_path: Path) -> Iterator[Path]:
     """A writable copy of the demo repository, for tampering."""
     target = tmp_path / demo_build.path.name
     shutil.copytree(demo_build.path, target)
-    for path in [target, *target.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
+    make_writable(target)
     yield target
     remove_tree(target)

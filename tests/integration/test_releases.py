@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from tritonkit import Endpoints, SpecError, TritonServer, VerifyError, build, load_spec, verify
 from tritonkit.cli import main
 from tritonkit.releases import ReleaseStore, parse_release
-from tritonkit.repository import remove_tree
+from tritonkit.repository import make_writable, remove_tree
 from tritonkit.server import free_port
 
 from .conftest import EXAMPLE
@@ -73,8 +73,7 @@ def test_a_tampered_build_is_not_released(project: Path, tmp_path: Path) -> None
     built = _build(project, tmp_path / "cache")
     copy = tmp_path / "tampered"
     shutil.copytree(built, copy)
-    for path in [copy, *copy.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
+    make_writable(copy)
     (copy / "classifier" / "config.pbtxt").write_text("max_batch_size: 4\n")
     store = ReleaseStore(project / "releases")
     with pytest.raises(VerifyError, match="failed verification"):

@@ -30,7 +30,7 @@ from . import pbtxt
 from .builders import VERSION, BuildContext, Builder, builder_for
 from .errors import BuildError, TritonkitError
 from .hashing import hash_file, hash_json, hash_tree
-from .repository import publish, remove_tree, set_read_only, staging_dir, write_lock
+from .repository import publish, remove_tree, seal, staging_dir, write_lock
 from .spec import LoadedSpec, ModelBase
 
 log = logging.getLogger(__name__)
@@ -177,13 +177,10 @@ def _build_into_cache(loaded: LoadedSpec, item: PlannedModel, cache: Path, repor
         (model_dir / "config.pbtxt").write_text(pbtxt.render(config))
         manifest = {rel: h.sha256 for rel, h in hash_tree(model_dir).items()}
         (model_dir / _MANIFEST).write_text(json.dumps(manifest, sort_keys=True))
-        set_read_only(model_dir)
         entry = cache / item.key
         if entry.exists():
             remove_tree(entry)
-        os.chmod(model_dir, 0o755)
-        os.rename(model_dir, entry)
-        os.chmod(entry, 0o555)
+        seal(model_dir, entry)
     except BuildError as exc:
         if exc.workdir is None:
             remove_tree(workdir)

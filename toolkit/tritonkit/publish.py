@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DependencyError, ServerError, SpecError, VerifyError
-from .repository import read_lock, remove_tree, set_read_only
+from .repository import make_writable, read_lock, remove_tree, seal
 from .verify import verify
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -353,17 +353,13 @@ def pull(reference: str, destination: Path, *, progress: Callable[[str], None] |
         with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob)), mode="r:") as tar:
             tar.extractall(staged, filter="data")
         tree = staged / "models"
-        for path in [tree, *tree.rglob("*")]:
-            path.chmod(0o755 if path.is_dir() else 0o644)
+        make_writable(tree)
         checked = verify(tree)
         if not checked.ok:
             raise VerifyError(f"{reference}: pulled files do not match their lock ({checked.findings[0]})")
-        set_read_only(tree)
-        os.chmod(tree, 0o755)
         if destination.exists():
             destination.rmdir()
-        os.rename(tree, destination)
-        os.chmod(destination, 0o555)
+        seal(tree, destination)
     finally:
         remove_tree(staged)
     return destination

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from .errors import SpecError, VerifyError
 from .hashing import hash_json
-from .repository import Lock, read_lock, remove_tree, set_read_only, write_lock
+from .repository import Lock, make_writable, read_lock, remove_tree, seal, write_lock
 from .verify import verify
 
 INDEX = "index.json"
@@ -180,18 +180,14 @@ class ReleaseStore:
         try:
             shutil.copytree(source, staged / "tree", symlinks=False)
             tree = staged / "tree"
-            for path in [tree, *tree.rglob("*")]:
-                path.chmod(0o755 if path.is_dir() else 0o644)
+            make_writable(tree)
             report = verify(tree)
             if not report.ok:
                 raise VerifyError(
                     f"export of v{number} failed verification ({report.findings[0]})",
                     hint=f"run 'tritonkit verify {source}'; the store may be damaged",
                 )
-            set_read_only(tree)
-            os.chmod(tree, 0o755)
-            os.rename(tree, destination)
-            os.chmod(destination, 0o555)
+            seal(tree, destination)
         finally:
             remove_tree(staged)
         return destination
@@ -219,8 +215,7 @@ class ReleaseStore:
         try:
             tree = staged / "tree"
             shutil.copytree(build, tree, symlinks=False, ignore=shutil.ignore_patterns("__pycache__"))
-            for path in [tree, *tree.rglob("*")]:
-                path.chmod(0o755 if path.is_dir() else 0o644)
+            make_writable(tree)
             models = {}
             for model, meta in lock.models.items():
                 for version in meta.get("versions", []):
@@ -231,10 +226,8 @@ class ReleaseStore:
             report = verify(tree)
             if not report.ok:
                 raise VerifyError(f"release v{number} failed verification ({report.findings[0]})")
-            set_read_only(tree)
-            os.chmod(tree, 0o755)
             final = self.root / f".v{number}.ready"
-            os.rename(tree, final)
+            seal(tree, final)
             return final, release_lock
         finally:
             remove_tree(staged)

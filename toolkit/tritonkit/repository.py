@@ -97,6 +97,20 @@ def set_read_only(root: Path) -> None:
         os.chmod(dirpath, 0o555)
 
 
+def make_writable(root: Path) -> None:
+    """Undo :func:`set_read_only` on a copy: directories 0755, files 0644."""
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+def seal(tree: Path, destination: Path) -> None:
+    """Make ``tree`` read-only and rename it to ``destination`` (same filesystem, atomic)."""
+    set_read_only(tree)
+    os.chmod(tree, 0o755)  # rename of a directory needs write on itself on some filesystems
+    os.rename(tree, destination)
+    os.chmod(destination, 0o555)
+
+
 def remove_tree(root: Path) -> None:
     """Delete a tree even when it was made read-only."""
     if not root.exists() and not root.is_symlink():
@@ -134,16 +148,13 @@ def publish(staging: Path, out_dir: Path, lock: Lock) -> tuple[Path, bool]:
     if final.exists():
         remove_tree(staging)
     else:
-        set_read_only(staging)
-        os.chmod(staging, 0o755)  # rename of a directory needs write on itself on some filesystems
         try:
-            os.rename(staging, final)
+            seal(staging, final)
             created = True
         except OSError:
             if not final.exists():
                 raise
             remove_tree(staging)  # a concurrent build of the same inputs got there first
-        os.chmod(final, 0o555)
     _point_alias(alias, final.name)
     return final, created
 
