@@ -25,6 +25,12 @@ HERE = Path(__file__).resolve().parent
 console = Console()
 
 
+def _features(samples: np.ndarray) -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput("features", list(samples.shape), "FP32")
+    tensor.set_data_from_numpy(samples)
+    return tensor
+
+
 def main() -> int:
     loaded = load_spec(HERE / "tritonkit.yaml")
     with console.status("building the example repository…") as status:
@@ -66,10 +72,13 @@ def main() -> int:
             )
         console.print(table)
 
+        ensemble = grpc.infer("classify", [_features(samples)])  # the same two steps, run by Triton in one call
+        chained = [label[0].decode() for label in ensemble.as_numpy("label")]
+        same = chained == [label[0].decode() for label in labels]
+        console.print(f"ensemble 'classify' (one gRPC call, raw features in): {chained} — same as the chain: {same}")
+
         def one(_: int) -> None:
-            tensor = grpcclient.InferInput("features", [1, 4], "FP32")
-            tensor.set_data_from_numpy(samples[:1])
-            grpc.infer("classifier", [tensor])
+            grpc.infer("classifier", [_features(samples[:1])])
 
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(one, range(64)))

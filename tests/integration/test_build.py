@@ -32,7 +32,10 @@ def test_lock_lists_every_file_and_no_machine_details(demo_build: BuildResult) -
         "classifier/1/model.onnx",
         "postprocess/config.pbtxt",
         "postprocess/1/model.py",
+        "classify/config.pbtxt",  # an ensemble: a config and an empty version directory
     }
+    assert (demo_build.path / "classify" / "1").is_dir()
+    assert lock.models["classify"]["kind"] == "ensemble"
     text = (demo_build.path / LOCK_FILE).read_text()
     assert str(demo_build.path.parent) not in text
     assert lock.models["classifier"]["tools"]["torch"].startswith("2.13.0")
@@ -58,7 +61,7 @@ def test_unchanged_rebuild_reuses_everything(example_copy: Path, tmp_path: Path)
     loaded = load_spec(example_copy / "tritonkit.yaml")
     first = build(loaded, tmp_path / "out", cache_dir=tmp_path / "cache")
     second = build(loaded, tmp_path / "out", cache_dir=tmp_path / "cache")
-    assert [m.cached for m in second.models] == [True, True]
+    assert [m.cached for m in second.models if m.kind != "ensemble"] == [True, True]
     assert not second.created and second.path == first.path
     assert (tmp_path / "out" / "demo").resolve() == first.path
 
@@ -72,7 +75,8 @@ def test_changing_one_model_rebuilds_only_it_and_keeps_the_old_build(tmp_path: P
     model_py = project / "models" / "postprocess" / "model.py"
     model_py.write_text(model_py.read_text() + "\n# changed\n")
     second = build(load_spec(project / "tritonkit.yaml"), tmp_path / "out", cache_dir=cache)
-    assert {m.name: m.cached for m in second.models} == {"classifier": True, "postprocess": False}
+    cached = {m.name: m.cached for m in second.models if m.kind != "ensemble"}
+    assert cached == {"classifier": True, "postprocess": False}
     assert second.digest != first.digest
     assert hash_tree(first.path) == before  # the earlier build is untouched
     assert (tmp_path / "out" / "demo").resolve() == second.path
@@ -85,7 +89,7 @@ def test_tampered_cache_entry_is_rebuilt(tmp_path: Path, example_copy: Path) -> 
     entry.chmod(0o644)
     entry.write_text("tampered")
     second = build(loaded, tmp_path / "out", cache_dir=tmp_path / "cache")
-    assert [m.cached for m in second.models] == [True, False]
+    assert [m.cached for m in second.models if m.kind != "ensemble"] == [True, False]
     assert second.digest == first.digest
 
 

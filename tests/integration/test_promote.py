@@ -142,7 +142,7 @@ def test_promotion_under_load_fails_no_request_and_a_broken_release_changes_noth
     assert load.failures == [], load.failures[:3]
     assert set(load.versions) == {"2"}, load.versions
     assert _version(url) == "2" and env.current().name == "v2"  # type: ignore[union-attr]
-    assert sorted(p.name for p in env.live.iterdir()) == ["classifier", "postprocess"]
+    assert sorted(p.name for p in env.live.iterdir()) == ["classifier", "classify", "postprocess"]
     assert sorted(p.name for p in (env.live / "classifier").iterdir()) == ["2", "config.pbtxt"]
 
     back = env.rollback(url=url)

@@ -68,6 +68,20 @@ def test_python_model_over_grpc(demo_server: TritonServer) -> None:
     assert [row[0] for row in result.as_numpy("label")] == [b"setosa", b"virginica"]
 
 
+def test_ensemble_runs_both_steps_in_one_call(demo_server: TritonServer) -> None:
+    client = grpcclient.InferenceServerClient(demo_server.endpoints.grpc_url)
+    samples = np.array([[2.1, 0.1, -0.2, 0.9], [0.0, 0.2, 2.1, 1.9]], dtype=np.float32)
+    features = grpcclient.InferInput("features", [2, 4], "FP32")
+    features.set_data_from_numpy(samples)
+    ensemble = client.infer("classify", [features])
+    logits = client.infer("classifier", [features]).as_numpy("logits")
+    chained = grpcclient.InferInput("logits", list(logits.shape), "FP32")
+    chained.set_data_from_numpy(logits)
+    by_hand = client.infer("postprocess", [chained])
+    assert [row[0] for row in ensemble.as_numpy("label")] == [b"setosa", b"virginica"]
+    np.testing.assert_allclose(ensemble.as_numpy("probabilities"), by_hand.as_numpy("probabilities"), rtol=1e-6)
+
+
 def _metric(server: TritonServer, name: str, model: str) -> float:
     with urllib.request.urlopen(server.endpoints.metrics_url, timeout=5) as response:
         text = response.read().decode()

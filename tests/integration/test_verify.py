@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from tritonkit import BuildResult, VerifyError, verify
 from tritonkit.cli import main
 from tritonkit.hashing import LOCK_FILE
+from tritonkit.repository import read_lock, write_lock
 
 
 def _append(root: Path) -> None:
@@ -95,3 +96,21 @@ def test_verify_without_lock_is_a_clear_error(tmp_path: Path, writable_copy: Pat
     result = CliRunner().invoke(main, ["verify", str(tmp_path / "nope")])
     assert result.exit_code == VerifyError.exit_code
     assert "no such repository directory" in result.stderr
+
+
+def test_a_miswired_ensemble_is_caught_even_with_a_consistent_lock(writable_copy: Path) -> None:
+    config = writable_copy / "classify" / "config.pbtxt"
+    config.write_text(
+        config.read_text().replace(
+            'key: "logits"\n      value: "logits"\n    }\n  }\n  step',
+            'key: "logits"\n      value: "scores"\n    }\n  }\n  step',
+            1,
+        )
+    )
+    lock = read_lock(writable_copy)
+    (writable_copy / LOCK_FILE).unlink()
+    write_lock(writable_copy, lock.repository, lock.models)  # as if built that way: only the wiring is wrong
+    findings = [f for f in verify(writable_copy).findings]
+    assert findings and {f.kind for f in findings} == {"ensemble"}, findings
+    assert "step 2 (postprocess): tensor(s) logits are never produced" in findings[0].message
+    assert CliRunner().invoke(main, ["verify", str(writable_copy)]).exit_code == 4

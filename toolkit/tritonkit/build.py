@@ -28,10 +28,11 @@ from pathlib import Path
 
 from . import pbtxt
 from .builders import VERSION, BuildContext, Builder, builder_for
+from .ensembles import ensemble_config
 from .errors import BuildError, TritonkitError
-from .hashing import hash_file, hash_json, hash_tree
+from .hashing import hash_file, hash_json, hash_tree, sha256_bytes
 from .repository import publish, remove_tree, seal, staging_dir, write_lock
-from .spec import LoadedSpec, ModelBase
+from .spec import EnsembleModel, LoadedSpec, ModelBase
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class ModelResult:
     name: str
     kind: str
     key: str
-    cached: bool
+    cached: bool  # ensembles are always generated afresh from their steps' configs (cached False)
     seconds: float
 
 
@@ -80,6 +81,8 @@ def plan(loaded: LoadedSpec) -> list[PlannedModel]:
     """Cache key of every model: spec entry + source file bytes + tool versions."""
     planned = []
     for index, model in enumerate(loaded.spec.models):
+        if isinstance(model, EnsembleModel):
+            continue  # only a config, generated from the built steps (see _write_ensembles)
         builder = builder_for(model)
         sources = {
             os.path.relpath(path, loaded.root): hash_file(path).sha256 for path in builder.input_files(loaded, model)
@@ -95,6 +98,28 @@ def plan(loaded: LoadedSpec) -> list[PlannedModel]:
         )
         planned.append(PlannedModel(index=index, model=model, builder=builder, key=key))
     return planned
+
+
+def _write_ensembles(loaded: LoadedSpec, staging: Path) -> dict[str, dict[str, object]]:
+    """Generate and check every ensemble's config from its steps' built configs."""
+    ensembles = [m for m in loaded.spec.models if isinstance(m, EnsembleModel)]
+    if not ensembles:
+        return {}
+    configs = {p.parent.name: pbtxt.parse(p.read_text()) for p in staging.glob("*/config.pbtxt")}
+    written: dict[str, dict[str, object]] = {}
+    for model in ensembles:
+        config = ensemble_config(model, configs)
+        configs[model.name] = config  # a later ensemble may run this one
+        text = pbtxt.render(config)
+        (staging / model.name / VERSION).mkdir(parents=True)  # Triton wants a version directory, even empty
+        (staging / model.name / "config.pbtxt").write_text(text)
+        written[model.name] = {
+            "kind": "ensemble",
+            "input_hash": sha256_bytes(text.encode()),
+            "versions": [VERSION],
+            "tools": {},
+        }
+    return written
 
 
 def default_cache_dir(loaded: LoadedSpec) -> Path:
@@ -151,6 +176,9 @@ def build(
                 "tools": item.builder.tool_versions(item.model),
             }
             results.append(ModelResult(item.model.name, item.builder.kind, item.key, cached, time.perf_counter() - t0))
+        for name, meta in _write_ensembles(loaded, staging).items():
+            lock_models[name] = meta
+            results.append(ModelResult(name, "ensemble", str(meta["input_hash"]), False, 0.0))
         lock = write_lock(staging, loaded.spec.name, lock_models)
         final, created = publish(staging, out_dir, lock)
     except BaseException:

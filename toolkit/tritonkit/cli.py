@@ -80,7 +80,8 @@ def build(spec_file: Path, out_dir: Path, cache_dir: Path | None, no_cache: bool
     for column in ("model", "kind", "source", "seconds"):
         table.add_column(column)
     for model in result.models:
-        table.add_row(model.name, model.kind, "cache" if model.cached else "built", f"{model.seconds:.2f}")
+        source = "generated" if model.kind == "ensemble" else "cache" if model.cached else "built"
+        table.add_row(model.name, model.kind, source, f"{model.seconds:.2f}")
     console.print(table)
     state = "new build" if result.created else "unchanged (identical build already present)"
     console.print(f"digest [bold]{result.digest}[/] — {state} in {result.seconds:.2f}s", highlight=False)

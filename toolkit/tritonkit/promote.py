@@ -11,10 +11,12 @@ To promote ``vN``, each model's version directory ``N`` is hard-linked from the 
 ``live/``, then the model is reloaded through ``POST v2/repository/models/<m>/load`` with the
 release's config and ``version_policy: specific [N]``. Triton loads and warms up version N
 while the old version keeps serving, then retires the old one — clients that do not pin a
-version never see an error. If any model fails to load or warm up, the models already switched
-are reloaded at their previous version, the new directories are removed, and the failure is
-recorded; the old release keeps serving. Only after every model switched are the configs on
-disk replaced and the old version directories removed.
+version never see an error. Models load before the ensembles that run them, and each model's
+config on disk is replaced just before its load (Triton checks an ensemble against its steps'
+configs on disk). If any model fails to load or warm up, the models already switched get their
+previous config back and are reloaded at their previous version, the new directories are
+removed, and the failure is recorded; the old release keeps serving. Only after every model
+switched are the old version directories removed.
 
 KServe environments are in :mod:`tritonkit.promote_kserve`; :func:`environment` picks one by name.
 
@@ -41,6 +43,7 @@ from .errors import PromoteError, ServerError, SpecError, TritonkitError
 from .pbtxt import parse
 from .releases import Release, ReleaseStore, parse_release
 from .repository import remove_tree
+from .server import repository_models
 from .spec import Spec
 from .verify import verify
 
@@ -159,9 +162,9 @@ class LocalEnvironment(History):
                 hint="the release store was modified; restore it or release a fresh build",
             )
         client = _connect(url)
-        models = sorted(m for m in target.models)
+        models = repository_models(source)  # ensembles last: Triton resolves their steps when loading them
         added: list[Path] = []
-        switched: list[str] = []
+        switched: list[str] = []  # models whose live config now is the target's (loaded or not)
         try:
             for model in models:
                 version_dir = self.prepare() / model / str(number)
@@ -170,8 +173,11 @@ class LocalEnvironment(History):
                     added.append(version_dir)
             for model in models:
                 report(f"loading {model} version {number} (with warm-up)")
-                _load(client, model, source / model / "config.pbtxt", number)
+                # Triton checks an ensemble against its steps' configs *on disk*, so the live config
+                # is replaced before each load (and put back by _undo).
                 switched.append(model)
+                _install_config(source / model / "config.pbtxt", self.live / model / "config.pbtxt")
+                _load(client, model, source / model / "config.pbtxt", number)
         except TritonkitError as exc:
             self._undo(client, switched, previous, added, report)
             self.record(action, previous, target, f"failed: {exc.message}")
@@ -202,11 +208,14 @@ class LocalEnvironment(History):
         added: list[Path],
         report: Callable[[str], None],
     ) -> None:
+        old = self.store.path(previous.number) if previous is not None else None
         for model in reversed(switched):
-            if previous is not None and model in previous.models:
+            if old is not None and previous is not None and model in previous.models:
                 report(f"reloading {model} at version {previous.number}")
-                _load(client, model, self.live / model / "config.pbtxt", previous.number)
+                _install_config(old / model / "config.pbtxt", self.live / model / "config.pbtxt")
+                _load(client, model, old / model / "config.pbtxt", previous.number)
             else:
+                (self.live / model / "config.pbtxt").unlink(missing_ok=True)
                 client.unload_model(model)
         for path in added:
             remove_tree(path)
@@ -216,14 +225,8 @@ class LocalEnvironment(History):
     def _settle(
         self, target: Release, previous: Release | None, models: list[str], url: str, report: Callable[[str], None]
     ) -> None:
-        """After every model switched: configs on disk, old versions gone, dropped models unloaded."""
-        source = self.store.path(target.number)
+        """After every model switched: old version directories gone, dropped models unloaded."""
         for model in models:
-            config = self.live / model / "config.pbtxt"
-            temp = config.with_name(".config.pbtxt.new")
-            shutil.copyfile(source / model / "config.pbtxt", temp)
-            os.chmod(temp, 0o444)
-            os.replace(temp, config)
             for entry in (self.live / model).iterdir():
                 if entry.is_dir() and entry.name != str(target.number):
                     remove_tree(entry)
@@ -287,6 +290,14 @@ def _load(client: Any, model: str, config_file: Path, version: int) -> None:
         client.load_model(model, config=json.dumps(config))
     except InferenceServerException as exc:
         raise ServerError(f"model '{model}' version {version} failed to load: {exc.message()}") from exc
+
+
+def _install_config(source: Path, target: Path) -> None:
+    """Copy a config.pbtxt into the live repository atomically (read-only)."""
+    temp = target.with_name(".config.pbtxt.new")
+    shutil.copyfile(source, temp)
+    os.chmod(temp, 0o444)
+    os.replace(temp, target)
 
 
 def _link_tree(source: Path, target: Path) -> None:

@@ -176,8 +176,10 @@ def prepare_backends(binary: TritonBinary, root: Path | None = None) -> Path:
 
 
 def repository_models(repository: Path) -> list[str]:
-    """Names of the model directories (those with a config.pbtxt) in a repository."""
-    return sorted(p.parent.name for p in repository.glob("*/config.pbtxt"))
+    """Names of the model directories (those with a config.pbtxt), ensembles after the models they run."""
+    configs = sorted(repository.glob("*/config.pbtxt"))
+    ensembles = {p.parent.name for p in configs if 'platform: "ensemble"' in p.read_text(errors="replace")}
+    return sorted(p.parent.name for p in configs if p.parent.name not in ensembles) + sorted(ensembles)
 
 
 class TritonServer:

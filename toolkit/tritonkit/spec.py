@@ -1,7 +1,7 @@
 """The tritonkit.yaml spec: pydantic models, loading, and errors that point at the key.
 
-A spec names a repository and lists its models. Each model has a ``kind`` (``onnx`` or
-``python`` so far) and the settings Triton's model configuration takes. Paths are relative to
+A spec names a repository and lists its models. Each model has a ``kind`` (``onnx``,
+``python`` or ``ensemble`` so far) and the settings Triton's model configuration takes. Paths are relative to
 the spec file. Every problem becomes a :class:`~tritonkit.errors.SpecError` naming the file,
 line, key path and a fix; unknown keys get a "did you mean".
 
@@ -165,7 +165,53 @@ class PythonModel(ModelBase):
     outputs: list[TensorSpec]
 
 
-Model = Annotated[OnnxModel | PythonModel, Field(discriminator="kind")]
+class EnsembleStep(_Strict):
+    """One step of an ensemble: a model of the same spec and how its tensors are wired.
+
+    ``inputs`` maps the step model's input names to ensemble tensor names; ``outputs`` maps its
+    output names to ensemble tensor names (Triton's ``input_map`` / ``output_map``).
+    """
+
+    model: str
+    inputs: dict[str, str] = Field(min_length=1)
+    outputs: dict[str, str] = Field(min_length=1)
+
+
+class EnsembleModel(ModelBase):
+    """Triton's ``ensemble`` platform: ``steps`` run other models of this spec as one model.
+
+    The ensemble's inputs (tensors no step produces) and their dtypes/dims are derived from the
+    steps that consume them; ``expose`` names the ensemble tensors returned to the client
+    (default: every tensor a step produces and no step consumes). Wiring is checked at build
+    time against the steps' built configs.
+    """
+
+    kind: Literal["ensemble"]
+    steps: list[EnsembleStep] = Field(min_length=1)
+    expose: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _plain(self) -> EnsembleModel:
+        unsupported = [
+            key
+            for key, value in (
+                ("inputs", self.inputs),
+                ("outputs", self.outputs),
+                ("dynamic_batching", self.dynamic_batching),
+                ("instance_group", self.instance_group),
+                ("model_warmup", self.model_warmup),
+            )
+            if value
+        ]
+        if unsupported:
+            raise ValueError(
+                f"an ensemble takes no {', '.join(unsupported)}: inputs and outputs come from its steps "
+                "(use 'expose' to pick outputs); batching and instances belong to the step models"
+            )
+        return self
+
+
+Model = Annotated[OnnxModel | PythonModel | EnsembleModel, Field(discriminator="kind")]
 
 
 class Resources(_Strict):
@@ -325,7 +371,7 @@ def _spec_error(exc: ValidationError, path: Path, node: yaml.Node | None) -> Spe
     """Turn the first pydantic error into a SpecError with line, key path and hint."""
     error = exc.errors()[0]
     raw_loc = tuple(error["loc"])
-    loc = tuple(part for part in raw_loc if part not in ("onnx", "python"))
+    loc = tuple(part for part in raw_loc if part not in ("onnx", "python", "ensemble"))
     key = _dotted(loc)
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -342,10 +388,11 @@ def _spec_error(exc: ValidationError, path: Path, node: yaml.Node | None) -> Spe
         return SpecError("required key is missing", file=_where(path, node, loc[:-1]), key=key, hint=f"add '{loc[-1]}'")
     if kind == "union_tag_invalid" or kind == "union_tag_not_found":
         return SpecError(
-            "'kind' must be one of: onnx, python",
+            "'kind' must be one of: onnx, python, ensemble",
             file=_where(path, node, loc),
             key=f"{key}.kind" if key else "kind",
-            hint="set kind: onnx (an .onnx file or a PyTorch export) or kind: python (a model.py directory)",
+            hint="set kind: onnx (an .onnx file or a PyTorch export), python (a model.py directory) "
+            "or ensemble (steps over other models)",
         )
     message = error["msg"].removeprefix("Value error, ")
     return SpecError(
@@ -372,7 +419,7 @@ def _hint_for(kind: str, loc: tuple[Any, ...]) -> str:
 def _known_fields(loc: tuple[Any, ...]) -> list[str]:
     """The field names allowed at ``loc`` (walks the pydantic models, following 'kind' tags)."""
     cls: Any = Spec
-    tags = {"onnx": OnnxModel, "python": PythonModel}
+    tags = {"onnx": OnnxModel, "python": PythonModel, "ensemble": EnsembleModel}
     for part in loc:
         if isinstance(part, int):
             continue

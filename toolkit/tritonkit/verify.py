@@ -7,6 +7,7 @@ Findings, each with a kind and a path:
 - ``config``: a config.pbtxt that does not parse (with line:column) or names another model.
 - ``layout``: a model without config.pbtxt or version directories, or a non-numeric version.
 - ``artifact``: the model file is missing, or its inputs/outputs disagree with the config.
+- ``ensemble``: an ensemble's wiring is broken (see :func:`tritonkit.ensembles.wiring_problems`).
 
 Example:
     >>> report = verify(Path("dist/demo"))
@@ -85,9 +86,27 @@ def verify(root: Path) -> VerifyReport:
         findings.append(Finding("lock", "tritonkit.lock.json", "digest does not match the files it lists"))
     for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         findings.extend(_check_model(model_dir))
+    findings.extend(_check_ensembles(root))
     for name in sorted(set(lock.models) - {p.name for p in root.iterdir() if p.is_dir()}):
         findings.append(Finding("layout", name, "model listed in the lock file has no directory"))
     return VerifyReport(root=root, digest=lock.digest, files=len(actual), findings=findings)
+
+
+def _check_ensembles(root: Path) -> list[Finding]:
+    from .ensembles import PLATFORM, wiring_problems
+
+    configs = {}
+    for path in root.glob("*/config.pbtxt"):
+        try:
+            configs[path.parent.name] = pbtxt.parse(path.read_text(errors="replace"))
+        except pbtxt.PbtxtError:
+            continue  # already reported by _check_model
+    return [
+        Finding("ensemble", name, problem)
+        for name, config in sorted(configs.items())
+        if config.platform == PLATFORM
+        for problem in wiring_problems(config, configs)
+    ]
 
 
 def _check_model(model_dir: Path) -> list[Finding]:
