@@ -48,6 +48,8 @@ def ensemble_config(model: EnsembleModel, configs: Mapping[str, pb.ModelConfig])
     Raises:
         SpecError: any wiring problem (all of them in the message, the first in the hint).
     """
+    if model.steps is None:
+        raise SpecError(f"ensemble '{model.name}' has no steps loaded", hint="load the spec with load_spec()")
     config = pb.ModelConfig(name=model.name, platform=PLATFORM, max_batch_size=model.max_batch_size)
     produced: dict[str, tuple[str, pb.ModelOutput]] = {}
     consumed: dict[str, tuple[str, pb.ModelInput]] = {}

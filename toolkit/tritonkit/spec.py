@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from . import dtypes
 from .errors import SpecError, did_you_mean
@@ -180,18 +180,22 @@ class EnsembleStep(_Strict):
 class EnsembleModel(ModelBase):
     """Triton's ``ensemble`` platform: ``steps`` run other models of this spec as one model.
 
-    The ensemble's inputs (tensors no step produces) and their dtypes/dims are derived from the
-    steps that consume them; ``expose`` names the ensemble tensors returned to the client
-    (default: every tensor a step produces and no step consumes). Wiring is checked at build
-    time against the steps' built configs.
+    Steps are inline or in ``steps_file`` (a YAML list of steps, relative to the spec; read by
+    :func:`load_spec`, which fills ``steps``). The ensemble's inputs (tensors no step produces)
+    and their dtypes/dims are derived from the steps that consume them; ``expose`` names the
+    ensemble tensors returned to the client (default: every tensor a step produces and no step
+    consumes). Wiring is checked at build time against the steps' built configs.
     """
 
     kind: Literal["ensemble"]
-    steps: list[EnsembleStep] = Field(min_length=1)
+    steps: list[EnsembleStep] | None = Field(None, min_length=1)
+    steps_file: str | None = None
     expose: list[str] | None = None
 
     @model_validator(mode="after")
     def _plain(self) -> EnsembleModel:
+        if (self.steps is None) == (self.steps_file is None):
+            raise ValueError("give exactly one of 'steps' (inline) or 'steps_file' (e.g. ensembles/<name>.yaml)")
         unsupported = [
             key
             for key, value in (
@@ -335,7 +339,7 @@ def load_spec(path: Path) -> LoadedSpec:
         raise _spec_error(exc, path, root_node) from None
     loaded = LoadedSpec(spec=spec, path=path.resolve())
     _check_files(loaded, root_node)
-    return loaded
+    return _with_step_files(loaded, root_node)
 
 
 def _check_files(loaded: LoadedSpec, node: yaml.Node | None) -> None:
@@ -355,6 +359,36 @@ def _check_files(loaded: LoadedSpec, node: yaml.Node | None) -> None:
                     key=_dotted(key),
                     hint="point 'path' at a directory containing the Triton Python backend model.py",
                 )
+
+
+def _with_step_files(loaded: LoadedSpec, node: yaml.Node | None) -> LoadedSpec:
+    """Read every ensemble's ``steps_file`` into its ``steps`` (errors name that file and key)."""
+    models: list[Any] = []
+    for index, model in enumerate(loaded.spec.models):
+        if isinstance(model, EnsembleModel) and model.steps_file is not None:
+            key: tuple[Any, ...] = ("models", index, "steps_file")
+            _require_file(loaded, node, key, model.steps_file, "a YAML list of ensemble steps")
+            path = loaded.resolve(model.steps_file)
+            try:
+                data = yaml.safe_load(path.read_text())
+                steps = TypeAdapter(list[EnsembleStep]).validate_python(data)
+            except yaml.YAMLError as exc:
+                raise SpecError(f"invalid YAML: {exc}", file=path, hint="fix the YAML syntax") from None
+            except ValidationError as exc:
+                error = exc.errors()[0]
+                where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
+                raise SpecError(
+                    error["msg"],
+                    file=path,
+                    key=f"steps{where}",
+                    hint="each step needs 'model', 'inputs' {step input: tensor} and 'outputs' {step output: tensor}",
+                ) from None
+            if not steps:
+                raise SpecError("no steps", file=path, hint="list at least one step")
+            model = model.model_copy(update={"steps": steps})
+        models.append(model)
+    spec = loaded.spec.model_copy(update={"models": models})
+    return LoadedSpec(spec=spec, path=loaded.path)
 
 
 def _require_file(loaded: LoadedSpec, node: yaml.Node | None, key: tuple[Any, ...], rel: str, what: str) -> None:
