@@ -168,7 +168,7 @@ def render(spec: Spec, env: Environment, release: Release, reference: str) -> li
     """
     if "@sha256:" not in reference:
         raise SpecError(f"{reference} is not pinned by digest", hint="deploy the reference 'tritonkit publish' printed")
-    runtime_name = f"tritonkit-{spec.name}".lower().replace("_", "-").replace(".", "-")
+    runtime_name = _dns_name(f"tritonkit-{spec.name}")
     labels = {
         "app.kubernetes.io/name": spec.name,
         "app.kubernetes.io/managed-by": "tritonkit",
@@ -209,7 +209,7 @@ def render(spec: Spec, env: Environment, release: Release, reference: str) -> li
     )
     service = InferenceService(
         metadata=ObjectMeta(
-            name=spec.name.lower().replace("_", "-").replace(".", "-"),
+            name=_dns_name(spec.name),
             namespace=env.namespace,
             labels=labels,
             annotations={"serving.kserve.io/deploymentMode": env.mode, "tritonkit.dev/digest": release.digest},
@@ -223,6 +223,11 @@ def render(spec: Spec, env: Environment, release: Release, reference: str) -> li
         ),
     )
     return [runtime.document(), service.document()]
+
+
+def _dns_name(name: str) -> str:
+    """A spec name as a Kubernetes object name (lower case; '_' and '.' become '-')."""
+    return name.lower().replace("_", "-").replace(".", "-")
 
 
 def to_yaml(documents: list[dict[str, Any]]) -> str:
