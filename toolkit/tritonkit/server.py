@@ -27,6 +27,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import urllib.error
@@ -245,7 +246,7 @@ class TritonServer:
         if self.binary.embedded:
             assert self.binary.library_dir is not None
             env["LD_LIBRARY_PATH"] = os.pathsep.join(
-                p for p in (str(self.binary.library_dir), env.get("LD_LIBRARY_PATH", "")) if p
+                p for p in (str(self.binary.library_dir), _own_libpython_dir(), env.get("LD_LIBRARY_PATH", "")) if p
             )
             # The stub embeds the system libpython and ignores PYTHONPATH; it finds this
             # environment's packages by locating `python3` on PATH (how PyTriton does it).
@@ -381,3 +382,18 @@ class TritonServer:
             raise ServerError(
                 f"cannot reach Triton at {self.endpoints.http_url}: {exc}", hint=f"see {self.log_file}"
             ) from exc
+
+
+def _own_libpython_dir() -> str:
+    """The directory of this interpreter's shared libpython, when it was built with one.
+
+    The stub links ``libpython3.X.so.1.0``; the system's copy (Debian's) can be older than the
+    interpreter whose extension modules the stub then imports — e.g. pyenv's ``_ssl`` needs
+    symbols Debian 3.11.2 lacks, which breaks ``import transformers`` in an llm model. Loading
+    the interpreter's own libpython keeps stub and extension modules from one build.
+    """
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    soname = sysconfig.get_config_var("INSTSONAME") or ""
+    if sysconfig.get_config_var("Py_ENABLE_SHARED") and soname and (Path(libdir) / soname).is_file():
+        return libdir
+    return ""

@@ -1,7 +1,7 @@
 """The tritonkit.yaml spec: pydantic models, loading, and errors that point at the key.
 
 A spec names a repository and lists its models. Each model has a ``kind`` (``onnx``,
-``python`` or ``ensemble`` so far) and the settings Triton's model configuration takes. Paths are relative to
+``python``, ``ensemble`` or ``llm``) and the settings Triton's model configuration takes. Paths are relative to
 the spec file. Every problem becomes a :class:`~tritonkit.errors.SpecError` naming the file,
 line, key path and a fix; unknown keys get a "did you mean".
 
@@ -73,7 +73,7 @@ class InstanceGroup(_Strict):
     """Triton's ``ModelInstanceGroup``: how many copies of the model run, and where."""
 
     count: int = Field(1, ge=1)
-    kind: Literal["KIND_CPU", "KIND_GPU", "KIND_AUTO"] = "KIND_CPU"
+    kind: Literal["KIND_CPU", "KIND_GPU", "KIND_AUTO", "KIND_MODEL"] = "KIND_CPU"
     gpus: list[Annotated[int, Field(ge=0)]] | None = None
 
 
@@ -215,7 +215,83 @@ class EnsembleModel(ModelBase):
         return self
 
 
-Model = Annotated[OnnxModel | PythonModel | EnsembleModel, Field(discriminator="kind")]
+class RandomInit(_Strict):
+    """A randomly initialised transformers model (no weights can be downloaded for tests/demos).
+
+    Built deterministically from ``seed`` at build time and saved with ``save_pretrained``.
+    ``vocab_size`` must cover the byte tokenizer (259 ids: 256 bytes, BOS, EOS, PAD).
+    """
+
+    family: Literal["gpt2", "llama"] = "gpt2"
+    layers: int = Field(2, ge=1, le=64)
+    hidden_size: int = Field(128, ge=8)
+    heads: int = Field(4, ge=1)
+    vocab_size: int = Field(259, ge=259)
+    max_positions: int = Field(1024, ge=16)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _shape(self) -> RandomInit:
+        if self.hidden_size % self.heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of heads {self.heads}")
+        return self
+
+
+class LlmScheduler(_Strict):
+    """The in-flight batching engine's limits (see python_backends/llm/engine.py).
+
+    ``mode: static`` is a benchmark baseline: Triton's dynamic batcher hands a batch to
+    ``generate()``, which answers when its longest sequence ends (needs max_batch_size > 0).
+    """
+
+    mode: Literal["inflight", "static"] = "inflight"
+    max_running: Annotated[int, Field(ge=1)] = 8
+    max_batched_tokens: Annotated[int, Field(ge=1)] = 2048
+    kv_cache_tokens: Annotated[int, Field(ge=16)] = 65536
+    max_queue: Annotated[int, Field(ge=0)] = 64
+    preemption: Literal["recompute", "no_evict"] = "recompute"
+
+
+class LlmModel(ModelBase):
+    """A causal language model served with token streaming and in-flight batching.
+
+    The model is a local transformers directory (``path``) or ``random_init``. ``tokenizer`` is
+    ``auto`` (the model directory's own tokenizer; the byte tokenizer for ``random_init``),
+    ``byte``, or a directory of tokenizer files. Inputs and outputs are fixed: the Triton vLLM
+    backend's contract (text_input, stream, sampling_parameters, … → text_output, …).
+    """
+
+    kind: Literal["llm"]
+    path: str | None = None
+    random_init: RandomInit | None = None
+    tokenizer: str = "auto"
+    scheduler: LlmScheduler = LlmScheduler()
+    device: Literal["cpu", "cuda", "auto"] = "auto"
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    threads: int | None = Field(None, ge=1)
+    default_max_tokens: int = Field(16, ge=1)
+
+    @model_validator(mode="after")
+    def _llm(self) -> LlmModel:
+        if (self.path is None) == (self.random_init is None):
+            raise ValueError("give exactly one of 'path' (a transformers model directory) or 'random_init'")
+        if self.inputs or self.outputs:
+            raise ValueError("an llm model takes no inputs/outputs: they are the vLLM backend's contract")
+        if self.model_warmup:
+            raise ValueError("an llm model takes no model_warmup (send a short generate request instead)")
+        if self.random_init is not None and self.tokenizer not in ("auto", "byte"):
+            raise ValueError("a random_init model uses the byte tokenizer: leave 'tokenizer' at auto or byte")
+        if self.scheduler.mode == "inflight" and (self.max_batch_size or self.dynamic_batching):
+            raise ValueError(
+                "an in-flight llm batches itself: keep max_batch_size 0 and no dynamic_batching "
+                "(scheduler.mode: static is the baseline that uses Triton's batcher)"
+            )
+        if self.scheduler.mode == "static" and not self.max_batch_size:
+            raise ValueError("scheduler.mode static needs max_batch_size > 0 and dynamic_batching")
+        return self
+
+
+Model = Annotated[OnnxModel | PythonModel | EnsembleModel | LlmModel, Field(discriminator="kind")]
 
 
 class Resources(_Strict):
@@ -359,6 +435,19 @@ def _check_files(loaded: LoadedSpec, node: yaml.Node | None) -> None:
                     key=_dotted(key),
                     hint="point 'path' at a directory containing the Triton Python backend model.py",
                 )
+        elif isinstance(model, LlmModel):
+            for field_name, rel, need in (("path", model.path, "config.json"), ("tokenizer", model.tokenizer, None)):
+                if rel is None or (field_name == "tokenizer" and rel in ("auto", "byte")):
+                    continue
+                key = ("models", index, field_name)
+                directory = loaded.resolve(rel)
+                if not directory.is_dir() or (need and not (directory / need).is_file()):
+                    raise SpecError(
+                        f"'{rel}' is not a {'transformers model' if need else 'tokenizer'} directory",
+                        file=_where(loaded.path, node, key),
+                        key=_dotted(key),
+                        hint="point it at a local directory written by save_pretrained() (no downloads here)",
+                    )
 
 
 def _with_step_files(loaded: LoadedSpec, node: yaml.Node | None) -> LoadedSpec:
@@ -405,7 +494,7 @@ def _spec_error(exc: ValidationError, path: Path, node: yaml.Node | None) -> Spe
     """Turn the first pydantic error into a SpecError with line, key path and hint."""
     error = exc.errors()[0]
     raw_loc = tuple(error["loc"])
-    loc = tuple(part for part in raw_loc if part not in ("onnx", "python", "ensemble"))
+    loc = tuple(part for part in raw_loc if part not in ("onnx", "python", "ensemble", "llm"))
     key = _dotted(loc)
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -422,11 +511,11 @@ def _spec_error(exc: ValidationError, path: Path, node: yaml.Node | None) -> Spe
         return SpecError("required key is missing", file=_where(path, node, loc[:-1]), key=key, hint=f"add '{loc[-1]}'")
     if kind == "union_tag_invalid" or kind == "union_tag_not_found":
         return SpecError(
-            "'kind' must be one of: onnx, python, ensemble",
+            "'kind' must be one of: onnx, python, ensemble, llm",
             file=_where(path, node, loc),
             key=f"{key}.kind" if key else "kind",
             hint="set kind: onnx (an .onnx file or a PyTorch export), python (a model.py directory) "
-            "or ensemble (steps over other models)",
+            "ensemble (steps over other models) or llm (a causal language model with token streaming)",
         )
     message = error["msg"].removeprefix("Value error, ")
     return SpecError(
@@ -453,7 +542,7 @@ def _hint_for(kind: str, loc: tuple[Any, ...]) -> str:
 def _known_fields(loc: tuple[Any, ...]) -> list[str]:
     """The field names allowed at ``loc`` (walks the pydantic models, following 'kind' tags)."""
     cls: Any = Spec
-    tags = {"onnx": OnnxModel, "python": PythonModel, "ensemble": EnsembleModel}
+    tags = {"onnx": OnnxModel, "python": PythonModel, "ensemble": EnsembleModel, "llm": LlmModel}
     for part in loc:
         if isinstance(part, int):
             continue

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from tritonclient.grpc import model_config_pb2 as pb
 
-from ..spec import LoadedSpec, ModelBase, OnnxModel, PythonModel
+from ..spec import LlmModel, LoadedSpec, ModelBase, OnnxModel, PythonModel
 
 VERSION = "1"
 
@@ -64,6 +64,7 @@ class Builder(Protocol):
 
 def builder_for(model: ModelBase) -> Builder:
     """The builder for a spec entry's kind."""
+    from .llm import LlmBuilder
     from .onnx import OnnxBuilder
     from .python import PythonBuilder
 
@@ -71,6 +72,8 @@ def builder_for(model: ModelBase) -> Builder:
         return OnnxBuilder()
     if isinstance(model, PythonModel):
         return PythonBuilder()
+    if isinstance(model, LlmModel):
+        return LlmBuilder()
     raise NotImplementedError(f"no builder for model kind of '{model.name}'")
 
 

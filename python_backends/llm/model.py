@@ -1,0 +1,344 @@
+"""Triton Python backend for ``kind: llm``: the vLLM backend's client contract over tritonkit's engine.
+
+tritonkit copies this file and ``engine.py`` into every LLM model's version directory, next to
+``model.json`` (engine arguments) and ``hf/`` (the transformers model, and its tokenizer), so
+the repository is self-contained. It needs Triton ≥ 23.10 (decoupled Python models with
+``is_cancelled``, ``TritonError`` codes) — 24.08 or newer for the histogram metrics — and
+``torch`` and ``transformers`` ≥ 5 in the Python environment the stub runs in.
+
+Contract (as the Triton vLLM backend, so its clients, ensembles and BLS code work unchanged):
+decoupled, ``max_batch_size: 0``; inputs ``text_input`` (STRING), optional ``stream`` (BOOL),
+``sampling_parameters`` (JSON STRING), ``exclude_input_in_output`` (BOOL) and
+``return_finish_reason`` / ``return_num_input_tokens`` / ``return_num_output_tokens`` (BOOL);
+outputs ``text_output``, and ``finish_reason``, ``num_input_tokens``, ``num_output_tokens`` when
+asked for. Streaming sends one response per new piece of text, the last one flagged FINAL;
+otherwise one FINAL response with the whole text. Errors, cancellation and unload each end a
+request with exactly one FINAL error response; a response sender is never used after that.
+
+``mode: static`` (a benchmark baseline, not for production) instead takes a batch from Triton's
+dynamic batcher, runs ``generate()`` on it (greedy only) and answers every request when the
+longest one finishes.
+"""
+
+import importlib.util
+import json
+import os
+import queue
+import sys
+import threading
+import time
+
+import numpy as np
+import torch
+import triton_python_backend_utils as pb_utils
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_spec = importlib.util.spec_from_file_location("tritonkit_llm_engine", os.path.join(_HERE, "engine.py"))
+engine = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = engine  # dataclasses look their module up there
+_spec.loader.exec_module(engine)
+
+_TTFT_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0]
+_TPOT_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5]
+
+
+class _Sink:
+    """One request: its response sender and what it asked for."""
+
+    def __init__(self, model, request, sender, prompt):
+        self.sender = sender
+        self.request = request
+        self.stream = _flag(request, "stream")
+        self.exclude_input = _flag(request, "exclude_input_in_output")
+        requested = set(request.requested_output_names())
+        self.extra = {
+            name
+            for name, flag in (
+                ("finish_reason", "return_finish_reason"),
+                ("num_input_tokens", "return_num_input_tokens"),
+                ("num_output_tokens", "return_num_output_tokens"),
+            )
+            if _flag(request, flag) or name in requested and len(requested) < 4
+        }
+        self.prompt = prompt
+        self.text = []
+        self.tokens_sent = 0
+        self.last_token_at = None
+        self.closed = False
+        self._outbox = model.outbox
+
+    def emit(self, event):
+        self._outbox.put(event)
+
+    def cancelled(self):
+        return self.sender.is_cancelled()
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.config = json.loads(args["model_config"])
+        self.name = args["model_name"]
+        version_dir = os.path.join(args["model_repository"], args["model_version"])
+        with open(os.path.join(version_dir, "model.json")) as handle:
+            self.settings = json.load(handle)
+        self.static = self.settings.get("mode", "inflight") == "static"
+        decoupled = pb_utils.using_decoupled_model_transaction_policy(self.config)
+        if not decoupled:
+            raise pb_utils.TritonModelException(f"{self.name}: an llm model needs model_transaction_policy decoupled")
+        if self.settings.get("threads"):
+            torch.set_num_threads(int(self.settings["threads"]))
+        self.device = _device(self.settings.get("device", "auto"), args)
+        from transformers import AutoModelForCausalLM
+
+        hf_dir = os.path.join(version_dir, self.settings.get("model", "hf"))
+        dtype = getattr(torch, self.settings.get("dtype", "float32"))
+        self.model = AutoModelForCausalLM.from_pretrained(hf_dir, local_files_only=True, dtype=dtype)
+        self.model.to(self.device).eval()
+        tokenizer_dir = os.path.join(version_dir, self.settings.get("tokenizer_path", "hf"))
+        self.tokenizer = engine.load_tokenizer(self.settings.get("tokenizer", "hf"), tokenizer_dir)
+        self.default_max_tokens = int(self.settings.get("default_max_tokens", 16))
+        budgets = engine.Budgets(**self.settings.get("scheduler", {}))
+        self.engine = engine.Engine(self.model, self.tokenizer, budgets, device=str(self.device))
+        self._metrics(args)
+        self.outbox = queue.Queue()
+        self._sender = threading.Thread(target=self._send_loop, name="llm-sender", daemon=True)
+        self._sender.start()
+        if not self.static:
+            self.engine.start()
+        pb_utils.Logger.log_info(
+            f"{self.name}: {type(self.model).__name__} on {self.device}, mode {self.settings.get('mode', 'inflight')}, "
+            f"{budgets}"
+        )
+
+    # ------------------------------------------------------------------ requests
+
+    def execute(self, requests):
+        if self.static:
+            self._execute_static(requests)
+            return None
+        for request in requests:
+            sender = request.get_response_sender()
+            try:
+                prompt = _text(request)
+                params = engine.SamplingParams.from_json(
+                    _string(request, "sampling_parameters"), self.default_max_tokens
+                )
+                sink = _Sink(self, request, sender, prompt)
+                self.engine.submit(engine.Sequence(id=request.request_id(), prompt=prompt, params=params, sink=sink))
+            except engine.QueueFull as exc:
+                _fail(sender, f"{self.name} is overloaded: {exc}; retry later", pb_utils.TritonError.UNAVAILABLE)
+            except (engine.ParameterError, ValueError) as exc:
+                _fail(sender, f"{self.name}: {exc}", pb_utils.TritonError.INVALID_ARG)
+        return None
+
+    def _execute_static(self, requests):
+        """Baseline: one generate() over the whole batch; every answer when the longest ends."""
+        live = []
+        for request in requests:
+            sender = request.get_response_sender()
+            try:
+                prompt = _text(request)
+                params = engine.SamplingParams.from_json(
+                    _string(request, "sampling_parameters"), self.default_max_tokens
+                )
+                if not params.greedy:
+                    raise engine.ParameterError("mode static (a benchmark baseline) is greedy only: set temperature 0")
+                live.append((_Sink(self, request, sender, prompt), self.tokenizer.encode(prompt), params))
+            except (engine.ParameterError, ValueError) as exc:
+                _fail(sender, f"{self.name}: {exc}", pb_utils.TritonError.INVALID_ARG)
+        if not live:
+            return
+        started = time.perf_counter()
+        width = max(len(ids) for _, ids, _ in live)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(i)) + i for _, i, _ in live], device=self.device)
+        mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for _, i, _ in live], device=self.device)
+        longest = max(p.max_tokens for _, _, p in live)
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=longest,
+                do_sample=False,
+                pad_token_id=pad,
+                eos_token_id=None if all(p.ignore_eos for _, _, p in live) else self.tokenizer.eos_token_id,
+            )
+        for row, (sink, prompt_ids, params) in enumerate(live):
+            new = out[row, width:].tolist()[: params.max_tokens]
+            reason = "length"
+            eos = self.tokenizer.eos_token_id
+            if not params.ignore_eos and eos in new:
+                new, reason = new[: new.index(eos) + 1], "stop"
+            seq = engine.Sequence(id="", prompt=sink.prompt, params=params, sink=sink, arrival=started)
+            seq.prompt_ids, seq.generated = prompt_ids, new
+            seq.first_token_at = time.perf_counter()
+            text = self.tokenizer.decode(new)
+            self.outbox.put(
+                engine.Event(seq, "final", text=text, tokens=tuple(new), finish_reason=reason, time=seq.first_token_at)
+            )
+
+    # ------------------------------------------------------------------ responses
+
+    def _send_loop(self):
+        """Sends every response and updates metrics, so the engine thread never waits on IPC."""
+        last_gauges = 0.0
+        preemptions = 0
+        while True:
+            try:
+                event = self.outbox.get(timeout=0.25)
+            except queue.Empty:
+                event = None
+            if event is _STOP:
+                return
+            if event is not None:
+                try:
+                    self._send(event)
+                except Exception as exc:  # keep serving the others; Triton logs it
+                    pb_utils.Logger.log_error(f"{self.name}: sending a response failed: {exc}")
+            now = time.perf_counter()
+            if now - last_gauges >= 0.25:
+                last_gauges = now
+                stats = self.engine.stats
+                self.m_running.set(stats.running)
+                self.m_waiting.set(stats.waiting)
+                self.m_kv.set(stats.kv_used / max(1, stats.kv_capacity))
+                self.m_kv_tokens.set(stats.kv_used)
+                if stats.preemptions > preemptions:
+                    self.m_preempt.increment(stats.preemptions - preemptions)
+                    preemptions = stats.preemptions
+
+    def _send(self, event):
+        seq = event.sequence
+        sink = seq.sink
+        if sink.closed:
+            return  # never touch a sender after its final response
+        final = event.kind == "final"
+        if seq.first_token_at is not None and sink.last_token_at is None and event.tokens:
+            self.m_ttft.observe(seq.first_token_at - seq.arrival)
+            self.m_prompt.increment(len(seq.prompt_ids))
+            sink.last_token_at = seq.first_token_at
+        elif event.tokens and sink.last_token_at is not None:
+            self.m_tpot.observe(max(0.0, event.time - sink.last_token_at))
+            sink.last_token_at = event.time
+        if event.tokens:
+            self.m_generation.increment(len(event.tokens))
+        if final:
+            sink.closed = True
+            self.m_success.get(event.finish_reason, self.m_success["error"]).increment(1)
+            if event.finish_reason == "cancelled":
+                _fail(sink.sender, event.error or "request cancelled", pb_utils.TritonError.CANCELLED)
+                return
+            if event.finish_reason == "error":
+                _fail(sink.sender, event.error or "generation failed", pb_utils.TritonError.INTERNAL)
+                return
+        if sink.stream:
+            count = len(event.tokens)
+            if not event.text and not final:
+                sink.tokens_sent += count
+                return  # held back (a possible stop string or half a character): nothing new to say
+            text = event.text
+            count += sink.tokens_sent
+            sink.tokens_sent = 0
+        else:
+            sink.text.append(event.text)
+            if not final:
+                return
+            text = "".join(sink.text)
+            if not sink.exclude_input:
+                text = sink.prompt + text
+            count = len(seq.generated)
+        outputs = [pb_utils.Tensor("text_output", np.array([text.encode("utf-8")], dtype=np.object_))]
+        if "finish_reason" in sink.extra and final:
+            outputs.append(pb_utils.Tensor("finish_reason", np.array([event.finish_reason.encode()], dtype=np.object_)))
+        if "num_input_tokens" in sink.extra:
+            outputs.append(pb_utils.Tensor("num_input_tokens", np.array([len(seq.prompt_ids)], dtype=np.uint32)))
+        if "num_output_tokens" in sink.extra:
+            outputs.append(pb_utils.Tensor("num_output_tokens", np.array([count], dtype=np.uint32)))
+        flags = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL if final else 0
+        sink.sender.send(pb_utils.InferenceResponse(output_tensors=outputs), flags=flags)
+
+    # ------------------------------------------------------------------ metrics
+
+    def _metrics(self, args):
+        # Labels unique to this stub process (see the onnxruntime backend: a reload would
+        # otherwise share, then free, one Metric between old and new instance).
+        labels = {
+            "model": self.name,
+            "version": str(args["model_version"]),
+            "instance": f"{args['model_instance_name']}.{os.getpid()}",
+        }
+        F = pb_utils.MetricFamily
+        self._families = {
+            "prompt": F("vllm:prompt_tokens_total", "Number of prefill tokens processed.", F.COUNTER),
+            "generation": F("vllm:generation_tokens_total", "Number of generation tokens processed.", F.COUNTER),
+            "success": F("vllm:request_success_total", "Finished requests by finish reason.", F.COUNTER),
+            "preempt": F("vllm:num_preemptions_total", "Sequences preempted (recomputed later).", F.COUNTER),
+            "ttft": F("vllm:time_to_first_token_seconds", "Time to first token in seconds.", F.HISTOGRAM),
+            "tpot": F("vllm:time_per_output_token_seconds", "Time per output token in seconds.", F.HISTOGRAM),
+            "running": F("vllm:num_requests_running", "Sequences in the running batch.", F.GAUGE),
+            "waiting": F("vllm:num_requests_waiting", "Sequences waiting to be admitted.", F.GAUGE),
+            "kv": F("vllm:kv_cache_usage_perc", "Fraction of the KV-cache budget in use (0-1).", F.GAUGE),
+            "kv_tokens": F("tritonkit_llm_kv_cache_tokens", "KV-cache slots in use (rows x columns).", F.GAUGE),
+        }
+        fam = self._families
+        self.m_prompt = fam["prompt"].Metric(labels=labels)
+        self.m_generation = fam["generation"].Metric(labels=labels)
+        self.m_preempt = fam["preempt"].Metric(labels=labels)
+        self.m_success = {
+            reason: fam["success"].Metric(labels={**labels, "finish_reason": reason})
+            for reason in ("stop", "length", "cancelled", "error")
+        }
+        self.m_ttft = fam["ttft"].Metric(labels=labels, buckets=_TTFT_BUCKETS)
+        self.m_tpot = fam["tpot"].Metric(labels=labels, buckets=_TPOT_BUCKETS)
+        self.m_running = fam["running"].Metric(labels=labels)
+        self.m_waiting = fam["waiting"].Metric(labels=labels)
+        self.m_kv = fam["kv"].Metric(labels=labels)
+        self.m_kv_tokens = fam["kv_tokens"].Metric(labels=labels)
+
+    def finalize(self):
+        self.engine.stop()
+        self.outbox.put(_STOP)
+        self._sender.join(timeout=10)
+
+
+_STOP = object()
+
+
+def _fail(sender, message, code):
+    sender.send(
+        pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code)),
+        flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
+    )
+
+
+def _string(request, name):
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        return ""
+    value = tensor.as_numpy().reshape(-1)
+    if value.size != 1:
+        raise ValueError(f"input '{name}' must hold one element (got {value.size})")
+    item = value[0]
+    return item.decode("utf-8") if isinstance(item, bytes) else str(item)
+
+
+def _text(request):
+    if pb_utils.get_input_tensor_by_name(request, "text_input") is None:
+        raise ValueError("input 'text_input' is required")
+    return _string(request, "text_input")
+
+
+def _flag(request, name):
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return bool(tensor is not None and tensor.as_numpy().reshape(-1)[0])
+
+
+def _device(setting, args):
+    if setting == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        index = int(args.get("model_instance_device_id", 0) or 0)
+        return torch.device(f"cuda:{index}")
+    if setting == "cuda":
+        raise pb_utils.TritonModelException("device: cuda was asked for but torch sees no CUDA device")
+    return torch.device("cpu")
