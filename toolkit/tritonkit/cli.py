@@ -223,6 +223,55 @@ def infer(model: str, inputs: tuple[str, ...], url: str | None, protocol: str, b
         console.print(value)
 
 
+@main.command()
+@click.argument("model")
+@click.argument("prompt")
+@click.option("--stream/--no-stream", default=True, show_default=True, help="Print tokens as they arrive.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True, help="0 = greedy.")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
+@click.option("--top-k", type=int, default=-1, show_default=True, help="-1 = off.")
+@click.option("--seed", type=int, default=None)
+@click.option("--stop", "stops", multiple=True, help="Stop string (repeatable).")
+@click.option("--url", default="127.0.0.1:8001", show_default=True, help="Triton gRPC address.")
+def generate(
+    model: str,
+    prompt: str,
+    stream: bool,
+    max_tokens: int,
+    temperature: float,
+    top_p: float,
+    top_k: int,
+    seed: int | None,
+    stops: tuple[str, ...],
+    url: str,
+) -> None:
+    """Generate text with an llm model on a running Triton, streaming tokens to the terminal."""
+    from .llm_client import check_llm
+    from .llm_client import generate as run_generate
+
+    check_llm(url, model)
+    params: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "top_k": top_k}
+    if seed is not None:
+        params["seed"] = seed
+    if stops:
+        params["stop"] = list(stops)
+
+    def show(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    result = run_generate(url, model, prompt, params, stream=stream, on_text=show)
+    sys.stdout.write("\n")
+    if result.error is not None:
+        raise ServerError(f"'{model}' failed the request: {result.error}", hint="check the sampling parameters")
+    total_ms = 1000 * ((result.done_at or result.sent_at) - result.sent_at)
+    err_console.print(
+        f"[dim]{result.finish_reason} · {result.output_tokens} tokens · "
+        f"first token {1000 * (result.ttft or 0):.0f} ms · total {total_ms:.0f} ms[/]"
+    )
+
+
 def _require_verified(root: Path) -> None:
     from .verify import verify as run_verify
 

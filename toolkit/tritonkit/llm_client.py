@@ -159,6 +159,26 @@ class LlmStream:
             self._done.set()
 
 
+def check_llm(url: str, model: str) -> None:
+    """Fail with one clear line unless ``model`` is a ready, decoupled text-generation model.
+
+    Raises:
+        ServerError: unreachable server, unknown or unloaded model (with a suggestion), or a
+            model without the vLLM-style contract (decoupled, ``text_input`` → ``text_output``).
+    """
+    from .client import connect, model_info
+
+    info = model_info(connect(url, "grpc"), model, url, "grpc")
+    inputs = {i["name"] for i in info.metadata.get("inputs", [])}
+    outputs = {o["name"] for o in info.metadata.get("outputs", [])}
+    decoupled = info.config.get("model_transaction_policy", {}).get("decoupled", False)
+    if "text_input" not in inputs or "text_output" not in outputs or not decoupled:
+        raise ServerError(
+            f"'{model}' is not a text-generation model (needs decoupled, text_input -> text_output)",
+            hint="pick a model of kind llm (or a Triton vLLM backend model)",
+        )
+
+
 def generate(
     url: str,
     model: str,
@@ -176,4 +196,4 @@ def generate(
         return conn.wait(timeout)
 
 
-__all__ = ["Generation", "LlmStream", "generate"]
+__all__ = ["Generation", "LlmStream", "check_llm", "generate"]
