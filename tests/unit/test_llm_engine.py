@@ -1,0 +1,210 @@
+"""The in-flight batching engine in-process (real torch + transformers, no Triton).
+
+The engine is driven step by step (``Engine.step``) so every assertion is about scheduling
+order, not wall-clock timing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("llm_engine_under_test", ROOT / "python_backends/llm/engine.py")
+assert _spec is not None and _spec.loader is not None
+engine = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = engine
+_spec.loader.exec_module(engine)
+
+
+@pytest.fixture(scope="module", params=["gpt2", "llama"])
+def lm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    from transformers import AutoModelForCausalLM
+
+    from tritonkit.builders.llm import write_random_model
+    from tritonkit.spec import RandomInit
+
+    target = tmp_path_factory.mktemp(request.param) / "hf"
+    write_random_model(RandomInit(family=request.param, layers=2, hidden_size=64, heads=4, seed=3), target)
+    return AutoModelForCausalLM.from_pretrained(target, local_files_only=True).eval()
+
+
+class Recorder:
+    """A Sink that records events and can be cancelled."""
+
+    def __init__(self) -> None:
+        self.events: list = []  # type: ignore[type-arg]
+        self.cancel = False
+
+    def emit(self, event) -> None:  # type: ignore[no-untyped-def]
+        self.events.append(event)
+
+    def cancelled(self) -> bool:
+        return self.cancel
+
+    @property
+    def tokens(self) -> list[int]:
+        return [t for e in self.events for t in e.tokens]
+
+    @property
+    def finals(self) -> list:  # type: ignore[type-arg]
+        return [e for e in self.events if e.kind == "final"]
+
+
+TOK = engine.ByteTokenizer()
+
+
+def reference(lm, prompt: str, n: int) -> list[int]:  # type: ignore[no-untyped-def]
+    ids = torch.tensor([TOK.encode(prompt)])
+    out = lm.generate(ids, max_new_tokens=n, do_sample=False, pad_token_id=TOK.pad_token_id)
+    return out[0, ids.shape[1] :].tolist()
+
+
+def submit(eng, prompt: str, n: int, **params) -> Recorder:  # type: ignore[no-untyped-def]
+    sink = Recorder()
+    params.setdefault("temperature", 0)
+    sampling = engine.SamplingParams(max_tokens=n, **params)
+    eng.submit(engine.Sequence(id=prompt, prompt=prompt, params=sampling, sink=sink))
+    return sink
+
+
+def drain(eng, limit: int = 2000) -> int:  # type: ignore[no-untyped-def]
+    """Run steps until nothing is left; returns how many it took."""
+    for steps in range(limit):
+        eng._waiting.extend(eng._inbox)
+        eng._inbox.clear()
+        if not eng._waiting and not eng._running:
+            return steps
+        eng.step()
+    raise AssertionError("engine did not drain")
+
+
+PROMPTS = [f"tell me {i} " * (1 + i % 4) for i in range(9)]
+
+
+@pytest.mark.parametrize("kv_budget", [100_000, 260], ids=["roomy", "preempting"])
+def test_batched_greedy_is_token_identical_to_generate(lm, kv_budget: int) -> None:  # type: ignore[no-untyped-def]
+    eng = engine.Engine(lm, TOK, engine.Budgets(max_running=4, kv_cache_tokens=kv_budget))
+    lengths = [10 + 7 * i for i in range(len(PROMPTS))]
+    sinks = [submit(eng, p, n) for p, n in zip(PROMPTS, lengths)]
+    drain(eng)
+    assert eng.stats.max_batch == 4
+    if kv_budget < 1000:
+        assert eng.stats.preemptions > 0
+    for prompt, n, sink in zip(PROMPTS, lengths, sinks):
+        assert len(sink.finals) == 1 and sink.events[-1].kind == "final"
+        assert sink.tokens == reference(lm, prompt, n)
+        assert sink.finals[0].finish_reason in ("length", "stop")
+    assert eng.stats.kv_used == 0 and eng.stats.running == 0
+
+
+def test_late_arrival_gets_its_first_token_while_the_long_one_runs(lm) -> None:  # type: ignore[no-untyped-def]
+    eng = engine.Engine(lm, TOK, engine.Budgets(max_running=4))
+    long = submit(eng, "a long story", 120, ignore_eos=True)
+    for _ in range(5):
+        eng._waiting.extend(eng._inbox)
+        eng._inbox.clear()
+        eng.step()
+    late = submit(eng, "short", 5, ignore_eos=True)
+    eng._waiting.extend(eng._inbox)
+    eng._inbox.clear()
+    eng.step()
+    assert late.tokens, "the late request waited for the batch"
+    assert not long.finals and len(long.tokens) < 10
+    drain(eng)
+    assert long.tokens == reference(lm, "a long story", 120)
+
+
+def test_cancelled_sequence_stops_within_one_step_and_frees_its_rows(lm) -> None:  # type: ignore[no-untyped-def]
+    eng = engine.Engine(lm, TOK, engine.Budgets(max_running=4))
+    keep = submit(eng, "keep going", 40, ignore_eos=True)
+    drop = submit(eng, "cancel me please, I am long", 200, ignore_eos=True)
+    for _ in range(3):
+        eng._waiting.extend(eng._inbox)
+        eng._inbox.clear()
+        eng.step()
+    used_before = eng.stats.kv_used
+    produced = len(drop.tokens)
+    drop.cancel = True
+    eng.step()
+    assert [e.finish_reason for e in drop.finals] == ["cancelled"]
+    assert len(drop.tokens) == produced  # nothing after the cancel
+    assert eng.stats.running == 1 and eng.stats.kv_used < used_before
+    drain(eng)
+    assert keep.tokens == reference(lm, "keep going", 40)
+    assert len(drop.finals) == 1
+
+
+def test_queue_limit_refuses_instead_of_growing(lm) -> None:  # type: ignore[no-untyped-def]
+    eng = engine.Engine(lm, TOK, engine.Budgets(max_running=1, max_queue=2))
+    submit(eng, "one", 4)
+    submit(eng, "two", 4)
+    with pytest.raises(engine.QueueFull, match="max_queue"):
+        submit(eng, "three", 4)
+
+
+def test_no_evict_never_preempts(lm) -> None:  # type: ignore[no-untyped-def]
+    eng = engine.Engine(lm, TOK, engine.Budgets(max_running=4, kv_cache_tokens=260, preemption="no_evict"))
+    sinks = [submit(eng, p, 30, ignore_eos=True) for p in PROMPTS[:6]]
+    drain(eng)
+    assert eng.stats.preemptions == 0
+    for prompt, sink in zip(PROMPTS, sinks):
+        assert sink.tokens == reference(lm, prompt, 30)
+
+
+def test_stop_string_ends_the_sequence_and_is_not_returned(lm) -> None:  # type: ignore[no-untyped-def]
+    full = TOK.decode(reference(lm, "stop here", 40))
+    cuts = [i for i in range(4, len(full) - 3) if "\ufffd" not in full[i : i + 2]]
+    assert cuts, f"the random model's greedy text has no clean two-character window: {full!r}"
+    cut = cuts[0]
+    stop = full[cut : cut + 2]
+    first = full.find(stop)
+    eng = engine.Engine(lm, TOK, engine.Budgets())
+    sink = submit(eng, "stop here", 40, stop=[stop])
+    drain(eng)
+    text = "".join(e.text for e in sink.events)
+    assert sink.finals[0].finish_reason == "stop"
+    assert text == full[:first]
+
+
+def test_seeded_sampling_repeats_and_differs_from_greedy(lm) -> None:  # type: ignore[no-untyped-def]
+    eng = engine.Engine(lm, TOK, engine.Budgets())
+    a = submit(eng, "sample", 30, temperature=1.5, top_k=50, top_p=0.9, seed=7, ignore_eos=True)
+    b = submit(eng, "sample", 30, temperature=1.5, top_k=50, top_p=0.9, seed=7, ignore_eos=True)
+    drain(eng)
+    assert a.tokens == b.tokens
+    assert a.tokens != reference(lm, "sample", 30)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"max_tokens": 0}', "max_tokens must be >= 1"),
+        ('{"temperature": -1}', "temperature must be >= 0"),
+        ('{"top_p": 0}', "top_p must be in"),
+        ('{"max_tokens": "ten"}', "'max_tokens' must be int"),
+        ('{"beam_width": 2}', "unknown sampling parameter"),
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "must be a JSON object"),
+    ],
+)
+def test_bad_sampling_parameters_are_refused_with_the_reason(text: str, message: str) -> None:
+    with pytest.raises(engine.ParameterError, match=message):
+        engine.SamplingParams.from_json(text)
+
+
+def test_vllm_style_string_values_are_accepted() -> None:
+    params = engine.SamplingParams.from_json('{"max_tokens": "12", "temperature": "0", "ignore_eos": "true"}')
+    assert (params.max_tokens, params.greedy, params.ignore_eos) == (12, True, True)
+
+
+def test_prompt_longer_than_the_model_is_refused(lm) -> None:  # type: ignore[no-untyped-def]
+    eng = engine.Engine(lm, TOK, engine.Budgets())
+    with pytest.raises(engine.ParameterError, match="positions"):
+        submit(eng, "x" * 1100, 10)
