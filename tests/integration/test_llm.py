@@ -1,0 +1,244 @@
+"""kind: llm on the real embedded Triton: streaming, batching equivalence, cancellation, overload."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tritonkit import BuildResult, Endpoints, TritonServer, build, load_spec
+from tritonkit.llm_client import Generation, LlmStream, generate
+from tritonkit.server import free_port
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+SPEC = """\
+name: llmtest
+models:
+  - name: tiny
+    kind: llm
+    random_init: {family: gpt2, layers: 2, hidden_size: 64, heads: 4, max_positions: 512, seed: 5}
+    device: cpu
+    threads: 1
+    scheduler: {max_running: 8, kv_cache_tokens: 8192, max_queue: 32}
+  - name: narrow
+    kind: llm
+    random_init: {family: gpt2, layers: 2, hidden_size: 64, heads: 4, max_positions: 512, seed: 5}
+    device: cpu
+    threads: 1
+    scheduler: {max_running: 1, max_queue: 2}
+"""
+
+GREEDY = {"temperature": 0, "ignore_eos": True}
+
+
+@pytest.fixture(scope="module")
+def llm_build(tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
+    project = tmp_path_factory.mktemp("llmproject")
+    (project / "tritonkit.yaml").write_text(SPEC)
+    return build(load_spec(project / "tritonkit.yaml"), project / "dist", cache_dir=project / "cache")
+
+
+@pytest.fixture(scope="module")
+def llm_server(llm_build: BuildResult) -> Iterator[TritonServer]:
+    server = TritonServer(llm_build.path, endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def url(llm_server: TritonServer) -> str:
+    return f"127.0.0.1:{llm_server.endpoints.grpc_port}"
+
+
+@pytest.fixture(scope="module")
+def reference(llm_build: BuildResult):  # type: ignore[no-untyped-def]
+    """Greedy text from HF generate() on the very model files the server loaded."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(llm_build.path / "tiny" / "1" / "hf", local_files_only=True).eval()
+
+    def run(prompt: str, n: int) -> str:
+        ids = torch.tensor([[256, *prompt.encode()]])
+        out = model.generate(ids, max_new_tokens=n, do_sample=False, pad_token_id=258, eos_token_id=None)
+        return bytes(t for t in out[0, ids.shape[1] :].tolist() if t < 256).decode("utf-8", errors="replace")
+
+    return run
+
+
+def metric(server: TritonServer, name: str, model: str = "tiny", **labels: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{server.endpoints.metrics_port}/metrics", timeout=5).read()
+    total = 0.0
+    for line in text.decode().splitlines():
+        wanted = {"model": model, **labels}
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in wanted.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_stream_is_incremental_with_exactly_one_final(url: str) -> None:
+    result = generate(url, "tiny", "Hello", {"max_tokens": 24, **GREEDY})
+    assert result.error is None
+    assert result.finals == 1
+    assert result.finish_reason == "length"
+    assert result.output_tokens == 24
+    assert len(result.chunks) > 1, "the answer arrived in one piece"
+    assert result.chunk_times == sorted(result.chunk_times)
+    assert result.chunk_times[0] < result.chunk_times[-1]
+
+
+def test_non_streamed_answer_has_the_prompt_unless_excluded(url: str, reference) -> None:  # type: ignore[no-untyped-def]
+    whole = generate(url, "tiny", "Hi", {"max_tokens": 10, **GREEDY}, stream=False, exclude_input=False)
+    assert whole.finals == 1 and len(whole.chunks) == 1
+    assert whole.text == "Hi" + reference("Hi", 10)
+    bare = generate(url, "tiny", "Hi", {"max_tokens": 10, **GREEDY}, stream=False)
+    assert bare.text == reference("Hi", 10)
+
+
+def test_greedy_matches_generate_alone_and_in_a_busy_batch(url: str, reference) -> None:  # type: ignore[no-untyped-def]
+    prompts = [f"prompt number {i} " * (1 + i % 3) for i in range(8)]
+    lengths = [16 + 12 * i for i in range(8)]
+    alone = generate(url, "tiny", prompts[3], {"max_tokens": lengths[3], **GREEDY})
+    assert alone.text == reference(prompts[3], lengths[3])
+    streams = [LlmStream(url, "tiny") for _ in prompts]
+    try:
+        results = [s.send(p, {"max_tokens": n, **GREEDY}) for s, p, n in zip(streams, prompts, lengths)]
+        for s in streams:
+            s.wait(120)
+    finally:
+        for s in streams:
+            s.close()
+    for prompt, n, result in zip(prompts, lengths, results):
+        assert result.error is None and result.finals == 1
+        assert result.text == reference(prompt, n), f"batched output differs for {prompt!r}"
+
+
+def test_late_request_starts_before_the_long_one_ends(url: str) -> None:
+    with LlmStream(url, "tiny") as long_conn, LlmStream(url, "tiny") as late_conn:
+        long = long_conn.send("a long answer", {"max_tokens": 400, **GREEDY})
+        while len(long.chunks) < 5:
+            time.sleep(0.005)
+        late = late_conn.send("quick", {"max_tokens": 4, **GREEDY})
+        late_conn.wait(60)
+        long_conn.wait(120)
+    assert late.chunk_times[0] < long.done_at  # type: ignore[operator]
+    assert late.done_at < long.done_at  # type: ignore[operator]
+
+
+def test_cancelling_one_stream_frees_it_and_spares_the_others(
+    url: str, llm_server: TritonServer, reference
+) -> None:  # type: ignore[no-untyped-def]
+    cancelled_before = metric(llm_server, "vllm:request_success_total", finish_reason="cancelled")
+    victim = LlmStream(url, "tiny")
+    others = [LlmStream(url, "tiny") for _ in range(2)]
+    try:
+        kept = [s.send(f"keep {i}", {"max_tokens": 120, **GREEDY}) for i, s in enumerate(others)]
+        doomed = victim.send("cancel me", {"max_tokens": 400, **GREEDY})
+        while len(doomed.chunks) < 3:
+            time.sleep(0.005)
+        victim.cancel()
+        for s in others:
+            s.wait(120)
+    finally:
+        for s in [victim, *others]:
+            s.close()
+    for i, result in enumerate(kept):
+        assert result.error is None and result.text == reference(f"keep {i}", 120)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        done = metric(llm_server, "vllm:request_success_total", finish_reason="cancelled") - cancelled_before
+        running = metric(llm_server, "vllm:num_requests_running")
+        kv = metric(llm_server, "tritonkit_llm_kv_cache_tokens")
+        if done == 1 and running == 0 and kv == 0:
+            break
+        time.sleep(0.1)
+    assert (done, running, kv) == (1, 0, 0), "the cancelled sequence still holds its cache"
+    assert len(doomed.chunks) < 400
+
+
+def test_queue_overflow_is_refused_at_once_not_buffered(url: str) -> None:
+    streams = [LlmStream(url, "narrow") for _ in range(8)]
+    try:
+        results = [s.send(f"r{i}", {"max_tokens": 60, **GREEDY}) for i, s in enumerate(streams)]
+        for s in streams:
+            s.wait(120)
+    finally:
+        for s in streams:
+            s.close()
+    refused = [r for r in results if r.error]
+    served = [r for r in results if not r.error]
+    assert all(r.finals == 1 for r in results)
+    assert refused and served, [r.error for r in results]
+    assert all("overloaded" in (r.error or "") and "max_queue" in (r.error or "") for r in refused)
+    assert all(r.done_at - r.sent_at < 2.0 for r in refused)  # type: ignore[operator]
+
+
+def test_bad_parameters_fail_alone(url: str, reference) -> None:  # type: ignore[no-untyped-def]
+    with LlmStream(url, "tiny") as good_conn:
+        good = good_conn.send("steady", {"max_tokens": 80, **GREEDY})
+        bad: list[Generation] = []
+        for params in ({"max_tokens": 0}, {"temperature": -2}, {"best_of": 3}):
+            bad.append(generate(url, "tiny", "x", params))  # type: ignore[arg-type]
+        good_conn.wait(120)
+    assert [b.finals for b in bad] == [1, 1, 1]
+    assert "max_tokens must be >= 1" in (bad[0].error or "")
+    assert "temperature must be >= 0" in (bad[1].error or "")
+    assert "unknown sampling parameter" in (bad[2].error or "")
+    assert good.error is None and good.text == reference("steady", 80)
+
+
+def test_metrics_count_tokens(url: str, llm_server: TritonServer) -> None:
+    before = metric(llm_server, "vllm:generation_tokens_total")
+    generate(url, "tiny", "count me", {"max_tokens": 7, **GREEDY})
+    assert metric(llm_server, "vllm:generation_tokens_total") - before == 7
+    assert metric(llm_server, "vllm:time_to_first_token_seconds_count") > 0
+
+
+def test_generate_cli_streams_to_the_terminal(url: str, reference) -> None:  # type: ignore[no-untyped-def]
+    run = subprocess.run(
+        [sys.executable, "-m", "tritonkit", "generate", "tiny", "Hello", "--max-tokens", "12", "--url", url],
+        capture_output=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert reference("Hello", 12).encode() in run.stdout.replace(b"\r", b"")
+    assert re.search(rb"length .* 12 tokens", run.stderr)
+
+
+def test_generate_cli_refuses_a_model_that_is_not_an_llm(tmp_path: Path, url: str) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "tritonkit", "generate", "tinny", "Hello", "--url", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 5
+    assert "did you mean 'tiny'" in run.stderr
+
+
+def test_a_running_stream_survives_concurrent_senders(url: str) -> None:
+    """Many client threads at once: every request ends with exactly one final response."""
+    results: list[Generation] = []
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        r = generate(url, "tiny", f"thread {i}", {"max_tokens": 5 + i, "temperature": 0.7, "seed": i})
+        with lock:
+            results.append(r)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(results) == 12
+    assert all(r.finals == 1 and r.error is None for r in results)
