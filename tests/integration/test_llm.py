@@ -242,3 +242,16 @@ def test_a_running_stream_survives_concurrent_senders(url: str) -> None:
         t.join(120)
     assert len(results) == 12
     assert all(r.finals == 1 and r.error is None for r in results)
+
+
+def test_llm_builds_are_reproducible_and_self_contained(tmp_path: Path, llm_build: BuildResult) -> None:
+    """A clean rebuild (fresh cache) gives the same digest; the version dir holds engine + model."""
+    project = tmp_path / "again"
+    project.mkdir()
+    (project / "tritonkit.yaml").write_text(SPEC)
+    again = build(load_spec(project / "tritonkit.yaml"), project / "dist", cache_dir=project / "cache")
+    assert again.digest == llm_build.digest
+    version = again.path / "tiny" / "1"
+    assert sorted(p.name for p in version.iterdir()) == ["engine.py", "hf", "model.json", "model.py"]
+    config = (again.path / "tiny" / "config.pbtxt").read_text()
+    assert "decoupled: true" in config and "max_batch_size: 0" in config and 'backend: "python"' in config
