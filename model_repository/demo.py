@@ -3,7 +3,8 @@
 Sends real requests with tritonclient over HTTP and gRPC: the classifier (ONNX, exported from
 PyTorch) on one sample near each class centre, then the Python post-processing model on the
 logits, and a burst of concurrent gRPC requests to show dynamic batching in Triton's
-statistics.
+statistics. Then a tiny random-init language model (llm.yaml) streams tokens, and eight
+concurrent requests share its in-flight batch.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tritonkit import Endpoints, TritonkitError, TritonServer, build, load_spec, verify
+from tritonkit.llm_client import LlmStream
 from tritonkit.server import free_port
 
 HERE = Path(__file__).resolve().parent
@@ -92,7 +94,60 @@ def main() -> int:
     finally:
         code = server.stop()
         console.print(f"Triton stopped (exit code {code})")
-    return 0
+    return llm_demo()
+
+
+def llm_demo() -> int:
+    """Build and serve llm.yaml; stream one answer, then run eight requests in one batch."""
+    loaded = load_spec(HERE / "llm.yaml")
+    with console.status("building the language model…") as status:
+        result = build(loaded, HERE / "dist", progress=lambda model, message: status.update(f"{model}: {message}"))
+    console.print(f"built [bold]{result.path.name}[/] ({result.digest}) in {result.seconds:.2f}s")
+    endpoints = Endpoints("127.0.0.1", free_port(), free_port(), free_port())
+    with console.status("starting Triton with the LLM backend…"):
+        server = TritonServer(result.path, endpoints=endpoints)
+        server.start()
+    try:
+        greedy = {"temperature": 0, "ignore_eos": True}
+        console.print("streamed (random weights, so the text is noise; bytes shown escaped): ", end="")
+        with LlmStream(endpoints.grpc_url, "tiny-gpt2") as conn:
+            conn.send(
+                "Once upon a time",
+                {"max_tokens": 24, **greedy},
+                on_text=lambda t: console.print(repr(t)[1:-1], end="", markup=False, highlight=False),
+            )
+            first = conn.wait(60)
+        console.print(
+            f"\n  → {first.finish_reason}, {first.output_tokens} tokens in {len(first.chunks)} responses, "
+            f"first after {1000 * (first.ttft or 0):.0f} ms"
+        )
+        streams = [LlmStream(endpoints.grpc_url, "tiny-gpt2") for _ in range(8)]
+        try:
+            runs = [s.send(f"request {i}", {"max_tokens": 16 * (i + 1), **greedy}) for i, s in enumerate(streams)]
+            for s in streams:
+                s.wait(120)
+        finally:
+            for s in streams:
+                s.close()
+        table = Table(title="8 concurrent requests, one in-flight batch", title_justify="left")
+        for column in ("request", "tokens", "first token ms", "done ms", "error"):
+            table.add_column(column)
+        start = min(r.sent_at for r in runs)
+        for i, r in enumerate(runs):
+            table.add_row(
+                str(i),
+                str(r.output_tokens),
+                f"{1000 * (r.ttft or 0):.0f}",
+                f"{1000 * ((r.done_at or start) - start):.0f}",
+                r.error or "",
+            )
+        console.print(table)
+        console.print("short requests finish early and long ones keep going: no request waits for the batch")
+        failed = [r for r in [first, *runs] if r.error or r.finals != 1]
+    finally:
+        code = server.stop()
+        console.print(f"Triton stopped (exit code {code})")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -147,6 +147,9 @@ def write_random_model(spec: RandomInit, target: Path) -> None:
     """Create the ``random_init`` model from its seed and ``save_pretrained`` it to ``target``."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the build reports progress itself
 
     special: dict[str, Any] = {"bos_token_id": 256, "eos_token_id": 257, "pad_token_id": 258}
     cls: Any
