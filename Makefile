@@ -27,7 +27,7 @@ sysdeps:
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[serve,torch,llm,report,k8s,dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[serve,torch,llm,examples,report,k8s,dev]'
 	touch $(STAMP)
 
 $(KSERVE_STAMP):

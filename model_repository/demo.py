@@ -4,7 +4,9 @@ Sends real requests with tritonclient over HTTP and gRPC: the classifier (ONNX, 
 PyTorch) on one sample near each class centre, then the Python post-processing model on the
 logits, and a burst of concurrent gRPC requests to show dynamic batching in Triton's
 statistics. Then a tiny random-init language model (llm.yaml) streams tokens, and eight
-concurrent requests share its in-flight batch.
+concurrent requests share its in-flight batch. Last, the text-embedding service
+(embeddings.yaml: tokenizer -> all-MiniLM-L6-v2 in ONNX -> pooling, one ensemble) embeds
+raw sentences and prints their cosine similarities.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ def main() -> int:
     finally:
         code = server.stop()
         console.print(f"Triton stopped (exit code {code})")
-    return llm_demo()
+    return llm_demo() or embeddings_demo()
 
 
 def llm_demo() -> int:
@@ -148,6 +150,38 @@ def llm_demo() -> int:
         code = server.stop()
         console.print(f"Triton stopped (exit code {code})")
     return 1 if failed else 0
+
+
+def embeddings_demo() -> int:
+    """Build and serve embeddings.yaml; embed sentences in one call to the `embed` ensemble."""
+    loaded = load_spec(HERE / "embeddings.yaml")
+    with console.status("building the embedding pipeline (ONNX export of MiniLM)…") as status:
+        result = build(loaded, HERE / "dist", progress=lambda model, message: status.update(f"{model}: {message}"))
+    console.print(f"built [bold]{result.path.name}[/] ({result.digest}) in {result.seconds:.2f}s")
+    endpoints = Endpoints("127.0.0.1", free_port(), free_port(), free_port())
+    with console.status("starting Triton with the embedding ensemble…"):
+        server = TritonServer(result.path, endpoints=endpoints)
+        server.start()
+    try:
+        sentences = ["A cat sits on the mat.", "A kitten rests on a rug.", "Triton serves models on GPUs."]
+        grpc = grpcclient.InferenceServerClient(endpoints.grpc_url)
+        text = grpcclient.InferInput("text", [len(sentences), 1], "BYTES")
+        text.set_data_from_numpy(np.array([[s.encode()] for s in sentences], dtype=object))
+        vectors = grpc.infer("embed", [text]).as_numpy("embedding")
+        grpc.close()
+        table = Table(
+            title=f"ensemble 'embed': {vectors.shape[1]}-d embeddings, cosine similarity", title_justify="left"
+        )
+        table.add_column("")
+        for i in range(len(sentences)):
+            table.add_column(str(i))
+        for i, sentence in enumerate(sentences):
+            table.add_row(f"{i} {sentence}", *(f"{float(vectors[i] @ vectors[j]):.2f}" for j in range(len(sentences))))
+        console.print(table)
+    finally:
+        code = server.stop()
+        console.print(f"Triton stopped (exit code {code})")
+    return 0
 
 
 if __name__ == "__main__":

@@ -157,12 +157,28 @@ class OnnxModel(ModelBase):
 
 
 class PythonModel(ModelBase):
-    """A Triton Python-backend model: a directory with ``model.py`` and declared I/O."""
+    """A Triton Python-backend model: a directory with ``model.py`` and declared I/O.
+
+    ``assets`` copies data the model needs into its version directory, so the repository stays
+    self-contained: ``{destination: source}`` where destination is relative to the version
+    directory and source is a file or directory relative to the spec, or ``package:NAME/sub/path``
+    (files an installed Python package ships, e.g. a tokenizer).
+    """
 
     kind: Literal["python"]
     path: str
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
+    assets: dict[str, str] = {}
+
+    @field_validator("assets")
+    @classmethod
+    def _assets(cls, value: dict[str, str]) -> dict[str, str]:
+        for dest in value:
+            parts = Path(dest).parts
+            if not parts or Path(dest).is_absolute() or ".." in parts or dest in ("model.py", "."):
+                raise ValueError(f"asset destination '{dest}' must be a relative path inside the version directory")
+        return value
 
 
 class EnsembleStep(_Strict):
@@ -435,6 +451,16 @@ def _check_files(loaded: LoadedSpec, node: yaml.Node | None) -> None:
                     key=_dotted(key),
                     hint="point 'path' at a directory containing the Triton Python backend model.py",
                 )
+            for dest, source in model.assets.items():
+                if asset_path(loaded, source) is None:
+                    package = source.removeprefix("package:").split("/")[0]
+                    fix = f"pip install {package}" if source.startswith("package:") else "fix the path (spec-relative)"
+                    raise SpecError(
+                        f"asset '{dest}': source '{source}' not found",
+                        file=_where(loaded.path, node, ("models", index, "assets", dest)),
+                        key=_dotted(("models", index, "assets", dest)),
+                        hint=fix,
+                    )
         elif isinstance(model, LlmModel):
             for field_name, rel, need in (("path", model.path, "config.json"), ("tokenizer", model.tokenizer, None)):
                 if rel is None or (field_name == "tokenizer" and rel in ("auto", "byte")):
@@ -448,6 +474,24 @@ def _check_files(loaded: LoadedSpec, node: yaml.Node | None) -> None:
                         key=_dotted(key),
                         hint="point it at a local directory written by save_pretrained() (no downloads here)",
                     )
+
+
+def asset_path(loaded: LoadedSpec, source: str) -> Path | None:
+    """Where an asset source lives (``package:NAME/sub`` or a spec-relative path); None if absent."""
+    if source.startswith("package:"):
+        import importlib.util
+
+        name, _, sub = source.removeprefix("package:").partition("/")
+        try:
+            found = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            return None
+        if found is None or not found.submodule_search_locations:
+            return None
+        path = Path(list(found.submodule_search_locations)[0]) / sub
+    else:
+        path = loaded.resolve(source)
+    return path if path.exists() else None
 
 
 def _with_step_files(loaded: LoadedSpec, node: yaml.Node | None) -> LoadedSpec:

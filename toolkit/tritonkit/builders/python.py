@@ -13,7 +13,7 @@ from pathlib import Path
 from tritonclient.grpc import model_config_pb2 as pb
 
 from ..modelconfig import model_config
-from ..spec import LoadedSpec, ModelBase, PythonModel
+from ..spec import LoadedSpec, ModelBase, PythonModel, asset_path
 from . import VERSION, BuildContext
 
 _SKIP = ("__pycache__", "*.pyc", ".*")
@@ -27,7 +27,12 @@ class PythonBuilder:
     def input_files(self, loaded: LoadedSpec, model: ModelBase) -> list[Path]:
         assert isinstance(model, PythonModel)
         root = loaded.resolve(model.path)
-        return sorted(p for p in root.rglob("*") if p.is_file() and not _skipped(p.relative_to(root)))
+        files = {p for p in root.rglob("*") if p.is_file() and not _skipped(p.relative_to(root))}
+        for source in model.assets.values():
+            path = asset_path(loaded, source)
+            if path is not None:
+                files.update([path] if path.is_file() else (p for p in path.rglob("*") if p.is_file()))
+        return sorted(files)
 
     def tool_versions(self, model: ModelBase) -> dict[str, str]:
         return {}
@@ -37,6 +42,16 @@ class PythonBuilder:
         assert isinstance(model, PythonModel)
         source = ctx.loaded.resolve(model.path)
         shutil.copytree(source, model_dir / VERSION, ignore=shutil.ignore_patterns(*_SKIP))
+        for dest, asset in sorted(model.assets.items()):
+            found = asset_path(ctx.loaded, asset)
+            assert found is not None  # load_spec checked it
+            target = model_dir / VERSION / dest
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if found.is_dir():
+                shutil.copytree(found, target, ignore=shutil.ignore_patterns(*_SKIP), dirs_exist_ok=True)
+            else:
+                shutil.copyfile(found, target)
+            ctx.log(f"asset {dest} <- {asset}")
         ctx.log(f"copied {source.name}/ ({len(self.input_files(ctx.loaded, model))} files)")
         return model_config(model, backend="python", inputs=model.inputs, outputs=model.outputs)
 
