@@ -455,9 +455,12 @@ class Engine:
         self._columns = columns + 1
         self.stats.max_batch = max(self.stats.max_batch, rows)
         logits = out.logits[:, -1, :]
+        # One device->host transfer for every greedy row (a per-row .item() is a GPU sync each).
+        greedy = logits.argmax(dim=-1).tolist()
         done = []
         for i, seq in enumerate(list(self._running)):
-            self._accept(seq, logits[i : i + 1])
+            token = greedy[i] if seq.params.greedy else _sample(logits[i].float(), seq.params, seq._generator)
+            self._accept_token(seq, token)
             if seq.finished:
                 done.append(i)
         if done:
@@ -492,7 +495,9 @@ class Engine:
     # ---------------------------------------------------------------- tokens
 
     def _accept(self, seq: Sequence, logits: torch.Tensor) -> None:
-        token = _sample(logits[0].float(), seq.params, seq._generator)
+        self._accept_token(seq, _sample(logits[0].float(), seq.params, seq._generator))
+
+    def _accept_token(self, seq: Sequence, token: int) -> None:
         now = time.perf_counter()
         if seq.first_token_at is None:
             seq.first_token_at = now
