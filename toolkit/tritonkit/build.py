@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 # Bump when the layout or config rendering changes, so old cache entries are not reused.
 BUILD_FORMAT = 1
 _MANIFEST = ".tritonkit-cache.json"
+_META = ".tritonkit-meta.json"  # what a builder recorded for the lock file (cache entries only)
 
 Progress = Callable[[str, str], None]
 """Progress callback: ``(model_name, message)``."""
@@ -77,12 +78,14 @@ class BuildResult:
     seconds: float
 
 
-def plan(loaded: LoadedSpec) -> list[PlannedModel]:
+def plan(loaded: LoadedSpec, skip_kinds: frozenset[str] = frozenset()) -> list[PlannedModel]:
     """Cache key of every model: spec entry + source file bytes + tool versions."""
     planned = []
     for index, model in enumerate(loaded.spec.models):
         if isinstance(model, EnsembleModel):
             continue  # only a config, generated from the built steps (see _write_ensembles)
+        if getattr(model, "kind", "") in skip_kinds:
+            continue
         builder = builder_for(model)
         sources = {
             os.path.relpath(path, loaded.root): hash_file(path).sha256 for path in builder.input_files(loaded, model)
@@ -135,6 +138,7 @@ def build(
     cache_dir: Path | None = None,
     use_cache: bool = True,
     progress: Progress | None = None,
+    skip_kinds: frozenset[str] = frozenset(),
 ) -> BuildResult:
     """Build every model of the spec into one repository under ``out_dir``.
 
@@ -144,6 +148,8 @@ def build(
         cache_dir: model cache (default :func:`default_cache_dir`).
         use_cache: False rebuilds every model (the results still refresh the cache).
         progress: called with ``(model, message)`` as work happens.
+        skip_kinds: model kinds left out of this repository (e.g. ``tensorrt`` on a CPU host);
+            an ensemble that runs a skipped model fails its wiring check.
 
     Returns:
         Where the repository is, its digest, and per-model cache hits.
@@ -155,19 +161,26 @@ def build(
     report = progress or (lambda model, message: None)
     cache = cache_dir or default_cache_dir(loaded)
     cache.mkdir(parents=True, exist_ok=True)
+    planned = plan(loaded, skip_kinds)
+    for item in planned:  # refuse (no GPU, no TensorRT, …) before anything is built or written
+        check = getattr(item.builder, "preflight", None)
+        if check is not None and not (use_cache and _cache_valid(cache / item.key)):
+            check(item.model)
     staging = staging_dir(out_dir)
     results: list[ModelResult] = []
     lock_models: dict[str, dict[str, object]] = {}
+    built: dict[str, Path] = {}
     try:
-        for item in plan(loaded):
+        for item in planned:
             t0 = time.perf_counter()
             entry = cache / item.key
             cached = use_cache and _cache_valid(entry)
             if not cached:
                 report(item.model.name, "building")
-                _build_into_cache(loaded, item, cache, report)
+                _build_into_cache(loaded, item, cache, report, built)
             else:
                 report(item.model.name, "cached")
+            built[item.model.name] = entry
             _copy_model(entry, staging / item.model.name)
             lock_models[item.model.name] = {
                 "kind": item.builder.kind,
@@ -175,6 +188,8 @@ def build(
                 "versions": [VERSION],
                 "tools": item.builder.tool_versions(item.model),
             }
+            if (entry / _META).is_file():
+                lock_models[item.model.name].update(json.loads((entry / _META).read_text()))
             results.append(ModelResult(item.model.name, item.builder.kind, item.key, cached, time.perf_counter() - t0))
         for name, meta in _write_ensembles(loaded, staging).items():
             lock_models[name] = meta
@@ -194,16 +209,27 @@ def build(
     )
 
 
-def _build_into_cache(loaded: LoadedSpec, item: PlannedModel, cache: Path, report: Progress) -> None:
+def _build_into_cache(
+    loaded: LoadedSpec, item: PlannedModel, cache: Path, report: Progress, built: dict[str, Path]
+) -> None:
     """Build one model in a scratch directory; on success move it to ``cache/<key>``."""
     workdir = Path(tempfile.mkdtemp(prefix=f".work-{item.model.name}-", dir=cache))
     model_dir = workdir / "model"
     model_dir.mkdir()
-    ctx = BuildContext(loaded=loaded, index=item.index, workdir=workdir, log=lambda m: report(item.model.name, m))
+    ctx = BuildContext(
+        loaded=loaded,
+        index=item.index,
+        workdir=workdir,
+        log=lambda m: report(item.model.name, m),
+        cache_dir=cache,
+        built=dict(built),
+    )
     try:
         config = item.builder.build(ctx, model_dir)
         (model_dir / "config.pbtxt").write_text(pbtxt.render(config))
         manifest = {rel: h.sha256 for rel, h in hash_tree(model_dir).items()}
+        if ctx.meta:
+            (model_dir / _META).write_text(json.dumps(ctx.meta, sort_keys=True))
         (model_dir / _MANIFEST).write_text(json.dumps(manifest, sort_keys=True))
         entry = cache / item.key
         if entry.exists():
@@ -236,7 +262,7 @@ def _cache_valid(entry: Path) -> bool:
         manifest = json.loads(manifest_path.read_text())
     except ValueError:
         return False
-    current = hash_tree(entry, exclude=frozenset({_MANIFEST}))
+    current = hash_tree(entry, exclude=frozenset({_MANIFEST, _META}))
     if {rel: h.sha256 for rel, h in current.items()} != manifest:
         log.warning("cache entry %s was modified; rebuilding", entry.name)
         return False
@@ -245,7 +271,7 @@ def _cache_valid(entry: Path) -> bool:
 
 def _copy_model(entry: Path, target: Path) -> None:
     shutil.copytree(
-        entry, target, ignore=shutil.ignore_patterns(_MANIFEST, "__pycache__"), copy_function=shutil.copyfile
+        entry, target, ignore=shutil.ignore_patterns(_MANIFEST, _META, "__pycache__"), copy_function=shutil.copyfile
     )
     for dirpath, _, _ in os.walk(target):
         os.chmod(dirpath, 0o755)

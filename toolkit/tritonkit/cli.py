@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import ServerError, SpecError, TritonkitError
@@ -30,9 +31,10 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except TritonkitError as exc:
-            err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+            # Messages are plain text: "pip install 'tritonkit[serve]'" must not read as markup.
+            err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
             if exc.hint:
-                err_console.print(f"[bold cyan]hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
+                err_console.print(f"[bold cyan]hint:[/] {escape(exc.hint)}", highlight=False, soft_wrap=True)
             sys.exit(exc.exit_code)
 
 
@@ -62,7 +64,14 @@ def init(path: Path, force: bool) -> None:
     "--cache-dir", type=click.Path(path_type=Path), help="Model cache (default .tritonkit/cache beside the spec)."
 )
 @click.option("--no-cache", is_flag=True, help="Rebuild every model.")
-def build(spec_file: Path, out_dir: Path, cache_dir: Path | None, no_cache: bool) -> None:
+@click.option(
+    "--skip-kind",
+    "skip_kinds",
+    multiple=True,
+    type=click.Choice(["onnx", "python", "llm", "tensorrt"]),
+    help="Leave models of this kind out (e.g. tensorrt on a host without a GPU); repeatable.",
+)
+def build(spec_file: Path, out_dir: Path, cache_dir: Path | None, no_cache: bool, skip_kinds: tuple[str, ...]) -> None:
     """Build the spec into <out>/<name>-<digest12>/ and point <out>/<name> at it."""
     from .build import build as run_build
     from .spec import load_spec
@@ -75,7 +84,14 @@ def build(spec_file: Path, out_dir: Path, cache_dir: Path | None, no_cache: bool
             if message not in ("building", "cached"):
                 console.print(f"  {model}: {message}", highlight=False)
 
-        result = run_build(loaded, out_dir, cache_dir=cache_dir, use_cache=not no_cache, progress=progress)
+        result = run_build(
+            loaded,
+            out_dir,
+            cache_dir=cache_dir,
+            use_cache=not no_cache,
+            progress=progress,
+            skip_kinds=frozenset(skip_kinds),
+        )
     table = Table(title=f"{loaded.spec.name} → {result.path}", title_justify="left")
     for column in ("model", "kind", "source", "seconds"):
         table.add_column(column)
@@ -83,6 +99,9 @@ def build(spec_file: Path, out_dir: Path, cache_dir: Path | None, no_cache: bool
         source = "generated" if model.kind == "ensemble" else "cache" if model.cached else "built"
         table.add_row(model.name, model.kind, source, f"{model.seconds:.2f}")
     console.print(table)
+    skipped = [m.name for m in loaded.spec.models if getattr(m, "kind", "") in skip_kinds]
+    if skipped:
+        console.print(f"skipped (--skip-kind): {', '.join(skipped)}", highlight=False)
     state = "new build" if result.created else "unchanged (identical build already present)"
     console.print(f"digest [bold]{result.digest}[/] — {state} in {result.seconds:.2f}s", highlight=False)
     console.print(f"alias  {result.alias} -> {result.path.name}", highlight=False)
@@ -167,6 +186,9 @@ def serve(
         triton_bin=triton_bin,
         models=list(models) or None,
     )
+    from .builders.tensorrt import check_servable
+
+    check_servable(root, embedded=server.binary.embedded)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

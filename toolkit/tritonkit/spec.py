@@ -1,9 +1,10 @@
 """The tritonkit.yaml spec: pydantic models, loading, and errors that point at the key.
 
 A spec names a repository and lists its models. Each model has a ``kind`` (``onnx``,
-``python``, ``ensemble`` or ``llm``) and the settings Triton's model configuration takes. Paths are relative to
-the spec file. Every problem becomes a :class:`~tritonkit.errors.SpecError` naming the file,
-line, key path and a fix; unknown keys get a "did you mean".
+``python``, ``ensemble``, ``llm`` or ``tensorrt``) and the settings Triton's model
+configuration takes. Paths are relative to the spec file. Every problem becomes a
+:class:`~tritonkit.errors.SpecError` naming the file, line, key path and a fix; unknown keys
+get a "did you mean".
 
 Example:
     >>> spec = load_spec(Path("model_repository/tritonkit.yaml"))
@@ -142,12 +143,27 @@ class ModelBase(_Strict):
         return self
 
 
+class GpuAccelerator(_Strict):
+    """ONNX Runtime's TensorRT or CUDA execution provider on GPU instances (``onnxruntime-gpu``).
+
+    Rendered as Triton's ``optimization { execution_accelerators { gpu_execution_accelerator
+    { name: ... parameters ... } } }``; the native onnxruntime backend applies it on GPU
+    instances (the embedded CPU server has no GPU and ignores it).
+    """
+
+    name: Literal["tensorrt", "cuda"] = "tensorrt"
+    precision_mode: Literal["FP32", "FP16", "INT8"] = "FP32"
+    max_workspace_size_bytes: int | None = Field(None, gt=0)
+    trt_engine_cache_path: str | None = None
+
+
 class OnnxModel(ModelBase):
     """An ONNX model, from an existing ``file`` or exported from PyTorch (``export``)."""
 
     kind: Literal["onnx"]
     file: str | None = None
     export: TorchExport | None = None
+    accelerator: GpuAccelerator | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> OnnxModel:
@@ -231,6 +247,44 @@ class EnsembleModel(ModelBase):
         return self
 
 
+class TensorRTModel(ModelBase):
+    """A TensorRT engine (``model.plan``, platform ``tensorrt_plan``) built from ONNX.
+
+    The ONNX comes from ``onnx`` (a file) or ``from_model`` (an ``onnx`` model of this spec,
+    built first). Optimization profiles are derived from ``max_batch_size`` (batch min 1, opt
+    ``opt_batch_size`` or max, max ``max_batch_size``) and ``dynamic_dims`` — for each input,
+    one ``[min, opt, max]`` per ``-1`` dim in order — or given whole in ``profiles``
+    (``[{input: {min: shape, opt: shape, max: shape}}]``, shapes with the batch dim).
+    ``int8`` needs ``calibration``: an ``.npz`` with one array per input (first axis = samples).
+    Engines are tied to the TensorRT version and GPU compute capability: the lock records both.
+    """
+
+    kind: Literal["tensorrt"]
+    onnx: str | None = None
+    from_model: str | None = None
+    fp16: bool = False
+    int8: bool = False
+    calibration: str | None = None
+    workspace_mb: int = Field(1024, ge=16)
+    opt_batch_size: int | None = Field(None, ge=1)
+    dynamic_dims: dict[str, list[Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=3, max_length=3)]]] = {}
+    profiles: list[dict[str, dict[Literal["min", "opt", "max"], list[int]]]] | None = None
+
+    @model_validator(mode="after")
+    def _trt(self) -> TensorRTModel:
+        if (self.onnx is None) == (self.from_model is None):
+            raise ValueError("give exactly one of 'onnx' (an .onnx file) or 'from_model' (an onnx model of this spec)")
+        if self.int8 and self.calibration is None:
+            raise ValueError("int8 needs 'calibration': an .npz file with sample inputs")
+        if self.opt_batch_size and self.opt_batch_size > max(1, self.max_batch_size):
+            raise ValueError("opt_batch_size exceeds max_batch_size")
+        for name, ranges in self.dynamic_dims.items():
+            for low, opt, high in ranges:
+                if not low <= opt <= high:
+                    raise ValueError(f"dynamic_dims.{name}: need min <= opt <= max (got {[low, opt, high]})")
+        return self
+
+
 class RandomInit(_Strict):
     """A randomly initialised transformers model (no weights can be downloaded for tests/demos).
 
@@ -307,7 +361,9 @@ class LlmModel(ModelBase):
         return self
 
 
-Model = Annotated[OnnxModel | PythonModel | EnsembleModel | LlmModel, Field(discriminator="kind")]
+Model = Annotated[
+    OnnxModel | PythonModel | EnsembleModel | LlmModel | TensorRTModel, Field(discriminator="kind")
+]
 
 
 class Resources(_Strict):
@@ -461,6 +517,21 @@ def _check_files(loaded: LoadedSpec, node: yaml.Node | None) -> None:
                         key=_dotted(("models", index, "assets", dest)),
                         hint=fix,
                     )
+        elif isinstance(model, TensorRTModel):
+            for field_name, rel in (("onnx", model.onnx), ("calibration", model.calibration)):
+                if rel is not None:
+                    _require_file(loaded, node, ("models", index, field_name), rel, f"an existing {field_name} file")
+            if model.from_model is not None:
+                by_name = {m.name: m for m in loaded.spec.models}
+                if not isinstance(by_name.get(model.from_model), OnnxModel):
+                    key = ("models", index, "from_model")
+                    raise SpecError(
+                        f"'{model.from_model}' is not an onnx model of this spec",
+                        file=_where(loaded.path, node, key),
+                        key=_dotted(key),
+                        hint=did_you_mean(model.from_model, [n for n, m in by_name.items() if isinstance(m, OnnxModel)])
+                        or "name a model with kind: onnx",
+                    )
         elif isinstance(model, LlmModel):
             for field_name, rel, need in (("path", model.path, "config.json"), ("tokenizer", model.tokenizer, None)):
                 if rel is None or (field_name == "tokenizer" and rel in ("auto", "byte")):
@@ -538,7 +609,7 @@ def _spec_error(exc: ValidationError, path: Path, node: yaml.Node | None) -> Spe
     """Turn the first pydantic error into a SpecError with line, key path and hint."""
     error = exc.errors()[0]
     raw_loc = tuple(error["loc"])
-    loc = tuple(part for part in raw_loc if part not in ("onnx", "python", "ensemble", "llm"))
+    loc = tuple(part for part in raw_loc if part not in ("onnx", "python", "ensemble", "llm", "tensorrt"))
     key = _dotted(loc)
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -555,11 +626,12 @@ def _spec_error(exc: ValidationError, path: Path, node: yaml.Node | None) -> Spe
         return SpecError("required key is missing", file=_where(path, node, loc[:-1]), key=key, hint=f"add '{loc[-1]}'")
     if kind == "union_tag_invalid" or kind == "union_tag_not_found":
         return SpecError(
-            "'kind' must be one of: onnx, python, ensemble, llm",
+            "'kind' must be one of: onnx, python, ensemble, llm, tensorrt",
             file=_where(path, node, loc),
             key=f"{key}.kind" if key else "kind",
             hint="set kind: onnx (an .onnx file or a PyTorch export), python (a model.py directory) "
-            "ensemble (steps over other models) or llm (a causal language model with token streaming)",
+            "ensemble (steps over other models), llm (a causal language model with token streaming) "
+            "or tensorrt (an engine built from ONNX)",
         )
     message = error["msg"].removeprefix("Value error, ")
     return SpecError(
@@ -586,7 +658,13 @@ def _hint_for(kind: str, loc: tuple[Any, ...]) -> str:
 def _known_fields(loc: tuple[Any, ...]) -> list[str]:
     """The field names allowed at ``loc`` (walks the pydantic models, following 'kind' tags)."""
     cls: Any = Spec
-    tags = {"onnx": OnnxModel, "python": PythonModel, "ensemble": EnsembleModel, "llm": LlmModel}
+    tags = {
+        "onnx": OnnxModel,
+        "python": PythonModel,
+        "ensemble": EnsembleModel,
+        "llm": LlmModel,
+        "tensorrt": TensorRTModel,
+    }
     for part in loc:
         if isinstance(part, int):
             continue

@@ -4,6 +4,8 @@ Findings, each with a kind and a path:
 
 - ``added`` / ``missing`` / ``changed``: files that differ from the lock (re-hashed).
 - ``lock``: the lock's digest does not match the files it lists (the lock was edited).
+- ``engine``: a TensorRT engine built for another TensorRT version or GPU compute capability
+  than this machine's (checked only where this machine has TensorRT / a GPU).
 - ``config``: a config.pbtxt that does not parse (with line:column) or names another model.
 - ``layout``: a model without config.pbtxt or version directories, or a non-numeric version.
 - ``artifact``: the model file is missing, or its inputs/outputs disagree with the config.
@@ -89,6 +91,14 @@ def verify(root: Path) -> VerifyReport:
     findings.extend(_check_ensembles(root))
     for name in sorted(set(lock.models) - {p.name for p in root.iterdir() if p.is_dir()}):
         findings.append(Finding("layout", name, "model listed in the lock file has no directory"))
+    if any(entry.get("engine") for entry in lock.models.values()):
+        # Engines only run on the TensorRT version and compute capability they were built for;
+        # checked against this machine where it has TensorRT / a GPU (skipped where it has none).
+        from .builders.tensorrt import engine_problems, runtime
+
+        local = runtime()
+        for name, entry in sorted(lock.models.items()):
+            findings.extend(Finding("engine", name, problem) for problem in engine_problems(entry, local))
     return VerifyReport(root=root, digest=lock.digest, files=len(actual), findings=findings)
 
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from tritonclient.grpc import model_config_pb2 as pb
 
-from ..spec import LlmModel, LoadedSpec, ModelBase, OnnxModel, PythonModel
+from ..spec import LlmModel, LoadedSpec, ModelBase, OnnxModel, PythonModel, TensorRTModel
 
 VERSION = "1"
 
@@ -31,6 +31,9 @@ class BuildContext:
     index: int
     workdir: Path
     log: Callable[[str], None] = field(default=lambda message: None)
+    cache_dir: Path = Path(".")
+    built: dict[str, Path] = field(default_factory=dict)  # model name -> built model dir, earlier in this build
+    meta: dict[str, Any] = field(default_factory=dict)  # facts for the lock file (e.g. an engine's GPU)
 
     @property
     def model(self) -> ModelBase:
@@ -67,6 +70,7 @@ def builder_for(model: ModelBase) -> Builder:
     from .llm import LlmBuilder
     from .onnx import OnnxBuilder
     from .python import PythonBuilder
+    from .tensorrt import TensorRTBuilder
 
     if isinstance(model, OnnxModel):
         return OnnxBuilder()
@@ -74,6 +78,8 @@ def builder_for(model: ModelBase) -> Builder:
         return PythonBuilder()
     if isinstance(model, LlmModel):
         return LlmBuilder()
+    if isinstance(model, TensorRTModel):
+        return TensorRTBuilder()
     raise NotImplementedError(f"no builder for model kind of '{model.name}'")
 
 

@@ -25,7 +25,7 @@ from tritonclient.grpc import model_config_pb2 as pb
 from .. import dtypes
 from ..errors import BuildError, SpecError, did_you_mean
 from ..modelconfig import model_config
-from ..spec import LoadedSpec, ModelBase, OnnxModel, TensorSpec, TorchExport
+from ..spec import GpuAccelerator, LoadedSpec, ModelBase, OnnxModel, TensorSpec, TorchExport
 from . import VERSION, BuildContext
 
 MODEL_FILE = "model.onnx"
@@ -67,7 +67,25 @@ class OnnxBuilder:
         inputs, outputs = graph_io(target, model.max_batch_size, ctx=ctx)
         inputs = _reconcile(ctx, "inputs", model.inputs, inputs)
         outputs = _reconcile(ctx, "outputs", model.outputs, outputs)
-        return model_config(model, backend="onnxruntime", inputs=inputs, outputs=outputs)
+        config = model_config(model, backend="onnxruntime", inputs=inputs, outputs=outputs)
+        if model.accelerator is not None:
+            add_gpu_accelerator(config, model.accelerator)
+        return config
+
+
+def add_gpu_accelerator(config: pb.ModelConfig, accelerator: GpuAccelerator) -> None:
+    """Render ``optimization { execution_accelerators { gpu_execution_accelerator ... } }``."""
+    parameters: dict[str, str] = {}
+    if accelerator.name == "tensorrt":
+        parameters["precision_mode"] = accelerator.precision_mode
+    if accelerator.max_workspace_size_bytes is not None:
+        parameters["max_workspace_size_bytes"] = str(accelerator.max_workspace_size_bytes)
+    if accelerator.trt_engine_cache_path is not None:
+        parameters["trt_engine_cache_enable"] = "true"
+        parameters["trt_engine_cache_path"] = accelerator.trt_engine_cache_path
+    entry = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name=accelerator.name)
+    for key in sorted(parameters):
+        entry.parameters[key] = parameters[key]
 
 
 # --------------------------------------------------------------------------- graph I/O

@@ -1,0 +1,389 @@
+"""Builder for ``kind: tensorrt``: a TensorRT engine from ONNX, with its build facts in the lock.
+
+What runs where:
+
+- Pure, tested everywhere: :func:`derive_profiles` (min/opt/max shapes from
+  ``max_batch_size``, ``opt_batch_size`` and ``dynamic_dims``, or the spec's ``profiles``),
+  :func:`engine_problems` (does an engine's lock entry fit this TensorRT and GPU?), the
+  ``tensorrt_plan`` config, and :func:`preflight`'s refusal when TensorRT or a GPU is missing.
+- Needs TensorRT's Python API and an NVIDIA GPU: :func:`build_engine` (parse ONNX, profiles,
+  fp16/int8 flags, workspace limit, timing cache) — tests marked ``gpu``.
+
+Engines are not bit-reproducible (TensorRT picks kernels by timing), so the lock marks the
+plan ``reproducible: false`` and records the TensorRT version, GPU name and compute capability;
+the cache key is ONNX inputs + build settings + TensorRT version + compute capability. The timing
+cache lives in the build cache (``<cache>/tensorrt-timing/``) so rebuilds are faster and pick
+the same kernels more often.
+
+Example:
+    >>> derive_profiles([TensorSpec(name="x", dtype="FP32", dims=[-1, 4])], 32, None, {"x": [[1, 8, 64]]}, None)
+    [{'x': {'min': [1, 1, 4], 'opt': [32, 8, 4], 'max': [32, 64, 4]}}]
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tritonclient.grpc import model_config_pb2 as pb
+
+from ..errors import BuildError, SpecError
+from ..modelconfig import model_config
+from ..spec import InstanceGroup, LoadedSpec, ModelBase, TensorRTModel, TensorSpec
+from . import VERSION, BuildContext
+
+PLAN_FILE = "model.plan"
+TIMING_DIR = "tensorrt-timing"
+
+Profiles = list[dict[str, dict[str, list[int]]]]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What this machine offers for engines: TensorRT's version and the GPU (None when absent)."""
+
+    tensorrt: str | None
+    gpu_name: str | None
+    compute_capability: str | None
+
+
+def runtime() -> Runtime:
+    """The local TensorRT Python package version and GPU 0, read without building anything."""
+    try:
+        version: str | None = metadata.version("tensorrt")
+    except metadata.PackageNotFoundError:
+        version = None
+    if version is None:
+        try:
+            import tensorrt  # noqa: F401  (a system install without package metadata)
+
+            version = str(tensorrt.__version__)
+        except ImportError:
+            version = None
+    name, capability = _gpu()
+    return Runtime(version, name, capability)
+
+
+def _gpu() -> tuple[str | None, str | None]:
+    """GPU 0's name and compute capability through the CUDA driver API (no Python CUDA package)."""
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None, None
+    count = ctypes.c_int(0)
+    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value < 1:
+        return None, None
+    device = ctypes.c_int(0)
+    cuda.cuDeviceGet(ctypes.byref(device), 0)
+    buffer = ctypes.create_string_buffer(256)
+    cuda.cuDeviceGetName(buffer, 256, device)
+    major, minor = ctypes.c_int(0), ctypes.c_int(0)
+    cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, device)  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
+    cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, device)  # ..._MINOR
+    return buffer.value.decode(), f"{major.value}.{minor.value}"
+
+
+def preflight(local: Runtime, model: str) -> None:
+    """Refuse before anything is built when TensorRT or a GPU is missing.
+
+    Raises:
+        BuildError: naming what is missing, with the three ways forward in the hint.
+    """
+    missing = [what for what, ok in (("TensorRT", local.tensorrt), ("an NVIDIA GPU", local.gpu_name)) if not ok]
+    if missing:
+        raise BuildError(
+            f"kind: tensorrt needs {' and '.join(missing)}, which this machine lacks",
+            model=model,
+            step="preflight",
+            hint="pip install 'tritonkit[tensorrt]', or build on a GPU host, or pass --skip-kind tensorrt",
+        )
+
+
+def derive_profiles(
+    inputs: list[TensorSpec],
+    max_batch_size: int,
+    opt_batch_size: int | None,
+    dynamic_dims: dict[str, list[list[int]]],
+    explicit: Profiles | None,
+) -> Profiles:
+    """One optimization profile (``{input: {min, opt, max}}``, shapes with the batch dim).
+
+    Raises:
+        SpecError: a dynamic dim without a range, ranges for an unknown input, or an explicit
+            profile that misses an input or has the wrong rank.
+    """
+    names = [t.name for t in inputs]
+    unknown = sorted(set(dynamic_dims) - set(names)) + sorted(
+        {n for profile in explicit or [] for n in profile} - set(names)
+    )
+    if unknown:
+        raise SpecError(f"tensorrt profiles name unknown input '{unknown[0]}'", hint=f"inputs: {', '.join(names)}")
+    batched = max_batch_size > 0
+    if explicit is not None:
+        for profile in explicit:
+            for tensor in inputs:
+                if tensor.name not in profile:
+                    raise SpecError(f"profile misses input '{tensor.name}'", hint="give min/opt/max for every input")
+                rank = len(tensor.dims) + (1 if batched else 0)
+                for which, shape in profile[tensor.name].items():
+                    if len(shape) != rank:
+                        raise SpecError(
+                            f"profile {which} shape of '{tensor.name}' has rank {len(shape)}, expected {rank}",
+                            hint="shapes include the batch dimension when max_batch_size > 0",
+                        )
+        return [{n: {k: list(v) for k, v in p.items()} for n, p in profile.items()} for profile in explicit]
+    derived: dict[str, dict[str, list[int]]] = {}
+    for tensor in inputs:
+        ranges = list(dynamic_dims.get(tensor.name, []))
+        variable = sum(1 for d in tensor.dims if d == -1)
+        if len(ranges) != variable:
+            raise SpecError(
+                f"input '{tensor.name}' has {variable} dynamic dim(s) but dynamic_dims gives {len(ranges)}",
+                hint=f"set dynamic_dims.{tensor.name}: one [min, opt, max] per -1 dim (in order)",
+            )
+        shapes: dict[str, list[int]] = {"min": [], "opt": [], "max": []}
+        if batched:
+            shapes["min"].append(1)
+            shapes["opt"].append(opt_batch_size or max_batch_size)
+            shapes["max"].append(max_batch_size)
+        for dim in tensor.dims:
+            low, opt, high = ranges.pop(0) if dim == -1 else (dim, dim, dim)
+            shapes["min"].append(low)
+            shapes["opt"].append(opt)
+            shapes["max"].append(high)
+        derived[tensor.name] = shapes
+    return [derived]
+
+
+def engine_problems(entry: dict[str, Any], local: Runtime) -> list[str]:
+    """Why a locked engine cannot run here (empty when it can, or when nothing is known here).
+
+    ``entry`` is the model's lock entry; its ``engine`` holds what the build recorded.
+    """
+    engine = entry.get("engine") or {}
+    problems = []
+    if local.tensorrt and engine.get("tensorrt") and engine["tensorrt"] != local.tensorrt:
+        problems.append(f"built with TensorRT {engine['tensorrt']}, this machine has {local.tensorrt}")
+    if local.compute_capability and engine.get("compute_capability") not in (None, local.compute_capability):
+        problems.append(
+            f"built for compute capability {engine['compute_capability']} ({engine.get('gpu')}), "
+            f"this GPU is {local.compute_capability} ({local.gpu_name})"
+        )
+    return problems
+
+
+class TensorRTBuilder:
+    """Builds ``model.plan`` from ONNX and renders a ``tensorrt_plan`` config."""
+
+    kind = "tensorrt"
+
+    def input_files(self, loaded: LoadedSpec, model: ModelBase) -> list[Path]:
+        assert isinstance(model, TensorRTModel)
+        files = [loaded.resolve(model.calibration)] if model.calibration else []
+        if model.onnx is not None:
+            return [loaded.resolve(model.onnx), *files]
+        from . import builder_for
+
+        source = loaded.spec.model(model.from_model or "")
+        return [*builder_for(source).input_files(loaded, source), *files]
+
+    def tool_versions(self, model: ModelBase) -> dict[str, str]:
+        local = runtime()
+        return {"tensorrt": local.tensorrt or "missing", "compute_capability": local.compute_capability or "none"}
+
+    def preflight(self, model: ModelBase) -> None:
+        preflight(runtime(), model.name)
+
+    def build(self, ctx: BuildContext, model_dir: Path) -> pb.ModelConfig:
+        from .onnx import graph_io
+
+        model = ctx.model
+        assert isinstance(model, TensorRTModel)
+        local = runtime()
+        preflight(local, model.name)
+        source = self._onnx(ctx, model)
+        inputs, outputs = graph_io(source, model.max_batch_size, ctx=ctx)
+        explicit: Profiles | None = None
+        if model.profiles is not None:
+            explicit = [{n: {str(k): v for k, v in shapes.items()} for n, shapes in p.items()} for p in model.profiles]
+        profiles = derive_profiles(inputs, model.max_batch_size, model.opt_batch_size, model.dynamic_dims, explicit)
+        target = model_dir / VERSION / PLAN_FILE
+        target.parent.mkdir(parents=True)
+        timing = ctx.cache_dir / TIMING_DIR / f"trt{local.tensorrt}-sm{local.compute_capability}.cache"
+        build_engine(source, target, model, profiles, timing, ctx)
+        ctx.meta["engine"] = {
+            "tensorrt": local.tensorrt,
+            "gpu": local.gpu_name,
+            "compute_capability": local.compute_capability,
+            "reproducible": False,
+            "profiles": profiles,
+            "precision": "int8" if model.int8 else "fp16" if model.fp16 else "fp32",
+        }
+        return tensorrt_config(model, inputs, outputs)
+
+    def _onnx(self, ctx: BuildContext, model: TensorRTModel) -> Path:
+        if model.onnx is not None:
+            return ctx.loaded.resolve(model.onnx)
+        built = ctx.built.get(model.from_model or "")
+        if built is None:
+            raise BuildError(
+                f"'{model.from_model}' was not built before '{model.name}'",
+                model=model.name,
+                step="onnx",
+                hint="list the onnx model before the tensorrt model in the spec",
+            )
+        return built / VERSION / "model.onnx"
+
+
+def tensorrt_config(model: TensorRTModel, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> pb.ModelConfig:
+    """The ``tensorrt_plan`` config (pure): I/O from the ONNX graph, GPU instances by default."""
+    groups = model.instance_group or [InstanceGroup(count=1, kind="KIND_GPU")]
+    with_groups = model.model_copy(update={"instance_group": groups})
+    config = model_config(with_groups, backend="", inputs=inputs, outputs=outputs)
+    config.ClearField("backend")
+    config.platform = "tensorrt_plan"
+    return config
+
+
+def build_engine(
+    source: Path, target: Path, model: TensorRTModel, profiles: Profiles, timing: Path, ctx: BuildContext
+) -> None:
+    """Parse ``source`` with TensorRT, build with ``profiles`` and flags, write the plan to ``target``."""
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(source.read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise BuildError(f"TensorRT cannot parse the ONNX model: {errors}", model=model.name, step="parse",
+                         hint="check the opset and operators against TensorRT's ONNX support matrix")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, model.workspace_mb << 20)
+    if model.fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    if model.int8:
+        assert model.calibration is not None
+        config.set_flag(trt.BuilderFlag.INT8)
+        config.int8_calibrator = _calibrator(trt, ctx.loaded.resolve(model.calibration), timing.parent)
+    for shapes in profiles:
+        profile = builder.create_optimization_profile()
+        for name, ranges in shapes.items():
+            profile.set_shape(name, ranges["min"], ranges["opt"], ranges["max"])
+        config.add_optimization_profile(profile)
+        if model.int8:
+            config.set_calibration_profile(profile)
+    timing.parent.mkdir(parents=True, exist_ok=True)
+    cache = config.create_timing_cache(timing.read_bytes() if timing.is_file() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    ctx.log(f"building engine ({'int8' if model.int8 else 'fp16' if model.fp16 else 'fp32'}, "
+            f"workspace {model.workspace_mb} MiB, timing cache {'hit' if timing.is_file() else 'new'})")
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise BuildError("TensorRT could not build the engine (see the log above)", model=model.name, step="engine",
+                         hint="raise workspace_mb, or narrow the profiles")
+    target.write_bytes(bytes(plan))
+    timing.write_bytes(bytes(config.get_timing_cache().serialize()))
+
+
+def _calibrator(trt: Any, data: Path, cache_dir: Path) -> Any:
+    """An entropy calibrator over the ``.npz`` samples, one sample per batch (device memory via torch)."""
+    import numpy as np
+    import torch
+
+    arrays = dict(np.load(data))
+    count = min(len(a) for a in arrays.values())
+    cache_file = cache_dir / f"calibration-{data.stem}.cache"
+
+    class Calibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.index = 0
+            self.buffers: dict[str, Any] = {}
+
+        def get_batch_size(self) -> int:
+            return 1
+
+        def get_batch(self, names: list[str]) -> list[int] | None:
+            if self.index >= count:
+                return None
+            pointers = []
+            for name in names:
+                tensor = torch.from_numpy(np.ascontiguousarray(arrays[name][self.index : self.index + 1])).cuda()
+                self.buffers[name] = tensor  # keep it alive until the next batch
+                pointers.append(int(tensor.data_ptr()))
+            self.index += 1
+            return pointers
+
+        def read_calibration_cache(self) -> bytes | None:
+            return cache_file.read_bytes() if cache_file.is_file() else None
+
+        def write_calibration_cache(self, cache: Any) -> None:
+            cache_file.write_bytes(bytes(cache))
+
+    return Calibrator()
+
+
+def lock_check(root: Path, local: Runtime | None = None) -> list[str]:
+    """Problems of every engine in a built repository on this machine (for verify and serve)."""
+    lock_file = root / "tritonkit.lock.json"
+    if not lock_file.is_file():
+        return []
+    models = json.loads(lock_file.read_text()).get("models", {})
+    here = local or runtime()
+    return [f"{name}: {problem}" for name, entry in sorted(models.items()) for problem in engine_problems(entry, here)]
+
+
+def check_servable(root: Path, *, embedded: bool, local: Runtime | None = None) -> None:
+    """Refuse to serve TensorRT engines where they cannot run.
+
+    Raises:
+        ServerError: the embedded (CPU, Python-backend-only) Triton, no GPU, or an engine built
+            for another TensorRT version / compute capability.
+    """
+    from ..errors import ServerError
+
+    engines = engines_in(root)
+    if not engines:
+        return
+    if embedded:
+        raise ServerError(
+            f"{', '.join(engines)}: TensorRT engines need Triton's tensorrt backend, which the embedded server lacks",
+            hint="serve with --triton-bin /opt/tritonserver/bin/tritonserver on a GPU host (or an NGC container)",
+        )
+    here = local or runtime()
+    if here.gpu_name is None:
+        raise ServerError(f"{', '.join(engines)}: TensorRT engines need an NVIDIA GPU", hint="serve on a GPU host")
+    problems = lock_check(root, here)
+    if problems:
+        raise ServerError(problems[0], hint="rebuild the engine on this host: tritonkit build --no-cache")
+
+
+def engines_in(root: Path) -> list[str]:
+    """Names of the models in a built repository whose lock entry is a TensorRT engine."""
+    lock_file = root / "tritonkit.lock.json"
+    if not lock_file.is_file():
+        return []
+    models = json.loads(lock_file.read_text()).get("models", {})
+    return sorted(name for name, entry in models.items() if entry.get("kind") == "tensorrt")
+
+
+__all__ = [
+    "PLAN_FILE",
+    "Runtime",
+    "TensorRTBuilder",
+    "build_engine",
+    "check_servable",
+    "derive_profiles",
+    "engine_problems",
+    "engines_in",
+    "lock_check",
+    "preflight",
+    "runtime",
+    "tensorrt_config",
+]
