@@ -33,7 +33,9 @@ Measured on the client, per model and mix:
   n/a for ``static``, which sends one response per request (no gaps to measure);
 - tokens per response and requests with no text before their final response: the backend holds
   back text that ends in U+FFFD (a possibly incomplete UTF-8 character), and a random-init
-  model's greedy output is often such bytes, so those tokens reach the client later, in bulk.
+  model's greedy output is often such bytes, so those tokens reach the client later, in bulk
+  (which raises TTFT and inter-token p99 of the streaming configs);
+- ``static``'s mean batch (Triton's inference count / execution count), to show batches formed.
 
 Every request must end with one final response, ``finish_reason: length`` and exactly n tokens;
 anything else is an error: errors are printed and the script exits 1.
@@ -55,11 +57,13 @@ outputs of at most 64 tokens, about a minute) is a smoke check; the targets are 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,7 +110,7 @@ class Request:
 
 @dataclass
 class Result:
-    """One model on one workload (times in milliseconds; None where not measurable)."""
+    """One model on one workload (``_ms`` fields in milliseconds; None where not measurable)."""
 
     mix: str
     concurrency: int
@@ -121,6 +125,7 @@ class Result:
     itl_p99_ms: float | None
     tokens_per_response: float
     silent_until_final: int
+    mean_batch: float | None
     errors: list[str] = field(default_factory=list)
 
 
@@ -134,7 +139,7 @@ class BatchedStream(LlmStream):
         *,
         stream: bool = True,
         exclude_input: bool = True,
-        on_text: Any = None,
+        on_text: Callable[[str], None] | None = None,
     ) -> Generation:
         inputs = []
         for name, value, dtype in (
@@ -199,36 +204,49 @@ def spec(capacity: int, longest: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- driving
 
 
-def drive(url: str, model: str, requests: list[Request], concurrency: int, advance: Any) -> list[Generation | None]:
-    """Closed loop: ``concurrency`` clients, each sending the next request when its last one ended."""
+def drive(
+    url: str, model: str, requests: list[Request], concurrency: int, advance: Callable[[], None]
+) -> list[Generation | None]:
+    """Closed loop: ``concurrency`` clients, each sending the next request when its last one ended.
+
+    The streams are opened first and the clients start together, so that connection set-up does
+    not stagger the first requests (which would split ``static``'s batches for the whole run).
+    """
     generations: list[Generation | None] = [None] * len(requests)
     pending = iter(range(len(requests)))
     lock = threading.Lock()
     stream_class = BatchedStream if model == "static" else LlmStream
+    streams = [stream_class(url, model) for _ in range(concurrency)]
+    start = threading.Barrier(concurrency)
 
-    def client() -> None:
+    def client(stream: LlmStream) -> None:
+        start.wait()
         index = None
         try:
-            with stream_class(url, model) as stream:
-                while True:
-                    with lock:
-                        index = next(pending, None)
-                    if index is None:
-                        return
-                    request = requests[index]
-                    params = {"max_tokens": request.max_tokens, "temperature": 0, "ignore_eos": True}
-                    generations[index] = stream.send(request.prompt, params)
-                    stream.wait(REQUEST_TIMEOUT_S)
-                    advance()
+            while True:
+                with lock:
+                    index = next(pending, None)
+                if index is None:
+                    return
+                request = requests[index]
+                params = {"max_tokens": request.max_tokens, "temperature": 0, "ignore_eos": True}
+                generations[index] = stream.send(request.prompt, params)
+                stream.wait(REQUEST_TIMEOUT_S)
+                advance()
         except Exception as exc:  # this client stops; its request is an error, the rest go to the others
+            stream.cancel()
             if index is not None:
                 generations[index] = Generation(prompt="", sent_at=0.0, error=f"{type(exc).__name__}: {exc}")
 
-    threads = [threading.Thread(target=client, name=f"client-{i}") for i in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    threads = [threading.Thread(target=client, args=(stream,), name=f"client-{i}") for i, stream in enumerate(streams)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        for stream in streams:
+            stream.close()
     return generations
 
 
@@ -245,7 +263,26 @@ def problem(request: Request, generation: Generation | None) -> str | None:
     return None
 
 
-def measure(mix: str, concurrency: int, model: str, requests: list[Request], gens: list[Generation | None]) -> Result:
+def batch_counts(url: str, model: str) -> tuple[int, int]:
+    """Triton's (executions, inferences) of a model so far; deltas give the mean batch of ``static``."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        stats = client.get_inference_statistics(model).model_stats[0]
+        return stats.execution_count, stats.inference_count
+    finally:
+        client.close()
+
+
+def measure(
+    mix: str,
+    concurrency: int,
+    model: str,
+    requests: list[Request],
+    gens: list[Generation | None],
+    mean_batch: float | None,
+) -> Result:
     errors = [f"{model} request {i}: {p}" for i, (r, g) in enumerate(zip(requests, gens)) if (p := problem(r, g))]
     done = [g for r, g in zip(requests, gens) if g is not None and problem(r, g) is None]
     tokens = sum(g.output_tokens for g in done)
@@ -267,6 +304,7 @@ def measure(mix: str, concurrency: int, model: str, requests: list[Request], gen
         itl_p99_ms=_percentile(gaps, 99) if gaps else None,
         tokens_per_response=tokens / responses if responses else 0.0,
         silent_until_final=sum(1 for g in done if len(g.chunk_times) == 1 and g.output_tokens > 1),
+        mean_batch=mean_batch,
         errors=errors,
     )
 
@@ -281,18 +319,22 @@ def run_all(
     results: list[Result] = []
     with Progress(console=console, transient=True) as progress:
         warm = progress.add_task("warm-up", total=len(CONFIGS) * max(levels))
+        short = [Request(r.prompt, 8) for r in workload(mixes[0], max(levels), seed + 1)]
         for model in CONFIGS:  # first calls pay lazy initialisation; keep that out of the numbers
-            short = [Request(r.prompt, 8) for r in workload(mixes[0], max(levels), seed + 1)]
-            drive(url, model, short, max(levels), lambda: progress.advance(warm))
+            drive(url, model, short, max(levels), functools.partial(progress.advance, warm))
         progress.remove_task(warm)
         for mix in mixes:
             requests = workload(mix, count, seed)
             for level in levels:
                 for model in CONFIGS:
                     task = progress.add_task(f"{mix.name} c={level} {model}", total=len(requests))
-                    gens = drive(url, model, requests, level, lambda t=task: progress.advance(t))
+                    before = batch_counts(url, model)
+                    gens = drive(url, model, requests, level, functools.partial(progress.advance, task))
+                    after = batch_counts(url, model)
                     progress.remove_task(task)
-                    result = measure(mix.name, level, model, requests, gens)
+                    executions, inferences = after[0] - before[0], after[1] - before[1]
+                    mean_batch = inferences / executions if model == "static" and executions else None
+                    result = measure(mix.name, level, model, requests, gens, mean_batch)
                     results.append(result)
                     progress.console.print(
                         f"{mix.name} c={level} {model}: {result.tokens_per_s:.0f} tokens/s, "
@@ -348,6 +390,7 @@ def table(mix: Mix, level: int, by: dict[str, Result], count: int) -> Table:
         ("inter-token p99 ms", "itl_p99_ms", 1, True),
         ("tokens/response", "tokens_per_response", 2, False),
         ("silent until final", "silent_until_final", 0, False),
+        ("generate() batch mean", "mean_batch", 1, False),
         ("output tokens", "output_tokens", 0, False),
         ("wall time s", "wall_s", 1, False),
     ]
@@ -396,7 +439,8 @@ def plot(path: Path, results: list[Result]) -> None:
         for i, config in enumerate(CONFIGS):
             values = [next(getattr(r, key) for r in results if (r.mix, r.concurrency) == g and r.config == config)
                       for g in groups]  # fmt: skip
-            bars = axis.bar([x + (i - 1) * width for x in range(len(groups))], values, width, label=config)
+            offset = (i - (len(CONFIGS) - 1) / 2) * width
+            bars = axis.bar([x + offset for x in range(len(groups))], values, width, label=config)
             axis.bar_label(bars, fmt="%.0f", fontsize=7)
         axis.set_xticks(range(len(groups)), [f"{mix}\nc={level}" for mix, level in groups])
         axis.set_ylabel(label)
@@ -442,8 +486,8 @@ def main() -> None:
     errors = [e for r in results for e in r.errors]
     if errors:
         console.print(f"[red]{len(errors)} request(s) failed:[/]")
-        for error in errors:
-            console.print(f"  {error}")
+        for error in errors:  # first lines; the JSON has them whole
+            console.print(f"  {error.splitlines()[0]}", markup=False)
         raise SystemExit(1)
 
 

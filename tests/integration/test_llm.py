@@ -35,6 +35,14 @@ models:
     device: cpu
     threads: 1
     scheduler: {max_running: 1, max_queue: 2}
+  - name: chat
+    kind: ensemble
+    steps:
+      - model: tiny
+        inputs: {text_input: text_input, stream: stream, sampling_parameters: sampling_parameters,
+                 exclude_input_in_output: exclude_input_in_output, return_finish_reason: return_finish_reason,
+                 return_num_output_tokens: return_num_output_tokens}
+        outputs: {text_output: text_output, finish_reason: finish_reason, num_output_tokens: num_output_tokens}
 """
 
 GREEDY = {"temperature": 0, "ignore_eos": True}
@@ -134,9 +142,7 @@ def test_late_request_starts_before_the_long_one_ends(url: str) -> None:
     assert late.done_at < long.done_at  # type: ignore[operator]
 
 
-def test_cancelling_one_stream_frees_it_and_spares_the_others(
-    url: str, llm_server: TritonServer, reference
-) -> None:  # type: ignore[no-untyped-def]
+def test_cancelling_one_stream_frees_it_and_spares_the_others(url: str, llm_server: TritonServer, reference) -> None:  # type: ignore[no-untyped-def]
     cancelled_before = metric(llm_server, "vllm:request_success_total", finish_reason="cancelled")
     victim = LlmStream(url, "tiny")
     others = [LlmStream(url, "tiny") for _ in range(2)]
@@ -255,3 +261,15 @@ def test_llm_builds_are_reproducible_and_self_contained(tmp_path: Path, llm_buil
     assert sorted(p.name for p in version.iterdir()) == ["engine.py", "hf", "model.json", "model.py"]
     config = (again.path / "tiny" / "config.pbtxt").read_text()
     assert "decoupled: true" in config and "max_batch_size: 0" in config and 'backend: "python"' in config
+
+
+def test_an_ensemble_over_the_llm_streams_too(url: str, llm_build: BuildResult, reference) -> None:  # type: ignore[no-untyped-def]
+    """A decoupled step makes the generated ensemble decoupled; optional step inputs stay optional."""
+    from tritonkit import pbtxt
+
+    config = pbtxt.parse((llm_build.path / "chat" / "config.pbtxt").read_text())
+    assert config.model_transaction_policy.decoupled
+    assert {i.name for i in config.input if i.optional} == {i.name for i in config.input} - {"text_input"}
+    result = generate(url, "chat", "Hello", {"max_tokens": 20, **GREEDY})
+    assert result.error is None and result.finals == 1 and len(result.chunks) > 1
+    assert result.text == reference("Hello", 20) and result.finish_reason == "length"

@@ -69,7 +69,23 @@ def ensemble_config(model: EnsembleModel, configs: Mapping[str, pb.ModelConfig])
                     consumed.setdefault(tensor, (step.model, inputs[name]))
     for tensor in sorted(set(consumed) - set(produced)):
         _, source = consumed[tensor]
-        config.input.append(pb.ModelInput(name=tensor, data_type=source.data_type, dims=source.dims))
+        feeds = [
+            step_inputs[name]
+            for s in model.steps
+            if s.model in configs
+            for step_inputs in [_io(configs[s.model])[0]]
+            for name, fed in s.inputs.items()
+            if fed == tensor and name in step_inputs
+        ]
+        optional = all(f.optional for f in feeds)  # optional only where every consumer may go without
+        config.input.append(
+            pb.ModelInput(name=tensor, data_type=source.data_type, dims=source.dims, optional=optional)
+        )
+    # A decoupled (streaming) step makes the ensemble stream: every response of that step flows
+    # on through the later steps to the client. Triton 2.51 runs it either way; the config says
+    # so, so that clients and `tritonkit generate` see a decoupled model in its metadata.
+    if any(configs[s.model].model_transaction_policy.decoupled for s in model.steps if s.model in configs):
+        config.model_transaction_policy.decoupled = True
     consumed_names = {t for step in model.steps for t in step.inputs.values()}
     exposed = model.expose if model.expose is not None else sorted(set(produced) - consumed_names)
     for tensor in exposed:
