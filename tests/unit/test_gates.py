@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from tritonkit import SpecError
-from tritonkit.gates import check_canary, evaluate
+from tritonkit.gates import check_canary, evaluate, rolled_back
 
 # A Serverless InferenceService mid-canary, in the shape KServe writes its status (v1beta1
 # InferenceServiceStatus: conditions, components.predictor revisions and traffic).
@@ -95,3 +95,16 @@ def test_canary_is_refused_where_kserve_would_ignore_it() -> None:
         check_canary("RawDeployment", 10)
     with pytest.raises(SpecError, match="between 1 and 99"):
         check_canary("Serverless", 100)
+
+
+def test_a_canary_rollback_with_zero_percent_passes_once_the_previous_revision_has_all_traffic() -> None:
+    failed_canary = copy.deepcopy(CANARY)
+    predictor = failed_canary["status"]["components"]["predictor"]
+    predictor["previousRolledoutRevision"] = "demo-predictor-00003"
+    predictor["latestReadyRevision"] = "demo-predictor-00003"  # the new revision never came up
+    assert not rolled_back(failed_canary).passed  # still 10% on the latest
+    predictor["traffic"][0]["percent"], predictor["traffic"][1]["percent"] = 0, 100
+    gate = rolled_back(failed_canary)
+    assert gate.passed and "demo-predictor-00003" in gate.reason
+    failed_canary["metadata"]["generation"] = 5  # the canaryTrafficPercent: 0 patch not yet observed
+    assert not rolled_back(failed_canary).passed

@@ -79,6 +79,30 @@ def evaluate(document: Mapping[str, Any], *, mode: str, canary: int | None = Non
     return Gate(True, False, "ready")
 
 
+def rolled_back(document: Mapping[str, Any]) -> Gate:
+    """Has ``canaryTrafficPercent: 0`` taken effect (Serverless rollback of a canary)?
+
+    KServe then routes all traffic to the previously rolled-out revision and none to the latest
+    (failed or unwanted) one. Readiness of the latest revision is not required: it may be the
+    reason for the rollback.
+    """
+    generation = int(document.get("metadata", {}).get("generation", 0))
+    status = document.get("status", {}) or {}
+    observed = int(status.get("observedGeneration", 0) or 0)
+    if observed < generation:
+        return Gate(False, False, f"KServe has not observed generation {generation} yet (at {observed})")
+    predictor = (status.get("components", {}) or {}).get("predictor", {}) or {}
+    traffic = predictor.get("traffic", []) or []
+    latest = sum(int(t.get("percent", 0) or 0) for t in traffic if t.get("latestRevision"))
+    if latest:
+        return Gate(False, False, f"{latest}% of traffic still on the latest revision")
+    previous = predictor.get("previousRolledoutRevision")
+    serving = sum(int(t.get("percent", 0) or 0) for t in traffic if t.get("revisionName") == previous)
+    if not previous or serving != 100:
+        return Gate(False, False, f"{serving}% of traffic on the previous revision {previous or '?'}, want 100%")
+    return Gate(True, False, f"all traffic back on {previous}")
+
+
 def check_canary(mode: str, canary: int | None) -> None:
     """Refuse a canary where KServe would silently ignore it.
 

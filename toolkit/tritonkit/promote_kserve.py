@@ -6,8 +6,10 @@ passes, fails for good, or ``timeout_s`` runs out. Serverless environments take 
 (``canaryTrafficPercent: P``); promoting the same release again without ``--canary`` removes it
 and sends all traffic to the new revision. RawDeployment environments refuse a canary (KServe
 would ignore the field) and switch blue/green: the new ReplicaSet must be Ready before the step
-passes. A failed or timed-out step re-applies the previous release's objects (by the digest the
-history recorded) and records the failure; the error exits 8.
+passes. A failed or timed-out Serverless canary is rolled back the KServe way, with
+``canaryTrafficPercent: 0`` (all traffic to the previous, still running revision, gated on the
+traffic split); any other failed or timed-out step re-applies the previous release's objects (by
+the digest the history recorded). Either way the failure is recorded and the error exits 8.
 
 Not covered by a live test on the development machine (no cluster there); the gate logic is
 unit-tested on status documents and the object rendering against golden YAML.
@@ -21,7 +23,7 @@ from typing import Any
 
 from .deploy import apply, cluster, read, render
 from .errors import PromoteError, SpecError
-from .gates import Gate, check_canary, evaluate
+from .gates import Gate, check_canary, evaluate, rolled_back
 from .promote import History, Promotion
 from .releases import Release, ReleaseStore
 from .spec import Environment, Spec
@@ -66,7 +68,15 @@ class KServeEnvironment(History):
         if gate.passed:
             return self.record(action if not canary else f"{action} (canary {canary}%)", previous, target, "ok")
         outcome = f"failed: {gate.reason}"
-        if previous is not None:
+        if previous is not None and canary and mode == "Serverless":
+            # KServe's own canary rollback: canaryTrafficPercent 0 sends everything back to the
+            # previously rolled-out revision, which is still running; nothing is recreated.
+            report(f"rolling back: canaryTrafficPercent 0 (all traffic to {previous.name})")
+            documents[1]["spec"]["predictor"]["canaryTrafficPercent"] = 0
+            apply(documents, self.env, client)
+            back = self._wait(client, documents[1], mode, canary, report, judge=lambda d, m, c: rolled_back(d))
+            outcome += f"; canaryTrafficPercent 0: {back.reason}"
+        elif previous is not None:
             report(f"rolling back to {previous.name}")
             apply(self._documents(previous, None), self.env, client)
             outcome += f"; rolled back to {previous.name}"
@@ -94,13 +104,20 @@ class KServeEnvironment(History):
         return documents
 
     def _wait(
-        self, client: Any, service: dict[str, Any], mode: str, canary: int | None, report: Callable[[str], None]
+        self,
+        client: Any,
+        service: dict[str, Any],
+        mode: str,
+        canary: int | None,
+        report: Callable[[str], None],
+        judge: Callable[[dict[str, Any], str, int | None], Gate] | None = None,
     ) -> Gate:
         deadline = time.monotonic() + self.timeout_s
         gate = Gate(False, False, "not read yet")
+        verdict = judge or (lambda document, m, c: evaluate(document, mode=m, canary=c))
         while time.monotonic() < deadline:
             live = read(client, service)
-            gate = evaluate(live or {}, mode=mode, canary=canary)
+            gate = verdict(live or {}, mode, canary)
             report(f"waiting: {gate.reason}")
             if gate.passed or gate.failed:
                 return gate
