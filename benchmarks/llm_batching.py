@@ -48,8 +48,9 @@ equal, uncontended terms.
 Prints a table per mix (and concurrency) with the configs side by side, the ratios and whether
 the issue's targets are met (on the heavy-tailed mix in-flight ≥ 2× static and ≥ 6× sequential
 output tokens/s with a lower TTFT p99 than static; on the uniform mix ≥ 1.15× static), and
-writes ``llm_batching.png`` and ``llm_batching.json`` into ``--out``. ``--quick`` (24 requests,
-outputs of at most 64 tokens, about a minute) is a smoke check; the targets are for the full run.
+writes ``llm_batching.png`` and ``llm_batching.json`` into ``--out``. A full run takes about 3.5
+minutes on a 2-core CPU host; ``--quick`` (24 requests, outputs of at most 64 tokens, under a
+minute) is a smoke check, and the targets are for the full run.
 
     .venv/bin/python benchmarks/llm_batching.py [--quick] [--concurrency 16] [--seed 0] [--out reports/llm_batching]
 """

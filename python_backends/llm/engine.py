@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import codecs
 import collections
 import json
 import math
@@ -64,6 +65,15 @@ class ByteTokenizer:
     def decode(self, ids: list[int]) -> str:
         return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
 
+    def stable(self, ids: list[int], text: str) -> int:
+        """How many leading characters of ``text`` (= ``decode(ids)``) later tokens cannot change.
+
+        Only an unfinished but valid UTF-8 sequence at the end is still open; invalid bytes are
+        final U+FFFD at once (holding those back would silence a stream until its end).
+        """
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        return len(decoder.decode(bytes(i for i in ids if i < 256), final=False))
+
 
 class HFTokenizer:
     """A transformers tokenizer loaded from a local directory."""
@@ -80,6 +90,19 @@ class HFTokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(ids, skip_special_tokens=True)
+
+    def stable(self, ids: list[int], text: str) -> int:
+        """Leading characters of ``text`` that later tokens cannot change.
+
+        A trailing U+FFFD may be half a byte-fallback character; it is held back only while it
+        came from the last four tokens (the longest UTF-8 sequence), so that a genuinely invalid
+        byte cannot silence a stream.
+        """
+        run = len(text) - len(text.rstrip("\ufffd"))
+        if not run:
+            return len(text)
+        earlier = self.decode(ids[:-4]) if len(ids) > 4 else ""
+        return max(len(text) - run, min(len(earlier), len(text)))
 
 
 def load_tokenizer(kind: str, path: str) -> ByteTokenizer | HFTokenizer:
@@ -523,9 +546,7 @@ class Engine:
             return
         # Hold back text that may still become a stop string or an incomplete UTF-8 character.
         hold = max((len(s) - 1 for s in params.stop), default=0)
-        ready = len(text) - hold
-        while ready > seq._sent_chars and text[ready - 1] == "\ufffd":
-            ready -= 1
+        ready = min(len(text) - hold, self.tokenizer.stable(seq.generated, text))
         delta = text[seq._sent_chars : max(ready, seq._sent_chars)]
         seq._sent_chars += len(delta)
         seq.sink.emit(Event(seq, "token", text=delta, tokens=(token,), time=now))

@@ -143,7 +143,13 @@ class TritonPythonModel:
                 )
                 if not params.greedy:
                     raise engine.ParameterError("mode static (a benchmark baseline) is greedy only: set temperature 0")
-                live.append((_Sink(self, request, sender, prompt), self.tokenizer.encode(prompt), params))
+                ids = self.tokenizer.encode(prompt)
+                if len(ids) + params.max_tokens > self.engine.max_positions:
+                    raise engine.ParameterError(
+                        f"prompt ({len(ids)} tokens) + max_tokens ({params.max_tokens}) exceeds the model's "
+                        f"{self.engine.max_positions} positions"
+                    )
+                live.append((_Sink(self, request, sender, prompt), ids, params))
             except (engine.ParameterError, ValueError) as exc:
                 _fail(sender, f"{self.name}: {exc}", pb_utils.TritonError.INVALID_ARG)
         if not live:

@@ -208,3 +208,13 @@ def test_prompt_longer_than_the_model_is_refused(lm) -> None:  # type: ignore[no
     eng = engine.Engine(lm, TOK, engine.Budgets())
     with pytest.raises(engine.ParameterError, match="positions"):
         submit(eng, "x" * 1100, 10)
+
+
+def test_invalid_bytes_stream_at_once_and_split_characters_wait() -> None:
+    tok = engine.ByteTokenizer()
+    euro = list("€".encode())  # three bytes
+    assert tok.stable(euro[:2], tok.decode(euro[:2])) == 0  # half a character: held back
+    assert tok.stable(euro, tok.decode(euro)) == 1
+    junk = [0xE0, 0xE0, 0x9E]  # never valid UTF-8
+    text = tok.decode(junk)
+    assert tok.stable(junk, text) == len(text)  # final U+FFFD, sent right away
