@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from tritonkit import SpecError
-from tritonkit.gates import check_canary, evaluate, rolled_back
+from tritonkit.gates import check_canary, evaluate, normalize_mode, rolled_back
 
 # A Serverless InferenceService mid-canary, in the shape KServe writes its status (v1beta1
 # InferenceServiceStatus: conditions, components.predictor revisions and traffic).
@@ -100,11 +100,37 @@ def test_canary_is_refused_where_kserve_would_ignore_it() -> None:
 def test_a_canary_rollback_with_zero_percent_passes_once_the_previous_revision_has_all_traffic() -> None:
     failed_canary = copy.deepcopy(CANARY)
     predictor = failed_canary["status"]["components"]["predictor"]
-    predictor["previousRolledoutRevision"] = "demo-predictor-00003"
     predictor["latestReadyRevision"] = "demo-predictor-00003"  # the new revision never came up
+    # KServe pins 'prev' to latestRolledoutRevision; previousRolledoutRevision may be absent.
     assert not rolled_back(failed_canary).passed  # still 10% on the latest
     predictor["traffic"][0]["percent"], predictor["traffic"][1]["percent"] = 0, 100
     gate = rolled_back(failed_canary)
     assert gate.passed and "demo-predictor-00003" in gate.reason
     failed_canary["metadata"]["generation"] = 5  # the canaryTrafficPercent: 0 patch not yet observed
     assert not rolled_back(failed_canary).passed
+
+
+def test_kserve_0_17_mode_names_mean_the_same() -> None:
+    assert normalize_mode("Knative") == "Serverless" and normalize_mode("Standard") == "RawDeployment"
+    assert evaluate(CANARY, mode="Knative", canary=10).passed
+    assert not evaluate(CANARY, mode="Knative", canary=20).passed
+    with pytest.raises(SpecError, match="Serverless mode"):
+        check_canary("Standard", 10)
+
+
+def test_status_without_observed_generation_is_judged_on_the_rest() -> None:
+    """KServe before 0.10 never writes status.observedGeneration."""
+    old = copy.deepcopy(CANARY)
+    del old["status"]["observedGeneration"]
+    assert evaluate(old, mode="Serverless", canary=10).passed
+
+
+def test_a_model_that_will_not_load_ends_the_wait() -> None:
+    broken = _with(
+        status__modelStatus={
+            "transitionStatus": "BlockedByFailedLoad",
+            "lastFailureInfo": {"reason": "ModelLoadFailed", "message": "config.pbtxt: unknown backend"},
+        }
+    )
+    gate = evaluate(broken, mode="RawDeployment")
+    assert gate.failed and "ModelLoadFailed" in gate.reason and "unknown backend" in gate.reason

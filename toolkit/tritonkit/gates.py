@@ -29,9 +29,35 @@ from typing import Any
 from .errors import SpecError
 
 FAILED_REASONS = frozenset(
-    {"RevisionFailed", "RevisionMissing", "ContainerMissing", "ModelLoadFailed", "InternalError", "InvalidSpec"}
+    {
+        # Serverless (Knative) revisions
+        "RevisionFailed",
+        "RevisionMissing",
+        "ContainerMissing",
+        # RawDeployment / Standard (the Deployment and KServe's reconciler)
+        "ProgressDeadlineExceeded",
+        "ReconcileFailed",
+        "InvalidGPUAllocation",
+    }
 )
-"""Condition reasons that no amount of waiting fixes."""
+"""Condition reasons (with status False) that no amount of waiting fixes."""
+
+FAILED_TRANSITIONS = frozenset({"BlockedByFailedLoad", "InvalidSpec"})
+"""``status.modelStatus.transitionStatus`` values that mean the model will not load."""
+
+MODES = {
+    "Serverless": "Serverless",
+    "Knative": "Serverless",
+    "RawDeployment": "RawDeployment",
+    "Standard": "RawDeployment",
+}
+"""KServe 0.17 renamed the modes (its webhook rewrites Serverless to Knative, RawDeployment to
+Standard); both spellings mean the same here."""
+
+
+def normalize_mode(mode: str) -> str:
+    """``Serverless`` or ``RawDeployment`` for any spelling KServe uses (unknown names unchanged)."""
+    return MODES.get(mode, mode)
 
 
 @dataclass(frozen=True)
@@ -52,16 +78,20 @@ def _condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
 
 def evaluate(document: Mapping[str, Any], *, mode: str, canary: int | None = None) -> Gate:
     """Judge an InferenceService document against the step's intent."""
-    generation = int(document.get("metadata", {}).get("generation", 0))
     status = document.get("status", {}) or {}
-    observed = int(status.get("observedGeneration", 0) or 0)
-    if observed < generation:
-        return Gate(False, False, f"KServe has not observed generation {generation} yet (at {observed})")
+    stale = _stale(document)
+    if stale:
+        return stale
     for condition in status.get("conditions", []) or []:
         if condition.get("status") == "False" and condition.get("reason") in FAILED_REASONS:
             message = condition.get("message", "")
             return Gate(False, True, f"{condition['type']}: {condition['reason']} {message}".strip())
-    if mode == "Serverless":
+    model_status = status.get("modelStatus", {}) or {}
+    if model_status.get("transitionStatus") in FAILED_TRANSITIONS:
+        failure = model_status.get("lastFailureInfo", {}) or {}
+        detail = " ".join(str(failure.get(k, "")) for k in ("reason", "message")).strip()
+        return Gate(False, True, f"model {model_status['transitionStatus']}: {detail}".strip())
+    if normalize_mode(mode) == "Serverless":
         predictor = (status.get("components", {}) or {}).get("predictor", {}) or {}
         created, ready = predictor.get("latestCreatedRevision"), predictor.get("latestReadyRevision")
         if not created or created != ready:
@@ -82,25 +112,44 @@ def evaluate(document: Mapping[str, Any], *, mode: str, canary: int | None = Non
 def rolled_back(document: Mapping[str, Any]) -> Gate:
     """Has ``canaryTrafficPercent: 0`` taken effect (Serverless rollback of a canary)?
 
-    KServe then routes all traffic to the previously rolled-out revision and none to the latest
-    (failed or unwanted) one. Readiness of the latest revision is not required: it may be the
-    reason for the rollback.
+    KServe then routes all traffic to the revision it pinned as ``prev`` (its last rolled-out
+    one: the traffic target tagged ``prev``, which is ``latestRolledoutRevision`` — not
+    ``previousRolledoutRevision``, which only moves when a revision reaches 100%) and none to the
+    latest (failed or unwanted) one. Readiness of the latest revision is not required: it may be
+    the reason for the rollback.
     """
-    generation = int(document.get("metadata", {}).get("generation", 0))
+    stale = _stale(document)
+    if stale:
+        return stale
     status = document.get("status", {}) or {}
-    observed = int(status.get("observedGeneration", 0) or 0)
-    if observed < generation:
-        return Gate(False, False, f"KServe has not observed generation {generation} yet (at {observed})")
     predictor = (status.get("components", {}) or {}).get("predictor", {}) or {}
     traffic = predictor.get("traffic", []) or []
     latest = sum(int(t.get("percent", 0) or 0) for t in traffic if t.get("latestRevision"))
     if latest:
         return Gate(False, False, f"{latest}% of traffic still on the latest revision")
-    previous = predictor.get("previousRolledoutRevision")
-    serving = sum(int(t.get("percent", 0) or 0) for t in traffic if t.get("revisionName") == previous)
-    if not previous or serving != 100:
-        return Gate(False, False, f"{serving}% of traffic on the previous revision {previous or '?'}, want 100%")
-    return Gate(True, False, f"all traffic back on {previous}")
+    pinned = [t for t in traffic if t.get("tag") == "prev" and not t.get("latestRevision")]
+    serving = sum(int(t.get("percent", 0) or 0) for t in pinned)
+    name = pinned[0].get("revisionName", "?") if pinned else "?"
+    if serving != 100:
+        return Gate(False, False, f"{serving}% of traffic on the previous ('prev') revision {name}, want 100%")
+    return Gate(True, False, f"all traffic back on {name}")
+
+
+def _stale(document: Mapping[str, Any]) -> Gate | None:
+    """A waiting Gate while KServe's status still describes an older generation, else None.
+
+    ``status.observedGeneration`` is copied from the child object (the Knative Service, or the
+    Deployment in RawDeployment mode) and is absent before KServe 0.10; when absent, the other
+    fields decide alone.
+    """
+    generation = int(document.get("metadata", {}).get("generation", 0))
+    status = document.get("status", {}) or {}
+    if status.get("observedGeneration") is None:
+        return None
+    observed = int(status["observedGeneration"])
+    if observed < generation:
+        return Gate(False, False, f"KServe has not observed generation {generation} yet (at {observed})")
+    return None
 
 
 def check_canary(mode: str, canary: int | None) -> None:
@@ -113,7 +162,7 @@ def check_canary(mode: str, canary: int | None) -> None:
         return
     if not 0 < canary < 100:
         raise SpecError(f"--canary must be between 1 and 99, got {canary}", hint="e.g. --canary 10")
-    if mode != "Serverless":
+    if normalize_mode(mode) != "Serverless":
         raise SpecError(
             f"canary rollouts need KServe's Serverless mode; this environment is {mode}, where "
             "canaryTrafficPercent is silently ignored",

@@ -23,7 +23,7 @@ from typing import Any
 
 from .deploy import apply, cluster, read, render
 from .errors import PromoteError, SpecError
-from .gates import Gate, check_canary, evaluate, rolled_back
+from .gates import Gate, check_canary, evaluate, normalize_mode, rolled_back
 from .promote import History, Promotion
 from .releases import Release, ReleaseStore
 from .spec import Environment, Spec
@@ -57,9 +57,10 @@ class KServeEnvironment(History):
         documents = self._documents(target, canary)
         client = cluster(self.env)
         live = read(client, documents[1])
-        mode = self.env.mode
+        mode: str = self.env.mode
         if live is not None:
-            mode = live.get("metadata", {}).get("annotations", {}).get("serving.kserve.io/deploymentMode", mode)
+            annotated = live.get("metadata", {}).get("annotations", {}).get("serving.kserve.io/deploymentMode", mode)
+            mode = normalize_mode(annotated)  # KServe >= 0.17 writes Knative / Standard
             check_canary(mode, canary)  # the cluster's mode wins over the spec's
         step = f"{canary}% canary of {target.name}" if canary else target.name
         report(f"applying {step} to {self.env.namespace}")
