@@ -191,12 +191,18 @@ class TritonPythonModel:
         preemptions = 0
         while True:
             try:
-                event = self.outbox.get(timeout=0.25)
+                first = self.outbox.get(timeout=0.25)
             except queue.Empty:
-                event = None
-            if event is _STOP:
-                return
-            if event is not None:
+                first = None
+            events = [] if first is None else [first]
+            while events and len(events) < 1024:  # whatever piled up while the last send ran
+                try:
+                    events.append(self.outbox.get_nowait())
+                except queue.Empty:
+                    break
+            for event in _coalesce(events):
+                if event is _STOP:
+                    return
                 try:
                     self._send(event)
                 except Exception as exc:  # keep serving the others; Triton logs it
@@ -224,7 +230,9 @@ class TritonPythonModel:
             self.m_prompt.increment(len(seq.prompt_ids))
             sink.last_token_at = seq.first_token_at
         elif event.tokens and sink.last_token_at is not None:
-            self.m_tpot.observe(max(0.0, event.time - sink.last_token_at))
+            gap = max(0.0, event.time - sink.last_token_at) / len(event.tokens)
+            for _ in event.tokens:  # a coalesced event stands for several tokens
+                self.m_tpot.observe(gap)
             sink.last_token_at = event.time
         if event.tokens:
             self.m_generation.increment(len(event.tokens))
@@ -308,6 +316,38 @@ class TritonPythonModel:
 
 
 _STOP = object()
+
+
+def _coalesce(events):
+    """Merge queued events of one sequence into one (in order), so a sender that fell behind
+    catches up with one response per sequence instead of one per token. A final event absorbs
+    the sequence's pending tokens; ``_STOP`` keeps its place at the end."""
+    merged = []
+    open_token = {}  # sequence id -> index in merged of its last, still-mergeable token event
+    for event in events:
+        if event is _STOP:
+            merged.append(event)
+            continue
+        key = id(event.sequence)
+        index = open_token.get(key)
+        if index is None:
+            merged.append(event)
+        else:
+            earlier = merged[index]
+            merged[index] = engine.Event(
+                event.sequence,
+                event.kind,
+                text=earlier.text + event.text,
+                tokens=earlier.tokens + event.tokens,
+                finish_reason=event.finish_reason,
+                error=event.error,
+                time=event.time,
+            )
+        if event.kind == "token":
+            open_token[key] = index if index is not None else len(merged) - 1
+        else:
+            open_token.pop(key, None)
+    return merged
 
 
 def _fail(sender, message, code):
