@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -43,16 +44,50 @@ models:
                  exclude_input_in_output: exclude_input_in_output, return_finish_reason: return_finish_reason,
                  return_num_output_tokens: return_num_output_tokens}
         outputs: {text_output: text_output, finish_reason: finish_reason, num_output_tokens: num_output_tokens}
+  - name: hf_tiny
+    kind: llm
+    path: hf_tiny            # a save_pretrained() directory with its own (byte-level BPE) tokenizer
+    device: cpu
+    threads: 1
 """
 
 GREEDY = {"temperature": 0, "ignore_eos": True}
+CORPUS = ["the model streams tokens", "triton serves models", "hello world", "batching in flight"] * 20
 
 
 @pytest.fixture(scope="module")
-def llm_build(tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
+def hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local transformers model + tokenizer, as a user's `path:` would hold (no downloads here)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    target = tmp_path_factory.mktemp("hf") / "hf_tiny"
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=320, special_tokens=["<unk>", "<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    bpe.train_from_iterator(CORPUS, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<eos>", unk_token="<unk>")
+    tokenizer.save_pretrained(target)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=256, n_embd=64, n_layer=2, n_head=4,
+                        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id)  # fmt: skip
+    torch.manual_seed(11)
+    GPT2LMHeadModel(config).eval().save_pretrained(target)
+    return target
+
+
+def _project(root: Path, hf_dir: Path) -> Path:
+    (root / "tritonkit.yaml").write_text(SPEC)
+    shutil.copytree(hf_dir, root / "hf_tiny")
+    return root / "tritonkit.yaml"
+
+
+@pytest.fixture(scope="module")
+def llm_build(tmp_path_factory: pytest.TempPathFactory, hf_dir: Path) -> BuildResult:
     project = tmp_path_factory.mktemp("llmproject")
-    (project / "tritonkit.yaml").write_text(SPEC)
-    return build(load_spec(project / "tritonkit.yaml"), project / "dist", cache_dir=project / "cache")
+    return build(load_spec(_project(project, hf_dir)), project / "dist", cache_dir=project / "cache")
 
 
 @pytest.fixture(scope="module")
@@ -250,12 +285,11 @@ def test_a_running_stream_survives_concurrent_senders(url: str) -> None:
     assert all(r.finals == 1 and r.error is None for r in results)
 
 
-def test_llm_builds_are_reproducible_and_self_contained(tmp_path: Path, llm_build: BuildResult) -> None:
+def test_llm_builds_are_reproducible_and_self_contained(tmp_path: Path, llm_build: BuildResult, hf_dir: Path) -> None:
     """A clean rebuild (fresh cache) gives the same digest; the version dir holds engine + model."""
     project = tmp_path / "again"
     project.mkdir()
-    (project / "tritonkit.yaml").write_text(SPEC)
-    again = build(load_spec(project / "tritonkit.yaml"), project / "dist", cache_dir=project / "cache")
+    again = build(load_spec(_project(project, hf_dir)), project / "dist", cache_dir=project / "cache")
     assert again.digest == llm_build.digest
     version = again.path / "tiny" / "1"
     assert sorted(p.name for p in version.iterdir()) == ["engine.py", "hf", "model.json", "model.py"]
@@ -273,3 +307,19 @@ def test_an_ensemble_over_the_llm_streams_too(url: str, llm_build: BuildResult, 
     result = generate(url, "chat", "Hello", {"max_tokens": 20, **GREEDY})
     assert result.error is None and result.finals == 1 and len(result.chunks) > 1
     assert result.text == reference("Hello", 20) and result.finish_reason == "length"
+
+
+def test_a_local_transformers_model_serves_with_its_own_tokenizer(url: str, llm_build: BuildResult) -> None:
+    """`path:` + tokenizer auto: the HF tokenizer encodes, and decodes the stream piece by piece."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    hf = llm_build.path / "hf_tiny" / "1" / "hf"
+    assert (hf / "tokenizer.json").is_file()
+    tokenizer = AutoTokenizer.from_pretrained(hf, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(hf, local_files_only=True).eval()
+    ids = torch.tensor([tokenizer("hello world")["input_ids"]])
+    out = model.generate(ids, max_new_tokens=24, do_sample=False, eos_token_id=None, pad_token_id=0)
+    expected = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+    result = generate(url, "hf_tiny", "hello world", {"max_tokens": 24, **GREEDY})
+    assert result.error is None and result.finals == 1 and result.output_tokens == 24
+    assert result.text == expected
