@@ -282,6 +282,10 @@ class QueueFull(RuntimeError):
     """The waiting queue is at ``max_queue``; the caller should retry later."""
 
 
+class EngineFailed(RuntimeError):
+    """The engine thread died (the model raised); every later request is refused with the cause."""
+
+
 @dataclass
 class Stats:
     """Counters and gauges the engine keeps (read by the metrics thread, off the hot path)."""
@@ -357,6 +361,8 @@ class Engine:
             sequence._generator = torch.Generator(device=self.device)
             sequence._generator.seed()
         with self._wake:
+            if self.error is not None:
+                raise EngineFailed(f"the engine stopped after {type(self.error).__name__}: {self.error}")
             if self._stop:
                 raise QueueFull("the engine is shutting down")
             if len(self._inbox) + len(self._waiting) >= self.budgets.max_queue:
@@ -379,14 +385,16 @@ class Engine:
                     self._inbox.clear()
                 self.step()
         except BaseException as exc:  # the model failed: fail every sequence, loudly
-            self.error = exc
-            for seq in [*self._running, *self._waiting, *self._inbox]:
+            with self._wake:  # from here on submit() refuses, so nothing can slip in unanswered
+                self.error = exc
+                pending = [*self._running, *self._waiting, *self._inbox]
+                self._inbox.clear()
+            for seq in pending:
                 self._finish(seq, "error", error=f"engine failed: {type(exc).__name__}: {exc}")
             self._running.clear()
             self._waiting.clear()
-            self._inbox.clear()
             self._cache = None
-            raise
+            return  # self.error says why; the Triton glue logs it
         for seq in [*self._running, *self._waiting, *self._inbox]:
             self._finish(seq, "cancelled", error="the model is being unloaded")
         self._running, self._cache, self._columns = [], None, 0
@@ -406,8 +414,8 @@ class Engine:
                 break
             if not self._fits(seq):
                 break
+            self._prefill(seq)  # still queued while it runs: a model error then fails it too
             self._waiting.popleft()
-            self._prefill(seq)
             budget -= need
             admitted += 1
         if self._running:
@@ -593,6 +601,7 @@ __all__ = [
     "Budgets",
     "ByteTokenizer",
     "Engine",
+    "EngineFailed",
     "Event",
     "HFTokenizer",
     "ParameterError",

@@ -50,7 +50,7 @@ class _Sink:
         self.request = request
         self.stream = _flag(request, "stream")
         self.exclude_input = _flag(request, "exclude_input_in_output")
-        requested = set(request.requested_output_names())
+        # As the vLLM backend: the extra outputs are sent when their return_* flag is set.
         self.extra = {
             name
             for name, flag in (
@@ -58,7 +58,7 @@ class _Sink:
                 ("num_input_tokens", "return_num_input_tokens"),
                 ("num_output_tokens", "return_num_output_tokens"),
             )
-            if _flag(request, flag) or name in requested and len(requested) < 4
+            if _flag(request, flag)
         }
         self.prompt = prompt
         self.text = []
@@ -129,6 +129,8 @@ class TritonPythonModel:
                 _fail(sender, f"{self.name} is overloaded: {exc}; retry later", pb_utils.TritonError.UNAVAILABLE)
             except (engine.ParameterError, ValueError) as exc:
                 _fail(sender, f"{self.name}: {exc}", pb_utils.TritonError.INVALID_ARG)
+            except engine.EngineFailed as exc:
+                _fail(sender, f"{self.name}: {exc}; reload the model", pb_utils.TritonError.INTERNAL)
         return None
 
     def _execute_static(self, requests):
@@ -189,6 +191,7 @@ class TritonPythonModel:
         """Sends every response and updates metrics, so the engine thread never waits on IPC."""
         last_gauges = 0.0
         preemptions = 0
+        reported_error = False
         while True:
             try:
                 first = self.outbox.get(timeout=0.25)
@@ -207,6 +210,9 @@ class TritonPythonModel:
                     self._send(event)
                 except Exception as exc:  # keep serving the others; Triton logs it
                     pb_utils.Logger.log_error(f"{self.name}: sending a response failed: {exc}")
+            if self.engine.error is not None and not reported_error:
+                reported_error = True
+                pb_utils.Logger.log_error(f"{self.name}: the engine stopped: {self.engine.error!r}")
             now = time.perf_counter()
             if now - last_gauges >= 0.25:
                 last_gauges = now

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,25 @@ def test_invalid_bytes_stream_at_once_and_split_characters_wait() -> None:
     junk = [0xE0, 0xE0, 0x9E]  # never valid UTF-8
     text = tok.decode(junk)
     assert tok.stable(junk, text) == len(text)  # final U+FFFD, sent right away
+
+
+def test_a_failing_model_ends_every_request_once_and_refuses_new_ones(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from transformers import AutoModelForCausalLM
+
+    from tritonkit.builders.llm import write_random_model
+    from tritonkit.spec import RandomInit
+
+    write_random_model(RandomInit(layers=1, hidden_size=32, heads=2, seed=1), tmp_path / "hf")
+    broken = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", local_files_only=True).eval()
+    broken.lm_head = torch.nn.Linear(7, 259)  # the hidden size is 32: every forward pass raises
+    eng = engine.Engine(broken, TOK, engine.Budgets())
+    sinks = [submit(eng, f"p{i}", 5) for i in range(3)]
+    eng._thread = threading.Thread(target=eng._loop)  # the real loop, joined here to see it end
+    eng._thread.start()
+    eng._thread.join(30)
+    assert isinstance(eng.error, RuntimeError)
+    for sink in sinks:
+        assert [e.finish_reason for e in sink.finals] == ["error"]
+        assert "engine failed" in (sink.finals[0].error or "")
+    with pytest.raises(engine.EngineFailed, match="RuntimeError"):
+        submit(eng, "after", 5)
