@@ -501,6 +501,10 @@ class Engine:
         """Append a prefilled sequence as a new row, left-padding whichever side is shorter."""
         length = cache.get_seq_length()
         if self._cache is None:
+            growing = _growing_layer()
+            for layer in cache.layers:
+                if type(layer) is growing.__mro__[1]:  # a plain DynamicLayer: same state, in-place appends
+                    layer.__class__ = growing
             self._cache, self._columns = cache, length
         else:
             columns = max(self._columns, length)
@@ -574,6 +578,49 @@ class Engine:
         s.running = len(self._running)
         s.waiting = len(self._waiting) + len(self._inbox)
         s.kv_used = len(self._running) * self._columns
+
+
+_GROWING: list[type] = []
+
+
+def _growing_layer() -> type:
+    """A transformers ``DynamicLayer`` that appends into spare capacity instead of ``torch.cat``.
+
+    ``DynamicLayer.update`` concatenates, i.e. reallocates and copies the whole cache of every
+    layer at every step: a third of a CPU decode step here. This one keeps a buffer with room to
+    grow (by half when full) and exposes ``keys``/``values`` as views of its used part; after the
+    engine replaces them (rows merged or removed) the next update starts a new buffer.
+    """
+    if not _GROWING:
+        from transformers.cache_utils import DynamicLayer
+
+        class GrowingLayer(DynamicLayer):  # type: ignore[misc,valid-type]
+            def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+                if not self.is_initialized or self.keys.numel() == 0:
+                    return super().update(key_states, value_states, *args, **kwargs)
+                used, new = self.keys.shape[-2], key_states.shape[-2]
+                buffers = getattr(self, "_buffers", None)
+                if (
+                    buffers is None
+                    or buffers[0].data_ptr() != self.keys.data_ptr()
+                    or buffers[0].shape[:-2] != self.keys.shape[:-2]
+                    or buffers[0].shape[-2] < used + new
+                ):
+                    capacity = max(used + new, used + used // 2 + 16)
+                    buffers = []
+                    for current in (self.keys, self.values):
+                        grown = current.new_empty((*current.shape[:-2], capacity, current.shape[-1]))
+                        grown[..., :used, :] = current
+                        buffers.append(grown)
+                    self._buffers = buffers
+                buffers[0][..., used : used + new, :] = key_states
+                buffers[1][..., used : used + new, :] = value_states
+                self.keys = buffers[0][..., : used + new, :]
+                self.values = buffers[1][..., : used + new, :]
+                return self.keys, self.values
+
+        _GROWING.append(GrowingLayer)
+    return _GROWING[0]
 
 
 def _left_pad(x: torch.Tensor, columns: int) -> torch.Tensor:
