@@ -16,11 +16,12 @@ from tritonkit.builders.tensorrt import (
     check_servable,
     derive_profiles,
     engine_problems,
+    preflight,
     runtime,
     tensorrt_config,
 )
 from tritonkit.cli import main
-from tritonkit.errors import ServerError, SpecError
+from tritonkit.errors import BuildError, ServerError, SpecError
 from tritonkit.hashing import hash_tree
 from tritonkit.spec import TensorRTModel, TensorSpec
 
@@ -110,6 +111,16 @@ def test_serving_engines_is_refused_where_they_cannot_run(tmp_path: Path) -> Non
     with pytest.raises(ServerError, match="compute capability 8.9"):
         check_servable(tmp_path, embedded=False, local=Runtime("10.3.0", "NVIDIA A100", "8.0"))
     check_servable(tmp_path, embedded=False, local=Runtime("10.3.0", "NVIDIA L4", "8.9"))
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_precision_flags_are_refused_on_tensorrt_11(precision: str) -> None:
+    gpu = ("NVIDIA H100 80GB HBM3", "9.0")
+    preflight(Runtime("10.13.3.9", *gpu), "eng", precision)  # TensorRT 10 has the flags
+    preflight(Runtime("11.4.0.106", *gpu), "eng", "fp32")  # strongly typed: the ONNX types decide
+    with pytest.raises(BuildError, match=rf"{precision}: true needs TensorRT 10; TensorRT 11.4.0.106") as caught:
+        preflight(Runtime("11.4.0.106", *gpu), "eng", precision)
+    assert "Q/DQ" in (caught.value.hint or "")
 
 
 @pytest.mark.skipif(HAS_GPU_TRT, reason="this machine can build engines; the refusal is for machines that cannot")

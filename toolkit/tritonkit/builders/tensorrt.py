@@ -87,11 +87,16 @@ def _gpu() -> tuple[str | None, str | None]:
     return buffer.value.decode(), f"{major.value}.{minor.value}"
 
 
-def preflight(local: Runtime, model: str) -> None:
-    """Refuse before anything is built when TensorRT or a GPU is missing.
+def preflight(local: Runtime, model: str, precision: str = "fp32") -> None:
+    """Refuse before anything is built when TensorRT or a GPU is missing, or cannot honour ``precision``.
+
+    TensorRT 11 builds strongly typed networks only: ``BuilderFlag.FP16``/``INT8`` and the INT8
+    calibrators are gone (read off the ``tensorrt-cu13`` 11.4 bindings), so precision comes from
+    the ONNX model's own types there. ``fp16: true`` / ``int8: true`` are TensorRT 10 settings
+    and are refused on 11 rather than failing halfway through a build.
 
     Raises:
-        BuildError: naming what is missing, with the three ways forward in the hint.
+        BuildError: naming what is missing, with the ways forward in the hint.
     """
     missing = [what for what, ok in (("TensorRT", local.tensorrt), ("an NVIDIA GPU", local.gpu_name)) if not ok]
     if missing:
@@ -101,6 +106,24 @@ def preflight(local: Runtime, model: str) -> None:
             step="preflight",
             hint="pip install 'tritonkit[tensorrt]', or build on a GPU host, or pass --skip-kind tensorrt",
         )
+    if precision != "fp32" and _major(local.tensorrt) >= 11:
+        raise BuildError(
+            f"{precision}: true needs TensorRT 10; TensorRT {local.tensorrt} builds strongly typed networks only",
+            model=model,
+            step="preflight",
+            hint="pip install 'tritonkit[tensorrt]' (TensorRT 10), or drop the flag and give an ONNX model "
+            "already in fp16 / with Q/DQ nodes (TensorRT Model Optimizer)",
+        )
+
+
+def _major(version: str | None) -> int:
+    head = (version or "0").split(".")[0]
+    return int(head) if head.isdigit() else 0
+
+
+def precision_of(model: TensorRTModel) -> str:
+    """``int8``, ``fp16`` or ``fp32``: the builder flags the spec asks for."""
+    return "int8" if model.int8 else "fp16" if model.fp16 else "fp32"
 
 
 def derive_profiles(
@@ -196,7 +219,8 @@ class TensorRTBuilder:
         return {"tensorrt": local.tensorrt or "missing", "compute_capability": local.compute_capability or "none"}
 
     def preflight(self, model: ModelBase) -> None:
-        preflight(runtime(), model.name)
+        assert isinstance(model, TensorRTModel)
+        preflight(runtime(), model.name, precision_of(model))
 
     def build(self, ctx: BuildContext, model_dir: Path) -> pb.ModelConfig:
         from .onnx import graph_io
@@ -204,7 +228,7 @@ class TensorRTBuilder:
         model = ctx.model
         assert isinstance(model, TensorRTModel)
         local = runtime()
-        preflight(local, model.name)
+        preflight(local, model.name, precision_of(model))
         source = self._onnx(ctx, model)
         inputs, outputs = graph_io(source, model.max_batch_size, ctx=ctx)
         explicit: Profiles | None = None
@@ -221,7 +245,7 @@ class TensorRTBuilder:
             "compute_capability": local.compute_capability,
             "reproducible": False,
             "profiles": profiles,
-            "precision": "int8" if model.int8 else "fp16" if model.fp16 else "fp32",
+            "precision": precision_of(model),
         }
         return tensorrt_config(model, inputs, outputs)
 
@@ -257,7 +281,7 @@ def build_engine(
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    network = builder.create_network(0)  # explicit batch only (TensorRT 10); strongly typed always (11)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(source.read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -281,7 +305,7 @@ def build_engine(
     timing.parent.mkdir(parents=True, exist_ok=True)
     cache = config.create_timing_cache(timing.read_bytes() if timing.is_file() else b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
-    ctx.log(f"building engine ({'int8' if model.int8 else 'fp16' if model.fp16 else 'fp32'}, "
+    ctx.log(f"building engine ({precision_of(model)}, "
             f"workspace {model.workspace_mb} MiB, timing cache {'hit' if timing.is_file() else 'new'})")
     plan = builder.build_serialized_network(network, config)
     if plan is None:
