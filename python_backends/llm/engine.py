@@ -13,7 +13,8 @@ One engine thread owns the model. Every step it
    shared KV cache: per layer one ``[batch, heads, columns, head_dim]`` tensor in which every
    row is right-aligned at the last column and left-padded, with an attention mask that hides
    the padding and per-row position ids;
-4. retires finished sequences at once and trims padding columns no row needs any more.
+4. retires finished sequences at once and trims padding columns no row needs any more
+   (rows live in slots of per-layer buffers with spare room: :func:`_slot_layer`).
 
 When the next step would not fit the KV budget (``rows × columns`` of the padded cache, the
 memory it really takes), the newest sequence is preempted by recompute: its cache rows are
@@ -243,6 +244,7 @@ class Sequence:
     preemptions: int = 0
     finished: bool = False
     _sent_chars: int = 0
+    _admitted: int = 0  # admission number (preemption takes the newest)
     _generator: torch.Generator | None = None
 
     @property
@@ -316,6 +318,7 @@ class Engine:
         self._running: list[Sequence] = []
         self._cache: Any = None  # DynamicCache shared by the running rows, or None
         self._columns = 0
+        self._admitted = 0
         self._wake = threading.Condition()
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -420,7 +423,7 @@ class Engine:
             admitted += 1
         if self._running:
             while len(self._running) * (self._columns + 1) > self.budgets.kv_cache_tokens and len(self._running) > 1:
-                self._preempt(self._running[-1])
+                self._preempt(max(self._running, key=lambda r: r._admitted))  # the newest
             self._decode()
         self.stats.steps += 1
         self._update_gauges()
@@ -475,7 +478,9 @@ class Engine:
         rows = len(self._running)
         columns = self._columns
         lengths = torch.tensor([s.cached for s in self._running], device=self.device)
-        ids = torch.tensor([[s.tokens[-1]] for s in self._running], device=self.device)
+        ids = torch.tensor(
+            [[s.generated[-1] if s.generated else s.prompt_ids[-1]] for s in self._running], device=self.device
+        )
         positions = lengths.unsqueeze(1)
         col = torch.arange(columns + 1, device=self.device).unsqueeze(0)
         mask = (col >= (columns - lengths).unsqueeze(1)).long()
@@ -500,31 +505,44 @@ class Engine:
     def _merge(self, seq: Sequence, cache: Any) -> None:
         """Append a prefilled sequence as a new row, left-padding whichever side is shorter."""
         length = cache.get_seq_length()
+        slot = _slot_layer()
         if self._cache is None:
-            growing = _growing_layer()
             for layer in cache.layers:
-                if type(layer) is growing.__mro__[1]:  # a plain DynamicLayer: same state, in-place appends
-                    layer.__class__ = growing
+                if type(layer) is slot.__mro__[1]:  # a plain DynamicLayer: same state, slot buffers
+                    layer.__class__ = slot
+                    layer.adopt()
             self._cache, self._columns = cache, length
         else:
             columns = max(self._columns, length)
             for mine, theirs in zip(self._cache.layers, cache.layers):
-                mine.keys = torch.cat([_left_pad(mine.keys, columns), _left_pad(theirs.keys, columns)], dim=0)
-                mine.values = torch.cat([_left_pad(mine.values, columns), _left_pad(theirs.values, columns)], dim=0)
+                if isinstance(mine, slot):
+                    mine.add_row(theirs.keys, theirs.values)
+                else:  # e.g. a sliding-window layer: rebuild by concatenation
+                    mine.keys = torch.cat([_left_pad(mine.keys, columns), _left_pad(theirs.keys, columns)], dim=0)
+                    mine.values = torch.cat([_left_pad(mine.values, columns), _left_pad(theirs.values, columns)], dim=0)
             self._columns = columns
+        self._admitted += 1
+        seq._admitted = self._admitted
         self._running.append(seq)
 
     def _remove_rows(self, indices: list[int]) -> None:
-        keep = [i for i in range(len(self._running)) if i not in set(indices)]
-        self._running = [self._running[i] for i in keep]
-        if not keep:
+        """Drop rows; the last rows move into the holes (``_running`` is reordered to match)."""
+        order = _swap_remove_order(len(self._running), indices)
+        self._running = [self._running[i] for i in order]
+        if not order:
             self._cache, self._columns = None, 0
             return
         columns = max(s.cached for s in self._running)
-        index = torch.tensor(keep, device=self.device)
+        trim = self._columns - columns
+        moves = [(slot, old) for slot, old in enumerate(order) if slot != old]
+        slot_layer, index = _slot_layer(), None
         for layer in self._cache.layers:
-            layer.keys = layer.keys.index_select(0, index)[:, :, self._columns - columns :, :]
-            layer.values = layer.values.index_select(0, index)[:, :, self._columns - columns :, :]
+            if isinstance(layer, slot_layer):
+                layer.remove_rows(moves, len(order), trim)
+            else:
+                index = torch.tensor(order, device=self.device) if index is None else index
+                layer.keys = layer.keys.index_select(0, index)[:, :, trim:, :]
+                layer.values = layer.values.index_select(0, index)[:, :, trim:, :]
         self._columns = columns
 
     # ---------------------------------------------------------------- tokens
@@ -580,47 +598,130 @@ class Engine:
         s.kv_used = len(self._running) * self._columns
 
 
-_GROWING: list[type] = []
+_SLOT: list[type] = []
 
 
-def _growing_layer() -> type:
-    """A transformers ``DynamicLayer`` that appends into spare capacity instead of ``torch.cat``.
+def _slot_layer() -> type:
+    """A transformers ``DynamicLayer`` whose rows live in slots of a buffer with spare room.
 
     ``DynamicLayer.update`` concatenates, i.e. reallocates and copies the whole cache of every
-    layer at every step: a third of a CPU decode step here. This one keeps a buffer with room to
-    grow (by half when full) and exposes ``keys``/``values`` as views of its used part; after the
-    engine replaces them (rows merged or removed) the next update starts a new buffer.
+    layer at every step, and merging or dropping a row copied it all once more. Here each layer
+    keeps ``[row slots, heads, column capacity, head_dim]`` buffers and exposes ``keys`` /
+    ``values`` as the view ``[:rows, :, start:end]``:
+
+    - a decode step writes one column at ``end`` (the buffer grows by half when full);
+    - a new row goes into the next free slot, left-padded with zeros (the view widens to the
+      left in place when the new row is longer and there is room);
+    - a removed row's slot is refilled by moving the last row into it (one row copied, not the
+      cache) and padding no row needs any more is trimmed by moving ``start``.
+
+    Padding is always zeros, never stale memory: masked attention scores are ``-inf``, but a
+    stale NaN in ``values`` would still poison ``0 × NaN``. If anything else replaces
+    ``keys``/``values``, the next operation adopts them into a fresh buffer.
     """
-    if not _GROWING:
+    if not _SLOT:
         from transformers.cache_utils import DynamicLayer
 
-        class GrowingLayer(DynamicLayer):  # type: ignore[misc,valid-type]
+        class SlotLayer(DynamicLayer):  # type: ignore[misc,valid-type]
+            _kb: torch.Tensor
+            _vb: torch.Tensor
+            _rows = _start = _end = 0
+            _view: torch.Tensor | None = None
+
+            def adopt(self) -> None:
+                """Take the current ``keys``/``values`` into slot buffers."""
+                rows, used = self.keys.shape[0], self.keys.shape[-2]
+                self._rows, self._start, self._end = rows, 0, 0
+                self._kb, self._vb = self.keys, self.values  # read by _regrow as the current view
+                self._regrow(max(rows, 4), used, left_pad=0, current=(self.keys, self.values))
+
+            def owns_view(self) -> bool:
+                return self._view is not None and self._view is self.keys
+
+            def _regrow(
+                self, row_slots: int, columns: int, left_pad: int, current: tuple[torch.Tensor, torch.Tensor]
+            ) -> None:
+                used = current[0].shape[-2]
+                capacity = columns + columns // 2 + 16
+                buffers = []
+                for tensor in current:
+                    grown = tensor.new_zeros((row_slots, tensor.shape[1], capacity, tensor.shape[-1]))
+                    grown[: self._rows, :, left_pad : left_pad + used] = tensor
+                    buffers.append(grown)
+                self._kb, self._vb = buffers
+                self._start, self._end = 0, left_pad + used
+                self._set_views()
+
+            def _set_views(self) -> None:
+                self.keys = self._kb[: self._rows, :, self._start : self._end]
+                self.values = self._vb[: self._rows, :, self._start : self._end]
+                self._view = self.keys
+
             def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-                if not self.is_initialized or self.keys.numel() == 0:
+                if not self.is_initialized:
                     return super().update(key_states, value_states, *args, **kwargs)
-                used, new = self.keys.shape[-2], key_states.shape[-2]
-                buffers = getattr(self, "_buffers", None)
-                if (
-                    buffers is None
-                    or buffers[0].data_ptr() != self.keys.data_ptr()
-                    or buffers[0].shape[:-2] != self.keys.shape[:-2]
-                    or buffers[0].shape[-2] < used + new
-                ):
-                    capacity = max(used + new, used + used // 2 + 16)
-                    buffers = []
-                    for current in (self.keys, self.values):
-                        grown = current.new_empty((*current.shape[:-2], capacity, current.shape[-1]))
-                        grown[..., :used, :] = current
-                        buffers.append(grown)
-                    self._buffers = buffers
-                buffers[0][..., used : used + new, :] = key_states
-                buffers[1][..., used : used + new, :] = value_states
-                self.keys = buffers[0][..., : used + new, :]
-                self.values = buffers[1][..., : used + new, :]
+                if not self.owns_view():
+                    self.adopt()
+                new = key_states.shape[-2]
+                if self._end + new > self._kb.shape[-2]:
+                    self._regrow(self._kb.shape[0], self._end - self._start + new, 0, (self.keys, self.values))
+                self._kb[: self._rows, :, self._end : self._end + new] = key_states
+                self._vb[: self._rows, :, self._end : self._end + new] = value_states
+                self._end += new
+                self._set_views()
                 return self.keys, self.values
 
-        _GROWING.append(GrowingLayer)
-    return _GROWING[0]
+            def add_row(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+                """Append one sequence's ``[1, heads, length, head_dim]`` cache as the last row."""
+                if not self.owns_view():
+                    self.adopt()
+                width, length = self._end - self._start, keys.shape[-2]
+                columns = max(width, length)
+                if self._rows == self._kb.shape[0] or self._end - columns < 0:
+                    slots = self._kb.shape[0] * (2 if self._rows == self._kb.shape[0] else 1)
+                    self._regrow(slots, columns, columns - width, (self.keys, self.values))
+                elif columns > width:  # widen to the left in place; those columns may hold stale rows
+                    self._kb[: self._rows, :, self._end - columns : self._start] = 0
+                    self._vb[: self._rows, :, self._end - columns : self._start] = 0
+                    self._start = self._end - columns
+                row = self._rows
+                for buffer, tensor in ((self._kb, keys), (self._vb, values)):
+                    buffer[row, :, self._start : self._end - length] = 0
+                    buffer[row, :, self._end - length : self._end] = tensor[0]
+                self._rows += 1
+                self._set_views()
+
+            def remove_rows(self, moves: list[tuple[int, int]], rows: int, trim: int) -> None:
+                """Refill slots (``moves``: ``(slot, from_slot)``), keep ``rows`` rows, drop ``trim`` columns."""
+                if not self.owns_view():
+                    self.adopt()
+                columns = slice(self._start, self._end)
+                for slot, source in moves:
+                    self._kb[slot, :, columns] = self._kb[source, :, columns]
+                    self._vb[slot, :, columns] = self._vb[source, :, columns]
+                self._rows = rows
+                self._start += trim
+                self._set_views()
+
+        _SLOT.append(SlotLayer)
+    return _SLOT[0]
+
+
+def _swap_remove_order(rows: int, remove: list[int]) -> list[int]:
+    """Rows left after removing ``remove``, as old row indices: each hole is refilled by the last row.
+
+    >>> _swap_remove_order(5, [1])
+    [0, 4, 2, 3]
+    >>> _swap_remove_order(4, [0, 1])
+    [2, 3]
+
+    A refilling row always comes from beyond the new row count, so the copies never overlap.
+    """
+    order = list(range(rows))
+    for i in sorted(set(remove), reverse=True):
+        order[i] = order[-1]
+        order.pop()
+    return order
 
 
 def _left_pad(x: torch.Tensor, columns: int) -> torch.Tensor:

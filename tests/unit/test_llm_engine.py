@@ -105,6 +105,47 @@ def test_batched_greedy_is_token_identical_to_generate(lm, kv_budget: int) -> No
     assert eng.stats.kv_used == 0 and eng.stats.running == 0
 
 
+def test_slot_cache_grows_widens_and_refills_rows_without_changing_tokens(lm) -> None:  # type: ignore[no-untyped-def]
+    """Staggered arrivals of short and long prompts, rows finishing in the middle, > 4 rows.
+
+    The schedule walks every path of the slot cache: more rows than slots, a longer prompt
+    joining (widened in place after a trim, or by regrowing), refilled holes, and decode columns
+    running past the buffer's capacity.
+    """
+    eng = engine.Engine(lm, TOK, engine.Budgets(max_running=8))
+    arrivals = {  # step -> (prompt, max_tokens)
+        0: ("a long opening prompt, " * 2, 10),
+        1: ("hi", 90),
+        14: ("a prompt of thirty bytes here.", 20),
+        15: ("mid size prompt", 50),
+        16: ("x", 5),
+        17: ("longest prompt " * 6, 20),
+        18: ("y", 41),
+        19: ("z z", 12),
+        20: ("tell me more", 33),
+        21: ("q", 7),
+        22: ("another long one " * 4, 25),
+    }
+    sinks = {}
+    for step in range(400):
+        if step in arrivals:
+            sinks[step] = submit(eng, *arrivals[step], ignore_eos=True)
+        eng._waiting.extend(eng._inbox)
+        eng._inbox.clear()
+        if not eng._waiting and not eng._running:
+            break
+        eng.step()
+        if eng._running:
+            layer = eng._cache.layers[0]
+            assert type(layer).__name__ == "SlotLayer" and layer.owns_view()
+            for i, seq in enumerate(eng._running):  # padding before a row's own tokens is zeros, not stale memory
+                assert not layer.keys[i, :, : eng._columns - seq.cached].any()
+                assert not layer.values[i, :, : eng._columns - seq.cached].any()
+    assert not eng._running and eng.stats.max_batch > 4
+    for step, sink in sinks.items():
+        assert sink.tokens == reference(lm, *arrivals[step]), arrivals[step][0]
+
+
 def test_late_arrival_gets_its_first_token_while_the_long_one_runs(lm) -> None:  # type: ignore[no-untyped-def]
     eng = engine.Engine(lm, TOK, engine.Budgets(max_running=4))
     long = submit(eng, "a long story", 120, ignore_eos=True)
