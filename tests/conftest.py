@@ -1,8 +1,21 @@
-"""Suite-wide guards: a run that executes no test, or only skips, fails instead of passing."""
+"""Suite-wide guards: a run that executes no test, or only skips, fails instead of passing; and
+Ctrl-C reaches the processes the tests start even when the run itself was started in the
+background."""
 
 from __future__ import annotations
 
+import signal
+
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A non-interactive shell starts `cmd &` with SIGINT ignored, and an ignored signal survives
+    # exec: then `tritonkit serve` / `tune` started by the Ctrl-C tests would never see the
+    # SIGINT they send (seen with `nohup bash .ci/run &`). A handled signal is reset to the
+    # default at exec, so children get Python's KeyboardInterrupt again.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
