@@ -40,6 +40,7 @@ import json
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -66,14 +67,29 @@ class ByteTokenizer:
     def decode(self, ids: list[int]) -> str:
         return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
 
-    def stable(self, ids: list[int], text: str) -> int:
-        """How many leading characters of ``text`` (= ``decode(ids)``) later tokens cannot change.
+    def detokenizer(self) -> ByteDetokenizer:
+        return ByteDetokenizer()
 
-        Only an unfinished but valid UTF-8 sequence at the end is still open; invalid bytes are
-        final U+FFFD at once (holding those back would silence a stream until its end).
-        """
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        return len(decoder.decode(bytes(i for i in ids if i < 256), final=False))
+
+class ByteDetokenizer:
+    """Streams one sequence's text from byte tokens: an incremental UTF-8 decoder, O(1) a token.
+
+    ``text`` holds only what later tokens cannot change: an unfinished but valid UTF-8 sequence
+    waits; invalid bytes become U+FFFD at once (holding those back would silence a stream until
+    its end). Exactly ``ByteTokenizer.decode`` of all tokens once :meth:`finish` ran.
+    """
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.text = ""
+
+    def push(self, token: int) -> None:
+        if token < 256:
+            self.text += self._decoder.decode(bytes((token,)))
+
+    def finish(self) -> str:
+        self.text += self._decoder.decode(b"", final=True)
+        return self.text
 
 
 class HFTokenizer:
@@ -90,20 +106,63 @@ class HFTokenizer:
         return list(self._tok(text)["input_ids"])
 
     def decode(self, ids: list[int]) -> str:
-        return self._tok.decode(ids, skip_special_tokens=True)
+        # No clean-up of spaces (" ." -> "."): it can change text that was already streamed when
+        # a later token arrives, so streamed and final text could disagree (vLLM leaves it off too).
+        return self._tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
-    def stable(self, ids: list[int], text: str) -> int:
-        """Leading characters of ``text`` that later tokens cannot change.
+    def detokenizer(self) -> HFDetokenizer:
+        return HFDetokenizer(self.decode)
 
-        A trailing U+FFFD may be half a byte-fallback character; it is held back only while it
-        came from the last four tokens (the longest UTF-8 sequence), so that a genuinely invalid
-        byte cannot silence a stream.
-        """
+
+class HFDetokenizer:
+    """Streams one sequence's text by decoding a short window per token, not the whole text.
+
+    The window starts at the previous chunk's first token (vLLM's prefix/read offsets): the new
+    text is ``decode(window)`` minus ``decode(window without the new tokens)``, so a tokenizer that
+    renders a chunk's first token differently (SentencePiece drops its leading space) still gives
+    the right difference. New text ending in U+FFFD (half a byte-fallback character) waits for
+    the next token. Should a window ever decode to something its shorter self is not a prefix of,
+    this sequence falls back to decoding everything each token (exact, O(n) a token). The
+    concatenated text equals ``HFTokenizer.decode`` of all tokens for byte-level BPE, WordPiece and
+    SentencePiece-style tokenizers (fuzzed in the unit tests).
+    """
+
+    def __init__(self, decode: Callable[[list[int]], str]) -> None:
+        self._decode = decode
+        self._ids: list[int] = []
+        self._prefix = self._read = 0
+        self._windowed = True
+        self.text = ""
+
+    def push(self, token: int) -> None:
+        self._ids.append(token)
+        if not self._windowed:
+            self.text = self._settled(self._decode(self._ids))
+            return
+        before = self._decode(self._ids[self._prefix : self._read])
+        after = self._decode(self._ids[self._prefix :])
+        if not after.startswith(before):
+            self._windowed = False
+            self.text = self._settled(self._decode(self._ids))
+        elif len(after) > len(before) and not after.endswith("\ufffd"):
+            self.text += after[len(before) :]
+            self._prefix, self._read = self._read, len(self._ids)
+
+    def finish(self) -> str:
+        if not self._windowed:
+            self.text = self._decode(self._ids)
+        else:
+            before = self._decode(self._ids[self._prefix : self._read])
+            self.text += self._decode(self._ids[self._prefix :])[len(before) :]
+        return self.text
+
+    def _settled(self, text: str) -> str:
+        """``text`` without a trailing U+FFFD run that came from the last four tokens."""
         run = len(text) - len(text.rstrip("\ufffd"))
         if not run:
-            return len(text)
-        earlier = self.decode(ids[:-4]) if len(ids) > 4 else ""
-        return max(len(text) - run, min(len(earlier), len(text)))
+            return text
+        earlier = self._decode(self._ids[:-4]) if len(self._ids) > 4 else ""
+        return text[: max(len(text) - run, min(len(earlier), len(text)))]
 
 
 def load_tokenizer(kind: str, path: str) -> ByteTokenizer | HFTokenizer:
@@ -245,6 +304,7 @@ class Sequence:
     finished: bool = False
     _sent_chars: int = 0
     _admitted: int = 0  # admission number (preemption takes the newest)
+    _detok: Any = None  # the tokenizer's detokenizer for this sequence, set by Engine.submit
     _generator: torch.Generator | None = None
 
     @property
@@ -346,6 +406,7 @@ class Engine:
             ParameterError: the prompt plus ``max_tokens`` exceeds the model's positions.
         """
         sequence.prompt_ids = self.tokenizer.encode(sequence.prompt)
+        sequence._detok = self.tokenizer.detokenizer()
         if not sequence.prompt_ids:
             raise ParameterError("text_input is empty and the tokenizer adds no BOS token")
         total = len(sequence.prompt_ids) + sequence.params.max_tokens
@@ -562,7 +623,8 @@ class Engine:
             reason = "stop"
         elif len(seq.generated) >= params.max_tokens:
             reason = "length"
-        text = self.tokenizer.decode(seq.generated)
+        seq._detok.push(token)
+        text = seq._detok.finish() if reason is not None else seq._detok.text
         if params.stop:
             hit = min(
                 (i for i in (text.find(s, max(0, seq._sent_chars - len(s))) for s in params.stop) if i >= 0), default=-1
@@ -574,10 +636,10 @@ class Engine:
             seq._sent_chars = len(text)
             self._finish(seq, reason, text=delta, tokens=(token,))
             return
-        # Hold back text that may still become a stop string or an incomplete UTF-8 character.
+        # Hold back text that may still become a stop string (the detokenizer holds back
+        # characters that are not complete yet).
         hold = max((len(s) - 1 for s in params.stop), default=0)
-        ready = min(len(text) - hold, self.tokenizer.stable(seq.generated, text))
-        delta = text[seq._sent_chars : max(ready, seq._sent_chars)]
+        delta = text[seq._sent_chars : max(len(text) - hold, seq._sent_chars)]
         seq._sent_chars += len(delta)
         seq.sink.emit(Event(seq, "token", text=delta, tokens=(token,), time=now))
 

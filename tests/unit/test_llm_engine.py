@@ -254,12 +254,77 @@ def test_prompt_longer_than_the_model_is_refused(lm) -> None:  # type: ignore[no
 
 def test_invalid_bytes_stream_at_once_and_split_characters_wait() -> None:
     tok = engine.ByteTokenizer()
-    euro = list("€".encode())  # three bytes
-    assert tok.stable(euro[:2], tok.decode(euro[:2])) == 0  # half a character: held back
-    assert tok.stable(euro, tok.decode(euro)) == 1
-    junk = [0xE0, 0xE0, 0x9E]  # never valid UTF-8
-    text = tok.decode(junk)
-    assert tok.stable(junk, text) == len(text)  # final U+FFFD, sent right away
+    detok = tok.detokenizer()
+    for byte in "€".encode()[:2]:
+        detok.push(byte)
+    assert detok.text == ""  # half a character: held back
+    detok.push("€".encode()[2])
+    assert detok.text == "€"
+    junk = tok.detokenizer()
+    for byte in [0xE0, 0xE0, 0x9E]:  # never valid UTF-8
+        junk.push(byte)
+    assert junk.text == tok.decode([0xE0, 0xE0, 0x9E])  # final U+FFFDs, sent right away
+    tail = tok.detokenizer()
+    for byte in [*b"ok", 0xE2, 0x82]:
+        tail.push(byte)
+    assert tail.text == "ok" and tail.finish() == tok.decode([*b"ok", 0xE2, 0x82])
+
+
+def _bpe(kind: str):  # type: ignore[no-untyped-def]
+    """Small trained tokenizers of the three families whose decoders differ (no downloads here)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = ["the model streams tokens, isn't it?", "triton serves models.", "héllo wörld €5", "batching in flight"]
+    if kind == "wordpiece":  # BERT / MiniLM: "##" continuations, cleanup of " ." and " 's"
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer()
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        tok.train_from_iterator(
+            corpus * 5, trainers.WordPieceTrainer(vocab_size=120, special_tokens=["[UNK]", "[SEP]"])
+        )
+        return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", sep_token="[SEP]",
+                                       clean_up_tokenization_spaces=True)  # fmt: skip
+    if kind == "metaspace":  # SentencePiece / Llama: "▁" spaces, byte fallback, first space dropped
+        tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+        tok.pre_tokenizer = pre_tokenizers.Metaspace()
+        tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                         decoders.Strip(" ", 1, 0)])  # fmt: skip
+        alphabet = [f"<0x{i:02X}>" for i in range(256)]
+        tok.train_from_iterator(
+            corpus * 5, trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "</s>", *alphabet])
+        )
+        return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="</s>")
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))  # GPT-2: byte-level
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<unk>", "<eos>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    tok.train_from_iterator(corpus * 5, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>")
+
+
+@pytest.mark.parametrize("kind", ["byte-level", "wordpiece", "metaspace"])
+def test_windowed_detokenizer_streams_exactly_what_a_full_decode_gives(kind: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import random
+
+    _bpe(kind).save_pretrained(tmp_path)
+    tok = engine.HFTokenizer(str(tmp_path))
+    size = len(tok._tok)
+    rng = random.Random(5)
+    windowed = 0
+    for _ in range(300):  # random ids: split characters, invalid bytes, specials, continuations
+        ids = [rng.randrange(size) for _token in range(rng.randrange(1, 60))]
+        detok = tok.detokenizer()
+        sent = ""
+        for token in ids:
+            detok.push(token)
+            assert detok.text.startswith(sent), (kind, ids)  # never takes back what went out
+            sent = detok.text
+        assert detok.finish() == tok.decode(ids), (kind, ids)
+        windowed += detok._windowed
+    assert windowed == 300  # the O(1) path held for every sequence
 
 
 def test_a_failing_model_ends_every_request_once_and_refuses_new_ones(tmp_path) -> None:  # type: ignore[no-untyped-def]
