@@ -37,3 +37,13 @@ def test_digest_changes_with_content_and_path() -> None:
 def test_hash_json_is_key_order_independent() -> None:
     assert hash_json({"a": 1, "b": [1, 2]}) == hash_json({"b": [1, 2], "a": 1})
     assert hash_json({"a": 1}) != hash_json({"a": 2})
+
+
+def test_known_hashes_are_reused_only_for_files_of_the_same_size(tmp_path: Path) -> None:
+    _tree(tmp_path)
+    real = hash_tree(tmp_path)
+    marker = FileHash("0" * 64, real["m/config.pbtxt"].size)  # not the real hash: shows it was not re-read
+    stale = FileHash("1" * 64, real["m/1/model.py"].size + 1)  # size differs: the file is hashed again
+    reused = hash_tree(tmp_path, known={"m/config.pbtxt": marker, "m/1/model.py": stale})
+    assert reused["m/config.pbtxt"] == marker
+    assert reused["m/1/model.py"] == real["m/1/model.py"]

@@ -30,7 +30,7 @@ from . import pbtxt
 from .builders import VERSION, BuildContext, Builder, builder_for
 from .ensembles import ensemble_config
 from .errors import BuildError, TritonkitError
-from .hashing import hash_file, hash_json, hash_tree, sha256_bytes
+from .hashing import FileHash, hash_file, hash_json, hash_tree, sha256_bytes
 from .repository import publish, remove_tree, seal, staging_dir, write_lock
 from .spec import EnsembleModel, LoadedSpec, ModelBase
 
@@ -162,26 +162,36 @@ def build(
     cache = cache_dir or default_cache_dir(loaded)
     cache.mkdir(parents=True, exist_ok=True)
     planned = plan(loaded, skip_kinds)
+    verified: dict[str, dict[str, FileHash] | None] = {}  # cache key -> its files' hashes, once a build
+
+    def valid(key: str) -> dict[str, FileHash] | None:
+        if key not in verified:
+            verified[key] = _cache_valid(cache / key) if use_cache else None
+        return verified[key]
+
     for item in planned:  # refuse (no GPU, no TensorRT, …) before anything is built or written
         check = getattr(item.builder, "preflight", None)
-        if check is not None and not (use_cache and _cache_valid(cache / item.key)):
+        if check is not None and valid(item.key) is None:
             check(item.model)
     staging = staging_dir(out_dir)
     results: list[ModelResult] = []
     lock_models: dict[str, dict[str, object]] = {}
     built: dict[str, Path] = {}
+    known: dict[str, FileHash] = {}  # staging path -> hash computed this run (write_lock reuses them)
     try:
         for item in planned:
             t0 = time.perf_counter()
             entry = cache / item.key
-            cached = use_cache and _cache_valid(entry)
-            if not cached:
+            hashes = valid(item.key)
+            cached = hashes is not None
+            if hashes is None:
                 report(item.model.name, "building")
-                _build_into_cache(loaded, item, cache, report, built)
+                hashes = _build_into_cache(loaded, item, cache, report, built)
             else:
                 report(item.model.name, "cached")
             built[item.model.name] = entry
             _copy_model(entry, staging / item.model.name)
+            known.update({f"{item.model.name}/{rel}": h for rel, h in hashes.items()})
             lock_models[item.model.name] = {
                 "kind": item.builder.kind,
                 "input_hash": item.key,
@@ -194,7 +204,7 @@ def build(
         for name, meta in _write_ensembles(loaded, staging).items():
             lock_models[name] = meta
             results.append(ModelResult(name, "ensemble", str(meta["input_hash"]), False, 0.0))
-        lock = write_lock(staging, loaded.spec.name, lock_models)
+        lock = write_lock(staging, loaded.spec.name, lock_models, known)
         final, created = publish(staging, out_dir, lock)
     except BaseException:
         remove_tree(staging)
@@ -211,8 +221,12 @@ def build(
 
 def _build_into_cache(
     loaded: LoadedSpec, item: PlannedModel, cache: Path, report: Progress, built: dict[str, Path]
-) -> None:
-    """Build one model in a scratch directory; on success move it to ``cache/<key>``."""
+) -> dict[str, FileHash]:
+    """Build one model in a scratch directory; on success move it to ``cache/<key>``.
+
+    Returns:
+        The hashes of its files (the cache entry's manifest).
+    """
     workdir = Path(tempfile.mkdtemp(prefix=f".work-{item.model.name}-", dir=cache))
     model_dir = workdir / "model"
     model_dir.mkdir()
@@ -227,7 +241,8 @@ def _build_into_cache(
     try:
         config = item.builder.build(ctx, model_dir)
         (model_dir / "config.pbtxt").write_text(pbtxt.render(config))
-        manifest = {rel: h.sha256 for rel, h in hash_tree(model_dir).items()}
+        hashes = hash_tree(model_dir)
+        manifest = {rel: h.sha256 for rel, h in hashes.items()}
         if ctx.meta:
             (model_dir / _META).write_text(json.dumps(ctx.meta, sort_keys=True))
         (model_dir / _MANIFEST).write_text(json.dumps(manifest, sort_keys=True))
@@ -251,22 +266,27 @@ def _build_into_cache(
             workdir=workdir,
         ) from exc
     remove_tree(workdir)
+    return hashes
 
 
-def _cache_valid(entry: Path) -> bool:
-    """A cache entry is used only when its files still hash to what was recorded."""
+def _cache_valid(entry: Path) -> dict[str, FileHash] | None:
+    """A cache entry is used only when its files still hash to what was recorded.
+
+    Returns:
+        Its files' hashes when it is intact, else None.
+    """
     manifest_path = entry / _MANIFEST
     if not manifest_path.is_file():
-        return False
+        return None
     try:
         manifest = json.loads(manifest_path.read_text())
     except ValueError:
-        return False
+        return None
     current = hash_tree(entry, exclude=frozenset({_MANIFEST, _META}))
     if {rel: h.sha256 for rel, h in current.items()} != manifest:
         log.warning("cache entry %s was modified; rebuilding", entry.name)
-        return False
-    return True
+        return None
+    return current
 
 
 def _copy_model(entry: Path, target: Path) -> None:

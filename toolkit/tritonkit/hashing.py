@@ -52,14 +52,25 @@ def iter_files(root: Path) -> Iterable[Path]:
     return sorted((p for p in root.rglob("*") if p.is_file()), key=lambda p: p.relative_to(root).as_posix())
 
 
-def hash_tree(root: Path, *, exclude: frozenset[str] = frozenset({LOCK_FILE})) -> dict[str, FileHash]:
-    """Hash every file under ``root``, keyed by POSIX relative path, skipping ``exclude``."""
+def hash_tree(
+    root: Path,
+    *,
+    exclude: frozenset[str] = frozenset({LOCK_FILE}),
+    known: Mapping[str, FileHash] | None = None,
+) -> dict[str, FileHash]:
+    """Hash every file under ``root``, keyed by POSIX relative path, skipping ``exclude``.
+
+    ``known`` holds hashes this process has just computed for files it then copied here (a
+    verified cache entry): a file listed there with the same size is not read again.
+    """
     result: dict[str, FileHash] = {}
+    known = known or {}
     for path in iter_files(root):
         rel = path.relative_to(root).as_posix()
         if rel in exclude or "/__pycache__/" in f"/{rel}":
             continue
-        result[rel] = hash_file(path)
+        earlier = known.get(rel)
+        result[rel] = earlier if earlier is not None and earlier.size == path.stat().st_size else hash_file(path)
     return result
 
 

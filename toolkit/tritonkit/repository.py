@@ -19,6 +19,7 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,11 @@ class Lock:
         return json.dumps(json.loads(canonical_json(document)), indent=2, sort_keys=True).encode() + b"\n"
 
 
-def write_lock(root: Path, repository: str, models: dict[str, dict[str, Any]]) -> Lock:
-    """Hash every file under ``root`` and write the lock file there."""
-    files = hash_tree(root)
+def write_lock(
+    root: Path, repository: str, models: dict[str, dict[str, Any]], known: Mapping[str, FileHash] | None = None
+) -> Lock:
+    """Hash every file under ``root`` (``known``: see :func:`hash_tree`) and write the lock file there."""
+    files = hash_tree(root, known=known)
     lock = Lock(repository=repository, digest=repository_digest(files), files=files, models=models)
     (root / LOCK_FILE).write_bytes(lock.to_bytes())
     return lock
