@@ -14,7 +14,7 @@ One engine thread owns the model. Every step it
    row is right-aligned at the last column and left-padded, with an attention mask that hides
    the padding and per-row position ids;
 4. retires finished sequences at once and trims padding columns no row needs any more
-   (rows live in slots of per-layer buffers with spare room: :func:`_slot_layer`).
+   (rows live in slots of per-layer buffers with spare room: ``kv_cache.py``).
 
 When the next step would not fit the KV budget (``rows × columns`` of the padded cache, the
 memory it really takes), the newest sequence is preempted by recompute: its cache rows are
@@ -34,140 +34,38 @@ Example:
 
 from __future__ import annotations
 
-import codecs
 import collections
+import importlib.util
 import json
 import math
+import os
+import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
-import torch.nn.functional as F
-
-# --------------------------------------------------------------------------- tokenizers
 
 
-class ByteTokenizer:
-    """UTF-8 bytes as token ids 0–255, plus BOS 256, EOS 257 and PAD 258 (vocab ≥ 259).
-
-    For ``random_init`` models, which have no trained tokenizer: any text round-trips exactly.
-    """
-
-    bos_token_id = 256
-    eos_token_id = 257
-    pad_token_id = 258
-    vocab_size = 259
-
-    def encode(self, text: str) -> list[int]:
-        return [self.bos_token_id, *text.encode("utf-8")]
-
-    def decode(self, ids: list[int]) -> str:
-        return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
-
-    def detokenizer(self) -> ByteDetokenizer:
-        return ByteDetokenizer()
+def _sibling(name: str) -> Any:
+    """Load ``<name>.py`` beside this file. engine.py is itself loaded by path (Triton's stub
+    does not put the version directory on ``sys.path``), so its siblings are too, under names
+    derived from this module's so that two copies never share one."""
+    key = f"{__name__}_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, os.path.join(os.path.dirname(__file__), f"{name}.py"))
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    return sys.modules[key]
 
 
-class ByteDetokenizer:
-    """Streams one sequence's text from byte tokens: an incremental UTF-8 decoder, O(1) a token.
-
-    ``text`` holds only what later tokens cannot change: an unfinished but valid UTF-8 sequence
-    waits; invalid bytes become U+FFFD at once (holding those back would silence a stream until
-    its end). Exactly ``ByteTokenizer.decode`` of all tokens once :meth:`finish` ran.
-    """
-
-    def __init__(self) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.text = ""
-
-    def push(self, token: int) -> None:
-        if token < 256:
-            self.text += self._decoder.decode(bytes((token,)))
-
-    def finish(self) -> str:
-        self.text += self._decoder.decode(b"", final=True)
-        return self.text
-
-
-class HFTokenizer:
-    """A transformers tokenizer loaded from a local directory."""
-
-    def __init__(self, path: str):
-        from transformers import AutoTokenizer
-
-        self._tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.eos_token_id = self._tok.eos_token_id
-        self.pad_token_id = self._tok.pad_token_id if self._tok.pad_token_id is not None else self.eos_token_id
-
-    def encode(self, text: str) -> list[int]:
-        return list(self._tok(text)["input_ids"])
-
-    def decode(self, ids: list[int]) -> str:
-        # No clean-up of spaces (" ." -> "."): it can change text that was already streamed when
-        # a later token arrives, so streamed and final text could disagree (vLLM leaves it off too).
-        return self._tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-
-    def detokenizer(self) -> HFDetokenizer:
-        return HFDetokenizer(self.decode)
-
-
-class HFDetokenizer:
-    """Streams one sequence's text by decoding a short window per token, not the whole text.
-
-    The window starts at the previous chunk's first token (vLLM's prefix/read offsets): the new
-    text is ``decode(window)`` minus ``decode(window without the new tokens)``, so a tokenizer that
-    renders a chunk's first token differently (SentencePiece drops its leading space) still gives
-    the right difference. New text ending in U+FFFD (half a byte-fallback character) waits for
-    the next token. Should a window ever decode to something its shorter self is not a prefix of,
-    this sequence falls back to decoding everything each token (exact, O(n) a token). The
-    concatenated text equals ``HFTokenizer.decode`` of all tokens for byte-level BPE, WordPiece and
-    SentencePiece-style tokenizers (fuzzed in the unit tests).
-    """
-
-    def __init__(self, decode: Callable[[list[int]], str]) -> None:
-        self._decode = decode
-        self._ids: list[int] = []
-        self._prefix = self._read = 0
-        self._windowed = True
-        self.text = ""
-
-    def push(self, token: int) -> None:
-        self._ids.append(token)
-        if not self._windowed:
-            self.text = self._settled(self._decode(self._ids))
-            return
-        before = self._decode(self._ids[self._prefix : self._read])
-        after = self._decode(self._ids[self._prefix :])
-        if not after.startswith(before):
-            self._windowed = False
-            self.text = self._settled(self._decode(self._ids))
-        elif len(after) > len(before) and not after.endswith("\ufffd"):
-            self.text += after[len(before) :]
-            self._prefix, self._read = self._read, len(self._ids)
-
-    def finish(self) -> str:
-        if not self._windowed:
-            self.text = self._decode(self._ids)
-        else:
-            before = self._decode(self._ids[self._prefix : self._read])
-            self.text += self._decode(self._ids[self._prefix :])[len(before) :]
-        return self.text
-
-    def _settled(self, text: str) -> str:
-        """``text`` without a trailing U+FFFD run that came from the last four tokens."""
-        run = len(text) - len(text.rstrip("\ufffd"))
-        if not run:
-            return text
-        earlier = self._decode(self._ids[:-4]) if len(self._ids) > 4 else ""
-        return text[: max(len(text) - run, min(len(earlier), len(text)))]
-
-
-def load_tokenizer(kind: str, path: str) -> ByteTokenizer | HFTokenizer:
-    """``kind`` is ``"byte"`` or ``"hf"`` (a tokenizer directory at ``path``)."""
-    return ByteTokenizer() if kind == "byte" else HFTokenizer(path)
+_tokens = _sibling("tokens")
+_kv = _sibling("kv_cache")
+ByteTokenizer, HFTokenizer, load_tokenizer = _tokens.ByteTokenizer, _tokens.HFTokenizer, _tokens.load_tokenizer
+ByteDetokenizer, HFDetokenizer = _tokens.ByteDetokenizer, _tokens.HFDetokenizer
 
 
 # --------------------------------------------------------------------------- requests
@@ -566,7 +464,7 @@ class Engine:
     def _merge(self, seq: Sequence, cache: Any) -> None:
         """Append a prefilled sequence as a new row, left-padding whichever side is shorter."""
         length = cache.get_seq_length()
-        slot = _slot_layer()
+        slot = _kv.slot_layer()
         if self._cache is None:
             for layer in cache.layers:
                 if type(layer) is slot.__mro__[1]:  # a plain DynamicLayer: same state, slot buffers
@@ -579,8 +477,10 @@ class Engine:
                 if isinstance(mine, slot):
                     mine.add_row(theirs.keys, theirs.values)
                 else:  # e.g. a sliding-window layer: rebuild by concatenation
-                    mine.keys = torch.cat([_left_pad(mine.keys, columns), _left_pad(theirs.keys, columns)], dim=0)
-                    mine.values = torch.cat([_left_pad(mine.values, columns), _left_pad(theirs.values, columns)], dim=0)
+                    mine.keys = torch.cat([_kv.left_pad(mine.keys, columns), _kv.left_pad(theirs.keys, columns)], dim=0)
+                    mine.values = torch.cat(
+                        [_kv.left_pad(mine.values, columns), _kv.left_pad(theirs.values, columns)], dim=0
+                    )
             self._columns = columns
         self._admitted += 1
         seq._admitted = self._admitted
@@ -588,7 +488,7 @@ class Engine:
 
     def _remove_rows(self, indices: list[int]) -> None:
         """Drop rows; the last rows move into the holes (``_running`` is reordered to match)."""
-        order = _swap_remove_order(len(self._running), indices)
+        order = _kv.swap_remove_order(len(self._running), indices)
         self._running = [self._running[i] for i in order]
         if not order:
             self._cache, self._columns = None, 0
@@ -596,7 +496,7 @@ class Engine:
         columns = max(s.cached for s in self._running)
         trim = self._columns - columns
         moves = [(slot, old) for slot, old in enumerate(order) if slot != old]
-        slot_layer, index = _slot_layer(), None
+        slot_layer, index = _kv.slot_layer(), None
         for layer in self._cache.layers:
             if isinstance(layer, slot_layer):
                 layer.remove_rows(moves, len(order), trim)
@@ -658,137 +558,6 @@ class Engine:
         s.running = len(self._running)
         s.waiting = len(self._waiting) + len(self._inbox)
         s.kv_used = len(self._running) * self._columns
-
-
-_SLOT: list[type] = []
-
-
-def _slot_layer() -> type:
-    """A transformers ``DynamicLayer`` whose rows live in slots of a buffer with spare room.
-
-    ``DynamicLayer.update`` concatenates, i.e. reallocates and copies the whole cache of every
-    layer at every step, and merging or dropping a row copied it all once more. Here each layer
-    keeps ``[row slots, heads, column capacity, head_dim]`` buffers and exposes ``keys`` /
-    ``values`` as the view ``[:rows, :, start:end]``:
-
-    - a decode step writes one column at ``end`` (the buffer grows by half when full);
-    - a new row goes into the next free slot, left-padded with zeros (the view widens to the
-      left in place when the new row is longer and there is room);
-    - a removed row's slot is refilled by moving the last row into it (one row copied, not the
-      cache) and padding no row needs any more is trimmed by moving ``start``.
-
-    Padding is always zeros, never stale memory: masked attention scores are ``-inf``, but a
-    stale NaN in ``values`` would still poison ``0 × NaN``. If anything else replaces
-    ``keys``/``values``, the next operation adopts them into a fresh buffer.
-    """
-    if not _SLOT:
-        from transformers.cache_utils import DynamicLayer
-
-        class SlotLayer(DynamicLayer):  # type: ignore[misc,valid-type]
-            _kb: torch.Tensor
-            _vb: torch.Tensor
-            _rows = _start = _end = 0
-            _view: torch.Tensor | None = None
-
-            def adopt(self) -> None:
-                """Take the current ``keys``/``values`` into slot buffers."""
-                rows, used = self.keys.shape[0], self.keys.shape[-2]
-                self._rows, self._start, self._end = rows, 0, 0
-                self._kb, self._vb = self.keys, self.values  # read by _regrow as the current view
-                self._regrow(max(rows, 4), used, left_pad=0, current=(self.keys, self.values))
-
-            def owns_view(self) -> bool:
-                return self._view is not None and self._view is self.keys
-
-            def _regrow(
-                self, row_slots: int, columns: int, left_pad: int, current: tuple[torch.Tensor, torch.Tensor]
-            ) -> None:
-                used = current[0].shape[-2]
-                capacity = columns + columns // 2 + 16
-                buffers = []
-                for tensor in current:
-                    grown = tensor.new_zeros((row_slots, tensor.shape[1], capacity, tensor.shape[-1]))
-                    grown[: self._rows, :, left_pad : left_pad + used] = tensor
-                    buffers.append(grown)
-                self._kb, self._vb = buffers
-                self._start, self._end = 0, left_pad + used
-                self._set_views()
-
-            def _set_views(self) -> None:
-                self.keys = self._kb[: self._rows, :, self._start : self._end]
-                self.values = self._vb[: self._rows, :, self._start : self._end]
-                self._view = self.keys
-
-            def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-                if not self.is_initialized:
-                    return super().update(key_states, value_states, *args, **kwargs)
-                if not self.owns_view():
-                    self.adopt()
-                new = key_states.shape[-2]
-                if self._end + new > self._kb.shape[-2]:
-                    self._regrow(self._kb.shape[0], self._end - self._start + new, 0, (self.keys, self.values))
-                self._kb[: self._rows, :, self._end : self._end + new] = key_states
-                self._vb[: self._rows, :, self._end : self._end + new] = value_states
-                self._end += new
-                self._set_views()
-                return self.keys, self.values
-
-            def add_row(self, keys: torch.Tensor, values: torch.Tensor) -> None:
-                """Append one sequence's ``[1, heads, length, head_dim]`` cache as the last row."""
-                if not self.owns_view():
-                    self.adopt()
-                width, length = self._end - self._start, keys.shape[-2]
-                columns = max(width, length)
-                if self._rows == self._kb.shape[0] or self._end - columns < 0:
-                    slots = self._kb.shape[0] * (2 if self._rows == self._kb.shape[0] else 1)
-                    self._regrow(slots, columns, columns - width, (self.keys, self.values))
-                elif columns > width:  # widen to the left in place; those columns may hold stale rows
-                    self._kb[: self._rows, :, self._end - columns : self._start] = 0
-                    self._vb[: self._rows, :, self._end - columns : self._start] = 0
-                    self._start = self._end - columns
-                row = self._rows
-                for buffer, tensor in ((self._kb, keys), (self._vb, values)):
-                    buffer[row, :, self._start : self._end - length] = 0
-                    buffer[row, :, self._end - length : self._end] = tensor[0]
-                self._rows += 1
-                self._set_views()
-
-            def remove_rows(self, moves: list[tuple[int, int]], rows: int, trim: int) -> None:
-                """Refill slots (``moves``: ``(slot, from_slot)``), keep ``rows`` rows, drop ``trim`` columns."""
-                if not self.owns_view():
-                    self.adopt()
-                columns = slice(self._start, self._end)
-                for slot, source in moves:
-                    self._kb[slot, :, columns] = self._kb[source, :, columns]
-                    self._vb[slot, :, columns] = self._vb[source, :, columns]
-                self._rows = rows
-                self._start += trim
-                self._set_views()
-
-        _SLOT.append(SlotLayer)
-    return _SLOT[0]
-
-
-def _swap_remove_order(rows: int, remove: list[int]) -> list[int]:
-    """Rows left after removing ``remove``, as old row indices: each hole is refilled by the last row.
-
-    >>> _swap_remove_order(5, [1])
-    [0, 4, 2, 3]
-    >>> _swap_remove_order(4, [0, 1])
-    [2, 3]
-
-    A refilling row always comes from beyond the new row count, so the copies never overlap.
-    """
-    order = list(range(rows))
-    for i in sorted(set(remove), reverse=True):
-        order[i] = order[-1]
-        order.pop()
-    return order
-
-
-def _left_pad(x: torch.Tensor, columns: int) -> torch.Tensor:
-    missing = columns - x.shape[-2]
-    return F.pad(x, (0, 0, missing, 0)) if missing else x
 
 
 def _sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:

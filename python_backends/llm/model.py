@@ -1,10 +1,11 @@
 """Triton Python backend for ``kind: llm``: the vLLM backend's client contract over tritonkit's engine.
 
-tritonkit copies this file and ``engine.py`` into every LLM model's version directory, next to
-``model.json`` (engine arguments) and ``hf/`` (the transformers model, and its tokenizer), so
-the repository is self-contained. It needs Triton ≥ 23.10 (decoupled Python models with
-``is_cancelled``, ``TritonError`` codes) — 24.08 or newer for the histogram metrics — and
-``torch`` and ``transformers`` ≥ 5 in the Python environment the stub runs in.
+tritonkit copies this file, ``engine.py``, ``tokens.py`` and ``kv_cache.py`` into every LLM
+model's version directory, next to ``model.json`` (engine arguments) and ``hf/`` (the
+transformers model, and its tokenizer), so the repository is self-contained. It needs Triton
+≥ 23.10 (decoupled Python models with ``is_cancelled``, ``TritonError`` codes) — 24.08 or newer
+for the histogram metrics — and ``torch`` and ``transformers`` ≥ 5 in the Python environment
+the stub runs in.
 
 Contract (as the Triton vLLM backend, so its clients, ensembles and BLS code work unchanged):
 decoupled, ``max_batch_size: 0``; inputs ``text_input`` (STRING), optional ``stream`` (BOOL),

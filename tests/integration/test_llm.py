@@ -292,7 +292,14 @@ def test_llm_builds_are_reproducible_and_self_contained(tmp_path: Path, llm_buil
     again = build(load_spec(_project(project, hf_dir)), project / "dist", cache_dir=project / "cache")
     assert again.digest == llm_build.digest
     version = again.path / "tiny" / "1"
-    assert sorted(p.name for p in version.iterdir()) == ["engine.py", "hf", "model.json", "model.py"]
+    assert sorted(p.name for p in version.iterdir()) == [
+        "engine.py",
+        "hf",
+        "kv_cache.py",
+        "model.json",
+        "model.py",
+        "tokens.py",
+    ]
     config = (again.path / "tiny" / "config.pbtxt").read_text()
     assert "decoupled: true" in config and "max_batch_size: 0" in config and 'backend: "python"' in config
 

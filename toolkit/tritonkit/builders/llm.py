@@ -2,8 +2,8 @@
 
 Layout of ``<model>/1/``:
 
-- ``model.py`` and ``engine.py``: tritonkit's Python backend (copied from
-  ``python_backends/llm``, so the repository's hash covers the code that serves it);
+- ``model.py``, ``engine.py``, ``tokens.py``, ``kv_cache.py``: tritonkit's Python backend
+  (copied from ``python_backends/llm``, so the repository's hash covers the code that serves it);
 - ``hf/``: the transformers model — a copy of ``path``, or a ``random_init`` model created
   here from its seed and written with ``save_pretrained`` (deterministic: same seed, same
   torch and transformers → same bytes);
@@ -33,7 +33,7 @@ from ..modelconfig import model_config
 from ..spec import InstanceGroup, LlmModel, LoadedSpec, ModelBase, RandomInit, TensorSpec
 from . import VERSION, BuildContext
 
-ENGINE_FILES = ("model.py", "engine.py")
+ENGINE_FILES = ("model.py", "engine.py", "tokens.py", "kv_cache.py")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "vocab.txt")
 
 INPUTS = [
