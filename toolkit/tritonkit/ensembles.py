@@ -78,9 +78,7 @@ def ensemble_config(model: EnsembleModel, configs: Mapping[str, pb.ModelConfig])
             if fed == tensor and name in step_inputs
         ]
         optional = all(f.optional for f in feeds)  # optional only where every consumer may go without
-        config.input.append(
-            pb.ModelInput(name=tensor, data_type=source.data_type, dims=source.dims, optional=optional)
-        )
+        config.input.append(pb.ModelInput(name=tensor, data_type=source.data_type, dims=source.dims, optional=optional))
     # A decoupled (streaming) step makes the ensemble stream: every response of that step flows
     # on through the later steps to the client. Triton 2.51 runs it either way; the config says
     # so, so that clients and `tritonkit generate` see a decoupled model in its metadata.

@@ -361,9 +361,7 @@ class LlmModel(ModelBase):
         return self
 
 
-Model = Annotated[
-    OnnxModel | PythonModel | EnsembleModel | LlmModel | TensorRTModel, Field(discriminator="kind")
-]
+Model = Annotated[OnnxModel | PythonModel | EnsembleModel | LlmModel | TensorRTModel, Field(discriminator="kind")]
 
 
 class Resources(_Strict):

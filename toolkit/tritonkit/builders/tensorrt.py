@@ -285,8 +285,12 @@ def build_engine(
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(source.read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise BuildError(f"TensorRT cannot parse the ONNX model: {errors}", model=model.name, step="parse",
-                         hint="check the opset and operators against TensorRT's ONNX support matrix")
+        raise BuildError(
+            f"TensorRT cannot parse the ONNX model: {errors}",
+            model=model.name,
+            step="parse",
+            hint="check the opset and operators against TensorRT's ONNX support matrix",
+        )
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, model.workspace_mb << 20)
     if model.fp16:
@@ -305,12 +309,18 @@ def build_engine(
     timing.parent.mkdir(parents=True, exist_ok=True)
     cache = config.create_timing_cache(timing.read_bytes() if timing.is_file() else b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
-    ctx.log(f"building engine ({precision_of(model)}, "
-            f"workspace {model.workspace_mb} MiB, timing cache {'hit' if timing.is_file() else 'new'})")
+    ctx.log(
+        f"building engine ({precision_of(model)}, "
+        f"workspace {model.workspace_mb} MiB, timing cache {'hit' if timing.is_file() else 'new'})"
+    )
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise BuildError("TensorRT could not build the engine (see the log above)", model=model.name, step="engine",
-                         hint="raise workspace_mb, or narrow the profiles")
+        raise BuildError(
+            "TensorRT could not build the engine (see the log above)",
+            model=model.name,
+            step="engine",
+            hint="raise workspace_mb, or narrow the profiles",
+        )
     target.write_bytes(bytes(plan))
     timing.write_bytes(bytes(config.get_timing_cache().serialize()))
 
