@@ -134,32 +134,7 @@ class Result:
 class BatchedStream(LlmStream):
     """An :class:`LlmStream` for a model with ``max_batch_size > 0`` (``static``): inputs are [1, 1]."""
 
-    def send(
-        self,
-        prompt: str,
-        params: dict[str, Any] | None = None,
-        *,
-        stream: bool = True,
-        exclude_input: bool = True,
-        on_text: Callable[[str], None] | None = None,
-    ) -> Generation:
-        inputs = []
-        for name, value, dtype in (
-            ("text_input", np.array([prompt.encode("utf-8")], dtype=np.object_), "BYTES"),
-            ("stream", np.array([stream]), "BOOL"),
-            ("sampling_parameters", np.array([json.dumps(params or {}).encode()], dtype=np.object_), "BYTES"),
-            ("exclude_input_in_output", np.array([exclude_input]), "BOOL"),
-            ("return_finish_reason", np.array([True]), "BOOL"),
-            ("return_num_output_tokens", np.array([True]), "BOOL"),
-        ):
-            tensor = self._grpc.InferInput(name, [1, 1], dtype)
-            tensor.set_data_from_numpy(value.reshape(1, 1))
-            inputs.append(tensor)
-        self._done.clear()
-        self._on_text = on_text
-        self._current = Generation(prompt=prompt, sent_at=time.perf_counter())
-        self._client.async_stream_infer(self.model, inputs, enable_empty_final_response=True)
-        return self._current
+    shape = (1, 1)
 
 
 # --------------------------------------------------------------------------- workload and server

@@ -63,6 +63,10 @@ class Generation:
 class LlmStream:
     """A gRPC stream to one llm model; one request at a time (see the module docstring)."""
 
+    #: Shape of every input tensor: ``(1,)`` for the vLLM contract (``max_batch_size: 0``);
+    #: a subclass sets ``(1, 1)`` for a model with ``max_batch_size > 0`` (``mode: static``).
+    shape: tuple[int, ...] = (1,)
+
     def __init__(self, url: str, model: str):
         import tritonclient.grpc as grpcclient
 
@@ -96,8 +100,8 @@ class LlmStream:
             ("return_finish_reason", np.array([True]), "BOOL"),
             ("return_num_output_tokens", np.array([True]), "BOOL"),
         ):
-            tensor = self._grpc.InferInput(name, [1], dtype)
-            tensor.set_data_from_numpy(value)
+            tensor = self._grpc.InferInput(name, list(self.shape), dtype)
+            tensor.set_data_from_numpy(value.reshape(self.shape))
             inputs.append(tensor)
         self._done.clear()
         self._on_text = on_text
