@@ -120,10 +120,7 @@ class TritonPythonModel:
         for request in requests:
             sender = request.get_response_sender()
             try:
-                prompt = _text(request)
-                params = engine.SamplingParams.from_json(
-                    _string(request, "sampling_parameters"), self.default_max_tokens
-                )
+                prompt, params = self._read(request)
                 sink = _Sink(self, request, sender, prompt)
                 self.engine.submit(engine.Sequence(id=request.request_id(), prompt=prompt, params=params, sink=sink))
             except engine.QueueFull as exc:
@@ -134,16 +131,18 @@ class TritonPythonModel:
                 _fail(sender, f"{self.name}: {exc}; reload the model", pb_utils.TritonError.INTERNAL)
         return None
 
+    def _read(self, request):
+        """The prompt and sampling parameters of one request (ParameterError / ValueError if bad)."""
+        prompt = _text(request)
+        return prompt, engine.SamplingParams.from_json(_string(request, "sampling_parameters"), self.default_max_tokens)
+
     def _execute_static(self, requests):
         """Baseline: one generate() over the whole batch; every answer when the longest ends."""
         live = []
         for request in requests:
             sender = request.get_response_sender()
             try:
-                prompt = _text(request)
-                params = engine.SamplingParams.from_json(
-                    _string(request, "sampling_parameters"), self.default_max_tokens
-                )
+                prompt, params = self._read(request)
                 if not params.greedy:
                     raise engine.ParameterError("mode static (a benchmark baseline) is greedy only: set temperature 0")
                 ids = self.tokenizer.encode(prompt)

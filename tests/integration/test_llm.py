@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -49,6 +50,14 @@ models:
     path: hf_tiny            # a save_pretrained() directory with its own (byte-level BPE) tokenizer
     device: cpu
     threads: 1
+  - name: static             # the benchmark's baseline: Triton's batcher feeds generate()
+    kind: llm
+    random_init: {family: gpt2, layers: 2, hidden_size: 64, heads: 4, max_positions: 512, seed: 5}
+    device: cpu
+    threads: 1
+    max_batch_size: 8
+    dynamic_batching: {max_queue_delay_microseconds: 200000}
+    scheduler: {mode: static}
 """
 
 GREEDY = {"temperature": 0, "ignore_eos": True}
@@ -330,3 +339,33 @@ def test_a_local_transformers_model_serves_with_its_own_tokenizer(url: str, llm_
     result = generate(url, "hf_tiny", "hello world", {"max_tokens": 24, **GREEDY})
     assert result.error is None and result.finals == 1 and result.output_tokens == 24
     assert result.text == expected
+
+
+class _BatchedStream(LlmStream):
+    shape = (1, 1)  # a model with max_batch_size > 0
+
+
+def test_static_mode_batches_through_generate_with_the_same_greedy_text(
+    url: str, llm_server: TritonServer, reference
+) -> None:  # type: ignore[no-untyped-def]
+    prompts = [("a", 12), ("a longer prompt here", 30), ("mid one", 20), ("xyz", 5)]
+    streams = [_BatchedStream(url, "static") for _ in prompts]
+    try:
+        sent = [stream.send(prompt, {"max_tokens": n, **GREEDY}) for stream, (prompt, n) in zip(streams, prompts)]
+        for stream in streams:
+            stream.wait(120)
+        refused = streams[0].send("hi", {"max_tokens": 4, "temperature": 0.8})
+        streams[0].wait(60)
+    finally:
+        for stream in streams:
+            stream.close()
+    for (prompt, n), result in zip(prompts, sent):
+        assert result.error is None and result.finals == 1
+        assert result.text == reference(prompt, n), prompt  # same model files and seed as "tiny"
+        assert result.finish_reason == "length"
+    assert refused.error is not None and "greedy only" in refused.error
+    stats = urllib.request.urlopen(
+        f"http://127.0.0.1:{llm_server.endpoints.http_port}/v2/models/static/stats", timeout=5
+    ).read()
+    counts = json.loads(stats)["model_stats"][0]
+    assert counts["execution_count"] < counts["inference_count"]  # requests shared generate() calls
