@@ -12,7 +12,9 @@ raw sentences and prints their cosine similarities.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,7 @@ import tritonclient.http as httpclient
 from rich.console import Console
 from rich.table import Table
 
-from tritonkit import Endpoints, TritonkitError, TritonServer, build, load_spec, verify
+from tritonkit import BuildResult, Endpoints, TritonkitError, TritonServer, build, load_spec, verify
 from tritonkit.llm_client import LlmStream
 from tritonkit.server import free_port
 
@@ -35,19 +37,36 @@ def _features(samples: np.ndarray) -> grpcclient.InferInput:
     return tensor
 
 
-def main() -> int:
-    loaded = load_spec(HERE / "tritonkit.yaml")
-    with console.status("building the example repository…") as status:
-        result = build(loaded, HERE / "dist", progress=lambda model, message: status.update(f"{model}: {message}"))
+def _build(spec_file: str, what: str) -> BuildResult:
+    """Build one spec of this directory into dist/, with progress, and say where it went."""
+    with console.status(f"building {what}…") as status:
+        result = build(
+            load_spec(HERE / spec_file), HERE / "dist", progress=lambda model, step: status.update(f"{model}: {step}")
+        )
     console.print(f"built [bold]{result.path.name}[/] ({result.digest}) in {result.seconds:.2f}s")
-    report = verify(result.path)
-    console.print(f"verify: {'ok' if report.ok else report.findings}")
+    return result
 
+
+@contextmanager
+def _served(result: BuildResult, what: str) -> Iterator[Endpoints]:
+    """The embedded Triton on free loopback ports for the block; stopped (and said so) after it."""
     endpoints = Endpoints("127.0.0.1", free_port(), free_port(), free_port())
-    with console.status("starting the embedded Triton…"):
+    with console.status(f"starting {what}…"):
         server = TritonServer(result.path, endpoints=endpoints)
         server.start()
     try:
+        yield endpoints
+    finally:
+        code = server.stop()
+        console.print(f"Triton stopped (exit code {code})")
+
+
+def main() -> int:
+    result = _build("tritonkit.yaml", "the example repository")
+    report = verify(result.path)
+    console.print(f"verify: {'ok' if report.ok else report.findings}")
+
+    with _served(result, "the embedded Triton") as endpoints:
         console.print(
             f"Triton ready: HTTP {endpoints.http_url}  gRPC {endpoints.grpc_url}  metrics {endpoints.metrics_url}"
         )
@@ -93,23 +112,13 @@ def main() -> int:
         )
         http.close()
         grpc.close()
-    finally:
-        code = server.stop()
-        console.print(f"Triton stopped (exit code {code})")
     return llm_demo() or embeddings_demo()
 
 
 def llm_demo() -> int:
     """Build and serve llm.yaml; stream one answer, then run eight requests in one batch."""
-    loaded = load_spec(HERE / "llm.yaml")
-    with console.status("building the language model…") as status:
-        result = build(loaded, HERE / "dist", progress=lambda model, message: status.update(f"{model}: {message}"))
-    console.print(f"built [bold]{result.path.name}[/] ({result.digest}) in {result.seconds:.2f}s")
-    endpoints = Endpoints("127.0.0.1", free_port(), free_port(), free_port())
-    with console.status("starting Triton with the LLM backend…"):
-        server = TritonServer(result.path, endpoints=endpoints)
-        server.start()
-    try:
+    result = _build("llm.yaml", "the language model")
+    with _served(result, "Triton with the LLM backend") as endpoints:
         greedy = {"temperature": 0, "ignore_eos": True}
         console.print("streamed (random weights, so the text is noise; bytes shown escaped): ", end="")
         with LlmStream(endpoints.grpc_url, "tiny-gpt2") as conn:
@@ -146,23 +155,13 @@ def llm_demo() -> int:
         console.print(table)
         console.print("short requests finish early and long ones keep going: no request waits for the batch")
         failed = [r for r in [first, *runs] if r.error or r.finals != 1]
-    finally:
-        code = server.stop()
-        console.print(f"Triton stopped (exit code {code})")
     return 1 if failed else 0
 
 
 def embeddings_demo() -> int:
     """Build and serve embeddings.yaml; embed sentences in one call to the `embed` ensemble."""
-    loaded = load_spec(HERE / "embeddings.yaml")
-    with console.status("building the embedding pipeline (ONNX export of MiniLM)…") as status:
-        result = build(loaded, HERE / "dist", progress=lambda model, message: status.update(f"{model}: {message}"))
-    console.print(f"built [bold]{result.path.name}[/] ({result.digest}) in {result.seconds:.2f}s")
-    endpoints = Endpoints("127.0.0.1", free_port(), free_port(), free_port())
-    with console.status("starting Triton with the embedding ensemble…"):
-        server = TritonServer(result.path, endpoints=endpoints)
-        server.start()
-    try:
+    result = _build("embeddings.yaml", "the embedding pipeline (ONNX export of MiniLM)")
+    with _served(result, "Triton with the embedding ensemble") as endpoints:
         sentences = ["A cat sits on the mat.", "A kitten rests on a rug.", "Triton serves models on GPUs."]
         grpc = grpcclient.InferenceServerClient(endpoints.grpc_url)
         text = grpcclient.InferInput("text", [len(sentences), 1], "BYTES")
@@ -178,9 +177,6 @@ def embeddings_demo() -> int:
         for i, sentence in enumerate(sentences):
             table.add_row(f"{i} {sentence}", *(f"{float(vectors[i] @ vectors[j]):.2f}" for j in range(len(sentences))))
         console.print(table)
-    finally:
-        code = server.stop()
-        console.print(f"Triton stopped (exit code {code})")
     return 0
 
 
