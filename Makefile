@@ -39,12 +39,16 @@ $(KSERVE_STAMP):
 demo: sysdeps $(STAMP)
 	$(BIN)/python model_repository/demo.py
 
-test: sysdeps $(STAMP) $(KSERVE_STAMP)
+# Lint first (seconds), then the suite. pytest exits 5 when it collects no test: that fails too.
+test: sysdeps $(STAMP) $(KSERVE_STAMP) lint
 	$(BIN)/python -m pytest
 
+# ruff, mypy, and the import-layering check (no upward import, no cycle: docs/architecture.md).
 lint: $(STAMP)
-	$(BIN)/ruff check toolkit tests benchmarks model_repository
+	$(BIN)/ruff check toolkit tests benchmarks model_repository python_backends tools
+	$(BIN)/ruff format --check toolkit tests benchmarks model_repository python_backends tools
 	$(BIN)/mypy
+	$(BIN)/python tools/check_layers.py
 
 clean:
 	rm -rf dist model_repository/.tritonkit model_repository/dist model_repository/releases $(KSERVE_VENV)

@@ -76,9 +76,9 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from tritonkit import Endpoints, TritonServer, build, load_spec
-from tritonkit.llm_client import Generation, LlmStream
-from tritonkit.server import free_port
+from tritonkit import Endpoints, TritonServer, build_repository, load_spec
+from tritonkit.serve.llm_client import Generation, LlmStream
+from tritonkit.serve.server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ("sequential", "static", "inflight")
@@ -464,7 +464,7 @@ def main() -> None:
         capacity, longest = max(args.concurrency), max(m.longest for m in mixes)
         spec_path.write_text(yaml.safe_dump(spec(capacity, longest), sort_keys=False))
         with console.status("building the three models"):
-            built = build(load_spec(spec_path), Path(scratch) / "dist", cache_dir=Path(scratch) / "cache")
+            built = build_repository(load_spec(spec_path), Path(scratch) / "dist", cache_dir=Path(scratch) / "cache")
         server = TritonServer(built.path, endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()))
         with console.status("starting Triton"):
             server.start()

@@ -7,7 +7,7 @@ On the embedded Triton serving the example classifier:
     Analyzer's brute search, which writes an empty ``dynamic_batching {}``. Every point of
     the sweep is measured, each config applied by a config-override reload (Model Analyzer
     restarts the server instead; that cost is not counted against it here).
-(b) tune: :func:`tritonkit.tune` started from Triton's default config (1 instance, the spec's
+(b) tune: :func:`tritonkit.perf.tune` started from Triton's default config (1 instance, the spec's
     max_batch_size, ``dynamic_batching {}``) with the same p99 budget.
 
 Then the grid's best and tune's pick are measured again, alternating, so the final ratio
@@ -30,8 +30,10 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from tritonkit import Endpoints, TritonServer, TunePoint, TuneSettings, bench, build, load_spec, tune
-from tritonkit.server import free_port
+from tritonkit import Endpoints, TritonServer, TunePoint, TuneSettings, build_repository, load_spec
+from tritonkit.perf.bench import bench
+from tritonkit.perf.tune import tune
+from tritonkit.serve.server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "model_repository" / "tritonkit.yaml"
@@ -71,7 +73,7 @@ def main() -> None:
     levels = [1, 4, 16, 64] if args.quick else [1, 2, 4, 8, 16, 32, 64]
 
     with tempfile.TemporaryDirectory() as scratch:
-        built = build(load_spec(SPEC), Path(scratch) / "dist", cache_dir=Path(scratch) / "cache")
+        built = build_repository(load_spec(SPEC), Path(scratch) / "dist", cache_dir=Path(scratch) / "cache")
         server = TritonServer(
             built.path, endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()), models=[MODEL]
         )
@@ -126,7 +128,7 @@ def _run(
             url=url,
             budget_s=budget,
             window_s=WINDOW_S,
-            progress=lambda e: progress.update(task, completed=e.elapsed_s, description=f"tune: {e.message}"),
+            progress=lambda e: progress.update(task, completed=e.done, description=f"tune: {e.message}"),
         )
     tune_s = time.perf_counter() - started
 

@@ -23,9 +23,10 @@ import tritonclient.http as httpclient
 from rich.console import Console
 from rich.table import Table
 
-from tritonkit import BuildResult, Endpoints, TritonkitError, TritonServer, build, load_spec, verify
-from tritonkit.llm_client import LlmStream
-from tritonkit.server import free_port
+from tritonkit import BuildResult, Endpoints, TritonkitError, TritonServer, build_repository, load_spec
+from tritonkit.build.verify import verify
+from tritonkit.serve.llm_client import LlmStream
+from tritonkit.serve.server import free_port
 
 HERE = Path(__file__).resolve().parent
 console = Console()
@@ -40,8 +41,10 @@ def _features(samples: np.ndarray) -> grpcclient.InferInput:
 def _build(spec_file: str, what: str) -> BuildResult:
     """Build one spec of this directory into dist/, with progress, and say where it went."""
     with console.status(f"building {what}…") as status:
-        result = build(
-            load_spec(HERE / spec_file), HERE / "dist", progress=lambda model, step: status.update(f"{model}: {step}")
+        result = build_repository(
+            load_spec(HERE / spec_file),
+            HERE / "dist",
+            progress=lambda event: status.update(f"{event.subject}: {event.message}"),
         )
     console.print(f"built [bold]{result.path.name}[/] ({result.digest}) in {result.seconds:.2f}s")
     return result

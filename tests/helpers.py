@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import onnx
 from onnx import TensorProto, helper
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "model_repository"
+
+
+def copy_example(target: Path) -> Path:
+    """Copy the example project to ``target`` and the top-level ``ensembles/`` its spec points at
+    (``../ensembles``) beside it; returns ``target``."""
+    shutil.copytree(EXAMPLE, target, ignore=shutil.ignore_patterns(".tritonkit", "dist", "releases", "__pycache__"))
+    if not (target.parent / "ensembles").exists():
+        shutil.copytree(ROOT / "ensembles", target.parent / "ensembles")
+    return target
 
 
 def write_add_model(path: Path, *, batch: bool = True, width: int = 4, elem_type: int = TensorProto.FLOAT) -> Path:

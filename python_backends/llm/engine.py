@@ -65,7 +65,6 @@ def _sibling(name: str) -> Any:
 _tokens = _sibling("tokens")
 _kv = _sibling("kv_cache")
 ByteTokenizer, HFTokenizer, load_tokenizer = _tokens.ByteTokenizer, _tokens.HFTokenizer, _tokens.load_tokenizer
-ByteDetokenizer, HFDetokenizer = _tokens.ByteDetokenizer, _tokens.HFDetokenizer
 
 
 # --------------------------------------------------------------------------- requests

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tritonkit import BuildResult, Endpoints, TritonServer, build, load_spec
-from tritonkit.repository import make_writable, remove_tree
-from tritonkit.server import free_port
+from tests.helpers import copy_example
+from tritonkit import BuildResult, Endpoints, TritonServer, build_repository, load_spec
+from tritonkit.artifact.layout import make_writable, remove_tree
+from tritonkit.serve.server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "model_repository"
@@ -26,14 +27,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def example_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A private copy of model_repository/ (tests may edit it)."""
     target = tmp_path_factory.mktemp("example") / "model_repository"
-    shutil.copytree(EXAMPLE, target, ignore=shutil.ignore_patterns(".tritonkit", "dist", "__pycache__"))
+    copy_example(target)
     return target
 
 
 @pytest.fixture(scope="session")
 def demo_build(tmp_path_factory: pytest.TempPathFactory, example_copy: Path) -> BuildResult:
     out = tmp_path_factory.mktemp("dist")
-    return build(load_spec(example_copy / "tritonkit.yaml"), out, cache_dir=tmp_path_factory.mktemp("cache"))
+    return build_repository(load_spec(example_copy / "tritonkit.yaml"), out, cache_dir=tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tritonkit import ServerError, TritonServer, cli
-from tritonkit.bench import bench
-from tritonkit.cli import main
-from tritonkit.server import free_port
+from tritonkit import ServerError, TritonServer
+from tritonkit.cli import _common, main
+from tritonkit.errors import UsageError
+from tritonkit.perf.bench import bench
+from tritonkit.serve.server import free_port
 
 
 def _consistent(point) -> None:  # type: ignore[no-untyped-def]
@@ -44,7 +45,7 @@ def test_open_loop_over_http_keeps_the_rate(demo_server: TritonServer) -> None:
 def test_bench_cli_table_report_and_bad_input(
     demo_server: TritonServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(cli.console, "width", 200)
+    monkeypatch.setattr(_common.console, "width", 200)
     runner = CliRunner()
     ok = runner.invoke(
         main,
@@ -78,4 +79,4 @@ def test_bench_cli_table_report_and_bad_input(
     assert down.exit_code == ServerError.exit_code and "cannot reach Triton" in down.stderr
 
     neither = runner.invoke(main, ["bench", "classifier", "--url", demo_server.endpoints.grpc_url])
-    assert neither.exit_code == 2 and "either concurrency levels or request rates" in neither.stderr
+    assert neither.exit_code == UsageError.exit_code and "either concurrency levels or request rates" in neither.stderr

@@ -10,14 +10,15 @@ import pytest
 from click.testing import CliRunner
 
 from tests.helpers import write_add_model
-from tritonkit import BuildError, BuildResult, build, load_spec, read_lock
+from tritonkit import BuildError, BuildResult, build_repository, load_spec, read_lock
+from tritonkit.artifact.hashing import LOCK_FILE, hash_tree
 from tritonkit.cli import main
-from tritonkit.hashing import LOCK_FILE, hash_tree
+from tritonkit.errors import UsageError
 
 
 def test_two_clean_builds_are_byte_identical(demo_build: BuildResult, example_copy: Path, tmp_path: Path) -> None:
     # A fresh cache forces the torch -> ONNX export to run again.
-    again = build(load_spec(example_copy / "tritonkit.yaml"), tmp_path / "out", cache_dir=tmp_path / "cache")
+    again = build_repository(load_spec(example_copy / "tritonkit.yaml"), tmp_path / "out", cache_dir=tmp_path / "cache")
     assert not any(m.cached for m in again.models)
     assert again.digest == demo_build.digest
     assert again.path.name == demo_build.path.name
@@ -44,7 +45,9 @@ def test_lock_lists_every_file_and_no_machine_details(demo_build: BuildResult) -
 def test_built_files_are_read_only(example_copy: Path, tmp_path: Path) -> None:
     # A build of its own: the session's demo build may have been served, and Triton's Python
     # stub writes __pycache__ when run as root (see README, "Known limits").
-    result = build(load_spec(example_copy / "tritonkit.yaml"), tmp_path / "out", cache_dir=tmp_path / "cache")
+    result = build_repository(
+        load_spec(example_copy / "tritonkit.yaml"), tmp_path / "out", cache_dir=tmp_path / "cache"
+    )
     for path in [result.path, *result.path.rglob("*")]:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode & 0o222 == 0, f"{path} is writable ({oct(mode)})"
@@ -59,8 +62,8 @@ def test_derived_config_comes_from_the_graph(demo_build: BuildResult) -> None:
 
 def test_unchanged_rebuild_reuses_everything(example_copy: Path, tmp_path: Path) -> None:
     loaded = load_spec(example_copy / "tritonkit.yaml")
-    first = build(loaded, tmp_path / "out", cache_dir=tmp_path / "cache")
-    second = build(loaded, tmp_path / "out", cache_dir=tmp_path / "cache")
+    first = build_repository(loaded, tmp_path / "out", cache_dir=tmp_path / "cache")
+    second = build_repository(loaded, tmp_path / "out", cache_dir=tmp_path / "cache")
     assert [m.cached for m in second.models if m.kind != "ensemble"] == [True, True]
     assert not second.created and second.path == first.path
     assert (tmp_path / "out" / "demo").resolve() == first.path
@@ -69,12 +72,13 @@ def test_unchanged_rebuild_reuses_everything(example_copy: Path, tmp_path: Path)
 def test_changing_one_model_rebuilds_only_it_and_keeps_the_old_build(tmp_path: Path, example_copy: Path) -> None:
     project = tmp_path / "project"
     shutil.copytree(example_copy, project)
+    shutil.copytree(example_copy.parent / "ensembles", tmp_path / "ensembles")
     cache = tmp_path / "cache"
-    first = build(load_spec(project / "tritonkit.yaml"), tmp_path / "out", cache_dir=cache)
+    first = build_repository(load_spec(project / "tritonkit.yaml"), tmp_path / "out", cache_dir=cache)
     before = hash_tree(first.path)
     model_py = project / "models" / "postprocess" / "model.py"
     model_py.write_text(model_py.read_text() + "\n# changed\n")
-    second = build(load_spec(project / "tritonkit.yaml"), tmp_path / "out", cache_dir=cache)
+    second = build_repository(load_spec(project / "tritonkit.yaml"), tmp_path / "out", cache_dir=cache)
     cached = {m.name: m.cached for m in second.models if m.kind != "ensemble"}
     assert cached == {"classifier": True, "postprocess": False}
     assert second.digest != first.digest
@@ -84,11 +88,11 @@ def test_changing_one_model_rebuilds_only_it_and_keeps_the_old_build(tmp_path: P
 
 def test_tampered_cache_entry_is_rebuilt(tmp_path: Path, example_copy: Path) -> None:
     loaded = load_spec(example_copy / "tritonkit.yaml")
-    first = build(loaded, tmp_path / "out", cache_dir=tmp_path / "cache")
+    first = build_repository(loaded, tmp_path / "out", cache_dir=tmp_path / "cache")
     entry = tmp_path / "cache" / first.models[1].key / "1" / "model.py"
     entry.chmod(0o644)
     entry.write_text("tampered")
-    second = build(loaded, tmp_path / "out", cache_dir=tmp_path / "cache")
+    second = build_repository(loaded, tmp_path / "out", cache_dir=tmp_path / "cache")
     assert [m.cached for m in second.models if m.kind != "ensemble"] == [True, False]
     assert second.digest == first.digest
 
@@ -98,7 +102,7 @@ def test_onnx_file_model_derives_io(tmp_path: Path) -> None:
     (tmp_path / "tritonkit.yaml").write_text(
         "name: files\nmodels:\n  - {name: add, kind: onnx, file: add.onnx, max_batch_size: 8}\n"
     )
-    result = build(load_spec(tmp_path / "tritonkit.yaml"), tmp_path / "out", cache_dir=tmp_path / "cache")
+    result = build_repository(load_spec(tmp_path / "tritonkit.yaml"), tmp_path / "out", cache_dir=tmp_path / "cache")
     config = (result.path / "add" / "config.pbtxt").read_text()
     assert "max_batch_size: 8" in config
     assert 'name: "x"' in config and 'name: "y"' in config and "dims: 4" in config
@@ -149,7 +153,7 @@ def test_output_alias_that_is_a_real_directory_is_refused_untouched(example_copy
     result = CliRunner().invoke(
         main, ["build", "-f", str(example_copy / "tritonkit.yaml"), "-o", str(out), "--cache-dir", str(tmp_path / "c")]
     )
-    assert result.exit_code == 2
+    assert result.exit_code == UsageError.exit_code
     assert "is not a tritonkit alias symlink" in result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["demo"]
     assert (out / "demo" / "mine.txt").read_text() == "keep me"

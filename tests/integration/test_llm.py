@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tritonkit import BuildResult, Endpoints, TritonServer, build, load_spec
-from tritonkit.llm_client import Generation, LlmStream, generate
-from tritonkit.server import free_port
+from tritonkit import BuildResult, Endpoints, TritonServer, build_repository, load_spec
+from tritonkit.serve.llm_client import Generation, LlmStream, generate
+from tritonkit.serve.server import free_port
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -96,7 +96,7 @@ def _project(root: Path, hf_dir: Path) -> Path:
 @pytest.fixture(scope="module")
 def llm_build(tmp_path_factory: pytest.TempPathFactory, hf_dir: Path) -> BuildResult:
     project = tmp_path_factory.mktemp("llmproject")
-    return build(load_spec(_project(project, hf_dir)), project / "dist", cache_dir=project / "cache")
+    return build_repository(load_spec(_project(project, hf_dir)), project / "dist", cache_dir=project / "cache")
 
 
 @pytest.fixture(scope="module")
@@ -298,7 +298,7 @@ def test_llm_builds_are_reproducible_and_self_contained(tmp_path: Path, llm_buil
     """A clean rebuild (fresh cache) gives the same digest; the version dir holds engine + model."""
     project = tmp_path / "again"
     project.mkdir()
-    again = build(load_spec(_project(project, hf_dir)), project / "dist", cache_dir=project / "cache")
+    again = build_repository(load_spec(_project(project, hf_dir)), project / "dist", cache_dir=project / "cache")
     assert again.digest == llm_build.digest
     version = again.path / "tiny" / "1"
     assert sorted(p.name for p in version.iterdir()) == [
@@ -315,7 +315,7 @@ def test_llm_builds_are_reproducible_and_self_contained(tmp_path: Path, llm_buil
 
 def test_an_ensemble_over_the_llm_streams_too(url: str, llm_build: BuildResult, reference) -> None:  # type: ignore[no-untyped-def]
     """A decoupled step makes the generated ensemble decoupled; optional step inputs stay optional."""
-    from tritonkit import pbtxt
+    from tritonkit.build import pbtxt
 
     config = pbtxt.parse((llm_build.path / "chat" / "config.pbtxt").read_text())
     assert config.model_transaction_policy.decoupled

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from collections import Counter
@@ -14,14 +13,14 @@ import pytest
 import tritonclient.http as httpclient
 from click.testing import CliRunner
 
-from tritonkit import Endpoints, SpecError, TritonServer, build, load_spec
+from tests.helpers import copy_example
+from tritonkit import Endpoints, TritonServer, build_repository, load_spec
 from tritonkit.cli import main
-from tritonkit.errors import PromoteError
-from tritonkit.promote import LocalEnvironment, environment
-from tritonkit.releases import ReleaseStore
-from tritonkit.server import free_port
-
-from .conftest import EXAMPLE
+from tritonkit.deploy import open_environment
+from tritonkit.deploy.local import LocalEnvironment
+from tritonkit.errors import PromoteError, UsageError
+from tritonkit.release.store import ReleaseStore
+from tritonkit.serve.server import free_port
 
 BROKEN_MODEL = """
 class TritonPythonModel:
@@ -45,13 +44,13 @@ BROKEN_SPEC = """
 def store(tmp_path_factory: pytest.TempPathFactory) -> ReleaseStore:
     """v1 = the example, v2 = another batching delay, v3 = v2 plus a model that cannot load."""
     project = tmp_path_factory.mktemp("promote") / "project"
-    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns(".tritonkit", "dist", "__pycache__"))
+    copy_example(project)
     cache = project.parent / "cache"
     releases = ReleaseStore(project / "releases")
     spec = project / "tritonkit.yaml"
 
     def release() -> None:
-        releases.create(build(load_spec(spec), project / "dist", cache_dir=cache).path)
+        releases.create(build_repository(load_spec(spec), project / "dist", cache_dir=cache).path)
 
     release()
     spec.write_text(spec.read_text().replace("max_queue_delay_microseconds: 2000", "max_queue_delay_microseconds: 700"))
@@ -70,6 +69,7 @@ def local(store: ReleaseStore) -> Iterator[tuple[LocalEnvironment, TritonServer]
         env.prepare(), endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()), models=[]
     )
     server.start()
+    env.url = server.endpoints.http_url.removeprefix("http://")
     yield env, server
     server.stop()
 
@@ -121,12 +121,12 @@ def test_promotion_under_load_fails_no_request_and_a_broken_release_changes_noth
     env, server = local
     url = server.endpoints.http_url.removeprefix("http://")
     pid = server.pid
-    env.promote(1, url=url)
+    env.promote(1)
     assert _version(url) == "1" and env.current() is not None and env.current().name == "v1"  # type: ignore[union-attr]
 
     with _Load(url) as load:
         time.sleep(1.0)  # traffic before, during and after the switch
-        entry = env.promote(2, url=url)
+        entry = env.promote(2)
         time.sleep(1.0)
     assert entry.ok and (entry.from_release, entry.to_release) == ("v1", "v2")
     assert load.failures == [], load.failures[:3]
@@ -137,7 +137,7 @@ def test_promotion_under_load_fails_no_request_and_a_broken_release_changes_noth
 
     with _Load(url) as load, pytest.raises(PromoteError, match="v3 was not promoted to local.*broken") as caught:
         time.sleep(0.5)
-        env.promote(3, url=url)
+        env.promote(3)
     assert "v2 still serves" in caught.value.hint
     assert load.failures == [], load.failures[:3]
     assert set(load.versions) == {"2"}, load.versions
@@ -145,7 +145,7 @@ def test_promotion_under_load_fails_no_request_and_a_broken_release_changes_noth
     assert sorted(p.name for p in env.live.iterdir()) == ["classifier", "classify", "postprocess"]
     assert sorted(p.name for p in (env.live / "classifier").iterdir()) == ["2", "config.pbtxt"]
 
-    back = env.rollback(url=url)
+    back = env.rollback()
     assert (back.action, back.from_release, back.to_release) == ("rollback", "v2", "v1")
     assert _version(url) == "1"
     outcomes = [(h.action, h.to_release, h.ok) for h in env.history()]
@@ -166,13 +166,15 @@ def test_status_and_bad_input(local: tuple[LocalEnvironment, TritonServer], stor
     assert shown.exit_code == 0, shown.output
     assert "local serves" in shown.output and "history" in shown.output
     unknown = runner.invoke(main, ["promote", "v9", "--env", "local", *spec])
-    assert unknown.exit_code == 2 and "no release v9" in unknown.output
+    assert unknown.exit_code == UsageError.exit_code and "no release v9" in unknown.output
     nowhere = runner.invoke(main, ["promote", "v2", "--env", "local", "--url", f"127.0.0.1:{free_port()}", *spec])
     assert nowhere.exit_code == 5 and "cannot reach the local Triton" in nowhere.output
-    with pytest.raises(SpecError, match="needs the spec that declares it"):
-        environment(store, "prod")
+    with pytest.raises(UsageError, match="needs the spec that declares it"):
+        open_environment(store, "prod")
     prod = runner.invoke(main, ["promote", "v1", "--env", "prod", *spec])
-    assert prod.exit_code == 2 and "no environment named 'prod'" in prod.output
+    assert prod.exit_code == UsageError.exit_code and "no environment named 'prod'" in prod.output
     canary = runner.invoke(main, ["promote", "v1", "--env", "local", "--canary", "10", *spec])
-    assert canary.exit_code == 2 and "--canary needs a KServe Serverless environment" in canary.output
+    assert (
+        canary.exit_code == UsageError.exit_code and "a canary needs a KServe Serverless environment" in canary.output
+    )
     assert Path(env.root / "history.jsonl").is_file()

@@ -19,13 +19,14 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from tritonkit import SpecError, VerifyError, build, load_spec, verify
+from tests.helpers import copy_example
+from tritonkit import VerifyError, build_repository, load_spec
+from tritonkit.build.verify import verify
 from tritonkit.cli import main
-from tritonkit.publish import build_image, publish, pull
-from tritonkit.releases import ReleaseStore
-from tritonkit.server import free_port
-
-from .conftest import EXAMPLE
+from tritonkit.errors import ClusterError, RegistryError, UsageError
+from tritonkit.release.oci import build_image, publish, pull
+from tritonkit.release.store import ReleaseStore
+from tritonkit.serve.server import free_port
 
 
 @pytest.fixture()
@@ -58,9 +59,11 @@ def registry(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 @pytest.fixture(scope="module")
 def released(tmp_path_factory: pytest.TempPathFactory) -> tuple[ReleaseStore, Path]:
     project = tmp_path_factory.mktemp("publish") / "project"
-    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns(".tritonkit", "dist", "__pycache__"))
+    copy_example(project)
     store = ReleaseStore(project / "releases")
-    store.create(build(load_spec(project / "tritonkit.yaml"), project / "dist", cache_dir=project / "cache").path)
+    store.create(
+        build_repository(load_spec(project / "tritonkit.yaml"), project / "dist", cache_dir=project / "cache").path
+    )
     return store, project / "tritonkit.yaml"
 
 
@@ -140,12 +143,12 @@ def test_cli_records_the_digest_reference_and_rejects_bad_input(
     assert done.exit_code == 0, done.output
     assert store.publications(1)[-1].startswith(f"oci://{host}/demo@sha256:")
     tagged = runner.invoke(main, ["pull", f"oci://{host}/demo:v1", str(tmp_path / "x")])
-    assert tagged.exit_code == 2 and "not pinned by digest" in tagged.output
+    assert tagged.exit_code == UsageError.exit_code and "not pinned by digest" in tagged.output
     nowhere = runner.invoke(main, ["publish", "v1", f"oci://127.0.0.1:{free_port()}/demo:v1", "-f", str(spec)])
-    assert nowhere.exit_code == 5 and "cannot reach the registry" in nowhere.output
+    assert nowhere.exit_code == RegistryError.exit_code and "cannot reach the registry" in nowhere.output
     malformed = runner.invoke(main, ["publish", "v1", "docker.io/demo", "-f", str(spec)])
-    assert malformed.exit_code == 2 and "is not an OCI reference" in malformed.output
-    with pytest.raises(SpecError, match="not pinned by digest"):
+    assert malformed.exit_code == UsageError.exit_code and "is not an OCI reference" in malformed.output
+    with pytest.raises(UsageError, match="not pinned by digest"):
         pull(f"oci://{host}/demo:v1", tmp_path / "y")
 
 
@@ -175,7 +178,7 @@ def test_deploy_dry_run_points_kserve_at_the_published_digest(
     assert service["metadata"]["annotations"]["tritonkit.dev/digest"] == store.get(1).digest
     assert runtime["metadata"]["namespace"] == "ml-staging"
     unknown = runner.invoke(main, ["deploy", "v1", "--env", "prod", "--dry-run", "-f", str(spec)])
-    assert unknown.exit_code == 2 and "no environment named 'prod'" in unknown.output
+    assert unknown.exit_code == UsageError.exit_code and "no environment named 'prod'" in unknown.output
 
 
 def _declare_environments(spec: Path) -> None:
@@ -191,9 +194,12 @@ def test_kserve_promotion_refuses_what_it_cannot_do_before_touching_a_cluster(
     store.record_publication(1, publish(store.path(1), f"oci://{registry[0]}/demo:v1"))
     runner = CliRunner(env={"KUBECONFIG": str(tmp_path / "no-such-kubeconfig")})
     canary = runner.invoke(main, ["promote", "v1", "--env", "staging", "--canary", "10", "-f", str(spec)])
-    assert canary.exit_code == 2 and "silently ignored" in canary.output, canary.output
+    assert canary.exit_code == UsageError.exit_code and "silently ignored" in canary.output, canary.output
     nowhere = runner.invoke(main, ["promote", "v1", "--env", "staging", "-f", str(spec)])
-    assert nowhere.exit_code == 5 and "no Kubernetes cluster for environment 'staging'" in nowhere.output
+    assert (
+        nowhere.exit_code == ClusterError.exit_code
+        and "no Kubernetes cluster for environment 'staging'" in nowhere.output
+    )
     history = store.root / "envs" / "staging" / "history.jsonl"
     assert not history.exists()  # nothing happened, so nothing is recorded
 

@@ -11,23 +11,23 @@ import pytest
 import tritonclient.http as httpclient
 from click.testing import CliRunner
 
-from tritonkit import Endpoints, SpecError, TritonServer, VerifyError, build, load_spec, verify
+from tests.helpers import copy_example
+from tritonkit import Endpoints, TritonServer, UsageError, VerifyError, build_repository, load_spec
+from tritonkit.artifact.layout import make_writable, remove_tree
+from tritonkit.build.verify import verify
 from tritonkit.cli import main
-from tritonkit.releases import ReleaseStore, parse_release
-from tritonkit.repository import make_writable, remove_tree
-from tritonkit.server import free_port
-
-from .conftest import EXAMPLE
+from tritonkit.release.store import ReleaseStore, parse_release
+from tritonkit.serve.server import free_port
 
 
 @pytest.fixture()
 def project(tmp_path: Path) -> Path:
-    shutil.copytree(EXAMPLE, tmp_path / "project", ignore=shutil.ignore_patterns(".tritonkit", "dist", "__pycache__"))
+    copy_example(tmp_path / "project")
     return tmp_path / "project"
 
 
 def _build(project: Path, cache: Path) -> Path:
-    return build(load_spec(project / "tritonkit.yaml"), project / "dist", cache_dir=cache).path
+    return build_repository(load_spec(project / "tritonkit.yaml"), project / "dist", cache_dir=cache).path
 
 
 def test_release_numbers_builds_and_never_changes_them(project: Path, tmp_path: Path) -> None:
@@ -61,9 +61,9 @@ def test_export_is_a_verified_read_only_copy(project: Path, tmp_path: Path) -> N
     exported = store.export(1, tmp_path / "models")
     assert verify(exported).ok and verify(exported).digest == store.get(1).digest
     assert exported.stat().st_mode & 0o222 == 0
-    with pytest.raises(SpecError, match="exists and is not empty"):
+    with pytest.raises(UsageError, match="exists and is not empty"):
         store.export(1, exported)
-    with pytest.raises(SpecError, match="no release v7") as caught:
+    with pytest.raises(UsageError, match="no release v7") as caught:
         store.export(7, tmp_path / "other")
     assert caught.value.hint == "releases: v1"
     remove_tree(exported)
@@ -84,7 +84,7 @@ def test_a_tampered_build_is_not_released(project: Path, tmp_path: Path) -> None
 def test_release_names() -> None:
     assert parse_release("v12") == 12
     for bad in ("12", "v0", "v", "latest", "v1.2"):
-        with pytest.raises(SpecError, match="is not a release name"):
+        with pytest.raises(UsageError, match="is not a release name"):
             parse_release(bad)
 
 

@@ -11,7 +11,7 @@ import pytest
 import tritonclient.http as httpclient
 
 from tritonkit import BuildResult, Endpoints, ServerError, TritonServer
-from tritonkit.server import free_port
+from tritonkit.serve.server import free_port
 
 
 def _config(server: TritonServer, model: str) -> dict:

@@ -18,10 +18,11 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from click.testing import CliRunner
 
-from tritonkit import BuildResult, Endpoints, ServerError, TritonServer, build, load_spec
+from tritonkit import BuildResult, Endpoints, ServerError, TritonServer, build_repository, load_spec
 from tritonkit.cli import main
-from tritonkit.loadgen import server_delta
-from tritonkit.server import free_port
+from tritonkit.errors import UsageError
+from tritonkit.perf.stats import server_delta
+from tritonkit.serve.server import free_port
 
 CENTRES = np.array([[2.0, 0.0, 0.0, 1.0], [0.0, 2.0, 1.0, 0.0], [0.0, 0.0, 2.0, 2.0]], dtype=np.float32)
 
@@ -134,7 +135,7 @@ def test_model_that_fails_to_load_reports_tritons_reason(tmp_path: Path) -> None
         "name: broken\nmodels:\n  - name: broken\n    kind: python\n    path: broken\n"
         "    inputs: [{name: x, dtype: FP32, dims: [1]}]\n    outputs: [{name: y, dtype: FP32, dims: [1]}]\n"
     )
-    result = build(load_spec(tmp_path / "tritonkit.yaml"), tmp_path / "out", cache_dir=tmp_path / "cache")
+    result = build_repository(load_spec(tmp_path / "tritonkit.yaml"), tmp_path / "out", cache_dir=tmp_path / "cache")
     server = TritonServer(result.path, endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()))
     with pytest.raises(ServerError, match="model 'broken' failed to load: .*weights.bin is missing") as info:
         server.start()
@@ -155,7 +156,7 @@ def test_infer_command(demo_server: TritonServer, tmp_path: Path) -> None:
     result = CliRunner().invoke(
         main, ["infer", "classifier", "--input", f"features={tmp_path / 'wrong.npy'}", "--url", url]
     )
-    assert result.exit_code == 2
+    assert result.exit_code == UsageError.exit_code
     assert "holds float64, the model wants FP32" in result.stderr and "hint:" in result.stderr
 
     result = CliRunner().invoke(main, ["infer", "clasifier", "--url", url])

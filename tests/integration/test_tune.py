@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,11 +14,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tritonkit import BuildResult, Endpoints, TritonServer, build, load_spec
+from tests.helpers import copy_example
+from tritonkit import BuildResult, Endpoints, TritonServer, build_repository, load_spec
 from tritonkit.cli import main
-from tritonkit.server import free_port
-
-from .conftest import EXAMPLE
+from tritonkit.errors import UsageError
+from tritonkit.serve.server import free_port
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +33,7 @@ def tune_server(demo_build: BuildResult) -> Iterator[TritonServer]:
 
 @pytest.fixture()
 def spec_copy(tmp_path: Path) -> Path:
-    shutil.copytree(EXAMPLE, tmp_path / "project", ignore=shutil.ignore_patterns(".tritonkit", "dist", "__pycache__"))
+    copy_example(tmp_path / "project")
     return tmp_path / "project" / "tritonkit.yaml"
 
 
@@ -73,7 +72,7 @@ def test_tune_reloads_without_restart_restores_and_writes_a_spec_that_builds(
         assert spec_copy.read_text() == spec_before
     else:  # the winner was written: it must build into a new repository
         assert spec_copy.read_text() != spec_before and "+++" in done.stdout
-        rebuilt = build(load_spec(spec_copy), tmp_path / "dist", cache_dir=tmp_path / "cache")
+        rebuilt = build_repository(load_spec(spec_copy), tmp_path / "dist", cache_dir=tmp_path / "cache")
         assert rebuilt.digest != demo_build.digest
 
 
@@ -104,18 +103,22 @@ def test_an_impossible_budget_is_one_clear_error(tune_server: TritonServer, spec
         _tune(spec_copy, tune_server, "--p99-ms", "0.05"), capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 7, done.stdout + done.stderr
-    assert "--p99-ms 0.05 cannot be met" in done.stderr and "hint: ask for at least --p99-ms" in done.stderr
+    assert "a 0.05 ms budget cannot be met" in done.stderr and "hint: ask for a p99 budget of at least" in done.stderr
     assert _config(tune_server) == before
 
 
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["clasifier", "--p99-ms", "10"], 2, "did you mean 'classifier'?"),
+        (["clasifier", "--p99-ms", "10"], UsageError.exit_code, "did you mean 'classifier'?"),
         (["postprocess", "--p99-ms", "10"], 5, "model 'postprocess' is in the repository but not loaded"),
-        (["classifier", "--p99-ms", "0"], 2, "--p99-ms must be positive"),
-        (["classifier", "--p99-ms", "10", "--budget", "soon"], 2, "budget 'soon' is not a duration"),
-        (["classifier", "--p99-ms", "10", "--rate", "50", "--max-throughput"], 2, "different objectives"),
+        (["classifier", "--p99-ms", "0"], UsageError.exit_code, "the p99 budget must be positive"),
+        (["classifier", "--p99-ms", "10", "--budget", "soon"], UsageError.exit_code, "budget 'soon' is not a duration"),
+        (
+            ["classifier", "--p99-ms", "10", "--rate", "50", "--max-throughput"],
+            UsageError.exit_code,
+            "different objectives",
+        ),
     ],
 )
 def test_bad_input(tune_server: TritonServer, spec_copy: Path, args: list[str], code: int, message: str) -> None:

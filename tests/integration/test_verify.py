@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tritonkit import BuildResult, VerifyError, verify
+from tritonkit import BuildResult, VerifyError
+from tritonkit.artifact.hashing import LOCK_FILE
+from tritonkit.artifact.lock import read_lock, write_lock
+from tritonkit.build.verify import verify
 from tritonkit.cli import main
-from tritonkit.hashing import LOCK_FILE
-from tritonkit.repository import read_lock, write_lock
 
 
 def _append(root: Path) -> None:

@@ -1,6 +1,6 @@
 """Check KServe documents against the kserve SDK's models (run by the SDK's own interpreter).
 
-The kserve SDK cannot be imported next to tritonclient.grpc (DESIGN.md), so the tests run this
+The kserve SDK cannot be imported next to tritonclient.grpc (docs/architecture.md), so the tests run this
 file with the separate ``.venv-kserve`` interpreter: it reads JSON documents on stdin, builds
 each into the SDK's model classes field by field (camelCase keys through ``attribute_map``,
 nested types through ``openapi_types``, Kubernetes core types from ``kubernetes.client``), and

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import tritonkit
-from tritonkit import dtypes
 from tritonkit.errors import (
     BuildError,
+    ClusterError,
     DependencyError,
+    NotConfirmed,
     PromoteError,
+    RegistryError,
     ServerError,
     SpecError,
     TritonkitError,
     TuneError,
+    UsageError,
     VerifyError,
     did_you_mean,
 )
+from tritonkit.spec import dtypes
 
 
 def test_public_names() -> None:
@@ -24,6 +28,8 @@ def test_public_names() -> None:
         "BuildResult",
         "DependencyError",
         "Endpoints",
+        "Environment",
+        "Event",
         "Finding",
         "KServeEnvironment",
         "LoadedSpec",
@@ -43,12 +49,14 @@ def test_public_names() -> None:
         "TunePoint",
         "TuneResult",
         "TuneSettings",
+        "UsageError",
         "VerifyError",
         "VerifyReport",
         "bench",
-        "build",
+        "build_repository",
         "find_triton",
         "load_spec",
+        "open_environment",
         "plan",
         "read_lock",
         "tune",
@@ -68,7 +76,12 @@ def test_exit_codes_are_distinct() -> None:
         DependencyError,
         TuneError,
         PromoteError,
+        UsageError,
+        RegistryError,
+        ClusterError,
+        NotConfirmed,
     ]
+    assert 2 not in {c.exit_code for c in classes}, "exit 2 is click's usage error"
     assert len({c.exit_code for c in classes}) == len(classes)
     assert all(issubclass(c, TritonkitError) for c in classes)
 

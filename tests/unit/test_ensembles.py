@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from tritonclient.grpc import model_config_pb2 as pb
 
-from tritonkit import SpecError, pbtxt
-from tritonkit.ensembles import ensemble_config, wiring_problems
-from tritonkit.spec import EnsembleModel
+from tritonkit import SpecError
+from tritonkit.build import pbtxt
+from tritonkit.build.ensembles import ensemble_config, wiring_problems
+from tritonkit.spec.schema import EnsembleModel
 
 
 def _config(name: str, inputs: dict, outputs: dict, max_batch_size: int = 32) -> pb.ModelConfig:

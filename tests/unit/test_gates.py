@@ -6,8 +6,8 @@ import copy
 
 import pytest
 
-from tritonkit import SpecError
-from tritonkit.gates import check_canary, evaluate, normalize_mode, rolled_back
+from tritonkit import UsageError
+from tritonkit.deploy.gates import check_canary, evaluate, normalize_mode, rolled_back
 
 # A Serverless InferenceService mid-canary, in the shape KServe writes its status (v1beta1
 # InferenceServiceStatus: conditions, components.predictor revisions and traffic).
@@ -91,9 +91,9 @@ def test_raw_deployment_needs_ready_and_the_observed_generation_only() -> None:
 def test_canary_is_refused_where_kserve_would_ignore_it() -> None:
     check_canary("Serverless", 10)
     check_canary("RawDeployment", None)
-    with pytest.raises(SpecError, match="silently ignored"):
+    with pytest.raises(UsageError, match="silently ignored"):
         check_canary("RawDeployment", 10)
-    with pytest.raises(SpecError, match="between 1 and 99"):
+    with pytest.raises(UsageError, match="1 to 99 percent"):
         check_canary("Serverless", 100)
 
 
@@ -114,7 +114,7 @@ def test_kserve_0_17_mode_names_mean_the_same() -> None:
     assert normalize_mode("Knative") == "Serverless" and normalize_mode("Standard") == "RawDeployment"
     assert evaluate(CANARY, mode="Knative", canary=10).passed
     assert not evaluate(CANARY, mode="Knative", canary=20).passed
-    with pytest.raises(SpecError, match="Serverless mode"):
+    with pytest.raises(UsageError, match="Serverless mode"):
         check_canary("Standard", 10)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tritonkit.hashing import LOCK_FILE, FileHash, hash_json, hash_tree, repository_digest
+from tritonkit.artifact.hashing import LOCK_FILE, FileHash, hash_json, hash_tree, repository_digest
 
 
 def _tree(root: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from tritonkit.loadgen import Sample, is_stable, percentile, server_delta, split_windows, summarize
+from tritonkit.perf.stats import Sample, is_stable, percentile, server_delta, split_windows, summarize
 
 
 def test_percentile_nearest_rank() -> None:

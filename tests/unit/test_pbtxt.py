@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tritonkit import pbtxt
-from tritonkit.modelconfig import model_config, tensors_from_config
-from tritonkit.spec import OnnxModel, PythonModel, TensorSpec
+from tritonkit.build import pbtxt
+from tritonkit.build.modelconfig import model_config, tensors_from_config
+from tritonkit.spec.schema import OnnxModel, PythonModel, TensorSpec
 
 GOLDEN = Path(__file__).parents[1] / "golden"
 

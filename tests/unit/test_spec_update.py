@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tritonkit import SpecError, TuneSettings, load_spec
-from tritonkit.spec_update import update_settings
+from tests.helpers import copy_example
+from tritonkit import SpecError, TuneSettings, UsageError, load_spec
+from tritonkit.spec.update import update_settings
 
 EXAMPLE = Path(__file__).parents[2] / "model_repository"
 
 
 @pytest.fixture
 def spec_path(tmp_path: Path) -> Path:
-    shutil.copytree(EXAMPLE, tmp_path / "repo", ignore=shutil.ignore_patterns(".tritonkit", "dist", "__pycache__"))
+    copy_example(tmp_path / "repo")
     return tmp_path / "repo" / "tritonkit.yaml"
 
 
@@ -56,6 +56,6 @@ def test_invalid_result_is_refused_and_nothing_is_written(spec_path: Path) -> No
 
 
 def test_unknown_model_gets_a_suggestion(spec_path: Path) -> None:
-    with pytest.raises(SpecError, match="no model named 'clasifier'") as caught:
+    with pytest.raises(UsageError, match="no model named 'clasifier'") as caught:
         update_settings(spec_path, "clasifier", TuneSettings(1, 32, 0, ()))
     assert caught.value.hint == "did you mean 'classifier'?"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tritonkit import BenchPoint, SpecError, TunePoint, TuneSettings
-from tritonkit.loadgen import ServerBreakdown, WindowStats
-from tritonkit.tune import Bounds, better, next_concurrency, parse_duration, propose
+from tritonkit import BenchPoint, TunePoint, TuneSettings, UsageError
+from tritonkit.perf.stats import ServerBreakdown, WindowStats
+from tritonkit.perf.tune import Bounds, better, next_concurrency, parse_duration, propose
 
 CONFIG = {
     "name": "m",
@@ -122,5 +122,5 @@ def test_parse_duration(text: str, seconds: float) -> None:
 
 @pytest.mark.parametrize("text", ["", "soon", "-5m", "0s", "m"])
 def test_parse_duration_rejects_nonsense(text: str) -> None:
-    with pytest.raises(SpecError, match="is not a duration"):
+    with pytest.raises(UsageError, match="is not a duration"):
         parse_duration(text)

@@ -2,18 +2,26 @@
 
 Every error a user can cause or meet carries a one-line ``message`` (what went wrong) and a
 ``hint`` (what to do). The CLI prints both and exits with the class's ``exit_code``; it never
-shows a traceback for these.
+shows a traceback for these. Library messages speak of arguments and settings, never of CLI
+flags: the CLI owns its flag names.
 
 ::
 
-    TritonkitError            exit 1
-    ├── SpecError             exit 2   bad input: names the file, the key path and a fix
+    TritonkitError            exit 1   (base; also any unexpected failure)
+    ├── SpecError             exit 9   bad spec or a file it names: names the file, the key path and a fix
+    ├── UsageError            exit 10  a bad argument value: an unknown release or environment, a conflict
     ├── BuildError            exit 3   a build step failed: names the model and the step
     ├── VerifyError           exit 4   a repository does not match its lock or schema
-    ├── ServerError           exit 5   Triton failed to start, or a model failed to load
+    ├── ServerError           exit 5   Triton failed to start, was unreachable, or a model failed to load
+    ├── RegistryError         exit 11  an OCI registry refused, was unreachable, or served bad content
+    ├── ClusterError          exit 12  the Kubernetes API refused, or was unreachable
     ├── DependencyError       exit 6   an optional extra is not installed
     ├── TuneError             exit 7   no setting meets the latency budget
-    └── PromoteError          exit 8   a promotion failed; the previous release still serves
+    ├── PromoteError          exit 8   a promotion failed; the previous release still serves
+    └── NotConfirmed          exit 13  nothing was written because the change was not confirmed
+
+Exit 2 is left to click's own usage errors (an unknown flag, a missing argument) and 130 to
+Ctrl-C. The README's "Exit codes" table is this tree.
 
 Example:
     >>> raise SpecError("models[0].max_batch_size: must be >= 0", file="tritonkit.yaml",
@@ -42,7 +50,7 @@ class TritonkitError(Exception):
 class SpecError(TritonkitError):
     """The spec (or a file it names) is invalid. Nothing has been written."""
 
-    exit_code = 2
+    exit_code = 9
 
     def __init__(self, message: str, *, file: str | Path | None = None, key: str = "", hint: str = "") -> None:
         where = str(file) if file is not None else ""
@@ -52,6 +60,13 @@ class SpecError(TritonkitError):
         self.file = file
         self.key = key
         self.detail = message
+
+
+class UsageError(TritonkitError):
+    """An argument's value is wrong (an unknown release, environment or model; settings that
+    conflict). Nothing has been done."""
+
+    exit_code = 10
 
 
 class BuildError(TritonkitError):
@@ -86,6 +101,19 @@ class ServerError(TritonkitError):
     exit_code = 5
 
 
+class RegistryError(TritonkitError):
+    """An OCI registry could not be reached, refused a request, or served content whose digest
+    does not match."""
+
+    exit_code = 11
+
+
+class ClusterError(TritonkitError):
+    """The Kubernetes API could not be reached or refused a request."""
+
+    exit_code = 12
+
+
 class DependencyError(TritonkitError):
     """An optional dependency is missing; the hint names the extra to install."""
 
@@ -102,6 +130,13 @@ class PromoteError(TritonkitError):
     """A promotion failed and was undone: the previous release still serves, state unchanged."""
 
     exit_code = 8
+
+
+class NotConfirmed(TritonkitError):
+    """A change was shown but not confirmed (no terminal to ask, or the answer was no); nothing
+    was written."""
+
+    exit_code = 13
 
 
 def require(module: str, extra: str) -> object:

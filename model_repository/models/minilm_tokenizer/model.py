@@ -24,9 +24,7 @@ class TritonPythonModel:
         for request in requests:
             texts = pb_utils.get_input_tensor_by_name(request, "text").as_numpy().reshape(-1)
             strings = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in texts]
-            encoded = self.tokenizer(
-                strings, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="np"
-            )
+            encoded = self.tokenizer(strings, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="np")
             responses.append(
                 pb_utils.InferenceResponse(
                     output_tensors=[

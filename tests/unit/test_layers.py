@@ -1,0 +1,92 @@
+"""The import-layering check (tools/check_layers.py, run by 'make lint') catches what it should."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("check_layers", ROOT / "tools" / "check_layers.py")
+assert _spec and _spec.loader
+check_layers = importlib.util.module_from_spec(_spec)
+sys.modules["check_layers"] = check_layers
+_spec.loader.exec_module(check_layers)
+
+
+def _tree(root: Path, files: dict[str, str]) -> Path:
+    package = root / "tritonkit"
+    for name, text in files.items():
+        path = package / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return package
+
+
+def test_downward_imports_pass(tmp_path: Path) -> None:
+    package = _tree(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "errors.py": "",
+            "spec/__init__.py": "",
+            "spec/schema.py": "from tritonkit.errors import x\n",
+            "build/__init__.py": "",
+            "build/pipeline.py": "from tritonkit.spec.schema import y\nfrom tritonkit.spec import schema\n",
+            "cli/__init__.py": "def f():\n    from tritonkit.build.pipeline import z\n",
+        },
+    )
+    assert check_layers.check(package) == []
+
+
+def test_upward_import_is_reported_even_inside_a_function(tmp_path: Path) -> None:
+    package = _tree(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "spec/__init__.py": "",
+            "spec/update.py": "def f():\n    from tritonkit.perf.tune import TuneSettings\n",
+            "perf/__init__.py": "",
+            "perf/tune.py": "",
+        },
+    )
+    assert check_layers.check(package) == ["upward import: tritonkit.spec.update (spec) imports tritonkit.perf.tune"]
+
+
+def test_type_checking_imports_do_not_count(tmp_path: Path) -> None:
+    package = _tree(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "spec/__init__.py": "",
+            "spec/update.py": (
+                "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from tritonkit.perf.tune import T\n"
+            ),
+            "perf/__init__.py": "",
+            "perf/tune.py": "",
+        },
+    )
+    assert check_layers.check(package) == []
+
+
+def test_cycle_within_a_stage_is_reported(tmp_path: Path) -> None:
+    package = _tree(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "build/__init__.py": "",
+            "build/builders/__init__.py": "from .tensorrt import TensorRTBuilder\n",
+            "build/builders/tensorrt.py": "def f():\n    from . import builder_for\n",
+        },
+    )
+    assert check_layers.check(package) == [
+        "import cycle: tritonkit.build.builders -> tritonkit.build.builders.tensorrt -> tritonkit.build.builders"
+    ]
+
+
+def test_python_backends_may_not_import_tritonkit(tmp_path: Path) -> None:
+    package = _tree(tmp_path, {"__init__.py": ""})
+    backends = tmp_path / "python_backends"
+    backends.mkdir()
+    (backends / "model.py").write_text("import numpy\nfrom tritonkit.spec import dtypes\n")
+    assert check_layers.check(package, backends) == [f"python backend imports tritonkit: {backends / 'model.py'}"]

@@ -1,0 +1,328 @@
+"""Builder for ``kind: onnx``: copy an .onnx file or export one from PyTorch, then check it.
+
+Inputs and outputs come from the ONNX graph. When the spec declares them too, names, dtypes,
+dims and the batch dimension are checked against the graph and a mismatch is a SpecError that
+names the key. Exports are checked numerically: onnxruntime and PyTorch run on the same random
+batch and must agree within the spec's ``rtol``/``atol``.
+
+Example:
+    >>> inputs, outputs = graph_io(Path("model.onnx"), max_batch_size=32)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tritonclient.grpc import model_config_pb2 as pb
+
+from tritonkit.spec import dtypes
+from tritonkit.errors import BuildError, SpecError, did_you_mean
+from tritonkit.build.modelconfig import dims_compatible, model_config
+from tritonkit.spec.schema import GpuAccelerator, LoadedSpec, ModelBase, OnnxModel, TensorSpec, TorchExport
+from tritonkit.build.builders.base import VERSION, BuildContext, tool_version
+from tritonkit.build.onnx_io import graph_io
+
+MODEL_FILE = "model.onnx"
+
+
+class OnnxBuilder:
+    """Copies or exports ``model.onnx`` and renders an ``onnxruntime`` backend config."""
+
+    kind = "onnx"
+
+    def input_files(self, loaded: LoadedSpec, model: ModelBase) -> list[Path]:
+        assert isinstance(model, OnnxModel)
+        if model.file is not None:
+            return [loaded.resolve(model.file)]
+        assert model.export is not None
+        files = {loaded.resolve(model.export.factory_file)}
+        for pattern in model.export.depends:
+            files.update(p.resolve() for p in loaded.root.glob(pattern) if p.is_file())
+        return sorted(files)
+
+    def tool_versions(self, model: ModelBase) -> dict[str, str]:
+        assert isinstance(model, OnnxModel)
+        tools = ("onnx", "onnxruntime") if model.file is not None else ("onnx", "onnxruntime", "torch")
+        return {name: tool_version(name) for name in tools}
+
+    def build(self, ctx: BuildContext, model_dir: Path) -> pb.ModelConfig:
+        model = ctx.model
+        assert isinstance(model, OnnxModel)
+        target = model_dir / VERSION / MODEL_FILE
+        target.parent.mkdir(parents=True)
+        if model.file is not None:
+            source = ctx.loaded.resolve(model.file)
+            _check_loads(source, ctx, source_key="file")
+            shutil.copyfile(source, target)
+            ctx.log(f"copied {model.file}")
+        else:
+            assert model.export is not None
+            export_from_torch(ctx, model.export, target)
+        inputs, outputs = graph_io(target, model.max_batch_size, ctx=ctx)
+        inputs = _reconcile(ctx, "inputs", model.inputs, inputs)
+        outputs = _reconcile(ctx, "outputs", model.outputs, outputs)
+        config = model_config(model, backend="onnxruntime", inputs=inputs, outputs=outputs)
+        if model.accelerator is not None:
+            add_gpu_accelerator(config, model.accelerator)
+        return config
+
+
+def add_gpu_accelerator(config: pb.ModelConfig, accelerator: GpuAccelerator) -> None:
+    """Render ``optimization { execution_accelerators { gpu_execution_accelerator ... } }``."""
+    parameters: dict[str, str] = {}
+    if accelerator.name == "tensorrt":
+        parameters["precision_mode"] = accelerator.precision_mode
+    if accelerator.max_workspace_size_bytes is not None:
+        parameters["max_workspace_size_bytes"] = str(accelerator.max_workspace_size_bytes)
+    if accelerator.trt_engine_cache_path is not None:
+        parameters["trt_engine_cache_enable"] = "true"
+        parameters["trt_engine_cache_path"] = accelerator.trt_engine_cache_path
+    entry = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name=accelerator.name)
+    for key in sorted(parameters):
+        entry.parameters[key] = parameters[key]
+
+
+def _reconcile(
+    ctx: BuildContext, what: str, declared: list[TensorSpec] | None, actual: list[TensorSpec]
+) -> list[TensorSpec]:
+    """Check declared tensors against the graph's; return what goes into the config."""
+    if declared is None:
+        return actual
+    by_name = {t.name: t for t in actual}
+    for index, tensor in enumerate(declared):
+        graph = by_name.get(tensor.name)
+        key = ctx.key(what, index)
+        if graph is None:
+            hint = did_you_mean(tensor.name, list(by_name)) or f"the graph's {what}: {', '.join(by_name)}"
+            raise SpecError(
+                f"'{tensor.name}' is not an {what[:-1]} of the ONNX graph",
+                file=ctx.loaded.path,
+                key=f"{key}.name",
+                hint=hint,
+            )
+        if graph.dtype != tensor.dtype:
+            raise SpecError(
+                f"dtype {tensor.dtype} does not match the graph's {graph.dtype}",
+                file=ctx.loaded.path,
+                key=f"{key}.dtype",
+                hint=f"set dtype: {graph.dtype}, or remove '{what}' to derive it from the graph",
+            )
+        if not dims_compatible(graph.dims, tensor.dims):
+            batch = " (dims exclude the batch dimension when max_batch_size > 0)" if ctx.model.max_batch_size else ""
+            raise SpecError(
+                f"dims {tensor.dims} do not match the graph's {graph.dims}{batch}",
+                file=ctx.loaded.path,
+                key=f"{key}.dims",
+                hint=f"set dims: {graph.dims}, or remove '{what}' to derive it from the graph",
+            )
+    missing = [name for name in by_name if name not in {t.name for t in declared}]
+    if missing and what == "inputs":
+        raise SpecError(
+            f"the graph also needs input(s) {missing}",
+            file=ctx.loaded.path,
+            key=ctx.key(what),
+            hint="declare every graph input, or remove 'inputs' to derive them",
+        )
+    return declared
+
+
+def _check_loads(path: Path, ctx: BuildContext, *, source_key: str) -> None:
+    """Fail early, naming the spec key, when onnxruntime cannot load the file."""
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SpecError(
+            f"onnxruntime cannot load '{path.name}': {first}",
+            file=ctx.loaded.path,
+            key=ctx.key(source_key),
+            hint=f"check the file: python -c \"import onnx; onnx.checker.check_model('{path}')\"",
+        ) from exc
+
+
+# --------------------------------------------------------------------------- torch export
+
+
+def export_from_torch(ctx: BuildContext, export: TorchExport, target: Path) -> None:
+    """Export the factory's module to ``target`` and check it against PyTorch.
+
+    Raises:
+        BuildError: when the factory fails, the export fails, or outputs disagree; the
+            working directory with the inputs that reproduce it is kept.
+    """
+    from tritonkit.errors import require
+
+    torch: Any = require("torch", "torch")
+    model = ctx.model
+    workdir = ctx.workdir
+    module = _call_factory(ctx, export, torch)
+    batched = model.max_batch_size > 0
+    names = [t.name for t in export.inputs]
+    dynamic_axes: dict[str, dict[int, str]] = {}
+    for tensor in export.inputs:
+        axes = {i + (1 if batched else 0): f"{tensor.name}_dim{i}" for i, d in enumerate(tensor.dims) if d == -1}
+        if batched:
+            axes[0] = "batch"
+        if axes:
+            dynamic_axes[tensor.name] = axes
+    if batched:
+        for name in export.outputs:
+            dynamic_axes[name] = {0: "batch"}
+
+    rng = np.random.default_rng(export.seed)
+    example = _example(export, 2 if batched else None, rng)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            # The TorchScript exporter is chosen on purpose (the dynamo one needs onnxscript);
+            # its deprecation notice is not the user's concern.
+            # Its tracing and operator notes (a tensor turned into a Python bool in transformers'
+            # mask code, advanced indexing "may be wrong for negative indices", the exporter's
+            # own deprecation) must not become errors where warnings are errors: the numeric
+            # check against PyTorch below is what decides whether the export is right.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                tuple(torch.from_numpy(a) for a in example),
+                str(target),
+                input_names=names,
+                output_names=list(export.outputs),
+                dynamic_axes=dynamic_axes or None,
+                opset_version=export.opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+    except Exception as exc:
+        raise BuildError(
+            f"torch.onnx.export failed: {_first_line(exc)}",
+            model=model.name,
+            step="export",
+            hint=f"run the factory '{export.factory}' by hand; working directory kept at {workdir}",
+            workdir=workdir,
+        ) from exc
+    ctx.log(f"exported {export.factory} (opset {export.opset})")
+    _compare(ctx, export, module, target, torch, rng, batched)
+
+
+def _call_factory(ctx: BuildContext, export: TorchExport, torch: Any) -> Any:
+    path = ctx.loaded.resolve(export.factory_file)
+    module_name = f"_tritonkit_factory_{ctx.model.name.replace('-', '_').replace('.', '_')}"
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        assert spec is not None and spec.loader is not None
+        source = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(source)
+        factory = getattr(source, export.factory_function, None)
+        if factory is None:
+            raise SpecError(
+                f"'{export.factory_file}' defines no '{export.factory_function}'",
+                file=ctx.loaded.path,
+                key=ctx.key("export", "factory"),
+                hint="name a function in that file that returns a torch.nn.Module",
+            )
+        torch.manual_seed(export.seed)
+        module = factory()
+    except (SpecError, BuildError):
+        raise
+    except Exception as exc:
+        raise BuildError(
+            f"factory '{export.factory}' raised {type(exc).__name__}: {_first_line(exc)}",
+            model=ctx.model.name,
+            step="factory",
+            hint=f"run it by hand: python -c \"import runpy; runpy.run_path('{path}')['{export.factory_function}']()\"",
+        ) from exc
+    finally:
+        sys.path.remove(str(path.parent))
+    if not isinstance(module, torch.nn.Module):
+        raise BuildError(
+            f"factory '{export.factory}' returned {type(module).__name__}, not a torch.nn.Module",
+            model=ctx.model.name,
+            step="factory",
+            hint="return the model instance from the factory function",
+        )
+    return module.eval()
+
+
+def _example(export: TorchExport, batch: int | None, rng: np.random.Generator) -> list[np.ndarray]:
+    arrays = []
+    for tensor in export.inputs:
+        shape = tuple(d if d > 0 else export.example_size for d in tensor.dims)
+        if batch is not None:
+            shape = (batch, *shape)
+        arrays.append(dtypes.random_array(tensor.dtype, shape, rng))
+    return arrays
+
+
+def _compare(
+    ctx: BuildContext,
+    export: TorchExport,
+    module: Any,
+    target: Path,
+    torch: Any,
+    rng: np.random.Generator,
+    batched: bool,
+) -> None:
+    """Run PyTorch and onnxruntime on one fresh random batch; fail on disagreement."""
+    import onnxruntime as ort
+
+    sample = _example(export, 3 if batched else None, rng)  # another batch size than the export's
+    try:
+        session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+        got = session.run(list(export.outputs), {t.name: a for t, a in zip(export.inputs, sample)})
+    except Exception as exc:
+        raise BuildError(
+            f"onnxruntime cannot run the exported model: {_first_line(exc)}",
+            model=ctx.model.name,
+            step="check",
+            hint=f"inspect {target} (working directory kept at {ctx.workdir})",
+            workdir=ctx.workdir,
+        ) from exc
+    with torch.no_grad():
+        expected = module(*(torch.from_numpy(a) for a in sample))
+    if isinstance(expected, torch.Tensor):
+        expected = (expected,)
+    for name, onnx_out, torch_out in zip(export.outputs, got, expected):
+        want = torch_out.detach().numpy()
+        if onnx_out.shape != want.shape:
+            raise BuildError(
+                f"output '{name}' has shape {onnx_out.shape} in onnxruntime but {want.shape} in PyTorch",
+                model=ctx.model.name,
+                step="check",
+                hint="check the dynamic axes of the export",
+                workdir=ctx.workdir,
+            )
+        if np.issubdtype(want.dtype, np.floating):
+            diff = np.abs(onnx_out.astype(np.float64) - want.astype(np.float64))
+            limit = export.atol + export.rtol * np.abs(want.astype(np.float64))
+            if np.any(diff > limit):
+                raise BuildError(
+                    f"output '{name}' differs from PyTorch by up to {diff.max():.3g} "
+                    f"(rtol={export.rtol}, atol={export.atol})",
+                    model=ctx.model.name,
+                    step="check",
+                    hint="fix the export (an unsupported op, Python state traced as a constant?) "
+                    "or raise export.rtol/atol in the spec if the difference is expected",
+                    workdir=ctx.workdir,
+                )
+        elif not np.array_equal(onnx_out, want):
+            raise BuildError(
+                f"output '{name}' differs from PyTorch",
+                model=ctx.model.name,
+                step="check",
+                hint="fix the model's export",
+                workdir=ctx.workdir,
+            )
+    ctx.log(f"onnxruntime matches PyTorch on a batch of {sample[0].shape[0] if batched else 1}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

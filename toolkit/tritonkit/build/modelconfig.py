@@ -1,0 +1,129 @@
+"""Spec model + resolved I/O → Triton ``ModelConfig`` (the pure mapping, no I/O).
+
+Example:
+    >>> config = model_config(model, backend="onnxruntime", inputs=ins, outputs=outs)
+    >>> print(pbtxt.render(config))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tritonclient.grpc import model_config_pb2 as pb
+
+from tritonkit.spec import dtypes
+from tritonkit.spec.schema import ModelBase, TensorSpec
+
+
+def model_config(
+    model: ModelBase,
+    *,
+    backend: str,
+    inputs: Sequence[TensorSpec],
+    outputs: Sequence[TensorSpec],
+) -> pb.ModelConfig:
+    """Build the ModelConfig Triton will load for ``model``.
+
+    Args:
+        model: the spec entry (batching, instances, warm-up and parameters come from it).
+        backend: the Triton backend name (``onnxruntime``, ``python``).
+        inputs: resolved inputs, dims without the batch dimension.
+        outputs: resolved outputs, dims without the batch dimension.
+
+    Returns:
+        The protobuf message; render it with :func:`tritonkit.build.pbtxt.render`.
+    """
+    config = pb.ModelConfig(name=model.name, backend=backend, max_batch_size=model.max_batch_size)
+    for tensor in inputs:
+        config.input.append(
+            pb.ModelInput(
+                name=tensor.name,
+                data_type=pb.DataType.Value(dtypes.config_type(tensor.dtype)),
+                dims=tensor.dims,
+                optional=tensor.optional,
+            )
+        )
+    for tensor in outputs:
+        config.output.append(
+            pb.ModelOutput(
+                name=tensor.name,
+                data_type=pb.DataType.Value(dtypes.config_type(tensor.dtype)),
+                dims=tensor.dims,
+            )
+        )
+    if model.dynamic_batching is not None:
+        spec = model.dynamic_batching
+        batching = pb.ModelDynamicBatching(
+            max_queue_delay_microseconds=spec.max_queue_delay_microseconds,
+            preferred_batch_size=spec.preferred_batch_size,
+            preserve_ordering=spec.preserve_ordering,
+        )
+        if spec.default_queue_policy is not None:
+            policy = spec.default_queue_policy
+            batching.default_queue_policy.CopyFrom(
+                pb.ModelQueuePolicy(
+                    timeout_action=pb.ModelQueuePolicy.TimeoutAction.Value(policy.timeout_action),
+                    default_timeout_microseconds=policy.default_timeout_microseconds,
+                    allow_timeout_override=policy.allow_timeout_override,
+                    max_queue_size=policy.max_queue_size,
+                )
+            )
+        config.dynamic_batching.CopyFrom(batching)
+    for group in model.instance_group:
+        config.instance_group.append(
+            pb.ModelInstanceGroup(
+                count=group.count,
+                kind=pb.ModelInstanceGroup.Kind.Value(group.kind),
+                gpus=group.gpus or [],
+            )
+        )
+    for warmup in model.model_warmup:
+        entry = pb.ModelWarmup(name=warmup.name, batch_size=warmup.batch_size, count=warmup.count)
+        for tensor in inputs:
+            if tensor.optional:
+                continue
+            sample = pb.ModelWarmup.Input(
+                data_type=pb.DataType.Value(dtypes.config_type(tensor.dtype)),
+                # warm-up data needs concrete dims; a variable dim gets a size of 1
+                dims=[d if d > 0 else 1 for d in tensor.dims],
+            )
+            if warmup.data == "zero":
+                sample.zero_data = True
+            else:
+                sample.random_data = True
+            entry.inputs[tensor.name].CopyFrom(sample)
+        config.model_warmup.append(entry)
+    for key in sorted(model.parameters):
+        value = model.parameters[key]
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        config.parameters[key].string_value = text
+    return config
+
+
+def tensors_from_config(config: pb.ModelConfig) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """The inputs and outputs a config declares, as spec tensors (inverse of the mapping)."""
+
+    def convert(items: Sequence[pb.ModelInput] | Sequence[pb.ModelOutput]) -> list[TensorSpec]:
+        return [
+            TensorSpec(
+                name=item.name,
+                dtype=dtypes.from_config_type(pb.DataType.Name(item.data_type)),
+                dims=list(item.dims),
+                optional=bool(getattr(item, "optional", False)),
+            )
+            for item in items
+        ]
+
+    return convert(config.input), convert(config.output)
+
+
+def dims_compatible(actual: list[int], declared: list[int], *, either_wildcard: bool = False) -> bool:
+    """Whether ``declared`` dims fit ``actual`` ones: same rank, and each dim equal or ``-1``.
+
+    By default only ``actual`` (a graph's dims) may be ``-1``: a graph that takes any size
+    accepts a fixed one, a fixed graph dim does not accept "any". ``either_wildcard`` lets
+    ``-1`` on either side match (an ensemble tensor passed from one step to another).
+    """
+    if len(actual) != len(declared):
+        return False
+    return all(a == d or a == -1 or (either_wildcard and d == -1) for a, d in zip(actual, declared))

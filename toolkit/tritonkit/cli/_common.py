@@ -1,0 +1,64 @@
+"""What every command module shares: the consoles, error rendering, and where a repository comes from.
+
+Errors: a :class:`~tritonkit.errors.TritonkitError` becomes one ``error:`` line, one ``hint:``
+line and the error's exit code (see :mod:`tritonkit.errors`); nothing else is printed.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+from tritonkit.errors import ServerError, TritonkitError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TritonkitError as exc:
+            # Messages are plain text: "pip install 'tritonkit[serve]'" must not read as markup.
+            err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
+            if exc.hint:
+                err_console.print(f"[bold cyan]hint:[/] {escape(exc.hint)}", highlight=False, soft_wrap=True)
+            sys.exit(exc.exit_code)
+
+
+def require_verified(root: Path) -> None:
+    """Refuse to serve or measure a repository that does not verify (exit 5, like a load failure)."""
+    from tritonkit.build.verify import require_verified as check
+
+    check(root, error=ServerError)
+
+
+def resolve_repository(path: Path | None, spec_file: Path) -> Path:
+    """PATH as given, a release name (``v3``) from the spec's release store, or the newest build."""
+    if path is None:
+        return default_repository(spec_file)
+    if not path.exists() and str(path)[:1] == "v" and str(path)[1:].isdigit():
+        from tritonkit.release.store import ReleaseStore, default_store, parse_release
+
+        return ReleaseStore(default_store(spec_file.resolve().parent)).path(parse_release(str(path)))
+    return path
+
+
+def default_repository(spec_file: Path) -> Path:
+    """The newest build of the spec: ``dist/<name>`` here or beside the spec, whichever was built last."""
+    from tritonkit.spec.loader import load_spec
+
+    loaded = load_spec(spec_file)
+    candidates = [c for c in (Path("dist") / loaded.spec.name, loaded.root / "dist" / loaded.spec.name) if c.exists()]
+    if candidates:
+        return max(candidates, key=lambda c: c.lstat().st_mtime)  # the alias is re-pointed by every build
+    raise ServerError(
+        f"no build of '{loaded.spec.name}' found in dist/",
+        hint=f"run 'tritonkit build -f {spec_file}' first, or pass a PATH",
+    )

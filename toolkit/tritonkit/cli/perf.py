@@ -1,0 +1,272 @@
+"""``tritonkit bench`` and ``tritonkit tune``: measure a served model, and tune its batching.
+
+Same rules as every command module (:mod:`tritonkit.cli`): parse, call the library, render
+with rich; :data:`COMMANDS` is what :mod:`tritonkit.cli` registers.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich import box
+from rich.table import Table
+
+from tritonkit.cli._common import console, default_repository, err_console, require_verified
+from tritonkit.errors import UsageError
+from tritonkit.events import Event
+from tritonkit.spec import SPEC_FILE
+
+
+@click.command()
+@click.argument("model")
+@click.option("--url", default=None, help="Server address (default 127.0.0.1:8001 grpc / :8000 http).")
+@click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
+@click.option("--concurrency", "-c", type=int, multiple=True, help="Closed loop: requests in flight (repeatable).")
+@click.option("--rate", "-r", type=float, multiple=True, help="Open loop: requests per second (repeatable).")
+@click.option("--constant", is_flag=True, help="Open loop with constant instead of Poisson arrivals.")
+@click.option("--batch-size", default=1, show_default=True)
+@click.option("--window", "window_s", default=2.0, show_default=True, help="Measurement window, seconds.")
+@click.option("--max-windows", default=10, show_default=True)
+@click.option("--processes", type=int, default=None, help="Load worker processes (default: by load level).")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path), help="Write bench.png and bench.html here.")
+def bench(
+    model: str,
+    url: str | None,
+    protocol: str,
+    concurrency: tuple[int, ...],
+    rate: tuple[float, ...],
+    constant: bool,
+    batch_size: int,
+    window_s: float,
+    max_windows: int,
+    processes: int | None,
+    report_dir: Path | None,
+) -> None:
+    """Load-test MODEL on a running Triton (closed loop --concurrency, or open loop --rate)."""
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from tritonkit.perf.bench import bench as run_bench
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} windows")
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(event: Event) -> None:
+            if event.subject not in tasks:
+                tasks[event.subject] = bar.add_task(event.subject, total=event.total)
+            bar.update(tasks[event.subject], completed=event.done)
+
+        points = run_bench(
+            model,
+            url=url,
+            protocol=protocol,
+            concurrency=concurrency,
+            rate=rate,
+            poisson=not constant,
+            batch_size=batch_size,
+            window_s=window_s,
+            max_windows=max_windows,
+            processes=processes,
+            progress=progress,
+        )
+    table = Table(
+        title=f"{model} over {protocol}",
+        title_justify="left",
+        box=box.SIMPLE,
+        padding=(0, 1),
+        collapse_padding=True,
+        pad_edge=False,
+        caption="latency in ms from intended send time; queue/compute: server µs per request; ovh: client overhead ms",
+        caption_justify="left",
+    )
+    columns = ("load", "inf/s", "p50", "p90", "p99", "max", "err", "stable", "queue", "compute", "batch", "ovh")
+    for column in columns:
+        table.add_column(column, justify="right", no_wrap=True, min_width=max(len(column), 4))
+    for p in points:
+        r, srv = p.result, p.server
+        load = f"c={p.level:g}" if p.mode == "concurrency" else f"{p.level:g}/s"
+        if p.client_limited:
+            table.add_row(load, f"[red]client-limited: {p.client_limited}[/]", *[""] * (len(columns) - 2))
+            continue
+        compute = srv.compute_input_us + srv.compute_infer_us + srv.compute_output_us
+        table.add_row(
+            load, f"{r.throughput:.0f}", f"{r.p50_ms:.2f}", f"{r.p90_ms:.2f}", f"{r.p99_ms:.2f}", f"{r.max_ms:.2f}",
+            str(r.errors), "yes" if p.stable else "no", f"{srv.queue_us:.0f}", f"{compute:.0f}",
+            f"{srv.mean_batch_size:.1f}", f"{p.client_overhead_ms:.2f}",
+        )  # fmt: skip
+    console.print(table)
+    if report_dir is not None:
+        from tritonkit.perf.report import write_bench_report
+
+        png, page = write_bench_report(points, report_dir, title=f"{model} over {protocol}")
+        console.print(f"report: {png}  {page}")
+
+
+@click.command()
+@click.argument("model")
+@click.option("-f", "--file", "spec_file", type=click.Path(path_type=Path), default=Path(SPEC_FILE), show_default=True)
+@click.option("--p99-ms", type=float, required=True, help="Latency budget: p99 in milliseconds.")
+@click.option("--rate", type=float, default=None, help="Minimise p99 at this open-loop rate (requests/s) instead.")
+@click.option("--max-throughput", is_flag=True, help="Maximise throughput within the budget (the default).")
+@click.option("--budget", default="5m", show_default=True, help="Time limit: 90s, 5m, 1h.")
+@click.option("--url", default=None, help="A running Triton in explicit mode (default: start the embedded one).")
+@click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
+@click.option("--repository", type=click.Path(path_type=Path), help="Repository to serve (default: the spec's build).")
+@click.option("--max-points", default=30, show_default=True, help="Stop after this many measured points.")
+@click.option("--max-instances", type=int, default=None, help="Largest instance count to try (default: max(4, cores)).")
+@click.option("--max-batch", default=128, show_default=True, help="Largest max_batch_size to try.")
+@click.option("--window", "window_s", default=1.0, show_default=True, help="Measurement window, seconds.")
+@click.option(
+    "--report", "report_dir", type=click.Path(path_type=Path), help="Report folder (default reports/tune-MODEL)."
+)
+@click.option("--yes", is_flag=True, help="Write the winning settings into the spec without asking.")
+def tune(
+    model: str,
+    spec_file: Path,
+    p99_ms: float,
+    rate: float | None,
+    max_throughput: bool,
+    budget: str,
+    url: str | None,
+    protocol: str,
+    repository: Path | None,
+    max_points: int,
+    max_instances: int | None,
+    max_batch: int,
+    window_s: float,
+    report_dir: Path | None,
+    yes: bool,
+) -> None:
+    """Search batching and instance settings for MODEL by reloading it on a running Triton.
+
+    Changes go through config-override reloads only (no restarts); the original config is
+    loaded back at the end or on Ctrl-C. The winner is written into the spec (after a diff).
+    """
+    import os
+
+    from tritonkit.perf.tune import Bounds, parse_duration
+    from tritonkit.perf.tune import tune as run_tune
+    from tritonkit.spec.loader import load_spec
+
+    if rate is not None and max_throughput:
+        raise UsageError("--rate and --max-throughput ask for different objectives", hint="give one of them")
+    if rate is not None and rate <= 0:
+        raise UsageError(f"--rate must be positive, got {rate:g}", hint="e.g. --rate 200")
+    loaded = load_spec(spec_file)
+    loaded.spec.model(model)  # unknown model: a suggestion before anything starts
+    budget_s = parse_duration(budget)
+    bounds = Bounds(max_instances=max_instances or max(4, os.cpu_count() or 1), max_batch=max_batch)
+    server = None
+    try:
+        if url is None:
+            server = _start_embedded(repository or default_repository(spec_file))
+            url = server.endpoints.grpc_url if protocol == "grpc" else server.endpoints.http_url.removeprefix("http://")
+        result = _run_with_progress(
+            run_tune, model, p99_ms=p99_ms, url=url, protocol=protocol, rate=rate, budget_s=budget_s,
+            max_points=max_points, bounds=bounds, window_s=window_s,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        err_console.print("interrupted: the original config was loaded back")
+        sys.exit(130)
+    finally:
+        if server is not None:
+            server.stop()
+    _print_tune(result)
+    from tritonkit.perf.report import write_tune_report
+
+    objective = f"max throughput, p99 ≤ {p99_ms:g} ms" if rate is None else f"min p99 at {rate:g}/s"
+    png, page = write_tune_report(
+        result, report_dir or Path("reports") / f"tune-{model}", title=f"{model}: {objective}"
+    )
+    console.print(f"report: {png}  {page}")
+    _write_back(spec_file, model, result, yes)
+
+
+def _start_embedded(root: Path) -> Any:
+    from tritonkit.serve.server import Endpoints, TritonServer, free_port
+
+    require_verified(root)
+    server = TritonServer(root, endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()))
+    with console.status(f"starting Triton on {root.resolve()} …"):
+        server.start()
+    console.print(f"Triton pid {server.pid} serving {root} on {server.endpoints.grpc_url} (gRPC)")
+    return server
+
+
+def _run_with_progress(run: Any, model: str, **options: Any) -> Any:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("{task.fields[points]:>3} points"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("starting", total=options["budget_s"], points=0)
+
+        def progress(event: Event) -> None:
+            bar.update(task, completed=event.done, description=event.message, points=event.data.get("points", 0))
+
+        return run(model, progress=progress, **options)
+
+
+def _print_tune(result: Any) -> None:
+    table = Table(title=f"tune {result.model}", title_justify="left", box=box.SIMPLE, pad_edge=False)
+    for column in ("#", "settings", "load", "inf/s", "p99", "batch", "ok"):
+        table.add_column(column, justify="left" if column == "settings" else "right", no_wrap=True)
+    for number, p in enumerate(result.points, 1):
+        style = "bold green" if p is result.best else ""
+        ok = "yes" if p.within_slo else "[red]" + (p.bench.client_limited and "client" or "no") + "[/]"
+        table.add_row(
+            str(number), p.settings.label(), p.load, f"{p.throughput:.0f}", f"{p.p99_ms:.2f}",
+            f"{p.bench.server.mean_batch_size:.1f}", ok, style=style,
+        )  # fmt: skip
+    console.print(table)
+    base, best = result.baseline, result.best
+    console.print(
+        f"{len(result.points)} points, {result.configs_tried} settings, {result.elapsed_s:.0f}s; "
+        f"stopped: {result.stopped or 'finished'}"
+    )
+    if base is not None:
+        console.print(f"original: {_describe(base)}")
+    else:
+        console.print(f"original: {result.original.label()} → nothing within the budget")
+    if best is not None:
+        gain = ""
+        if base is not None and result.rate is None:
+            gain = f" ({best.throughput / base.throughput:.2f}x the original settings)"
+        console.print(f"[bold]chosen:[/]   {_describe(best)}{gain}")
+
+
+def _describe(point: Any) -> str:
+    return f"{point.settings.label()} → {point.throughput:.0f}/s, p99 {point.p99_ms:.2f} ms at {point.load}"
+
+
+def _write_back(spec_file: Path, model: str, result: Any, yes: bool) -> None:
+    from tritonkit.spec.update import update_settings
+
+    if result.best is None or result.best.settings == result.original:
+        console.print(f"the original settings are the best found; {spec_file} unchanged")
+        return
+    update = update_settings(spec_file, model, result.best.settings)
+    if not update.changed:
+        console.print(f"{spec_file} already has these settings")
+        return
+    console.print(update.diff, highlight=False, markup=False)
+    if not yes:
+        if not sys.stdin.isatty():
+            err_console.print(f"{spec_file} not changed (no terminal to ask); rerun with --yes to write it")
+            return
+        if not click.confirm(f"write these settings into {spec_file}?", default=True):
+            console.print(f"{spec_file} unchanged")
+            return
+    update.write()
+    console.print(f"wrote {spec_file}; 'tritonkit build -f {spec_file}' makes a new repository digest")
+
+
+COMMANDS = [bench, tune]

@@ -1,0 +1,104 @@
+"""``tritonkit init``, ``build`` and ``verify``: from a spec to a checked repository."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from tritonkit.cli._common import console
+from tritonkit.errors import UsageError
+from tritonkit.events import Event
+from tritonkit.spec import SPEC_FILE
+
+
+@click.command()
+@click.argument("path", type=click.Path(path_type=Path), default=Path(SPEC_FILE))
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def init(path: Path, force: bool) -> None:
+    """Write a commented starter tritonkit.yaml."""
+    from tritonkit.spec.starter import STARTER_SPEC
+
+    if path.exists() and not force:
+        raise UsageError(f"{path}: already exists; not overwritten", hint="pass --force to replace it")
+    path.write_text(STARTER_SPEC)
+    console.print(f"wrote {path} — edit it, then run [bold]tritonkit build -f {path}[/]")
+
+
+@click.command()
+@click.option("-f", "--file", "spec_file", type=click.Path(path_type=Path), default=Path(SPEC_FILE), show_default=True)
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=Path("dist"), show_default=True)
+@click.option(
+    "--cache-dir", type=click.Path(path_type=Path), help="Model cache (default .tritonkit/cache beside the spec)."
+)
+@click.option("--no-cache", is_flag=True, help="Rebuild every model.")
+@click.option(
+    "--skip-kind",
+    "skip_kinds",
+    multiple=True,
+    type=click.Choice(["onnx", "python", "llm", "tensorrt"]),
+    help="Leave models of this kind out (e.g. tensorrt on a host without a GPU); repeatable.",
+)
+def build(spec_file: Path, out_dir: Path, cache_dir: Path | None, no_cache: bool, skip_kinds: tuple[str, ...]) -> None:
+    """Build the spec into <out>/<name>-<digest12>/ and point <out>/<name> at it."""
+    from tritonkit.build.pipeline import build_repository as run_build
+    from tritonkit.spec.loader import load_spec
+
+    loaded = load_spec(spec_file)
+    with console.status("building…") as status:
+
+        def progress(event: Event) -> None:
+            status.update(f"[bold]{event.subject}[/]: {event.message}")
+            if event.message not in ("building", "cached"):
+                console.print(f"  {event.subject}: {event.message}", highlight=False)
+
+        result = run_build(
+            loaded,
+            out_dir,
+            cache_dir=cache_dir,
+            use_cache=not no_cache,
+            progress=progress,
+            skip_kinds=frozenset(skip_kinds),
+        )
+    table = Table(title=f"{loaded.spec.name} → {result.path}", title_justify="left")
+    for column in ("model", "kind", "source", "seconds"):
+        table.add_column(column)
+    for model in result.models:
+        source = "generated" if model.kind == "ensemble" else "cache" if model.cached else "built"
+        table.add_row(model.name, model.kind, source, f"{model.seconds:.2f}")
+    console.print(table)
+    skipped = [m.name for m in loaded.spec.models if getattr(m, "kind", "") in skip_kinds]
+    if skipped:
+        console.print(f"skipped (--skip-kind): {', '.join(skipped)}", highlight=False)
+    state = "new build" if result.created else "unchanged (identical build already present)"
+    console.print(f"digest [bold]{result.digest}[/] — {state} in {result.seconds:.2f}s", highlight=False)
+    console.print(f"alias  {result.alias} -> {result.path.name}", highlight=False)
+
+
+@click.command()
+@click.argument("path", type=click.Path(path_type=Path))
+def verify(path: Path) -> None:
+    """Re-hash a built repository and check configs, layout and artifacts."""
+    from tritonkit.build.verify import verify as run_verify
+
+    with console.status(f"re-hashing and checking {path} …"):
+        report = run_verify(path)
+    if report.ok:
+        console.print(f"[green]ok[/] {report.root} — {report.files} files, {report.digest}", highlight=False)
+        return
+    table = Table(title=f"{len(report.findings)} finding(s) in {report.root}", title_justify="left")
+    for column in ("kind", "path", "problem"):
+        table.add_column(column)
+    for finding in report.findings:
+        table.add_row(finding.kind, finding.path, finding.message)
+    console.print(table)
+    from tritonkit.errors import VerifyError
+
+    raise VerifyError(
+        f"{report.root} does not match its lock file or Triton's schema ({len(report.findings)} finding(s))",
+        hint="rebuild with 'tritonkit build'; a built repository is never edited in place",
+    )
+
+
+COMMANDS = [init, build, verify]

@@ -1,0 +1,232 @@
+"""Releases and where they go: ``release``, ``releases``, ``export``, ``publish``, ``pull``, ``deploy``,
+``promote``, ``rollback`` and ``status``; every environment through the one interface."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+from rich.table import Table
+
+from tritonkit.cli._common import console, default_repository
+from tritonkit.errors import UsageError
+from tritonkit.spec import SPEC_FILE
+
+if TYPE_CHECKING:
+    from tritonkit.release.store import ReleaseStore
+
+_spec_option = click.option(
+    "-f", "--file", "spec_file", type=click.Path(path_type=Path), default=Path(SPEC_FILE), show_default=True
+)
+_store_option = click.option(
+    "--store",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Release store (default: $TRITONKIT_STORE, else releases/ beside the spec).",
+)
+
+
+def parse_release(name: str) -> int:
+    from tritonkit.release.store import parse_release as parse
+
+    return parse(name)
+
+
+def store_for(spec_file: Path, store: Path | None) -> ReleaseStore:
+    """The store named by ``--store``, else the default for the spec's directory."""
+    from tritonkit.release.store import ReleaseStore, default_store
+
+    if store is not None:
+        return ReleaseStore(store)
+    return ReleaseStore(default_store(spec_file.resolve().parent))
+
+
+@click.command()
+@_spec_option
+@_store_option
+@click.option("--repository", type=click.Path(path_type=Path), help="Build to release (default: the spec's newest).")
+def release(spec_file: Path, store: Path | None, repository: Path | None) -> None:
+    """Record the newest build as the next release vN (a no-op for a build already released)."""
+    releases = store_for(spec_file, store)
+    build = repository or default_repository(spec_file)
+    with console.status(f"verifying and releasing {build} …"):
+        entry, created = releases.create(build.resolve())
+    if not created:
+        console.print(f"{build} is already release [bold]{entry.name}[/] ({entry.digest[:19]}…); nothing recorded")
+        return
+    changed = ", ".join(entry.changed) or "none"
+    console.print(f"released [bold]{entry.name}[/] {entry.digest} — models changed: {changed}")
+    console.print(f"  {releases.root / entry.name}")
+
+
+@click.command(name="releases")
+@_spec_option
+@_store_option
+def list_releases(spec_file: Path, store: Path | None) -> None:
+    """List releases: number, digest, creation time, models changed since the previous one."""
+    releases = store_for(spec_file, store)
+    entries = releases.releases()
+    if not entries:
+        console.print(f"no releases in {releases.root} yet — run 'tritonkit release'")
+        return
+    table = Table(title=f"releases in {releases.root}", title_justify="left")
+    for column in ("release", "digest", "created (UTC)", "changed since previous"):
+        table.add_column(column)
+    for entry in entries:
+        table.add_row(entry.name, entry.digest[:19] + "…", entry.created, ", ".join(entry.changed) or "—")
+    console.print(table)
+
+
+@click.command()
+@click.argument("name")
+@click.argument("destination", type=click.Path(path_type=Path))
+@_spec_option
+@_store_option
+def export(name: str, destination: Path, spec_file: Path, store: Path | None) -> None:
+    """Copy release NAME (e.g. v3) to DESTINATION as a plain read-only Triton repository."""
+    releases = store_for(spec_file, store)
+    path = releases.export(parse_release(name), destination)
+    console.print(f"exported {name} to {path} (read-only, verified). Serve it with:")
+    console.print(
+        f"  docker run --rm -p 8000:8000 -p 8001:8001 -p 8002:8002 -v {path.resolve()}:/models:ro "
+        "nvcr.io/nvidia/tritonserver:24.10-py3 tritonserver --model-repository=/models",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _environment(spec_file: Path, store: Path | None, name: str, url: str) -> Any:
+    """``local`` needs no spec; a KServe environment is read from the spec."""
+    from tritonkit.deploy import open_environment
+    from tritonkit.spec.loader import load_spec
+
+    spec = load_spec(spec_file).spec if name != "local" else None
+    return open_environment(store_for(spec_file, store), name, spec, url=url)
+
+
+_env_option = click.option("--env", "env_name", required=True, help="'local', or one declared in the spec.")
+_url_option = click.option(
+    "--url", default="127.0.0.1:8000", show_default=True, help="local only: HTTP address of the local Triton."
+)
+
+
+@click.command()
+@click.argument("name")
+@_env_option
+@_url_option
+@_spec_option
+@_store_option
+@click.option("--canary", type=int, default=None, help="KServe Serverless only: send this percentage to NAME.")
+def promote(name: str, env_name: str, url: str, spec_file: Path, store: Path | None, canary: int | None) -> None:
+    """Switch environment ENV to release NAME (e.g. v3), gated on the new version being ready."""
+    env = _environment(spec_file, store, env_name, url)
+    with console.status(f"promoting {name} to {env_name} …") as status:
+        entry = env.promote(parse_release(name), canary=canary, progress=lambda e: status.update(e.message))
+    console.print(
+        f"{env_name}: {entry.from_release or 'nothing'} → [bold]{entry.to_release}[/] ({entry.to_digest[:19]}…)"
+    )
+
+
+@click.command()
+@_env_option
+@_url_option
+@_spec_option
+@_store_option
+def rollback(env_name: str, url: str, spec_file: Path, store: Path | None) -> None:
+    """Switch environment ENV back to the release it served before the current one."""
+    env = _environment(spec_file, store, env_name, url)
+    with console.status(f"rolling back {env_name} …") as status:
+        entry = env.rollback(progress=lambda e: status.update(e.message))
+    console.print(f"{env_name}: rolled back {entry.from_release} → [bold]{entry.to_release}[/]")
+
+
+@click.command()
+@_env_option
+@_spec_option
+@_store_option
+def status(env_name: str, spec_file: Path, store: Path | None) -> None:
+    """Show the release ENV serves and its promotion history."""
+    env = _environment(spec_file, store, env_name, "127.0.0.1:8000")
+    state = env.status()
+    current = state.current
+    console.print(
+        f"{env_name} serves [bold]{current.name if current else 'nothing yet'}[/]"
+        + (f" ({current.digest})" if current else "")
+    )
+    table = Table(title=f"history ({env.root / 'history.jsonl'})", title_justify="left")
+    for column in ("at (UTC)", "action", "from", "to", "user", "outcome"):
+        table.add_column(column)
+    for entry in state.history:
+        outcome = entry.outcome if entry.ok else f"[red]{entry.outcome}[/]"
+        table.add_row(entry.at, entry.action, entry.from_release or "—", entry.to_release, entry.user, outcome)
+    console.print(table)
+
+
+@click.command()
+@click.argument("name")
+@click.argument("target")
+@_spec_option
+@_store_option
+def publish(name: str, target: str, spec_file: Path, store: Path | None) -> None:
+    """Push release NAME to TARGET (oci://HOST/REPO[:TAG]) as a KServe modelcar image."""
+    from tritonkit.release.oci import publish as push
+
+    releases = store_for(spec_file, store)
+    number = parse_release(name)
+    with console.status(f"publishing {name} …") as status:
+        reference = push(releases.path(number), target, progress=lambda event: status.update(event.message))
+    releases.record_publication(number, reference)
+    console.print(f"published {name}: [bold]{reference}[/]", soft_wrap=True)
+
+
+@click.command()
+@click.argument("reference")
+@click.argument("destination", type=click.Path(path_type=Path))
+def pull(reference: str, destination: Path) -> None:
+    """Fetch REFERENCE (oci://HOST/REPO@sha256:…) into DESTINATION, verifying every hash."""
+    from tritonkit.release.oci import pull as fetch
+
+    with console.status(f"pulling {reference} …") as status:
+        path = fetch(reference, destination, progress=lambda event: status.update(event.message))
+    console.print(f"pulled and verified {reference} into {path}", soft_wrap=True)
+
+
+@click.command()
+@click.argument("name")
+@click.option("--env", "env_name", required=True, help="An environment declared in the spec.")
+@click.option("--dry-run", is_flag=True, help="Write the YAML instead of applying it (GitOps).")
+@click.option("--out", "out_file", type=click.Path(path_type=Path), help="With --dry-run: write here, not stdout.")
+@_spec_option
+@_store_option
+def deploy(name: str, env_name: str, dry_run: bool, out_file: Path | None, spec_file: Path, store: Path | None) -> None:
+    """Render (or server-side apply) the KServe ServingRuntime and InferenceService for release NAME."""
+    from tritonkit.deploy.render import apply, render, to_yaml
+    from tritonkit.spec.loader import load_spec
+
+    loaded = load_spec(spec_file)
+    env = loaded.spec.environment(env_name)
+    releases = store_for(spec_file, store)
+    number = parse_release(name)
+    release = releases.get(number)
+    references = releases.publications(number)
+    if not references:
+        raise UsageError(
+            f"{name} has not been published to a registry",
+            hint=f"run 'tritonkit publish {name} oci://HOST/REPO:{name}' first; KServe pulls the image by digest",
+        )
+    documents = render(loaded.spec, env, release, references[-1])
+    if dry_run:
+        text = to_yaml(documents)
+        if out_file is None:
+            click.echo(text, nl=False)
+        else:
+            out_file.write_text(text)
+            console.print(f"wrote {out_file} ({len(documents)} objects for {env.namespace})")
+        return
+    with console.status(f"applying {name} to {env_name} ({env.namespace}) …"):
+        applied = apply(documents, env)
+    console.print(f"applied {', '.join(applied)} in {env.namespace}")
+
+
+COMMANDS = [release, list_releases, export, promote, rollback, status, publish, pull, deploy]

@@ -1,0 +1,182 @@
+"""``tritonkit serve``, ``infer`` and ``generate``: a real Triton over a repository, and requests to it."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from tritonkit.cli._common import console, err_console, require_verified, resolve_repository
+from tritonkit.errors import ServerError, UsageError
+from tritonkit.spec import SPEC_FILE
+
+
+@click.command()
+@click.argument("path", type=click.Path(path_type=Path), required=False)
+@click.option(
+    "-f",
+    "--file",
+    "spec_file",
+    type=click.Path(path_type=Path),
+    default=Path(SPEC_FILE),
+    help="Spec whose newest build (or release, when PATH is vN) to serve.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 exposes the server).")
+@click.option("--http-port", default=8000, show_default=True)
+@click.option("--grpc-port", default=8001, show_default=True)
+@click.option("--metrics-port", default=8002, show_default=True)
+@click.option(
+    "--triton-bin", type=click.Path(path_type=Path), help="Use this tritonserver instead of the embedded one."
+)
+@click.option("--model", "models", multiple=True, help="Load only these models (repeatable).")
+@click.option("--no-verify", is_flag=True, help="Skip verifying the repository before serving.")
+@click.option("--env", "env_name", default=None, help="Serve an environment's live repository (promote into it).")
+def serve(
+    path: Path | None,
+    spec_file: Path,
+    host: str,
+    http_port: int,
+    grpc_port: int,
+    metrics_port: int,
+    triton_bin: Path | None,
+    models: tuple[str, ...],
+    no_verify: bool,
+    env_name: str | None,
+) -> None:
+    """Serve a built repository (or release vN, or --env local) on a real Triton until Ctrl-C."""
+    from tritonkit.serve.server import Endpoints, TritonServer
+
+    if env_name is not None:
+        from tritonkit.deploy.local import LocalEnvironment
+        from tritonkit.release.store import ReleaseStore, default_store
+
+        if env_name != "local":
+            raise UsageError(f"'serve --env {env_name}': only the local environment runs here", hint="use --env local")
+        env = LocalEnvironment(ReleaseStore(default_store(spec_file.resolve().parent)))
+        root = env.prepare()  # mutable view of immutable releases: each release is verified when promoted
+        no_verify = True
+    else:
+        root = resolve_repository(path, spec_file)
+    if not no_verify:
+        require_verified(root)
+    server = TritonServer(
+        root,
+        endpoints=Endpoints(host, http_port, grpc_port, metrics_port),
+        triton_bin=triton_bin,
+        models=list(models) or None,
+    )
+    from tritonkit.build.engines import check_servable
+
+    check_servable(root, embedded=server.binary.embedded)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with console.status(f"starting Triton on {root.resolve()} …"):
+            t0 = time.perf_counter()
+            server.start()  # stops the process itself if interrupted
+    except KeyboardInterrupt:
+        err_console.print("interrupted while starting; Triton stopped")
+        sys.exit(130)
+    table = Table(title=f"Triton ready in {time.perf_counter() - t0:.1f}s (pid {server.pid})", title_justify="left")
+    table.add_column("endpoint")
+    table.add_column("address")
+    table.add_row("HTTP", server.endpoints.http_url)
+    table.add_row("gRPC", server.endpoints.grpc_url)
+    table.add_row("metrics", server.endpoints.metrics_url)
+    table.add_row("models", ", ".join(server.models))
+    table.add_row("log", str(server.log_file))
+    console.print(table)
+    console.print("Ctrl-C to stop")
+    try:
+        while not stop.wait(0.5):
+            code = server.exit_code()
+            if code is not None:
+                raise ServerError(f"tritonserver exited unexpectedly ({code})", hint=f"see {server.log_file}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        console.print("stopping…")
+        code = server.stop()
+        console.print(f"stopped (exit code {code})")
+
+
+@click.command()
+@click.argument("model")
+@click.option(
+    "--input", "inputs", multiple=True, metavar="NAME=FILE.npy", help="Input data; random data for omitted inputs."
+)
+@click.option("--url", default=None, help="Server address (default 127.0.0.1:8000 for http, :8001 for grpc).")
+@click.option("--protocol", type=click.Choice(["http", "grpc"]), default="http", show_default=True)
+@click.option("--batch-size", default=1, show_default=True, help="Batch size for generated inputs.")
+def infer(model: str, inputs: tuple[str, ...], url: str | None, protocol: str, batch_size: int) -> None:
+    """Send one request to a running Triton and print the outputs."""
+    from tritonkit.serve.client import infer as run_infer
+
+    arrays = {}
+    for item in inputs:
+        name, sep, file = item.partition("=")
+        if not sep:
+            raise UsageError(f"--input '{item}' is not NAME=FILE.npy", hint="for example: --input features=x.npy")
+        arrays[name] = Path(file)
+    outputs = run_infer(model, arrays, url=url, protocol=protocol, batch_size=batch_size)
+    for name, value in outputs.items():
+        console.print(f"[bold]{name}[/] {value.dtype} {list(value.shape)}")
+        console.print(value)
+
+
+@click.command()
+@click.argument("model")
+@click.argument("prompt")
+@click.option("--stream/--no-stream", default=True, show_default=True, help="Print tokens as they arrive.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True, help="0 = greedy.")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
+@click.option("--top-k", type=int, default=-1, show_default=True, help="-1 = off.")
+@click.option("--seed", type=int, default=None)
+@click.option("--stop", "stops", multiple=True, help="Stop string (repeatable).")
+@click.option("--url", default="127.0.0.1:8001", show_default=True, help="Triton gRPC address.")
+def generate(
+    model: str,
+    prompt: str,
+    stream: bool,
+    max_tokens: int,
+    temperature: float,
+    top_p: float,
+    top_k: int,
+    seed: int | None,
+    stops: tuple[str, ...],
+    url: str,
+) -> None:
+    """Generate text with an llm model on a running Triton, streaming tokens to the terminal."""
+    from tritonkit.serve.llm_client import check_llm
+    from tritonkit.serve.llm_client import generate as run_generate
+
+    check_llm(url, model)
+    params: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "top_k": top_k}
+    if seed is not None:
+        params["seed"] = seed
+    if stops:
+        params["stop"] = list(stops)
+
+    def show(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    result = run_generate(url, model, prompt, params, stream=stream, on_text=show)
+    sys.stdout.write("\n")
+    if result.error is not None:
+        raise ServerError(f"'{model}' failed the request: {result.error}", hint="check the sampling parameters")
+    total_ms = 1000 * ((result.done_at or result.sent_at) - result.sent_at)
+    err_console.print(
+        f"[dim]{result.finish_reason} · {result.output_tokens} tokens · "
+        f"first token {1000 * (result.ttft or 0):.0f} ms · total {total_ms:.0f} ms[/]"
+    )
+
+
+COMMANDS = [serve, infer, generate]

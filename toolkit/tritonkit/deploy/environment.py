@@ -1,0 +1,165 @@
+"""What every deployment environment shares: the promotion history and the one interface.
+
+An environment (``local``, or a KServe environment declared in the spec) serves one release at
+a time. Each promotion or rollback appends one line to ``releases/envs/<name>/history.jsonl``,
+never rewritten; what the environment serves is the target of its last successful step.
+
+Every environment has the same three operations, so callers never switch on its type:
+
+- ``promote(number, *, canary=None, progress=None)``: serve release ``number`` (or send
+  ``canary`` percent of the traffic to it, where the environment can split traffic);
+- ``rollback(*, progress=None)``: serve the release served before the current one;
+- ``status()``: what the environment serves and its history.
+
+A step that fails is undone and recorded, and raises :class:`~tritonkit.errors.PromoteError`.
+Progress goes through the one event contract (:mod:`tritonkit.events`), stage ``promote`` or
+``rollback``, subject the environment's name.
+
+Example:
+    >>> env = open_environment(ReleaseStore(Path("releases")), "local")
+    >>> env.promote(2)
+    >>> env.status().current.name
+    'v2'
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+from tritonkit.errors import UsageError
+from tritonkit.events import Event, Progress, emit
+from tritonkit.release.store import Release, ReleaseStore, parse_release
+
+HISTORY = "history.jsonl"
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """One line of an environment's history."""
+
+    env: str
+    action: str  # "promote" | "rollback"
+    from_release: str | None
+    to_release: str
+    from_digest: str | None
+    to_digest: str
+    user: str
+    at: str
+    outcome: str  # "ok" or "failed: <reason>"
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+
+@dataclass(frozen=True)
+class Status:
+    """What an environment serves, by its history, and the history itself (oldest first)."""
+
+    env: str
+    current: Release | None
+    history: list[Promotion]
+
+
+class Environment(ABC):
+    """One deployment target: its append-only promotion history and the one interface.
+
+    Subclasses implement :meth:`_switch`; :meth:`promote` and :meth:`rollback` are the same
+    everywhere.
+    """
+
+    name: str
+
+    def __init__(self, store: ReleaseStore, name: str) -> None:
+        self.store, self.name = store, name
+        self.root = store.root / "envs" / name
+
+    def history(self) -> list[Promotion]:
+        """Every promotion and rollback, oldest first."""
+        path = self.root / HISTORY
+        if not path.is_file():
+            return []
+        return [Promotion(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+
+    def current(self) -> Release | None:
+        """The release the environment serves: the target of the last successful step."""
+        done = [p for p in self.history() if p.ok]
+        return self.store.get(parse_release(done[-1].to_release)) if done else None
+
+    def rollback_target(self) -> int:
+        """The release served before the current one.
+
+        Raises:
+            UsageError: nothing to roll back to.
+        """
+        done = [p for p in self.history() if p.ok]
+        if not done or done[-1].from_release is None:
+            raise UsageError(f"{self.name} has no earlier release to roll back to", hint="see 'tritonkit status'")
+        return parse_release(done[-1].from_release)
+
+    def status(self) -> Status:
+        """The release served (by the history) and every promotion and rollback."""
+        history = self.history()
+        done = [p for p in history if p.ok]
+        current = self.store.get(parse_release(done[-1].to_release)) if done else None
+        return Status(self.name, current, history)
+
+    def promote(self, number: int, *, canary: int | None = None, progress: Progress | None = None) -> Promotion:
+        """Serve release ``number`` (or ``canary`` percent of the traffic, where supported).
+
+        Raises:
+            UsageError: unknown release, the release already served, or a canary here is impossible.
+            ServerError, ClusterError: the server or cluster cannot be reached.
+            PromoteError: the step failed and was undone; the previous release still serves.
+        """
+        return self._switch(number, canary=canary, progress=progress, action="promote")
+
+    def rollback(self, *, progress: Progress | None = None) -> Promotion:
+        """Serve the release that served before the current one (gated like any promotion).
+
+        Raises:
+            UsageError: nothing to roll back to.
+            PromoteError: the step failed and was undone.
+        """
+        return self._switch(self.rollback_target(), canary=None, progress=progress, action="rollback")
+
+    @abstractmethod
+    def _switch(self, number: int, *, canary: int | None, progress: Progress | None, action: str) -> Promotion:
+        """Do one promotion or rollback step and record it."""
+
+    def _reporter(self, progress: Progress | None, action: str) -> Callable[[str], None]:
+        """A ``report(message)`` that emits :class:`~tritonkit.events.Event` values."""
+        return lambda message: emit(progress, Event(action, self.name, message))
+
+    def record(self, action: str, previous: Release | None, target: Release, outcome: str) -> Promotion:
+        """Append one line to ``history.jsonl`` (flushed and fsynced)."""
+        entry = Promotion(
+            env=self.name,
+            action=action,
+            from_release=previous.name if previous else None,
+            to_release=target.name,
+            from_digest=previous.digest if previous else None,
+            to_digest=target.digest,
+            user=_user(),
+            at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            outcome=outcome,
+        )
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / HISTORY, "a") as handle:  # append-only: one line per step
+            handle.write(json.dumps(asdict(entry), sort_keys=True) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        return entry
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"

@@ -1,0 +1,300 @@
+"""KServe objects for a published release: a namespaced ServingRuntime and an InferenceService.
+
+Built as typed pydantic models (the ``kserve`` SDK cannot share a process with
+``tritonclient.grpc``; see docs/architecture.md) and rendered to YAML for GitOps (``--dry-run``), or applied
+with the ``kubernetes`` client by server-side apply (field manager ``tritonkit``).
+
+The runtime runs Triton with ``--model-repository=/mnt/models`` (a modelcar image from
+:mod:`tritonkit.release.oci` mounts the release there), explicit HTTP/gRPC/metrics ports, the image
+pinned by digest, a memory-backed ``/dev/shm`` for the Python backend, startup and readiness
+probes on ``/v2/health/ready``, a non-root, no-capability security context, and Prometheus
+annotations for port 8002. The InferenceService names the runtime and ``protocolVersion: v2``
+explicitly and points ``storageUri`` at the release's ``oci://…@sha256:`` reference.
+
+Example:
+    >>> objects = render(spec, spec.environment("staging"), store.get(3), "oci://reg/demo@sha256:…")
+    >>> print(to_yaml(objects))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+from tritonkit.errors import ClusterError, UsageError, require
+from tritonkit.release.store import Release
+from tritonkit.spec.schema import EnvironmentSpec, Spec
+
+HTTP_PORT, GRPC_PORT, METRICS_PORT = 8080, 9000, 8002
+RUN_AS_USER = 1000  # 'triton-server' in NVIDIA's images
+FIELD_MANAGER = "tritonkit"
+
+
+class _K8s(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+    def document(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class ObjectMeta(_K8s):
+    name: str
+    namespace: str
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] | None = None
+
+
+class HTTPGetAction(_K8s):
+    path: str
+    port: int
+
+
+class Probe(_K8s):
+    http_get: HTTPGetAction
+    period_seconds: int = 5
+    timeout_seconds: int = 2
+    failure_threshold: int = 3
+
+
+class Capabilities(_K8s):
+    drop: list[str] = ["ALL"]
+
+
+class SeccompProfile(_K8s):
+    type: str = "RuntimeDefault"
+
+
+class SecurityContext(_K8s):
+    run_as_non_root: bool = True
+    run_as_user: int = RUN_AS_USER
+    allow_privilege_escalation: bool = False
+    capabilities: Capabilities = Capabilities()
+    seccomp_profile: SeccompProfile = SeccompProfile()
+
+
+class PodSecurityContext(_K8s):
+    run_as_non_root: bool = True
+    run_as_user: int = RUN_AS_USER
+    fs_group: int = RUN_AS_USER
+    seccomp_profile: SeccompProfile = SeccompProfile()
+
+
+class ContainerPort(_K8s):
+    container_port: int
+    name: str
+    protocol: str = "TCP"
+
+
+class VolumeMount(_K8s):
+    name: str
+    mount_path: str
+
+
+class Container(_K8s):
+    name: str
+    image: str
+    args: list[str]
+    ports: list[ContainerPort]
+    resources: dict[str, dict[str, str]]
+    security_context: SecurityContext = SecurityContext()
+    startup_probe: Probe | None = None
+    readiness_probe: Probe | None = None
+    volume_mounts: list[VolumeMount] = []
+
+
+class EmptyDir(_K8s):
+    medium: str = "Memory"
+    size_limit: str
+
+
+class Volume(_K8s):
+    name: str
+    empty_dir: EmptyDir
+
+
+class ModelFormat(_K8s):
+    name: str
+    version: str
+    auto_select: bool | None = None
+    priority: int | None = None
+
+
+class ServingRuntimeSpec(_K8s):
+    annotations: dict[str, str]
+    supported_model_formats: list[ModelFormat]
+    protocol_versions: list[str]
+    containers: list[Container]
+    volumes: list[Volume]
+
+
+class ServingRuntime(_K8s):
+    api_version: str = "serving.kserve.io/v1alpha1"
+    kind: str = "ServingRuntime"
+    metadata: ObjectMeta
+    spec: ServingRuntimeSpec
+
+
+class ModelSpec(_K8s):
+    model_format: ModelFormat
+    runtime: str
+    protocol_version: str = "v2"
+    storage_uri: str
+
+
+class PredictorSpec(_K8s):
+    model: ModelSpec
+    security_context: PodSecurityContext = PodSecurityContext()
+
+
+class InferenceServiceSpec(_K8s):
+    predictor: PredictorSpec
+
+
+class InferenceService(_K8s):
+    api_version: str = "serving.kserve.io/v1beta1"
+    kind: str = "InferenceService"
+    metadata: ObjectMeta
+    spec: InferenceServiceSpec
+
+
+def render(spec: Spec, env: EnvironmentSpec, release: Release, reference: str) -> list[dict[str, Any]]:
+    """The ServingRuntime and InferenceService documents for ``release`` in ``env``.
+
+    Raises:
+        UsageError: ``reference`` is not pinned by digest.
+    """
+    if "@sha256:" not in reference:
+        raise UsageError(
+            f"{reference} is not pinned by digest", hint="deploy the reference 'tritonkit publish' printed"
+        )
+    runtime_name = _dns_name(f"tritonkit-{spec.name}")
+    labels = {
+        "app.kubernetes.io/name": spec.name,
+        "app.kubernetes.io/managed-by": "tritonkit",
+        "tritonkit.dev/release": release.name,
+    }
+    resources = {"requests": dict(env.resources.requests), "limits": dict(env.resources.limits)}
+    if env.gpus:
+        resources["limits"]["nvidia.com/gpu"] = str(env.gpus)
+        resources["requests"]["nvidia.com/gpu"] = str(env.gpus)
+    ready = HTTPGetAction(path="/v2/health/ready", port=HTTP_PORT)
+    container = Container(
+        name="kserve-container",
+        image=env.runtime_image,
+        args=[
+            "tritonserver",
+            "--model-repository=/mnt/models",
+            f"--http-port={HTTP_PORT}",
+            f"--grpc-port={GRPC_PORT}",
+            f"--metrics-port={METRICS_PORT}",
+            "--strict-readiness=true",
+            "--exit-timeout-secs=30",
+        ],
+        ports=[ContainerPort(container_port=HTTP_PORT, name="http1")],
+        resources=resources,
+        startup_probe=Probe(http_get=ready, period_seconds=5, failure_threshold=120),
+        readiness_probe=Probe(http_get=ready, period_seconds=5, failure_threshold=3),
+        volume_mounts=[VolumeMount(name="dshm", mount_path="/dev/shm")],
+    )
+    runtime = ServingRuntime(
+        metadata=ObjectMeta(name=runtime_name, namespace=env.namespace, labels=labels),
+        spec=ServingRuntimeSpec(
+            annotations={"prometheus.kserve.io/port": str(METRICS_PORT), "prometheus.kserve.io/path": "/metrics"},
+            supported_model_formats=[ModelFormat(name="triton", version="2", auto_select=True, priority=1)],
+            protocol_versions=["v2", "grpc-v2"],
+            containers=[container],
+            volumes=[Volume(name="dshm", empty_dir=EmptyDir(size_limit=env.shm_size))],
+        ),
+    )
+    service = InferenceService(
+        metadata=ObjectMeta(
+            name=_dns_name(spec.name),
+            namespace=env.namespace,
+            labels=labels,
+            annotations={"serving.kserve.io/deploymentMode": env.mode, "tritonkit.dev/digest": release.digest},
+        ),
+        spec=InferenceServiceSpec(
+            predictor=PredictorSpec(
+                model=ModelSpec(
+                    model_format=ModelFormat(name="triton", version="2"), runtime=runtime_name, storage_uri=reference
+                )
+            )
+        ),
+    )
+    return [runtime.document(), service.document()]
+
+
+def _dns_name(name: str) -> str:
+    """A spec name as a Kubernetes object name (lower case; '_' and '.' become '-')."""
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def to_yaml(documents: list[dict[str, Any]]) -> str:
+    """Multi-document YAML in the order given (runtime first, so an apply in order works)."""
+    return yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False)
+
+
+def cluster(env: EnvironmentSpec) -> Any:
+    """A ``kubernetes`` dynamic client for ``env``'s kubeconfig context.
+
+    Raises:
+        DependencyError: the ``kubernetes`` client is not installed (``tritonkit[k8s]``).
+        ClusterError: no usable kubeconfig.
+    """
+    require("kubernetes", "k8s")
+    from kubernetes import config as kube_config
+    from kubernetes import dynamic
+    from kubernetes.config.config_exception import ConfigException
+
+    try:
+        api = kube_config.new_client_from_config(context=env.context)
+    except (ConfigException, OSError) as exc:
+        raise ClusterError(
+            f"no Kubernetes cluster for environment '{env.name}': {exc}",
+            hint="set KUBECONFIG (and 'context:' in the environment), or use --dry-run to write YAML",
+        ) from exc
+    return dynamic.DynamicClient(api)
+
+
+def read(client: Any, document: dict[str, Any]) -> dict[str, Any] | None:
+    """The live object named like ``document`` (as a dict), or None when it does not exist."""
+    resource = client.resources.get(api_version=document["apiVersion"], kind=document["kind"])
+    try:
+        live = resource.get(name=document["metadata"]["name"], namespace=document["metadata"]["namespace"])
+    except Exception as exc:  # NotFoundError and friends
+        if getattr(exc, "status", None) == 404:
+            return None
+        raise ClusterError(f"cannot read {document['kind']}/{document['metadata']['name']}: {exc}") from exc
+    result: dict[str, Any] = live.to_dict()
+    return result
+
+
+def apply(documents: list[dict[str, Any]], env: EnvironmentSpec, client: Any = None) -> list[str]:
+    """Server-side apply every document to ``env``'s cluster; returns ``kind/name`` applied.
+
+    Raises:
+        DependencyError: the ``kubernetes`` client is not installed (``tritonkit[k8s]``).
+        ClusterError: no usable kubeconfig, or the API server refused an object.
+    """
+    client = client or cluster(env)
+    applied = []
+    for document in documents:
+        resource = client.resources.get(api_version=document["apiVersion"], kind=document["kind"])
+        try:
+            resource.server_side_apply(
+                body=document,
+                name=document["metadata"]["name"],
+                namespace=document["metadata"]["namespace"],
+                field_manager=FIELD_MANAGER,
+                force_conflicts=True,
+            )
+        except Exception as exc:  # the client raises ApiException and friends; the message is what matters
+            raise ClusterError(
+                f"the cluster refused {document['kind']}/{document['metadata']['name']}: {exc}",
+                hint="check that KServe is installed and you may write to the namespace",
+            ) from exc
+        applied.append(f"{document['kind']}/{document['metadata']['name']}")
+    return applied

@@ -1,0 +1,270 @@
+"""``tritonkit bench``: closed-loop (concurrency) and open-loop (request rate) load tests.
+
+Load comes from worker *processes* (spawned, each with its own clients and threads) so the
+Python client is not the bottleneck on one core; each point runs in windows after a warm-up,
+until the last three windows agree within 10% on throughput and p99 (or ``max_windows``).
+Open-loop arrivals are Poisson (or constant) and every latency is measured from the request's
+intended send time. Without ``processes`` the worker count starts small and doubles (up to
+the core count) while a worker saturates its core. A point is flagged ``client_limited`` when
+the generator could not keep up — open-loop send lag p99 over 5 ms or under 95% of the asked rate, or a worker process
+that used over 90% of a core — and the CLI refuses to present its numbers as the server's.
+
+Example:
+    >>> points = bench("classifier", concurrency=[1, 8], url="127.0.0.1:8001")
+    >>> points[1].result.throughput, points[1].server.mean_batch_size
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tritonkit.errors import ServerError, UsageError
+from tritonkit.events import Event, Progress, emit
+from tritonkit.perf.loadgen import LoadJob, run_worker
+from tritonkit.perf.stats import Sample, ServerBreakdown, WindowStats, is_stable, server_delta, split_windows, summarize
+from tritonkit.serve.client import connect, default_address, model_info
+
+_BUSY = 0.9
+"""A worker process using more than this fraction of a core is the bottleneck."""
+
+"""``(point label, windows done, max windows)``."""
+
+
+@dataclass(frozen=True)
+class BenchPoint:
+    """One measured load level."""
+
+    mode: str  # "concurrency" | "rate"
+    level: float
+    windows: list[WindowStats]
+    result: WindowStats  # over the last (up to) three windows
+    stable: bool
+    client_limited: str  # "" when the generator kept up, else why not
+    client_cpu: float  # highest worker CPU use, fraction of one core
+    processes: int  # load worker processes used
+    server: ServerBreakdown
+
+    @property
+    def client_overhead_ms(self) -> float:
+        """Client p50 latency minus the server's mean request time (queue + compute)."""
+        s = self.server
+        server_ms = (s.queue_us + s.compute_input_us + s.compute_infer_us + s.compute_output_us) / 1e3
+        return self.result.p50_ms - server_ms
+
+
+def bench(
+    model: str,
+    *,
+    url: str | None = None,
+    protocol: str = "grpc",
+    concurrency: Sequence[int] = (),
+    rate: Sequence[float] = (),
+    poisson: bool = True,
+    batch_size: int = 1,
+    window_s: float = 2.0,
+    max_windows: int = 10,
+    warmup_s: float = 1.0,
+    processes: int | None = None,
+    progress: Progress | None = None,
+) -> list[BenchPoint]:
+    """Measure ``model`` at each concurrency (closed loop) or rate (open loop).
+
+    Raises:
+        ServerError: unreachable server, unknown or unready model.
+        UsageError: neither or both of ``concurrency`` and ``rate``.
+    """
+    if bool(concurrency) == bool(rate):
+        raise UsageError(
+            "give either concurrency levels or request rates",
+            hint="closed loop: concurrency levels such as 1 and 8; open loop: request rates such as 50 and 200",
+        )
+    address = url or default_address(protocol)
+    inputs = _request_shape(model, address, protocol, batch_size)
+
+    def report(label: str, done: int, total: int) -> None:
+        emit(progress, Event("bench", label, f"window {done}/{total}", done=done, total=total, unit="windows"))
+
+    levels = [("concurrency", float(c)) for c in concurrency] + [("rate", float(r)) for r in rate]
+    points = []
+    cores = os.cpu_count() or 1
+    for mode, level in levels:
+        workers = processes or _default_processes(mode, level)
+        while True:
+            point = _measure(
+                model, address, protocol, inputs, mode, level, workers, poisson, window_s, max_windows, warmup_s, report
+            )
+            busy = point.client_cpu > _BUSY
+            if processes or not busy or workers >= min(cores, max(1, int(level))):
+                break
+            workers = min(cores, workers * 2)  # the generator was the bottleneck: spread it out and re-measure
+        points.append(point)
+    return points
+
+
+def _default_processes(mode: str, level: float) -> int:
+    cores = os.cpu_count() or 1
+    if mode == "concurrency":
+        return int(max(1, min(cores, level // 8 + 1)))
+    return int(max(1, min(cores, level // 400 + 1)))
+
+
+def _measure(
+    model: str,
+    address: str,
+    protocol: str,
+    inputs: dict[str, tuple[list[int], str]],
+    mode: str,
+    level: float,
+    workers: int,
+    poisson: bool,
+    window_s: float,
+    max_windows: int,
+    warmup_s: float,
+    report: Callable[[str, int, int], None],
+) -> BenchPoint:
+    label = f"{mode} {level:g}"
+    shares = _split(level, workers, integer=(mode == "concurrency"))
+    jobs = [LoadJob(mode, share, address, protocol, model, inputs, seed, poisson) for seed, share in enumerate(shares)]
+    procs, samples_q, stop, go = _start_workers([job for job in jobs if job.level > 0])
+    samples: list[Sample] = []
+    cpu: list[float] = []
+    go.set()
+    measure_from = time.monotonic() + warmup_s
+    stats_before: dict[str, Any] | None = None
+    windows: list[WindowStats] = []
+    deadline = measure_from + window_s * (max_windows + 2) + 30
+    try:
+        while time.monotonic() < deadline:
+            _drain(samples_q, samples, cpu, timeout=0.2)
+            now = time.monotonic()
+            if stats_before is None and now >= measure_from:
+                stats_before = _model_stats(model, address, protocol)
+            windows = split_windows([s for s in samples if s.done >= measure_from], measure_from, window_s)
+            windows = [w for w in windows if w.start + w.width <= now]
+            report(label, len(windows), max_windows)
+            if is_stable(windows) or len(windows) >= max_windows:
+                break
+            if not any(p.is_alive() for p in procs):
+                raise ServerError(
+                    "every load worker exited early", hint="check the server and model with 'tritonkit infer'"
+                )
+        stats_after = _model_stats(model, address, protocol)
+    finally:
+        _stop_workers(procs, samples_q, stop, samples, cpu)
+    tail = windows[-3:]
+    if tail:
+        result = summarize([s for s in samples if s.done >= measure_from], tail[0].start, sum(w.width for w in tail))
+    else:
+        result = summarize([], measure_from, window_s)
+    limited = _limited(mode, level, result, max(cpu, default=0.0))
+    return BenchPoint(
+        mode=mode,
+        level=level,
+        windows=windows,
+        result=result,
+        stable=is_stable(windows),
+        client_limited=limited,
+        client_cpu=max(cpu, default=0.0),
+        processes=len(procs),
+        server=server_delta(stats_before or {}, stats_after),
+    )
+
+
+def _start_workers(jobs: list[LoadJob]) -> tuple[list[Any], Any, Any, Any]:
+    """Spawn one worker process per job and wait (up to 60 s) until each has imported and said ready.
+
+    Returns:
+        The processes, the samples queue, and the ``stop`` and ``go`` events.
+    """
+    context = mp.get_context("spawn")
+    samples_q: Any = context.Queue()
+    stop, go = context.Event(), context.Event()
+    procs = [context.Process(target=run_worker, args=(job, samples_q, stop, go), daemon=True) for job in jobs]
+    for proc in procs:
+        proc.start()
+    ready = 0
+    deadline = time.monotonic() + 60
+    while ready < len(procs) and time.monotonic() < deadline:  # spawned workers import first
+        try:
+            kind, _ = samples_q.get(timeout=0.5)
+            ready += kind == "ready"
+        except queue.Empty:
+            pass
+    return procs, samples_q, stop, go
+
+
+def _stop_workers(procs: list[Any], samples_q: Any, stop: Any, samples: list[Sample], cpu: list[float]) -> None:
+    """Stop the workers, keep what they still ship (10 s at most), and kill any that hang."""
+    stop.set()
+    end = time.monotonic() + 10
+    while any(p.is_alive() for p in procs) and time.monotonic() < end:
+        _drain(samples_q, samples, cpu, timeout=0.1)
+    for proc in procs:
+        proc.join(timeout=1)
+        if proc.is_alive():
+            proc.kill()
+
+
+def _limited(mode: str, level: float, result: WindowStats, cpu: float) -> str:
+    if cpu > _BUSY:
+        return f"a load worker used {cpu:.0%} of a core; add load processes"
+    if mode == "rate":
+        if result.lag_p99_ms > 5.0:
+            return f"requests left up to {result.lag_p99_ms:.1f} ms late (p99)"
+        if result.throughput + result.errors / max(result.width, 1e-9) < 0.95 * level:
+            return f"only {result.throughput:.0f}/s of {level:g}/s were completed"
+    return ""
+
+
+def _split(level: float, parts: int, *, integer: bool) -> list[float]:
+    if integer:
+        base, extra = divmod(int(level), parts)
+        return [float(base + (1 if i < extra else 0)) for i in range(parts)]
+    return [level / parts] * parts
+
+
+def _drain(samples_q: Any, samples: list[Sample], cpu: list[float], timeout: float) -> None:
+    try:
+        item = samples_q.get(timeout=timeout)
+    except queue.Empty:
+        return
+    while True:
+        kind, payload = item
+        if kind == "samples":
+            samples.extend(Sample(*row) for row in payload)
+        elif kind == "cpu":
+            cpu.append(payload)
+        try:
+            item = samples_q.get_nowait()
+        except queue.Empty:
+            return
+
+
+# --------------------------------------------------------------------------- server side
+
+
+def _request_shape(model: str, address: str, protocol: str, batch_size: int) -> dict[str, tuple[list[int], str]]:
+    client = connect(address, protocol)
+    try:
+        return model_info(client, model, address, protocol).input_shapes(batch_size)
+    finally:
+        client.close()
+
+
+def _model_stats(model: str, address: str, protocol: str) -> dict[str, Any]:
+    client = connect(address, protocol)
+    try:
+        if protocol == "grpc":
+            doc = client.get_inference_statistics(model, as_json=True)
+        else:
+            doc = client.get_inference_statistics(model)
+        stats: dict[str, Any] = doc["model_stats"][0]
+        return stats
+    finally:
+        client.close()

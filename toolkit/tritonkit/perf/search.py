@@ -1,0 +1,213 @@
+"""The pure core of ``tritonkit tune``: settings, measured points, and every search decision.
+
+Nothing here does I/O, so each decision is unit-tested on made-up points: :func:`propose`
+(the next settings to try, steered by the server's own breakdown of the best point),
+:func:`next_concurrency` (a Little's-law jump towards the p99 budget) and :func:`better`
+(whether a point beats the best by the improvement margin). :mod:`tritonkit.perf.tune` runs
+them against a live server.
+
+Example:
+    >>> start = TuneSettings(instances=1, max_batch_size=8, max_queue_delay_microseconds=100)
+    >>> [s.label() for s in propose(best_point, Bounds(), slo_ms=10)]
+    ['1× mbs 16, delay 100 µs', '2× mbs 8, delay 100 µs']
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from tritonkit.perf.bench import BenchPoint
+
+IMPROVEMENT = 1.02
+"""A candidate must beat the best so far by 2% to take its place (measurement noise)."""
+PLATEAU = 1.05
+"""Raising concurrency that gains less than 5% throughput means the settings are saturated."""
+
+
+@dataclass(frozen=True, order=True)
+class TuneSettings:
+    """The knobs tune turns, named as in Triton's model config."""
+
+    instances: int
+    max_batch_size: int
+    max_queue_delay_microseconds: int
+    preferred_batch_size: tuple[int, ...] = ()
+
+    def batch_limit(self, mean_batch: float) -> int:
+        """The batch size that stops batches of about ``mean_batch`` from growing.
+
+        Triton sends a batch as soon as it reaches a preferred size, so batches pile up at the
+        smallest preferred size at or above what the queue holds; without one, at max_batch_size.
+        """
+        reachable = [b for b in self.preferred_batch_size if b >= 0.9 * mean_batch]
+        return min(reachable, default=self.max_batch_size)
+
+    def label(self) -> str:
+        preferred = f" pref {','.join(map(str, self.preferred_batch_size))}" if self.preferred_batch_size else ""
+        return f"{self.instances}x mbs {self.max_batch_size} delay {self.max_queue_delay_microseconds}µs{preferred}"
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> TuneSettings:
+        """Read the settings out of a model config in Triton's JSON form."""
+        batching = config.get("dynamic_batching") or {}
+        groups = config.get("instance_group") or [{}]
+        max_batch_size = int(config.get("max_batch_size", 0))
+        preferred = tuple(int(b) for b in batching.get("preferred_batch_size", []))
+        if preferred == (max_batch_size,):
+            preferred = ()  # Triton fills in [max_batch_size] when none is given: the same thing
+        return cls(
+            instances=int(groups[0].get("count", 1)),
+            max_batch_size=max_batch_size,
+            max_queue_delay_microseconds=int(batching.get("max_queue_delay_microseconds", 0)),
+            preferred_batch_size=preferred,
+        )
+
+    def apply(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """``config`` (Triton JSON) with these settings; everything else untouched."""
+        new = json.loads(json.dumps(config))
+        new["max_batch_size"] = self.max_batch_size
+        batching = dict(new.get("dynamic_batching") or {})
+        batching["max_queue_delay_microseconds"] = self.max_queue_delay_microseconds
+        batching["preferred_batch_size"] = list(self.preferred_batch_size)
+        new["dynamic_batching"] = batching
+        groups = new.get("instance_group") or [{"kind": "KIND_CPU"}]
+        new["instance_group"] = [dict(groups[0], count=self.instances)]
+        return new
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The search space: instances ``1..max_instances``, batch sizes ``min_batch..max_batch``."""
+
+    max_instances: int = 4
+    min_batch: int = 1
+    max_batch: int = 128
+    max_delay_us: int = 20_000
+    max_concurrency: int = 256
+
+
+@dataclass(frozen=True)
+class TunePoint:
+    """One measurement: the settings loaded and what bench saw."""
+
+    settings: TuneSettings
+    bench: BenchPoint
+    within_slo: bool
+
+    @property
+    def throughput(self) -> float:
+        return self.bench.result.throughput
+
+    @property
+    def p99_ms(self) -> float:
+        return self.bench.result.p99_ms
+
+    @property
+    def load(self) -> str:
+        return f"c={self.bench.level:g}" if self.bench.mode == "concurrency" else f"{self.bench.level:g}/s"
+
+
+@dataclass
+class TuneResult:
+    """Every point measured, the original settings' best and the winner."""
+
+    model: str
+    p99_ms: float
+    rate: float | None
+    original: TuneSettings
+    points: list[TunePoint] = field(default_factory=list)
+    baseline: TunePoint | None = None
+    best: TunePoint | None = None
+    stopped: str = ""
+    elapsed_s: float = 0.0
+
+    @property
+    def configs_tried(self) -> int:
+        return len({p.settings for p in self.points})
+
+
+def better(candidate: TunePoint | None, best: TunePoint | None, *, rate: float | None) -> bool:
+    """Whether ``candidate`` beats ``best`` by the improvement margin (under the SLO only)."""
+    if candidate is None or not candidate.within_slo:
+        return False
+    if best is None:
+        return True
+    if rate is None:
+        return candidate.throughput > best.throughput * IMPROVEMENT
+    return candidate.p99_ms * IMPROVEMENT < best.p99_ms
+
+
+def next_concurrency(concurrency: int, p99_ms: float, slo_ms: float, bounds: Bounds) -> int:
+    """The next closed-loop concurrency to try after a point within budget.
+
+    Far below the budget, double. Near it, a saturated server's latency grows in proportion
+    to concurrency (Little's law), so ``c * slo / p99`` lands on the budget: aim at 90% of
+    that, moving at least 10% so the search always advances.
+    """
+    factor = 2.0 if p99_ms < 0.5 * slo_ms else min(2.0, max(1.1, 0.9 * slo_ms / max(p99_ms, 1e-3)))
+    return min(bounds.max_concurrency, max(concurrency + 1, round(concurrency * factor)))
+
+
+def propose(best: TunePoint, bounds: Bounds, slo_ms: float) -> list[TuneSettings]:
+    """Neighbours of ``best.settings`` worth measuring, most promising first.
+
+    Reads the server's breakdown of the best point — mean executed batch against the size
+    that stops it growing, queue time against compute time — and proposes:
+
+    * batches stuck at a preferred size or max_batch_size: lift that limit;
+    * small batches although several requests are in flight: wait longer for company
+      (delay x4, up to a quarter of the budget), or, when already waiting, dispatch as soon
+      as a typical batch is there (a preferred size);
+    * requests that queue only for the delay, with nothing to batch: a shorter delay;
+    * a model busier than its queue: one more instance; and, less likely, one fewer.
+    """
+    s, srv = best.settings, best.bench.server
+    compute_us = srv.compute_input_us + srv.compute_infer_us + srv.compute_output_us
+    queue_us = srv.queue_us if not math.isnan(srv.queue_us) else 0.0
+    mean_batch = srv.mean_batch_size if not math.isnan(srv.mean_batch_size) else 1.0
+    fill = mean_batch / max(s.batch_limit(mean_batch), 1)
+    delay = s.max_queue_delay_microseconds
+    delay_budget = min(bounds.max_delay_us, int(slo_ms * 1000 / 4))
+    company = mean_batch >= 1.5  # more than one request at a time reaches the scheduler
+    ranked: list[tuple[int, TuneSettings]] = []
+
+    def add(priority: int, candidate: TuneSettings) -> None:
+        ok = (
+            1 <= candidate.instances <= bounds.max_instances
+            and bounds.min_batch <= candidate.max_batch_size <= bounds.max_batch
+            and 0 <= candidate.max_queue_delay_microseconds <= delay_budget
+            and all(b <= candidate.max_batch_size for b in candidate.preferred_batch_size)
+        )
+        if ok and candidate != s:
+            ranked.append((priority, candidate))
+
+    if fill >= 0.7:  # batches stop at a limit: lift it
+        if s.preferred_batch_size:
+            add(0, replace(s, preferred_batch_size=()))
+        add(1, replace(s, max_batch_size=s.max_batch_size * 2, preferred_batch_size=()))
+    if fill < 0.5 and company:
+        add(1, replace(s, max_queue_delay_microseconds=min(delay_budget, max(250, delay * 4))))
+        typical = 1 << int(math.log2(mean_batch))
+        if delay > 0 and not s.preferred_batch_size and typical >= 2:
+            add(1, replace(s, preferred_batch_size=(typical,)))
+    if delay > 0 and queue_us > 2 * compute_us:  # requests wait on the delay rather than the model
+        add(0 if not company else 2, replace(s, max_queue_delay_microseconds=delay // 4 // 50 * 50))
+    if compute_us >= queue_us:  # the model is busy: more copies may run in parallel
+        add(2, replace(s, instances=s.instances + 1))
+    if s.instances > 1:  # copies compete for the same cores on small hosts
+        add(3, replace(s, instances=s.instances - 1))
+    if delay > 0:
+        add(4, replace(s, max_queue_delay_microseconds=0))
+    if fill < 0.25 and s.max_batch_size > 1:
+        add(5, replace(s, max_batch_size=s.max_batch_size // 2, preferred_batch_size=()))
+    seen: set[TuneSettings] = set()
+    ordered = []
+    for _, candidate in sorted(ranked, key=lambda item: item[0]):
+        if candidate not in seen:
+            seen.add(candidate)
+            ordered.append(candidate)
+    return ordered

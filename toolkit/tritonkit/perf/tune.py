@@ -1,0 +1,288 @@
+"""``tritonkit tune``: search dynamic-batching and instance settings on a running Triton.
+
+Every candidate is applied with ``POST v2/repository/models/<m>/load`` and a config override
+(never a restart), measured with :func:`tritonkit.perf.bench.bench`, and the model's original
+config is loaded back when the search ends, fails or is interrupted.
+
+The search is a hill climb steered by what the server reports for the best point so far
+(:func:`~tritonkit.perf.search.propose`, pure, in :mod:`tritonkit.perf.search`): batches stuck
+at a preferred size or ``max_batch_size`` ask for a bigger limit; small batches while several
+requests are in flight ask for a longer delay or a preferred size; queue time that is only
+batching delay asks for a shorter one; compute-bound points ask for one more instance. For the
+max-throughput objective each candidate gets a closed-loop concurrency search that jumps
+towards the p99 budget by Little's law (:func:`next_concurrency`) and stops as soon as no
+further point can win: a plateau, a point over budget, or — going down — a point already
+slower than the best found (throughput only falls with concurrency). With ``rate`` the
+objective is the lowest p99 at that open-loop Poisson rate.
+
+Example:
+    >>> result = tune("classifier", p99_ms=10, url="127.0.0.1:8001", budget_s=300)
+    >>> result.best.settings, result.best.throughput
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from tritonkit.errors import ServerError, TuneError, UsageError
+from tritonkit.events import Event, Progress, emit
+from tritonkit.perf.bench import bench
+from tritonkit.perf.search import (
+    PLATEAU,
+    Bounds,
+    TunePoint,
+    TuneResult,
+    TuneSettings,
+    better,
+    next_concurrency,
+    propose,
+)
+from tritonkit.serve.client import connect, default_address, model_info
+from tritonkit.serve.repository_api import load_model
+
+__all__ = [
+    "Bounds",
+    "TunePoint",
+    "TuneResult",
+    "TuneSettings",
+    "better",
+    "next_concurrency",
+    "parse_duration",
+    "propose",
+    "tune",
+]
+
+
+def parse_duration(text: str) -> float:
+    """``"90s"``, ``"5m"``, ``"1h"`` or plain seconds -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    value = text.strip().lower()
+    number, unit = (value[:-1], units[value[-1]]) if value and value[-1] in units else (value, 1)
+    try:
+        seconds = float(number) * unit
+    except ValueError:
+        seconds = -1
+    if not seconds > 0:
+        raise UsageError(f"budget '{text}' is not a duration", hint="use e.g. 90s, 5m or 1h")
+    return seconds
+
+
+# --------------------------------------------------------------------------- effects
+
+
+class _Session:
+    """One tuning run: owns the control client, the clock and the list of points."""
+
+    def __init__(
+        self,
+        model: str,
+        address: str,
+        protocol: str,
+        result: TuneResult,
+        bounds: Bounds,
+        budget_s: float,
+        max_points: int,
+        window_s: float,
+        progress: Progress | None,
+    ) -> None:
+        self.model, self.address, self.protocol = model, address, protocol
+        self.result, self.bounds = result, bounds
+        self.budget_s, self.max_points, self.window_s = budget_s, max_points, window_s
+        self.progress = progress
+        self.started = time.monotonic()
+        self.loaded: TuneSettings | None = result.original  # what the server runs; None when unsure
+        self.client = connect(address, protocol)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def exhausted(self) -> str:
+        if len(self.result.points) >= self.max_points:
+            return f"measured the maximum of {self.max_points} points"
+        if self.elapsed() + self.window_s * 4 + 2 > self.budget_s:
+            return f"time budget of {self.budget_s:.0f}s spent"
+        return ""
+
+    def load(self, config: Mapping[str, Any]) -> None:
+        load_model(
+            self.client,
+            self.model,
+            config,
+            context="with a tuning config",
+            hint="the server keeps serving the previous config; check Triton's log",
+        )
+
+    def measure(self, settings: TuneSettings, original: Mapping[str, Any], *, concurrency: int = 0) -> TunePoint:
+        if settings != self.loaded:
+            self.event(f"loading {settings.label()}")
+            self.loaded = None
+            self.load(settings.apply(original))
+            self.loaded = settings
+        load = f"c={concurrency}" if concurrency else f"{self.result.rate:g}/s"
+        self.event(f"measuring {settings.label()} at {load}")
+        point = bench(
+            self.model,
+            url=self.address,
+            protocol=self.protocol,
+            concurrency=[concurrency] if concurrency else [],
+            rate=[] if concurrency else [self.result.rate or 0.0],
+            window_s=self.window_s,
+            max_windows=6,
+            warmup_s=max(0.5, self.window_s / 2),
+        )[0]
+        r = point.result
+        within = not point.client_limited and r.errors == 0 and r.completed > 0 and r.p99_ms <= self.result.p99_ms
+        tuned = TunePoint(settings, point, within)
+        self.result.points.append(tuned)
+        self.event(f"{settings.label()} at {load}: {r.throughput:.0f}/s p99 {r.p99_ms:.2f} ms")
+        return tuned
+
+    def event(self, message: str) -> None:
+        emit(
+            self.progress,
+            Event(
+                "tune",
+                self.model,
+                message,
+                done=self.elapsed(),
+                total=self.budget_s,
+                unit="s",
+                data={"points": len(self.result.points)},
+            ),
+        )
+
+
+def tune(
+    model: str,
+    *,
+    p99_ms: float,
+    url: str | None = None,
+    protocol: str = "grpc",
+    rate: float | None = None,
+    budget_s: float = 300.0,
+    max_points: int = 30,
+    bounds: Bounds | None = None,
+    window_s: float = 1.0,
+    progress: Progress | None = None,
+) -> TuneResult:
+    """Find the settings with the most throughput under ``p99_ms`` (or the lowest p99 at ``rate``).
+
+    The model's original config is loaded back before returning, on error and on Ctrl-C.
+
+    Raises:
+        ServerError: unreachable server, unknown or unloaded model, a reload Triton refused.
+        UsageError: a non-batching model (``max_batch_size: 0``) or a non-positive budget.
+        TuneError: no setting meets the p99 budget even at concurrency 1.
+    """
+    if p99_ms <= 0:
+        raise UsageError(f"the p99 budget must be positive, got {p99_ms:g} ms", hint="e.g. 10 ms")
+    address = url or default_address(protocol)
+    probe = connect(address, protocol)
+    try:
+        info = model_info(probe, model, address, protocol)
+    finally:
+        probe.close()
+    original = info.config
+    start = TuneSettings.from_config(original)
+    if start.max_batch_size == 0:
+        raise UsageError(
+            f"model '{model}' has max_batch_size 0: there is no batching to tune",
+            hint="give the model a batch dimension (max_batch_size > 0) in tritonkit.yaml and rebuild",
+        )
+    warmup = max((int(w.get("batch_size", 1)) for w in original.get("model_warmup", [])), default=1)
+    limits = bounds or Bounds(max_instances=max(4, os.cpu_count() or 1))
+    limits = replace(limits, min_batch=max(limits.min_batch, warmup))
+    result = TuneResult(model=model, p99_ms=p99_ms, rate=rate, original=start)
+    session = _Session(model, address, protocol, result, limits, budget_s, max_points, window_s, progress)
+    try:
+        _search(session, original, start)
+    finally:
+        result.elapsed_s = session.elapsed()
+        try:
+            if session.loaded != start:
+                session.event("restoring the original config")
+                session.load(original)
+        finally:
+            session.client.close()
+    return result
+
+
+def _search(session: _Session, original: Mapping[str, Any], start: TuneSettings) -> None:
+    result, slo = session.result, session.result.p99_ms
+    best = result.baseline = _evaluate(session, original, start, concurrency=1, to_beat=None)
+    if best is None:  # maybe the batching delay alone breaks the budget
+        fastest = replace(start, max_queue_delay_microseconds=0, preferred_batch_size=())
+        best = _evaluate(session, original, fastest, concurrency=1, to_beat=None) if fastest != start else None
+    if best is None:
+        shown = session.result.points[-1]
+        raise TuneError(
+            f"p99 is {shown.p99_ms:.2f} ms at {shown.load} even with no batching delay; "
+            f"a {slo:g} ms budget cannot be met",
+            hint=f"ask for a p99 budget of at least {math.ceil(shown.p99_ms * 1.2)} ms"
+            + (", or a lower request rate" if result.rate else ""),
+        )
+    tried = {p.settings for p in result.points}
+    frontier = propose(best, session.bounds, slo)
+    while frontier:
+        why = session.exhausted()
+        if why:
+            result.stopped = why
+            break
+        candidate = frontier.pop(0)
+        if candidate in tried:
+            continue
+        tried.add(candidate)
+        try:
+            found = _evaluate(session, original, candidate, concurrency=int(best.bench.level), to_beat=best)
+        except ServerError as exc:  # Triton refused these settings; the previous config still serves
+            session.event(f"skipped {candidate.label()}: {exc.message}")
+            continue
+        if found is not None and better(found, best, rate=result.rate):
+            best = found
+            frontier = [c for c in propose(best, session.bounds, slo) if c not in tried]
+    else:
+        result.stopped = "no neighbour of the best settings improved on it by 2%"
+    result.best = best
+
+
+def _evaluate(
+    session: _Session,
+    original: Mapping[str, Any],
+    settings: TuneSettings,
+    *,
+    concurrency: int,
+    to_beat: TunePoint | None,
+) -> TunePoint | None:
+    """The best point of ``settings`` under the budget, or None when it has none."""
+    if session.result.rate is not None:
+        return session.measure(settings, original)
+    slo, bounds = session.result.p99_ms, session.bounds
+    best: TunePoint | None = None
+    seen: set[int] = set()
+    direction = ""
+    c = max(1, concurrency)
+    while c not in seen and not (seen and session.exhausted()):  # the first point is always measured
+        seen.add(c)
+        point = session.measure(settings, original, concurrency=c)
+        if point.within_slo:
+            if best is not None and point.throughput < best.throughput * PLATEAU:
+                best = point if point.throughput > best.throughput else best
+                break  # saturated
+            best = point
+            if direction == "down":
+                break  # the highest concurrency under budget, coming from above
+            direction = "up"
+            c = next_concurrency(c, point.p99_ms, slo, bounds)
+        else:
+            if direction == "up" or c == 1:
+                break
+            if to_beat is not None and point.throughput <= to_beat.throughput:
+                break  # lower concurrency only lowers throughput: this settings cannot win
+            direction = "down"
+            c = max(1, c // 2)
+    return best

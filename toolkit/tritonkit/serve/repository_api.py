@@ -1,0 +1,60 @@
+"""Triton's model repository API: the one place a model is loaded, reloaded or unloaded.
+
+``POST v2/repository/models/<model>/load`` with an optional ``config`` override is how
+tritonkit changes what a running Triton serves without a restart: the server loads the model
+at start, promotion switches versions with it, and tune tries candidate settings with it. Triton
+loads (and warms up) the new configuration while the old one keeps serving; a failed load leaves
+the old one in place.
+
+Example:
+    >>> client = tritonclient.http.InferenceServerClient("127.0.0.1:8000")
+    >>> load_model(client, "classifier", {"max_batch_size": 16, ...})
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from tritonkit.errors import ServerError
+
+
+def load_model(
+    client: Any, model: str, config: Mapping[str, Any] | str | None = None, *, context: str = "", hint: str = ""
+) -> None:
+    """Load (or reload) ``model``, optionally with a JSON config override.
+
+    Args:
+        client: a ``tritonclient.http`` or ``tritonclient.grpc`` ``InferenceServerClient``.
+        model: the model's name.
+        config: the whole model config (a mapping or its JSON text) to load instead of the
+            repository's ``config.pbtxt``; ``None`` loads the repository's.
+        context: what the load is for, for the message ("version 3", "with a tuning config").
+        hint: what to do when it fails.
+
+    Raises:
+        ServerError: with Triton's own reason when the load fails.
+    """
+    from tritonclient.utils import InferenceServerException
+
+    text = config if isinstance(config, str) or config is None else json.dumps(config)
+    try:
+        client.load_model(model, config=text) if text is not None else client.load_model(model)
+    except InferenceServerException as exc:
+        what = f"model '{model}'" + (f" {context}" if context else "")
+        raise ServerError(f"{what} failed to load: {exc.message()}", hint=hint) from exc
+
+
+def unload_model(client: Any, model: str) -> None:
+    """Unload ``model`` (Triton finishes the requests in flight first).
+
+    Raises:
+        ServerError: with Triton's reason when it refuses.
+    """
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        client.unload_model(model)
+    except InferenceServerException as exc:
+        raise ServerError(f"model '{model}' failed to unload: {exc.message()}") from exc

@@ -1,0 +1,307 @@
+"""Loading a tritonkit.yaml: YAML → validated :class:`~tritonkit.spec.schema.Spec`, with errors that point at the key.
+
+Every problem becomes a :class:`~tritonkit.errors.SpecError` naming the file, line, key path
+and a fix; unknown keys get a "did you mean". Files the spec names (ONNX files, python model
+directories, assets, ensemble step files) are checked here, so a build never starts on a spec
+whose inputs are missing.
+
+Example:
+    >>> loaded = load_spec(Path("model_repository/tritonkit.yaml"))
+    >>> [m.name for m in loaded.spec.models]
+    ['classifier', 'postprocess', 'classify', 'tokenize', 'minilm', 'pool', 'embed', 'llm']
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from tritonkit.errors import SpecError, did_you_mean
+from tritonkit.spec import dtypes
+from tritonkit.spec.schema import (
+    EnsembleModel,
+    EnsembleStep,
+    LlmModel,
+    LoadedSpec,
+    OnnxModel,
+    PythonModel,
+    Spec,
+    TensorRTModel,
+)
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_spec(path: Path) -> LoadedSpec:
+    """Read, validate and check the files a spec names.
+
+    Args:
+        path: the tritonkit.yaml file.
+
+    Returns:
+        The validated spec with its location.
+
+    Raises:
+        SpecError: for unreadable YAML, schema violations and missing files; the message
+            names the file, line and key path, and the hint says how to fix it.
+    """
+    if not path.is_file():
+        raise SpecError(
+            "file not found", file=path, hint="run 'tritonkit init' to write a starter spec, or pass -f PATH"
+        )
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+        root_node = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(f"invalid YAML: {problem}", file=where, hint="fix the YAML syntax at that line") from exc
+    if not isinstance(data, dict):
+        raise SpecError(
+            "the spec must be a mapping with 'name' and 'models'", file=path, hint="see 'tritonkit init' for a starter"
+        )
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as exc:
+        raise _spec_error(exc, path, root_node) from None
+    loaded = LoadedSpec(spec=spec, path=path.resolve())
+    _check_files(loaded, root_node)
+    return _with_step_files(loaded, root_node)
+
+
+def _check_files(loaded: LoadedSpec, node: yaml.Node | None) -> None:
+    for index, model in enumerate(loaded.spec.models):
+        if isinstance(model, OnnxModel) and model.file is not None:
+            _require_file(loaded, node, ("models", index, "file"), model.file, "an existing .onnx file")
+        elif isinstance(model, OnnxModel) and model.export is not None:
+            key: tuple[Any, ...] = ("models", index, "export", "factory")
+            _require_file(loaded, node, key, model.export.factory_file, "the Python file that defines the factory")
+        elif isinstance(model, PythonModel):
+            key = ("models", index, "path")
+            directory = loaded.resolve(model.path)
+            if not (directory / "model.py").is_file():
+                raise SpecError(
+                    f"'{model.path}' has no model.py",
+                    file=_where(loaded.path, node, key),
+                    key=_dotted(key),
+                    hint="point 'path' at a directory containing the Triton Python backend model.py",
+                )
+            for dest, source in model.assets.items():
+                if asset_path(loaded, source) is None:
+                    package = source.removeprefix("package:").split("/")[0]
+                    fix = f"pip install {package}" if source.startswith("package:") else "fix the path (spec-relative)"
+                    raise SpecError(
+                        f"asset '{dest}': source '{source}' not found",
+                        file=_where(loaded.path, node, ("models", index, "assets", dest)),
+                        key=_dotted(("models", index, "assets", dest)),
+                        hint=fix,
+                    )
+        elif isinstance(model, TensorRTModel):
+            for field_name, rel in (("onnx", model.onnx), ("calibration", model.calibration)):
+                if rel is not None:
+                    _require_file(loaded, node, ("models", index, field_name), rel, f"an existing {field_name} file")
+            if model.from_model is not None:
+                by_name = {m.name: m for m in loaded.spec.models}
+                if not isinstance(by_name.get(model.from_model), OnnxModel):
+                    key = ("models", index, "from_model")
+                    raise SpecError(
+                        f"'{model.from_model}' is not an onnx model of this spec",
+                        file=_where(loaded.path, node, key),
+                        key=_dotted(key),
+                        hint=did_you_mean(model.from_model, [n for n, m in by_name.items() if isinstance(m, OnnxModel)])
+                        or "name a model with kind: onnx",
+                    )
+        elif isinstance(model, LlmModel):
+            for field_name, rel, need in (("path", model.path, "config.json"), ("tokenizer", model.tokenizer, None)):
+                if rel is None or (field_name == "tokenizer" and rel in ("auto", "byte")):
+                    continue
+                key = ("models", index, field_name)
+                directory = loaded.resolve(rel)
+                if not directory.is_dir() or (need and not (directory / need).is_file()):
+                    raise SpecError(
+                        f"'{rel}' is not a {'transformers model' if need else 'tokenizer'} directory",
+                        file=_where(loaded.path, node, key),
+                        key=_dotted(key),
+                        hint="point it at a local directory written by save_pretrained() (no downloads here)",
+                    )
+
+
+def asset_path(loaded: LoadedSpec, source: str) -> Path | None:
+    """Where an asset source lives (``package:NAME/sub`` or a spec-relative path); None if absent."""
+    if source.startswith("package:"):
+        import importlib.util
+
+        name, _, sub = source.removeprefix("package:").partition("/")
+        try:
+            found = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            return None
+        if found is None or not found.submodule_search_locations:
+            return None
+        path = Path(list(found.submodule_search_locations)[0]) / sub
+    else:
+        path = loaded.resolve(source)
+    return path if path.exists() else None
+
+
+def _with_step_files(loaded: LoadedSpec, node: yaml.Node | None) -> LoadedSpec:
+    """Read every ensemble's ``steps_file`` into its ``steps`` (errors name that file and key)."""
+    models: list[Any] = []
+    for index, model in enumerate(loaded.spec.models):
+        if isinstance(model, EnsembleModel) and model.steps_file is not None:
+            key: tuple[Any, ...] = ("models", index, "steps_file")
+            _require_file(loaded, node, key, model.steps_file, "a YAML list of ensemble steps")
+            path = loaded.resolve(model.steps_file)
+            try:
+                data = yaml.safe_load(path.read_text())
+                steps = TypeAdapter(list[EnsembleStep]).validate_python(data)
+            except yaml.YAMLError as exc:
+                raise SpecError(f"invalid YAML: {exc}", file=path, hint="fix the YAML syntax") from None
+            except ValidationError as exc:
+                error = exc.errors()[0]
+                where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
+                raise SpecError(
+                    error["msg"],
+                    file=path,
+                    key=f"steps{where}",
+                    hint="each step needs 'model', 'inputs' {step input: tensor} and 'outputs' {step output: tensor}",
+                ) from None
+            if not steps:
+                raise SpecError("no steps", file=path, hint="list at least one step")
+            model = model.model_copy(update={"steps": steps})
+        models.append(model)
+    spec = loaded.spec.model_copy(update={"models": models})
+    return LoadedSpec(spec=spec, path=loaded.path)
+
+
+def _require_file(loaded: LoadedSpec, node: yaml.Node | None, key: tuple[Any, ...], rel: str, what: str) -> None:
+    if not loaded.resolve(rel).is_file():
+        raise SpecError(
+            f"file '{rel}' not found (relative to {loaded.root})",
+            file=_where(loaded.path, node, key),
+            key=_dotted(key),
+            hint=f"set it to {what}",
+        )
+
+
+def _spec_error(exc: ValidationError, path: Path, node: yaml.Node | None) -> SpecError:
+    """Turn the first pydantic error into a SpecError with line, key path and hint."""
+    error = exc.errors()[0]
+    raw_loc = tuple(error["loc"])
+    loc = tuple(part for part in raw_loc if part not in ("onnx", "python", "ensemble", "llm", "tensorrt"))
+    key = _dotted(loc)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        unknown = str(loc[-1])
+        known = _known_fields(raw_loc[:-1])
+        suggestion = did_you_mean(unknown, known)
+        return SpecError(
+            f"unknown key '{unknown}'",
+            file=_where(path, node, loc),
+            key=key,
+            hint=suggestion or f"allowed keys here: {', '.join(sorted(known))}",
+        )
+    if kind == "missing":
+        return SpecError("required key is missing", file=_where(path, node, loc[:-1]), key=key, hint=f"add '{loc[-1]}'")
+    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
+        return SpecError(
+            "'kind' must be one of: onnx, python, ensemble, llm, tensorrt",
+            file=_where(path, node, loc),
+            key=f"{key}.kind" if key else "kind",
+            hint="set kind: onnx (an .onnx file or a PyTorch export), python (a model.py directory) "
+            "ensemble (steps over other models), llm (a causal language model with token streaming) "
+            "or tensorrt (an engine built from ONNX)",
+        )
+    message = error["msg"].removeprefix("Value error, ")
+    return SpecError(
+        f"{message} (got {error.get('input')!r})" if kind != "value_error" else message,
+        file=_where(path, node, loc),
+        key=key,
+        hint=_hint_for(kind, loc),
+    )
+
+
+def _hint_for(kind: str, loc: tuple[Any, ...]) -> str:
+    field = str(loc[-1]) if loc else ""
+    if field == "dtype":
+        return f"use one of {', '.join(dtypes.CANONICAL)}"
+    if kind.startswith("int") or kind.startswith("greater") or kind.startswith("less"):
+        return f"set '{field}' to a whole number in range"
+    if kind == "string_pattern_mismatch":
+        return "names use letters, digits, '_', '.', '-' (factories: 'path/file.py:function')"
+    if kind.startswith("list"):
+        return f"'{field}' takes a YAML list"
+    return "see the spec reference in README.md"
+
+
+def _known_fields(loc: tuple[Any, ...]) -> list[str]:
+    """The field names allowed at ``loc`` (walks the pydantic models, following 'kind' tags)."""
+    cls: Any = Spec
+    tags = {
+        "onnx": OnnxModel,
+        "python": PythonModel,
+        "ensemble": EnsembleModel,
+        "llm": LlmModel,
+        "tensorrt": TensorRTModel,
+    }
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if part in tags:
+            cls = tags[part]
+            continue
+        field = cls.model_fields.get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        cls = _model_in(annotation)
+        if cls is None:
+            return []
+    return list(cls.model_fields) if cls is not None else []
+
+
+def _model_in(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _where(path: Path, node: yaml.Node | None, loc: tuple[Any, ...]) -> str:
+    """``file:line`` of the deepest YAML node along ``loc``."""
+    line = None
+    current = node
+    for part in loc:
+        if current is None:
+            break
+        line = current.start_mark.line + 1
+        current = _child(current, part)
+    if current is not None:
+        line = current.start_mark.line + 1
+    return f"{path}:{line}" if line else str(path)
+
+
+def _child(node: yaml.Node, part: Any) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if key_node.value == part:
+                return value_node
+        return None
+    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        return node.value[part]
+    return None
