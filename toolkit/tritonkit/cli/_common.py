@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 from rich.markup import escape
 
 from tritonkit.errors import ServerError, TritonkitError
+
+if TYPE_CHECKING:
+    from tritonkit.release.store import ReleaseStore
 
 console = Console()
 err_console = Console(stderr=True)
@@ -62,3 +65,22 @@ def default_repository(spec_file: Path) -> Path:
         f"no build of '{loaded.spec.name}' found in dist/",
         hint=f"run 'tritonkit build -f {spec_file}' first, or pass a PATH",
     )
+
+
+def store_for(spec_file: Path, store: Path | None) -> ReleaseStore:
+    """The store named by ``--store``, else the default for the spec's directory."""
+    from tritonkit.release.store import ReleaseStore, default_store
+
+    if store is not None:
+        return ReleaseStore(store)
+    return ReleaseStore(default_store(spec_file.resolve().parent))
+
+
+def open_env(spec_file: Path, store: Path | None, name: str, url: str) -> Any:
+    """Environment ``name`` of the spec's release store (the spec is read when it exists: KServe
+    environments are declared there; ``local`` needs none)."""
+    from tritonkit.deploy import open_environment
+    from tritonkit.spec.loader import load_spec
+
+    spec = load_spec(spec_file).spec if spec_file.is_file() else None
+    return open_environment(store_for(spec_file, store), name, spec, url=url)

@@ -223,7 +223,7 @@ def _print_tune(result: Any) -> None:
         style = "bold green" if p is result.best else ""
         ok = "yes" if p.within_slo else "[red]" + (p.bench.client_limited and "client" or "no") + "[/]"
         table.add_row(
-            str(number), p.settings.label(), p.load, f"{p.throughput:.0f}", f"{p.p99_ms:.2f}",
+            str(number), p.settings.label(), p.offered, f"{p.throughput:.0f}", f"{p.p99_ms:.2f}",
             f"{p.bench.server.mean_batch_size:.1f}", ok, style=style,
         )  # fmt: skip
     console.print(table)
@@ -244,7 +244,7 @@ def _print_tune(result: Any) -> None:
 
 
 def _describe(point: Any) -> str:
-    return f"{point.settings.label()} → {point.throughput:.0f}/s, p99 {point.p99_ms:.2f} ms at {point.load}"
+    return f"{point.settings.label()} → {point.throughput:.0f}/s, p99 {point.p99_ms:.2f} ms at {point.offered}"
 
 
 def _write_back(spec_file: Path, model: str, result: Any, yes: bool) -> None:

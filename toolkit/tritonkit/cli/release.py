@@ -4,17 +4,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 from rich.table import Table
 
-from tritonkit.cli._common import console, default_repository
+from tritonkit.cli._common import console, default_repository, open_env, store_for
 from tritonkit.errors import UsageError
 from tritonkit.spec import SPEC_FILE
 
 if TYPE_CHECKING:
-    from tritonkit.release.store import ReleaseStore
+    pass
 
 _spec_option = click.option(
     "-f", "--file", "spec_file", type=click.Path(path_type=Path), default=Path(SPEC_FILE), show_default=True
@@ -31,15 +31,6 @@ def parse_release(name: str) -> int:
     from tritonkit.release.store import parse_release as parse
 
     return parse(name)
-
-
-def store_for(spec_file: Path, store: Path | None) -> ReleaseStore:
-    """The store named by ``--store``, else the default for the spec's directory."""
-    from tritonkit.release.store import ReleaseStore, default_store
-
-    if store is not None:
-        return ReleaseStore(store)
-    return ReleaseStore(default_store(spec_file.resolve().parent))
 
 
 @click.command()
@@ -96,15 +87,6 @@ def export(name: str, destination: Path, spec_file: Path, store: Path | None) ->
     )
 
 
-def _environment(spec_file: Path, store: Path | None, name: str, url: str) -> Any:
-    """``local`` needs no spec; a KServe environment is read from the spec."""
-    from tritonkit.deploy import open_environment
-    from tritonkit.spec.loader import load_spec
-
-    spec = load_spec(spec_file).spec if name != "local" else None
-    return open_environment(store_for(spec_file, store), name, spec, url=url)
-
-
 _env_option = click.option("--env", "env_name", required=True, help="'local', or one declared in the spec.")
 _url_option = click.option(
     "--url", default="127.0.0.1:8000", show_default=True, help="local only: HTTP address of the local Triton."
@@ -120,7 +102,7 @@ _url_option = click.option(
 @click.option("--canary", type=int, default=None, help="KServe Serverless only: send this percentage to NAME.")
 def promote(name: str, env_name: str, url: str, spec_file: Path, store: Path | None, canary: int | None) -> None:
     """Switch environment ENV to release NAME (e.g. v3), gated on the new version being ready."""
-    env = _environment(spec_file, store, env_name, url)
+    env = open_env(spec_file, store, env_name, url)
     with console.status(f"promoting {name} to {env_name} …") as status:
         entry = env.promote(parse_release(name), canary=canary, progress=lambda e: status.update(e.message))
     console.print(
@@ -135,7 +117,7 @@ def promote(name: str, env_name: str, url: str, spec_file: Path, store: Path | N
 @_store_option
 def rollback(env_name: str, url: str, spec_file: Path, store: Path | None) -> None:
     """Switch environment ENV back to the release it served before the current one."""
-    env = _environment(spec_file, store, env_name, url)
+    env = open_env(spec_file, store, env_name, url)
     with console.status(f"rolling back {env_name} …") as status:
         entry = env.rollback(progress=lambda e: status.update(e.message))
     console.print(f"{env_name}: rolled back {entry.from_release} → [bold]{entry.to_release}[/]")
@@ -147,7 +129,7 @@ def rollback(env_name: str, url: str, spec_file: Path, store: Path | None) -> No
 @_store_option
 def status(env_name: str, spec_file: Path, store: Path | None) -> None:
     """Show the release ENV serves and its promotion history."""
-    env = _environment(spec_file, store, env_name, "127.0.0.1:8000")
+    env = open_env(spec_file, store, env_name, "127.0.0.1:8000")
     state = env.status()
     current = state.current
     console.print(

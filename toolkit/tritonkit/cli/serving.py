@@ -12,7 +12,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from tritonkit.cli._common import console, err_console, require_verified, resolve_repository
+from tritonkit.cli._common import console, err_console, open_env, require_verified, resolve_repository
 from tritonkit.errors import ServerError, UsageError
 from tritonkit.spec import SPEC_FILE
 
@@ -53,13 +53,8 @@ def serve(
     from tritonkit.serve.server import Endpoints, TritonServer
 
     if env_name is not None:
-        from tritonkit.deploy.local import LocalEnvironment
-        from tritonkit.release.store import ReleaseStore, default_store
-
-        if env_name != "local":
-            raise UsageError(f"'serve --env {env_name}': only the local environment runs here", hint="use --env local")
-        env = LocalEnvironment(ReleaseStore(default_store(spec_file.resolve().parent)))
-        root = env.prepare()  # mutable view of immutable releases: each release is verified when promoted
+        env = open_env(spec_file, None, env_name, f"{host}:{http_port}")
+        root = env.serving_root()  # a mutable view of immutable releases: each is verified when promoted
         no_verify = True
     else:
         root = resolve_repository(path, spec_file)

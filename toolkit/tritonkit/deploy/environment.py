@@ -31,6 +31,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from tritonkit.errors import UsageError
 from tritonkit.events import Event, Progress, emit
@@ -128,6 +129,17 @@ class Environment(ABC):
             PromoteError: the step failed and was undone.
         """
         return self._switch(self.rollback_target(), canary=None, progress=progress, action="rollback")
+
+    def serving_root(self) -> Path:
+        """The repository a Triton on this machine serves for this environment.
+
+        Raises:
+            UsageError: the environment is served elsewhere (a cluster), not by a local Triton.
+        """
+        raise UsageError(
+            f"environment '{self.name}' is served by its cluster, not by a Triton on this machine",
+            hint="serve the local environment, or a release by name (vN)",
+        )
 
     @abstractmethod
     def _switch(self, number: int, *, canary: int | None, progress: Progress | None, action: str) -> Promotion:

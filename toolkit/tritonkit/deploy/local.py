@@ -65,6 +65,10 @@ class LocalEnvironment(Environment):
         self.live.mkdir(parents=True, exist_ok=True)
         return self.live
 
+    def serving_root(self) -> Path:
+        """``live/``: what ``tritonkit serve --env local`` serves and promotions switch."""
+        return self.prepare()
+
     def _switch(self, number: int, *, canary: int | None, progress: Progress | None, action: str) -> Promotion:
         """Switch the Triton at :attr:`url` (serving :attr:`live`) to release ``number``.
 

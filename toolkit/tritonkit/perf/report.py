@@ -127,7 +127,7 @@ def write_tune_report(result: TuneResult, out_dir: Path, *, title: str) -> tuple
         r, s = p.bench.result, p.bench.server
         compute = s.compute_input_us + s.compute_infer_us + s.compute_output_us
         mark = " (chosen)" if p is result.best else " (original best)" if p is result.baseline else ""
-        cells = [str(number), p.settings.label() + mark, p.load, f"{r.throughput:.1f}", f"{r.p50_ms:.2f}",
+        cells = [str(number), p.settings.label() + mark, p.offered, f"{r.throughput:.1f}", f"{r.p50_ms:.2f}",
                  f"{r.p99_ms:.2f}", str(r.errors), f"{s.queue_us:.0f}", f"{compute:.0f}", f"{s.mean_batch_size:.2f}",
                  "yes" if p.within_slo else "no", p.bench.client_limited or "no"]  # fmt: skip
         rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")

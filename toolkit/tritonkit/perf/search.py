@@ -107,7 +107,8 @@ class TunePoint:
         return self.bench.result.p99_ms
 
     @property
-    def load(self) -> str:
+    def offered(self) -> str:
+        """The offered load it was measured at: ``c=8`` (closed loop) or ``50/s`` (open loop)."""
         return f"c={self.bench.level:g}" if self.bench.mode == "concurrency" else f"{self.bench.level:g}/s"
 
 

@@ -95,7 +95,7 @@ class _Session:
         self.budget_s, self.max_points, self.window_s = budget_s, max_points, window_s
         self.progress = progress
         self.started = time.monotonic()
-        self.loaded: TuneSettings | None = result.original  # what the server runs; None when unsure
+        self.serving: TuneSettings | None = result.original  # what the server runs; None when unsure
         self.client = connect(address, protocol)
 
     def elapsed(self) -> float:
@@ -108,7 +108,8 @@ class _Session:
             return f"time budget of {self.budget_s:.0f}s spent"
         return ""
 
-    def load(self, config: Mapping[str, Any]) -> None:
+    def apply(self, config: Mapping[str, Any]) -> None:
+        """Reload the model with ``config`` (the one repository-API load)."""
         load_model(
             self.client,
             self.model,
@@ -118,13 +119,13 @@ class _Session:
         )
 
     def measure(self, settings: TuneSettings, original: Mapping[str, Any], *, concurrency: int = 0) -> TunePoint:
-        if settings != self.loaded:
+        if settings != self.serving:
             self.event(f"loading {settings.label()}")
-            self.loaded = None
-            self.load(settings.apply(original))
-            self.loaded = settings
-        load = f"c={concurrency}" if concurrency else f"{self.result.rate:g}/s"
-        self.event(f"measuring {settings.label()} at {load}")
+            self.serving = None
+            self.apply(settings.apply(original))
+            self.serving = settings
+        offered = f"c={concurrency}" if concurrency else f"{self.result.rate:g}/s"
+        self.event(f"measuring {settings.label()} at {offered}")
         point = bench(
             self.model,
             url=self.address,
@@ -139,7 +140,7 @@ class _Session:
         within = not point.client_limited and r.errors == 0 and r.completed > 0 and r.p99_ms <= self.result.p99_ms
         tuned = TunePoint(settings, point, within)
         self.result.points.append(tuned)
-        self.event(f"{settings.label()} at {load}: {r.throughput:.0f}/s p99 {r.p99_ms:.2f} ms")
+        self.event(f"{settings.label()} at {offered}: {r.throughput:.0f}/s p99 {r.p99_ms:.2f} ms")
         return tuned
 
     def event(self, message: str) -> None:
@@ -204,9 +205,9 @@ def tune(
     finally:
         result.elapsed_s = session.elapsed()
         try:
-            if session.loaded != start:
+            if session.serving != start:
                 session.event("restoring the original config")
-                session.load(original)
+                session.apply(original)
         finally:
             session.client.close()
     return result
@@ -221,7 +222,7 @@ def _search(session: _Session, original: Mapping[str, Any], start: TuneSettings)
     if best is None:
         shown = session.result.points[-1]
         raise TuneError(
-            f"p99 is {shown.p99_ms:.2f} ms at {shown.load} even with no batching delay; "
+            f"p99 is {shown.p99_ms:.2f} ms at {shown.offered} even with no batching delay; "
             f"a {slo:g} ms budget cannot be met",
             hint=f"ask for a p99 budget of at least {math.ceil(shown.p99_ms * 1.2)} ms"
             + (", or a lower request rate" if result.rate else ""),
