@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from tests.helpers import copy_example
 from tritonkit import Endpoints, TritonServer, build_repository, load_spec
 from tritonkit.cli import main
+from tritonkit.deploy.live import live_config
 from tritonkit.deploy.local import LocalEnvironment
 from tritonkit.release.store import ReleaseStore
 from tritonkit.serve.server import free_port, repository_models
@@ -47,6 +48,7 @@ VALIDATOR_SPEC = """
 DRIVER = """
 import os, signal, sys
 from pathlib import Path
+from tritonkit.deploy.live import live_config
 from tritonkit.deploy.local import LocalEnvironment
 from tritonkit.release.store import ReleaseStore
 store, url, number, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
@@ -211,8 +213,8 @@ def test_a_killed_promotion_is_undone_on_disk_before_serve_starts(local: tuple[L
         for model in repository_models(env.live):
             versions = sorted(p.name for p in (env.live / model).iterdir() if p.is_dir())
             assert versions == ["1"], (model, versions)
-            release_config = (env.store.path(1) / model / "config.pbtxt").read_text()
-            assert (env.live / model / "config.pbtxt").read_text() == release_config
+            release_config = live_config(env.store.path(1), model, 1, [1])  # v1's, pinned to version 1
+            assert (env.live / model / "config.pbtxt").read_bytes() == release_config
     finally:
         server.models = repository_models(env.live)
         server.start()

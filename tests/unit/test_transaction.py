@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tritonkit.deploy.drift import differences
+from tritonkit.deploy.live import ensemble_steps, live_config
 from tritonkit.deploy.transaction import EnvironmentLock, Journal
 from tritonkit.errors import UsageError
 from tritonkit.serve.repository_api import one_line
@@ -92,3 +93,26 @@ def test_a_python_traceback_becomes_one_line() -> None:
 
 def test_exit_status_is_named() -> None:
     assert describe_exit(-6) == "killed by SIGABRT" and describe_exit(3) == "exit code 3"
+
+
+ENSEMBLE = """name: "classify"
+platform: "ensemble"
+max_batch_size: 32
+ensemble_scheduling {
+  step { model_name: "classifier" model_version: -1 }
+  step { model_name: "postprocess" model_version: -1 }
+}
+"""
+
+
+def test_live_configs_pin_ensemble_steps_and_carry_the_version_policy(tmp_path: Path) -> None:
+    (tmp_path / "classify").mkdir()
+    (tmp_path / "classify" / "config.pbtxt").write_text(ENSEMBLE)
+    (tmp_path / "classifier").mkdir()
+    (tmp_path / "classifier" / "config.pbtxt").write_text('name: "classifier"\nbackend: "onnxruntime"\n')
+    pinned = live_config(tmp_path, "classify", 3, [3]).decode()
+    assert pinned.count("model_version: 3") == 2 and "model_version: -1" not in pinned
+    assert "versions: 3" in pinned
+    both = live_config(tmp_path, "classifier", 3, [2, 3]).decode()
+    assert "versions: 2" in both and "versions: 3" in both and "model_version" not in both
+    assert ensemble_steps(tmp_path) == {"classifier", "postprocess"}

@@ -17,12 +17,14 @@ A promotion of ``vN``:
    up every model of the release directory; a model that fails there fails the promotion before
    anything clients see has changed (zero requests answered by a release that fails);
 3. writes the journal (target, previous, then one line per change);
-4. hard-links each model's version directory ``N`` into ``live/`` and reloads the model through
-   ``POST v2/repository/models/<m>/load`` with the release's config and ``version_policy:
-   specific [N]``: Triton loads and warms up version N while the old version keeps serving, then
-   retires it, so clients that do not pin a version never see an error. Models load before the
-   ensembles that run them; each config on disk is replaced just before its load (Triton checks
-   an ensemble against its steps' configs on disk);
+4. switches Triton in three passes (:meth:`reconcile`): each model whose served version or
+   config differs gets the release's version directory ``N`` hard-linked into ``live/``, its
+   config written there (with ``version_policy: specific [N]``) and is reloaded through
+   ``POST v2/repository/models/<m>/load``: Triton loads and warms up version N while the old
+   version keeps serving, then retires it, so clients that do not pin a version never see an
+   error. A model that a served ensemble runs keeps its old version loaded beside N until the
+   ensembles are reloaded with their steps pinned to version N (``model_version: N``); only then
+   are the old versions retired — one ensemble request never runs steps of two releases;
 5. records the outcome in the history, then settles ``live/`` (old versions, dropped models) and
    removes the journal.
 
@@ -45,25 +47,30 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import shutil
-import signal
 import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import json_format
-
 from tritonkit.artifact.layout import remove_tree
-from tritonkit.build.pbtxt import parse
 from tritonkit.build.verify import require_verified
 from tritonkit.deploy.drift import differences
 from tritonkit.deploy.environment import HISTORY, Environment, Promotion, Status, _user
+from tritonkit.deploy.live import (
+    config_json,
+    connect,
+    ensemble_steps,
+    kill_scratch,
+    link_tree,
+    live_config,
+    read_bytes,
+    served,
+    try_connect,
+    write_config,
+)
 from tritonkit.deploy.transaction import EnvironmentLock, Journal
-from tritonkit.errors import PromoteError, ServerError, TritonkitError, UsageError
+from tritonkit.errors import PromoteError, TritonkitError, UsageError
 from tritonkit.events import Progress
 from tritonkit.release.store import Release, ReleaseStore
 from tritonkit.serve.repository_api import load_model, unload_model
@@ -122,8 +129,9 @@ class LocalEnvironment(Environment):
                 "a canary needs a KServe Serverless environment", hint="the local environment switches whole releases"
             )
         report = self._reporter(progress, action)
+        self.store.get(number)  # an unknown release is refused before anything is waited for
         with self.lock(f"{action} v{number}"):
-            client = _connect(self.url)
+            client = connect(self.url)
             try:
                 self._recover(client, report)
                 return self._switch_locked(client, number, action, report)
@@ -132,7 +140,7 @@ class LocalEnvironment(Environment):
 
     def rollback_target(self) -> int:
         with self.lock("rollback", timeout=self.lock_timeout):
-            self._recover(_try_connect(self.url), lambda _: None)
+            self._recover(try_connect(self.url), lambda _: None)
         return super().rollback_target()
 
     def status(self) -> Status:
@@ -142,7 +150,7 @@ class LocalEnvironment(Environment):
         Differences include ``live/`` on disk; when Triton cannot be reached, that is said in
         ``note`` and only ``live/`` is compared.
         """
-        client = _try_connect(self.url)
+        client = try_connect(self.url)
         try:
             note = ""
             try:
@@ -170,7 +178,7 @@ class LocalEnvironment(Environment):
         """
         report = self._reporter(progress, "repair")
         with self.lock("repair"):
-            client = _try_connect(self.url)
+            client = try_connect(self.url)
             try:
                 self._recover(client, report)
                 current = self.current()
@@ -180,7 +188,7 @@ class LocalEnvironment(Environment):
                 if client is not None:
                     client.close()
         if client is None:
-            _connect(self.url)  # raises the usual "cannot reach" error, after fixing live/
+            connect(self.url)  # raises the usual "cannot reach" error, after fixing live/
         return found
 
     def recover(self, *, progress: Progress | None = None) -> str | None:
@@ -189,7 +197,7 @@ class LocalEnvironment(Environment):
         Called by ``serve --env local`` before Triton starts (it then loads what ``live/`` holds).
         """
         with self.lock("recovery"):
-            return self._recover(_try_connect(self.url), self._reporter(progress, "recover"))
+            return self._recover(try_connect(self.url), self._reporter(progress, "recover"))
 
     # ------------------------------------------------------------------ the transaction
 
@@ -218,26 +226,23 @@ class LocalEnvironment(Environment):
             }
         )
         report("journal written")
-        models = repository_models(source)  # ensembles last: Triton resolves their steps when loading them
         try:
             if self.prove:
                 report(f"proving {target.name} on a scratch Triton (clients cannot reach it)")
                 with TritonServer(source, endpoints=scratch):
                     pass
                 self.journal.step(f"proved {target.name}")
-            for model in models:
-                report(f"loading {model} version {number} (with warm-up)")
-                self._install(source, model, number)
-                self.journal.step(f"installed {model}/{number}")
-                _load(client, model, source / model / "config.pbtxt", number)
-                self.journal.step(f"loaded {model}/{number}")
-                report(f"loaded {model} version {number}")
+            self.reconcile(target, client, report, journal=True)
         except TritonkitError as exc:
             report(f"{target.name} failed; putting {previous.name if previous else 'nothing'} back")
-            with contextlib.suppress(TritonkitError):  # the failure to report is the first one
+            undone = True
+            try:
                 self.reconcile(previous, client, report)
+            except TritonkitError:  # the failure to report is the first one; the journal stays for recovery
+                undone = False
             self.record(action, previous, target, f"failed: {exc.message}", step=step)
-            self.journal.clear()
+            if undone:
+                self.journal.clear()
             raise PromoteError(
                 f"{target.name} was not promoted to {self.name}: {exc.message}",
                 hint=f"{previous.name if previous else 'nothing'} still serves; history: {self.root / HISTORY}",
@@ -254,7 +259,7 @@ class LocalEnvironment(Environment):
         entry = self.journal.read()
         if entry is None:
             return None
-        _kill_scratch(entry.get("scratch"))
+        kill_scratch(entry.get("scratch"))
         outcome = next((p for p in reversed(self.history()) if entry.get("id") and p.step == entry["id"]), None)
         target = entry.get("target")
         what = f"{entry.get('action', 'step')} of v{target} by pid {entry.get('pid', '?')}"
@@ -275,11 +280,12 @@ class LocalEnvironment(Environment):
         self.journal.clear()
         return done
 
-    def reconcile(self, release: Release | None, client: Any | None, report: Report) -> None:
+    def reconcile(self, release: Release | None, client: Any | None, report: Report, *, journal: bool = False) -> None:
         """Make ``live/`` (and Triton, when ``client`` is given) serve exactly ``release``.
 
         Loads only models whose served version or config differs, so reconciling a Triton that
-        already matches changes nothing it serves.
+        already matches changes nothing it serves. A promotion is this with the target release;
+        undoing one is this with the previous release. ``journal`` adds each change to the journal.
 
         Raises:
             ServerError: a load or unload failed.
@@ -287,21 +293,11 @@ class LocalEnvironment(Environment):
         number = release.number if release is not None else None
         source = self.store.path(number) if number is not None else None
         wanted = repository_models(source) if source is not None else []
-        for model in wanted:
-            assert source is not None and number is not None
-            self._install(source, model, number)
         if client is not None:
-            versions, configs = _served(client)
-            expected = self._expected(release)
-            for model in wanted:
-                assert number is not None
-                if differences({model: expected[model]}, number, versions, configs, {}):
-                    report(f"reloading {model} at version {number}")
-                    _load(client, model, self.live / model / "config.pbtxt", number)
-            for model in sorted(set(versions) - set(wanted)):
-                if versions[model]:
-                    report(f"unloading {model}")
-                    unload_model(client, model)
+            self._reload(client, release, wanted, report, journal)
+        for model in wanted:  # what was not reloaded (already served right, or no server) gets its files
+            assert source is not None and number is not None
+            self._install(source, model, number, [number])
         if self.live.exists():
             for directory in sorted(self.live.iterdir()):
                 if directory.name not in wanted:
@@ -310,6 +306,52 @@ class LocalEnvironment(Environment):
                 for entry in directory.iterdir():
                     if entry.is_dir() and entry.name != str(number):
                         remove_tree(entry)
+
+    def _reload(self, client: Any, release: Release | None, wanted: list[str], report: Report, journal: bool) -> None:
+        """Switch Triton to ``release`` in three passes so one ensemble request never runs steps
+        of two releases: (1) models that differ load the release's version — a model that an
+        ensemble served right now runs keeps its old version loaded beside the new one; (2) the
+        ensembles load, their steps pinned to the release's version; (3) the old versions kept in
+        (1) are retired. Unversioned requests to a model go to its newest loaded version, so each
+        is answered by one release too. Then models outside the release are unloaded.
+
+        Each model's files and config go into ``live/`` just before its own load, never earlier:
+        Triton re-reads the configs on disk of an ensemble's steps (and reloads the ensembles over
+        a step) whenever it loads one of them."""
+        versions, configs = served(client)
+        expected = self._expected(release)
+        number = release.number if release is not None else 0
+        source = self.store.path(number) if release is not None else self.live
+        steps = ensemble_steps(self.live)  # what the ensembles served right now run
+        ensembles = [m for m in wanted if expected[m].get("platform") == "ensemble"]
+        kept: list[str] = []
+
+        def load(model: str, loaded: list[int], message: str) -> None:
+            report(message)
+            self._install(source, model, number, loaded)
+            load_model(client, model, context=f"version {', '.join(str(v) for v in loaded)}")
+            if journal:
+                self.journal.step(f"loaded {model}/{loaded}")
+            report(f"loaded {model} version {', '.join(str(v) for v in loaded)}")
+
+        for model in wanted:
+            if model in ensembles or not differences({model: expected[model]}, number, versions, configs, {}):
+                continue
+            old = sorted(v for v in versions.get(model, set()) - {number} if (self.live / model / str(v)).is_dir())
+            if model in steps and old:
+                kept.append(model)
+            load(model, sorted({number, *old}) if model in steps else [number], f"loading {model} version {number}")
+        for model in ensembles:
+            if differences({model: expected[model]}, number, versions, configs, {}) or kept:
+                load(model, [number], f"switching ensemble {model} to version {number}")
+        for model in kept:
+            load(model, [number], f"retiring the old versions of {model}")
+        for model in sorted(set(versions) - set(wanted)):
+            if versions[model]:
+                report(f"unloading {model}")
+                unload_model(client, model)
+                if journal:
+                    self.journal.step(f"unloaded {model}")
 
     def drift(self, release: Release | None, client: Any | None) -> list[str]:
         """Differences between the record (``release``) and Triton (when reachable) and ``live/``."""
@@ -324,14 +366,14 @@ class LocalEnvironment(Environment):
             others = sorted(e.name for e in directory.iterdir() if e.is_dir() and e.name != str(number))
             if others:
                 live_problems[model] = f"live/ also holds version {', '.join(others)}"
-            elif _read(directory / "config.pbtxt") != _read(self.store.path(number or 0) / model / "config.pbtxt"):
+            elif read_bytes(directory / "config.pbtxt") != self._live_text(model, number or 0):
                 live_problems[model] = "live/ config.pbtxt is not the release's"
         if self.live.exists():
             for extra in sorted(p.name for p in self.live.iterdir() if p.name not in expected):
                 live_problems[extra] = "live/ holds a model that is not part of the record"
         if client is None:
             return differences({}, number, {}, {}, live_problems)
-        versions, configs = _served(client)
+        versions, configs = served(client)
         return differences(expected, number, versions, configs, live_problems)
 
     # ------------------------------------------------------------------ internals
@@ -339,113 +381,19 @@ class LocalEnvironment(Environment):
     def _expected(self, release: Release | None) -> dict[str, dict[str, Any]]:
         if release is None:
             return {}
-        source = self.store.path(release.number)
-        return {model: _config_json(source / model / "config.pbtxt") for model in repository_models(source)}
+        models = repository_models(self.store.path(release.number))
+        return {model: config_json(self._live_text(model, release.number)) for model in models}
 
-    def _install(self, source: Path, model: str, number: int) -> None:
-        """The release's version directory (hard links) and config in ``live/<model>``."""
+    def _live_text(self, model: str, number: int) -> bytes:
+        return live_config(self.store.path(number), model, number, [number])
+
+    def _install(self, source: Path, model: str, number: int, versions: list[int]) -> None:
+        """Release ``number``'s version directory (hard links) and its config, serving ``versions``,
+        in ``live/<model>``; files already right are left alone."""
         version_dir = self.prepare() / model / str(number)
         if not version_dir.exists():
-            _link_tree(source / model / str(number), version_dir)
+            link_tree(source / model / str(number), version_dir)
         config = self.live / model / "config.pbtxt"
-        if _read(config) != _read(source / model / "config.pbtxt"):
-            _install_config(source / model / "config.pbtxt", config)
-
-
-def _connect(url: str) -> Any:
-    import tritonclient.http as httpclient
-
-    client = httpclient.InferenceServerClient(url, network_timeout=300.0)
-    try:
-        live = client.is_server_live()
-    except Exception as exc:
-        client.close()
-        raise ServerError(
-            f"cannot reach the local Triton at {url}: {exc}", hint="start it with 'tritonkit serve --env local'"
-        ) from exc
-    if not live:
-        client.close()
-        raise ServerError(f"Triton at {url} is not live", hint="check 'tritonkit serve --env local'")
-    return client
-
-
-def _try_connect(url: str) -> Any | None:
-    try:
-        return _connect(url)
-    except ServerError:
-        return None
-
-
-def _served(client: Any) -> tuple[dict[str, set[int]], dict[str, dict[str, Any]]]:
-    """Triton's ready versions per model (repository index) and each ready model's config."""
-    versions: dict[str, set[int]] = {}
-    for item in client.get_model_repository_index():
-        name = item.get("name", "")
-        versions.setdefault(name, set())
-        if item.get("state") == "READY" and str(item.get("version", "")).isdigit():
-            versions[name].add(int(item["version"]))
-    configs = {name: client.get_model_config(name) for name, found in versions.items() if found}
-    return versions, configs
-
-
-def _config_json(path: Path) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(
-        json_format.MessageToJson(parse(path.read_text()), preserving_proto_field_name=True)
-    )
-    return result
-
-
-def _load(client: Any, model: str, config_file: Path, version: int) -> None:
-    config = _config_json(config_file)
-    config["version_policy"] = {"specific": {"versions": [version]}}
-    load_model(client, model, config, context=f"version {version}")
-
-
-def _read(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except OSError:
-        return None
-
-
-def _install_config(source: Path, target: Path) -> None:
-    """Copy a config.pbtxt into the live repository atomically (read-only)."""
-    temp = target.with_name(".config.pbtxt.new")
-    temp.unlink(missing_ok=True)
-    shutil.copyfile(source, temp)
-    os.chmod(temp, 0o444)
-    os.replace(temp, target)
-
-
-def _link_tree(source: Path, target: Path) -> None:
-    """Hard-link ``source`` into ``target`` (copy where links cannot cross filesystems), atomically:
-    a killed copy leaves a hidden temporary directory, never a half-filled version directory."""
-
-    def link(src: str, dst: str) -> None:
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copy2(src, dst)
-
-    temp = target.with_name(f".{target.name}.new")
-    if temp.exists():
-        remove_tree(temp)
-    shutil.copytree(source, temp, copy_function=link)
-    os.rename(temp, target)
-
-
-def _kill_scratch(scratch: Any) -> None:
-    """Kill a scratch Triton a killed promotion left running (found by its repository and port)."""
-    if not isinstance(scratch, dict):
-        return
-    marks = (f"--model-repository={scratch.get('repository')}", f"--http-port={scratch.get('http_port')}")
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            args = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if all(mark.encode() in args for mark in marks):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(int(proc.name), signal.SIGKILL)  # its own session: the stubs go with it
+        text = live_config(source, model, number, versions)
+        if read_bytes(config) != text:
+            write_config(text, config)
