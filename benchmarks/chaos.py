@@ -192,9 +192,8 @@ class Chaos:
             except subprocess.TimeoutExpired:
                 process.send_signal(signal.SIGKILL)
             process.wait()
-            self.outcomes[
-                f"{args[0]} killed" if process.returncode == -9 else f"{args[0]} rc {process.returncode}"
-            ] += 1
+            label = f"{args[0]} {target}".strip()
+            self.outcomes[f"{label} killed" if process.returncode == -9 else f"{label} rc {process.returncode}"] += 1
             started = time.monotonic()
             code, output = self.run_cli("status", "--env", "local", "--url", self.url)
             self.recoveries.append(("kill-promote", time.monotonic() - started))
