@@ -32,6 +32,13 @@ from tritonkit.spec import SPEC_FILE
 @click.option("--max-windows", default=10, show_default=True)
 @click.option("--processes", type=int, default=None, help="Load worker processes (default: by load level).")
 @click.option("--report", "report_dir", type=click.Path(path_type=Path), help="Write bench.png and bench.html here.")
+@click.option(
+    "--engine",
+    type=click.Choice(["auto", "perf_analyzer", "builtin"]),
+    default="auto",
+    show_default=True,
+    help="Meter: NVIDIA's perf_analyzer (auto: when installed) or the built-in Python load generator.",
+)
 def bench(
     model: str,
     url: str | None,
@@ -44,6 +51,7 @@ def bench(
     max_windows: int,
     processes: int | None,
     report_dir: Path | None,
+    engine: str,
 ) -> None:
     """Load-test MODEL on a running Triton (closed loop --concurrency, or open loop --rate)."""
     from rich.progress import BarColumn, Progress, TextColumn
@@ -72,9 +80,11 @@ def bench(
             max_windows=max_windows,
             processes=processes,
             progress=progress,
+            engine=engine,
         )
+    meter = points[0].engine if points else engine
     table = Table(
-        title=f"{model} over {protocol}",
+        title=f"{model} over {protocol}, measured by {meter}",
         title_justify="left",
         box=box.SIMPLE,
         padding=(0, 1),
@@ -124,6 +134,13 @@ def bench(
     "--report", "report_dir", type=click.Path(path_type=Path), help="Report folder (default reports/tune-MODEL)."
 )
 @click.option("--yes", is_flag=True, help="Write the winning settings into the spec without asking.")
+@click.option(
+    "--engine",
+    type=click.Choice(["auto", "perf_analyzer", "builtin"]),
+    default="auto",
+    show_default=True,
+    help="Meter: NVIDIA's perf_analyzer (auto: when installed) or the built-in Python load generator.",
+)
 def tune(
     model: str,
     spec_file: Path,
@@ -140,6 +157,7 @@ def tune(
     window_s: float,
     report_dir: Path | None,
     yes: bool,
+    engine: str,
 ) -> None:
     """Search batching and instance settings for MODEL by reloading it on a running Triton.
 
@@ -167,7 +185,7 @@ def tune(
             url = server.endpoints.grpc_url if protocol == "grpc" else server.endpoints.http_url.removeprefix("http://")
         result = _run_with_progress(
             run_tune, model, p99_ms=p99_ms, url=url, protocol=protocol, rate=rate, budget_s=budget_s,
-            max_points=max_points, bounds=bounds, window_s=window_s,
+            max_points=max_points, bounds=bounds, window_s=window_s, engine=engine,
         )  # fmt: skip
     except KeyboardInterrupt:
         err_console.print("interrupted: the original config was loaded back")

@@ -24,8 +24,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tritonkit.errors import ServerError, UsageError
+from tritonkit.errors import DependencyError, ServerError, UsageError
 from tritonkit.events import Event, Progress, emit
+from tritonkit.perf.analyzer import INSTALL_HINT, Analyzer, find_analyzer, run_point
 from tritonkit.perf.loadgen import LoadJob, run_worker
 from tritonkit.perf.stats import Sample, ServerBreakdown, WindowStats, is_stable, server_delta, split_windows, summarize
 from tritonkit.serve.client import connect, default_address, model_info
@@ -49,6 +50,7 @@ class BenchPoint:
     client_cpu: float  # highest worker CPU use, fraction of one core
     processes: int  # load worker processes used
     server: ServerBreakdown
+    engine: str = "builtin"  # "perf_analyzer" or "builtin": the meter that measured it
 
     @property
     def client_overhead_ms(self) -> float:
@@ -72,12 +74,19 @@ def bench(
     warmup_s: float = 1.0,
     processes: int | None = None,
     progress: Progress | None = None,
+    engine: str = "auto",
 ) -> list[BenchPoint]:
     """Measure ``model`` at each concurrency (closed loop) or rate (open loop).
 
+    Args:
+        engine: ``perf_analyzer`` (NVIDIA's meter, :mod:`tritonkit.perf.analyzer`), ``builtin``
+            (the Python worker processes of :mod:`tritonkit.perf.loadgen`), or ``auto``:
+            perf_analyzer where it is installed, else the built-in one.
+
     Raises:
         ServerError: unreachable server, unknown or unready model.
-        UsageError: neither or both of ``concurrency`` and ``rate``.
+        UsageError: neither or both of ``concurrency`` and ``rate``, or an unknown engine.
+        DependencyError: ``engine="perf_analyzer"`` where it is not installed.
     """
     if bool(concurrency) == bool(rate):
         raise UsageError(
@@ -91,6 +100,24 @@ def bench(
         emit(progress, Event("bench", label, f"window {done}/{total}", done=done, total=total, unit="windows"))
 
     levels = [("concurrency", float(c)) for c in concurrency] + [("rate", float(r)) for r in rate]
+    analyzer = _engine(engine)
+    if analyzer is not None:
+        return [
+            _measure_with_analyzer(
+                analyzer,
+                model,
+                address,
+                protocol,
+                mode,
+                level,
+                poisson=poisson,
+                batch_size=batch_size,
+                window_s=window_s,
+                max_windows=max_windows,
+                report=report,
+            )  # fmt: skip
+            for mode, level in levels
+        ]
     points = []
     cores = os.cpu_count() or 1
     for mode, level in levels:
@@ -105,6 +132,89 @@ def bench(
             workers = min(cores, workers * 2)  # the generator was the bottleneck: spread it out and re-measure
         points.append(point)
     return points
+
+
+def _engine(name: str) -> Analyzer | None:
+    """The perf_analyzer to measure with, or ``None`` for the built-in engine."""
+    if name not in ("auto", "perf_analyzer", "builtin"):
+        raise UsageError(f"unknown measurement engine '{name}'", hint="use perf_analyzer, builtin or auto")
+    if name == "builtin":
+        return None
+    analyzer = find_analyzer()
+    if analyzer is None and name == "perf_analyzer":
+        raise DependencyError("perf_analyzer is not installed", hint=INSTALL_HINT)
+    if analyzer is not None:
+        analyzer.version()  # fails here, with the install hint, when it cannot run
+    return analyzer
+
+
+def _measure_with_analyzer(
+    analyzer: Analyzer,
+    model: str,
+    address: str,
+    protocol: str,
+    mode: str,
+    level: float,
+    *,
+    poisson: bool,
+    batch_size: int,
+    window_s: float,
+    max_windows: int,
+    report: Callable[[str, int, int], None],
+) -> BenchPoint:
+    """One point measured by perf_analyzer, with the server's breakdown over the same run."""
+    label = f"{mode} {level:g}"
+    report(label, 0, 1)
+    shapes = _analyzer_shapes(model, address, protocol)
+    before = _model_stats(model, address, protocol)
+    started = time.monotonic()
+    run = run_point(analyzer, model, address, protocol, mode, level, shapes=shapes, batch_size=batch_size,
+                    window_s=window_s, max_windows=max_windows, poisson=poisson)  # fmt: skip
+    after = _model_stats(model, address, protocol)
+    report(label, 1, 1)
+    nan = float("nan")
+    result = WindowStats(
+        start=started,
+        width=window_s,
+        completed=run.requests,
+        errors=0,  # perf_analyzer stops with an error instead of counting failed requests
+        throughput=run.throughput,
+        p50_ms=run.p50_ms,
+        p90_ms=run.p90_ms,
+        p99_ms=run.p99_ms,
+        max_ms=nan,  # not reported by perf_analyzer
+        lag_p99_ms=0.0,
+    )
+    limited = ""
+    if mode == "rate" and run.requests and run.throughput > 0:
+        # Poisson counts vary: flag only a shortfall beyond 3 standard deviations of the asked count
+        expected = level * run.requests / run.throughput
+        if run.requests < expected - 3 * expected**0.5:
+            limited = f"only {run.throughput:.0f}/s of {level:g}/s were completed"
+    return BenchPoint(
+        mode=mode,
+        level=level,
+        windows=[result],
+        result=result,
+        stable=run.stable,
+        client_limited=limited,
+        client_cpu=0.0,
+        processes=0,
+        server=server_delta(before, after),
+        engine="perf_analyzer",
+    )
+
+
+def _analyzer_shapes(model: str, address: str, protocol: str) -> dict[str, list[int]]:
+    """One request's input dims as perf_analyzer's ``--shape`` takes them: without the batch
+    dimension when the model batches, variable dims as 1 (what the built-in engine sends)."""
+    client = connect(address, protocol)
+    try:
+        info = model_info(client, model, address, protocol)
+    finally:
+        client.close()
+    batching = int(info.config.get("max_batch_size", 0)) > 0
+    return {name: shape[1:] if batching else shape for name, (shape, _) in info.input_shapes(1).items()}
 
 
 def _default_processes(mode: str, level: float) -> int:

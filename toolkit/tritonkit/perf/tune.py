@@ -89,8 +89,9 @@ class _Session:
         max_points: int,
         window_s: float,
         progress: Progress | None,
+        engine: str = "auto",
     ) -> None:
-        self.model, self.address, self.protocol = model, address, protocol
+        self.model, self.address, self.protocol, self.engine = model, address, protocol, engine
         self.result, self.bounds = result, bounds
         self.budget_s, self.max_points, self.window_s = budget_s, max_points, window_s
         self.progress = progress
@@ -135,6 +136,7 @@ class _Session:
             window_s=self.window_s,
             max_windows=6,
             warmup_s=max(0.5, self.window_s / 2),
+            engine=self.engine,
         )[0]
         r = point.result
         within = not point.client_limited and r.errors == 0 and r.completed > 0 and r.p99_ms <= self.result.p99_ms
@@ -169,6 +171,7 @@ def tune(
     max_points: int = 30,
     bounds: Bounds | None = None,
     window_s: float = 1.0,
+    engine: str = "auto",
     progress: Progress | None = None,
 ) -> TuneResult:
     """Find the settings with the most throughput under ``p99_ms`` (or the lowest p99 at ``rate``).
@@ -199,7 +202,7 @@ def tune(
     limits = bounds or Bounds(max_instances=max(4, os.cpu_count() or 1))
     limits = replace(limits, min_batch=max(limits.min_batch, warmup))
     result = TuneResult(model=model, p99_ms=p99_ms, rate=rate, original=start)
-    session = _Session(model, address, protocol, result, limits, budget_s, max_points, window_s, progress)
+    session = _Session(model, address, protocol, result, limits, budget_s, max_points, window_s, progress, engine)
     try:
         _search(session, original, start)
     finally:
