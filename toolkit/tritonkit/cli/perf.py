@@ -254,10 +254,15 @@ def _print_tune(result: Any) -> None:
         console.print(f"original: {_describe(base)}")
     else:
         console.print(f"original: {result.original.label()} → nothing within the budget")
-    if best is not None:
+    if result.unconfirmed is not None and result.confirmation is not None:
+        console.print(
+            f"the search's winner {_describe(result.unconfirmed)} was not confirmed when re-measured against "
+            f"the original: {result.confirmation.describe()}; keeping the original settings"
+        )
+    elif best is not None:
         gain = ""
-        if base is not None and result.rate is None:
-            gain = f" ({best.throughput / base.throughput:.2f}x the original settings)"
+        if result.confirmation is not None:
+            gain = f" ({result.confirmation.describe()} the original settings)"
         console.print(f"[bold]chosen:[/]   {_describe(best)}{gain}")
 
 

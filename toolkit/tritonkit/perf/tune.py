@@ -35,6 +35,7 @@ from tritonkit.perf.bench import bench
 from tritonkit.perf.search import (
     PLATEAU,
     Bounds,
+    Confirmation,
     TunePoint,
     TuneResult,
     TuneSettings,
@@ -92,6 +93,7 @@ class _Session:
         engine: str = "auto",
     ) -> None:
         self.model, self.address, self.protocol, self.engine = model, address, protocol, engine
+        self.reserve_s = 0.0  # budget kept back for the confirmation pairs
         self.result, self.bounds = result, bounds
         self.budget_s, self.max_points, self.window_s = budget_s, max_points, window_s
         self.progress = progress
@@ -105,8 +107,10 @@ class _Session:
     def exhausted(self) -> str:
         if len(self.result.points) >= self.max_points:
             return f"measured the maximum of {self.max_points} points"
-        if self.elapsed() + self.window_s * 4 + 2 > self.budget_s:
-            return f"time budget of {self.budget_s:.0f}s spent"
+        if self.elapsed() + self.window_s * 4 + 2 + self.reserve_s > self.budget_s:
+            return f"time budget of {self.budget_s:.0f}s spent" + (
+                f" ({self.reserve_s:.0f}s of it kept to confirm the winner)" if self.reserve_s else ""
+            )
         return ""
 
     def apply(self, config: Mapping[str, Any]) -> None:
@@ -119,7 +123,9 @@ class _Session:
             hint="the server keeps serving the previous config; check Triton's log",
         )
 
-    def measure(self, settings: TuneSettings, original: Mapping[str, Any], *, concurrency: int = 0) -> TunePoint:
+    def measure(
+        self, settings: TuneSettings, original: Mapping[str, Any], *, concurrency: int = 0, record: bool = True
+    ) -> TunePoint:
         if settings != self.serving:
             self.event(f"loading {settings.label()}")
             self.serving = None
@@ -141,7 +147,8 @@ class _Session:
         r = point.result
         within = not point.client_limited and r.errors == 0 and r.completed > 0 and r.p99_ms <= self.result.p99_ms
         tuned = TunePoint(settings, point, within)
-        self.result.points.append(tuned)
+        if record:
+            self.result.points.append(tuned)
         self.event(f"{settings.label()} at {offered}: {r.throughput:.0f}/s p99 {r.p99_ms:.2f} ms")
         return tuned
 
@@ -172,11 +179,18 @@ def tune(
     bounds: Bounds | None = None,
     window_s: float = 1.0,
     engine: str = "auto",
+    confirm_pairs: int = 3,
     progress: Progress | None = None,
 ) -> TuneResult:
     """Find the settings with the most throughput under ``p99_ms`` (or the lowest p99 at ``rate``).
 
     The model's original config is loaded back before returning, on error and on Ctrl-C.
+
+    Args:
+        engine: the meter (see :func:`tritonkit.perf.bench.bench`).
+        confirm_pairs: after the search, the winner and the original settings are re-measured
+            in this many interleaved pairs (:class:`~tritonkit.perf.search.Confirmation`); when
+            the ratios' spread crosses 1.0 the original settings are kept. 0 skips it.
 
     Raises:
         ServerError: unreachable server, unknown or unloaded model, a reload Triton refused.
@@ -203,8 +217,12 @@ def tune(
     limits = replace(limits, min_batch=max(limits.min_batch, warmup))
     result = TuneResult(model=model, p99_ms=p99_ms, rate=rate, original=start)
     session = _Session(model, address, protocol, result, limits, budget_s, max_points, window_s, progress, engine)
+    # each confirmation point is about as long as a search point (windows + a reload)
+    session.reserve_s = min(budget_s / 3, confirm_pairs * 2 * (window_s * 4 + 2))
     try:
         _search(session, original, start)
+        if confirm_pairs > 0:
+            _confirm(session, original, confirm_pairs)
     finally:
         result.elapsed_s = session.elapsed()
         try:
@@ -252,6 +270,32 @@ def _search(session: _Session, original: Mapping[str, Any], start: TuneSettings)
     else:
         result.stopped = "no neighbour of the best settings improved on it by 2%"
     result.best = best
+
+
+def _confirm(session: _Session, original: Mapping[str, Any], pairs: int) -> None:
+    """Re-measure the winner against the original settings in ``pairs`` interleaved pairs, each
+    at its own concurrency; keep the original when the spread of the ratios crosses 1.0."""
+    result = session.result
+    best, base = result.best, result.baseline
+    if best is None or base is None or best.settings == base.settings:
+        return
+    ratios = []
+    for number in range(pairs):
+        session.event(f"confirming: pair {number + 1}/{pairs}")
+        won = session.measure(best.settings, original, concurrency=_level(best), record=False)
+        was = session.measure(base.settings, original, concurrency=_level(base), record=False)
+        if result.rate is None:
+            ratios.append(won.throughput / max(was.throughput, 1e-9) if won.within_slo else 0.0)
+        else:
+            ratios.append(was.p99_ms / max(won.p99_ms, 1e-9) if won.within_slo else 0.0)
+    result.confirmation = Confirmation(tuple(ratios))
+    if not result.confirmation.confirmed:
+        result.unconfirmed, result.best = best, base
+        session.event(f"not confirmed ({result.confirmation.describe()}): keeping the original settings")
+
+
+def _level(point: TunePoint) -> int:
+    return int(point.bench.level) if point.bench.mode == "concurrency" else 0
 
 
 def _evaluate(
