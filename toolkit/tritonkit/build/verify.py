@@ -24,11 +24,11 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as pb
 
-from tritonkit.build import pbtxt
-from tritonkit.errors import SpecError, TritonkitError, VerifyError
 from tritonkit.artifact.hashing import LOCK_FILE, hash_tree, repository_digest
-from tritonkit.build.modelconfig import dims_compatible, tensors_from_config
 from tritonkit.artifact.lock import read_lock
+from tritonkit.build import pbtxt
+from tritonkit.build.modelconfig import dims_compatible, tensors_from_config
+from tritonkit.errors import SpecError, TritonkitError, VerifyError
 
 _ARTIFACTS = {"onnxruntime": "model.onnx", "python": "model.py", "tensorrt": "model.plan", "pytorch": "model.pt"}
 
@@ -220,7 +220,8 @@ def require_verified(
     report = verify(root)
     if not report.ok:
         raise error(
-            f"{subject or root} failed verification ({report.findings[0]})" + (f"; {consequence}" if consequence else ""),
+            f"{subject or root} failed verification ({report.findings[0]})"
+            + (f"; {consequence}" if consequence else ""),
             hint=hint or f"run 'tritonkit verify {root}' for all findings, then rebuild",
         )
     return report

@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as pb
 
-from tritonkit.spec import dtypes
-from tritonkit.errors import BuildError, SpecError, did_you_mean
-from tritonkit.build.modelconfig import dims_compatible, model_config
-from tritonkit.spec.schema import GpuAccelerator, LoadedSpec, ModelBase, OnnxModel, TensorSpec, TorchExport
 from tritonkit.build.builders.base import VERSION, BuildContext, tool_version
+from tritonkit.build.modelconfig import dims_compatible, model_config
 from tritonkit.build.onnx_io import graph_io
+from tritonkit.errors import BuildError, SpecError, did_you_mean
+from tritonkit.spec import dtypes
+from tritonkit.spec.schema import GpuAccelerator, LoadedSpec, ModelBase, OnnxModel, TensorSpec, TorchExport
 
 MODEL_FILE = "model.onnx"
 
