@@ -54,9 +54,14 @@ def release(spec_file: Path, store: Path | None, repository: Path | None) -> Non
 @click.command(name="releases")
 @_spec_option
 @_store_option
-def list_releases(spec_file: Path, store: Path | None) -> None:
+@click.option("--repair", is_flag=True, help="Restore a damaged index from index.json.bak and the releases' locks.")
+def list_releases(spec_file: Path, store: Path | None, repair: bool) -> None:
     """List releases: number, digest, creation time, models changed since the previous one."""
     releases = store_for(spec_file, store)
+    if repair:
+        done = releases.repair()
+        for line in done or [f"{releases.root / 'index.json'} is intact; nothing to repair"]:
+            console.print(line, highlight=False, soft_wrap=True)
     entries = releases.releases()
     if not entries:
         console.print(f"no releases in {releases.root} yet — run 'tritonkit release'")
