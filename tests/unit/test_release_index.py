@@ -139,3 +139,20 @@ def test_a_killed_release_leaves_nothing_the_next_one_trips_over(store: ReleaseS
     os.chmod(leftover, 0o555)
     release, created = store.create(_build(tmp_path / "build3", "# model 3\n"))
     assert created and release.name == "v4" and not leftover.exists()
+
+
+def test_promote_rollback_and_status_refuse_a_rewritten_lock_before_touching_a_server(store: ReleaseStore) -> None:
+    from tritonkit.deploy.local import LocalEnvironment
+
+    env = LocalEnvironment(store, url="127.0.0.1:1")  # nothing listens: a check after connecting would say so
+    env.record("promote", None, store.get(1), "ok")
+    env.record("promote", store.get(1), store.get(3), "ok")
+    _tamper_release(store, 2)
+    with pytest.raises(VerifyError, match="v2: lock digest"):
+        env.promote(2)
+    _tamper_release(store, 1)
+    with pytest.raises(VerifyError, match="v1: lock digest"):
+        env.rollback()
+    _tamper_release(store, 3)
+    with pytest.raises(VerifyError, match="v3: lock digest"):
+        env.status()  # it used to report v3's recorded digest as served
