@@ -156,3 +156,13 @@ def test_promote_rollback_and_status_refuse_a_rewritten_lock_before_touching_a_s
     _tamper_release(store, 3)
     with pytest.raises(VerifyError, match="v3: lock digest"):
         env.status()  # it used to report v3's recorded digest as served
+
+
+def test_a_deleted_index_is_noticed_and_repaired(store: ReleaseStore, tmp_path: Path) -> None:
+    before = store.releases()
+    (store.root / INDEX).unlink()
+    with pytest.raises(VerifyError, match="v1 exists but is not in index.json") as caught:
+        store.create(_build(tmp_path / "build3", "# model 3\n"))
+    assert "releases --repair" in caught.value.hint
+    assert "lists 0 release(s), 3 are in" in store.repair()[0]
+    assert store.releases() == before

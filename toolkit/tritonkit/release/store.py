@@ -135,9 +135,12 @@ class ReleaseStore:
         """
         self.root.mkdir(parents=True, exist_ok=True)
         with self._locked():
+            on_disk = sorted(int(m.group(1)) for p in self.root.iterdir() if (m := _NAME.match(p.name)))
             try:
-                self.releases()
-                return []
+                listed = [r.number for r in self.releases()]
+                if listed == on_disk:
+                    return []
+                damage = f"{INDEX} lists {len(listed)} release(s), {len(on_disk)} are in {self.root}"
             except VerifyError as exc:
                 damage = exc.message
             done = [f"index damaged: {damage}"]
@@ -152,7 +155,6 @@ class ReleaseStore:
             for release in entries:
                 self._check_lock(release)
             known = {r.number for r in entries}
-            on_disk = sorted(int(m.group(1)) for p in self.root.iterdir() if (m := _NAME.match(p.name)))
             for number in on_disk:
                 if number in known:
                     continue
@@ -219,7 +221,7 @@ class ReleaseStore:
             if target.exists():
                 raise VerifyError(
                     f"{target} exists but is not in {INDEX}",
-                    hint="a release was interrupted or the store edited by hand; move that directory away",
+                    hint="the index lost its entry: 'tritonkit releases --repair' rebuilds it from the release's lock",
                 )
             self._clean_staged()
             staged, release_lock = self._stage(build, lock, number)
