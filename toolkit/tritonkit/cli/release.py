@@ -199,6 +199,7 @@ def deploy(name: str, env_name: str, dry_run: bool, out_file: Path | None, spec_
     releases = store_for(spec_file, store)
     number = parse_release(name)
     release = releases.get(number)
+    releases.path(number)  # its lock still matches the index entry (a tampered store is not deployed)
     references = releases.publications(number)
     if not references:
         raise UsageError(
