@@ -166,3 +166,25 @@ def test_a_deleted_index_is_noticed_and_repaired(store: ReleaseStore, tmp_path: 
     assert "releases --repair" in caught.value.hint
     assert "lists 0 release(s), 3 are in" in store.repair()[0]
     assert store.releases() == before
+
+
+def test_the_cli_verify_and_repair(store: ReleaseStore) -> None:
+    from click.testing import CliRunner
+
+    from tritonkit.cli import main
+
+    runner = CliRunner()
+    (store.root / INDEX).write_text("")
+    listed = runner.invoke(main, ["releases", "--store", str(store.root)])
+    assert listed.exit_code == VerifyError.exit_code and "releases --repair" in listed.stderr
+    repaired = runner.invoke(main, ["releases", "--store", str(store.root), "--repair"])
+    assert repaired.exit_code == 0 and "restored 3 entries from index.json.bak" in repaired.output
+    assert "v3" in repaired.output  # then lists them
+
+    clean = runner.invoke(main, ["verify", str(store.root / "v2")])
+    assert clean.exit_code == 0, clean.output + clean.stderr
+    _tamper_release(store, 2)
+    tampered = runner.invoke(main, ["verify", str(store.root / "v2")])  # lock and files agree: only the index knows
+    assert tampered.exit_code == VerifyError.exit_code and "recorded in index.json" in tampered.stderr
+    refused = runner.invoke(main, ["releases", "--store", str(store.root), "--repair"])
+    assert refused.exit_code == 0 and "intact" in refused.output  # the index is fine: nothing to repair
