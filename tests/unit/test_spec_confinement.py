@@ -83,13 +83,20 @@ def test_export_depends_may_not_glob_outside(tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
     (project / "f.py").write_text("def build(): ...\n")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "secret.py").write_text("KEY = 1\n")
     spec = (
         "name: t\nmodels:\n  - name: m\n    kind: onnx\n    export:\n      factory: f.py:build\n"
-        "      inputs: [{name: x, dtype: FP32, dims: [4]}]\n      outputs: [y]\n      depends: ['../../etc/*']\n"
+        "      inputs: [{name: x, dtype: FP32, dims: [4]}]\n      outputs: [y]\n      depends: [DEPENDS]\n"
     )
-    (project / "tritonkit.yaml").write_text(spec)
-    with pytest.raises(SpecError, match=r"export.depends\[0\]: pattern '../../etc/\*' reaches outside"):
+    (project / "tritonkit.yaml").write_text(spec.replace("DEPENDS", "'../outside/*.py'"))
+    with pytest.raises(SpecError, match=r"export.depends\[0\]: '../outside/secret.py' resolves to .*, outside the"):
         load_spec(project / "tritonkit.yaml")
+    (project / "tritonkit.yaml").write_text(spec.replace("DEPENDS", "'/etc/*'"))
+    with pytest.raises(SpecError, match=r"pattern '/etc/\*' is absolute"):
+        load_spec(project / "tritonkit.yaml")
+    (project / "tritonkit.yaml").write_text(spec.replace("DEPENDS", "'../project/*.py'"))  # leaves and comes back
+    assert load_spec(project / "tritonkit.yaml").spec.models[0].name == "m"
 
 
 def test_the_example_project_keeps_loading(tmp_path: Path) -> None:

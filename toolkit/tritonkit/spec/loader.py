@@ -144,15 +144,15 @@ def _check_files(loaded: LoadedSpec, node: yaml.Node | None) -> None:
             _require_file(loaded, node, key, model.export.factory_file, "the Python file that defines the factory")
             for position, pattern in enumerate(model.export.depends):
                 key = ("models", index, "export", "depends", position)
-                if Path(pattern).is_absolute() or ".." in Path(pattern).parts:
+                if Path(pattern).is_absolute():  # pathlib cannot glob these; they name host files anyway
                     raise SpecError(
-                        f"pattern '{pattern}' reaches outside the spec's directory",
+                        f"pattern '{pattern}' is absolute",
                         file=_where(loaded.path, node, key),
                         key=_dotted(key),
-                        hint="give a glob relative to the spec, without '..'",
+                        hint="give a glob relative to the spec",
                     )
                 for match in loaded.root.glob(pattern):
-                    _confine(loaded, node, key, str(match.relative_to(loaded.root)))
+                    _confine(loaded, node, key, os.path.relpath(match, loaded.root))
         elif isinstance(model, PythonModel):
             key = ("models", index, "path")
             _confine(loaded, node, key, model.path)
