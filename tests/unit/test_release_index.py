@@ -188,3 +188,17 @@ def test_the_cli_verify_and_repair(store: ReleaseStore) -> None:
     assert tampered.exit_code == VerifyError.exit_code and "recorded in index.json" in tampered.stderr
     refused = runner.invoke(main, ["releases", "--store", str(store.root), "--repair"])
     assert refused.exit_code == 0 and "intact" in refused.output  # the index is fine: nothing to repair
+
+
+def test_status_rehashes_the_release_it_reports(store: ReleaseStore) -> None:
+    from tritonkit.deploy.local import LocalEnvironment
+
+    env = LocalEnvironment(store, url="127.0.0.1:1")
+    env.record("promote", None, store.get(3), "ok")
+    assert env.status().current == store.get(3)
+    root = store.root / "v3"
+    make_writable(root)
+    (root / "m" / "3" / "model.py").write_text("# changed, lock left alone\n")
+    set_read_only(root)
+    with pytest.raises(VerifyError, match="v3 in .* failed verification"):
+        env.status()

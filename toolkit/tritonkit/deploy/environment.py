@@ -110,7 +110,7 @@ class Environment(ABC):
         done = [p for p in history if p.ok]
         current = self.store.get(parse_release(done[-1].to_release)) if done else None
         if current is not None:
-            self.store.path(current.number)  # its lock still matches the digest reported
+            self.store.verified(current.number)  # the digest reported is still what the release holds
         return Status(self.name, current, history)
 
     def promote(self, number: int, *, canary: int | None = None, progress: Progress | None = None) -> Promotion:

@@ -189,6 +189,17 @@ class ReleaseStore:
         """
         return self._check_lock(self.get(number))
 
+    def verified(self, number: int) -> Path:
+        """:meth:`path`, then every file re-hashed against the lock.
+
+        Raises:
+            UsageError: no such release.
+            VerifyError: the lock is not the recorded one, or the files do not match it.
+        """
+        root = self.path(number)
+        require_verified(root, subject=f"v{number} in {self.root}", hint="the release store was modified; restore it")
+        return root
+
     def _check_lock(self, release: Release) -> Path:
         root = self.root / release.name
         lock = read_lock(root)
