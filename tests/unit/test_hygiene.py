@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from tritonkit.artifact.layout import KEPT, remove_abandoned, scratch_dir
 from tritonkit.cli import main
-from tritonkit.errors import StorageError, UsageError, mask_credentials
+from tritonkit.errors import ServerError, StorageError, UsageError, mask_credentials
 from tritonkit.release.oci import Reference
 from tritonkit.serve.process import check_ports_free, port_owner, scrubbed_environment
 from tritonkit.serve.server import Endpoints, free_port
@@ -107,7 +107,7 @@ def test_a_port_in_use_is_named_with_its_process() -> None:
         port = sock.getsockname()[1]
         assert port_owner(port) == (os.getpid(), port_owner(port)[1])  # type: ignore[index]
         with pytest.raises(
-            Exception, match=rf"metrics port {port} is already in use by another process: pid {os.getpid()}"
+            ServerError, match=rf"metrics port {port} is already in use by another process: pid {os.getpid()}"
         ):
             check_ports_free(Endpoints("127.0.0.1", free_port(), free_port(), port))
     assert port_owner(port) is None

@@ -100,11 +100,12 @@ def check_ports_free(endpoints: Endpoints) -> None:
                 f"{label} port {port} is already in use (by a process this user cannot see)",
                 hint="stop that process or choose other ports",
             )
-        stale = "tritonserver" in command.split(" ", 1)[0]
-        what = "a tritonserver left running" if stale else "another process"
+        triton = "tritonserver" in command.split(" ", 1)[0]
         raise ServerError(
-            f"{label} port {port} is already in use by {what}: pid {pid} ({command[:160]})",
-            hint=f"stop it ('kill {pid}') or choose other ports",
+            f"{label} port {port} is already in use by {'a tritonserver' if triton else 'another process'}: "
+            f"pid {pid} ({command[:160]})",
+            hint=("a server left from an earlier run, or another one serving: " if triton else "")
+            + f"stop it ('kill {pid}') or choose other ports",
         )
 
 
