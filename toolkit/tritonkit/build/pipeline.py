@@ -5,7 +5,9 @@ file's bytes and the versions of the tools that produce the artifact). ``build``
 that touches disks: it reuses cached model directories, builds the others in a scratch
 directory, assembles everything in a staging directory next to the output, writes the lock,
 makes the tree read-only and renames it into place. A failure anywhere removes the staging
-tree; existing outputs are never touched.
+tree; existing outputs are never touched. Scratch and staging directories are named with the
+builder's pid, and a build first removes those whose process is gone (what a killed build left),
+except a working directory kept on purpose to reproduce a failed step.
 
 Example:
     >>> result = build_repository(load_spec(Path("model_repository/tritonkit.yaml")), Path("dist"))
@@ -19,20 +21,19 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tritonkit.artifact.hashing import FileHash, hash_file, hash_json, hash_tree, sha256_bytes
-from tritonkit.artifact.layout import install, remove_tree, seal, staging_dir
+from tritonkit.artifact.layout import KEPT, install, remove_abandoned, remove_tree, scratch_dir, seal, staging_dir
 from tritonkit.artifact.lock import write_lock
 from tritonkit.build import pbtxt
 from tritonkit.build.builders import VERSION, BuildContext, Builder, builder_for
 from tritonkit.build.builders.base import tool_version
 from tritonkit.build.ensembles import ensemble_config
-from tritonkit.errors import BuildError, TritonkitError
+from tritonkit.errors import BuildError, StorageError, TritonkitError
 from tritonkit.events import Event, Progress, emit
 from tritonkit.spec.schema import EnsembleModel, LoadedSpec, ModelBase
 
@@ -168,6 +169,9 @@ def build_repository(
         check = getattr(item.builder, "preflight", None)
         if check is not None and cache.valid(item.key) is None:
             check(item.model)
+    # what killed builds left (their process is gone): scratch space is never reused
+    remove_abandoned(out_dir, ".staging-")
+    remove_abandoned(cache.root, ".work-")
     staging = staging_dir(out_dir)
     results: list[ModelResult] = []
     lock_models: dict[str, dict[str, object]] = {}
@@ -255,7 +259,7 @@ def _build_into_cache(
     Returns:
         The hashes of its files (the cache entry's manifest).
     """
-    workdir = Path(tempfile.mkdtemp(prefix=f".work-{item.model.name}-", dir=cache))
+    workdir = scratch_dir(cache, ".work-")
     model_dir = workdir / "model"
     model_dir.mkdir()
     ctx = BuildContext(
@@ -281,11 +285,18 @@ def _build_into_cache(
     except BuildError as exc:
         if exc.workdir is None:
             remove_tree(workdir)
+        else:
+            (workdir / KEPT).touch()  # kept to reproduce the failure: not abandoned
         raise
     except TritonkitError:
         remove_tree(workdir)
         raise
     except Exception as exc:
+        storage = StorageError.from_os_error(exc) if isinstance(exc, OSError) else None
+        if storage is not None:  # a full or read-only disk is not the model's fault: nothing kept
+            remove_tree(workdir)
+            raise storage from exc
+        (workdir / KEPT).touch()
         raise BuildError(
             f"{type(exc).__name__}: {exc}",
             model=item.model.name,

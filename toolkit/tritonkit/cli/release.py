@@ -10,7 +10,7 @@ import click
 from rich.table import Table
 
 from tritonkit.cli._common import console, default_repository, open_env, store_for
-from tritonkit.errors import UsageError
+from tritonkit.errors import UsageError, mask_credentials
 from tritonkit.spec import SPEC_FILE
 
 if TYPE_CHECKING:
@@ -54,9 +54,14 @@ def release(spec_file: Path, store: Path | None, repository: Path | None) -> Non
 @click.command(name="releases")
 @_spec_option
 @_store_option
-def list_releases(spec_file: Path, store: Path | None) -> None:
+@click.option("--repair", is_flag=True, help="Restore a damaged index from index.json.bak and the releases' locks.")
+def list_releases(spec_file: Path, store: Path | None, repair: bool) -> None:
     """List releases: number, digest, creation time, models changed since the previous one."""
     releases = store_for(spec_file, store)
+    if repair:
+        done = releases.repair()
+        for line in done or [f"{releases.root / 'index.json'} is intact; nothing to repair"]:
+            console.print(line, highlight=False, soft_wrap=True)
     entries = releases.releases()
     if not entries:
         console.print(f"no releases in {releases.root} yet — run 'tritonkit release'")
@@ -157,7 +162,9 @@ def publish(name: str, target: str, spec_file: Path, store: Path | None) -> None
     releases = store_for(spec_file, store)
     number = parse_release(name)
     with console.status(f"publishing {name} …") as status:
-        reference = push(releases.path(number), target, progress=lambda event: status.update(event.message))
+        reference = push(
+            releases.path(number), target, progress=lambda event: status.update(mask_credentials(event.message))
+        )
     releases.record_publication(number, reference)
     console.print(f"published {name}: [bold]{reference}[/]", soft_wrap=True)
 
@@ -169,9 +176,10 @@ def pull(reference: str, destination: Path) -> None:
     """Fetch REFERENCE (oci://HOST/REPO@sha256:…) into DESTINATION, verifying every hash."""
     from tritonkit.release.oci import pull as fetch
 
-    with console.status(f"pulling {reference} …") as status:
-        path = fetch(reference, destination, progress=lambda event: status.update(event.message))
-    console.print(f"pulled and verified {reference} into {path}", soft_wrap=True)
+    shown = mask_credentials(reference)
+    with console.status(f"pulling {shown} …") as status:
+        path = fetch(reference, destination, progress=lambda event: status.update(mask_credentials(event.message)))
+    console.print(f"pulled and verified {shown} into {path}", soft_wrap=True)
 
 
 @click.command()
@@ -191,6 +199,7 @@ def deploy(name: str, env_name: str, dry_run: bool, out_file: Path | None, spec_
     releases = store_for(spec_file, store)
     number = parse_release(name)
     release = releases.get(number)
+    releases.path(number)  # its lock still matches the index entry (a tampered store is not deployed)
     references = releases.publications(number)
     if not references:
         raise UsageError(

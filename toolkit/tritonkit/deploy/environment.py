@@ -109,6 +109,8 @@ class Environment(ABC):
         history = self.history()
         done = [p for p in history if p.ok]
         current = self.store.get(parse_release(done[-1].to_release)) if done else None
+        if current is not None:
+            self.store.verified(current.number)  # the digest reported is still what the release holds
         return Status(self.name, current, history)
 
     def promote(self, number: int, *, canary: int | None = None, progress: Progress | None = None) -> Promotion:
@@ -117,8 +119,10 @@ class Environment(ABC):
         Raises:
             UsageError: unknown release, the release already served, or a canary here is impossible.
             ServerError, ClusterError: the server or cluster cannot be reached.
+            VerifyError: the release's lock no longer matches its index entry (nothing changed).
             PromoteError: the step failed and was undone; the previous release still serves.
         """
+        self.store.path(number)  # every environment: the release is the one recorded, before any change
         return self._switch(number, canary=canary, progress=progress, action="promote")
 
     def rollback(self, *, progress: Progress | None = None) -> Promotion:
@@ -126,8 +130,10 @@ class Environment(ABC):
 
         Raises:
             UsageError: nothing to roll back to.
+            VerifyError: the target's lock no longer matches its index entry (nothing changed).
             PromoteError: the step failed and was undone.
         """
+        self.store.path(self.rollback_target())
         return self._switch(self.rollback_target(), canary=None, progress=progress, action="rollback")
 
     def serving_root(self) -> Path:

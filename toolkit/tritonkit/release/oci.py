@@ -42,7 +42,7 @@ from typing import Any
 from tritonkit.artifact.layout import make_writable, remove_tree, seal
 from tritonkit.artifact.lock import read_lock
 from tritonkit.build.verify import require_verified
-from tritonkit.errors import DependencyError, RegistryError, UsageError, VerifyError
+from tritonkit.errors import DependencyError, RegistryError, UsageError, VerifyError, mask_credentials
 from tritonkit.events import Event, Progress, emit
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -68,10 +68,17 @@ class Reference:
 
     @classmethod
     def parse(cls, text: str) -> Reference:
+        if "@" in text.removeprefix("oci://").split("/", 1)[0]:
+            raise UsageError(
+                f"'{mask_credentials(text)}': credentials do not belong in the reference (they would be printed "
+                "and recorded)",
+                hint="set TRITONKIT_REGISTRY_USERNAME / TRITONKIT_REGISTRY_PASSWORD or use 'docker login'",
+            )
         match = _REF.match(text)
         if not match:
             raise UsageError(
-                f"'{text}' is not an OCI reference", hint="use oci://HOST[:PORT]/REPO[:TAG] or oci://HOST/REPO@sha256:…"
+                f"'{mask_credentials(text)}' is not an OCI reference",
+                hint="use oci://HOST[:PORT]/REPO[:TAG] or oci://HOST/REPO@sha256:…",
             )
         return cls(match["host"], match["repo"], match["tag"], match["digest"])
 

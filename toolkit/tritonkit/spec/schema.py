@@ -395,6 +395,9 @@ class Spec(_Strict):
 
     version: Literal[1] = 1
     name: str = Field(pattern=_NAME)
+    # The directory every source path must stay inside (after symlinks), relative to the spec;
+    # default: the spec's own directory. It must contain the spec (e.g. ".." for a spec in a subfolder).
+    project_root: str | None = None
     models: list[Model] = Field(min_length=1)
     environments: list[EnvironmentSpec] = []
 
@@ -442,6 +445,11 @@ class LoadedSpec(BaseModel):
     @property
     def root(self) -> Path:
         return self.path.parent
+
+    @property
+    def project(self) -> Path:
+        """The directory sources must resolve inside: ``project_root`` (spec-relative) or the spec's."""
+        return (self.root / (self.spec.project_root or ".")).resolve()
 
     def resolve(self, relative: str) -> Path:
         return (self.root / relative).resolve()
