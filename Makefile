@@ -14,7 +14,7 @@ KSERVE_STAMP := $(KSERVE_VENV)/.installed
 PERF_VENV  := .venv-perf
 PERF_STAMP := $(PERF_VENV)/.installed
 
-.PHONY: demo test lint sysdeps clean perf-tools
+.PHONY: demo test lint sysdeps clean perf-tools model-analyzer
 
 # Debian packages the project uses: the embedded Triton's Python backend stub links the system
 # libpython (libpython3.X); the OCI tests run Debian's docker-registry; modelcar images carry a
@@ -50,6 +50,14 @@ $(PERF_STAMP):
 
 perf-tools: sysdeps $(PERF_STAMP)
 
+# NVIDIA's Model Analyzer, for benchmarks/tune_vs_model_analyzer.py only (not part of make test).
+.venv-ma/.installed:
+	test -x .venv-ma/bin/python || $(PYTHON) -m venv .venv-ma
+	.venv-ma/bin/python -m pip install -q --disable-pip-version-check "triton-model-analyzer==1.58.*"
+	touch .venv-ma/.installed
+
+model-analyzer: perf-tools .venv-ma/.installed
+
 demo: sysdeps $(STAMP)
 	$(BIN)/python model_repository/demo.py
 
@@ -65,4 +73,4 @@ lint: $(STAMP)
 	$(BIN)/python tools/check_layers.py
 
 clean:
-	rm -rf dist model_repository/.tritonkit model_repository/dist model_repository/releases $(KSERVE_VENV) $(PERF_VENV)
+	rm -rf dist model_repository/.tritonkit model_repository/dist model_repository/releases $(KSERVE_VENV) $(PERF_VENV) .venv-ma

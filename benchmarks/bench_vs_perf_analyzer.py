@@ -65,7 +65,7 @@ def main() -> int:
     if analyzer is None:
         print("perf_analyzer is not installed: run 'make perf-tools' first", file=sys.stderr)
         return 2
-    console = Console()
+    console = Console(width=160)
     loads = [("concurrency", 1.0), ("concurrency", 8.0), ("concurrency", 32.0), ("rate", args.rate)]
     results: dict[tuple[str, float, str], list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory() as scratch:
