@@ -7,6 +7,7 @@ import statistics
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -132,3 +133,19 @@ def test_bench_agrees_with_perf_analyzer_on_the_same_server(demo_server: TritonS
         theirs.append(parse_csv(csv_file.read_text())["Inferences/Second"])
     ratio = statistics.median(ours) / statistics.median(theirs)
     assert 0.6 <= ratio <= 1.6, (ours, theirs)
+
+
+@pytest.mark.parametrize("engine", ["builtin", pytest.param("perf_analyzer", marks=needs_analyzer)])
+def test_real_input_data_is_sent_and_checked(demo_server: TritonServer, tmp_path: Path, engine: str) -> None:
+    np.save(tmp_path / "features.npy", np.array([5.0, 3.4, 1.5, 0.2], dtype=np.float32))
+    (point,) = bench(
+        "classifier", url=demo_server.endpoints.grpc_url, concurrency=[2], window_s=1.0, max_windows=4,
+        engine=engine, input_data=tmp_path,
+    )  # fmt: skip
+    assert point.result.completed > 0 and point.result.errors == 0 and point.engine == engine
+    np.save(tmp_path / "wrong.npy", np.ones(4, dtype=np.float64))
+    refused = CliRunner().invoke(
+        main, ["bench", "classifier", "--url", demo_server.endpoints.grpc_url, "-c", "1",
+               "--input-data", str(tmp_path / "wrong.npy")],
+    )  # fmt: skip
+    assert refused.exit_code == UsageError.exit_code and "holds float64, the model wants FP32" in refused.stderr

@@ -39,6 +39,13 @@ from tritonkit.spec import SPEC_FILE
     show_default=True,
     help="Meter: NVIDIA's perf_analyzer (auto: when installed) or the built-in Python load generator.",
 )
+@click.option(
+    "--input-data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Real inputs: a .npy file, a directory of <input>.npy / <input>.txt, or perf_analyzer JSON.",
+)
+@click.option("--shape", "shapes", multiple=True, metavar="NAME:D1,D2", help="Size of variable dims (repeatable).")
 def bench(
     model: str,
     url: str | None,
@@ -52,11 +59,14 @@ def bench(
     processes: int | None,
     report_dir: Path | None,
     engine: str,
+    input_data: Path | None,
+    shapes: tuple[str, ...],
 ) -> None:
     """Load-test MODEL on a running Triton (closed loop --concurrency, or open loop --rate)."""
     from rich.progress import BarColumn, Progress, TextColumn
 
     from tritonkit.perf.bench import bench as run_bench
+    from tritonkit.perf.inputs import parse_shapes
 
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} windows")
@@ -81,6 +91,8 @@ def bench(
             processes=processes,
             progress=progress,
             engine=engine,
+            input_data=input_data,
+            shapes=parse_shapes(shapes),
         )
     meter = points[0].engine if points else engine
     table = Table(
@@ -141,6 +153,13 @@ def bench(
     show_default=True,
     help="Meter: NVIDIA's perf_analyzer (auto: when installed) or the built-in Python load generator.",
 )
+@click.option(
+    "--input-data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Real inputs: a .npy file, a directory of <input>.npy / <input>.txt, or perf_analyzer JSON.",
+)
+@click.option("--shape", "shapes", multiple=True, metavar="NAME:D1,D2", help="Size of variable dims (repeatable).")
 def tune(
     model: str,
     spec_file: Path,
@@ -158,6 +177,8 @@ def tune(
     report_dir: Path | None,
     yes: bool,
     engine: str,
+    input_data: Path | None,
+    shapes: tuple[str, ...],
 ) -> None:
     """Search batching and instance settings for MODEL by reloading it on a running Triton.
 
@@ -166,6 +187,7 @@ def tune(
     """
     import os
 
+    from tritonkit.perf.inputs import parse_shapes
     from tritonkit.perf.tune import Bounds, parse_duration
     from tritonkit.perf.tune import tune as run_tune
     from tritonkit.spec.loader import load_spec
@@ -186,6 +208,7 @@ def tune(
         result = _run_with_progress(
             run_tune, model, p99_ms=p99_ms, url=url, protocol=protocol, rate=rate, budget_s=budget_s,
             max_points=max_points, bounds=bounds, window_s=window_s, engine=engine,
+            input_data=input_data, shapes=parse_shapes(shapes),
         )  # fmt: skip
     except KeyboardInterrupt:
         err_console.print("interrupted: the original config was loaded back")

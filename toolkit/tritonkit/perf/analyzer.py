@@ -135,6 +135,7 @@ def command(
     poisson: bool = True,
     stability_percent: int = 10,
     csv_file: Path,
+    input_data: Path | None = None,
 ) -> list[str]:
     """The perf_analyzer command line for one point (pure; shown by ``--verbose`` to reproduce it)."""
     args = [
@@ -157,6 +158,8 @@ def command(
         args += ["--request-distribution", "poisson" if poisson else "constant"]
     for name, dims in sorted(shapes.items()):
         args += ["--shape", f"{name}:{','.join(str(d) for d in dims)}"]
+    if input_data is not None:
+        args += ["--input-data", str(input_data)]
     return args
 
 
@@ -181,6 +184,7 @@ def run_point(
     window_s: float = 2.0,
     max_windows: int = 10,
     poisson: bool = True,
+    input_data: Path | None = None,
 ) -> AnalyzerRun:
     """Measure one concurrency (closed loop) or request rate (open loop) with perf_analyzer.
 
@@ -192,11 +196,11 @@ def run_point(
         csv_file = Path(scratch) / "point.csv"
         stable = True
         done = _run(analyzer, model, address, protocol, mode, level, shapes, batch_size, window_s, max_windows,
-                    poisson, 10, csv_file)  # fmt: skip
+                    poisson, 10, csv_file, input_data)  # fmt: skip
         if done.returncode != 0 and "stable measurement" in done.stdout + done.stderr:
             stable = False  # measure once more with the bar lifted: an unstable point is still a point
             done = _run(analyzer, model, address, protocol, mode, level, shapes, batch_size, window_s, 3,
-                        poisson, 1000, csv_file)  # fmt: skip
+                        poisson, 1000, csv_file, input_data)  # fmt: skip
         if done.returncode != 0 or not csv_file.is_file():
             raise ServerError(
                 f"perf_analyzer failed on '{model}' at {mode} {level:g}: {_first_error(done)}",
@@ -244,10 +248,11 @@ def _run(
     poisson: bool,
     stability_percent: int,
     csv_file: Path,
+    input_data: Path | None,
 ) -> subprocess.CompletedProcess[str]:
     args = command(analyzer, model, address, protocol, mode, level, shapes=shapes, batch_size=batch_size,
                    window_s=window_s, max_windows=max_windows, poisson=poisson,
-                   stability_percent=stability_percent, csv_file=csv_file)  # fmt: skip
+                   stability_percent=stability_percent, csv_file=csv_file, input_data=input_data)  # fmt: skip
     timeout = window_s * (max(3, max_windows) + 4) + 60
     try:
         return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=analyzer.environment())

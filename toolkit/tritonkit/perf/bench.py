@@ -19,14 +19,19 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from tritonkit.errors import DependencyError, ServerError, UsageError
 from tritonkit.events import Event, Progress, emit
 from tritonkit.perf.analyzer import INSTALL_HINT, Analyzer, find_analyzer, run_point
+from tritonkit.perf.inputs import batch, load_inputs, random_inputs, to_analyzer_json
 from tritonkit.perf.loadgen import LoadJob, run_worker
 from tritonkit.perf.stats import Sample, ServerBreakdown, WindowStats, is_stable, server_delta, split_windows, summarize
 from tritonkit.serve.client import connect, default_address, model_info
@@ -75,10 +80,15 @@ def bench(
     processes: int | None = None,
     progress: Progress | None = None,
     engine: str = "auto",
+    input_data: Path | None = None,
+    shapes: Mapping[str, list[int]] | None = None,
 ) -> list[BenchPoint]:
     """Measure ``model`` at each concurrency (closed loop) or rate (open loop).
 
     Args:
+        input_data: real inputs (a ``.npy`` file, a directory, or perf_analyzer JSON; see
+            :mod:`tritonkit.perf.inputs`); random data when ``None``.
+        shapes: fixed sizes for variable dims of random data, ``{"x": [3, 224, 224]}``.
         engine: ``perf_analyzer`` (NVIDIA's meter, :mod:`tritonkit.perf.analyzer`), ``builtin``
             (the Python worker processes of :mod:`tritonkit.perf.loadgen`), or ``auto``:
             perf_analyzer where it is installed, else the built-in one.
@@ -94,7 +104,7 @@ def bench(
             hint="closed loop: concurrency levels such as 1 and 8; open loop: request rates such as 50 and 200",
         )
     address = url or default_address(protocol)
-    inputs = _request_shape(model, address, protocol, batch_size)
+    workload = _workload(model, address, protocol, input_data, shapes or {})
 
     def report(label: str, done: int, total: int) -> None:
         emit(progress, Event("bench", label, f"window {done}/{total}", done=done, total=total, unit="windows"))
@@ -102,30 +112,36 @@ def bench(
     levels = [("concurrency", float(c)) for c in concurrency] + [("rate", float(r)) for r in rate]
     analyzer = _engine(engine)
     if analyzer is not None:
-        return [
-            _measure_with_analyzer(
-                analyzer,
-                model,
-                address,
-                protocol,
-                mode,
-                level,
-                poisson=poisson,
-                batch_size=batch_size,
-                window_s=window_s,
-                max_windows=max_windows,
-                report=report,
-            )  # fmt: skip
-            for mode, level in levels
-        ]
+        with tempfile.TemporaryDirectory(prefix="tritonkit-bench-") as scratch:
+            data = to_analyzer_json(workload.sample, Path(scratch) / "input.json")  # both engines send the same data
+            return [
+                _measure_with_analyzer(
+                    analyzer,
+                    model,
+                    address,
+                    protocol,
+                    mode,
+                    level,
+                    workload=workload,
+                    input_data=data,
+                    poisson=poisson,
+                    batch_size=batch_size,
+                    window_s=window_s,
+                    max_windows=max_windows,
+                    report=report,
+                )  # fmt: skip
+                for mode, level in levels
+            ]
+    arrays = batch(workload.sample, batch_size, batching=workload.batching)
     points = []
     cores = os.cpu_count() or 1
     for mode, level in levels:
         workers = processes or _default_processes(mode, level)
         while True:
             point = _measure(
-                model, address, protocol, inputs, mode, level, workers, poisson, window_s, max_windows, warmup_s, report
-            )
+                model, address, protocol, (arrays, workload.datatypes), mode, level, workers, poisson, window_s,
+                max_windows, warmup_s, report,
+            )  # fmt: skip
             busy = point.client_cpu > _BUSY
             if processes or not busy or workers >= min(cores, max(1, int(level))):
                 break
@@ -156,6 +172,8 @@ def _measure_with_analyzer(
     mode: str,
     level: float,
     *,
+    workload: Workload,
+    input_data: Path,
     poisson: bool,
     batch_size: int,
     window_s: float,
@@ -165,7 +183,7 @@ def _measure_with_analyzer(
     """One point measured by perf_analyzer, with the server's breakdown over the same run."""
     label = f"{mode} {level:g}"
     report(label, 0, 1)
-    shapes = _analyzer_shapes(model, address, protocol)
+    shapes = {name: list(array.shape) for name, array in workload.sample.items()}
     before = _model_stats(model, address, protocol)
     started = time.monotonic()
     run = run_point(analyzer, model, address, protocol, mode, level, shapes=shapes, batch_size=batch_size,
@@ -205,18 +223,6 @@ def _measure_with_analyzer(
     )
 
 
-def _analyzer_shapes(model: str, address: str, protocol: str) -> dict[str, list[int]]:
-    """One request's input dims as perf_analyzer's ``--shape`` takes them: without the batch
-    dimension when the model batches, variable dims as 1 (what the built-in engine sends)."""
-    client = connect(address, protocol)
-    try:
-        info = model_info(client, model, address, protocol)
-    finally:
-        client.close()
-    batching = int(info.config.get("max_batch_size", 0)) > 0
-    return {name: shape[1:] if batching else shape for name, (shape, _) in info.input_shapes(1).items()}
-
-
 def _default_processes(mode: str, level: float) -> int:
     cores = os.cpu_count() or 1
     if mode == "concurrency":
@@ -228,7 +234,7 @@ def _measure(
     model: str,
     address: str,
     protocol: str,
-    inputs: dict[str, tuple[list[int], str]],
+    request: tuple[dict[str, np.ndarray], dict[str, str]],
     mode: str,
     level: float,
     workers: int,
@@ -240,7 +246,11 @@ def _measure(
 ) -> BenchPoint:
     label = f"{mode} {level:g}"
     shares = _split(level, workers, integer=(mode == "concurrency"))
-    jobs = [LoadJob(mode, share, address, protocol, model, inputs, seed, poisson) for seed, share in enumerate(shares)]
+    arrays, datatypes = request
+    jobs = [
+        LoadJob(mode, share, address, protocol, model, arrays, datatypes, seed, poisson)
+        for seed, share in enumerate(shares)
+    ]
     procs, samples_q, stop, go = _start_workers([job for job in jobs if job.level > 0])
     samples: list[Sample] = []
     cpu: list[float] = []
@@ -359,12 +369,30 @@ def _drain(samples_q: Any, samples: list[Sample], cpu: list[float], timeout: flo
 # --------------------------------------------------------------------------- server side
 
 
-def _request_shape(model: str, address: str, protocol: str, batch_size: int) -> dict[str, tuple[list[int], str]]:
+@dataclass(frozen=True)
+class Workload:
+    """What every request of a bench run carries."""
+
+    sample: dict[str, np.ndarray]  # one request, without the batch dimension when the model batches
+    datatypes: dict[str, str]
+    batching: bool
+
+
+def _workload(
+    model: str, address: str, protocol: str, input_data: Path | None, shapes: Mapping[str, list[int]]
+) -> Workload:
     client = connect(address, protocol)
     try:
-        return model_info(client, model, address, protocol).input_shapes(batch_size)
+        info = model_info(client, model, address, protocol)
     finally:
         client.close()
+    batching = int(info.config.get("max_batch_size", 0)) > 0
+    signature = {spec["name"]: ([int(d) for d in spec["shape"]], spec["datatype"]) for spec in info.metadata["inputs"]}
+    if input_data is not None:
+        sample = load_inputs(input_data, signature, batching=batching)
+    else:
+        sample = random_inputs(signature, shapes, batching=batching, seed=0)
+    return Workload(sample, {name: datatype for name, (_, datatype) in signature.items()}, batching)
 
 
 def _model_stats(model: str, address: str, protocol: str) -> dict[str, Any]:

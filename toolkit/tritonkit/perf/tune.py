@@ -27,6 +27,7 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from tritonkit.errors import ServerError, TuneError, UsageError
@@ -94,6 +95,8 @@ class _Session:
     ) -> None:
         self.model, self.address, self.protocol, self.engine = model, address, protocol, engine
         self.reserve_s = 0.0  # budget kept back for the confirmation pairs
+        self.input_data: Path | None = None
+        self.shapes: Mapping[str, list[int]] | None = None
         self.result, self.bounds = result, bounds
         self.budget_s, self.max_points, self.window_s = budget_s, max_points, window_s
         self.progress = progress
@@ -143,6 +146,8 @@ class _Session:
             max_windows=6,
             warmup_s=max(0.5, self.window_s / 2),
             engine=self.engine,
+            input_data=self.input_data,
+            shapes=self.shapes,
         )[0]
         r = point.result
         within = not point.client_limited and r.errors == 0 and r.completed > 0 and r.p99_ms <= self.result.p99_ms
@@ -180,6 +185,8 @@ def tune(
     window_s: float = 1.0,
     engine: str = "auto",
     confirm_pairs: int = 3,
+    input_data: Path | None = None,
+    shapes: Mapping[str, list[int]] | None = None,
     progress: Progress | None = None,
 ) -> TuneResult:
     """Find the settings with the most throughput under ``p99_ms`` (or the lowest p99 at ``rate``).
@@ -188,6 +195,7 @@ def tune(
 
     Args:
         engine: the meter (see :func:`tritonkit.perf.bench.bench`).
+        input_data, shapes: what the load sends (see :func:`tritonkit.perf.bench.bench`).
         confirm_pairs: after the search, the winner and the original settings are re-measured
             in this many interleaved pairs (:class:`~tritonkit.perf.search.Confirmation`); when
             the ratios' spread crosses 1.0 the original settings are kept. 0 skips it.
@@ -217,6 +225,7 @@ def tune(
     limits = replace(limits, min_batch=max(limits.min_batch, warmup))
     result = TuneResult(model=model, p99_ms=p99_ms, rate=rate, original=start)
     session = _Session(model, address, protocol, result, limits, budget_s, max_points, window_s, progress, engine)
+    session.input_data, session.shapes = input_data, shapes
     # each confirmation point is about as long as a search point (windows + a reload)
     session.reserve_s = min(budget_s / 3, confirm_pairs * 2 * (window_s * 4 + 2))
     try:
