@@ -247,6 +247,11 @@ def _stage_model(
     }
     if (entry / _META).is_file():
         lock_entry.update(json.loads((entry / _META).read_text()))
+    # the intent and the evidence travel with the build: what it promises and what was measured
+    if item.model.slo is not None:
+        lock_entry["slo"] = item.model.slo.model_dump(exclude_none=True)
+    if item.model.capacity is not None:
+        lock_entry["capacity"] = item.model.capacity.model_dump()
     result = ModelResult(item.model.name, item.builder.kind, item.key, cached, time.perf_counter() - t0)
     return result, lock_entry, hashes
 

@@ -131,7 +131,9 @@ def bench(
 @click.command()
 @click.argument("model")
 @click.option("-f", "--file", "spec_file", type=click.Path(path_type=Path), default=Path(SPEC_FILE), show_default=True)
-@click.option("--p99-ms", type=float, required=True, help="Latency budget: p99 in milliseconds.")
+@click.option(
+    "--p99-ms", type=float, default=None, help="Latency budget: p99 in milliseconds (default: the model's slo.p99_ms)."
+)
 @click.option("--rate", type=float, default=None, help="Minimise p99 at this open-loop rate (requests/s) instead.")
 @click.option("--max-throughput", is_flag=True, help="Maximise throughput within the budget (the default).")
 @click.option("--budget", default="5m", show_default=True, help="Time limit: 90s, 5m, 1h.")
@@ -163,7 +165,7 @@ def bench(
 def tune(
     model: str,
     spec_file: Path,
-    p99_ms: float,
+    p99_ms: float | None,
     rate: float | None,
     max_throughput: bool,
     budget: str,
@@ -197,7 +199,13 @@ def tune(
     if rate is not None and rate <= 0:
         raise UsageError(f"--rate must be positive, got {rate:g}", hint="e.g. --rate 200")
     loaded = load_spec(spec_file)
-    loaded.spec.model(model)  # unknown model: a suggestion before anything starts
+    entry = loaded.spec.model(model)  # unknown model: a suggestion before anything starts
+    if p99_ms is None:  # the objective comes from the spec's intent unless a flag overrides it
+        p99_ms = entry.slo.p99_ms if entry.slo is not None else None
+        if p99_ms is None:
+            raise UsageError(
+                f"no latency budget for '{model}'", hint="give --p99-ms, or set slo: {p99_ms: …} for it in the spec"
+            )
     budget_s = parse_duration(budget)
     bounds = Bounds(max_instances=max_instances or max(4, os.cpu_count() or 1), max_batch=max_batch)
     server = None
@@ -296,10 +304,10 @@ def _describe(point: Any) -> str:
 def _write_back(spec_file: Path, model: str, result: Any, yes: bool) -> None:
     from tritonkit.spec.update import update_settings
 
-    if result.best is None or result.best.settings == result.original:
-        console.print(f"the original settings are the best found; {spec_file} unchanged")
+    if result.best is None:
+        console.print(f"nothing met the budget; {spec_file} unchanged")
         return
-    update = update_settings(spec_file, model, result.best.settings)
+    update = update_settings(spec_file, model, result.best.settings, capacity=result.capacity())
     if not update.changed:
         console.print(f"{spec_file} already has these settings")
         return

@@ -160,6 +160,19 @@ class TuneResult:
     elapsed_s: float = 0.0
     confirmation: Confirmation | None = None
     unconfirmed: TunePoint | None = None  # the search's winner when re-measuring did not confirm it
+    measured_on: dict[str, str] = field(default_factory=dict)  # cores, gpu, versions, meter, date
+
+    def capacity(self) -> dict[str, Any] | None:
+        """What one replica sustained within the budget, for the spec's ``capacity:`` (or None)."""
+        best = self.best
+        if best is None or best.bench.mode != "concurrency":
+            return None  # an open-loop objective measures latency at a rate, not capacity
+        return {
+            "rps": round(best.throughput, 1),
+            "concurrency": int(best.bench.level),
+            "p99_ms": round(best.p99_ms, 3),
+            "measured_on": dict(self.measured_on, meter=best.bench.engine),
+        }
 
     @property
     def configs_tried(self) -> int:

@@ -223,7 +223,9 @@ def tune(
     warmup = max((int(w.get("batch_size", 1)) for w in original.get("model_warmup", [])), default=1)
     limits = bounds or Bounds(max_instances=max(4, os.cpu_count() or 1))
     limits = replace(limits, min_batch=max(limits.min_batch, warmup))
-    result = TuneResult(model=model, p99_ms=p99_ms, rate=rate, original=start)
+    result = TuneResult(
+        model=model, p99_ms=p99_ms, rate=rate, original=start, measured_on=_measured_on(address, protocol)
+    )
     session = _Session(model, address, protocol, result, limits, budget_s, max_points, window_s, progress, engine)
     session.input_data, session.shapes = input_data, shapes
     # each confirmation point is about as long as a search point (windows + a reload)
@@ -279,6 +281,32 @@ def _search(session: _Session, original: Mapping[str, Any], start: TuneSettings)
     else:
         result.stopped = "no neighbour of the best settings improved on it by 2%"
     result.best = best
+
+
+def _measured_on(address: str, protocol: str) -> dict[str, str]:
+    """Where a capacity was measured: cores, GPU, tritonkit and Triton versions, the date."""
+    import datetime
+    import platform
+
+    from tritonkit.build.builders.base import tool_version
+
+    client = connect(address, protocol)
+    try:
+        server = client.get_server_metadata(as_json=True) if protocol == "grpc" else client.get_server_metadata()
+        triton = str(server.get("version", "unknown"))
+    except Exception:  # the server answered every earlier call: its version is only evidence
+        triton = "unknown"
+    finally:
+        client.close()
+    gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    return {
+        "cores": str(os.cpu_count() or 1),
+        "gpu": gpu or "none",
+        "host": platform.node(),
+        "tritonkit": tool_version("tritonkit"),
+        "triton": triton,
+        "date": datetime.date.today().isoformat(),
+    }
 
 
 def _confirm(session: _Session, original: Mapping[str, Any], pairs: int) -> None:

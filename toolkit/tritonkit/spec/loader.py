@@ -73,7 +73,7 @@ def load_spec(path: Path) -> LoadedSpec:
             "the spec must be a mapping with 'name' and 'models'", file=path, hint="see 'tritonkit init' for a starter"
         )
     try:
-        spec = Spec.model_validate(data)
+        spec = Spec.model_validate(data).with_slo_defaults()
     except ValidationError as exc:
         raise _spec_error(exc, path, root_node) from None
     loaded = LoadedSpec(spec=spec, path=path.resolve())

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from tritonkit.errors import UsageError, did_you_mean
 from tritonkit.spec import dtypes
+from tritonkit.spec.intent import Capacity, Slo
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -129,6 +130,8 @@ class ModelBase(_Strict):
     instance_group: list[InstanceGroup] = []
     model_warmup: list[Warmup] = []
     parameters: dict[str, str | int | float | bool] = {}
+    slo: Slo | None = None  # intent (spec/intent.py); the repository's slo: fills unset keys
+    capacity: Capacity | None = None  # written by 'tritonkit tune', not by hand
 
     @model_validator(mode="after")
     def _batching(self) -> ModelBase:
@@ -400,6 +403,14 @@ class Spec(_Strict):
     project_root: str | None = None
     models: list[Model] = Field(min_length=1)
     environments: list[EnvironmentSpec] = []
+    slo: Slo | None = None  # defaults for every model's slo:
+
+    def with_slo_defaults(self) -> Spec:
+        """Every model's ``slo`` with the repository-level keys it leaves unset filled in."""
+        if self.slo is None:
+            return self
+        models = [m.model_copy(update={"slo": (m.slo or Slo()).over(self.slo)}) for m in self.models]
+        return self.model_copy(update={"models": models})
 
     def environment(self, name: str) -> EnvironmentSpec:
         """The environment called ``name``; a SpecError with a suggestion otherwise."""
