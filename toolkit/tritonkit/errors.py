@@ -19,7 +19,8 @@ flags: the CLI owns its flag names.
     ├── TuneError             exit 7   no setting meets the latency budget
     ├── PromoteError          exit 8   a promotion failed; the previous release still serves
     ├── NotConfirmed          exit 13  nothing was written because the change was not confirmed
-    └── StorageError          exit 14  the disk is full, read-only, or a path is not writable
+    ├── StorageError          exit 14  the disk is full, read-only, or a path is not writable
+    └── SloViolation          exit 15  live metrics break a model's SLO (tritonkit check)
 
 Exit 2 is left to click's own usage errors (an unknown flag, a missing argument) and 130 to
 Ctrl-C. The README's "Exit codes" table is this tree.
@@ -164,6 +165,12 @@ class StorageError(TritonkitError):
         reason, hint = cls._REASONS[exc.errno]
         where = f": {exc.filename}" if exc.filename else ""
         return cls(f"{reason}{where}", hint=hint)
+
+
+class SloViolation(TritonkitError):
+    """A model's live metrics break its service-level objective (``tritonkit check``)."""
+
+    exit_code = 15
 
 
 _CREDENTIALS_IN_URL = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")

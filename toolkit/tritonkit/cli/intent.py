@@ -1,5 +1,6 @@
-"""``tritonkit plan``: replicas, queue policy and autoscaling target from the spec's SLO and the
-capacity tune measured (:mod:`tritonkit.deploy.plan`)."""
+"""Intent commands: ``tritonkit plan`` (replicas, queue policy, autoscaling target from the spec's
+SLO and the capacity tune measured, :mod:`tritonkit.deploy.plan`) and ``tritonkit check`` (live
+metrics against the SLO, :mod:`tritonkit.deploy.analysis`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import click
 from rich.table import Table
 
 from tritonkit.cli._common import console
+from tritonkit.errors import UsageError
 from tritonkit.spec import SPEC_FILE
 
 
@@ -51,4 +53,67 @@ def plan(spec_file: Path, env_name: str | None, as_json: bool) -> None:
     )
 
 
-COMMANDS = [plan]
+@click.command()
+@click.argument("models", nargs=-1)
+@click.option("-f", "--file", "spec_file", type=click.Path(path_type=Path), default=Path(SPEC_FILE), show_default=True)
+@click.option("--metrics-url", default="http://127.0.0.1:8002/metrics", show_default=True, help="Triton's metrics.")
+@click.option("--window", default="30s", show_default=True, help="How long to watch: 30s, 5m.")
+@click.option("--env", "env_name", default=None, help="Compare traffic with this environment's plan (replicas).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+def check(
+    models: tuple[str, ...], spec_file: Path, metrics_url: str, window: str, env_name: str | None, as_json: bool
+) -> None:
+    """Watch live Triton metrics for a window and judge each model (default: those with an slo:) against it.
+
+    Exits 15 when any model breaks its SLO: usable as a CI or cron gate.
+    """
+    import time
+
+    from tritonkit.deploy.analysis import analyse
+    from tritonkit.deploy.plan import plan_spec
+    from tritonkit.errors import SloViolation
+    from tritonkit.perf.tune import parse_duration
+    from tritonkit.serve.metrics import model_counters, scrape
+    from tritonkit.spec.loader import load_spec
+
+    spec = load_spec(spec_file).spec
+    chosen = [spec.model(name) for name in models] or [m for m in spec.models if m.slo is not None]
+    if not chosen:
+        raise UsageError("no model to check", hint="name models, or give them an slo: in the spec")
+    seconds = parse_duration(window)
+    replicas = plan_spec(spec, spec.environment(env_name)).replicas if env_name else 1
+    first = scrape(metrics_url)
+    with console.status(f"watching {metrics_url} for {seconds:.0f}s …"):
+        time.sleep(seconds)
+    last = scrape(metrics_url)
+    verdicts = [
+        analyse(m.name, model_counters(first, m.name), model_counters(last, m.name),
+                slo=m.slo, capacity=m.capacity, replicas=replicas)
+        for m in chosen
+    ]  # fmt: skip
+    if as_json:
+        document = {"schema": "tritonkit/check/v1", "ok": all(v.ok for v in verdicts)}
+        sys.stdout.write(json.dumps({**document, "models": [v.as_dict() for v in verdicts]}, indent=2) + "\n")
+    else:
+        for verdict in verdicts:
+            n = verdict.numbers
+            state = "[green]ok[/]" if verdict.ok else "[bold red]violates its SLO[/]"
+            console.print(
+                f"{verdict.model}: {state} — {n['rps']:.0f} req/s, p99 {n['p99_ms']:.2f} ms, "
+                f"errors {n['error_rate']:.2%}, queue {n['queue_share']:.0%} of request time, "
+                f"mean batch {n['mean_batch']:.1f}",
+                highlight=False,
+            )
+            for line in verdict.violations:
+                console.print(f"  [red]✗[/] {line}", highlight=False)
+            for line in verdict.advice:
+                console.print(f"  → {line}", highlight=False)
+    broken = [v for v in verdicts if not v.ok]
+    if broken:
+        raise SloViolation(
+            f"{', '.join(v.model for v in broken)}: live metrics break the SLO ({broken[0].violations[0]})",
+            hint="see the advice above; 'tritonkit plan' for the replicas the traffic needs",
+        )
+
+
+COMMANDS = [plan, check]

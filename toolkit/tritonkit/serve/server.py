@@ -239,6 +239,8 @@ class TritonServer:
             f"--metrics-address={e.host}",
             f"--metrics-port={e.metrics_port}",
             "--allow-gpu-metrics=false",
+            # request/queue latency summaries (p50…p999) for 'tritonkit check'; Triton >= 2.38 has them
+            "--metrics-config=summary_latencies=true",
             "--exit-timeout-secs=10",
             "--strict-readiness=true",
         ]
