@@ -391,6 +391,8 @@ class EnvironmentSpec(_Strict):
     resources: Resources = Resources()
     gpus: int = Field(0, ge=0)
     shm_size: str = "1Gi"
+    # Prometheus the cluster's KEDA reads (RawDeployment autoscaling on Triton's queue); optional
+    prometheus_url: str | None = None
 
 
 class Spec(_Strict):
