@@ -89,11 +89,11 @@ def store_for(spec_file: Path, store: Path | None) -> ReleaseStore:
     return ReleaseStore(default_store(spec_file.resolve().parent))
 
 
-def open_env(spec_file: Path, store: Path | None, name: str, url: str) -> Any:
+def open_env(spec_file: Path, store: Path | None, name: str, url: str, metrics_url: str | None = None) -> Any:
     """Environment ``name`` of the spec's release store (the spec is read when it exists: KServe
     environments are declared there; ``local`` needs none)."""
     from tritonkit.deploy import open_environment
     from tritonkit.spec.loader import load_spec
 
     spec = load_spec(spec_file).spec if spec_file.is_file() else None
-    return open_environment(store_for(spec_file, store), name, spec, url=url)
+    return open_environment(store_for(spec_file, store), name, spec, url=url, metrics_url=metrics_url)

@@ -105,11 +105,32 @@ _url_option = click.option(
 @_spec_option
 @_store_option
 @click.option("--canary", type=int, default=None, help="KServe Serverless only: send this percentage to NAME.")
-def promote(name: str, env_name: str, url: str, spec_file: Path, store: Path | None, canary: int | None) -> None:
-    """Switch environment ENV to release NAME (e.g. v3), gated on the new version being ready."""
-    env = open_env(spec_file, store, env_name, url)
+@click.option(
+    "--analysis",
+    default=None,
+    help="Watch NAME under traffic this long (60s, 2m) against its SLO; roll back automatically on a violation.",
+)
+@click.option("--metrics-url", default=None, help="local only: Triton's metrics (default: port 8002 of --url's host).")
+def promote(
+    name: str,
+    env_name: str,
+    url: str,
+    spec_file: Path,
+    store: Path | None,
+    canary: int | None,
+    analysis: str | None,
+    metrics_url: str | None,
+) -> None:
+    """Switch environment ENV to release NAME (e.g. v3), gated on the new version being ready
+    (and, with --analysis, on meeting its SLO under real traffic)."""
+    from tritonkit.perf.tune import parse_duration
+
+    analysis_s = parse_duration(analysis) if analysis else None
+    env = open_env(spec_file, store, env_name, url, metrics_url)
     with console.status(f"promoting {name} to {env_name} …") as status:
-        entry = env.promote(parse_release(name), canary=canary, progress=lambda e: status.update(e.message))
+        entry = env.promote(
+            parse_release(name), canary=canary, progress=lambda e: status.update(e.message), analysis_s=analysis_s
+        )
     console.print(
         f"{env_name}: {entry.from_release or 'nothing'} → [bold]{entry.to_release}[/] ({entry.to_digest[:19]}…)"
     )

@@ -88,17 +88,21 @@ def scrape(url: str, *, timeout: float = 10.0) -> Scrape:
     return Scrape(time.monotonic(), parse(text))
 
 
-def model_counters(read: Scrape, model: str) -> ModelCounters:
-    """``model``'s counters in ``read`` (zeros when Triton has not served it yet)."""
+def model_counters(read: Scrape, model: str, *, version: int | None = None) -> ModelCounters:
+    """``model``'s counters in ``read`` (zeros when Triton has not served it yet); all versions
+    summed, or only ``version``'s."""
+
+    def mine(labels: frozenset[tuple[str, str]]) -> bool:
+        return ("model", model) in labels and (version is None or ("version", str(version)) in labels)
 
     def total(name: str) -> float:
-        return sum(v for (n, labels), v in read.samples.items() if n == name and ("model", model) in labels)
+        return sum(v for (n, labels), v in read.samples.items() if n == name and mine(labels))
 
     def quantiles(name: str) -> dict[float, float]:
         found: dict[float, float] = {}
         for (n, labels), value in read.samples.items():
             label = dict(labels)
-            if n == name and label.get("model") == model and "quantile" in label and not math.isnan(value):
+            if n == name and mine(labels) and "quantile" in label and not math.isnan(value):
                 found[float(label["quantile"])] = max(found.get(float(label["quantile"]), 0.0), value)
         return found
 
