@@ -57,11 +57,23 @@ def plan(spec_file: Path, env_name: str | None, as_json: bool) -> None:
 @click.argument("models", nargs=-1)
 @click.option("-f", "--file", "spec_file", type=click.Path(path_type=Path), default=Path(SPEC_FILE), show_default=True)
 @click.option("--metrics-url", default="http://127.0.0.1:8002/metrics", show_default=True, help="Triton's metrics.")
+@click.option(
+    "--prometheus",
+    "prometheus_url",
+    default=None,
+    help="Read through this Prometheus (http://host:9090) instead: rates over the last --window, no waiting.",
+)
 @click.option("--window", default="30s", show_default=True, help="How long to watch: 30s, 5m.")
 @click.option("--env", "env_name", default=None, help="Compare traffic with this environment's plan (replicas).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 def check(
-    models: tuple[str, ...], spec_file: Path, metrics_url: str, window: str, env_name: str | None, as_json: bool
+    models: tuple[str, ...],
+    spec_file: Path,
+    metrics_url: str,
+    prometheus_url: str | None,
+    window: str,
+    env_name: str | None,
+    as_json: bool,
 ) -> None:
     """Watch live Triton metrics for a window and judge each model (default: those with an slo:) against it.
 
@@ -82,15 +94,17 @@ def check(
         raise UsageError("no model to check", hint="name models, or give them an slo: in the spec")
     seconds = parse_duration(window)
     replicas = plan_spec(spec, spec.environment(env_name)).replicas if env_name else 1
-    first = scrape(metrics_url)
-    with console.status(f"watching {metrics_url} for {seconds:.0f}s …"):
-        time.sleep(seconds)
-    last = scrape(metrics_url)
-    verdicts = [
-        analyse(m.name, model_counters(first, m.name), model_counters(last, m.name),
-                slo=m.slo, capacity=m.capacity, replicas=replicas)
-        for m in chosen
-    ]  # fmt: skip
+    if prometheus_url is not None:  # a cluster's view: rates over the window that just passed
+        from tritonkit.serve.prometheus import window_counters
+
+        reads = {m.name: window_counters(prometheus_url, m.name, seconds) for m in chosen}
+    else:  # one server: two scrapes of its own metrics, a window apart
+        first = scrape(metrics_url)
+        with console.status(f"watching {metrics_url} for {seconds:.0f}s …"):
+            time.sleep(seconds)
+        last = scrape(metrics_url)
+        reads = {m.name: (model_counters(first, m.name), model_counters(last, m.name)) for m in chosen}
+    verdicts = [analyse(m.name, *reads[m.name], slo=m.slo, capacity=m.capacity, replicas=replicas) for m in chosen]
     if as_json:
         document = {"schema": "tritonkit/check/v1", "ok": all(v.ok for v in verdicts)}
         sys.stdout.write(json.dumps({**document, "models": [v.as_dict() for v in verdicts]}, indent=2) + "\n")
