@@ -20,11 +20,11 @@ import yaml
 from click.testing import CliRunner
 
 from tests.helpers import copy_example
-from tritonkit import VerifyError, build_repository, load_spec
+from tritonkit import build_repository, load_spec
 from tritonkit.build.verify import verify
 from tritonkit.cli import main
 from tritonkit.errors import ClusterError, RegistryError, UsageError
-from tritonkit.release.oci import build_image, publish, pull
+from tritonkit.release.oci import LAYER_GZIP_TYPE, LAYER_TYPE, Layer, build_image, publish, pull
 from tritonkit.release.store import ReleaseStore
 from tritonkit.serve.server import free_port
 
@@ -67,15 +67,26 @@ def released(tmp_path_factory: pytest.TempPathFactory) -> tuple[ReleaseStore, Pa
     return store, project / "tritonkit.yaml"
 
 
+def _bytes(layer: Layer) -> bytes:
+    """A (small) layer's bytes, produced the way publish produces them."""
+    out = io.BytesIO()
+    layer.write(out.write)
+    return out.getvalue()
+
+
 def test_image_is_deterministic_and_laid_out_for_kserve_modelcars(released: tuple[ReleaseStore, Path]) -> None:
     store, _ = released
     first, second = build_image(store.path(1)), build_image(store.path(1))
     assert first.manifest == second.manifest and first.digest == second.digest
-    assert [layer.data for layer in first.layers] == [layer.data for layer in second.layers]
-    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(first.layers[0].data))) as tar:
+    assert [_bytes(layer) for layer in first.layers] == [_bytes(layer) for layer in second.layers]
+    for layer in first.layers:  # the descriptor says what the streamed bytes are
+        data = _bytes(layer)
+        assert (layer.digest, layer.size) == ("sha256:" + hashlib.sha256(data).hexdigest(), len(data))
+    assert [layer.media_type for layer in first.layers] == [LAYER_GZIP_TYPE, LAYER_TYPE]  # weights do not compress
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(_bytes(first.layers[0])))) as tar:
         shell = {m.name: m for m in tar.getmembers()}
     assert shell["bin/sh"].issym() and shell["bin/sh"].linkname == "busybox" and shell["bin/busybox"].mode == 0o755
-    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(first.layers[1].data))) as tar:
+    with tarfile.open(fileobj=io.BytesIO(_bytes(first.layers[1]))) as tar:
         members = tar.getmembers()
     names = [m.name for m in members]
     assert (
@@ -90,7 +101,7 @@ def test_the_images_shell_runs_what_modelcars_and_the_helm_chart_need(
     image = build_image(released[0].path(1))
     root = tmp_path / "image"
     for layer in image.layers:
-        with tarfile.open(fileobj=io.BytesIO(gzip.decompress(layer.data))) as tar:
+        with tarfile.open(fileobj=io.BytesIO(_bytes(layer)), mode="r:*") as tar:
             tar.extractall(root, filter="tar")
     script = "cp -R models/. copy/ && ln -s copy link && sleep 0"
     (root / "copy").mkdir()
@@ -115,19 +126,25 @@ def test_publish_then_pull_round_trips_every_hash(
     assert pulled.stat().st_mode & 0o222 == 0
 
 
+@pytest.mark.parametrize("blob", ["models layer", "shell layer", "image config"])
 def test_a_tampered_blob_is_refused_and_leaves_nothing(
-    registry: tuple[str, Path], released: tuple[ReleaseStore, Path], tmp_path: Path
+    registry: tuple[str, Path], released: tuple[ReleaseStore, Path], tmp_path: Path, blob: str
 ) -> None:
+    """Every blob pull fetches is checked, not only the models layer (issue 17 item 4)."""
     store, _ = released
     host, storage = registry
     reference = publish(store.path(1), f"oci://{host}/tritonkit/demo:v1")
-    layer = json.loads(build_image(store.path(1)).manifest)["layers"][1]["digest"].removeprefix("sha256:")
-    data = storage / "docker/registry/v2/blobs/sha256" / layer[:2] / layer / "data"
-    blob = bytearray(data.read_bytes())
-    blob[len(blob) // 2] ^= 0xFF
-    data.write_bytes(bytes(blob))
-    assert hashlib.sha256(bytes(blob)).hexdigest() != layer
-    with pytest.raises(VerifyError, match="layer digest mismatch"):
+    manifest = json.loads(build_image(store.path(1)).manifest)
+    descriptor = {"models layer": manifest["layers"][1], "shell layer": manifest["layers"][0]}.get(
+        blob, manifest["config"]
+    )
+    digest = descriptor["digest"].removeprefix("sha256:")
+    data = storage / "docker/registry/v2/blobs/sha256" / digest[:2] / digest / "data"
+    tampered = bytearray(data.read_bytes())
+    tampered[len(tampered) // 2] ^= 0xFF
+    data.write_bytes(bytes(tampered))
+    assert hashlib.sha256(bytes(tampered)).hexdigest() != digest
+    with pytest.raises(RegistryError, match=f"{'layer' if 'layer' in blob else blob} digest mismatch"):
         pull(reference, tmp_path / "pulled")
     assert not (tmp_path / "pulled").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".pulled")] == []
