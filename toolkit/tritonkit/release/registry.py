@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import os
 import re
@@ -148,10 +149,12 @@ class Registry:
                 response = urllib.request.urlopen(request, timeout=_TIMEOUT)
                 return response.status, response.headers, response
             except urllib.error.HTTPError as exc:
-                if exc.code == 401 and attempt == 0 and self._authenticate(exc.headers.get("WWW-Authenticate", "")):
-                    exc.close()
-                    continue
-                return exc.code, exc.headers, exc
+                if exc.code != 401 or attempt == 1:
+                    return exc.code, exc.headers, exc
+                with exc:  # read and close before asking for a token: no socket left open
+                    refusal = exc.read(1 << 16)
+                if not self._authenticate(exc.headers.get("WWW-Authenticate", "")):
+                    return exc.code, exc.headers, io.BytesIO(refusal)
             except OSError as exc:
                 raise RegistryError(
                     f"cannot reach the registry {self.ref.host}: {exc}", hint="check the host, port and network"
@@ -189,6 +192,7 @@ class Registry:
             with urllib.request.urlopen(request, timeout=60) as response:
                 document = json.loads(response.read(1 << 20))
         except urllib.error.HTTPError as exc:
+            exc.close()
             who = f"as {user}" if basic else "anonymously"
             raise RegistryError(
                 f"token service {realm.netloc} refused a token for {query['scope']} {who}: HTTP {exc.code}",
