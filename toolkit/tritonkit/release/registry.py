@@ -138,7 +138,7 @@ class Registry:
     # ------------------------------------------------------------------ requests
 
     def _open(
-        self, method: str, url: str, data: bytes | None = None, headers: dict[str, str] | None = None
+        self, method: str, url: str, data: bytes | bytearray | None = None, headers: dict[str, str] | None = None
     ) -> tuple[int, Message, IO[bytes]]:
         """Send one request; returns status, headers and the (open) body. The caller closes it."""
         for attempt in range(2):
@@ -162,7 +162,7 @@ class Registry:
         raise AssertionError("unreachable")
 
     def _call(
-        self, method: str, url: str, data: bytes | None = None, headers: dict[str, str] | None = None
+        self, method: str, url: str, data: bytes | bytearray | None = None, headers: dict[str, str] | None = None
     ) -> tuple[int, Message, bytes]:
         status, response_headers, body = self._open(method, url, data, headers)
         with body:
@@ -246,7 +246,7 @@ class Registry:
             status, headers, body = self._call(
                 "PATCH",
                 location,
-                data=bytes(buffer),
+                data=buffer,  # sent as it is: no copy of the chunk
                 headers={
                     "Content-Type": "application/octet-stream",
                     "Content-Range": f"{offset}-{offset + len(buffer) - 1}",
