@@ -167,30 +167,32 @@ def build_image(release: Path, *, busybox: Path = BUSYBOX, progress: Progress | 
 
 
 class _Tee:
-    """A write-only file object that hashes, counts and forwards what tar or gzip write to it."""
+    """A write-only file object that forwards what tar or gzip write to it, hashing it if asked."""
 
-    def __init__(self, forward: Callable[[bytes], object]) -> None:
-        self.forward, self.hash, self.size = forward, hashlib.sha256(), 0
+    def __init__(self, forward: Callable[[bytes], object], *, hashing: bool = False) -> None:
+        self.forward, self.hash = forward, hashlib.sha256() if hashing else None
 
     def write(self, data: bytes) -> int:
-        self.hash.update(data)
-        self.size += len(data)
-        self.forward(bytes(data))
+        if self.hash is not None:
+            self.hash.update(data)
+        self.forward(data)
         return len(data)
 
     def flush(self) -> None:
         pass
 
-    @property
-    def digest(self) -> str:
-        return "sha256:" + self.hash.hexdigest()
 
+def _write_layer(
+    entries: tuple[Entry, ...] | list[Entry], sink: Callable[[bytes], None], *, compress: bool, diff_id: bool = False
+) -> str | None:
+    """Stream a tar (gzip'd when ``compress``) of ``entries`` with fixed metadata to ``sink``.
 
-def _write_layer(entries: tuple[Entry, ...] | list[Entry], sink: Callable[[bytes], None], *, compress: bool) -> str:
-    """Stream a tar (gzip'd when ``compress``) of ``entries`` with fixed metadata; returns the diff id."""
-    outer = _Tee(sink)
-    packer = gzip.GzipFile(filename="", mode="wb", fileobj=outer, compresslevel=6, mtime=0) if compress else None
-    inner = _Tee(packer.write if packer is not None else sink)
+    Returns:
+        The sha256 of the uncompressed tar when ``diff_id`` (else None: an upload hashes nothing,
+        the registry checks the digest it is given).
+    """
+    packer = gzip.GzipFile(filename="", mode="wb", fileobj=_Tee(sink), compresslevel=6, mtime=0) if compress else None
+    inner = _Tee(packer.write if packer is not None else sink, hashing=diff_id)
     # Stream mode: tar writes forward only, through a 1 MiB buffer; the bytes equal mode "w"'s.
     with tarfile.open(fileobj=inner, mode="w|", format=tarfile.PAX_FORMAT, bufsize=_IO, copybufsize=_IO) as tar:  # type: ignore[call-overload]
         for entry in sorted(entries, key=lambda e: e.name):
@@ -208,22 +210,29 @@ def _write_layer(entries: tuple[Entry, ...] | list[Entry], sink: Callable[[bytes
                     tar.addfile(info, handle)
     if packer is not None:
         packer.close()
-    return inner.digest
+    return "sha256:" + inner.hash.hexdigest() if inner.hash is not None else None
 
 
 def _hash_layer(media_type: str, entries: list[Entry], label: str, progress: Progress | None) -> Layer:
-    """One pass over the layer's bytes for its digest, size and diff id (nothing kept)."""
+    """One pass over the layer's bytes for its digest, size and diff id (nothing kept).
+
+    An uncompressed layer's diff id is its digest, so its bytes are hashed once.
+    """
     total = sum(e.source.stat().st_size for e in entries if e.source is not None)
-    counter = _Tee(lambda data: None)
+    digest, size = hashlib.sha256(), 0
     report = _reporter(progress, "publish", label, "hashing", total)
 
     def sink(data: bytes) -> None:
-        counter.write(data)
-        report(counter.size)
+        nonlocal size
+        digest.update(data)
+        size += len(data)
+        report(size)
 
-    diff_id = _write_layer(entries, sink, compress=media_type == LAYER_GZIP_TYPE)
-    report(counter.size, final=True)
-    return Layer(media_type, tuple(entries), counter.digest, counter.size, diff_id)
+    compressed = media_type == LAYER_GZIP_TYPE
+    diff_id = _write_layer(entries, sink, compress=compressed, diff_id=compressed)
+    report(size, final=True)
+    blob_digest = "sha256:" + digest.hexdigest()
+    return Layer(media_type, tuple(entries), blob_digest, size, diff_id or blob_digest)
 
 
 def _reporter(progress: Progress | None, stage: str, subject: str, message: str, total: int) -> Callable[..., None]:
@@ -369,14 +378,12 @@ def _fetch_layer(registry: Registry, layer: dict[str, Any], target: Path | None,
     report = _reporter(progress, "pull", digest, "downloading", size)
     reader, body = registry.open_blob(digest, size, "layer", report)
     with body:
-        uncompressed = _Reading(
-            gzip.GzipFile(fileobj=cast(IO[bytes], reader), mode="rb")
-            if layer["mediaType"] == LAYER_GZIP_TYPE
-            else reader
-        )
+        compressed = layer["mediaType"] == LAYER_GZIP_TYPE
+        # An uncompressed layer's diff id is its digest, which the reader checks: hashed once.
+        uncompressed = _Reading(gzip.GzipFile(fileobj=cast(IO[bytes], reader), mode="rb")) if compressed else reader
         try:
             if target is not None:
-                with tarfile.open(fileobj=uncompressed, mode="r|", bufsize=_IO) as tar:  # type: ignore[call-overload]
+                with tarfile.open(fileobj=uncompressed, mode="r|", bufsize=_IO, copybufsize=_IO) as tar:  # type: ignore[call-overload]
                     tar.extractall(target, filter="data")
             while uncompressed.read(_IO):
                 pass
@@ -388,7 +395,7 @@ def _fetch_layer(registry: Registry, layer: dict[str, Any], target: Path | None,
             ) from exc
         reader.finish()
     report(size, final=True)
-    return uncompressed.digest
+    return uncompressed.digest if isinstance(uncompressed, _Reading) else digest
 
 
 class _Reading:
