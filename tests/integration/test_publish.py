@@ -64,6 +64,13 @@ def registry(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     process.communicate(timeout=10)
 
 
+@pytest.fixture(autouse=True)
+def layer_memo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test starts with no remembered layer digests (they live under $XDG_CACHE_HOME)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    return tmp_path / "xdg-cache" / "tritonkit" / "oci-layers"
+
+
 @pytest.fixture(scope="module")
 def released(tmp_path_factory: pytest.TempPathFactory) -> tuple[ReleaseStore, Path]:
     project = tmp_path_factory.mktemp("publish") / "project"
@@ -125,9 +132,16 @@ def test_publish_then_pull_round_trips_every_hash(
 ) -> None:
     store, _ = released
     host, _ = registry
-    reference = publish(store.path(1), f"oci://{host}/tritonkit/demo:v1")
-    assert reference == f"oci://{host}/tritonkit/demo@{build_image(store.path(1)).digest}"
-    assert publish(store.path(1), f"oci://{host}/tritonkit/demo:again") == reference  # same bytes, same digest
+    first: list[Event] = []
+    reference = publish(store.path(1), f"oci://{host}/tritonkit/demo:v1", progress=first.append)
+    image = build_image(store.path(1))
+    assert reference == f"oci://{host}/tritonkit/demo@{image.digest}"
+    assert {e.message for e in first if e.subject == "models layer"} == {"uploading"}  # hashed while sent
+    again: list[Event] = []
+    assert publish(store.path(1), f"oci://{host}/tritonkit/demo:again", progress=again.append) == reference
+    skipped = {e.subject for e in again if e.message == "already in the registry"}
+    assert skipped == {layer.digest for layer in image.layers} | {image.config.digest}
+    assert not [e for e in again if e.message in ("hashing", "uploading") and e.subject == "models layer"]
     pulled = pull(reference, tmp_path / "pulled")
     report = verify(pulled)
     assert report.ok and report.digest == store.get(1).digest
@@ -287,7 +301,7 @@ def test_a_big_release_goes_out_and_back_in_flat_memory(
     assert verify(pulled).ok
     assert peak < 32 << 20, f"peak traced memory {peak / 2**20:.0f} MiB for a {BIG_MB} MiB release"
     models_layer = json.loads(build_image(big_release).manifest)["layers"][1]
-    uploads = [e for e in events if e.stage == "publish" and e.subject == models_layer["digest"]]
+    uploads = [e for e in events if e.stage == "publish" and e.subject == "models layer"]  # digest not known yet
     downloads = [e for e in events if e.stage == "pull" and e.subject == models_layer["digest"]]
     for moves in (uploads, downloads):  # byte progress: monotonic, in bytes, ending at the blob's size
         assert {e.unit for e in moves} == {"bytes"} and len(moves) > 3

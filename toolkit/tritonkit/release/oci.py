@@ -13,10 +13,14 @@ manifest digest:
    gains a few percent) while gzip runs at ~20 MB/s on one core: a 10 GB model would spend
    minutes compressing for nothing. Docker, containerd and CRI-O all pull ``tar`` layers.
 
-Nothing is held in memory whole: a layer is described by its entries and written on demand
-to a sink (once to hash it, once more to upload it, in chunks), and a pull streams each blob
-through a hashing reader straight into tar extraction. References tritonkit prints or records
-are ``oci://HOST/REPO@sha256:…`` (the manifest digest), never a tag. Pulling checks the
+Nothing is held in memory whole (:mod:`tritonkit.release.layers`): a layer is described by its
+entries and written on demand to a sink. The first publish of a release hashes the models
+layer while uploading it in chunks (one pass over its bytes) and remembers the digest; a later
+publish of the same release knows it, asks the registry (``HEAD``) and uploads only what is
+missing. A pull streams each blob through a hashing reader straight into tar extraction.
+
+References tritonkit prints or records are ``oci://HOST/REPO@sha256:…`` (the manifest digest),
+never a tag. Pulling checks the
 manifest, the image config and every layer (digest, size, and the config's ``diff_ids``) and
 finally every file hash against the release lock; a mismatch leaves nothing at the
 destination. The registry protocol and credentials are :mod:`tritonkit.release.registry`'s.
@@ -31,6 +35,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import sys
 import tarfile
 import tempfile
 import zlib
@@ -39,23 +44,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
+from tritonkit.artifact.hashing import hash_json
 from tritonkit.artifact.layout import make_writable, remove_tree, seal
-from tritonkit.artifact.lock import read_lock
+from tritonkit.artifact.lock import Lock, read_lock
 from tritonkit.build.verify import require_verified
 from tritonkit.errors import DependencyError, RegistryError, UsageError
 from tritonkit.events import Event, Progress, emit
+from tritonkit.release.layers import (
+    LAYER_FORMAT,
+    LAYER_GZIP_TYPE,
+    LAYER_TYPE,
+    Entry,
+    Layer,
+    byte_reporter,
+    hash_layer,
+    recall,
+    remember,
+    write_layer,
+)
 from tritonkit.release.registry import CHUNK, MANIFEST_TYPE, BlobReader, Reference, Registry
 
 CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
-LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar"
-LAYER_GZIP_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
 BUSYBOX = Path("/bin/busybox")
 SHELL_APPLETS = ("sh", "ln", "sleep", "cp")
 """What the KServe modelcar sidecar (sh, ln, sleep) and the Helm chart's init container (cp) run."""
 _IO = 1 << 20
-_REPORT_EVERY = 16 << 20  # bytes between two progress events of one blob
 
-__all__ = ["Blob", "Image", "Layer", "Reference", "build_image", "publish", "pull"]
+__all__ = ["LAYER_GZIP_TYPE", "LAYER_TYPE", "Blob", "Image", "Layer", "Reference", "build_image", "publish", "pull"]
 
 
 @dataclass(frozen=True)
@@ -71,34 +86,6 @@ class Blob:
 
     def descriptor(self) -> dict[str, Any]:
         return {"mediaType": self.media_type, "digest": self.digest, "size": len(self.data)}
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One tar entry: a directory (no source, no link), a file (``source``) or a symlink (``link``)."""
-
-    name: str
-    mode: int
-    source: Path | None = None
-    link: str | None = None
-
-
-@dataclass(frozen=True)
-class Layer:
-    """A layer described by its entries; its bytes are produced on demand by :meth:`write`."""
-
-    media_type: str
-    entries: tuple[Entry, ...]
-    digest: str
-    size: int
-    diff_id: str
-
-    def write(self, sink: Callable[[bytes], None]) -> None:
-        """Write the layer's bytes (the same every time) to ``sink`` in pieces of about 1 MiB."""
-        _write_layer(self.entries, sink, compress=self.media_type == LAYER_GZIP_TYPE)
-
-    def descriptor(self) -> dict[str, Any]:
-        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
 
 
 @dataclass(frozen=True)
@@ -127,6 +114,29 @@ def build_image(release: Path, *, busybox: Path = BUSYBOX, progress: Progress | 
         VerifyError: the repository does not match its lock.
         DependencyError: no static busybox for the sidecar's shell.
     """
+    plan = _plan(release, busybox, progress)
+    models = recall(plan.key, plan.entries) or remember(
+        plan.key, hash_layer(LAYER_TYPE, plan.entries, "models layer", progress)
+    )
+    return _image(plan, models)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A verified release ready to be packed: its lock, the shell layer, the models layer's entries."""
+
+    lock: Lock
+    shell: Layer
+    entries: list[Entry]
+
+    @property
+    def key(self) -> str:
+        """What the models layer's bytes depend on: the release content, its tree, the tar writer."""
+        listing = [[e.name, e.mode, e.source.stat().st_size if e.source else None] for e in self.entries]
+        return hash_json([LAYER_FORMAT, sys.version_info[:2], self.lock.digest, listing])
+
+
+def _plan(release: Path, busybox: Path, progress: Progress | None) -> _Plan:
     require_verified(release, consequence="not published")
     if not busybox.is_file():
         raise DependencyError(
@@ -141,9 +151,12 @@ def build_image(release: Path, *, busybox: Path = BUSYBOX, progress: Progress | 
         if "__pycache__" in rel.split("/"):
             continue
         model_entries.append(Entry(f"models/{rel}", 0o555) if path.is_dir() else Entry(f"models/{rel}", 0o444, path))
-    shell = _hash_layer(LAYER_GZIP_TYPE, shell_entries, "shell layer", progress)
-    models = _hash_layer(LAYER_TYPE, model_entries, "models layer", progress)
-    lock = read_lock(release)
+    shell = hash_layer(LAYER_GZIP_TYPE, shell_entries, "shell layer", progress)  # small: always hashed
+    return _Plan(read_lock(release), shell, model_entries)
+
+
+def _image(plan: _Plan, models: Layer) -> Image:
+    lock, layers = plan.lock, [plan.shell, models]
     config_doc = {
         "architecture": "amd64",
         "os": "linux",
@@ -152,10 +165,9 @@ def build_image(release: Path, *, busybox: Path = BUSYBOX, progress: Progress | 
             "Cmd": ["sh"],
             "Env": ["PATH=/bin"],
         },
-        "rootfs": {"type": "layers", "diff_ids": [shell.diff_id, models.diff_id]},
+        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
     }
     config = Blob(CONFIG_TYPE, _canonical(config_doc))
-    layers = [shell, models]
     manifest_doc = {
         "schemaVersion": 2,
         "mediaType": MANIFEST_TYPE,
@@ -164,87 +176,6 @@ def build_image(release: Path, *, busybox: Path = BUSYBOX, progress: Progress | 
         "annotations": {"org.opencontainers.image.title": lock.repository, "dev.tritonkit.digest": lock.digest},
     }
     return Image(config=config, layers=layers, manifest=_canonical(manifest_doc))
-
-
-class _Tee:
-    """A write-only file object that forwards what tar or gzip write to it, hashing it if asked."""
-
-    def __init__(self, forward: Callable[[bytes], object], *, hashing: bool = False) -> None:
-        self.forward, self.hash = forward, hashlib.sha256() if hashing else None
-
-    def write(self, data: bytes) -> int:
-        if self.hash is not None:
-            self.hash.update(data)
-        self.forward(data)
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-
-def _write_layer(
-    entries: tuple[Entry, ...] | list[Entry], sink: Callable[[bytes], None], *, compress: bool, diff_id: bool = False
-) -> str | None:
-    """Stream a tar (gzip'd when ``compress``) of ``entries`` with fixed metadata to ``sink``.
-
-    Returns:
-        The sha256 of the uncompressed tar when ``diff_id`` (else None: an upload hashes nothing,
-        the registry checks the digest it is given).
-    """
-    packer = gzip.GzipFile(filename="", mode="wb", fileobj=_Tee(sink), compresslevel=6, mtime=0) if compress else None
-    inner = _Tee(packer.write if packer is not None else sink, hashing=diff_id)
-    # Stream mode: tar writes forward only, through a 1 MiB buffer; the bytes equal mode "w"'s.
-    with tarfile.open(fileobj=inner, mode="w|", format=tarfile.PAX_FORMAT, bufsize=_IO, copybufsize=_IO) as tar:  # type: ignore[call-overload]
-        for entry in sorted(entries, key=lambda e: e.name):
-            info = tarfile.TarInfo(entry.name)
-            info.mtime, info.uid, info.gid, info.uname, info.gname, info.mode = 0, 0, 0, "", "", entry.mode
-            if entry.link is not None:
-                info.type, info.linkname = tarfile.SYMTYPE, entry.link
-                tar.addfile(info)
-            elif entry.source is None:
-                info.type = tarfile.DIRTYPE
-                tar.addfile(info)
-            else:
-                with entry.source.open("rb") as handle:
-                    info.size = entry.source.stat().st_size
-                    tar.addfile(info, handle)
-    if packer is not None:
-        packer.close()
-    return "sha256:" + inner.hash.hexdigest() if inner.hash is not None else None
-
-
-def _hash_layer(media_type: str, entries: list[Entry], label: str, progress: Progress | None) -> Layer:
-    """One pass over the layer's bytes for its digest, size and diff id (nothing kept).
-
-    An uncompressed layer's diff id is its digest, so its bytes are hashed once.
-    """
-    total = sum(e.source.stat().st_size for e in entries if e.source is not None)
-    digest, size = hashlib.sha256(), 0
-    report = _reporter(progress, "publish", label, "hashing", total)
-
-    def sink(data: bytes) -> None:
-        nonlocal size
-        digest.update(data)
-        size += len(data)
-        report(size)
-
-    compressed = media_type == LAYER_GZIP_TYPE
-    diff_id = _write_layer(entries, sink, compress=compressed, diff_id=compressed)
-    report(size, final=True)
-    blob_digest = "sha256:" + digest.hexdigest()
-    return Layer(media_type, tuple(entries), blob_digest, size, diff_id or blob_digest)
-
-
-def _reporter(progress: Progress | None, stage: str, subject: str, message: str, total: int) -> Callable[..., None]:
-    """A byte counter's callback that emits an Event every 16 MiB (and at the end)."""
-    last = [-_REPORT_EVERY]
-
-    def report(done: int, *, final: bool = False) -> None:
-        if progress is not None and (final or done - last[0] >= _REPORT_EVERY):
-            last[0] = done
-            progress(Event(stage, subject, message, done=done, total=max(total, done), unit="bytes"))
-
-    return report
 
 
 def _canonical(document: Any) -> bytes:
@@ -258,12 +189,14 @@ def publish(release: Path, target: str, *, progress: Progress | None = None, chu
     """Push the modelcar image of ``release`` and return ``oci://HOST/REPO@sha256:…``.
 
     Blobs the registry already has are skipped (``HEAD``), so re-running a push that was killed
-    uploads only what is missing and gives the same digest.
+    uploads only what is missing and gives the same digest. The first publish of a release from
+    this machine hashes the models layer while uploading it (one pass over its bytes).
 
     Args:
         release: the release repository.
         target: ``oci://HOST/REPO[:TAG]``.
-        progress: ``Event("publish", <digest>, "uploading", done, total, "bytes")`` per blob.
+        progress: ``Event("publish", <digest>, "uploading", done, total, "bytes")`` per blob
+            (subject ``"models layer"`` while its digest is not known yet).
         chunk_size: bytes per upload request (the memory an upload holds).
 
     Raises:
@@ -272,21 +205,23 @@ def publish(release: Path, target: str, *, progress: Progress | None = None, chu
     ref = Reference.parse(target)
     if ref.digest:
         raise UsageError("publish to a tag or a bare repository, not a digest", hint="e.g. oci://HOST/REPO:v3")
-    image = build_image(release, progress=progress)
+    plan = _plan(release, BUSYBOX, progress)
     registry = Registry(ref, chunk_size=chunk_size)
-    blobs: list[tuple[str, int, Callable[[Callable[[bytes], None]], None]]] = [
-        (layer.digest, layer.size, layer.write) for layer in image.layers
-    ]
-    config = image.config.data
-    blobs.append((image.config.digest, len(config), lambda sink: sink(config)))
-    for digest, size, write in blobs:
-        if registry.has_blob(digest):
-            emit(progress, Event("publish", digest, "already in the registry", size, size, "bytes"))
-            continue
-        report = _reporter(progress, "publish", digest, "uploading", size)
+    _push(registry, plan.shell.digest, plan.shell.size, plan.shell.write, progress)
+    models = recall(plan.key, plan.entries)
+    if models is not None:
+        _push(registry, models.digest, models.size, models.write, progress)
+    else:
+        total = sum(e.source.stat().st_size for e in plan.entries if e.source is not None)
+        report = byte_reporter(progress, "publish", "models layer", "uploading", total)
         report(0, final=True)
-        registry.upload(digest, size, write, progress=report)
+        entries = tuple(plan.entries)
+        digest, size = registry.upload(lambda sink: write_layer(entries, sink, compress=False), progress=report)
         report(size, final=True)
+        models = remember(plan.key, Layer(LAYER_TYPE, entries, digest, size, digest))
+    image = _image(plan, models)
+    config = image.config.data
+    _push(registry, image.config.digest, len(config), lambda sink: sink(config), progress)
     emit(progress, Event("publish", target, "pushing the manifest"))
     pushed = registry.push_manifest(image.manifest, ref.tag or image.digest)
     if pushed and pushed != image.digest:
@@ -294,6 +229,23 @@ def publish(release: Path, target: str, *, progress: Progress | None = None, chu
             f"registry stored the manifest as {pushed}, expected {image.digest}", hint="check the registry's log"
         )
     return ref.pinned(image.digest)
+
+
+def _push(
+    registry: Registry,
+    digest: str,
+    size: int,
+    write: Callable[[Callable[[bytes], None]], None],
+    progress: Progress | None,
+) -> None:
+    """Upload one blob of known digest unless the registry has it."""
+    if registry.has_blob(digest):
+        emit(progress, Event("publish", digest, "already in the registry", size, size, "bytes"))
+        return
+    report = byte_reporter(progress, "publish", digest, "uploading", size)
+    report(0, final=True)
+    registry.upload(write, digest=digest, size=size, progress=report)
+    report(size, final=True)
 
 
 def pull(reference: str, destination: Path, *, progress: Progress | None = None) -> Path:
@@ -375,7 +327,7 @@ def _fetch_layer(registry: Registry, layer: dict[str, Any], target: Path | None,
             a tampered blob is reported as tampered even when it also fails to unpack).
     """
     digest, size = layer["digest"], int(layer["size"])
-    report = _reporter(progress, "pull", digest, "downloading", size)
+    report = byte_reporter(progress, "pull", digest, "downloading", size)
     reader, body = registry.open_blob(digest, size, "layer", report)
     with body:
         compressed = layer["mediaType"] == LAYER_GZIP_TYPE

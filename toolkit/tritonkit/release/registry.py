@@ -223,19 +223,31 @@ class Registry:
 
     def upload(
         self,
-        digest: str,
-        size: int,
-        produce: Callable[[Callable[[bytes], None]], None],
+        produce: Callable[[Callable[[bytes], None]], object],
+        *,
+        digest: str | None = None,
+        size: int | None = None,
         progress: Callable[[int], None] | None = None,
-    ) -> None:
+    ) -> tuple[str, int]:
         """Upload a blob in chunks: ``produce(sink)`` writes its bytes to ``sink``.
 
+        Args:
+            produce: writes the blob, in pieces, to the sink it is given.
+            digest: the blob's digest when known; else it is computed from the bytes as they
+                are sent (one pass over them instead of two).
+            size: the blob's size when known (checked).
+            progress: called with the bytes sent so far after each chunk.
+
+        Returns:
+            The digest and size the registry accepted.
+
         Raises:
-            RegistryError: the registry refused a step, or the produced bytes are not ``digest``.
+            RegistryError: the registry refused a step, or the bytes are not ``digest``/``size``.
         """
         status, headers, body = self._call("POST", f"{self.base}/blobs/uploads/", data=b"")
         self._check(status, 202, "start a blob upload", body)
         location = urllib.parse.urljoin(self.base, headers.get("Location", ""))
+        hashing = hashlib.sha256() if digest is None else None
         buffer = bytearray()
         offset = 0
 
@@ -252,7 +264,7 @@ class Registry:
                     "Content-Range": f"{offset}-{offset + len(buffer) - 1}",
                 },
             )
-            self._check(status, 202, f"take bytes {offset}… of {digest[:19]}", body)
+            self._check(status, 202, f"take bytes {offset}… of a blob", body)
             location = urllib.parse.urljoin(self.base, headers.get("Location", location))
             offset += len(buffer)
             buffer.clear()
@@ -260,13 +272,18 @@ class Registry:
                 progress(offset)
 
         def sink(data: bytes) -> None:
+            if hashing is not None:
+                hashing.update(data)
             buffer.extend(data)
             if len(buffer) >= self.chunk_size:
                 flush()
 
         produce(sink)
         flush()
-        if offset != size:
+        if hashing is not None:
+            digest = "sha256:" + hashing.hexdigest()
+        assert digest is not None
+        if size is not None and offset != size:
             raise RegistryError(
                 f"{digest[:19]}… came out as {offset} bytes, not {size}: its files changed while publishing",
                 hint="publish again; a release is read-only and should not change",
@@ -274,6 +291,7 @@ class Registry:
         separator = "&" if "?" in location else "?"
         status, _, body = self._call("PUT", f"{location}{separator}digest={digest}", data=b"")
         self._check(status, 201, f"take {digest[:19]}…", body)
+        return digest, offset
 
     def push_manifest(self, manifest: bytes, tag: str) -> str:
         """``PUT`` the manifest under ``tag``; returns the digest the registry reports."""
