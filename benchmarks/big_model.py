@@ -23,6 +23,7 @@ build; publish and pull at >= 50 % of ``cp`` speed.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import socket
@@ -140,7 +141,8 @@ def run(name: str, command: list[str], cwd: Path) -> tuple[Step, str]:
     to disk, and the peak RSS is the step's own."""
     subprocess.run(["sync"], check=True)  # start from a clean page cache state for writes
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-S", "-c", _LAUNCHER, *command], cwd=cwd, capture_output=True)
+    env = {**os.environ, "XDG_CACHE_HOME": str(cwd.parent / "xdg-cache")}  # no layer digests from earlier runs
+    done = subprocess.run([sys.executable, "-S", "-c", _LAUNCHER, *command], cwd=cwd, env=env, capture_output=True)
     subprocess.run(["sync"], check=True)
     seconds = time.perf_counter() - start
     output = done.stdout.decode(errors="replace")

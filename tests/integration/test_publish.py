@@ -169,6 +169,9 @@ def test_a_tampered_blob_is_refused_and_leaves_nothing(
     with pytest.raises(RegistryError, match=f"{'layer' if 'layer' in blob else blob} digest mismatch"):
         pull(reference, tmp_path / "pulled")
     assert not (tmp_path / "pulled").exists()
+    done = CliRunner().invoke(main, ["pull", reference, str(tmp_path / "pulled")])
+    assert done.exit_code == RegistryError.exit_code and "digest mismatch" in done.output and "hint:" in done.output
+    assert not (tmp_path / "pulled").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".pulled")] == []
 
 
