@@ -384,7 +384,7 @@ class _TokenGate(http.server.BaseHTTPRequestHandler):
         if url.path.startswith("/cdn/"):
             if self.headers.get("Authorization"):
                 return self._reply(400, b"only one auth mechanism allowed")
-            return self._forward(url.path.removeprefix("/cdn"))
+            return self._forward(url.path.removeprefix("/cdn"), truncate=self.server.truncate)
         if self.headers.get("Authorization") != "Bearer anonymous-pull":
             repo = url.path.removeprefix("/v2/").rsplit("/", 2)[0]
             challenge = f'Bearer realm="{gate}/token",service="gate",scope="repository:{repo}:pull"'
@@ -393,12 +393,20 @@ class _TokenGate(http.server.BaseHTTPRequestHandler):
             return self._reply(307, b"", {"Location": f"{gate}/cdn{url.path}"})
         return self._forward(url.path)
 
-    def _forward(self, path: str) -> None:
+    def _forward(self, path: str, *, truncate: bool = False) -> None:
         accept = {"Accept": self.headers["Accept"]} if self.headers.get("Accept") else {}
         request = urllib.request.Request(f"http://{self.server.upstream}{path}", method=self.command, headers=accept)
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
-                self._reply(response.status, response.read(), {"Content-Type": response.headers["Content-Type"]})
+                body = response.read()
+                if truncate and len(body) > 1 << 20:  # the connection drops mid-blob
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body[: len(body) // 2])
+                    self.close_connection = True
+                    return
+                self._reply(response.status, body, {"Content-Type": response.headers["Content-Type"]})
         except urllib.error.HTTPError as exc:
             self._reply(exc.code, exc.read())
 
@@ -416,6 +424,7 @@ class _TokenGate(http.server.BaseHTTPRequestHandler):
 
 class _GateServer(http.server.ThreadingHTTPServer):
     upstream: str
+    truncate: bool = False
     token_requests: list[tuple[dict[str, list[str]], str | None]]
 
 
@@ -447,3 +456,13 @@ def test_pull_from_a_public_registry_gets_an_anonymous_token(
     assert done.exit_code == RegistryError.exit_code, done.output
     assert "refused a token for repository:private/demo:pull anonymously" in done.output
     assert "hint:" in done.output and not (tmp_path / "private").exists()
+
+
+def test_a_download_that_breaks_off_is_a_registry_error_and_leaves_nothing(
+    registry: tuple[str, Path], big_release: Path, token_gate: _GateServer, tmp_path: Path
+) -> None:
+    digest = Reference.parse(publish(big_release, f"oci://{registry[0]}/{PUBLIC}:big")).digest
+    token_gate.truncate = True
+    with pytest.raises(RegistryError, match="broke off after"):
+        pull(f"oci://127.0.0.1:{token_gate.server_port}/{PUBLIC}@{digest}", tmp_path / "pulled")
+    assert sorted(p.name for p in tmp_path.iterdir() if "pulled" in p.name) == []

@@ -281,6 +281,11 @@ def pull(reference: str, destination: Path, *, progress: Progress | None = None)
                     hint="the image was altered after it was published; publish the release again",
                 )
         tree = staged / "models"
+        if not tree.is_dir():
+            raise RegistryError(
+                f"{reference} has no models/ directory: not a tritonkit modelcar image",
+                hint="pull a reference 'tritonkit publish' printed",
+            )
         make_writable(tree)
         require_verified(
             tree, subject=f"{reference}: the pulled files", hint="the registry served other bytes; pull again"
@@ -339,7 +344,7 @@ def _fetch_layer(registry: Registry, layer: dict[str, Any], target: Path | None,
                     tar.extractall(target, filter="data")
             while uncompressed.read(_IO):
                 pass
-        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
             reader.finish()  # raises when the bytes are not the published ones
             raise RegistryError(
                 f"layer {digest[:19]}… is not a tar archive ({exc})",

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import io
 import json
 import os
@@ -105,7 +106,13 @@ class BlobReader:
         self.done = 0
 
     def read(self, n: int = -1) -> bytes:
-        data = self._stream.read(_READ if n is None or n < 0 else n)
+        try:
+            data = self._stream.read(_READ if n is None or n < 0 else n)
+        except (OSError, http.client.HTTPException) as exc:
+            raise RegistryError(
+                f"the download of {self.what} {self.digest[:19]}… broke off after {self.done} bytes ({exc!r})",
+                hint="pull again; nothing was kept",
+            ) from exc
         if len(data) + self.done > self.size:
             raise RegistryError(
                 f"{self.what} {self.digest[:19]}… is longer than its descriptor's {self.size} bytes; refusing it",
@@ -121,6 +128,11 @@ class BlobReader:
         """Drain the stream and check digest and size."""
         while self.read(_READ):
             pass
+        if self.done < self.size:  # http.client reports a connection closed early as a short read
+            raise RegistryError(
+                f"the download of {self.what} {self.digest[:19]}… broke off after {self.done} of {self.size} bytes",
+                hint="pull again; nothing was kept",
+            )
         actual = "sha256:" + self._hash.hexdigest()
         if actual != self.digest or self.done != self.size:
             raise _mismatch(self.what, self.digest, self.size, actual, self.done)
@@ -312,7 +324,12 @@ class Registry:
         with body:
             if status != 200:
                 self._check(status, 200, f"serve {what} {digest[:19]}…", body.read(1 << 16))
-            data = body.read((size if size is not None else _DOCUMENT_LIMIT) + 1)
+            try:
+                data = body.read((size if size is not None else _DOCUMENT_LIMIT) + 1)
+            except (OSError, http.client.HTTPException) as exc:
+                raise RegistryError(
+                    f"the download of {what} {digest[:19]}… broke off ({exc!r})", hint="pull again"
+                ) from exc
         actual = "sha256:" + hashlib.sha256(data).hexdigest()
         if actual != digest or (size is not None and len(data) != size):
             raise _mismatch(what, digest, size, actual, len(data))
