@@ -222,7 +222,7 @@ class Registry:
 
     def _check(self, status: int, expected: int, what: str, body: bytes) -> None:
         if status != expected:
-            detail = body.decode(errors="replace")[:200]
+            detail = " ".join(body.decode(errors="replace").split())[:200]  # one line, whatever the body
             hint = _CREDENTIALS_HINT if status in (401, 403) else "check the registry's log"
             raise RegistryError(f"registry {self.ref.host} refused to {what}: HTTP {status} {detail}", hint=hint)
 
