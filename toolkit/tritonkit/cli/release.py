@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 from rich.table import Table
@@ -14,7 +15,11 @@ from tritonkit.errors import UsageError, mask_credentials
 from tritonkit.spec import SPEC_FILE
 
 if TYPE_CHECKING:
-    pass
+    from rich.progress import TaskID
+
+    from tritonkit.events import Event
+
+T = TypeVar("T")
 
 _spec_option = click.option(
     "-f", "--file", "spec_file", type=click.Path(path_type=Path), default=Path(SPEC_FILE), show_default=True
@@ -171,6 +176,26 @@ def status(env_name: str, spec_file: Path, store: Path | None) -> None:
     console.print(table)
 
 
+def _with_byte_bars(run: Callable[[Callable[[Event], None]], T]) -> T:
+    """Run a publish or pull with one byte progress bar per blob (hashing, uploading, downloading)."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, console=console, transient=True) as bars:
+        tasks: dict[tuple[str, str], TaskID] = {}
+
+        def progress(event: Event) -> None:
+            if event.unit != "bytes":
+                bars.console.print(f"  {event.message}", highlight=False)
+                return
+            key = (event.subject, event.message)
+            if key not in tasks:
+                tasks[key] = bars.add_task(f"{event.message} {event.subject[:19]}", total=event.total)
+            bars.update(tasks[key], completed=event.done, total=event.total)
+
+        return run(progress)
+
+
 @click.command()
 @click.argument("name")
 @click.argument("target")
@@ -182,10 +207,7 @@ def publish(name: str, target: str, spec_file: Path, store: Path | None) -> None
 
     releases = store_for(spec_file, store)
     number = parse_release(name)
-    with console.status(f"publishing {name} …") as status:
-        reference = push(
-            releases.path(number), target, progress=lambda event: status.update(mask_credentials(event.message))
-        )
+    reference = _with_byte_bars(lambda progress: push(releases.path(number), target, progress=progress))
     releases.record_publication(number, reference)
     console.print(f"published {name}: [bold]{reference}[/]", soft_wrap=True)
 
@@ -197,10 +219,8 @@ def pull(reference: str, destination: Path) -> None:
     """Fetch REFERENCE (oci://HOST/REPO@sha256:…) into DESTINATION, verifying every hash."""
     from tritonkit.release.oci import pull as fetch
 
-    shown = mask_credentials(reference)
-    with console.status(f"pulling {shown} …") as status:
-        path = fetch(reference, destination, progress=lambda event: status.update(mask_credentials(event.message)))
-    console.print(f"pulled and verified {shown} into {path}", soft_wrap=True)
+    path = _with_byte_bars(lambda progress: fetch(reference, destination, progress=progress))
+    console.print(f"pulled and verified {mask_credentials(reference)} into {path}", soft_wrap=True)
 
 
 @click.command()

@@ -316,12 +316,18 @@ class ReleaseStore:
             shutil.copytree(build, tree, symlinks=False, ignore=shutil.ignore_patterns("__pycache__"))
             make_writable(tree)
             models = {}
+            renamed: dict[str, str] = {}  # build path prefix -> release path prefix
             for model, meta in lock.models.items():
                 for version in meta.get("versions", []):
                     os.rename(tree / model / version, tree / model / str(number))
+                    renamed[f"{model}/{version}/"] = f"{model}/{number}/"
                 models[model] = {**meta, "versions": [str(number)]}
             (tree / LOCK_FILE).unlink()
-            release_lock = write_lock(tree, lock.repository, models)
+            # The build was verified just now, so its lock's hashes are this run's: the lock of the
+            # copy reuses them instead of reading every file again (a multi-GB model is read once
+            # less). The copy itself is then verified by reading it, so a bad copy is still caught.
+            known = {_moved(rel, renamed): entry for rel, entry in lock.files.items()}
+            release_lock = write_lock(tree, lock.repository, models, known)
             require_verified(tree, subject=f"release v{number}")
             final = self.root / f".v{number}.ready"
             seal(tree, final)
@@ -404,6 +410,13 @@ def check_release_dir(path: Path) -> None:
     if number not in {r.number for r in store.releases()}:
         raise VerifyError(f"{root} is not recorded in {root.parent / INDEX}", hint=_REPAIR_HINT)
     store.path(number)
+
+
+def _moved(rel: str, renamed: dict[str, str]) -> str:
+    for old, new in renamed.items():
+        if rel.startswith(old):
+            return new + rel[len(old) :]
+    return rel
 
 
 def default_store(spec_root: Path) -> Path:
