@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -213,7 +214,11 @@ def tune(
         info = model_info(probe, model, address, protocol)
     finally:
         probe.close()
-    original = info.config
+    served = info.config
+    # Capacity is measured without admission control (a queue policy would refuse the very load that
+    # finds the limit, and perf_analyzer stops at the first refusal); the served config, policy and
+    # all, is loaded back at the end.
+    original = _without_admission(served)
     start = TuneSettings.from_config(original)
     if start.max_batch_size == 0:
         raise UsageError(
@@ -228,6 +233,8 @@ def tune(
     )
     session = _Session(model, address, protocol, result, limits, budget_s, max_points, window_s, progress, engine)
     session.input_data, session.shapes = input_data, shapes
+    if original != served:
+        session.serving = None  # the first measurement reloads the model without its queue policy
     # each confirmation point is about as long as a search point (windows + a reload)
     session.reserve_s = min(budget_s / 3, confirm_pairs * 2 * (window_s * 4 + 2))
     try:
@@ -237,9 +244,9 @@ def tune(
     finally:
         result.elapsed_s = session.elapsed()
         try:
-            if session.serving != start:
+            if session.serving != start or original != served:
                 session.event("restoring the original config")
-                session.apply(original)
+                session.apply(served)
         finally:
             session.client.close()
     return result
@@ -281,6 +288,16 @@ def _search(session: _Session, original: Mapping[str, Any], start: TuneSettings)
     else:
         result.stopped = "no neighbour of the best settings improved on it by 2%"
     result.best = best
+
+
+def _without_admission(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` without a dynamic-batching queue policy (Triton JSON)."""
+    plain = json.loads(json.dumps(config))
+    batching = plain.get("dynamic_batching")
+    if isinstance(batching, dict):
+        batching.pop("default_queue_policy", None)
+        batching.pop("priority_queue_policy", None)
+    return plain
 
 
 def _measured_on(address: str, protocol: str) -> dict[str, str]:
