@@ -95,3 +95,11 @@ def test_plan_json(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     assert document["schema"] == "tritonkit/plan/v1" and document["replicas"] == 3  # 1000/400 x 1.2 = 3.0
+
+
+def test_the_policy_never_refuses_what_one_batch_in_flight_would_delay() -> None:
+    # 4 requests a batch at 150/s: a batch takes 26.7 ms, longer than the 20 ms asked for
+    plan = queue_policy(Slo(max_queue_ms=20), Capacity(rps=150, concurrency=8, p99_ms=58), max_batch_size=4)
+    assert plan == QueuePolicyPlan(timeout_us=26_667, max_queue_size=4)
+    two = queue_policy(Slo(max_queue_ms=20), Capacity(rps=150, concurrency=8, p99_ms=58), max_batch_size=4, instances=2)
+    assert two is not None and two.max_queue_size == 8  # one full batch per instance can always wait

@@ -110,7 +110,8 @@ def _admission(config: pb.ModelConfig, model: ModelBase) -> None:
     ``default_queue_policy`` itself. Requests beyond the queue size are refused at once
     (UNAVAILABLE); requests queued longer than ``max_queue_ms`` are rejected.
     """
-    plan = queue_policy(model.slo, model.capacity)
+    instances = sum(group.count for group in model.instance_group) or 1
+    plan = queue_policy(model.slo, model.capacity, max_batch_size=model.max_batch_size, instances=instances)
     if plan is None or model.max_batch_size == 0:
         return
     if model.dynamic_batching is not None and model.dynamic_batching.default_queue_policy is not None:

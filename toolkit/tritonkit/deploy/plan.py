@@ -98,7 +98,12 @@ def plan_model(model: ModelBase) -> ModelPlan:
         peak_rps=slo.peak_rps if slo else None,
         capacity_rps=capacity.rps if capacity else None,
         load=load,
-        queue=queue_policy(slo, capacity),
+        queue=queue_policy(
+            slo,
+            capacity,
+            max_batch_size=model.max_batch_size,
+            instances=sum(group.count for group in model.instance_group) or 1,
+        ),
         target_concurrency=max(1, math.floor(capacity.concurrency / spare)) if capacity else None,
         target_rps=capacity.rps / spare if capacity else None,
         missing=missing,

@@ -18,7 +18,7 @@ replicas and an autoscaling target (:mod:`tritonkit.deploy.plan`).
 
 Example:
     >>> slo = Slo(p99_ms=10, max_queue_ms=4)
-    >>> queue_policy(slo, Capacity(rps=2500, concurrency=24, p99_ms=9.1))
+    >>> queue_policy(slo, Capacity(rps=2500, concurrency=24, p99_ms=9.1), max_batch_size=8)
     QueuePolicyPlan(timeout_us=4000, max_queue_size=10)
 """
 
@@ -75,15 +75,25 @@ class QueuePolicyPlan:
     max_queue_size: int
 
 
-def queue_policy(slo: Slo | None, capacity: Capacity | None) -> QueuePolicyPlan | None:
+def queue_policy(
+    slo: Slo | None, capacity: Capacity | None, *, max_batch_size: int = 1, instances: int = 1
+) -> QueuePolicyPlan | None:
     """The admission policy that keeps accepted requests within ``slo.max_queue_ms``.
 
     A request may wait at most ``max_queue_ms`` in Triton's queue (then it is rejected), and the
-    queue holds at most what one replica drains in that time (``capacity.rps × max_queue_ms``;
-    Triton refuses requests beyond that at once, UNAVAILABLE). Without a measured capacity only
-    the timeout applies. ``None`` when the SLO sets no ``max_queue_ms``.
+    queue holds at most what one replica drains in that time (``capacity.rps × wait``; Triton
+    refuses requests beyond that at once, UNAVAILABLE). Two floors keep the policy from refusing
+    requests a replica would serve in time: the wait is never shorter than one full batch takes
+    at the measured capacity (``max_batch_size × instances / rps``: a request that arrives while
+    every instance runs a batch must be allowed to wait for one), and the queue always holds one
+    full batch per instance. Without a measured capacity only the timeout applies. ``None`` when
+    the SLO sets no ``max_queue_ms``.
     """
     if slo is None or slo.max_queue_ms is None:
         return None
-    size = math.ceil(capacity.rps * slo.max_queue_ms / 1000) if capacity is not None else 0
-    return QueuePolicyPlan(timeout_us=int(slo.max_queue_ms * 1000), max_queue_size=max(size, 1) if capacity else 0)
+    if capacity is None:
+        return QueuePolicyPlan(timeout_us=int(slo.max_queue_ms * 1000), max_queue_size=0)
+    batch_ms = 1000 * max(1, max_batch_size) * max(1, instances) / capacity.rps
+    wait_ms = max(slo.max_queue_ms, batch_ms)
+    size = max(math.ceil(capacity.rps * wait_ms / 1000), max(1, max_batch_size) * max(1, instances))
+    return QueuePolicyPlan(timeout_us=math.ceil(wait_ms * 1000), max_queue_size=size)
