@@ -33,9 +33,16 @@ class _Strict(BaseModel):
 
 
 class TensorSpec(_Strict):
-    """One input or output: name, dtype and dims *without* the batch dimension (-1 = variable)."""
+    """One input or output: name, dtype and dims *without* the batch dimension (-1 = variable).
 
-    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.:/-]*$")
+    ``name`` is any name Triton accepts: Triton's config check refuses only an empty name, and
+    exporters produce names such as ``0``, ``input.1``, ``onnx::Gemm_0`` or ``encoder/x:0``
+    (config.pbtxt quotes them). ``dims: []`` is a scalar per batch row (or a rank-0 tensor with
+    ``max_batch_size: 0``); the config renders it as ``dims: [1]`` with ``reshape { shape: [] }``,
+    Triton's form for it.
+    """
+
+    name: str = Field(min_length=1)
     dtype: str
     dims: list[int]
     optional: bool = False
