@@ -20,7 +20,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from tests.integration.model_families import MAKERS, ODD_INPUT, ODD_OUTPUT, Family, external_data
+from tests.integration.model_families import MAKERS, ODD_INPUT, ODD_OUTPUT, Family, external_data, sklearn_pipeline
 from tritonkit import BuildResult, Endpoints, TritonServer, build_repository, load_spec
 from tritonkit.artifact.layout import make_writable, remove_tree
 from tritonkit.artifact.lock import read_lock, write_lock
@@ -228,3 +228,15 @@ def test_bench_runs_on_odd_tensor_names(server: TritonServer) -> None:
 
     (point,) = bench("external", url=server.endpoints.grpc_url, concurrency=[2], window_s=0.5, max_windows=3)
     assert point.result.completed > 0 and point.result.errors == 0
+
+
+def test_skl2onnx_default_zipmap_is_refused_with_the_way_out(tmp_path: Path) -> None:
+    """Defect 4: a real skl2onnx ZipMap output got a hint about "a dynamic batch axis"."""
+    family = sklearn_pipeline(tmp_path, zipmap=True)
+    (tmp_path / "tritonkit.yaml").write_text(yaml.safe_dump({"name": "zm", "models": [family.entry]}))
+    result = CliRunner().invoke(main, ["build", "-f", str(tmp_path / "tritonkit.yaml"), "-o", str(tmp_path / "d")])
+    assert result.exit_code == SpecError.exit_code, result.output + result.stderr
+    error, hint = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "'output_probability' is a sequence of maps, which Triton cannot serve" in error
+    assert "'zipmap': False" in hint and "batch axis" not in hint
+    assert not (tmp_path / "d").exists() or not any((tmp_path / "d").iterdir())

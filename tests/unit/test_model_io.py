@@ -102,7 +102,7 @@ def test_sample_request_without_warmup_fills_variable_dims_and_skips_optional() 
 def test_sequence_of_maps_output_is_refused_with_the_zipmap_way_out(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as caught:
         graph_io(_classifier(tmp_path / "m.onnx", zipmap=True), max_batch_size=8)
-    assert "'output_probability' is a sequence" in caught.value.message
+    assert "'output_probability' is a sequence of maps" in caught.value.message
     assert "Triton cannot serve" in caught.value.message
     assert "'zipmap': False" in caught.value.hint and "batch axis" not in caught.value.hint
 

@@ -140,14 +140,15 @@ def _require_tensor(value: Any, what: str, ctx: BuildContext | None) -> None:
     if kind == "tensor_type":
         return
     described = _UNSERVABLE.get(kind or "", "not a tensor")
+    if kind == "sequence_type" and value.type.sequence_type.elem_type.WhichOneof("value") == "map_type":
+        described = "a sequence of maps"  # skl2onnx's ZipMap
     hint = (
         "Triton serves tensors only: export the model with tensor outputs; for a scikit-learn "
         "classifier convert without ZipMap: skl2onnx.to_onnx(model, X, options={'zipmap': False})"
         if kind in ("sequence_type", "map_type")
         else "Triton serves dense tensors only: export the model with dense tensor inputs and outputs"
     )
-    type_text = str(kind).removesuffix("_type")
-    message = f"{what} '{value.name}' is {described} ({type_text}), which Triton cannot serve"
+    message = f"{what} '{value.name}' is {described}, which Triton cannot serve"
     raise _error(ctx, message, key="file", hint=hint)
 
 
