@@ -160,3 +160,30 @@ def test_external_data_outside_the_model_directory_is_refused(tmp_path: Path) ->
     with pytest.raises(SpecError) as caught:
         external_data_files(tmp_path / "m.onnx")
     assert "'../elsewhere.bin'" in caught.value.message
+
+
+def _untyped_output(path: Path, op_domain: str = "") -> Path:
+    """``y = x + 1`` (or a custom-domain op) whose output carries no shape in the graph."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])
+    y = helper.make_value_info("y", helper.make_tensor_type_proto(TensorProto.FLOAT, None))
+    one = numpy_helper.from_array(np.ones((1,), np.float32), "one")
+    node = helper.make_node("Add" if not op_domain else "Mystery", ["x", "one"], ["y"], domain=op_domain)
+    model = _model(helper.make_graph([node], "g", [x], [y], [one]))
+    if op_domain:
+        model.opset_import.append(helper.make_opsetid(op_domain, 1))
+    onnx.save(model, str(path))
+    return path
+
+
+def test_an_output_without_shape_gets_one_from_shape_inference(tmp_path: Path) -> None:
+    _, outputs = graph_io(_untyped_output(tmp_path / "m.onnx"), max_batch_size=8)
+    assert [(t.name, t.dims) for t in outputs] == [("y", [3])]
+
+
+def test_an_output_whose_rank_nobody_knows_must_be_declared(tmp_path: Path) -> None:
+    path = _untyped_output(tmp_path / "m.onnx", op_domain="com.example")
+    with pytest.raises(SpecError) as caught:
+        graph_io(path, max_batch_size=8)
+    assert "output 'y' has no shape" in caught.value.message and "declare it under 'outputs'" in caught.value.hint
+    declared = TensorSpec(name="y", dtype="FP32", dims=[3])
+    assert graph_io(path, max_batch_size=8, declared=[declared])[1] == [declared]

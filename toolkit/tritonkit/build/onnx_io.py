@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +40,7 @@ _UNSERVABLE = {
 
 
 def graph_io(
-    path: Path, max_batch_size: int, *, ctx: BuildContext | None = None
+    path: Path, max_batch_size: int, *, ctx: BuildContext | None = None, declared: Sequence[TensorSpec] = ()
 ) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """Inputs and outputs of an ONNX graph as spec tensors.
 
@@ -47,10 +48,15 @@ def graph_io(
     of rows, ``-1`` or a named symbol such as ``N``) and is dropped (Triton adds the batch
     dimension itself). A rank-1 batched tensor therefore has ``dims: []``; so has a scalar.
 
+    A tensor the graph gives no shape (some converters leave outputs untyped) gets one from
+    ONNX shape inference, else from ``declared``, else it is a SpecError asking to declare it.
+
     Args:
         path: the ``.onnx`` file (external data is not read).
         max_batch_size: the model's; 0 keeps every dimension.
         ctx: the build context, to name the spec key in errors (None from verify).
+        declared: tensors the spec (or, from verify, the config) declares; used only for
+            tensors whose rank the graph does not say.
 
     Returns:
         ``(inputs, outputs)``; graph inputs that are initializers are left out.
@@ -59,8 +65,12 @@ def graph_io(
         SpecError: when the file is not ONNX, a tensor has a fixed batch dimension, or an
             input/output is not a tensor (sequence, map, optional, sparse).
     """
-    graph = _load(path, ctx).graph
+    model = _load(path, ctx)
+    if any(_rank_unknown(v) for v in (*model.graph.input, *model.graph.output)):
+        model = _infer_shapes(model)
+    graph = model.graph
     initializers = {init.name for init in graph.initializer}
+    given = {t.name: t for t in declared}
 
     def convert(values: Any, what: str) -> list[TensorSpec]:
         tensors = []
@@ -69,6 +79,16 @@ def graph_io(
                 continue
             _require_tensor(value, what, ctx)
             tensor_type = value.type.tensor_type
+            if _rank_unknown(value):
+                if value.name in given:
+                    tensors.append(given[value.name])
+                    continue
+                raise _error(
+                    ctx,
+                    f"{what} '{value.name}' has no shape in the graph (its rank is unknown)",
+                    key=f"{what}s",
+                    hint=f"declare it under '{what}s' with name, dtype and dims (dims without the batch dimension)",
+                )
             dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim]
             if max_batch_size > 0:
                 if not dims or dims[0] != -1:
@@ -89,6 +109,20 @@ def graph_io(
         return tensors
 
     return convert(graph.input, "input"), convert(graph.output, "output")
+
+
+def _rank_unknown(value: Any) -> bool:
+    return value.type.WhichOneof("value") == "tensor_type" and not value.type.tensor_type.HasField("shape")
+
+
+def _infer_shapes(model: Any) -> Any:
+    """The model with ONNX's shape inference applied (weights are not needed), or as it was."""
+    import onnx
+
+    try:
+        return onnx.shape_inference.infer_shapes(model)
+    except Exception:  # inference is a best effort: an unknown op must not fail the build here
+        return model
 
 
 def external_data_files(path: Path) -> list[str]:

@@ -159,8 +159,12 @@ def _check_artifact(config: pb.ModelConfig, version: Path) -> list[Finding]:
         return []
     from tritonkit.build.onnx_io import external_data_files, graph_io
 
+    declared_inputs, declared_outputs = tensors_from_config(config)
     try:
-        graph_inputs, graph_outputs = graph_io(artifact, config.max_batch_size)
+        # a tensor the graph leaves without a shape was declared in the spec: the config says it
+        graph_inputs, graph_outputs = graph_io(
+            artifact, config.max_batch_size, declared=[*declared_inputs, *declared_outputs]
+        )
         external = external_data_files(artifact)
     except SpecError as exc:
         return [Finding("artifact", f"{rel}/{filename}", exc.detail)]
@@ -171,7 +175,6 @@ def _check_artifact(config: pb.ModelConfig, version: Path) -> list[Finding]:
         for data in external
         if not (version / data).is_file()
     ]
-    declared_inputs, declared_outputs = tensors_from_config(config)
     for what, declared, graph in (
         ("input", declared_inputs, graph_inputs),
         ("output", declared_outputs, graph_outputs),

@@ -61,7 +61,8 @@ class OnnxBuilder:
         if model.file is not None:
             source = ctx.loaded.resolve(model.file)
             external = _external_data(ctx.loaded, model, source)
-            graph_io(source, model.max_batch_size, ctx=ctx)  # what Triton cannot serve, before onnxruntime's view
+            # what Triton cannot serve, before onnxruntime's view of the file
+            graph_io(source, model.max_batch_size, ctx=ctx, declared=[*(model.inputs or []), *(model.outputs or [])])
             _check_loads(source, ctx, source_key="file", external=external)
             shutil.copyfile(source, target)
             for rel in external:  # where the graph says they are: next to model.onnx, same relative path
@@ -71,7 +72,9 @@ class OnnxBuilder:
         else:
             assert model.export is not None
             export_from_torch(ctx, model.export, target)
-        inputs, outputs = graph_io(target, model.max_batch_size, ctx=ctx)
+        inputs, outputs = graph_io(
+            target, model.max_batch_size, ctx=ctx, declared=[*(model.inputs or []), *(model.outputs or [])]
+        )
         inputs = _reconcile(ctx, "inputs", model.inputs, inputs)
         outputs = _reconcile(ctx, "outputs", model.outputs, outputs)
         config = model_config(model, backend="onnxruntime", inputs=inputs, outputs=outputs)
