@@ -240,3 +240,27 @@ def test_skl2onnx_default_zipmap_is_refused_with_the_way_out(tmp_path: Path) -> 
     assert "'output_probability' is a sequence of maps, which Triton cannot serve" in error
     assert "'zipmap': False" in hint and "batch axis" not in hint
     assert not (tmp_path / "d").exists() or not any((tmp_path / "d").iterdir())
+
+
+def test_large_models_are_checked_without_loading_their_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above the size limit the early check is onnx.checker on the path (no onnxruntime session
+    holding every weight); it must still accept external data next to the graph."""
+    import onnxruntime
+
+    from tritonkit.build.builders import onnx as onnx_builder
+
+    monkeypatch.setattr(onnx_builder, "_SESSION_CHECK_BYTES", 0)
+    sessions: list[str] = []
+    real = onnxruntime.InferenceSession
+
+    def spy(path: str, *args: object, **kwargs: object) -> object:
+        sessions.append(path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", spy)
+    family = external_data(tmp_path)
+    (tmp_path / "tritonkit.yaml").write_text(yaml.safe_dump({"name": "big", "models": [family.entry]}))
+    result = build_repository(load_spec(tmp_path / "tritonkit.yaml"), tmp_path / "d", cache_dir=tmp_path / "c")
+    assert verify(result.path).ok and sessions == []
