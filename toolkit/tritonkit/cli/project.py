@@ -153,7 +153,15 @@ def _load_check(root: Path, triton_bin: Path | None) -> None:
             f"'{first.name}' {what}: {first.detail}",
             hint=f"fix the model and rebuild; Triton's log: {report.log_file}",
         )
-    console.print(f"[green]ok[/] Triton loaded and answered {len(report.models)} model(s)", highlight=False)
+    sent = [m for m in report.models if m.answered is not None]
+    if len(sent) == len(report.models):
+        console.print(f"[green]ok[/] Triton loaded and answered {len(report.models)} model(s)", highlight=False)
+    else:
+        console.print(
+            f"[green]ok[/] Triton loaded {len(report.models)} model(s) and answered all {len(sent)} sent a request "
+            "(decoupled models are loaded only)",
+            highlight=False,
+        )
 
 
 COMMANDS = [init, build, verify]
