@@ -264,3 +264,22 @@ def test_large_models_are_checked_without_loading_their_weights(
     (tmp_path / "tritonkit.yaml").write_text(yaml.safe_dump({"name": "big", "models": [family.entry]}))
     result = build_repository(load_spec(tmp_path / "tritonkit.yaml"), tmp_path / "d", cache_dir=tmp_path / "c")
     assert verify(result.path).ok and sessions == []
+
+
+def test_infer_cli_takes_odd_names_and_fixed_batch_models(
+    project: tuple[Path, dict[str, Family]], server: TritonServer, tmp_path: Path
+) -> None:
+    _, families = project
+    x = families["external"].request[ODD_INPUT]
+    np.save(tmp_path / "x.npy", x)
+    runner = CliRunner()
+    odd = runner.invoke(
+        main,
+        ["infer", "external", "--input", f"{ODD_INPUT}={tmp_path / 'x.npy'}", "--url", server.endpoints.grpc_url]
+        + ["--protocol", "grpc"],
+    )
+    assert odd.exit_code == 0, odd.output + odd.stderr
+    assert f"{ODD_OUTPUT} float32 [3, 16]" in odd.output
+    fixed = runner.invoke(main, ["infer", "fixed", "--url", server.endpoints.http_url.removeprefix("http://")])
+    assert fixed.exit_code == 0, fixed.output + fixed.stderr
+    assert "total float32 [1]" in fixed.output and "doubled float32 [2, 4]" in fixed.output
