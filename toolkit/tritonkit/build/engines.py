@@ -11,24 +11,17 @@ Example:
     []
 """
 
-
 from __future__ import annotations
 
 import ctypes
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any
-
-from tritonclient.grpc import model_config_pb2 as pb
 
 from tritonkit.artifact.hashing import LOCK_FILE
 from tritonkit.artifact.lock import read_lock
-from tritonkit.errors import BuildError, SpecError
-from tritonkit.build.modelconfig import model_config
-from tritonkit.spec.schema import InstanceGroup, LoadedSpec, ModelBase, TensorRTModel, TensorSpec
-from tritonkit.build.builders.base import MISSING, VERSION, BuildContext, tool_version
+from tritonkit.build.builders.base import MISSING, tool_version
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -137,5 +130,3 @@ def _lock_models(root: Path) -> dict[str, dict[str, Any]]:
     if not (root / LOCK_FILE).is_file():
         return {}
     return read_lock(root).models
-
-

@@ -25,15 +25,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tritonkit.artifact.hashing import FileHash, hash_file, hash_json, hash_tree, sha256_bytes
+from tritonkit.artifact.layout import install, remove_tree, seal, staging_dir
+from tritonkit.artifact.lock import write_lock
 from tritonkit.build import pbtxt
 from tritonkit.build.builders import VERSION, BuildContext, Builder, builder_for
 from tritonkit.build.builders.base import tool_version
 from tritonkit.build.ensembles import ensemble_config
-from tritonkit.events import Event, Progress, emit
 from tritonkit.errors import BuildError, TritonkitError
-from tritonkit.artifact.hashing import FileHash, hash_file, hash_json, hash_tree, sha256_bytes
-from tritonkit.artifact.lock import write_lock
-from tritonkit.artifact.layout import install, remove_tree, seal, staging_dir
+from tritonkit.events import Event, Progress, emit
 from tritonkit.spec.schema import EnsembleModel, LoadedSpec, ModelBase
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 BUILD_FORMAT = 1
 _MANIFEST = ".tritonkit-cache.json"
 _META = ".tritonkit-meta.json"  # what a builder recorded for the lock file (cache entries only)
-
 
 
 @dataclass(frozen=True)

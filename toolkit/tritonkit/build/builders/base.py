@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from tritonclient.grpc import model_config_pb2 as pb
 
-from tritonkit.spec.schema import LlmModel, LoadedSpec, ModelBase, OnnxModel, PythonModel, TensorRTModel
+from tritonkit.spec.schema import LoadedSpec, ModelBase
 
 VERSION = "1"
 
