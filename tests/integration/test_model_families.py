@@ -161,7 +161,14 @@ def test_external_data_is_copied_locked_and_verified(built: BuildResult, tmp_pat
     shutil.copytree(built.path, copy)
     make_writable(copy)
     try:
-        (copy / "external" / "1" / "weights.data").unlink()
+        data = copy / "external" / "1" / "weights.data"
+        original = data.read_bytes()
+        data.write_bytes(bytes([original[0] ^ 0xFF]) + original[1:])
+        (copy / "external" / "1" / "more.data").write_bytes(b"not in the lock")
+        findings = {(f.kind, f.path) for f in verify(copy).findings}
+        assert {("changed", "external/1/weights.data"), ("added", "external/1/more.data")} <= findings, findings
+        (copy / "external" / "1" / "more.data").unlink()
+        data.unlink()
         report = verify(copy)
         assert any(f.kind == "missing" and f.path == "external/1/weights.data" for f in report.findings), report
         # A repository whose lock never knew the file (what the old build wrote): still a finding.

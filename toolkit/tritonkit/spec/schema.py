@@ -108,7 +108,7 @@ class TorchExport(_Strict):
 
     factory: str = Field(pattern=r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
     inputs: list[TensorSpec] = Field(min_length=1)
-    outputs: list[str] = Field(min_length=1)
+    outputs: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
     opset: int = Field(17, ge=9, le=23)
     seed: int = 0
     example_size: int = Field(8, ge=1)
