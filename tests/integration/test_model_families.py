@@ -290,3 +290,21 @@ def test_infer_cli_takes_odd_names_and_fixed_batch_models(
     fixed = runner.invoke(main, ["infer", "fixed", "--url", server.endpoints.http_url.removeprefix("http://")])
     assert fixed.exit_code == 0, fixed.output + fixed.stderr
     assert "total float32 [1]" in fixed.output and "doubled float32 [2, 4]" in fixed.output
+
+
+def test_tune_reloads_a_model_with_odd_names(server: TritonServer) -> None:
+    """tune reloads candidate configs through the repository API; odd names must survive the
+    config round trip (JSON override) and the original is loaded back."""
+    import tritonclient.http as httpclient
+
+    from tritonkit.perf.tune import tune
+
+    result = tune("external", p99_ms=500, url=server.endpoints.grpc_url, budget_s=12, max_points=3, window_s=0.5)
+    assert result.points, result
+    client = httpclient.InferenceServerClient(server.endpoints.http_url.removeprefix("http://"))
+    try:
+        config = client.get_model_config("external")
+    finally:
+        client.close()
+    assert [i["name"] for i in config["input"]] == [ODD_INPUT]
+    assert [o["name"] for o in config["output"]] == [ODD_OUTPUT]
