@@ -176,8 +176,8 @@ def _report(
     table.add_row("best within budget", thr(grid_best), thr(tune_best))
     table.add_row(
         "its settings",
-        f"{grid_best.settings.label()} @ {grid_best.load}" if grid_best else "-",
-        f"{tune_best.settings.label()} @ {tune_best.load}" if tune_best else "-",
+        f"{grid_best.settings.label()} @ {grid_best.offered}" if grid_best else "-",
+        f"{tune_best.settings.label()} @ {tune_best.offered}" if tune_best else "-",
     )
     if again_grid and again_tune:
         table.add_row(

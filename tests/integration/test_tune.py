@@ -63,7 +63,7 @@ def test_tune_reloads_without_restart_restores_and_writes_a_spec_that_builds(
     assert _config(tune_server) == before  # the original config serves again
     measured = int(done.stdout.split(" points,")[0].split()[-1])
     assert 2 <= measured <= 6
-    assert "chosen:" in done.stdout
+    assert "chosen:" in done.stdout or "was not confirmed when re-measured" in done.stdout
     assert (report / "tune.png").stat().st_size > 10_000
     page = (report / "tune.html").read_text()
     assert page.count("<tr><td>") == measured and "data:image/png;base64," in page

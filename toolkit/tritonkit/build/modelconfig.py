@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from tritonclient.grpc import model_config_pb2 as pb
 
 from tritonkit.spec import dtypes
+from tritonkit.spec.intent import queue_policy
 from tritonkit.spec.schema import ModelBase, TensorSpec
 
 
@@ -75,6 +76,7 @@ def model_config(
                 )
             )
         config.dynamic_batching.CopyFrom(batching)
+    _admission(config, model)
     for group in model.instance_group:
         config.instance_group.append(
             pb.ModelInstanceGroup(
@@ -126,6 +128,29 @@ def same_tensor_dims(actual: list[int], declared: list[int]) -> bool:
     :func:`config_dims`).
     """
     return dims_compatible(actual, declared) or (not actual and declared == [1])
+
+
+def _admission(config: pb.ModelConfig, model: ModelBase) -> None:
+    """Derive Triton's queue policy from the model's SLO (``max_queue_ms``) and measured capacity.
+
+    Only for batching models (Triton's queue policy lives in the dynamic batcher; a model without
+    ``dynamic_batching`` gets one with no delay) and only where the spec does not set
+    ``default_queue_policy`` itself. Requests beyond the queue size are refused at once
+    (UNAVAILABLE); requests queued longer than ``max_queue_ms`` are rejected.
+    """
+    plan = queue_policy(model.slo, model.capacity)
+    if plan is None or model.max_batch_size == 0:
+        return
+    if model.dynamic_batching is not None and model.dynamic_batching.default_queue_policy is not None:
+        return  # the spec's own policy wins
+    config.dynamic_batching.default_queue_policy.CopyFrom(
+        pb.ModelQueuePolicy(
+            timeout_action=pb.ModelQueuePolicy.TimeoutAction.Value("REJECT"),
+            default_timeout_microseconds=plan.timeout_us,
+            allow_timeout_override=False,
+            max_queue_size=plan.max_queue_size,
+        )
+    )
 
 
 def tensors_from_config(config: pb.ModelConfig) -> tuple[list[TensorSpec], list[TensorSpec]]:

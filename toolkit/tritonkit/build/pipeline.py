@@ -6,7 +6,9 @@ that touches disks: it reuses cached model directories, builds the others in a s
 directory, assembles everything in a staging directory next to the output, writes the lock,
 makes the tree read-only and renames it into place. A failure anywhere removes the staging
 tree; existing outputs are never touched (except an identical earlier build whose files were
-edited after the fact: it is replaced by the correct tree).
+edited after the fact: it is replaced by the correct tree). Scratch and staging directories are
+named with the builder's pid, and a build first removes those whose process is gone (what a
+killed build left), except a working directory kept on purpose to reproduce a failed step.
 
 A rebuild with nothing changed reads no model file: sources and cache entries are checked
 through a stat-keyed hash memo (:mod:`tritonkit.artifact.hashmemo`) and the staging tree holds
@@ -21,11 +23,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -33,13 +35,13 @@ from pathlib import Path
 
 from tritonkit.artifact.hashing import FileHash, hash_file, hash_json, hash_tree, sha256_bytes
 from tritonkit.artifact.hashmemo import HashMemo
-from tritonkit.artifact.layout import install, remove_tree, seal, staging_dir
+from tritonkit.artifact.layout import KEPT, install, remove_abandoned, remove_tree, scratch_dir, seal, staging_dir
 from tritonkit.artifact.lock import directory_name, write_lock
 from tritonkit.build import pbtxt
 from tritonkit.build.builders import VERSION, BuildContext, Builder, builder_for
 from tritonkit.build.builders.base import tool_version
 from tritonkit.build.ensembles import ensemble_config
-from tritonkit.errors import BuildError, TritonkitError
+from tritonkit.errors import BuildError, StorageError, TritonkitError
 from tritonkit.events import Event, Progress, emit
 from tritonkit.spec.schema import EnsembleModel, LoadedSpec, ModelBase
 
@@ -177,7 +179,8 @@ def build_repository(
     try:
         return _build(loaded, out_dir, cache, progress, skip_kinds, started)
     finally:
-        cache.memo.save()
+        with contextlib.suppress(OSError):  # the memo only saves re-reading; a full disk must not mask the error
+            cache.memo.save()
 
 
 def _build(
@@ -196,6 +199,9 @@ def _build(
         check = getattr(item.builder, "preflight", None)
         if check is not None and cache.valid(item.key) is None:
             check(item.model)
+    # what killed builds left (their process is gone): scratch space is never reused
+    remove_abandoned(out_dir, ".staging-")
+    remove_abandoned(cache.root, ".work-")
     staging = staging_dir(out_dir)
     results: list[ModelResult] = []
     lock_models: dict[str, dict[str, object]] = {}
@@ -283,6 +289,11 @@ def _stage_model(
     }
     if (entry / _META).is_file():
         lock_entry.update(json.loads((entry / _META).read_text()))
+    # the intent and the evidence travel with the build: what it promises and what was measured
+    if item.model.slo is not None:
+        lock_entry["slo"] = item.model.slo.model_dump(exclude_none=True)
+    if item.model.capacity is not None:
+        lock_entry["capacity"] = item.model.capacity.model_dump()
     result = ModelResult(item.model.name, item.builder.kind, item.key, cached, time.perf_counter() - t0)
     return result, lock_entry, hashes
 
@@ -295,7 +306,7 @@ def _build_into_cache(
     Returns:
         The hashes of its files (the cache entry's manifest).
     """
-    workdir = Path(tempfile.mkdtemp(prefix=f".work-{item.model.name}-", dir=cache))
+    workdir = scratch_dir(cache, ".work-")
     model_dir = workdir / "model"
     model_dir.mkdir()
     ctx = BuildContext(
@@ -321,11 +332,18 @@ def _build_into_cache(
     except BuildError as exc:
         if exc.workdir is None:
             remove_tree(workdir)
+        else:
+            (workdir / KEPT).touch()  # kept to reproduce the failure: not abandoned
         raise
     except TritonkitError:
         remove_tree(workdir)
         raise
     except Exception as exc:
+        storage = StorageError.from_os_error(exc) if isinstance(exc, OSError) else None
+        if storage is not None:  # a full or read-only disk is not the model's fault: nothing kept
+            remove_tree(workdir)
+            raise storage from exc
+        (workdir / KEPT).touch()
         raise BuildError(
             f"{type(exc).__name__}: {exc}",
             model=item.model.name,

@@ -108,6 +108,9 @@ def verify(path: Path, load: bool, triton_bin: Path | None) -> None:
 
     with console.status(f"re-hashing and checking {path} …"):
         report = run_verify(path)
+    from tritonkit.release.store import check_release_dir
+
+    check_release_dir(path)  # a release in a store: its lock must be the one its index records
     if report.ok:
         console.print(f"[green]ok[/] {report.root} — {report.files} files, {report.digest}", highlight=False)
         if load:

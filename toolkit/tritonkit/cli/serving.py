@@ -12,7 +12,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from tritonkit.cli._common import console, err_console, require_verified, resolve_repository
+from tritonkit.cli._common import console, err_console, open_env, require_verified, resolve_repository
 from tritonkit.errors import ServerError, UsageError
 from tritonkit.spec import SPEC_FILE
 
@@ -53,14 +53,23 @@ def serve(
     from tritonkit.serve.server import Endpoints, TritonServer
 
     if env_name is not None:
-        from tritonkit.deploy.local import LocalEnvironment
-        from tritonkit.release.store import ReleaseStore, default_store
-
-        if env_name != "local":
-            raise UsageError(f"'serve --env {env_name}': only the local environment runs here", hint="use --env local")
-        env = LocalEnvironment(ReleaseStore(default_store(spec_file.resolve().parent)))
-        root = env.prepare()  # mutable view of immutable releases: each release is verified when promoted
+        env = open_env(spec_file, None, env_name, f"{host}:{http_port}")
+        if env_name == "local" and not (env.store.root / "index.json").is_file():
+            # not a project directory: create nothing rather than serve an empty store silently
+            raise UsageError(
+                f"no release store at {env.store.root} (no releases yet)",
+                hint="run in the project (the store is releases/ beside the spec; -f names the spec, "
+                "$TRITONKIT_STORE a store), or make one with 'tritonkit build' and 'tritonkit release'",
+            )
+        root = env.serving_root()  # a mutable view of immutable releases: each is verified when promoted
         no_verify = True
+        if not any(root.iterdir()):
+            err_console.print(
+                f"nothing promoted to local yet: Triton will serve no model until "
+                f"'tritonkit promote vN --env local' ({len(env.store.releases())} release(s) in {env.store.root})",
+                highlight=False,
+                soft_wrap=True,
+            )
     else:
         root = resolve_repository(path, spec_file)
     if not no_verify:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,14 +38,18 @@ from typing import Any
 from google.protobuf import json_format
 
 from tritonkit.artifact.layout import remove_tree
+from tritonkit.artifact.lock import read_lock
 from tritonkit.build.pbtxt import parse
 from tritonkit.build.verify import require_verified
+from tritonkit.deploy.analysis import Verdict, analyse
 from tritonkit.deploy.environment import HISTORY, Environment, Promotion
 from tritonkit.errors import PromoteError, ServerError, TritonkitError, UsageError
 from tritonkit.events import Progress
 from tritonkit.release.store import Release, ReleaseStore
+from tritonkit.serve.metrics import model_counters, scrape
 from tritonkit.serve.repository_api import load_model, unload_model
 from tritonkit.serve.server import repository_models
+from tritonkit.spec.intent import Capacity, Slo
 
 
 class LocalEnvironment(Environment):
@@ -55,15 +60,22 @@ class LocalEnvironment(Environment):
         url: HTTP address of the Triton that serves :attr:`live` (``tritonkit serve --env local``).
     """
 
-    def __init__(self, store: ReleaseStore, *, url: str = "127.0.0.1:8000") -> None:
+    analysable = True
+
+    def __init__(self, store: ReleaseStore, *, url: str = "127.0.0.1:8000", metrics_url: str | None = None) -> None:
         super().__init__(store, "local")
         self.url = url
+        self.metrics_url = metrics_url or f"http://{url.rsplit(':', 1)[0]}:8002/metrics"
         self.live = self.root / "live"
 
     def prepare(self) -> Path:
         """Create ``live/`` (empty until the first promotion) and return it."""
         self.live.mkdir(parents=True, exist_ok=True)
         return self.live
+
+    def serving_root(self) -> Path:
+        """``live/``: what ``tritonkit serve --env local`` serves and promotions switch."""
+        return self.prepare()
 
     def _switch(self, number: int, *, canary: int | None, progress: Progress | None, action: str) -> Promotion:
         """Switch the Triton at :attr:`url` (serving :attr:`live`) to release ``number``.
@@ -119,6 +131,27 @@ class LocalEnvironment(Environment):
             client.close()
         self._settle(target, previous, models, url, report)
         return self.record(action, previous, target, "ok")
+
+    def _watch(self, number: int, seconds: float, report: Callable[[str], None]) -> list[Verdict]:
+        """Two reads of Triton's metrics :attr:`metrics_url`, ``seconds`` apart, judged per model
+        against the SLO and capacity the release's lock carries (models without an SLO are skipped)."""
+        intent = {
+            name: (Slo(**entry["slo"]), Capacity(**entry["capacity"]) if "capacity" in entry else None)
+            for name, entry in read_lock(self.store.path(number)).models.items()
+            if "slo" in entry
+        }
+        if not intent:
+            report(f"v{number} declares no SLO: nothing to analyse")
+            return []
+        first = scrape(self.metrics_url)
+        report(f"watching v{number} under traffic for {seconds:.0f}s")
+        time.sleep(seconds)
+        last = scrape(self.metrics_url)
+        return [
+            analyse(name, model_counters(first, name, version=number), model_counters(last, name, version=number),
+                    slo=slo, capacity=capacity)
+            for name, (slo, capacity) in sorted(intent.items())
+        ]  # fmt: skip
 
     # ------------------------------------------------------------------ internals
 

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from tritonkit.errors import UsageError, did_you_mean
 from tritonkit.spec import dtypes
+from tritonkit.spec.intent import Capacity, Slo
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -136,6 +137,8 @@ class ModelBase(_Strict):
     instance_group: list[InstanceGroup] = []
     model_warmup: list[Warmup] = []
     parameters: dict[str, str | int | float | bool] = {}
+    slo: Slo | None = None  # intent (spec/intent.py); the repository's slo: fills unset keys
+    capacity: Capacity | None = None  # written by 'tritonkit tune', not by hand
 
     @model_validator(mode="after")
     def _batching(self) -> ModelBase:
@@ -395,6 +398,8 @@ class EnvironmentSpec(_Strict):
     resources: Resources = Resources()
     gpus: int = Field(0, ge=0)
     shm_size: str = "1Gi"
+    # Prometheus the cluster's KEDA reads (RawDeployment autoscaling on Triton's queue); optional
+    prometheus_url: str | None = None
 
 
 class Spec(_Strict):
@@ -402,8 +407,19 @@ class Spec(_Strict):
 
     version: Literal[1] = 1
     name: str = Field(pattern=_NAME)
+    # The directory every source path must stay inside (after symlinks), relative to the spec;
+    # default: the spec's own directory. It must contain the spec (e.g. ".." for a spec in a subfolder).
+    project_root: str | None = None
     models: list[Model] = Field(min_length=1)
     environments: list[EnvironmentSpec] = []
+    slo: Slo | None = None  # defaults for every model's slo:
+
+    def with_slo_defaults(self) -> Spec:
+        """Every model's ``slo`` with the repository-level keys it leaves unset filled in."""
+        if self.slo is None:
+            return self
+        models = [m.model_copy(update={"slo": (m.slo or Slo()).over(self.slo)}) for m in self.models]
+        return self.model_copy(update={"models": models})
 
     def environment(self, name: str) -> EnvironmentSpec:
         """The environment called ``name``; a SpecError with a suggestion otherwise."""
@@ -449,6 +465,11 @@ class LoadedSpec(BaseModel):
     @property
     def root(self) -> Path:
         return self.path.parent
+
+    @property
+    def project(self) -> Path:
+        """The directory sources must resolve inside: ``project_root`` (spec-relative) or the spec's."""
+        return (self.root / (self.spec.project_root or ".")).resolve()
 
     def resolve(self, relative: str) -> Path:
         return (self.root / relative).resolve()
