@@ -308,3 +308,17 @@ def test_tune_reloads_a_model_with_odd_names(server: TritonServer) -> None:
         client.close()
     assert [i["name"] for i in config["input"]] == [ODD_INPUT]
     assert [o["name"] for o in config["output"]] == [ODD_OUTPUT]
+
+
+def test_external_data_outside_the_project_is_refused(tmp_path: Path) -> None:
+    """External data follows the project's confinement rule, through symlinks too."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    family = external_data(project)
+    (project / "weights.data").rename(elsewhere / "weights.data")
+    (project / "weights.data").symlink_to(elsewhere / "weights.data")
+    (project / "tritonkit.yaml").write_text(yaml.safe_dump({"name": "ext", "models": [family.entry]}))
+    result = CliRunner().invoke(main, ["build", "-f", str(project / "tritonkit.yaml"), "-o", str(project / "d")])
+    assert result.exit_code == SpecError.exit_code, result.output + result.stderr
+    assert "'weights.data', which resolves to" in result.stderr and "outside the project" in result.stderr

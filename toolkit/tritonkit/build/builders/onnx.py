@@ -160,6 +160,17 @@ def _external_data(loaded: LoadedSpec, model: OnnxModel, source: Path) -> list[s
         files = external_data_files(source)
     except SpecError as exc:
         raise SpecError(exc.detail, file=loaded.path, key=f"models[{index}].file", hint=exc.hint) from exc
+    for rel in files:  # the same rule as every other source: inside the project, symlinks included
+        resolved = (source.parent / rel).resolve()
+        if not resolved.is_relative_to(loaded.project):
+            raise SpecError(
+                f"'{source.name}' keeps tensors in external data '{rel}', which resolves to {resolved}, "
+                f"outside the project ({loaded.project})",
+                file=loaded.path,
+                key=f"models[{index}].file",
+                hint="sources stay inside the project (the spec's directory, or 'project_root:' above it): "
+                "copy the data file in next to the model",
+            )
     missing = [rel for rel in files if not (source.parent / rel).is_file()]
     if missing:
         raise SpecError(
