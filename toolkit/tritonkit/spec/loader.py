@@ -323,6 +323,8 @@ def _hint_for(kind: str, loc: tuple[Any, ...]) -> str:
         return f"use one of {', '.join(dtypes.CANONICAL)}"
     if kind.startswith("int") or kind.startswith("greater") or kind.startswith("less"):
         return f"set '{field}' to a whole number in range"
+    if kind == "string_too_short" and field == "name":
+        return "give the tensor the name its graph uses (Triton takes any non-empty name)"
     if kind == "string_pattern_mismatch":
         return "names use letters, digits, '_', '.', '-' (factories: 'path/file.py:function')"
     if kind.startswith("list"):

@@ -34,9 +34,16 @@ class _Strict(BaseModel):
 
 
 class TensorSpec(_Strict):
-    """One input or output: name, dtype and dims *without* the batch dimension (-1 = variable)."""
+    """One input or output: name, dtype and dims *without* the batch dimension (-1 = variable).
 
-    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.:/-]*$")
+    ``name`` is any name Triton accepts: Triton's config check refuses only an empty name, and
+    exporters produce names such as ``0``, ``input.1``, ``onnx::Gemm_0`` or ``encoder/x:0``
+    (config.pbtxt quotes them). ``dims: []`` is a scalar per batch row (or a rank-0 tensor with
+    ``max_batch_size: 0``); the config renders it as ``dims: [1]`` with ``reshape { shape: [] }``,
+    Triton's form for it.
+    """
+
+    name: str = Field(min_length=1)
     dtype: str
     dims: list[int]
     optional: bool = False
@@ -102,7 +109,7 @@ class TorchExport(_Strict):
 
     factory: str = Field(pattern=r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
     inputs: list[TensorSpec] = Field(min_length=1)
-    outputs: list[str] = Field(min_length=1)
+    outputs: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
     opset: int = Field(17, ge=9, le=23)
     seed: int = 0
     example_size: int = Field(8, ge=1)
