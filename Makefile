@@ -8,17 +8,26 @@ STAMP  := $(VENV)/.installed
 # by the test that checks rendered KServe objects against the SDK's models.
 KSERVE_VENV  := .venv-kserve
 KSERVE_STAMP := $(KSERVE_VENV)/.installed
+# NVIDIA's perf_analyzer, bench's measurement engine: the tritonclient 2.51.0 wheel (the embedded
+# server's version) ships the binary; it needs libcudart.so.12 (nvidia-cuda-runtime-cu12, no GPU
+# used) and Debian's libb64. Its own venv: the project's tritonclient is newer.
+PERF_VENV  := .venv-perf
+PERF_STAMP := $(PERF_VENV)/.installed
 
-.PHONY: demo test lint sysdeps clean
+.PHONY: demo test lint sysdeps clean perf-tools model-analyzer
 
 # Debian packages the project uses: the embedded Triton's Python backend stub links the system
 # libpython (libpython3.X); the OCI tests run Debian's docker-registry; modelcar images carry a
-# static busybox as their shell. Installed only when missing (cheap to check on every run).
+# static busybox as their shell; perf_analyzer links libb64; 'tritonkit check --prometheus' is
+# tested against Debian's prometheus (started by the test on 127.0.0.1, never as a service).
+# Installed only when missing (cheap to check on every run).
 sysdeps:
 	@missing=""; \
 	ldconfig -p | grep -q "libpython$(PYVER).so.1.0" || missing="$$missing libpython$(PYVER)"; \
 	command -v docker-registry >/dev/null || missing="$$missing docker-registry"; \
 	[ -x /bin/busybox ] || missing="$$missing busybox-static"; \
+	ldconfig -p | grep -q "libb64.so.0d" || missing="$$missing libb64-0d"; \
+	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
@@ -36,11 +45,27 @@ $(KSERVE_STAMP):
 	  && touch $(KSERVE_STAMP) \
 	  || echo "warning: kserve SDK not installed; the KServe cross-check test will be skipped"
 
+$(PERF_STAMP):
+	test -x $(PERF_VENV)/bin/python || $(PYTHON) -m venv $(PERF_VENV)
+	@$(PERF_VENV)/bin/python -m pip install -q --disable-pip-version-check "tritonclient==2.51.0" "nvidia-cuda-runtime-cu12>=12,<13" \
+	  && touch $(PERF_STAMP) \
+	  || echo "warning: perf_analyzer not installed; bench falls back to its built-in engine and its tests are skipped"
+
+perf-tools: sysdeps $(PERF_STAMP)
+
+# NVIDIA's Model Analyzer, for benchmarks/tune_vs_model_analyzer.py only (not part of make test).
+.venv-ma/.installed:
+	test -x .venv-ma/bin/python || $(PYTHON) -m venv .venv-ma
+	.venv-ma/bin/python -m pip install -q --disable-pip-version-check "triton-model-analyzer==1.58.*"
+	touch .venv-ma/.installed
+
+model-analyzer: perf-tools .venv-ma/.installed
+
 demo: sysdeps $(STAMP)
 	$(BIN)/python model_repository/demo.py
 
 # Lint first (seconds), then the suite. pytest exits 5 when it collects no test: that fails too.
-test: sysdeps $(STAMP) $(KSERVE_STAMP) lint
+test: sysdeps $(STAMP) $(KSERVE_STAMP) $(PERF_STAMP) lint
 	$(BIN)/python -m pytest
 
 # ruff, mypy, and the import-layering check (no upward import, no cycle: docs/architecture.md).
@@ -51,4 +76,4 @@ lint: $(STAMP)
 	$(BIN)/python tools/check_layers.py
 
 clean:
-	rm -rf dist model_repository/.tritonkit model_repository/dist model_repository/releases $(KSERVE_VENV)
+	rm -rf dist model_repository/.tritonkit model_repository/dist model_repository/releases $(KSERVE_VENV) $(PERF_VENV) .venv-ma

@@ -6,7 +6,9 @@ logits, and a burst of concurrent gRPC requests to show dynamic batching in Trit
 statistics. Then a tiny random-init language model (llm.yaml) streams tokens, and eight
 concurrent requests share its in-flight batch. Last, the text-embedding service
 (embeddings.yaml: tokenizer -> all-MiniLM-L6-v2 in ONNX -> pooling, one ensemble) embeds
-raw sentences and prints their cosine similarities.
+raw sentences and prints their cosine similarities. Last, intent (intent.yaml): the spec's SLO
+sets tune's budget, tune records the capacity it measured, the plan sizes replicas from it, and a
+slower v2 promoted under traffic with analysis is rolled back automatically, with the evidence.
 """
 
 from __future__ import annotations
@@ -115,7 +117,7 @@ def main() -> int:
         )
         http.close()
         grpc.close()
-    return llm_demo() or embeddings_demo()
+    return llm_demo() or embeddings_demo() or intent_demo()
 
 
 def llm_demo() -> int:
@@ -180,6 +182,83 @@ def embeddings_demo() -> int:
         for i, sentence in enumerate(sentences):
             table.add_row(f"{i} {sentence}", *(f"{float(vectors[i] @ vectors[j]):.2f}" for j in range(len(sentences))))
         console.print(table)
+    return 0
+
+
+def intent_demo() -> int:
+    """SLO -> tune -> plan -> promote a slower v2 under traffic -> automatic rollback."""
+    import shutil
+    import tempfile
+    import threading
+    import time
+
+    from tritonkit.deploy.local import LocalEnvironment
+    from tritonkit.deploy.plan import plan_spec
+    from tritonkit.errors import PromoteError
+    from tritonkit.perf.tune import tune
+    from tritonkit.release.store import ReleaseStore
+    from tritonkit.spec.update import update_settings
+
+    with tempfile.TemporaryDirectory(prefix="tritonkit-intent-") as scratch_name:
+        project = Path(scratch_name) / "project"
+        (project / "models").mkdir(parents=True)
+        shutil.copytree(HERE / "models" / "echo", project / "models" / "echo")
+        spec_file = project / "tritonkit.yaml"
+        shutil.copyfile(HERE / "intent.yaml", spec_file)
+        slo = load_spec(spec_file).spec.model("echo").slo
+        console.print(f"[bold]intent[/]: echo's SLO {slo.model_dump(exclude_none=True) if slo else None}")
+        first = build_repository(load_spec(spec_file), project / "dist")
+        with _served(first, "Triton for tune") as endpoints, console.status("tune: budget from slo.p99_ms …"):
+            result = tune("echo", p99_ms=slo.p99_ms if slo and slo.p99_ms else 60, url=endpoints.grpc_url,
+                          budget_s=45, max_points=8, confirm_pairs=1)  # fmt: skip
+        if result.best is None:
+            console.print("tune found nothing within the budget on this host; skipping the rest of the scene")
+            return 0
+        capacity = result.capacity()
+        update_settings(spec_file, "echo", result.best.settings, capacity=capacity).write()
+        console.print(f"tune: {result.best.settings.label()} sustains {capacity['rps'] if capacity else '?'}/s "
+                      f"within p99 {result.p99_ms:g} ms; capacity written into the spec")  # fmt: skip
+        plan = plan_spec(load_spec(spec_file).spec, None)
+        queue = plan.models[0].queue
+        admission = f"wait ≤ {queue.timeout_us / 1000:g} ms, ≤ {queue.max_queue_size} queued" if queue else "none"
+        console.print(f"plan: peak 400/s → [bold]{plan.replicas} replica(s)[/]; admission: {admission}; "
+                      f"autoscale on {plan.models[0].target_concurrency} in flight per replica")  # fmt: skip
+        store = ReleaseStore(project / "releases")
+        good = store.create(build_repository(load_spec(spec_file), project / "dist").path)[0]
+        slow = project / "models" / "echo" / "model.py"
+        slow.write_text(slow.read_text().replace("DELAY = 0.002", "DELAY = 0.15"))  # v2: a slower model
+        bad = store.create(build_repository(load_spec(spec_file), project / "dist").path)[0]
+        env = LocalEnvironment(store)
+        endpoints = Endpoints("127.0.0.1", free_port(), free_port(), free_port())
+        with TritonServer(env.prepare(), endpoints=endpoints, models=[]):
+            env.url, env.metrics_url = endpoints.http_url.removeprefix("http://"), endpoints.metrics_url
+            env.promote(good.number)
+            stop = threading.Event()
+
+            def traffic() -> None:
+                client = grpcclient.InferenceServerClient(endpoints.grpc_url)
+                tensor = grpcclient.InferInput("x", [1, 1], "FP32")
+                tensor.set_data_from_numpy(np.ones((1, 1), dtype=np.float32))
+                while not stop.is_set():
+                    try:
+                        client.infer("echo", [tensor])
+                    except Exception:  # refused by the queue policy: the analysis counts it as an error
+                        time.sleep(0.01)
+                client.close()
+
+            sender = threading.Thread(target=traffic)
+            sender.start()
+            try:
+                with console.status(f"promote {bad.name} with --analysis 4s under traffic …"):
+                    env.promote(bad.number, analysis_s=4)
+                console.print(f"[red]{bad.name} stayed: the analysis did not catch the slower model[/]")
+            except PromoteError as exc:
+                console.print(f"promote {bad.name}: [bold red]rolled back[/] — {exc.message}", highlight=False)
+            finally:
+                stop.set()
+                sender.join()
+            last = env.history()[-1]
+            console.print(f"history: {last.action} → serves {last.to_release} ({last.outcome})", highlight=False)
     return 0
 
 

@@ -12,6 +12,9 @@ Behaviour:
   outputs are split back by each request's batch size.
 - Inputs and outputs follow the model config: names are checked at load time against the
   graph, outputs are cast to the configured dtype and only requested outputs are returned.
+- A scalar (rank-0) tensor of a non-batching model is declared ``dims: [1]`` (Triton refuses
+  an empty ``reshape`` there): it is squeezed on the way in and given shape ``[1]`` on the way
+  out. Batching models use ``reshape { shape: [] }`` for rank-1 tensors, which Triton applies.
 - Custom metrics ``tritonkit_onnxruntime_runs_total`` (session runs) and
   ``tritonkit_onnxruntime_rows_total`` (batch rows through them) show on Triton's metrics
   endpoint how well dynamic batches are being used.
@@ -56,6 +59,9 @@ class TritonPythonModel:
             o["name"]: pb_utils.triton_string_to_numpy(o["data_type"]) for o in self.config.get("output", [])
         }
         graph_inputs = {i.name for i in self.session.get_inputs()}
+        # A rank-0 (scalar) tensor of a non-batching model is declared with dims [1] (Triton
+        # refuses an empty reshape there), as the native backend does: squeeze in, expand out.
+        self.scalar_inputs = {i.name for i in self.session.get_inputs() if i.shape == []}
         graph_outputs = {o.name for o in self.session.get_outputs()}
         unknown = [n for n in self.inputs if n not in graph_inputs] + [
             n for n in self.output_types if n not in graph_outputs
@@ -114,6 +120,8 @@ class TritonPythonModel:
             if tensor is None:
                 continue  # optional input not sent
             array = tensor.as_numpy()
+            if name in self.scalar_inputs and array.shape == (1,):
+                array = array.reshape(())
             if array.dtype == np.object_:
                 array = np.vectorize(lambda v: v.decode() if isinstance(v, bytes) else v, otypes=[object])(array)
             feeds[name] = array
@@ -148,11 +156,17 @@ class TritonPythonModel:
         for (index, request, _), values in zip(members, parts):
             requested = set(request.requested_output_names() or names)
             tensors = [
-                pb_utils.Tensor(name, np.asarray(value).astype(self.output_types[name], copy=False))
+                pb_utils.Tensor(name, self._output(value, name))
                 for name, value in zip(names, values)
                 if name in requested
             ]
             responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
+
+    def _output(self, value, name):
+        array = np.asarray(value).astype(self.output_types[name], copy=False)
+        if array.ndim == 0 and self.max_batch_size == 0:
+            array = array.reshape((1,))  # a scalar output is declared as dims [1]
+        return array
 
     def finalize(self):
         self.runs = self.rows = None  # metrics before their families

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import math
+import statistics
+import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from tritonkit import ServerError, TritonServer
 from tritonkit.cli import _common, main
 from tritonkit.errors import UsageError
+from tritonkit.perf.analyzer import find_analyzer, parse_csv
 from tritonkit.perf.bench import bench
 from tritonkit.serve.server import free_port
 
@@ -26,7 +30,14 @@ def _consistent(point) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_closed_loop_over_grpc_batches_under_concurrency(demo_server: TritonServer) -> None:
-    points = bench("classifier", url=demo_server.endpoints.grpc_url, concurrency=[1, 8], window_s=1.0, max_windows=6)
+    points = bench(
+        "classifier",
+        url=demo_server.endpoints.grpc_url,
+        concurrency=[1, 8],
+        window_s=1.0,
+        max_windows=6,
+        engine="builtin",
+    )
     assert [p.level for p in points] == [1.0, 8.0]
     for point in points:
         _consistent(point)
@@ -36,7 +47,7 @@ def test_closed_loop_over_grpc_batches_under_concurrency(demo_server: TritonServ
 
 def test_open_loop_over_http_keeps_the_rate(demo_server: TritonServer) -> None:
     url = demo_server.endpoints.http_url.removeprefix("http://")
-    (point,) = bench("classifier", url=url, protocol="http", rate=[100], window_s=1.0, max_windows=6)
+    (point,) = bench("classifier", url=url, protocol="http", rate=[100], window_s=1.0, max_windows=6, engine="builtin")
     _consistent(point)
     assert 85 <= point.result.throughput <= 115  # Poisson arrivals at 100/s
     assert point.result.lag_p99_ms < 5
@@ -80,3 +91,61 @@ def test_bench_cli_table_report_and_bad_input(
 
     neither = runner.invoke(main, ["bench", "classifier", "--url", demo_server.endpoints.grpc_url])
     assert neither.exit_code == UsageError.exit_code and "either concurrency levels or request rates" in neither.stderr
+
+
+ANALYZER = find_analyzer()
+needs_analyzer = pytest.mark.skipif(
+    ANALYZER is None, reason="perf_analyzer is not installed ('make perf-tools' installs it into .venv-perf)"
+)
+
+
+@needs_analyzer
+def test_perf_analyzer_engine_measures_closed_and_open_loop(demo_server: TritonServer) -> None:
+    grpc = demo_server.endpoints.grpc_url
+    closed = bench("classifier", url=grpc, concurrency=[1, 8], window_s=1.0, max_windows=6, engine="perf_analyzer")
+    assert [p.engine for p in closed] == ["perf_analyzer", "perf_analyzer"]
+    for point in closed:
+        r = point.result
+        assert r.throughput > 0 and r.completed > 0 and 0 < r.p50_ms <= r.p90_ms <= r.p99_ms
+        assert point.server.requests >= r.completed  # the server saw at least the measured requests
+    assert closed[1].server.mean_batch_size > 1 and closed[1].result.throughput > closed[0].result.throughput
+    http = demo_server.endpoints.http_url.removeprefix("http://")
+    (opened,) = bench("classifier", url=http, protocol="http", rate=[100], window_s=1.0, engine="perf_analyzer")
+    assert 80 <= opened.result.throughput <= 120 and not opened.client_limited
+
+
+@needs_analyzer
+def test_bench_agrees_with_perf_analyzer_on_the_same_server(demo_server: TritonServer, tmp_path: Path) -> None:
+    """tritonkit bench (default engine) and perf_analyzer run by hand, alternating, at c=8: the same
+    numbers within a generous bound (the host is shared; benchmarks/bench_vs_perf_analyzer.py holds the 10% bar)."""
+    assert ANALYZER is not None
+    grpc = demo_server.endpoints.grpc_url
+    ours, theirs = [], []
+    for round_ in range(2):
+        (point,) = bench("classifier", url=grpc, concurrency=[8], window_s=1.0, max_windows=6)
+        assert point.engine == "perf_analyzer"  # auto picks it where it is installed
+        ours.append(point.result.throughput)
+        csv_file = tmp_path / f"pa{round_}.csv"
+        args = [str(ANALYZER.binary), "-m", "classifier", "-u", grpc, "-i", "grpc", "--concurrency-range", "8:8:1",
+                "--measurement-interval", "1000", "-s", "1000", "-f", str(csv_file)]  # fmt: skip
+        done = subprocess.run(args, capture_output=True, text=True, timeout=120, env=ANALYZER.environment())
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        theirs.append(parse_csv(csv_file.read_text())["Inferences/Second"])
+    ratio = statistics.median(ours) / statistics.median(theirs)
+    assert 0.6 <= ratio <= 1.6, (ours, theirs)
+
+
+@pytest.mark.parametrize("engine", ["builtin", pytest.param("perf_analyzer", marks=needs_analyzer)])
+def test_real_input_data_is_sent_and_checked(demo_server: TritonServer, tmp_path: Path, engine: str) -> None:
+    np.save(tmp_path / "features.npy", np.array([5.0, 3.4, 1.5, 0.2], dtype=np.float32))
+    (point,) = bench(
+        "classifier", url=demo_server.endpoints.grpc_url, concurrency=[2], window_s=1.0, max_windows=4,
+        engine=engine, input_data=tmp_path,
+    )  # fmt: skip
+    assert point.result.completed > 0 and point.result.errors == 0 and point.engine == engine
+    np.save(tmp_path / "wrong.npy", np.ones(4, dtype=np.float64))
+    refused = CliRunner().invoke(
+        main, ["bench", "classifier", "--url", demo_server.endpoints.grpc_url, "-c", "1",
+               "--input-data", str(tmp_path / "wrong.npy")],
+    )  # fmt: skip
+    assert refused.exit_code == UsageError.exit_code and "holds float64, the model wants FP32" in refused.stderr

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.helpers import write_add_model
-from tritonkit import BuildError, BuildResult, build_repository, load_spec, read_lock
+from tritonkit import BuildError, BuildResult, build_repository, load_spec, read_lock, verify
 from tritonkit.artifact.hashing import LOCK_FILE, hash_tree
 from tritonkit.cli import main
 from tritonkit.errors import UsageError
@@ -95,6 +95,8 @@ def test_tampered_cache_entry_is_rebuilt(tmp_path: Path, example_copy: Path) -> 
     second = build_repository(loaded, tmp_path / "out", cache_dir=tmp_path / "cache")
     assert [m.cached for m in second.models if m.kind != "ensemble"] == [True, False]
     assert second.digest == first.digest
+    # the build shares hard links with the cache: the edit reached it too, and it was replaced
+    assert verify(second.path).ok, verify(second.path).findings
 
 
 def test_onnx_file_model_derives_io(tmp_path: Path) -> None:

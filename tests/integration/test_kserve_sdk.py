@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_deploy import staging_documents
+from tests.unit.test_deploy import intent_documents, staging_documents
 
 
 def _kserve_check(documents: list[dict]) -> list[dict]:
@@ -31,3 +31,9 @@ def test_the_kserve_sdk_models_accept_the_objects() -> None:
     broken[1]["spec"]["predictor"]["model"]["storageURI"] = broken[1]["spec"]["predictor"]["model"].pop("storageUri")
     problems = _kserve_check(broken)[1]["problems"]
     assert problems == ["InferenceService.spec.predictor.model.storageURI: not a field of V1beta1ModelSpec"]
+
+
+def test_the_kserve_sdk_accepts_the_autoscaling_fields() -> None:
+    for env in ("staging", "prod"):
+        report = _kserve_check(intent_documents(env))
+        assert report == [{"kind": "ServingRuntime", "problems": []}, {"kind": "InferenceService", "problems": []}]

@@ -2,7 +2,7 @@
 
 Each case holds a tritonkit.yaml and an expected.yaml (substrings of the error line, of the
 hint line, and which ONNX file to generate). The build runs through the real CLI; the test
-checks exit code 2, one ``error:`` line naming the file/key, one ``hint:`` line, and that the
+checks the SpecError exit code, one ``error:`` line naming the file/key, one ``hint:`` line, and that the
 output directory (which already holds an earlier build) is untouched.
 """
 
@@ -33,6 +33,10 @@ def test_bad_spec_is_refused(case: Path, tmp_path: Path) -> None:
         write_add_model(work / "model.onnx")
     elif needs == "unbatched":
         write_add_model(work / "model.onnx", batch=False)
+    elif needs == "zipmap":
+        from tests.integration.model_families import zipmap_graph
+
+        zipmap_graph(work / "model.onnx")
     elif needs == "corrupt":
         (work / "model.onnx").write_bytes(b"this is not a protobuf \x00\x01\x02")
     out = tmp_path / "dist"

@@ -12,6 +12,7 @@ from tritonkit.errors import (
     RegistryError,
     ServerError,
     SpecError,
+    StorageError,
     TritonkitError,
     TuneError,
     UsageError,
@@ -80,6 +81,7 @@ def test_exit_codes_are_distinct() -> None:
         RegistryError,
         ClusterError,
         NotConfirmed,
+        StorageError,
     ]
     assert 2 not in {c.exit_code for c in classes}, "exit 2 is click's usage error"
     assert len({c.exit_code for c in classes}) == len(classes)

@@ -95,3 +95,46 @@ def test_unpinned_inputs_are_refused() -> None:
     with pytest.raises(UsageError, match="no environment named 'stagin'") as caught:
         SPEC.environment("stagin")
     assert caught.value.hint == "did you mean 'staging'?"
+
+
+INTENT_SPEC = Spec.model_validate(
+    {
+        "name": "demo",
+        "slo": {"p99_ms": 10, "peak_rps": 3000},
+        "models": [
+            {"name": "m", "kind": "python", "path": "m", "inputs": [], "outputs": [], "max_batch_size": 8,
+             "capacity": {"rps": 1000, "concurrency": 12, "p99_ms": 9}},
+        ],
+        "environments": [
+            {"name": "staging", "namespace": "ml-staging", "mode": "Serverless", "runtime_image": IMAGE},
+            {"name": "prod", "namespace": "ml-prod", "mode": "RawDeployment", "runtime_image": IMAGE,
+             "prometheus_url": "http://prometheus.monitoring:9090"},
+            {"name": "raw", "namespace": "ml-raw", "mode": "RawDeployment", "runtime_image": IMAGE},
+        ],
+    }
+).with_slo_defaults()  # fmt: skip
+
+
+def intent_documents(env: str) -> list[dict]:
+    return render(INTENT_SPEC, INTENT_SPEC.environment(env), RELEASE, REFERENCE)
+
+
+def test_serverless_scales_on_concurrency_from_the_plan() -> None:
+    predictor = intent_documents("staging")[1]["spec"]["predictor"]
+    # 3000/1000 x 1.2 = 3.6 -> 4 replicas; 12 in flight / 1.2 headroom = 10 per replica
+    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (1, 6)
+    assert (predictor["scaleMetric"], predictor["scaleTarget"]) == ("concurrency", 10)
+
+
+def test_raw_deployment_scales_on_tritons_queue_through_keda() -> None:
+    service = intent_documents("prod")[1]
+    assert service["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "keda"
+    (metric,) = service["spec"]["predictor"]["autoScaling"]["metrics"]
+    assert metric["type"] == "External"
+    assert metric["external"]["metric"]["query"] == (
+        'sum(nv_inference_pending_request_count{namespace="ml-prod",pod=~"demo-predictor-.*"})'
+    )
+    assert metric["external"]["target"] == {"type": "AverageValue", "averageValue": "10"}
+    raw = intent_documents("raw")[1]  # no Prometheus to read: replica bounds only, KServe's default HPA
+    assert "autoScaling" not in raw["spec"]["predictor"] and raw["spec"]["predictor"]["maxReplicas"] == 6
+    assert "serving.kserve.io/autoscalerClass" not in raw["metadata"]["annotations"]

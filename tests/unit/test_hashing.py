@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tracemalloc
 from pathlib import Path
 
-from tritonkit.artifact.hashing import LOCK_FILE, FileHash, hash_json, hash_tree, repository_digest
+from tritonkit.artifact.hashing import LOCK_FILE, FileHash, hash_file, hash_json, hash_tree, repository_digest
 
 
 def _tree(root: Path) -> None:
@@ -47,3 +49,19 @@ def test_known_hashes_are_reused_only_for_files_of_the_same_size(tmp_path: Path)
     reused = hash_tree(tmp_path, known={"m/config.pbtxt": marker, "m/1/model.py": stale})
     assert reused["m/config.pbtxt"] == marker
     assert reused["m/1/model.py"] == real["m/1/model.py"]
+
+
+def test_a_file_is_hashed_in_chunks_not_read_whole(tmp_path: Path) -> None:
+    """Multi-GB models are hashed by build, verify, release and publish: memory must stay flat."""
+    big = tmp_path / "weights.bin"
+    with open(big, "wb") as handle:
+        for _ in range(48):
+            handle.write(os.urandom(1 << 20))
+    tracemalloc.start()
+    try:
+        hashed = hash_file(big)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert hashed == FileHash(hashlib.sha256(big.read_bytes()).hexdigest(), 48 << 20)
+    assert peak < 4 << 20, f"hashing a 48 MiB file peaked at {peak / 2**20:.1f} MiB"

@@ -124,3 +124,14 @@ def test_parse_duration(text: str, seconds: float) -> None:
 def test_parse_duration_rejects_nonsense(text: str) -> None:
     with pytest.raises(UsageError, match="is not a duration"):
         parse_duration(text)
+
+
+def test_confirmation_claims_only_what_every_pair_agrees_on() -> None:
+    from tritonkit.perf.search import Confirmation
+
+    sure = Confirmation((1.31, 1.22, 1.40))
+    assert sure.confirmed and sure.median == 1.31 and (sure.low, sure.high) == (1.22, 1.40)
+    assert sure.describe() == "1.31x (1.22-1.40 over 3 interleaved pairs)"
+    noisy = Confirmation((1.4, 0.97, 1.1))  # the spread crosses 1.0: no improvement is claimed
+    assert not noisy.confirmed and noisy.median == 1.1
+    assert not Confirmation(()).confirmed

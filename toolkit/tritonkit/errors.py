@@ -18,7 +18,9 @@ flags: the CLI owns its flag names.
     ├── DependencyError       exit 6   an optional extra is not installed
     ├── TuneError             exit 7   no setting meets the latency budget
     ├── PromoteError          exit 8   a promotion failed; the previous release still serves
-    └── NotConfirmed          exit 13  nothing was written because the change was not confirmed
+    ├── NotConfirmed          exit 13  nothing was written because the change was not confirmed
+    ├── StorageError          exit 14  the disk is full, read-only, or a path is not writable
+    └── SloViolation          exit 15  live metrics break a model's SLO (tritonkit check)
 
 Exit 2 is left to click's own usage errors (an unknown flag, a missing argument) and 130 to
 Ctrl-C. The README's "Exit codes" table is this tree.
@@ -30,6 +32,8 @@ Example:
 
 from __future__ import annotations
 
+import errno
+import re
 from pathlib import Path
 
 
@@ -137,6 +141,44 @@ class NotConfirmed(TritonkitError):
     was written."""
 
     exit_code = 13
+
+
+class StorageError(TritonkitError):
+    """The filesystem refused a write: no space left, read-only, or permission denied. The
+    command's own clean-up has run (staging and working directories are removed)."""
+
+    exit_code = 14
+
+    _REASONS = {
+        errno.ENOSPC: ("no space left on the device", "free space there (or write elsewhere), then run again"),
+        errno.EDQUOT: ("disk quota exceeded", "free space within the quota (or write elsewhere), then run again"),
+        errno.EROFS: ("read-only file system", "write to a writable location"),
+        errno.EACCES: ("permission denied", "check the owner and mode of that path, or write elsewhere"),
+        errno.EPERM: ("operation not permitted", "check the owner and mode of that path, or write elsewhere"),
+    }
+
+    @classmethod
+    def from_os_error(cls, exc: OSError) -> StorageError | None:
+        """The StorageError for a full, read-only or forbidden filesystem; None for any other OSError."""
+        if exc.errno not in cls._REASONS:
+            return None
+        reason, hint = cls._REASONS[exc.errno]
+        where = f": {exc.filename}" if exc.filename else ""
+        return cls(f"{reason}{where}", hint=hint)
+
+
+class SloViolation(TritonkitError):
+    """A model's live metrics break its service-level objective (``tritonkit check``)."""
+
+    exit_code = 15
+
+
+_CREDENTIALS_IN_URL = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+
+
+def mask_credentials(text: str) -> str:
+    """``oci://user:pass@host/x`` -> ``oci://***@host/x``: credentials in a URL are never echoed."""
+    return _CREDENTIALS_IN_URL.sub(lambda m: f"{m['scheme']}***@", text)
 
 
 def require(module: str, extra: str) -> object:

@@ -52,10 +52,52 @@ def remove_tree(root: Path) -> None:
     shutil.rmtree(root)
 
 
+KEPT = ".kept"  # marks a scratch directory kept on purpose (a failed build step to reproduce)
+
+
+def scratch_dir(parent: Path, prefix: str) -> Path:
+    """A fresh directory ``<parent>/<prefix><pid>-<random>``: the pid says whose it is, so a
+    later run can tell a live process's scratch space from what a killed one left
+    (:func:`remove_abandoned`)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
+
+
+def remove_abandoned(parent: Path, prefix: str) -> list[Path]:
+    """Delete ``<prefix><pid>-*`` directories under ``parent`` whose process no longer exists
+    (and that were not kept on purpose: :data:`KEPT`). Names without a pid are left alone.
+
+    Returns:
+        The directories removed.
+    """
+    removed: list[Path] = []
+    if not parent.is_dir():
+        return removed
+    for path in parent.glob(f"{prefix}*"):
+        pid = path.name.removeprefix(prefix).split("-", 1)[0]
+        if not pid.isdigit() or not path.is_dir() or (path / KEPT).exists() or _alive(int(pid)):
+            continue
+        try:
+            remove_tree(path)
+            removed.append(path)
+        except FileNotFoundError:  # another build cleaned it first
+            continue
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
 def staging_dir(out_dir: Path) -> Path:
-    """A fresh temporary directory on the same filesystem as ``out_dir`` (for atomic rename)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
+    """A fresh staging directory in ``out_dir`` (same filesystem, for an atomic rename)."""
+    return scratch_dir(out_dir, ".staging-")
 
 
 def install(staging: Path, out_dir: Path, lock: Lock) -> tuple[Path, bool]:

@@ -1,5 +1,9 @@
 """Spec model + resolved I/O → Triton ``ModelConfig`` (the pure mapping, no I/O).
 
+Tensors without dims become ``dims: [1]``: with ``reshape { shape: [] }`` when the model batches
+(a rank-1 batched tensor), plain for a scalar of a non-batching model (Triton refuses an empty
+reshape there; the onnxruntime backends take ``[1]`` for a scalar). See :func:`config_dims`.
+
 Example:
     >>> config = model_config(model, backend="onnxruntime", inputs=ins, outputs=outs)
     >>> print(pbtxt.render(config))
@@ -12,6 +16,7 @@ from collections.abc import Sequence
 from tritonclient.grpc import model_config_pb2 as pb
 
 from tritonkit.spec import dtypes
+from tritonkit.spec.intent import queue_policy
 from tritonkit.spec.schema import ModelBase, TensorSpec
 
 
@@ -35,22 +40,24 @@ def model_config(
     """
     config = pb.ModelConfig(name=model.name, backend=backend, max_batch_size=model.max_batch_size)
     for tensor in inputs:
-        config.input.append(
-            pb.ModelInput(
-                name=tensor.name,
-                data_type=pb.DataType.Value(dtypes.config_type(tensor.dtype)),
-                dims=tensor.dims,
-                optional=tensor.optional,
-            )
+        item = pb.ModelInput(
+            name=tensor.name,
+            data_type=pb.DataType.Value(dtypes.config_type(tensor.dtype)),
+            dims=config_dims(tensor.dims),
+            optional=tensor.optional,
         )
+        if not tensor.dims and model.max_batch_size > 0:
+            item.reshape.SetInParent()  # reshape { shape: [] }: the model sees no extra dim
+        config.input.append(item)
     for tensor in outputs:
-        config.output.append(
-            pb.ModelOutput(
-                name=tensor.name,
-                data_type=pb.DataType.Value(dtypes.config_type(tensor.dtype)),
-                dims=tensor.dims,
-            )
+        out = pb.ModelOutput(
+            name=tensor.name,
+            data_type=pb.DataType.Value(dtypes.config_type(tensor.dtype)),
+            dims=config_dims(tensor.dims),
         )
+        if not tensor.dims and model.max_batch_size > 0:
+            out.reshape.SetInParent()
+        config.output.append(out)
     if model.dynamic_batching is not None:
         spec = model.dynamic_batching
         batching = pb.ModelDynamicBatching(
@@ -69,6 +76,7 @@ def model_config(
                 )
             )
         config.dynamic_batching.CopyFrom(batching)
+    _admission(config, model)
     for group in model.instance_group:
         config.instance_group.append(
             pb.ModelInstanceGroup(
@@ -85,7 +93,7 @@ def model_config(
             sample = pb.ModelWarmup.Input(
                 data_type=pb.DataType.Value(dtypes.config_type(tensor.dtype)),
                 # warm-up data needs concrete dims; a variable dim gets a size of 1
-                dims=[d if d > 0 else 1 for d in tensor.dims],
+                dims=[d if d > 0 else 1 for d in config_dims(tensor.dims)],
             )
             if warmup.data == "zero":
                 sample.zero_data = True
@@ -100,6 +108,52 @@ def model_config(
     return config
 
 
+def config_dims(dims: Sequence[int]) -> list[int]:
+    """The ``dims`` config.pbtxt carries for a tensor whose model-side dims are ``dims``.
+
+    Triton refuses an input or output without dims ("must specify 'dims'"), so a tensor with
+    none is declared as ``dims: [1]``. For a batching model that is a rank-1 batched tensor
+    (a classifier's ``label [N]``) and :func:`model_config` adds ``reshape { shape: [] }``:
+    clients send and receive ``[batch, 1]``, the model sees ``[batch]``. For a non-batching
+    model it is a scalar: Triton refuses an empty reshape there ("scalar tensors are not
+    supported"), and the onnxruntime backends carry a rank-0 tensor as ``[1]``.
+    """
+    return list(dims) if dims else [1]
+
+
+def same_tensor_dims(actual: list[int], declared: list[int]) -> bool:
+    """Whether config or spec ``declared`` dims describe a graph tensor with ``actual`` dims.
+
+    :func:`dims_compatible`, plus: a tensor without dims is declared as ``[1]`` (see
+    :func:`config_dims`).
+    """
+    return dims_compatible(actual, declared) or (not actual and declared == [1])
+
+
+def _admission(config: pb.ModelConfig, model: ModelBase) -> None:
+    """Derive Triton's queue policy from the model's SLO (``max_queue_ms``) and measured capacity.
+
+    Only for batching models (Triton's queue policy lives in the dynamic batcher; a model without
+    ``dynamic_batching`` gets one with no delay) and only where the spec does not set
+    ``default_queue_policy`` itself. Requests beyond the queue size are refused at once
+    (UNAVAILABLE); requests queued longer than ``max_queue_ms`` are rejected.
+    """
+    instances = sum(group.count for group in model.instance_group) or 1
+    plan = queue_policy(model.slo, model.capacity, max_batch_size=model.max_batch_size, instances=instances)
+    if plan is None or model.max_batch_size == 0:
+        return
+    if model.dynamic_batching is not None and model.dynamic_batching.default_queue_policy is not None:
+        return  # the spec's own policy wins
+    config.dynamic_batching.default_queue_policy.CopyFrom(
+        pb.ModelQueuePolicy(
+            timeout_action=pb.ModelQueuePolicy.TimeoutAction.Value("REJECT"),
+            default_timeout_microseconds=plan.timeout_us,
+            allow_timeout_override=False,
+            max_queue_size=plan.max_queue_size,
+        )
+    )
+
+
 def tensors_from_config(config: pb.ModelConfig) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """The inputs and outputs a config declares, as spec tensors (inverse of the mapping)."""
 
@@ -108,7 +162,8 @@ def tensors_from_config(config: pb.ModelConfig) -> tuple[list[TensorSpec], list[
             TensorSpec(
                 name=item.name,
                 dtype=dtypes.from_config_type(pb.DataType.Name(item.data_type)),
-                dims=list(item.dims),
+                # a reshaped tensor is what the model sees: compare graphs against that
+                dims=list(item.reshape.shape) if item.HasField("reshape") else list(item.dims),
                 optional=bool(getattr(item, "optional", False)),
             )
             for item in items

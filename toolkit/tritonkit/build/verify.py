@@ -8,7 +8,8 @@ Findings, each with a kind and a path:
   than this machine's (checked only where this machine has TensorRT / a GPU).
 - ``config``: a config.pbtxt that does not parse (with line:column) or names another model.
 - ``layout``: a model without config.pbtxt or version directories, or a non-numeric version.
-- ``artifact``: the model file is missing, or its inputs/outputs disagree with the config.
+- ``artifact``: the model file or an external data file it references is missing, or its
+  inputs/outputs disagree with the config.
 - ``ensemble``: an ensemble's wiring is broken (see :func:`tritonkit.build.ensembles.wiring_problems`).
 
 Example:
@@ -24,11 +25,11 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as pb
 
-from tritonkit.build import pbtxt
-from tritonkit.errors import SpecError, TritonkitError, VerifyError
 from tritonkit.artifact.hashing import LOCK_FILE, hash_tree, repository_digest
-from tritonkit.build.modelconfig import dims_compatible, tensors_from_config
 from tritonkit.artifact.lock import read_lock
+from tritonkit.build import pbtxt
+from tritonkit.build.modelconfig import same_tensor_dims, tensors_from_config
+from tritonkit.errors import SpecError, TritonkitError, VerifyError
 
 _ARTIFACTS = {"onnxruntime": "model.onnx", "python": "model.py", "tensorrt": "model.plan", "pytorch": "model.pt"}
 
@@ -156,14 +157,24 @@ def _check_artifact(config: pb.ModelConfig, version: Path) -> list[Finding]:
         return [Finding("artifact", f"{rel}/{filename}", f"missing (backend '{backend}' needs it)")]
     if backend != "onnxruntime":
         return []
-    from tritonkit.build.onnx_io import graph_io
+    from tritonkit.build.onnx_io import external_data_files, graph_io
 
+    declared_inputs, declared_outputs = tensors_from_config(config)
     try:
-        graph_inputs, graph_outputs = graph_io(artifact, config.max_batch_size)
+        # a tensor the graph leaves without a shape was declared in the spec: the config says it
+        graph_inputs, graph_outputs = graph_io(
+            artifact, config.max_batch_size, declared=[*declared_inputs, *declared_outputs]
+        )
+        external = external_data_files(artifact)
     except SpecError as exc:
         return [Finding("artifact", f"{rel}/{filename}", exc.detail)]
-    declared_inputs, declared_outputs = tensors_from_config(config)
-    findings = []
+    # The lock catches a data file removed or changed after the build; this catches one the
+    # build never copied (the lock then agrees with the files, and Triton still cannot load).
+    findings = [
+        Finding("artifact", f"{rel}/{data}", f"external data of {filename} is missing")
+        for data in external
+        if not (version / data).is_file()
+    ]
     for what, declared, graph in (
         ("input", declared_inputs, graph_inputs),
         ("output", declared_outputs, graph_outputs),
@@ -183,7 +194,7 @@ def _check_artifact(config: pb.ModelConfig, version: Path) -> list[Finding]:
                         f"{what} '{tensor.name}': config {tensor.dtype}, graph {actual.dtype}",
                     )
                 )
-            elif not dims_compatible(actual.dims, tensor.dims):
+            elif not same_tensor_dims(actual.dims, tensor.dims):
                 findings.append(
                     Finding(
                         "artifact",
@@ -220,7 +231,8 @@ def require_verified(
     report = verify(root)
     if not report.ok:
         raise error(
-            f"{subject or root} failed verification ({report.findings[0]})" + (f"; {consequence}" if consequence else ""),
+            f"{subject or root} failed verification ({report.findings[0]})"
+            + (f"; {consequence}" if consequence else ""),
             hint=hint or f"run 'tritonkit verify {root}' for all findings, then rebuild",
         )
     return report

@@ -6,7 +6,7 @@ error's exit code. Nothing here decides anything the library could.
 
 One module per command group, each with a ``COMMANDS`` list registered here: :mod:`.project`
 (init, build, verify), :mod:`.serving` (serve, infer, generate), :mod:`.perf` (bench, tune),
-:mod:`.release` (release … status); :mod:`._common` holds the consoles, error rendering and
+:mod:`.release` (release … status), :mod:`.intent` (plan); :mod:`._common` holds the consoles, error rendering and
 repository defaults. Command modules import the library inside their functions, so
 ``tritonkit --help`` imports no stage.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import click
 
-from tritonkit.cli import perf, project, release, serving
+from tritonkit.cli import intent, perf, project, release, serving
 from tritonkit.cli._common import Group
 
 
@@ -25,6 +25,6 @@ def main() -> None:
     """Build, verify and serve immutable, content-hashed Triton model repositories."""
 
 
-for _module in (project, serving, perf, release):
+for _module in (project, serving, perf, release, intent):
     for _command in _module.COMMANDS:
         main.add_command(_command)

@@ -1,20 +1,22 @@
 """What every command module shares: the consoles, error rendering, and where a repository comes from.
 
 Errors: a :class:`~tritonkit.errors.TritonkitError` becomes one ``error:`` line, one ``hint:``
-line and the error's exit code (see :mod:`tritonkit.errors`); nothing else is printed.
+line and the error's exit code (see :mod:`tritonkit.errors`); nothing else is printed. An
+``OSError`` for a full disk, a read-only file system or a denied permission becomes a
+:class:`~tritonkit.errors.StorageError` the same way; credentials in URLs are masked.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from rich.console import Console
 from rich.markup import escape
 
-from tritonkit.errors import ServerError, TritonkitError
+from tritonkit.errors import ServerError, StorageError, TritonkitError, mask_credentials
 
 if TYPE_CHECKING:
     from tritonkit.release.store import ReleaseStore
@@ -28,11 +30,22 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except TritonkitError as exc:
-            # Messages are plain text: "pip install 'tritonkit[serve]'" must not read as markup.
-            err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
-            if exc.hint:
-                err_console.print(f"[bold cyan]hint:[/] {escape(exc.hint)}", highlight=False, soft_wrap=True)
-            sys.exit(exc.exit_code)
+            _fail(exc)
+        except OSError as exc:  # a full disk, a read-only or forbidden path: one line, not a traceback
+            storage = StorageError.from_os_error(exc)
+            if storage is None:
+                raise
+            _fail(storage)
+
+
+def _fail(exc: TritonkitError) -> NoReturn:
+    # Messages are plain text: "pip install 'tritonkit[serve]'" must not read as markup. A URL's
+    # credentials (oci://user:pass@…) are masked wherever they came from.
+    message, hint = mask_credentials(exc.message), mask_credentials(exc.hint)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    if hint:
+        err_console.print(f"[bold cyan]hint:[/] {escape(hint)}", highlight=False, soft_wrap=True)
+    sys.exit(exc.exit_code)
 
 
 def require_verified(root: Path) -> None:
@@ -76,11 +89,11 @@ def store_for(spec_file: Path, store: Path | None) -> ReleaseStore:
     return ReleaseStore(default_store(spec_file.resolve().parent))
 
 
-def open_env(spec_file: Path, store: Path | None, name: str, url: str) -> Any:
+def open_env(spec_file: Path, store: Path | None, name: str, url: str, metrics_url: str | None = None) -> Any:
     """Environment ``name`` of the spec's release store (the spec is read when it exists: KServe
     environments are declared there; ``local`` needs none)."""
     from tritonkit.deploy import open_environment
     from tritonkit.spec.loader import load_spec
 
     spec = load_spec(spec_file).spec if spec_file.is_file() else None
-    return open_environment(store_for(spec_file, store), name, spec, url=url)
+    return open_environment(store_for(spec_file, store), name, spec, url=url, metrics_url=metrics_url)

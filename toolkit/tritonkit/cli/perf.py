@@ -32,6 +32,20 @@ from tritonkit.spec import SPEC_FILE
 @click.option("--max-windows", default=10, show_default=True)
 @click.option("--processes", type=int, default=None, help="Load worker processes (default: by load level).")
 @click.option("--report", "report_dir", type=click.Path(path_type=Path), help="Write bench.png and bench.html here.")
+@click.option(
+    "--engine",
+    type=click.Choice(["auto", "perf_analyzer", "builtin"]),
+    default="auto",
+    show_default=True,
+    help="Meter: NVIDIA's perf_analyzer (auto: when installed) or the built-in Python load generator.",
+)
+@click.option(
+    "--input-data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Real inputs: a .npy file, a directory of <input>.npy / <input>.txt, or perf_analyzer JSON.",
+)
+@click.option("--shape", "shapes", multiple=True, metavar="NAME:D1,D2", help="Size of variable dims (repeatable).")
 def bench(
     model: str,
     url: str | None,
@@ -44,11 +58,15 @@ def bench(
     max_windows: int,
     processes: int | None,
     report_dir: Path | None,
+    engine: str,
+    input_data: Path | None,
+    shapes: tuple[str, ...],
 ) -> None:
     """Load-test MODEL on a running Triton (closed loop --concurrency, or open loop --rate)."""
     from rich.progress import BarColumn, Progress, TextColumn
 
     from tritonkit.perf.bench import bench as run_bench
+    from tritonkit.perf.inputs import parse_shapes
 
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} windows")
@@ -72,9 +90,13 @@ def bench(
             max_windows=max_windows,
             processes=processes,
             progress=progress,
+            engine=engine,
+            input_data=input_data,
+            shapes=parse_shapes(shapes),
         )
+    meter = points[0].engine if points else engine
     table = Table(
-        title=f"{model} over {protocol}",
+        title=f"{model} over {protocol}, measured by {meter}",
         title_justify="left",
         box=box.SIMPLE,
         padding=(0, 1),
@@ -109,7 +131,9 @@ def bench(
 @click.command()
 @click.argument("model")
 @click.option("-f", "--file", "spec_file", type=click.Path(path_type=Path), default=Path(SPEC_FILE), show_default=True)
-@click.option("--p99-ms", type=float, required=True, help="Latency budget: p99 in milliseconds.")
+@click.option(
+    "--p99-ms", type=float, default=None, help="Latency budget: p99 in milliseconds (default: the model's slo.p99_ms)."
+)
 @click.option("--rate", type=float, default=None, help="Minimise p99 at this open-loop rate (requests/s) instead.")
 @click.option("--max-throughput", is_flag=True, help="Maximise throughput within the budget (the default).")
 @click.option("--budget", default="5m", show_default=True, help="Time limit: 90s, 5m, 1h.")
@@ -124,10 +148,24 @@ def bench(
     "--report", "report_dir", type=click.Path(path_type=Path), help="Report folder (default reports/tune-MODEL)."
 )
 @click.option("--yes", is_flag=True, help="Write the winning settings into the spec without asking.")
+@click.option(
+    "--engine",
+    type=click.Choice(["auto", "perf_analyzer", "builtin"]),
+    default="auto",
+    show_default=True,
+    help="Meter: NVIDIA's perf_analyzer (auto: when installed) or the built-in Python load generator.",
+)
+@click.option(
+    "--input-data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Real inputs: a .npy file, a directory of <input>.npy / <input>.txt, or perf_analyzer JSON.",
+)
+@click.option("--shape", "shapes", multiple=True, metavar="NAME:D1,D2", help="Size of variable dims (repeatable).")
 def tune(
     model: str,
     spec_file: Path,
-    p99_ms: float,
+    p99_ms: float | None,
     rate: float | None,
     max_throughput: bool,
     budget: str,
@@ -140,6 +178,9 @@ def tune(
     window_s: float,
     report_dir: Path | None,
     yes: bool,
+    engine: str,
+    input_data: Path | None,
+    shapes: tuple[str, ...],
 ) -> None:
     """Search batching and instance settings for MODEL by reloading it on a running Triton.
 
@@ -148,6 +189,7 @@ def tune(
     """
     import os
 
+    from tritonkit.perf.inputs import parse_shapes
     from tritonkit.perf.tune import Bounds, parse_duration
     from tritonkit.perf.tune import tune as run_tune
     from tritonkit.spec.loader import load_spec
@@ -157,7 +199,13 @@ def tune(
     if rate is not None and rate <= 0:
         raise UsageError(f"--rate must be positive, got {rate:g}", hint="e.g. --rate 200")
     loaded = load_spec(spec_file)
-    loaded.spec.model(model)  # unknown model: a suggestion before anything starts
+    entry = loaded.spec.model(model)  # unknown model: a suggestion before anything starts
+    if p99_ms is None:  # the objective comes from the spec's intent unless a flag overrides it
+        p99_ms = entry.slo.p99_ms if entry.slo is not None else None
+        if p99_ms is None:
+            raise UsageError(
+                f"no latency budget for '{model}'", hint="give --p99-ms, or set slo: {p99_ms: …} for it in the spec"
+            )
     budget_s = parse_duration(budget)
     bounds = Bounds(max_instances=max_instances or max(4, os.cpu_count() or 1), max_batch=max_batch)
     server = None
@@ -167,7 +215,8 @@ def tune(
             url = server.endpoints.grpc_url if protocol == "grpc" else server.endpoints.http_url.removeprefix("http://")
         result = _run_with_progress(
             run_tune, model, p99_ms=p99_ms, url=url, protocol=protocol, rate=rate, budget_s=budget_s,
-            max_points=max_points, bounds=bounds, window_s=window_s,
+            max_points=max_points, bounds=bounds, window_s=window_s, engine=engine,
+            input_data=input_data, shapes=parse_shapes(shapes),
         )  # fmt: skip
     except KeyboardInterrupt:
         err_console.print("interrupted: the original config was loaded back")
@@ -236,10 +285,15 @@ def _print_tune(result: Any) -> None:
         console.print(f"original: {_describe(base)}")
     else:
         console.print(f"original: {result.original.label()} → nothing within the budget")
-    if best is not None:
+    if result.unconfirmed is not None and result.confirmation is not None:
+        console.print(
+            f"the search's winner {_describe(result.unconfirmed)} was not confirmed when re-measured against "
+            f"the original: {result.confirmation.describe()}; keeping the original settings"
+        )
+    elif best is not None:
         gain = ""
-        if base is not None and result.rate is None:
-            gain = f" ({best.throughput / base.throughput:.2f}x the original settings)"
+        if result.confirmation is not None:
+            gain = f" ({result.confirmation.describe()} the original settings)"
         console.print(f"[bold]chosen:[/]   {_describe(best)}{gain}")
 
 
@@ -250,10 +304,10 @@ def _describe(point: Any) -> str:
 def _write_back(spec_file: Path, model: str, result: Any, yes: bool) -> None:
     from tritonkit.spec.update import update_settings
 
-    if result.best is None or result.best.settings == result.original:
-        console.print(f"the original settings are the best found; {spec_file} unchanged")
+    if result.best is None:
+        console.print(f"nothing met the budget; {spec_file} unchanged")
         return
-    update = update_settings(spec_file, model, result.best.settings)
+    update = update_settings(spec_file, model, result.best.settings, capacity=result.capacity())
     if not update.changed:
         console.print(f"{spec_file} already has these settings")
         return

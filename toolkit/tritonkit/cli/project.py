@@ -40,7 +40,21 @@ def init(path: Path, force: bool) -> None:
     type=click.Choice(["onnx", "python", "llm", "tensorrt"]),
     help="Leave models of this kind out (e.g. tensorrt on a host without a GPU); repeatable.",
 )
-def build(spec_file: Path, out_dir: Path, cache_dir: Path | None, no_cache: bool, skip_kinds: tuple[str, ...]) -> None:
+@click.option("--check", is_flag=True, help="Then load every model on the embedded Triton and send it one request.")
+@click.option(
+    "--triton-bin",
+    type=click.Path(path_type=Path),
+    help="With --check: use this tritonserver instead of the embedded one.",
+)
+def build(
+    spec_file: Path,
+    out_dir: Path,
+    cache_dir: Path | None,
+    no_cache: bool,
+    skip_kinds: tuple[str, ...],
+    check: bool,
+    triton_bin: Path | None,
+) -> None:
     """Build the spec into <out>/<name>-<digest12>/ and point <out>/<name> at it."""
     from tritonkit.build.pipeline import build_repository as run_build
     from tritonkit.spec.loader import load_spec
@@ -74,18 +88,33 @@ def build(spec_file: Path, out_dir: Path, cache_dir: Path | None, no_cache: bool
     state = "new build" if result.created else "unchanged (identical build already present)"
     console.print(f"digest [bold]{result.digest}[/] — {state} in {result.seconds:.2f}s", highlight=False)
     console.print(f"alias  {result.alias} -> {result.path.name}", highlight=False)
+    if check:
+        _load_check(result.path, triton_bin)
 
 
 @click.command()
 @click.argument("path", type=click.Path(path_type=Path))
-def verify(path: Path) -> None:
-    """Re-hash a built repository and check configs, layout and artifacts."""
+@click.option(
+    "--load", "load", is_flag=True, help="Then load every model on the embedded Triton and send it one request."
+)
+@click.option(
+    "--triton-bin",
+    type=click.Path(path_type=Path),
+    help="With --load: use this tritonserver instead of the embedded one.",
+)
+def verify(path: Path, load: bool, triton_bin: Path | None) -> None:
+    """Re-hash a built repository and check configs, layout and artifacts (--load: and that Triton loads it)."""
     from tritonkit.build.verify import verify as run_verify
 
     with console.status(f"re-hashing and checking {path} …"):
         report = run_verify(path)
+    from tritonkit.release.store import check_release_dir
+
+    check_release_dir(path)  # a release in a store: its lock must be the one its index records
     if report.ok:
         console.print(f"[green]ok[/] {report.root} — {report.files} files, {report.digest}", highlight=False)
+        if load:
+            _load_check(report.root, triton_bin)
         return
     table = Table(title=f"{len(report.findings)} finding(s) in {report.root}", title_justify="left")
     for column in ("kind", "path", "problem"):
@@ -99,6 +128,43 @@ def verify(path: Path) -> None:
         f"{report.root} does not match its lock file or Triton's schema ({len(report.findings)} finding(s))",
         hint="rebuild with 'tritonkit build'; a built repository is never edited in place",
     )
+
+
+def _load_check(root: Path, triton_bin: Path | None) -> None:
+    """Load every model of ``root`` on Triton, print one row per model, fail when any did not."""
+    from tritonkit.errors import VerifyError
+    from tritonkit.serve.loadcheck import load_check
+
+    with console.status("loading every model on Triton …") as status:
+
+        def progress(event: Event) -> None:
+            status.update(f"[bold]{event.subject}[/]: {event.message}")
+
+        report = load_check(root, triton_bin=triton_bin, progress=progress)
+    table = Table(title=f"Triton load check of {root}", title_justify="left")
+    for column in ("model", "loaded", "request", "detail"):
+        table.add_column(column)
+    for model in report.models:
+        answered = "-" if model.answered is None else "ok" if model.answered else "[red]failed[/]"
+        table.add_row(model.name, "yes" if model.loaded else "[red]no[/]", answered, model.detail)
+    console.print(table)
+    if not report.ok:
+        first = report.failed[0]
+        what = "failed to load" if not first.loaded else "failed its request"
+        raise VerifyError(
+            f"{len(report.failed)} of {len(report.models)} model(s) fail on Triton; "
+            f"'{first.name}' {what}: {first.detail}",
+            hint=f"fix the model and rebuild; Triton's log: {report.log_file}",
+        )
+    sent = [m for m in report.models if m.answered is not None]
+    if len(sent) == len(report.models):
+        console.print(f"[green]ok[/] Triton loaded and answered {len(report.models)} model(s)", highlight=False)
+    else:
+        console.print(
+            f"[green]ok[/] Triton loaded {len(report.models)} model(s) and answered all {len(sent)} sent a request "
+            "(decoupled models are loaded only)",
+            highlight=False,
+        )
 
 
 COMMANDS = [init, build, verify]

@@ -3,18 +3,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 from rich.table import Table
 
 from tritonkit.cli._common import console, default_repository, open_env, store_for
-from tritonkit.errors import UsageError
+from tritonkit.errors import UsageError, mask_credentials
 from tritonkit.spec import SPEC_FILE
 
 if TYPE_CHECKING:
-    pass
+    from rich.progress import TaskID
+
+    from tritonkit.events import Event
+
+T = TypeVar("T")
 
 _spec_option = click.option(
     "-f", "--file", "spec_file", type=click.Path(path_type=Path), default=Path(SPEC_FILE), show_default=True
@@ -54,9 +59,14 @@ def release(spec_file: Path, store: Path | None, repository: Path | None) -> Non
 @click.command(name="releases")
 @_spec_option
 @_store_option
-def list_releases(spec_file: Path, store: Path | None) -> None:
+@click.option("--repair", is_flag=True, help="Restore a damaged index from index.json.bak and the releases' locks.")
+def list_releases(spec_file: Path, store: Path | None, repair: bool) -> None:
     """List releases: number, digest, creation time, models changed since the previous one."""
     releases = store_for(spec_file, store)
+    if repair:
+        done = releases.repair()
+        for line in done or [f"{releases.root / 'index.json'} is intact; nothing to repair"]:
+            console.print(line, highlight=False, soft_wrap=True)
     entries = releases.releases()
     if not entries:
         console.print(f"no releases in {releases.root} yet — run 'tritonkit release'")
@@ -100,11 +110,32 @@ _url_option = click.option(
 @_spec_option
 @_store_option
 @click.option("--canary", type=int, default=None, help="KServe Serverless only: send this percentage to NAME.")
-def promote(name: str, env_name: str, url: str, spec_file: Path, store: Path | None, canary: int | None) -> None:
-    """Switch environment ENV to release NAME (e.g. v3), gated on the new version being ready."""
-    env = open_env(spec_file, store, env_name, url)
+@click.option(
+    "--analysis",
+    default=None,
+    help="Watch NAME under traffic this long (60s, 2m) against its SLO; roll back automatically on a violation.",
+)
+@click.option("--metrics-url", default=None, help="local only: Triton's metrics (default: port 8002 of --url's host).")
+def promote(
+    name: str,
+    env_name: str,
+    url: str,
+    spec_file: Path,
+    store: Path | None,
+    canary: int | None,
+    analysis: str | None,
+    metrics_url: str | None,
+) -> None:
+    """Switch environment ENV to release NAME (e.g. v3), gated on the new version being ready
+    (and, with --analysis, on meeting its SLO under real traffic)."""
+    from tritonkit.perf.tune import parse_duration
+
+    analysis_s = parse_duration(analysis) if analysis else None
+    env = open_env(spec_file, store, env_name, url, metrics_url)
     with console.status(f"promoting {name} to {env_name} …") as status:
-        entry = env.promote(parse_release(name), canary=canary, progress=lambda e: status.update(e.message))
+        entry = env.promote(
+            parse_release(name), canary=canary, progress=lambda e: status.update(e.message), analysis_s=analysis_s
+        )
     console.print(
         f"{env_name}: {entry.from_release or 'nothing'} → [bold]{entry.to_release}[/] ({entry.to_digest[:19]}…)"
     )
@@ -176,6 +207,26 @@ def repair(env_name: str, url: str, spec_file: Path, store: Path | None) -> None
     console.print(f"{env_name} serves [bold]{current.name if current else 'nothing'}[/], as recorded")
 
 
+def _with_byte_bars(run: Callable[[Callable[[Event], None]], T]) -> T:
+    """Run a publish or pull with one byte progress bar per blob (hashing, uploading, downloading)."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, console=console, transient=True) as bars:
+        tasks: dict[tuple[str, str], TaskID] = {}
+
+        def progress(event: Event) -> None:
+            if event.unit != "bytes":
+                bars.console.print(f"  {event.message}", highlight=False)
+                return
+            key = (event.subject, event.message)
+            if key not in tasks:
+                tasks[key] = bars.add_task(f"{event.message} {event.subject[:19]}", total=event.total)
+            bars.update(tasks[key], completed=event.done, total=event.total)
+
+        return run(progress)
+
+
 @click.command()
 @click.argument("name")
 @click.argument("target")
@@ -187,8 +238,7 @@ def publish(name: str, target: str, spec_file: Path, store: Path | None) -> None
 
     releases = store_for(spec_file, store)
     number = parse_release(name)
-    with console.status(f"publishing {name} …") as status:
-        reference = push(releases.path(number), target, progress=lambda event: status.update(event.message))
+    reference = _with_byte_bars(lambda progress: push(releases.path(number), target, progress=progress))
     releases.record_publication(number, reference)
     console.print(f"published {name}: [bold]{reference}[/]", soft_wrap=True)
 
@@ -200,9 +250,8 @@ def pull(reference: str, destination: Path) -> None:
     """Fetch REFERENCE (oci://HOST/REPO@sha256:…) into DESTINATION, verifying every hash."""
     from tritonkit.release.oci import pull as fetch
 
-    with console.status(f"pulling {reference} …") as status:
-        path = fetch(reference, destination, progress=lambda event: status.update(event.message))
-    console.print(f"pulled and verified {reference} into {path}", soft_wrap=True)
+    path = _with_byte_bars(lambda progress: fetch(reference, destination, progress=progress))
+    console.print(f"pulled and verified {mask_credentials(reference)} into {path}", soft_wrap=True)
 
 
 @click.command()
@@ -222,6 +271,7 @@ def deploy(name: str, env_name: str, dry_run: bool, out_file: Path | None, spec_
     releases = store_for(spec_file, store)
     number = parse_release(name)
     release = releases.get(number)
+    releases.path(number)  # its lock still matches the index entry (a tampered store is not deployed)
     references = releases.publications(number)
     if not references:
         raise UsageError(

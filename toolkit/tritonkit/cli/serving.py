@@ -65,6 +65,13 @@ def serve(
     env = None
     if env_name is not None:
         env = open_env(spec_file, None, env_name, f"{host}:{http_port}")
+        if env_name == "local" and not (env.store.root / "index.json").is_file():
+            # not a project directory: create nothing rather than serve an empty store silently
+            raise UsageError(
+                f"no release store at {env.store.root} (no releases yet)",
+                hint="run in the project (the store is releases/ beside the spec; -f names the spec, "
+                "$TRITONKIT_STORE a store), or make one with 'tritonkit build' and 'tritonkit release'",
+            )
         root = env.serving_root()  # a mutable view of immutable releases: each is verified when promoted
         # A promotion killed mid-way left live/ between two releases: put it back to the record
         # before Triton reads it (nothing serves it yet, so this only touches files).
@@ -72,6 +79,13 @@ def serve(
         if recovered:
             err_console.print(f"[yellow]{recovered}[/]", highlight=False)
         no_verify = True
+        if not any(root.iterdir()):
+            err_console.print(
+                f"nothing promoted to local yet: Triton will serve no model until "
+                f"'tritonkit promote vN --env local' ({len(env.store.releases())} release(s) in {env.store.root})",
+                highlight=False,
+                soft_wrap=True,
+            )
     else:
         root = resolve_repository(path, spec_file)
     if not no_verify:

@@ -18,9 +18,15 @@ if TYPE_CHECKING:
 
 
 def open_environment(
-    store: ReleaseStore, name: str, spec: Spec | None = None, *, url: str = "127.0.0.1:8000"
+    store: ReleaseStore,
+    name: str,
+    spec: Spec | None = None,
+    *,
+    url: str = "127.0.0.1:8000",
+    metrics_url: str | None = None,
 ) -> Environment:
-    """``local`` (the Triton at ``url``), or the KServe environment ``name`` declared in ``spec``.
+    """``local`` (the Triton at ``url``, its metrics at ``metrics_url``, default port 8002 of the
+    same host), or the KServe environment ``name`` declared in ``spec``.
 
     Raises:
         UsageError: an environment the spec does not declare (with a suggestion), or no spec.
@@ -28,7 +34,7 @@ def open_environment(
     if name == "local":
         from tritonkit.deploy.local import LocalEnvironment
 
-        return LocalEnvironment(store, url=url)
+        return LocalEnvironment(store, url=url, metrics_url=metrics_url)
     if spec is None:
         raise UsageError(f"environment '{name}' needs the spec that declares it", hint="give the spec file")
     from tritonkit.deploy.kserve import KServeEnvironment

@@ -35,7 +35,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tritonkit.errors import UsageError
+from tritonkit.deploy.analysis import Verdict
+from tritonkit.errors import PromoteError, UsageError
 from tritonkit.events import Event, Progress, emit
 from tritonkit.release.store import Release, ReleaseStore, parse_release
 
@@ -86,6 +87,7 @@ class Environment(ABC):
     """
 
     name: str
+    analysable: bool = False  # whether promote(analysis_s=...) can watch this environment's traffic
 
     def __init__(self, store: ReleaseStore, name: str) -> None:
         self.store, self.name = store, name
@@ -119,25 +121,80 @@ class Environment(ABC):
         history = self.history()
         done = [p for p in history if p.ok]
         current = self.store.get(parse_release(done[-1].to_release)) if done else None
+        if current is not None:
+            self.store.verified(current.number)  # the digest reported is still what the release holds
         return Status(self.name, current, history)
 
-    def promote(self, number: int, *, canary: int | None = None, progress: Progress | None = None) -> Promotion:
+    def promote(
+        self,
+        number: int,
+        *,
+        canary: int | None = None,
+        progress: Progress | None = None,
+        analysis_s: float | None = None,
+    ) -> Promotion:
         """Serve release ``number`` (or ``canary`` percent of the traffic, where supported).
+
+        With ``analysis_s``, the new release is then watched under its real traffic for that long
+        and judged against each model's SLO (the ``slo`` its lock carries;
+        :func:`tritonkit.deploy.analysis.analyse`); on a violation the previous release is put back
+        at once and the step fails with the evidence, which the history records.
 
         Raises:
             UsageError: unknown release, the release already served, or a canary here is impossible.
             ServerError, ClusterError: the server or cluster cannot be reached.
-            PromoteError: the step failed and was undone; the previous release still serves.
+            VerifyError: the release's lock no longer matches its index entry (nothing changed).
+            PromoteError: the step failed and was undone, or the new release broke its SLO under
+                analysis and was rolled back; the previous release still serves.
         """
-        return self._switch(number, canary=canary, progress=progress, action="promote")
+        self.store.path(number)  # every environment: the release is the one recorded, before any change
+        if analysis_s and not self.analysable:
+            raise UsageError(
+                f"promotion analysis is not available for environment '{self.name}' yet",
+                hint="promote without analysis, and gate with 'tritonkit check' against its metrics",
+            )
+        previous = self.current()
+        entry = self._switch(number, canary=canary, progress=progress, action="promote")
+        if analysis_s and previous is not None:
+            self._gate(number, previous.number, analysis_s, progress)
+        return entry
+
+    def _gate(self, number: int, previous: int, seconds: float, progress: Progress | None) -> None:
+        """Watch release ``number`` for ``seconds``; roll back to ``previous`` when it breaks its SLO."""
+        report = self._reporter(progress, "analysis")
+        verdicts = self._watch(number, seconds, report)
+        broken = [v for v in verdicts if not v.ok]
+        if not broken:
+            report(f"v{number} met its SLO for {seconds:.0f}s")
+            return
+        evidence = "; ".join(f"{v.model}: {', '.join(v.violations)}" for v in broken)
+        report(f"v{number} broke its SLO ({evidence}): rolling back to v{previous}")
+        self._switch(previous, canary=None, progress=progress, action=f"rollback (analysis of v{number}: {evidence})")
+        raise PromoteError(
+            f"v{number} broke its SLO under traffic and was rolled back to v{previous}: {evidence}",
+            hint=f"v{previous} serves; 'tritonkit status' shows the evidence in the history",
+        )
+
+    def _watch(self, number: int, seconds: float, report: Callable[[str], None]) -> list[Verdict]:
+        """Judge release ``number``'s models under live traffic for ``seconds``.
+
+        Raises:
+            UsageError: this environment cannot be analysed from here.
+        """
+        raise UsageError(
+            f"promotion analysis is not available for environment '{self.name}' yet",
+            hint="promote without analysis, and gate with 'tritonkit check' against its metrics",
+        )
 
     def rollback(self, *, progress: Progress | None = None) -> Promotion:
         """Serve the release that served before the current one (gated like any promotion).
 
         Raises:
             UsageError: nothing to roll back to.
+            VerifyError: the target's lock no longer matches its index entry (nothing changed).
             PromoteError: the step failed and was undone.
         """
+        self.store.path(self.rollback_target())
         return self._switch(self.rollback_target(), canary=None, progress=progress, action="rollback")
 
     def serving_root(self) -> Path:

@@ -48,13 +48,17 @@ Example:
 from __future__ import annotations
 
 import os
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from tritonkit.artifact.layout import remove_tree
+from tritonkit.artifact.lock import read_lock
 from tritonkit.build.verify import require_verified
+from tritonkit.deploy.analysis import Verdict, analyse
 from tritonkit.deploy.drift import differences
 from tritonkit.deploy.environment import HISTORY, Environment, Promotion, Status, _user
 from tritonkit.deploy.live import (
@@ -73,10 +77,12 @@ from tritonkit.deploy.transaction import EnvironmentLock, Journal
 from tritonkit.errors import PromoteError, TritonkitError, UsageError
 from tritonkit.events import Progress
 from tritonkit.release.store import Release, ReleaseStore
+from tritonkit.serve.metrics import model_counters, scrape
 from tritonkit.serve.repository_api import load_model, unload_model
 from tritonkit.serve.server import Endpoints, TritonServer, free_port, repository_models
+from tritonkit.spec.intent import Capacity, Slo
 
-Report = Any  # Callable[[str], None]
+Report = Callable[[str], None]
 
 
 class LocalEnvironment(Environment):
@@ -85,16 +91,26 @@ class LocalEnvironment(Environment):
     Args:
         store: the release store.
         url: HTTP address of the Triton that serves :attr:`live` (``tritonkit serve --env local``).
+        metrics_url: its metrics endpoint, for promotion analysis (default: port 8002 on its host).
         lock_timeout: seconds a promote, rollback or repair waits for another one to finish.
         prove: load every model on a scratch Triton before switching (off only for tests of
             what happens without it).
     """
 
+    analysable = True
+
     def __init__(
-        self, store: ReleaseStore, *, url: str = "127.0.0.1:8000", lock_timeout: float = 120.0, prove: bool = True
+        self,
+        store: ReleaseStore,
+        *,
+        url: str = "127.0.0.1:8000",
+        metrics_url: str | None = None,
+        lock_timeout: float = 120.0,
+        prove: bool = True,
     ) -> None:
         super().__init__(store, "local")
         self.url = url
+        self.metrics_url = metrics_url or f"http://{url.rsplit(':', 1)[0]}:8002/metrics"
         self.live = self.root / "live"
         self.journal = Journal(self.root)
         self.lock_timeout = lock_timeout
@@ -375,6 +391,27 @@ class LocalEnvironment(Environment):
             return differences({}, number, {}, {}, live_problems)
         versions, configs = served(client)
         return differences(expected, number, versions, configs, live_problems)
+
+    def _watch(self, number: int, seconds: float, report: Callable[[str], None]) -> list[Verdict]:
+        """Two reads of Triton's metrics :attr:`metrics_url`, ``seconds`` apart, judged per model
+        against the SLO and capacity the release's lock carries (models without an SLO are skipped)."""
+        intent = {
+            name: (Slo(**entry["slo"]), Capacity(**entry["capacity"]) if "capacity" in entry else None)
+            for name, entry in read_lock(self.store.path(number)).models.items()
+            if "slo" in entry
+        }
+        if not intent:
+            report(f"v{number} declares no SLO: nothing to analyse")
+            return []
+        first = scrape(self.metrics_url)
+        report(f"watching v{number} under traffic for {seconds:.0f}s")
+        time.sleep(seconds)
+        last = scrape(self.metrics_url)
+        return [
+            analyse(name, model_counters(first, name, version=number), model_counters(last, name, version=number),
+                    slo=slo, capacity=capacity)
+            for name, (slo, capacity) in sorted(intent.items())
+        ]  # fmt: skip
 
     # ------------------------------------------------------------------ internals
 

@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
+from tritonkit.deploy.plan import plan_spec
 from tritonkit.errors import ClusterError, UsageError, require
 from tritonkit.release.store import Release
 from tritonkit.spec.schema import EnvironmentSpec, Spec
@@ -147,6 +148,11 @@ class ModelSpec(_K8s):
 class PredictorSpec(_K8s):
     model: ModelSpec
     security_context: PodSecurityContext = PodSecurityContext()
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    scale_metric: str | None = None
+    scale_target: int | None = None
+    auto_scaling: dict[str, Any] | None = None
 
 
 class InferenceServiceSpec(_K8s):
@@ -209,22 +215,47 @@ def render(spec: Spec, env: EnvironmentSpec, release: Release, reference: str) -
             volumes=[Volume(name="dshm", empty_dir=EmptyDir(size_limit=env.shm_size))],
         ),
     )
+    annotations = {"serving.kserve.io/deploymentMode": env.mode, "tritonkit.dev/digest": release.digest}
+    scaling = _autoscaling(spec, env, _dns_name(spec.name))
+    if scaling.pop("keda", False):
+        annotations["serving.kserve.io/autoscalerClass"] = "keda"
     service = InferenceService(
-        metadata=ObjectMeta(
-            name=_dns_name(spec.name),
-            namespace=env.namespace,
-            labels=labels,
-            annotations={"serving.kserve.io/deploymentMode": env.mode, "tritonkit.dev/digest": release.digest},
-        ),
+        metadata=ObjectMeta(name=_dns_name(spec.name), namespace=env.namespace, labels=labels, annotations=annotations),
         spec=InferenceServiceSpec(
             predictor=PredictorSpec(
                 model=ModelSpec(
                     model_format=ModelFormat(name="triton", version="2"), runtime=runtime_name, storage_uri=reference
-                )
+                ),
+                **scaling,
             )
         ),
     )
     return [runtime.document(), service.document()]
+
+
+def _autoscaling(spec: Spec, env: EnvironmentSpec, service: str) -> dict[str, Any]:
+    """Replicas and a scaling signal from the capacity plan (nothing when no model has a capacity).
+
+    Serverless (Knative): ``scaleMetric: concurrency`` with ``scaleTarget`` the in-flight
+    requests one replica sustained within its SLO. RawDeployment/Standard: KServe's HPA scales
+    on CPU or memory only, so with the environment's ``prometheus_url`` the signal is a KEDA
+    external metric on Triton's own pending requests per replica (``autoScaling.metrics``,
+    annotation ``serving.kserve.io/autoscalerClass: keda``); without it, only the replica bounds.
+    """
+    plan = plan_spec(spec, env)
+    targets = [m.target_concurrency for m in plan.models if m.target_concurrency is not None]
+    if not targets:
+        return {}
+    scaling: dict[str, Any] = {"min_replicas": plan.min_replicas, "max_replicas": plan.max_replicas}
+    if env.mode == "Serverless":
+        scaling.update(scale_metric="concurrency", scale_target=min(targets))
+    elif env.prometheus_url:
+        query = f'sum(nv_inference_pending_request_count{{namespace="{env.namespace}",pod=~"{service}-predictor-.*"}})'
+        metric = {"backend": "prometheus", "serverAddress": env.prometheus_url, "query": query}
+        target = {"type": "AverageValue", "averageValue": str(min(targets))}
+        scaling["auto_scaling"] = {"metrics": [{"type": "External", "external": {"metric": metric, "target": target}}]}
+        scaling["keda"] = True
+    return scaling
 
 
 def _dns_name(name: str) -> str:

@@ -19,13 +19,19 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from tritonkit.errors import ServerError, UsageError
+import numpy as np
+
+from tritonkit.errors import DependencyError, ServerError, UsageError
 from tritonkit.events import Event, Progress, emit
+from tritonkit.perf.analyzer import INSTALL_HINT, Analyzer, find_analyzer, run_point
+from tritonkit.perf.inputs import batch, load_inputs, random_inputs, to_analyzer_json
 from tritonkit.perf.loadgen import LoadJob, run_worker
 from tritonkit.perf.stats import Sample, ServerBreakdown, WindowStats, is_stable, server_delta, split_windows, summarize
 from tritonkit.serve.client import connect, default_address, model_info
@@ -49,6 +55,7 @@ class BenchPoint:
     client_cpu: float  # highest worker CPU use, fraction of one core
     processes: int  # load worker processes used
     server: ServerBreakdown
+    engine: str = "builtin"  # "perf_analyzer" or "builtin": the meter that measured it
 
     @property
     def client_overhead_ms(self) -> float:
@@ -72,12 +79,24 @@ def bench(
     warmup_s: float = 1.0,
     processes: int | None = None,
     progress: Progress | None = None,
+    engine: str = "auto",
+    input_data: Path | None = None,
+    shapes: Mapping[str, list[int]] | None = None,
 ) -> list[BenchPoint]:
     """Measure ``model`` at each concurrency (closed loop) or rate (open loop).
 
+    Args:
+        input_data: real inputs (a ``.npy`` file, a directory, or perf_analyzer JSON; see
+            :mod:`tritonkit.perf.inputs`); random data when ``None``.
+        shapes: fixed sizes for variable dims of random data, ``{"x": [3, 224, 224]}``.
+        engine: ``perf_analyzer`` (NVIDIA's meter, :mod:`tritonkit.perf.analyzer`), ``builtin``
+            (the Python worker processes of :mod:`tritonkit.perf.loadgen`), or ``auto``:
+            perf_analyzer where it is installed, else the built-in one.
+
     Raises:
         ServerError: unreachable server, unknown or unready model.
-        UsageError: neither or both of ``concurrency`` and ``rate``.
+        UsageError: neither or both of ``concurrency`` and ``rate``, or an unknown engine.
+        DependencyError: ``engine="perf_analyzer"`` where it is not installed.
     """
     if bool(concurrency) == bool(rate):
         raise UsageError(
@@ -85,26 +104,123 @@ def bench(
             hint="closed loop: concurrency levels such as 1 and 8; open loop: request rates such as 50 and 200",
         )
     address = url or default_address(protocol)
-    inputs = _request_shape(model, address, protocol, batch_size)
+    workload = _workload(model, address, protocol, input_data, shapes or {})
 
     def report(label: str, done: int, total: int) -> None:
         emit(progress, Event("bench", label, f"window {done}/{total}", done=done, total=total, unit="windows"))
 
     levels = [("concurrency", float(c)) for c in concurrency] + [("rate", float(r)) for r in rate]
+    analyzer = _engine(engine)
+    if analyzer is not None:
+        with tempfile.TemporaryDirectory(prefix="tritonkit-bench-") as scratch:
+            data = to_analyzer_json(workload.sample, Path(scratch) / "input.json")  # both engines send the same data
+            return [
+                _measure_with_analyzer(
+                    analyzer,
+                    model,
+                    address,
+                    protocol,
+                    mode,
+                    level,
+                    workload=workload,
+                    input_data=data,
+                    poisson=poisson,
+                    batch_size=batch_size,
+                    window_s=window_s,
+                    max_windows=max_windows,
+                    report=report,
+                )  # fmt: skip
+                for mode, level in levels
+            ]
+    arrays = batch(workload.sample, batch_size, batching=workload.batching)
     points = []
     cores = os.cpu_count() or 1
     for mode, level in levels:
         workers = processes or _default_processes(mode, level)
         while True:
             point = _measure(
-                model, address, protocol, inputs, mode, level, workers, poisson, window_s, max_windows, warmup_s, report
-            )
+                model, address, protocol, (arrays, workload.datatypes), mode, level, workers, poisson, window_s,
+                max_windows, warmup_s, report,
+            )  # fmt: skip
             busy = point.client_cpu > _BUSY
             if processes or not busy or workers >= min(cores, max(1, int(level))):
                 break
             workers = min(cores, workers * 2)  # the generator was the bottleneck: spread it out and re-measure
         points.append(point)
     return points
+
+
+def _engine(name: str) -> Analyzer | None:
+    """The perf_analyzer to measure with, or ``None`` for the built-in engine."""
+    if name not in ("auto", "perf_analyzer", "builtin"):
+        raise UsageError(f"unknown measurement engine '{name}'", hint="use perf_analyzer, builtin or auto")
+    if name == "builtin":
+        return None
+    analyzer = find_analyzer()
+    if analyzer is None and name == "perf_analyzer":
+        raise DependencyError("perf_analyzer is not installed", hint=INSTALL_HINT)
+    if analyzer is not None:
+        analyzer.version()  # fails here, with the install hint, when it cannot run
+    return analyzer
+
+
+def _measure_with_analyzer(
+    analyzer: Analyzer,
+    model: str,
+    address: str,
+    protocol: str,
+    mode: str,
+    level: float,
+    *,
+    workload: Workload,
+    input_data: Path,
+    poisson: bool,
+    batch_size: int,
+    window_s: float,
+    max_windows: int,
+    report: Callable[[str, int, int], None],
+) -> BenchPoint:
+    """One point measured by perf_analyzer, with the server's breakdown over the same run."""
+    label = f"{mode} {level:g}"
+    report(label, 0, 1)
+    shapes = {name: list(array.shape) for name, array in workload.sample.items()}
+    before = _model_stats(model, address, protocol)
+    started = time.monotonic()
+    run = run_point(analyzer, model, address, protocol, mode, level, shapes=shapes, batch_size=batch_size,
+                    window_s=window_s, max_windows=max_windows, poisson=poisson)  # fmt: skip
+    after = _model_stats(model, address, protocol)
+    report(label, 1, 1)
+    nan = float("nan")
+    result = WindowStats(
+        start=started,
+        width=window_s,
+        completed=run.requests,
+        errors=0,  # perf_analyzer stops with an error instead of counting failed requests
+        throughput=run.throughput,
+        p50_ms=run.p50_ms,
+        p90_ms=run.p90_ms,
+        p99_ms=run.p99_ms,
+        max_ms=nan,  # not reported by perf_analyzer
+        lag_p99_ms=0.0,
+    )
+    limited = ""
+    if mode == "rate" and run.requests and run.throughput > 0:
+        # Poisson counts vary: flag only a shortfall beyond 3 standard deviations of the asked count
+        expected = level * run.requests / run.throughput
+        if run.requests < expected - 3 * expected**0.5:
+            limited = f"only {run.throughput:.0f}/s of {level:g}/s were completed"
+    return BenchPoint(
+        mode=mode,
+        level=level,
+        windows=[result],
+        result=result,
+        stable=run.stable,
+        client_limited=limited,
+        client_cpu=0.0,
+        processes=0,
+        server=server_delta(before, after),
+        engine="perf_analyzer",
+    )
 
 
 def _default_processes(mode: str, level: float) -> int:
@@ -118,7 +234,7 @@ def _measure(
     model: str,
     address: str,
     protocol: str,
-    inputs: dict[str, tuple[list[int], str]],
+    request: tuple[dict[str, np.ndarray], dict[str, str]],
     mode: str,
     level: float,
     workers: int,
@@ -130,7 +246,11 @@ def _measure(
 ) -> BenchPoint:
     label = f"{mode} {level:g}"
     shares = _split(level, workers, integer=(mode == "concurrency"))
-    jobs = [LoadJob(mode, share, address, protocol, model, inputs, seed, poisson) for seed, share in enumerate(shares)]
+    arrays, datatypes = request
+    jobs = [
+        LoadJob(mode, share, address, protocol, model, arrays, datatypes, seed, poisson)
+        for seed, share in enumerate(shares)
+    ]
     procs, samples_q, stop, go = _start_workers([job for job in jobs if job.level > 0])
     samples: list[Sample] = []
     cpu: list[float] = []
@@ -249,12 +369,30 @@ def _drain(samples_q: Any, samples: list[Sample], cpu: list[float], timeout: flo
 # --------------------------------------------------------------------------- server side
 
 
-def _request_shape(model: str, address: str, protocol: str, batch_size: int) -> dict[str, tuple[list[int], str]]:
+@dataclass(frozen=True)
+class Workload:
+    """What every request of a bench run carries."""
+
+    sample: dict[str, np.ndarray]  # one request, without the batch dimension when the model batches
+    datatypes: dict[str, str]
+    batching: bool
+
+
+def _workload(
+    model: str, address: str, protocol: str, input_data: Path | None, shapes: Mapping[str, list[int]]
+) -> Workload:
     client = connect(address, protocol)
     try:
-        return model_info(client, model, address, protocol).input_shapes(batch_size)
+        info = model_info(client, model, address, protocol)
     finally:
         client.close()
+    batching = int(info.config.get("max_batch_size", 0)) > 0
+    signature = {spec["name"]: ([int(d) for d in spec["shape"]], spec["datatype"]) for spec in info.metadata["inputs"]}
+    if input_data is not None:
+        sample = load_inputs(input_data, signature, batching=batching)
+    else:
+        sample = random_inputs(signature, shapes, batching=batching, seed=0)
+    return Workload(sample, {name: datatype for name, (_, datatype) in signature.items()}, batching)
 
 
 def _model_stats(model: str, address: str, protocol: str) -> dict[str, Any]:

@@ -7,7 +7,8 @@ at a request rate, Poisson or constant) and turns their samples into window stat
 the load; it measures its own CPU use so the parent can tell when the client is the limit.
 
 Example:
-    >>> job = LoadJob("concurrency", 8, "127.0.0.1:8001", "grpc", "classifier", {"features": ([1, 4], "FP32")}, 0, True)
+    >>> request, types = {"features": x}, {"features": "FP32"}
+    >>> job = LoadJob("concurrency", 8, "127.0.0.1:8001", "grpc", "classifier", request, types, 0, True)
     >>> multiprocessing.Process(target=run_worker, args=(job, samples_q, stop, go)).start()
 """
 
@@ -24,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from tritonkit.serve.client import connect
-from tritonkit.spec import dtypes
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,8 @@ class LoadJob:
     url: str
     protocol: str
     model: str
-    inputs: dict[str, tuple[list[int], str]]
+    arrays: dict[str, np.ndarray]  # one request, batch dimension included
+    datatypes: dict[str, str]  # Triton datatype of each input
     seed: int
     poisson: bool
 
@@ -50,8 +51,7 @@ class _Sender:
         else:
             import tritonclient.http as client_mod  # type: ignore[no-redef]
         self.job, self.client_mod = job, client_mod
-        rng = np.random.default_rng(job.seed)
-        self.arrays = {name: dtypes.random_array(dt, tuple(shape), rng) for name, (shape, dt) in job.inputs.items()}
+        self.arrays = job.arrays
         self.lock = threading.Lock()
         self.pending: list[tuple[float, float, float, bool]] = []
         self.local = threading.local()
@@ -62,7 +62,7 @@ class _Sender:
             client = self.local.client = connect(self.job.url, self.job.protocol)
         tensors = []
         for name, array in self.arrays.items():
-            tensor = self.client_mod.InferInput(name, list(array.shape), self.job.inputs[name][1])
+            tensor = self.client_mod.InferInput(name, list(array.shape), self.job.datatypes[name])
             tensor.set_data_from_numpy(array)
             tensors.append(tensor)
         try:

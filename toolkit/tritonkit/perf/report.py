@@ -32,25 +32,36 @@ def write_bench_report(points: Sequence[BenchPoint], out_dir: Path, *, title: st
 
     out_dir.mkdir(parents=True, exist_ok=True)
     png = out_dir / "bench.png"
-    figure, axis = plt.subplots(figsize=(7, 4.5), dpi=110)
+    figure, axis = plt.subplots(figsize=(7.5, 4.8), dpi=110)
     for point in points:
-        label = _load(point)
-        x, y = point.result.p99_ms, point.result.throughput
-        if math.isnan(x):
+        r = point.result
+        if math.isnan(r.p99_ms):
             continue
-        hollow = bool(point.client_limited)
-        axis.plot(x, y, "o", markerfacecolor="none" if hollow else "tab:blue", markeredgecolor="tab:blue", markersize=8)
-        axis.annotate(
-            label + (" (client-limited)" if hollow else ""), (x, y), textcoords="offset points", xytext=(6, 4)
-        )
-    axis.set_xlabel("p99 latency (ms, from intended send time)")
-    axis.set_ylabel("throughput (inferences/s)")
+        limited = bool(point.client_limited)
+        colour = "tab:gray" if limited else "tab:blue"
+        fill = colour if point.stable and not limited else "none"
+        axis.plot([r.p50_ms, r.p99_ms], [r.throughput, r.throughput], "-", color=colour, alpha=0.4)
+        axis.plot(r.p50_ms, r.throughput, "o", color=colour, markerfacecolor=fill, markersize=7)
+        axis.plot(r.p99_ms, r.throughput, "^", color=colour, markerfacecolor=fill, markersize=8)
+        note = " (client-limited)" if limited else "" if point.stable else " (unstable)"
+        axis.annotate(_load(point) + note, (r.p99_ms, r.throughput), textcoords="offset points", xytext=(6, 4))
+    axis.plot([], [], "o", color="tab:blue", label="p50")
+    axis.plot([], [], "^", color="tab:blue", label="p99")
+    axis.plot([], [], "^", color="tab:blue", markerfacecolor="none", label="hollow: not stable in its windows")
+    axis.plot([], [], "^", color="tab:gray", markerfacecolor="none", label="gray: client-limited (not the server's)")
+    axis.set_xlabel("latency (ms, from intended send time)")
+    axis.set_ylabel("throughput (requests/s)")
+    axis.set_xlim(left=0)
+    axis.set_ylim(bottom=0)  # linear axes from zero: differences are not exaggerated
     axis.set_title(title)
     axis.grid(True, alpha=0.3)
     axis.margins(x=0.15, y=0.12)  # room for the point labels
-    figure.tight_layout()
+    axis.legend(fontsize=7, loc="lower right")
+    figure.text(0.01, 0.005, run_metadata(points[0].engine if points else ""), fontsize=6, color="dimgray")
+    figure.tight_layout(rect=(0, 0.03, 1, 1))
     figure.savefig(png)
     plt.close(figure)
+    _write_csv(out_dir / "bench.csv", _bench_rows(points))
 
     page = out_dir / "bench.html"
     image = base64.b64encode(png.read_bytes()).decode()
@@ -75,7 +86,10 @@ def _html(points: Sequence[BenchPoint], title: str, image_b64: str) -> str:
                  p.client_limited or "no"]  # fmt: skip
         rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    return _page(title, "", image_b64, head, rows)
+    summary = (
+        f'<p>{html.escape(run_metadata(points[0].engine if points else ""))} · <a href="bench.csv">bench.csv</a></p>'
+    )
+    return _page(title, summary, image_b64, head, rows)
 
 
 def write_tune_report(result: TuneResult, out_dir: Path, *, title: str) -> tuple[Path, Path]:
@@ -97,7 +111,9 @@ def write_tune_report(result: TuneResult, out_dir: Path, *, title: str) -> tuple
         for p in mine:
             face = colour if p.within_slo else "none"
             axis.plot(p.p99_ms, p.throughput, "o", color=colour, markerfacecolor=face, markersize=6)
-        axis.plot([], [], "o", color=colour, label=settings.label())
+        axis.plot([], [], "o-", color=colour, label=settings.label())
+    axis.plot([], [], "o", color="gray", label="filled: within the p99 budget")
+    axis.plot([], [], "o", color="gray", markerfacecolor="none", label="hollow: over the budget")
     axis.axvline(result.p99_ms, color="tab:red", linestyle="--", label=f"p99 budget {result.p99_ms:g} ms")
     for point, marker, name in ((result.baseline, "s", "original settings"), (result.best, "*", "chosen")):
         if point is not None:
@@ -111,14 +127,19 @@ def write_tune_report(result: TuneResult, out_dir: Path, *, title: str) -> tuple
                 markerfacecolor="gold" if star else "none",
                 label=f"{name}: {point.throughput:.0f}/s",
             )
-    axis.set_xlabel("p99 latency (ms)")
-    axis.set_ylabel("throughput (inferences/s)")
+    axis.set_xlabel("p99 latency (ms); each line: one settings, points in order of concurrency")
+    axis.set_ylabel("throughput (requests/s)")
+    axis.set_xlim(left=0)
+    axis.set_ylim(bottom=0)
     axis.set_title(title)
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize=7, loc="best")
-    figure.tight_layout()
+    engine = result.points[0].bench.engine if result.points else ""
+    figure.text(0.01, 0.005, run_metadata(engine), fontsize=6, color="dimgray")
+    figure.tight_layout(rect=(0, 0.03, 1, 1))
     figure.savefig(png)
     plt.close(figure)
+    _write_csv(out_dir / "tune.csv", _tune_rows(result))
 
     header = ["#", "settings", "load", "inf/s", "p50 ms", "p99 ms", "errors", "queue µs", "compute µs",
               "mean batch", "within budget", "client-limited"]  # fmt: skip
@@ -131,14 +152,75 @@ def write_tune_report(result: TuneResult, out_dir: Path, *, title: str) -> tuple
                  f"{r.p99_ms:.2f}", str(r.errors), f"{s.queue_us:.0f}", f"{compute:.0f}", f"{s.mean_batch_size:.2f}",
                  "yes" if p.within_slo else "no", p.bench.client_limited or "no"]  # fmt: skip
         rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    confirmed = ""
+    if result.confirmation is not None:
+        verdict = "confirmed" if result.confirmation.confirmed else "not confirmed: the original settings were kept"
+        confirmed = f" Winner against the original: {result.confirmation.describe()}, {verdict}."
     summary = (
         f"<p>{len(result.points)} points over {result.configs_tried} settings in {result.elapsed_s:.0f} s; "
-        f"stopped: {html.escape(result.stopped or 'finished')}.</p>"
+        f"stopped: {html.escape(result.stopped or 'finished')}.{html.escape(confirmed)}</p>"
+        f'<p>{html.escape(run_metadata(engine))} · <a href="tune.csv">tune.csv</a></p>'
     )
     page = out_dir / "tune.html"
     image = base64.b64encode(png.read_bytes()).decode()
     page.write_text(_page(title, summary, image, "".join(f"<th>{html.escape(h)}</th>" for h in header), rows))
     return png, page
+
+
+def run_metadata(engine: str) -> str:
+    """Where and how the numbers were measured: date, host, cores, meter, versions."""
+    import datetime
+    import os
+    import platform
+
+    from tritonkit.build.builders.base import tool_version
+
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    meter = f"meter {engine}" if engine else "meter unknown"
+    return (
+        f"{when} · {platform.node()} · {os.cpu_count()} cores · {meter} · "
+        f"tritonkit {tool_version('tritonkit')} · tritonclient {tool_version('tritonclient')}"
+    )
+
+
+def _bench_rows(points: Sequence[BenchPoint]) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for p in points:
+        r, s = p.result, p.server
+        rows.append({
+            "mode": p.mode, "level": p.level, "engine": p.engine, "throughput": r.throughput,
+            "p50_ms": r.p50_ms, "p90_ms": r.p90_ms, "p99_ms": r.p99_ms, "max_ms": r.max_ms,
+            "completed": r.completed, "errors": r.errors, "stable": p.stable, "client_limited": p.client_limited,
+            "queue_us": s.queue_us, "compute_input_us": s.compute_input_us, "compute_infer_us": s.compute_infer_us,
+            "compute_output_us": s.compute_output_us, "mean_batch_size": s.mean_batch_size,
+            "client_overhead_ms": p.client_overhead_ms, "client_cpu": p.client_cpu, "processes": p.processes,
+        })  # fmt: skip
+    return rows
+
+
+def _tune_rows(result: TuneResult) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for number, (p, bench_row) in enumerate(zip(result.points, _bench_rows([q.bench for q in result.points])), 1):
+        s = p.settings
+        rows.append({
+            "number": number, "instances": s.instances, "max_batch_size": s.max_batch_size,
+            "max_queue_delay_microseconds": s.max_queue_delay_microseconds,
+            "preferred_batch_size": " ".join(str(b) for b in s.preferred_batch_size),
+            "within_slo": p.within_slo, "chosen": p is result.best, "original_best": p is result.baseline,
+            **bench_row,
+        })  # fmt: skip
+    return rows
+
+
+def _write_csv(path: Path, rows: Sequence[dict[str, object]]) -> None:
+    import csv
+
+    with path.open("w", newline="") as handle:
+        if not rows:
+            return
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _page(title: str, summary: str, image_b64: str, head: str, rows: Sequence[str]) -> str:

@@ -112,6 +112,39 @@ class TunePoint:
         return f"c={self.bench.level:g}" if self.bench.mode == "concurrency" else f"{self.bench.level:g}/s"
 
 
+@dataclass(frozen=True)
+class Confirmation:
+    """The winner against the original settings, re-measured in interleaved pairs.
+
+    Each ratio is winner / original for one pair (throughput; for a rate objective, original
+    p99 / winner p99), so > 1 means the winner is better. An improvement is claimed only when
+    every pair agrees (the spread does not cross 1.0).
+    """
+
+    ratios: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        ordered = sorted(self.ratios)
+        middle = len(ordered) // 2
+        return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+    @property
+    def low(self) -> float:
+        return min(self.ratios)
+
+    @property
+    def high(self) -> float:
+        return max(self.ratios)
+
+    @property
+    def confirmed(self) -> bool:
+        return bool(self.ratios) and self.low > 1.0
+
+    def describe(self) -> str:
+        return f"{self.median:.2f}x ({self.low:.2f}-{self.high:.2f} over {len(self.ratios)} interleaved pairs)"
+
+
 @dataclass
 class TuneResult:
     """Every point measured, the original settings' best and the winner."""
@@ -125,6 +158,21 @@ class TuneResult:
     best: TunePoint | None = None
     stopped: str = ""
     elapsed_s: float = 0.0
+    confirmation: Confirmation | None = None
+    unconfirmed: TunePoint | None = None  # the search's winner when re-measuring did not confirm it
+    measured_on: dict[str, str] = field(default_factory=dict)  # cores, gpu, versions, meter, date
+
+    def capacity(self) -> dict[str, Any] | None:
+        """What one replica sustained within the budget, for the spec's ``capacity:`` (or None)."""
+        best = self.best
+        if best is None or best.bench.mode != "concurrency":
+            return None  # an open-loop objective measures latency at a rate, not capacity
+        return {
+            "rps": round(best.throughput, 1),
+            "concurrency": int(best.bench.level),
+            "p99_ms": round(best.p99_ms, 3),
+            "measured_on": dict(self.measured_on, meter=best.bench.engine),
+        }
 
     @property
     def configs_tried(self) -> int:

@@ -22,11 +22,13 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from tritonkit.errors import ServerError, TuneError, UsageError
@@ -35,6 +37,7 @@ from tritonkit.perf.bench import bench
 from tritonkit.perf.search import (
     PLATEAU,
     Bounds,
+    Confirmation,
     TunePoint,
     TuneResult,
     TuneSettings,
@@ -89,8 +92,12 @@ class _Session:
         max_points: int,
         window_s: float,
         progress: Progress | None,
+        engine: str = "auto",
     ) -> None:
-        self.model, self.address, self.protocol = model, address, protocol
+        self.model, self.address, self.protocol, self.engine = model, address, protocol, engine
+        self.reserve_s = 0.0  # budget kept back for the confirmation pairs
+        self.input_data: Path | None = None
+        self.shapes: Mapping[str, list[int]] | None = None
         self.result, self.bounds = result, bounds
         self.budget_s, self.max_points, self.window_s = budget_s, max_points, window_s
         self.progress = progress
@@ -104,8 +111,10 @@ class _Session:
     def exhausted(self) -> str:
         if len(self.result.points) >= self.max_points:
             return f"measured the maximum of {self.max_points} points"
-        if self.elapsed() + self.window_s * 4 + 2 > self.budget_s:
-            return f"time budget of {self.budget_s:.0f}s spent"
+        if self.elapsed() + self.window_s * 4 + 2 + self.reserve_s > self.budget_s:
+            return f"time budget of {self.budget_s:.0f}s spent" + (
+                f" ({self.reserve_s:.0f}s of it kept to confirm the winner)" if self.reserve_s else ""
+            )
         return ""
 
     def apply(self, config: Mapping[str, Any]) -> None:
@@ -118,7 +127,9 @@ class _Session:
             hint="the server keeps serving the previous config; check Triton's log",
         )
 
-    def measure(self, settings: TuneSettings, original: Mapping[str, Any], *, concurrency: int = 0) -> TunePoint:
+    def measure(
+        self, settings: TuneSettings, original: Mapping[str, Any], *, concurrency: int = 0, record: bool = True
+    ) -> TunePoint:
         if settings != self.serving:
             self.event(f"loading {settings.label()}")
             self.serving = None
@@ -135,11 +146,15 @@ class _Session:
             window_s=self.window_s,
             max_windows=6,
             warmup_s=max(0.5, self.window_s / 2),
+            engine=self.engine,
+            input_data=self.input_data,
+            shapes=self.shapes,
         )[0]
         r = point.result
         within = not point.client_limited and r.errors == 0 and r.completed > 0 and r.p99_ms <= self.result.p99_ms
         tuned = TunePoint(settings, point, within)
-        self.result.points.append(tuned)
+        if record:
+            self.result.points.append(tuned)
         self.event(f"{settings.label()} at {offered}: {r.throughput:.0f}/s p99 {r.p99_ms:.2f} ms")
         return tuned
 
@@ -169,11 +184,22 @@ def tune(
     max_points: int = 30,
     bounds: Bounds | None = None,
     window_s: float = 1.0,
+    engine: str = "auto",
+    confirm_pairs: int = 3,
+    input_data: Path | None = None,
+    shapes: Mapping[str, list[int]] | None = None,
     progress: Progress | None = None,
 ) -> TuneResult:
     """Find the settings with the most throughput under ``p99_ms`` (or the lowest p99 at ``rate``).
 
     The model's original config is loaded back before returning, on error and on Ctrl-C.
+
+    Args:
+        engine: the meter (see :func:`tritonkit.perf.bench.bench`).
+        input_data, shapes: what the load sends (see :func:`tritonkit.perf.bench.bench`).
+        confirm_pairs: after the search, the winner and the original settings are re-measured
+            in this many interleaved pairs (:class:`~tritonkit.perf.search.Confirmation`); when
+            the ratios' spread crosses 1.0 the original settings are kept. 0 skips it.
 
     Raises:
         ServerError: unreachable server, unknown or unloaded model, a reload Triton refused.
@@ -188,7 +214,11 @@ def tune(
         info = model_info(probe, model, address, protocol)
     finally:
         probe.close()
-    original = info.config
+    served = info.config
+    # Capacity is measured without admission control (a queue policy would refuse the very load that
+    # finds the limit, and perf_analyzer stops at the first refusal); the served config, policy and
+    # all, is loaded back at the end.
+    original = _without_admission(served)
     start = TuneSettings.from_config(original)
     if start.max_batch_size == 0:
         raise UsageError(
@@ -198,16 +228,25 @@ def tune(
     warmup = max((int(w.get("batch_size", 1)) for w in original.get("model_warmup", [])), default=1)
     limits = bounds or Bounds(max_instances=max(4, os.cpu_count() or 1))
     limits = replace(limits, min_batch=max(limits.min_batch, warmup))
-    result = TuneResult(model=model, p99_ms=p99_ms, rate=rate, original=start)
-    session = _Session(model, address, protocol, result, limits, budget_s, max_points, window_s, progress)
+    result = TuneResult(
+        model=model, p99_ms=p99_ms, rate=rate, original=start, measured_on=_measured_on(address, protocol)
+    )
+    session = _Session(model, address, protocol, result, limits, budget_s, max_points, window_s, progress, engine)
+    session.input_data, session.shapes = input_data, shapes
+    if original != served:
+        session.serving = None  # the first measurement reloads the model without its queue policy
+    # each confirmation point is about as long as a search point (windows + a reload)
+    session.reserve_s = min(budget_s / 3, confirm_pairs * 2 * (window_s * 4 + 2))
     try:
         _search(session, original, start)
+        if confirm_pairs > 0:
+            _confirm(session, original, confirm_pairs)
     finally:
         result.elapsed_s = session.elapsed()
         try:
-            if session.serving != start:
+            if session.serving != start or original != served:
                 session.event("restoring the original config")
-                session.apply(original)
+                session.apply(served)
         finally:
             session.client.close()
     return result
@@ -249,6 +288,68 @@ def _search(session: _Session, original: Mapping[str, Any], start: TuneSettings)
     else:
         result.stopped = "no neighbour of the best settings improved on it by 2%"
     result.best = best
+
+
+def _without_admission(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` without a dynamic-batching queue policy (Triton JSON)."""
+    plain = json.loads(json.dumps(config))
+    batching = plain.get("dynamic_batching")
+    if isinstance(batching, dict):
+        batching.pop("default_queue_policy", None)
+        batching.pop("priority_queue_policy", None)
+    return plain
+
+
+def _measured_on(address: str, protocol: str) -> dict[str, str]:
+    """Where a capacity was measured: cores, GPU, tritonkit and Triton versions, the date."""
+    import datetime
+    import platform
+
+    from tritonkit.build.builders.base import tool_version
+
+    client = connect(address, protocol)
+    try:
+        server = client.get_server_metadata(as_json=True) if protocol == "grpc" else client.get_server_metadata()
+        triton = str(server.get("version", "unknown"))
+    except Exception:  # the server answered every earlier call: its version is only evidence
+        triton = "unknown"
+    finally:
+        client.close()
+    gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    return {
+        "cores": str(os.cpu_count() or 1),
+        "gpu": gpu or "none",
+        "host": platform.node(),
+        "tritonkit": tool_version("tritonkit"),
+        "triton": triton,
+        "date": datetime.date.today().isoformat(),
+    }
+
+
+def _confirm(session: _Session, original: Mapping[str, Any], pairs: int) -> None:
+    """Re-measure the winner against the original settings in ``pairs`` interleaved pairs, each
+    at its own concurrency; keep the original when the spread of the ratios crosses 1.0."""
+    result = session.result
+    best, base = result.best, result.baseline
+    if best is None or base is None or best.settings == base.settings:
+        return
+    ratios = []
+    for number in range(pairs):
+        session.event(f"confirming: pair {number + 1}/{pairs}")
+        won = session.measure(best.settings, original, concurrency=_level(best), record=False)
+        was = session.measure(base.settings, original, concurrency=_level(base), record=False)
+        if result.rate is None:
+            ratios.append(won.throughput / max(was.throughput, 1e-9) if won.within_slo else 0.0)
+        else:
+            ratios.append(was.p99_ms / max(won.p99_ms, 1e-9) if won.within_slo else 0.0)
+    result.confirmation = Confirmation(tuple(ratios))
+    if not result.confirmation.confirmed:
+        result.unconfirmed, result.best = best, base
+        session.event(f"not confirmed ({result.confirmation.describe()}): keeping the original settings")
+
+
+def _level(point: TunePoint) -> int:
+    return int(point.bench.level) if point.bench.mode == "concurrency" else 0
 
 
 def _evaluate(

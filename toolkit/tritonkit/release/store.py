@@ -7,11 +7,17 @@ It has its own lock and digest, is read-only, and never changes. The store is a 
 
     releases/
       index.json     every release: number, digest, build digest, created, per-model hashes
+      index.json.bak the same document, written after it (what ``repair`` restores from)
       published.jsonl  where each release was pushed (oci://…@sha256: references), append-only
       v1/  v2/ ...   read-only repositories (tritonkit.lock.json at the root of each)
 
 Releasing a build that is already a release is a no-op that names that release. ``index.json``
-is rewritten atomically under an exclusive lock, and only ever grows.
+is rewritten atomically under an exclusive lock, and only ever grows: it is a hash chain, each
+entry carrying the hash of the one before (``previous``) and the document the hash of the last
+(``head``), so an edited, removed or reordered entry is refused on every read. Every use of a
+release (:meth:`ReleaseStore.path`: serve, export, promote, publish, status, verify) compares the
+release's lock digest with its index entry; the callers then re-hash the tree against the lock.
+The chain has no secret: it catches edits and damage, not someone who rewrites the whole chain.
 
 Example:
     >>> store = ReleaseStore(Path("releases"))
@@ -41,6 +47,11 @@ from tritonkit.build.verify import require_verified
 from tritonkit.errors import UsageError, VerifyError
 
 INDEX = "index.json"
+BACKUP = "index.json.bak"
+_REPAIR_HINT = (
+    "the index is never edited by hand; 'tritonkit releases --repair' restores it from index.json.bak "
+    "and the releases' own locks"
+)
 PUBLISHED = "published.jsonl"
 _NAME = re.compile(r"^v([1-9][0-9]*)$")
 
@@ -56,6 +67,11 @@ class Release:
     created: str  # ISO 8601, UTC
     models: dict[str, str]  # model -> content hash, independent of the version number
     changed: list[str]  # models added or changed since the previous release
+    previous: str = ""  # entry_hash() of the release before this one ("" for v1): the chain
+
+    def entry_hash(self) -> str:
+        """The hash the next entry records as its ``previous`` (over every field, chain included)."""
+        return hash_json(asdict(self))
 
     @property
     def name(self) -> str:
@@ -93,17 +109,66 @@ class ReleaseStore:
         self.root = root
 
     def releases(self) -> list[Release]:
-        """Every release, oldest first."""
+        """Every release, oldest first, after checking the index's hash chain.
+
+        Raises:
+            VerifyError: the index is unreadable, or an entry was edited, removed or reordered.
+        """
         path = self.root / INDEX
         if not path.is_file():
             return []
-        try:
-            document = json.loads(path.read_text())
-            return [Release(**entry) for entry in document["releases"]]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise VerifyError(
-                f"{path}: unreadable release index ({exc})", hint="restore it from a backup; it is never edited by hand"
-            ) from exc
+        return _read_index(path, hint=_REPAIR_HINT)
+
+    def repair(self) -> list[str]:
+        """Restore a damaged ``index.json``: from ``index.json.bak`` when its chain is intact,
+        then an entry rebuilt from its lock for each release directory neither copy lists.
+
+        Every restored entry must match its release's lock digest. A rebuilt entry has no build
+        digest (that build is not known any more: releasing it again makes a new release) and
+        takes its creation time from the directory. Nothing is written when the index is intact.
+
+        Returns:
+            What was done, one line each (empty when the index was intact).
+
+        Raises:
+            VerifyError: a release directory does not match the entry restored for it.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            on_disk = sorted(int(m.group(1)) for p in self.root.iterdir() if (m := _NAME.match(p.name)))
+            try:
+                listed = [r.number for r in self.releases()]
+                if listed == on_disk:
+                    return []
+                damage = f"{INDEX} lists {len(listed)} release(s), {len(on_disk)} are in {self.root}"
+            except VerifyError as exc:
+                damage = exc.message
+            done = [f"index damaged: {damage}"]
+            entries: list[Release] = []
+            backup = self.root / BACKUP
+            if backup.is_file():
+                try:
+                    entries = _read_index(backup, hint="")
+                    done.append(f"restored {len(entries)} entries from {BACKUP}")
+                except VerifyError as exc:
+                    done.append(f"{BACKUP} not usable either: {exc.message}")
+            for release in entries:
+                self._check_lock(release)
+            known = {r.number for r in entries}
+            for number in on_disk:
+                if number in known:
+                    continue
+                if number != (entries[-1].number + 1 if entries else 1):
+                    raise VerifyError(
+                        f"{self.root}: v{number} exists but the release before it is missing",
+                        hint="put the missing release directory back, then repair again",
+                    )
+                lock = read_lock(self.root / f"v{number}")
+                created = datetime.fromtimestamp((self.root / f"v{number}").stat().st_mtime, UTC)
+                entries.append(self._entry(lock, number, "", created, entries))
+                done.append(f"rebuilt v{number} from its lock (build digest unknown)")
+            self._write_index(entries)
+            return done
 
     def get(self, number: int) -> Release:
         """Release ``number``; a UsageError listing what exists otherwise."""
@@ -114,9 +179,36 @@ class ReleaseStore:
         raise UsageError(f"no release v{number} in {self.root}", hint=f"releases: {names}")
 
     def path(self, number: int) -> Path:
-        """The read-only repository of release ``number``."""
-        self.get(number)
-        return self.root / f"v{number}"
+        """The read-only repository of release ``number``, whose lock matches its index entry.
+
+        Callers that hand the release on re-hash it against that lock (``require_verified``).
+
+        Raises:
+            UsageError: no such release.
+            VerifyError: its lock's digest is not the one recorded in the index (tampered).
+        """
+        return self._check_lock(self.get(number))
+
+    def verified(self, number: int) -> Path:
+        """:meth:`path`, then every file re-hashed against the lock.
+
+        Raises:
+            UsageError: no such release.
+            VerifyError: the lock is not the recorded one, or the files do not match it.
+        """
+        root = self.path(number)
+        require_verified(root, subject=f"v{number} in {self.root}", hint="the release store was modified; restore it")
+        return root
+
+    def _check_lock(self, release: Release) -> Path:
+        root = self.root / release.name
+        lock = read_lock(root)
+        if lock.digest != release.digest:
+            raise VerifyError(
+                f"{root}: lock digest {lock.digest[:19]}… is not the {release.digest[:19]}… recorded in {INDEX}",
+                hint="the release was modified after it was recorded; restore it (or its published image)",
+            )
+        return root
 
     def create(self, build: Path) -> tuple[Release, bool]:
         """Record ``build`` as the next release.
@@ -140,20 +232,11 @@ class ReleaseStore:
             if target.exists():
                 raise VerifyError(
                     f"{target} exists but is not in {INDEX}",
-                    hint="a release was interrupted or the store edited by hand; move that directory away",
+                    hint="the index lost its entry: 'tritonkit releases --repair' rebuilds it from the release's lock",
                 )
+            self._clean_staged()
             staged, release_lock = self._stage(build, lock, number)
-            hashes = model_hashes(lock)
-            previous = existing[-1].models if existing else {}
-            release = Release(
-                number=number,
-                repository=lock.repository,
-                digest=release_lock.digest,
-                build_digest=lock.digest,
-                created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                models=hashes,
-                changed=sorted(m for m, h in hashes.items() if previous.get(m) != h),
-            )
+            release = self._entry(release_lock, number, lock.digest, datetime.now(UTC), existing)
             os.rename(staged, target)
             os.chmod(target, 0o555)
             self._write_index([*existing, release])
@@ -203,6 +286,29 @@ class ReleaseStore:
         entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         return [e["reference"] for e in entries if e["release"] == f"v{number}"]
 
+    def _entry(
+        self, release_lock: Lock, number: int, build_digest: str, created: datetime, existing: list[Release]
+    ) -> Release:
+        """The index entry of a new release ``number``, chained to the last of ``existing``."""
+        hashes = model_hashes(release_lock)  # version-independent: same as the build's
+        previous = existing[-1].models if existing else {}
+        return Release(
+            number=number,
+            repository=release_lock.repository,
+            digest=release_lock.digest,
+            build_digest=build_digest,
+            created=created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            models=hashes,
+            changed=sorted(m for m, h in hashes.items() if previous.get(m) != h),
+            previous=existing[-1].entry_hash() if existing else "",
+        )
+
+    def _clean_staged(self) -> None:
+        """Remove what a killed ``create`` left (``.vN.*``): under the store lock none is in use."""
+        for path in self.root.glob(".v*.*"):
+            if path.is_dir() and _NAME.match(path.name[1:].split(".")[0]):
+                remove_tree(path)
+
     def _stage(self, build: Path, lock: Lock, number: int) -> tuple[Path, Lock]:
         staged = Path(tempfile.mkdtemp(prefix=f".v{number}.", dir=self.root))
         try:
@@ -210,12 +316,18 @@ class ReleaseStore:
             shutil.copytree(build, tree, symlinks=False, ignore=shutil.ignore_patterns("__pycache__"))
             make_writable(tree)
             models = {}
+            renamed: dict[str, str] = {}  # build path prefix -> release path prefix
             for model, meta in lock.models.items():
                 for version in meta.get("versions", []):
                     os.rename(tree / model / version, tree / model / str(number))
+                    renamed[f"{model}/{version}/"] = f"{model}/{number}/"
                 models[model] = {**meta, "versions": [str(number)]}
             (tree / LOCK_FILE).unlink()
-            release_lock = write_lock(tree, lock.repository, models)
+            # The build was verified just now, so its lock's hashes are this run's: the lock of the
+            # copy reuses them instead of reading every file again (a multi-GB model is read once
+            # less). The copy itself is then verified by reading it, so a bad copy is still caught.
+            known = {_moved(rel, renamed): entry for rel, entry in lock.files.items()}
+            release_lock = write_lock(tree, lock.repository, models, known)
             require_verified(tree, subject=f"release v{number}")
             final = self.root / f".v{number}.ready"
             seal(tree, final)
@@ -224,13 +336,21 @@ class ReleaseStore:
             remove_tree(staged)
 
     def _write_index(self, releases: list[Release]) -> None:
-        document = {"releases": [asdict(r) for r in releases]}
-        descriptor, temp = tempfile.mkstemp(prefix=".index.", dir=self.root)
-        with os.fdopen(descriptor, "w") as handle:
-            json.dump(document, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        os.chmod(temp, 0o644)
-        os.replace(temp, self.root / INDEX)
+        """Write the chained document atomically to ``index.json``, then the same to the backup."""
+        document = {"releases": [asdict(r) for r in releases], "head": releases[-1].entry_hash() if releases else ""}
+        text = json.dumps(document, indent=2, sort_keys=True) + "\n"
+        for name in (INDEX, BACKUP):
+            descriptor, temp = tempfile.mkstemp(prefix=".index.", dir=self.root)
+            try:
+                with os.fdopen(descriptor, "w") as handle:
+                    handle.write(text)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.chmod(temp, 0o644)
+                os.replace(temp, self.root / name)
+            except BaseException:
+                Path(temp).unlink(missing_ok=True)
+                raise
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -240,6 +360,63 @@ class ReleaseStore:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _read_index(path: Path, *, hint: str) -> list[Release]:
+    """Parse an index document and check its chain (a document without ``head`` predates the
+    chain: its entries are chained in memory and sealed by the next write).
+
+    Raises:
+        VerifyError: unreadable, or the chain is broken (names the first entry that disagrees).
+    """
+    try:
+        document = json.loads(path.read_text())
+        raw = document["releases"]
+        legacy = "head" not in document
+        releases: list[Release] = []
+        for entry in raw:
+            if legacy:
+                entry = {**entry, "previous": releases[-1].entry_hash() if releases else ""}
+            releases.append(Release(**entry))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise VerifyError(f"{path}: unreadable release index ({exc})", hint=hint) from exc
+    expected = ""
+    for position, release in enumerate(releases, start=1):
+        if release.number != position or release.previous != expected:
+            raise VerifyError(
+                f"{path}: entry {release.name} does not follow the entry before it (edited, removed or reordered)",
+                hint=hint,
+            )
+        expected = release.entry_hash()
+    if not legacy and document["head"] != expected:
+        last = releases[-1].name if releases else "the last entry"
+        raise VerifyError(f"{path}: {last} was edited or entries were removed since it was written", hint=hint)
+    return releases
+
+
+def check_release_dir(path: Path) -> None:
+    """When ``path`` is a release directory of a store (``<store>/vN`` beside an ``index.json``),
+    check its lock against the index entry (and the index's chain); otherwise do nothing.
+
+    Raises:
+        VerifyError: the index is damaged, has no entry for it, or records another digest.
+    """
+    root = path.resolve()
+    match = _NAME.match(root.name)
+    if match is None or not (root.parent / INDEX).is_file():
+        return
+    store = ReleaseStore(root.parent)
+    number = int(match.group(1))
+    if number not in {r.number for r in store.releases()}:
+        raise VerifyError(f"{root} is not recorded in {root.parent / INDEX}", hint=_REPAIR_HINT)
+    store.path(number)
+
+
+def _moved(rel: str, renamed: dict[str, str]) -> str:
+    for old, new in renamed.items():
+        if rel.startswith(old):
+            return new + rel[len(old) :]
+    return rel
 
 
 def default_store(spec_root: Path) -> Path:

@@ -10,6 +10,13 @@ The server runs in explicit model-control mode, binds 127.0.0.1 unless told othe
 loads models one by one through the repository API so a failing model is reported with
 Triton's own reason.
 
+Process hygiene: ``tritonserver`` is started with ``PR_SET_PDEATHSIG`` = SIGKILL, so it dies
+with the thread that started it even when that process is killed with SIGKILL (its Python stubs
+notice their parent is gone and exit too). Before starting, each of the three ports is checked
+against the kernel's socket tables: a port already listened on is reported with the process
+holding it (a stale ``tritonserver`` is named as one). The server and its model stubs get a
+scrubbed environment: see :func:`scrubbed_environment`.
+
 Example:
     >>> with TritonServer(Path("dist/demo")) as server:
     ...     print(server.endpoints.http_url)
@@ -40,6 +47,7 @@ from typing import IO, Any
 
 from tritonkit.artifact.hashing import sha256_bytes
 from tritonkit.errors import ServerError
+from tritonkit.serve.process import check_ports_free, die_with_parent, scrubbed_environment
 from tritonkit.serve.repository_api import load_model
 
 log = logging.getLogger(__name__)
@@ -231,6 +239,8 @@ class TritonServer:
             f"--metrics-address={e.host}",
             f"--metrics-port={e.metrics_port}",
             "--allow-gpu-metrics=false",
+            # request/queue latency summaries (p50…p999) for 'tritonkit check'; Triton >= 2.38 has them
+            "--metrics-config=summary_latencies=true",
             "--exit-timeout-secs=10",
             "--strict-readiness=true",
         ]
@@ -239,7 +249,8 @@ class TritonServer:
         return args + self.extra_args
 
     def environment(self) -> dict[str, str]:
-        env = dict(os.environ)
+        """The server's (and so its model stubs') environment: ours, scrubbed of credentials."""
+        env, _ = scrubbed_environment(os.environ)
         # Honoured by tritonserver's own Python use; the Python backend stub ignores the environment
         # (sys.flags.ignore_environment == 1), so as root it may still write __pycache__ next to a
         # model.py. Hashing and verify skip __pycache__ for that reason.
@@ -261,6 +272,7 @@ class TritonServer:
             ServerError: if the process exits, does not become live in time, or a model
                 fails to load (with Triton's reason); the process is stopped first.
         """
+        check_ports_free(self.endpoints)
         if self.log_file is None:
             runs = cache_root() / "runs"
             runs.mkdir(parents=True, exist_ok=True)
@@ -269,7 +281,12 @@ class TritonServer:
         self._log_handle = handle
         log.info("starting: %s", " ".join(self.command()))
         self._process = subprocess.Popen(
-            self.command(), stdout=handle, stderr=subprocess.STDOUT, env=self.environment(), start_new_session=True
+            self.command(),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=self.environment(),
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
         try:
             self._wait_live(timeout)
@@ -286,6 +303,7 @@ class TritonServer:
         while time.monotonic() < deadline:
             assert self._process is not None
             if self._process.poll() is not None:
+                check_ports_free(self.endpoints)  # taken meanwhile: name the holder, not just "exit 1"
                 raise ServerError(
                     f"tritonserver exited with code {self._process.returncode}: {self._last_error()}",
                     hint=f"full log: {self.log_file}; reproduce: {' '.join(self.command())}",

@@ -5,6 +5,12 @@ and a fix; unknown keys get a "did you mean". Files the spec names (ONNX files, 
 directories, assets, ensemble step files) are checked here, so a build never starts on a spec
 whose inputs are missing.
 
+**Confinement**: every source path must resolve, after symlinks, inside the *project* — the
+spec's directory, or ``project_root:`` (relative to the spec, and containing it) — and a
+``package:NAME/…`` asset inside that package's directory. Inside a source directory, a symlink
+that leads outside is refused too (a build would copy what it points at). ``..`` and absolute
+paths are fine while they stay inside.
+
 Example:
     >>> loaded = load_spec(Path("model_repository/tritonkit.yaml"))
     >>> [m.name for m in loaded.spec.models]
@@ -13,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +73,66 @@ def load_spec(path: Path) -> LoadedSpec:
             "the spec must be a mapping with 'name' and 'models'", file=path, hint="see 'tritonkit init' for a starter"
         )
     try:
-        spec = Spec.model_validate(data)
+        spec = Spec.model_validate(data).with_slo_defaults()
     except ValidationError as exc:
         raise _spec_error(exc, path, root_node) from None
     loaded = LoadedSpec(spec=spec, path=path.resolve())
+    _check_project(loaded, root_node)
     _check_files(loaded, root_node)
     return _with_step_files(loaded, root_node)
+
+
+def _check_project(loaded: LoadedSpec, node: yaml.Node | None) -> None:
+    """``project_root`` must be a directory that contains the spec."""
+    if loaded.spec.project_root is None:
+        return
+    project = loaded.project
+    if not project.is_dir() or not loaded.root.is_relative_to(project):
+        raise SpecError(
+            f"'{loaded.spec.project_root}' ({project}) is not a directory containing the spec",
+            file=_where(loaded.path, node, ("project_root",)),
+            key="project_root",
+            hint="set it to the spec's directory or one above it, e.g. '..' for a spec in a subfolder",
+        )
+
+
+def _confine(
+    loaded: LoadedSpec, node: yaml.Node | None, key: tuple[Any, ...], rel: str, *, inside: Path | None = None
+) -> None:
+    """``rel`` (spec-relative, or already a path under ``inside``) must resolve inside the project
+    (or ``inside``, a package's directory), and so must every symlink under it.
+
+    Raises:
+        SpecError: naming the key, the path it resolves to and the boundary.
+    """
+    boundary = inside if inside is not None else loaded.project
+    path = Path(rel) if inside is not None else loaded.root / rel
+    where = "the package's directory" if inside is not None else "the project"
+    hint = (
+        "sources stay inside the project (the spec's directory, or 'project_root:' above it): copy the file in, "
+        "or ship it in an installed package and name it package:NAME/path"
+    )
+    resolved = path.resolve()
+    if not resolved.is_relative_to(boundary):
+        raise SpecError(
+            f"'{rel}' resolves to {resolved}, outside {where} ({boundary})",
+            file=_where(loaded.path, node, key),
+            key=_dotted(key),
+            hint=hint,
+        )
+    if not resolved.is_dir():
+        return
+    for dirpath, dirnames, filenames in os.walk(resolved):  # does not follow symlinked directories
+        for name in dirnames + filenames:
+            entry = Path(dirpath) / name
+            if entry.is_symlink() and not entry.resolve().is_relative_to(boundary):
+                raise SpecError(
+                    f"'{rel}' holds a symlink {entry.relative_to(resolved)} -> {os.readlink(entry)} "
+                    f"that leads outside {where} ({boundary})",
+                    file=_where(loaded.path, node, key),
+                    key=_dotted(key),
+                    hint="replace the link with the file itself, or point it inside: a build copies its target",
+                )
 
 
 def _check_files(loaded: LoadedSpec, node: yaml.Node | None) -> None:
@@ -81,8 +142,20 @@ def _check_files(loaded: LoadedSpec, node: yaml.Node | None) -> None:
         elif isinstance(model, OnnxModel) and model.export is not None:
             key: tuple[Any, ...] = ("models", index, "export", "factory")
             _require_file(loaded, node, key, model.export.factory_file, "the Python file that defines the factory")
+            for position, pattern in enumerate(model.export.depends):
+                key = ("models", index, "export", "depends", position)
+                if Path(pattern).is_absolute():  # pathlib cannot glob these; they name host files anyway
+                    raise SpecError(
+                        f"pattern '{pattern}' is absolute",
+                        file=_where(loaded.path, node, key),
+                        key=_dotted(key),
+                        hint="give a glob relative to the spec",
+                    )
+                for match in loaded.root.glob(pattern):
+                    _confine(loaded, node, key, os.path.relpath(match, loaded.root))
         elif isinstance(model, PythonModel):
             key = ("models", index, "path")
+            _confine(loaded, node, key, model.path)
             directory = loaded.resolve(model.path)
             if not (directory / "model.py").is_file():
                 raise SpecError(
@@ -92,6 +165,12 @@ def _check_files(loaded: LoadedSpec, node: yaml.Node | None) -> None:
                     hint="point 'path' at a directory containing the Triton Python backend model.py",
                 )
             for dest, source in model.assets.items():
+                asset_key = ("models", index, "assets", dest)
+                package_dir = _package_dir(source)
+                if package_dir is not None:
+                    _confine(loaded, node, asset_key, str(package_dir / source.partition("/")[2]), inside=package_dir)
+                elif not source.startswith("package:"):
+                    _confine(loaded, node, asset_key, source)
                 if asset_path(loaded, source) is None:
                     package = source.removeprefix("package:").split("/")[0]
                     fix = f"pip install {package}" if source.startswith("package:") else "fix the path (spec-relative)"
@@ -121,6 +200,7 @@ def _check_files(loaded: LoadedSpec, node: yaml.Node | None) -> None:
                 if rel is None or (field_name == "tokenizer" and rel in ("auto", "byte")):
                     continue
                 key = ("models", index, field_name)
+                _confine(loaded, node, key, rel)
                 directory = loaded.resolve(rel)
                 if not directory.is_dir() or (need and not (directory / need).is_file()):
                     raise SpecError(
@@ -134,19 +214,29 @@ def _check_files(loaded: LoadedSpec, node: yaml.Node | None) -> None:
 def asset_path(loaded: LoadedSpec, source: str) -> Path | None:
     """Where an asset source lives (``package:NAME/sub`` or a spec-relative path); None if absent."""
     if source.startswith("package:"):
-        import importlib.util
-
-        name, _, sub = source.removeprefix("package:").partition("/")
-        try:
-            found = importlib.util.find_spec(name)
-        except (ImportError, ValueError):
+        package_dir = _package_dir(source)
+        if package_dir is None:
             return None
-        if found is None or not found.submodule_search_locations:
-            return None
-        path = Path(list(found.submodule_search_locations)[0]) / sub
+        path = package_dir / source.partition("/")[2]
     else:
         path = loaded.resolve(source)
     return path if path.exists() else None
+
+
+def _package_dir(source: str) -> Path | None:
+    """The installed directory of the package a ``package:NAME/sub`` source names (resolved), or None."""
+    if not source.startswith("package:"):
+        return None
+    import importlib.util
+
+    name = source.removeprefix("package:").partition("/")[0]
+    try:
+        found = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if found is None or not found.submodule_search_locations:
+        return None
+    return Path(list(found.submodule_search_locations)[0]).resolve()
 
 
 def _with_step_files(loaded: LoadedSpec, node: yaml.Node | None) -> LoadedSpec:
@@ -180,6 +270,7 @@ def _with_step_files(loaded: LoadedSpec, node: yaml.Node | None) -> LoadedSpec:
 
 
 def _require_file(loaded: LoadedSpec, node: yaml.Node | None, key: tuple[Any, ...], rel: str, what: str) -> None:
+    _confine(loaded, node, key, rel)
     if not loaded.resolve(rel).is_file():
         raise SpecError(
             f"file '{rel}' not found (relative to {loaded.root})",
@@ -232,6 +323,8 @@ def _hint_for(kind: str, loc: tuple[Any, ...]) -> str:
         return f"use one of {', '.join(dtypes.CANONICAL)}"
     if kind.startswith("int") or kind.startswith("greater") or kind.startswith("less"):
         return f"set '{field}' to a whole number in range"
+    if kind == "string_too_short" and field == "name":
+        return "give the tensor the name its graph uses (Triton takes any non-empty name)"
     if kind == "string_pattern_mismatch":
         return "names use letters, digits, '_', '.', '-' (factories: 'path/file.py:function')"
     if kind.startswith("list"):

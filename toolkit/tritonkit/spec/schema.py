@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from tritonkit.errors import UsageError, did_you_mean
 from tritonkit.spec import dtypes
+from tritonkit.spec.intent import Capacity, Slo
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -33,9 +34,16 @@ class _Strict(BaseModel):
 
 
 class TensorSpec(_Strict):
-    """One input or output: name, dtype and dims *without* the batch dimension (-1 = variable)."""
+    """One input or output: name, dtype and dims *without* the batch dimension (-1 = variable).
 
-    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.:/-]*$")
+    ``name`` is any name Triton accepts: Triton's config check refuses only an empty name, and
+    exporters produce names such as ``0``, ``input.1``, ``onnx::Gemm_0`` or ``encoder/x:0``
+    (config.pbtxt quotes them). ``dims: []`` is a scalar per batch row (or a rank-0 tensor with
+    ``max_batch_size: 0``); the config renders it as ``dims: [1]`` with ``reshape { shape: [] }``,
+    Triton's form for it.
+    """
+
+    name: str = Field(min_length=1)
     dtype: str
     dims: list[int]
     optional: bool = False
@@ -101,7 +109,7 @@ class TorchExport(_Strict):
 
     factory: str = Field(pattern=r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
     inputs: list[TensorSpec] = Field(min_length=1)
-    outputs: list[str] = Field(min_length=1)
+    outputs: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
     opset: int = Field(17, ge=9, le=23)
     seed: int = 0
     example_size: int = Field(8, ge=1)
@@ -129,6 +137,8 @@ class ModelBase(_Strict):
     instance_group: list[InstanceGroup] = []
     model_warmup: list[Warmup] = []
     parameters: dict[str, str | int | float | bool] = {}
+    slo: Slo | None = None  # intent (spec/intent.py); the repository's slo: fills unset keys
+    capacity: Capacity | None = None  # written by 'tritonkit tune', not by hand
 
     @model_validator(mode="after")
     def _batching(self) -> ModelBase:
@@ -388,6 +398,8 @@ class EnvironmentSpec(_Strict):
     resources: Resources = Resources()
     gpus: int = Field(0, ge=0)
     shm_size: str = "1Gi"
+    # Prometheus the cluster's KEDA reads (RawDeployment autoscaling on Triton's queue); optional
+    prometheus_url: str | None = None
 
 
 class Spec(_Strict):
@@ -395,8 +407,19 @@ class Spec(_Strict):
 
     version: Literal[1] = 1
     name: str = Field(pattern=_NAME)
+    # The directory every source path must stay inside (after symlinks), relative to the spec;
+    # default: the spec's own directory. It must contain the spec (e.g. ".." for a spec in a subfolder).
+    project_root: str | None = None
     models: list[Model] = Field(min_length=1)
     environments: list[EnvironmentSpec] = []
+    slo: Slo | None = None  # defaults for every model's slo:
+
+    def with_slo_defaults(self) -> Spec:
+        """Every model's ``slo`` with the repository-level keys it leaves unset filled in."""
+        if self.slo is None:
+            return self
+        models = [m.model_copy(update={"slo": (m.slo or Slo()).over(self.slo)}) for m in self.models]
+        return self.model_copy(update={"models": models})
 
     def environment(self, name: str) -> EnvironmentSpec:
         """The environment called ``name``; a SpecError with a suggestion otherwise."""
@@ -442,6 +465,11 @@ class LoadedSpec(BaseModel):
     @property
     def root(self) -> Path:
         return self.path.parent
+
+    @property
+    def project(self) -> Path:
+        """The directory sources must resolve inside: ``project_root`` (spec-relative) or the spec's."""
+        return (self.root / (self.spec.project_root or ".")).resolve()
 
     def resolve(self, relative: str) -> Path:
         return (self.root / relative).resolve()

@@ -16,6 +16,7 @@ import io
 import os
 import re
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -70,8 +71,11 @@ class BatchingSettings(Protocol):
     def preferred_batch_size(self) -> tuple[int, ...]: ...
 
 
-def update_settings(path: Path, model: str, settings: BatchingSettings) -> SpecUpdate:
-    """The spec at ``path`` with ``model``'s batching and instance settings set to ``settings``.
+def update_settings(
+    path: Path, model: str, settings: BatchingSettings, *, capacity: Mapping[str, Any] | None = None
+) -> SpecUpdate:
+    """The spec at ``path`` with ``model``'s batching and instance settings set to ``settings``
+    (and its ``capacity:`` to what tune measured, when given: evidence a reviewer reads).
 
     Raises:
         SpecError: unreadable spec, unknown model, or a result that is not a valid spec.
@@ -113,6 +117,17 @@ def update_settings(path: Path, model: str, settings: BatchingSettings) -> SpecU
         group = CommentedMap(count=settings.instances, kind="KIND_CPU")
         group.fa.set_flow_style()
         entry["instance_group"] = CommentedSeq([group])
+
+    if capacity is not None:
+        block = CommentedMap()
+        for key, value in capacity.items():
+            if isinstance(value, Mapping):
+                inner = CommentedMap(value)
+                inner.fa.set_flow_style()
+                block[key] = inner
+            else:
+                block[key] = value
+        entry["capacity"] = block
 
     buffer = io.StringIO()
     yaml.dump(document, buffer)

@@ -28,10 +28,10 @@ from typing import Any
 
 from tritonclient.grpc import model_config_pb2 as pb
 
-from tritonkit.errors import BuildError
-from tritonkit.build.modelconfig import model_config
-from tritonkit.spec.schema import InstanceGroup, LlmModel, LoadedSpec, ModelBase, RandomInit, TensorSpec
 from tritonkit.build.builders.base import MISSING, VERSION, BuildContext, tool_version
+from tritonkit.build.modelconfig import model_config
+from tritonkit.errors import BuildError
+from tritonkit.spec.schema import InstanceGroup, LlmModel, LoadedSpec, ModelBase, RandomInit, TensorSpec
 
 ENGINE_FILES = ("model.py", "engine.py", "tokens.py", "kv_cache.py")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "vocab.txt")

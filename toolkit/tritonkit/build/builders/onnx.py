@@ -15,18 +15,19 @@ import importlib.util
 import shutil
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as pb
 
-from tritonkit.spec import dtypes
-from tritonkit.errors import BuildError, SpecError, did_you_mean
-from tritonkit.build.modelconfig import dims_compatible, model_config
-from tritonkit.spec.schema import GpuAccelerator, LoadedSpec, ModelBase, OnnxModel, TensorSpec, TorchExport
 from tritonkit.build.builders.base import VERSION, BuildContext, tool_version
+from tritonkit.build.modelconfig import model_config, same_tensor_dims
 from tritonkit.build.onnx_io import graph_io
+from tritonkit.errors import BuildError, SpecError, did_you_mean
+from tritonkit.spec import dtypes
+from tritonkit.spec.schema import GpuAccelerator, LoadedSpec, ModelBase, OnnxModel, TensorSpec, TorchExport
 
 MODEL_FILE = "model.onnx"
 
@@ -39,7 +40,8 @@ class OnnxBuilder:
     def input_files(self, loaded: LoadedSpec, model: ModelBase) -> list[Path]:
         assert isinstance(model, OnnxModel)
         if model.file is not None:
-            return [loaded.resolve(model.file)]
+            source = loaded.resolve(model.file)
+            return [source, *(source.parent / rel for rel in _external_data(loaded, model, source))]
         assert model.export is not None
         files = {loaded.resolve(model.export.factory_file)}
         for pattern in model.export.depends:
@@ -58,13 +60,21 @@ class OnnxBuilder:
         target.parent.mkdir(parents=True)
         if model.file is not None:
             source = ctx.loaded.resolve(model.file)
-            _check_loads(source, ctx, source_key="file")
+            external = _external_data(ctx.loaded, model, source)
+            # what Triton cannot serve, before onnxruntime's view of the file
+            graph_io(source, model.max_batch_size, ctx=ctx, declared=[*(model.inputs or []), *(model.outputs or [])])
+            _check_loads(source, ctx, source_key="file", external=external)
             shutil.copyfile(source, target)
-            ctx.log(f"copied {model.file}")
+            for rel in external:  # where the graph says they are: next to model.onnx, same relative path
+                (target.parent / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source.parent / rel, target.parent / rel)
+            ctx.log(f"copied {model.file}" + (f" and its external data ({', '.join(external)})" if external else ""))
         else:
             assert model.export is not None
             export_from_torch(ctx, model.export, target)
-        inputs, outputs = graph_io(target, model.max_batch_size, ctx=ctx)
+        inputs, outputs = graph_io(
+            target, model.max_batch_size, ctx=ctx, declared=[*(model.inputs or []), *(model.outputs or [])]
+        )
         inputs = _reconcile(ctx, "inputs", model.inputs, inputs)
         outputs = _reconcile(ctx, "outputs", model.outputs, outputs)
         config = model_config(model, backend="onnxruntime", inputs=inputs, outputs=outputs)
@@ -113,7 +123,7 @@ def _reconcile(
                 key=f"{key}.dtype",
                 hint=f"set dtype: {graph.dtype}, or remove '{what}' to derive it from the graph",
             )
-        if not dims_compatible(graph.dims, tensor.dims):
+        if not same_tensor_dims(graph.dims, tensor.dims):
             batch = " (dims exclude the batch dimension when max_batch_size > 0)" if ctx.model.max_batch_size else ""
             raise SpecError(
                 f"dims {tensor.dims} do not match the graph's {graph.dims}{batch}",
@@ -121,6 +131,9 @@ def _reconcile(
                 key=f"{key}.dims",
                 hint=f"set dims: {graph.dims}, or remove '{what}' to derive it from the graph",
             )
+    # "dims: [1]" for a tensor without dims is how Triton spells it: the graph's [] goes on
+    # into the config (which adds the reshape a batching model needs)
+    declared = [by_name[t.name] if not by_name[t.name].dims and t.dims == [1] else t for t in declared]
     missing = [name for name in by_name if name not in {t.name for t in declared}]
     if missing and what == "inputs":
         raise SpecError(
@@ -132,12 +145,62 @@ def _reconcile(
     return declared
 
 
-def _check_loads(path: Path, ctx: BuildContext, *, source_key: str) -> None:
-    """Fail early, naming the spec key, when onnxruntime cannot load the file."""
+def _external_data(loaded: LoadedSpec, model: OnnxModel, source: Path) -> list[str]:
+    """The external data files ``source`` references (relative to its directory), all present.
+
+    Raises:
+        SpecError: naming the spec key and the first missing file.
+    """
+    from tritonkit.build.onnx_io import external_data_files
+
+    if not source.is_file():
+        return []  # the loader reports a missing 'file'
+    index = loaded.spec.models.index(model)
+    try:
+        files = external_data_files(source)
+    except SpecError as exc:
+        raise SpecError(exc.detail, file=loaded.path, key=f"models[{index}].file", hint=exc.hint) from exc
+    for rel in files:  # the same rule as every other source: inside the project, symlinks included
+        resolved = (source.parent / rel).resolve()
+        if not resolved.is_relative_to(loaded.project):
+            raise SpecError(
+                f"'{source.name}' keeps tensors in external data '{rel}', which resolves to {resolved}, "
+                f"outside the project ({loaded.project})",
+                file=loaded.path,
+                key=f"models[{index}].file",
+                hint="sources stay inside the project (the spec's directory, or 'project_root:' above it): "
+                "copy the data file in next to the model",
+            )
+    missing = [rel for rel in files if not (source.parent / rel).is_file()]
+    if missing:
+        raise SpecError(
+            f"'{source.name}' keeps tensors in external data '{missing[0]}', which is missing "
+            f"(looked in {source.parent})",
+            file=loaded.path,
+            key=f"models[{index}].file",
+            hint=f"put {', '.join(missing)} next to {source.name} (where the model was saved with it)",
+        )
+    return files
+
+
+# Above this many bytes (graph + external data) the early check reads the graph alone: an
+# onnxruntime session would hold every weight in memory (several GB for a large model);
+# 'tritonkit build --check' / 'verify --load' load it in Triton instead.
+_SESSION_CHECK_BYTES = 256 << 20
+
+
+def _check_loads(path: Path, ctx: BuildContext, *, source_key: str, external: Sequence[str] = ()) -> None:
+    """Fail early, naming the spec key, when onnxruntime (or, for large models, onnx) cannot load the file."""
     import onnxruntime as ort
 
+    size = path.stat().st_size + sum((path.parent / rel).stat().st_size for rel in external)
     try:
-        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        if size > _SESSION_CHECK_BYTES:
+            import onnx
+
+            onnx.checker.check_model(str(path))
+        else:
+            ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SpecError(

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as pb
 
-from tritonkit.build.modelconfig import model_config
-from tritonkit.spec.schema import LoadedSpec, ModelBase, PythonModel
-from tritonkit.spec.loader import asset_path
 from tritonkit.build.builders.base import VERSION, BuildContext
+from tritonkit.build.modelconfig import model_config
+from tritonkit.spec.loader import asset_path
+from tritonkit.spec.schema import LoadedSpec, ModelBase, PythonModel
 
 _SKIP = ("__pycache__", "*.pyc", ".*")
 

@@ -22,22 +22,16 @@ Example:
 
 from __future__ import annotations
 
-import ctypes
-import json
-from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any
 
 from tritonclient.grpc import model_config_pb2 as pb
 
-from tritonkit.artifact.hashing import LOCK_FILE
-from tritonkit.artifact.lock import read_lock
-from tritonkit.errors import BuildError, SpecError
-from tritonkit.build.modelconfig import model_config
-from tritonkit.spec.schema import InstanceGroup, LoadedSpec, ModelBase, TensorRTModel, TensorSpec
 from tritonkit.build.builders.base import VERSION, BuildContext
 from tritonkit.build.engines import Runtime, major_version, runtime
+from tritonkit.build.modelconfig import model_config
+from tritonkit.errors import BuildError, SpecError
+from tritonkit.spec.schema import InstanceGroup, LoadedSpec, ModelBase, TensorRTModel, TensorSpec
 
 PLAN_FILE = "model.plan"
 TIMING_DIR = "tensorrt-timing"

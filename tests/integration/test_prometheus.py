@@ -1,0 +1,89 @@
+"""tritonkit check through a real Prometheus (Debian's), scraping the embedded Triton on 127.0.0.1:
+the same PromQL a cluster would answer."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from click.testing import CliRunner
+
+from tests.helpers import copy_example
+from tritonkit import TritonServer
+from tritonkit.cli import main
+from tritonkit.errors import SloViolation
+from tritonkit.serve.prometheus import query
+from tritonkit.serve.server import free_port
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("prometheus") is None, reason="Debian's prometheus is not installed ('make sysdeps' installs it)"
+)
+
+
+@pytest.fixture(scope="module")
+def prometheus(demo_server: TritonServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("prometheus")
+    target = demo_server.endpoints.metrics_url.removeprefix("http://").removesuffix("/metrics")
+    (root / "prometheus.yml").write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"scrape_configs:\n  - job_name: triton\n    static_configs: [{{targets: ['{target}']}}]\n"
+    )
+    port = free_port()
+    process = subprocess.Popen(
+        ["prometheus", f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.3)
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def _traffic(url: str, seconds: float) -> threading.Thread:
+    def run() -> None:
+        client = grpcclient.InferenceServerClient(url)
+        tensor = grpcclient.InferInput("features", [1, 4], "FP32")
+        tensor.set_data_from_numpy(np.ones((1, 4), dtype=np.float32))
+        stop = time.monotonic() + seconds
+        while time.monotonic() < stop:
+            client.infer("classifier", [tensor])
+        client.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_check_reads_the_same_numbers_through_prometheus(
+    demo_server: TritonServer, prometheus: str, tmp_path: Path
+) -> None:
+    sender = _traffic(demo_server.endpoints.grpc_url, 8)
+    time.sleep(6)  # a few scrapes of traffic
+    rate = query(prometheus, 'sum(rate(nv_inference_request_success{model="classifier"}[5s]))')
+    assert rate > 10, rate
+    project = copy_example(tmp_path / "model_repository")
+    spec = project / "tritonkit.yaml"
+    spec.write_text(spec.read_text() + "slo: {p99_ms: 0.001}\n")  # a budget nothing meets
+    args = ["check", "classifier", "-f", str(spec), "--prometheus", prometheus, "--window", "5s", "--json"]
+    result = CliRunner().invoke(main, args)
+    sender.join()
+    assert result.exit_code == SloViolation.exit_code, result.output + result.stderr
+    assert '"rps"' in result.stdout and '"ok": false' in result.stdout
+    assert "p99" in result.stderr

@@ -1,0 +1,46 @@
+"""perf_analyzer's command line and CSV, without running it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tritonkit.perf.analyzer import Analyzer, command, parse_csv
+
+CSV = (
+    "Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,Server Compute Input,"
+    "Server Compute Infer,Server Compute Output,Client Recv,p50 latency,p90 latency,p95 latency,p99 latency\n"
+    "8,4639.79,1,685,279,43,463,247,0,1387,2081,3860,8905\n"
+)
+
+
+def test_csv_row_by_column_name() -> None:
+    row = parse_csv(CSV)
+    assert row["Inferences/Second"] == pytest.approx(4639.79)
+    assert row["p99 latency"] == 8905 and row["Concurrency"] == 8
+
+
+def test_csv_without_a_row_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no measurement row"):
+        parse_csv(CSV.splitlines()[0] + "\n")
+
+
+def test_closed_and_open_loop_command_lines() -> None:
+    pa = Analyzer(Path("/opt/pa"))
+    closed = command(pa, "m", "h:1", "grpc", "concurrency", 8, shapes={"x": [4], "0": [2, 3]}, batch_size=1,
+                     window_s=1.5, max_windows=6, csv_file=Path("o.csv"))  # fmt: skip
+    assert closed[:3] == ["/opt/pa", "-m", "m"]
+    assert "--concurrency-range" in closed and closed[closed.index("--concurrency-range") + 1] == "8:8:1"
+    assert closed[closed.index("--measurement-interval") + 1] == "1500"
+    assert closed[-4:] == ["--shape", "0:2,3", "--shape", "x:4"]  # sorted by name, names kept as they are
+    opened = command(pa, "m", "h:1", "http", "rate", 250, shapes={}, batch_size=4, window_s=2, max_windows=10,
+                     poisson=False, csv_file=Path("o.csv"))  # fmt: skip
+    assert opened[opened.index("--request-rate-range") + 1] == "250:250:1"
+    assert opened[opened.index("--request-distribution") + 1] == "constant"
+    assert opened[opened.index("-b") + 1] == "4" and opened[opened.index("-i") + 1] == "http"
+
+
+def test_library_path_goes_first() -> None:
+    env = Analyzer(Path("/opt/pa"), ("/venv/cuda",)).environment()
+    assert env["LD_LIBRARY_PATH"].split(":")[0] == "/venv/cuda"

@@ -1,0 +1,122 @@
+"""Issue 17, items 6 and 7 (the pure parts): credentials never echoed nor inherited, a full or
+read-only disk is one line + hint, scratch space of killed builds is found, stale ports named,
+and ``serve --env local`` outside a project creates nothing."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tritonkit.artifact.layout import KEPT, remove_abandoned, scratch_dir
+from tritonkit.cli import main
+from tritonkit.errors import ServerError, StorageError, UsageError, mask_credentials
+from tritonkit.release.oci import Reference
+from tritonkit.serve.process import check_ports_free, port_owner, scrubbed_environment
+from tritonkit.serve.server import Endpoints, free_port
+
+GONE = 4_194_304 + 17  # above Linux's largest pid_max: no such process, ever
+
+
+def test_credentials_are_scrubbed_from_a_servers_environment() -> None:
+    env = {
+        "PATH": "/bin",
+        "TRITONKIT_REGISTRY_USERNAME": "bob",
+        "TRITONKIT_REGISTRY_PASSWORD": "hunter2",
+        "DOCKER_CONFIG": "/home/bob/.docker",
+        "KUBECONFIG": "/home/bob/.kube/config",
+        "HF_TOKEN": "hf_x",
+        "AWS_ACCESS_KEY_ID": "AKIA",
+        "AWS_SECRET_ACCESS_KEY": "s",
+        "PGPASSWORD": "p",
+        "OPENAI_API_KEY": "k",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": "1",
+    }
+    kept, dropped = scrubbed_environment(env)
+    assert sorted(kept) == ["OMP_NUM_THREADS", "PATH", "TOKENIZERS_PARALLELISM"]
+    assert "TRITONKIT_REGISTRY_PASSWORD" in dropped and "HF_TOKEN" in dropped
+
+
+def test_credentials_in_a_url_are_masked_and_refused_as_a_reference() -> None:
+    assert mask_credentials("push to oci://bob:hunter2@reg.io/ml/demo:v1 failed") == (
+        "push to oci://***@reg.io/ml/demo:v1 failed"
+    )
+    assert mask_credentials("oci://reg.io/ml/demo@sha256:abc") == "oci://reg.io/ml/demo@sha256:abc"
+    with pytest.raises(UsageError) as caught:
+        Reference.parse("oci://bob:hunter2@127.0.0.1:5000/ml/demo:v1")
+    assert "hunter2" not in caught.value.message + caught.value.hint
+    assert "TRITONKIT_REGISTRY_PASSWORD" in caught.value.hint
+
+
+def test_the_cli_never_echoes_url_credentials(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["pull", "oci://bob:hunter2@127.0.0.1:1/x@sha256:" + "0" * 64, str(tmp_path / "d")]
+    )
+    assert result.exit_code == UsageError.exit_code
+    assert "hunter2" not in result.output + result.stderr and "oci://***@127.0.0.1:1/x" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [
+        (errno.ENOSPC, "no space left on the device: /srv/out/v1/model.onnx"),
+        (errno.EACCES, "permission denied: /srv/out/v1/model.onnx"),
+        (errno.EROFS, "read-only file system: /srv/out/v1/model.onnx"),
+    ],
+)
+def test_a_full_or_forbidden_disk_is_one_line_and_a_hint(
+    code: int, words: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tritonkit.release.store import ReleaseStore
+
+    def fail(self: object, number: int, destination: Path) -> Path:
+        raise OSError(code, os.strerror(code), "/srv/out/v1/model.onnx")
+
+    monkeypatch.setattr(ReleaseStore, "export", fail)
+    result = CliRunner().invoke(main, ["export", "v1", str(tmp_path / "out"), "--store", str(tmp_path)])
+    assert result.exit_code == StorageError.exit_code, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [f"error: {words}", lines[1]] and lines[1].startswith("hint: ")
+    assert StorageError.from_os_error(OSError(errno.ENOENT, "x")) is None  # others stay what they are
+
+
+def test_only_scratch_space_of_dead_processes_is_removed(tmp_path: Path) -> None:
+    mine = scratch_dir(tmp_path, ".staging-")
+    assert mine.name.startswith(f".staging-{os.getpid()}-")
+    dead = tmp_path / f".staging-{GONE}-abc123"
+    (dead / "model" / "1").mkdir(parents=True)
+    os.chmod(dead / "model", 0o555)
+    kept = tmp_path / f".staging-{GONE}-kept"
+    kept.mkdir()
+    (kept / KEPT).touch()
+    legacy = tmp_path / ".staging-q1w2e3r4"  # named before pids were: whose it is is unknown
+    legacy.mkdir()
+    assert remove_abandoned(tmp_path, ".staging-") == [dead]
+    assert mine.is_dir() and kept.is_dir() and legacy.is_dir() and not dead.exists()
+
+
+def test_a_port_in_use_is_named_with_its_process() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert port_owner(port) == (os.getpid(), port_owner(port)[1])  # type: ignore[index]
+        with pytest.raises(
+            ServerError, match=rf"metrics port {port} is already in use by another process: pid {os.getpid()}"
+        ):
+            check_ports_free(Endpoints("127.0.0.1", free_port(), free_port(), port))
+    assert port_owner(port) is None
+
+
+def test_serve_env_local_outside_a_project_creates_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TRITONKIT_STORE", raising=False)
+    result = CliRunner().invoke(main, ["serve", "--env", "local"])
+    assert result.exit_code == UsageError.exit_code, result.output
+    assert "no release store at" in result.stderr and "tritonkit release" in result.stderr
+    assert list(tmp_path.iterdir()) == []

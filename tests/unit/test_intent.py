@@ -1,0 +1,105 @@
+"""Intent: SLO defaults, the derived queue policy, the capacity plan (pure)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tritonkit import Spec
+from tritonkit.build.modelconfig import model_config
+from tritonkit.cli import main
+from tritonkit.deploy.plan import plan_spec
+from tritonkit.spec.intent import Capacity, QueuePolicyPlan, Slo, queue_policy
+from tritonkit.spec.schema import TensorSpec
+
+CAPACITY = {"rps": 2500, "concurrency": 24, "p99_ms": 9.1, "measured_on": {"cores": "2"}}
+IO = {
+    "path": "m",
+    "inputs": [{"name": "x", "dtype": "FP32", "dims": [4]}],
+    "outputs": [{"name": "y", "dtype": "FP32", "dims": [4]}],
+}
+
+
+def _spec(**model: object) -> Spec:
+    return Spec.model_validate(
+        {
+            "name": "demo",
+            "slo": {"p99_ms": 10, "max_queue_ms": 4, "headroom": 0.25},
+            "models": [
+                {"name": "m", "kind": "python", "max_batch_size": 8, **IO, **model},
+                {"name": "n", "kind": "python", "max_batch_size": 8, **IO, "slo": {"peak_rps": 1000},
+                 "capacity": {"rps": 500, "concurrency": 10, "p99_ms": 8}},
+            ],
+        }
+    ).with_slo_defaults()  # fmt: skip
+
+
+def test_a_models_slo_fills_its_gaps_from_the_repositorys() -> None:
+    spec = _spec(slo={"p99_ms": 5, "peak_rps": 2000})
+    assert spec.models[0].slo == Slo(p99_ms=5, peak_rps=2000, max_queue_ms=4, headroom=0.25)
+    assert spec.models[1].slo is not None and spec.models[1].slo.p99_ms == 10
+
+
+def test_queue_policy_bounds_the_queue_by_what_one_replica_drains() -> None:
+    assert queue_policy(Slo(max_queue_ms=4), Capacity(**CAPACITY)) == QueuePolicyPlan(4000, 10)
+    assert queue_policy(Slo(max_queue_ms=4), None) == QueuePolicyPlan(4000, 0)  # timeout only
+    assert queue_policy(Slo(p99_ms=10), Capacity(**CAPACITY)) is None
+
+
+def test_the_config_gets_the_policy_unless_the_spec_sets_one() -> None:
+    spec = _spec(capacity=CAPACITY, dynamic_batching={"max_queue_delay_microseconds": 100})
+    x = [TensorSpec(name="x", dtype="FP32", dims=[4])]
+    policy = model_config(spec.models[0], backend="python", inputs=x, outputs=x).dynamic_batching.default_queue_policy
+    assert (policy.default_timeout_microseconds, policy.max_queue_size, policy.allow_timeout_override) == (
+        4000,
+        10,
+        False,
+    )
+    own = {"max_queue_delay_microseconds": 100, "default_queue_policy": {"max_queue_size": 3}}
+    spec = _spec(capacity=CAPACITY, dynamic_batching=own)
+    config = model_config(spec.models[0], backend="python", inputs=x, outputs=x)
+    assert config.dynamic_batching.default_queue_policy.max_queue_size == 3
+
+
+def test_plan_covers_the_sum_of_the_models_loads_with_headroom() -> None:
+    spec = _spec(slo={"peak_rps": 2000}, capacity=CAPACITY)
+    plan = plan_spec(spec, None)
+    # (2000/2500 + 1000/500) x 1.25 = 3.5 -> 4 replicas
+    assert plan.replicas == 4 and plan.max_replicas == 6
+    first = plan.models[0]
+    assert first.load == pytest.approx(0.8) and first.target_concurrency == 19 and first.missing == []
+
+
+def test_plan_says_what_is_missing() -> None:
+    plan = plan_spec(_spec(), None)
+    assert plan.models[0].missing == [
+        "slo.peak_rps (the expected peak traffic)",
+        "a measured capacity: run 'tritonkit tune m'",
+    ]
+
+
+def test_plan_json(tmp_path: Path) -> None:
+    spec = tmp_path / "tritonkit.yaml"
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.py").write_text("class TritonPythonModel:\n    pass\n")
+    spec.write_text(
+        "name: demo\nslo: {peak_rps: 1000, p99_ms: 10}\nmodels:\n"
+        "  - {name: m, kind: python, path: m, max_batch_size: 8,\n"
+        "     inputs: [{name: x, dtype: FP32, dims: [4]}], outputs: [{name: y, dtype: FP32, dims: [4]}],\n"
+        "     capacity: {rps: 400, concurrency: 8, p99_ms: 9}}\n"
+    )
+    result = CliRunner().invoke(main, ["plan", "-f", str(spec), "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["schema"] == "tritonkit/plan/v1" and document["replicas"] == 3  # 1000/400 x 1.2 = 3.0
+
+
+def test_the_policy_never_refuses_what_one_batch_in_flight_would_delay() -> None:
+    # 4 requests a batch at 150/s: a batch takes 26.7 ms, longer than the 20 ms asked for
+    plan = queue_policy(Slo(max_queue_ms=20), Capacity(rps=150, concurrency=8, p99_ms=58), max_batch_size=4)
+    assert plan == QueuePolicyPlan(timeout_us=26_667, max_queue_size=4)
+    two = queue_policy(Slo(max_queue_ms=20), Capacity(rps=150, concurrency=8, p99_ms=58), max_batch_size=4, instances=2)
+    assert two is not None and two.max_queue_size == 8  # one full batch per instance can always wait

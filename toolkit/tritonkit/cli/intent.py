@@ -1,0 +1,133 @@
+"""Intent commands: ``tritonkit plan`` (replicas, queue policy, autoscaling target from the spec's
+SLO and the capacity tune measured, :mod:`tritonkit.deploy.plan`) and ``tritonkit check`` (live
+metrics against the SLO, :mod:`tritonkit.deploy.analysis`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from tritonkit.cli._common import console
+from tritonkit.errors import UsageError
+from tritonkit.spec import SPEC_FILE
+
+
+@click.command()
+@click.option("-f", "--file", "spec_file", type=click.Path(path_type=Path), default=Path(SPEC_FILE), show_default=True)
+@click.option("--env", "env_name", default=None, help="A KServe environment of the spec (default: local).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+def plan(spec_file: Path, env_name: str | None, as_json: bool) -> None:
+    """Plan replicas, the queue policy and the autoscaling target from each model's slo: and capacity:."""
+    from tritonkit.deploy.plan import plan_spec
+    from tritonkit.spec.loader import load_spec
+
+    spec = load_spec(spec_file).spec
+    env = spec.environment(env_name) if env_name else None
+    result = plan_spec(spec, env)
+    if as_json:
+        sys.stdout.write(json.dumps({"schema": "tritonkit/plan/v1", **result.as_dict()}, indent=2) + "\n")
+        return
+    table = Table(title=f"plan for {result.env}", title_justify="left")
+    for column in ("model", "peak /s", "capacity /s", "replicas' worth", "queue (timeout, size)", "target c", "note"):
+        table.add_column(column, justify="left" if column in ("model", "note") else "right")
+    for m in result.models:
+        queue = f"{m.queue.timeout_us / 1000:g} ms, {m.queue.max_queue_size or 'unbounded'}" if m.queue else "-"
+        table.add_row(
+            m.model,
+            f"{m.peak_rps:g}" if m.peak_rps else "-",
+            f"{m.capacity_rps:.0f}" if m.capacity_rps else "-",
+            f"{m.load:.2f}" if m.load is not None else "-",
+            queue,
+            str(m.target_concurrency or "-"),
+            "; ".join(f"missing {x}" for x in m.missing),
+        )
+    console.print(table)
+    gpus = f", {result.gpus} GPU(s)" if result.gpus_per_replica else ""
+    console.print(
+        f"replicas: [bold]{result.replicas}[/] (autoscale {result.min_replicas}–{result.max_replicas}){gpus}",
+        highlight=False,
+    )
+
+
+@click.command()
+@click.argument("models", nargs=-1)
+@click.option("-f", "--file", "spec_file", type=click.Path(path_type=Path), default=Path(SPEC_FILE), show_default=True)
+@click.option("--metrics-url", default="http://127.0.0.1:8002/metrics", show_default=True, help="Triton's metrics.")
+@click.option(
+    "--prometheus",
+    "prometheus_url",
+    default=None,
+    help="Read through this Prometheus (http://host:9090) instead: rates over the last --window, no waiting.",
+)
+@click.option("--window", default="30s", show_default=True, help="How long to watch: 30s, 5m.")
+@click.option("--env", "env_name", default=None, help="Compare traffic with this environment's plan (replicas).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+def check(
+    models: tuple[str, ...],
+    spec_file: Path,
+    metrics_url: str,
+    prometheus_url: str | None,
+    window: str,
+    env_name: str | None,
+    as_json: bool,
+) -> None:
+    """Watch live Triton metrics for a window and judge each model (default: those with an slo:) against it.
+
+    Exits 15 when any model breaks its SLO: usable as a CI or cron gate.
+    """
+    import time
+
+    from tritonkit.deploy.analysis import analyse
+    from tritonkit.deploy.plan import plan_spec
+    from tritonkit.errors import SloViolation
+    from tritonkit.perf.tune import parse_duration
+    from tritonkit.serve.metrics import model_counters, scrape
+    from tritonkit.spec.loader import load_spec
+
+    spec = load_spec(spec_file).spec
+    chosen = [spec.model(name) for name in models] or [m for m in spec.models if m.slo is not None]
+    if not chosen:
+        raise UsageError("no model to check", hint="name models, or give them an slo: in the spec")
+    seconds = parse_duration(window)
+    replicas = plan_spec(spec, spec.environment(env_name)).replicas if env_name else 1
+    if prometheus_url is not None:  # a cluster's view: rates over the window that just passed
+        from tritonkit.serve.prometheus import window_counters
+
+        reads = {m.name: window_counters(prometheus_url, m.name, seconds) for m in chosen}
+    else:  # one server: two scrapes of its own metrics, a window apart
+        first = scrape(metrics_url)
+        with console.status(f"watching {metrics_url} for {seconds:.0f}s …"):
+            time.sleep(seconds)
+        last = scrape(metrics_url)
+        reads = {m.name: (model_counters(first, m.name), model_counters(last, m.name)) for m in chosen}
+    verdicts = [analyse(m.name, *reads[m.name], slo=m.slo, capacity=m.capacity, replicas=replicas) for m in chosen]
+    if as_json:
+        document = {"schema": "tritonkit/check/v1", "ok": all(v.ok for v in verdicts)}
+        sys.stdout.write(json.dumps({**document, "models": [v.as_dict() for v in verdicts]}, indent=2) + "\n")
+    else:
+        for verdict in verdicts:
+            n = verdict.numbers
+            state = "[green]ok[/]" if verdict.ok else "[bold red]violates its SLO[/]"
+            console.print(
+                f"{verdict.model}: {state} — {n['rps']:.0f} req/s, p99 {n['p99_ms']:.2f} ms, "
+                f"errors {n['error_rate']:.2%}, queue {n['queue_share']:.0%} of request time, "
+                f"mean batch {n['mean_batch']:.1f}",
+                highlight=False,
+            )
+            for line in verdict.violations:
+                console.print(f"  [red]✗[/] {line}", highlight=False)
+            for line in verdict.advice:
+                console.print(f"  → {line}", highlight=False)
+    broken = [v for v in verdicts if not v.ok]
+    if broken:
+        raise SloViolation(
+            f"{', '.join(v.model for v in broken)}: live metrics break the SLO ({broken[0].violations[0]})",
+            hint="see the advice above; 'tritonkit plan' for the replicas the traffic needs",
+        )
+
+
+COMMANDS = [plan, check]

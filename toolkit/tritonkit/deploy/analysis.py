@@ -1,0 +1,103 @@
+"""SLO analysis: live counters of a model over a window, judged against its intent. Pure.
+
+One function, :func:`analyse`, used by ``tritonkit check`` (a CI or cron gate) and meant for
+promotion analysis: it takes two reads of a model's counters (a window apart) and its ``slo``
+and ``capacity``, and says whether the model meets its objective, with the numbers and what to
+do ("p99 12.4 ms > 10: 81% of it is queue; at 2,600 req/s one replica is not enough: the
+capacity is 1,150/s, you need 3 replicas").
+
+Example:
+    >>> verdict = analyse("classifier", before, after, slo=Slo(p99_ms=10), capacity=None, replicas=1)
+    >>> verdict.ok, verdict.lines
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from tritonkit.serve.metrics import ModelCounters
+from tritonkit.spec.intent import Capacity, Slo
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the window showed, whether it meets the SLO, and what to do when it does not."""
+
+    model: str
+    ok: bool
+    numbers: dict[str, float]
+    violations: list[str] = field(default_factory=list)
+    advice: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "model": self.model,
+            "ok": self.ok,
+            "numbers": {k: (None if math.isnan(v) else v) for k, v in self.numbers.items()},
+            "violations": self.violations,
+            "advice": self.advice,
+        }
+
+
+def analyse(
+    model: str,
+    before: ModelCounters,
+    after: ModelCounters,
+    *,
+    slo: Slo | None,
+    capacity: Capacity | None,
+    replicas: int = 1,
+) -> Verdict:
+    """Judge the window between two reads of the same server.
+
+    Args:
+        model: the model's name (for the messages).
+        before, after: two reads of its counters; ``after`` carries the p99 over Triton's window.
+        slo: the objective (``None``: only report the numbers).
+        capacity: what tune measured one replica to sustain (for the traffic check).
+        replicas: replicas that share the traffic (the plan's count; 1 for a local server).
+    """
+    seconds = max(after.at - before.at, 1e-9)
+    served = after.success - before.success
+    failed = after.failure - before.failure
+    executions = after.executions - before.executions
+    request_us = after.request_us - before.request_us
+    numbers = {
+        "seconds": seconds,
+        "rps": served / seconds,
+        "error_rate": failed / (served + failed) if served + failed else 0.0,
+        "p99_ms": after.p99_us / 1e3,
+        "queue_share": (after.queue_us - before.queue_us) / request_us if request_us > 0 else math.nan,
+        "mean_batch": (after.inferences - before.inferences) / executions if executions else math.nan,
+        "capacity_rps": capacity.rps if capacity else math.nan,
+        "replicas": float(replicas),
+    }
+    violations: list[str] = []
+    advice: list[str] = []
+    if slo is not None and slo.p99_ms is not None and numbers["p99_ms"] > slo.p99_ms:
+        share = numbers["queue_share"]
+        queue = f": {share:.0%} of it is queue" if not math.isnan(share) else ""
+        violations.append(f"p99 {numbers['p99_ms']:.1f} ms > {slo.p99_ms:g}{queue}")
+        if not math.isnan(share) and share > 0.5:
+            advice.append(
+                "requests wait more than they run: add replicas or instances, or cap the queue (max_queue_ms)"
+            )
+        else:
+            advice.append("requests run slowly, not in a queue: re-tune (tritonkit tune) or use faster hardware")
+    if slo is not None and slo.error_rate is not None and numbers["error_rate"] > slo.error_rate:
+        violations.append(f"error rate {numbers['error_rate']:.2%} > {slo.error_rate:.2%}")
+        advice.append("look at the failures in Triton's log (rejections from a full queue count as errors)")
+    if capacity is not None and served:
+        per_replica = numbers["rps"] / max(1, replicas)
+        if per_replica > capacity.rps:
+            spare = 1 + (slo.spare if slo is not None else 0.2)
+            needed = math.ceil(numbers["rps"] * spare / capacity.rps)
+            violations.append(
+                f"{numbers['rps']:,.0f} req/s over {replicas} replica(s) is more than the measured capacity "
+                f"of {capacity.rps:,.0f}/s each"
+            )
+            advice.append(f"at this traffic you need {needed} replicas, the plan has {replicas}")
+    if slo is not None and slo.peak_rps is not None and numbers["rps"] > slo.peak_rps:
+        advice.append(f"traffic {numbers['rps']:,.0f}/s is above the planned peak of {slo.peak_rps:g}/s: re-plan")
+    return Verdict(model=model, ok=not violations, numbers=numbers, violations=violations, advice=advice)

@@ -1,0 +1,126 @@
+"""A capacity plan from intent: replicas, queue policy and autoscaling target per model.
+
+Pure: it reads the spec's ``slo:`` (what traffic to expect, how much spare to keep) and the
+``capacity:`` ``tritonkit tune`` measured (what one replica sustains within the budget), and
+decides. One release runs all its models in each replica (one Triton per pod), so the replicas
+of an environment cover the *sum* of the models' loads::
+
+    replicas = ceil((1 + headroom) × Σ peak_rps(model) / capacity_rps(model))
+
+(capacity was measured with each model alone; models that share a replica's CPU or GPU under
+load may sustain less — re-measure them together before trusting a tight plan). The scaling
+signal is concurrency per replica (in-flight requests, what Triton's queue actually limits), set
+to the concurrency that gave the measured capacity, shrunk by the headroom — not CPU.
+
+Example:
+    >>> plan = plan_spec(loaded.spec, env=None)
+    >>> plan.replicas, [m.target_concurrency for m in plan.models]
+    (2, [20])
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from tritonkit.spec.intent import QueuePolicyPlan, queue_policy
+from tritonkit.spec.schema import EnvironmentSpec, ModelBase, Spec
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """What the plan decides for one model, and what it could not (``missing``)."""
+
+    model: str
+    peak_rps: float | None
+    capacity_rps: float | None
+    load: float | None  # replicas' worth of work at peak, before headroom
+    queue: QueuePolicyPlan | None
+    target_concurrency: int | None  # in-flight requests per replica the autoscaler aims at
+    target_rps: float | None  # requests/s per replica the autoscaler aims at
+    missing: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """An environment's plan: replicas for all models together, and each model's part."""
+
+    env: str
+    replicas: int
+    min_replicas: int
+    max_replicas: int
+    gpus_per_replica: int
+    models: list[ModelPlan]
+
+    @property
+    def gpus(self) -> int:
+        """GPUs the plan holds at peak (replicas × GPUs per replica)."""
+        return self.replicas * self.gpus_per_replica
+
+    def as_dict(self) -> dict[str, object]:
+        """The plan as plain data (for ``--json``)."""
+        return {
+            "env": self.env,
+            "replicas": self.replicas,
+            "min_replicas": self.min_replicas,
+            "max_replicas": self.max_replicas,
+            "gpus_per_replica": self.gpus_per_replica,
+            "gpus": self.gpus,
+            "models": [
+                {
+                    "model": m.model,
+                    "peak_rps": m.peak_rps,
+                    "capacity_rps": m.capacity_rps,
+                    "load": m.load,
+                    "queue": None if m.queue is None else {"timeout_us": m.queue.timeout_us,
+                                                           "max_queue_size": m.queue.max_queue_size},
+                    "target_concurrency": m.target_concurrency,
+                    "target_rps": m.target_rps,
+                    "missing": m.missing,
+                }
+                for m in self.models
+            ],
+        }  # fmt: skip
+
+
+def plan_model(model: ModelBase) -> ModelPlan:
+    """One model's part of the plan."""
+    slo, capacity = model.slo, model.capacity
+    missing = []
+    if slo is None or slo.peak_rps is None:
+        missing.append("slo.peak_rps (the expected peak traffic)")
+    if capacity is None:
+        missing.append(f"a measured capacity: run 'tritonkit tune {model.name}'")
+    spare = 1 + (slo.spare if slo is not None else 0.2)
+    load = slo.peak_rps / capacity.rps if slo is not None and slo.peak_rps and capacity else None
+    return ModelPlan(
+        model=model.name,
+        peak_rps=slo.peak_rps if slo else None,
+        capacity_rps=capacity.rps if capacity else None,
+        load=load,
+        queue=queue_policy(
+            slo,
+            capacity,
+            max_batch_size=model.max_batch_size,
+            instances=sum(group.count for group in model.instance_group) or 1,
+        ),
+        target_concurrency=max(1, math.floor(capacity.concurrency / spare)) if capacity else None,
+        target_rps=capacity.rps / spare if capacity else None,
+        missing=missing,
+    )
+
+
+def plan_spec(spec: Spec, env: EnvironmentSpec | None) -> Plan:
+    """The plan for ``env`` (``None``: the local environment, one replica per host)."""
+    models = [plan_model(m) for m in spec.models if m.slo is not None or m.capacity is not None]
+    spare = 1 + max((m.slo.spare for m in spec.models if m.slo is not None), default=0.2)
+    total = sum(m.load for m in models if m.load is not None)
+    replicas = max(1, math.ceil(spare * total - 1e-9)) if total else 1
+    return Plan(
+        env=env.name if env is not None else "local",
+        replicas=replicas,
+        min_replicas=1,
+        max_replicas=max(replicas, math.ceil(replicas * 1.5)),  # room above the plan for surprises
+        gpus_per_replica=env.gpus if env is not None else 0,
+        models=models,
+    )

@@ -1,0 +1,269 @@
+"""NVIDIA's perf_analyzer as bench's measurement engine: the field's own meter.
+
+A Python load generator shares the machine's cores with the server it measures; on two cores
+it measured 0.43–0.66× of the throughput perf_analyzer measured on the same server, and its
+p99 was mostly its own. perf_analyzer (C++, the meter Model Analyzer uses) is therefore the
+default engine of ``tritonkit bench`` and ``tune`` wherever it is installed; the built-in
+generator (:mod:`tritonkit.perf.loadgen`) stays for hosts without it.
+
+Where it comes from: the ``tritonclient`` 2.51.0 wheel (the embedded server's own version)
+ships a real ``perf_analyzer`` binary, which runs on CPU with Debian's ``libb64-0d`` and
+``libcudart.so.12`` from PyPI's ``nvidia-cuda-runtime-cu12`` (no GPU used). ``make
+perf-tools`` installs both into ``.venv-perf`` (PyPI's ``perf-analyzer`` package is an empty
+placeholder here, and its real wheels need glibc 2.38). :func:`find_analyzer` looks, in order,
+at an explicit path, ``$TRITONKIT_PERF_ANALYZER``, the ``.venv-perf`` beside the running
+interpreter's venv, and ``PATH``.
+
+One point = one perf_analyzer run at one concurrency or request rate, in time windows of
+``window_s``, until three windows agree within 10% (throughput and p99) or ``max_windows``;
+a run that never stabilises is measured once more with the bar lifted and reported unstable
+(as the built-in engine reports it), instead of failing.
+
+Example:
+    >>> analyzer = find_analyzer()
+    >>> run = run_point(analyzer, "classifier", "127.0.0.1:8001", "grpc", "concurrency", 8,
+    ...                 shapes={"features": [4]}, batch_size=1, window_s=2.0, max_windows=10)
+    >>> run.throughput, run.p99_ms
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tritonkit.errors import DependencyError, ServerError
+
+ENV_VAR = "TRITONKIT_PERF_ANALYZER"
+INSTALL_HINT = (
+    "run 'make perf-tools' (a checkout), or: pip install tritonclient==2.51.0 nvidia-cuda-runtime-cu12 "
+    "and apt-get install libb64-0d; or measure with the built-in engine"
+)
+
+
+@dataclass(frozen=True)
+class Analyzer:
+    """A perf_analyzer binary and the library directories it needs."""
+
+    binary: Path
+    library_path: tuple[str, ...] = ()
+
+    def environment(self) -> dict[str, str]:
+        """The environment to run it in: ``libcudart`` on ``LD_LIBRARY_PATH``, nothing else changed."""
+        env = dict(os.environ)
+        paths = [*self.library_path, *filter(None, env.get("LD_LIBRARY_PATH", "").split(os.pathsep))]
+        if paths:
+            env["LD_LIBRARY_PATH"] = os.pathsep.join(paths)
+        return env
+
+    def version(self) -> str:
+        """``2.51.0``, read from ``--version``.
+
+        Raises:
+            DependencyError: it does not start (a missing library) or is not perf_analyzer.
+        """
+        try:
+            done = subprocess.run(
+                [str(self.binary), "--version"], capture_output=True, text=True, timeout=30, env=self.environment()
+            )
+        except OSError as exc:
+            raise DependencyError(f"{self.binary} cannot run: {exc}", hint=INSTALL_HINT) from exc
+        match = re.search(r"Perf Analyzer Version (\S+)", done.stdout + done.stderr)
+        if match is None:
+            first = (done.stderr or done.stdout).strip().splitlines()[:1]
+            raise DependencyError(
+                f"{self.binary} is not a working perf_analyzer ({first[0] if first else 'no output'})",
+                hint=INSTALL_HINT,
+            )
+        return match.group(1)
+
+
+@dataclass(frozen=True)
+class AnalyzerRun:
+    """What one perf_analyzer run measured (latencies in milliseconds, client side)."""
+
+    throughput: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    requests: int
+    stable: bool
+
+
+def find_analyzer(explicit: str | Path | None = None) -> Analyzer | None:
+    """The perf_analyzer to use, or ``None`` when there is none (see the module docstring for the order)."""
+    candidates: list[Path] = []
+    if explicit:
+        candidates.append(Path(explicit))
+    if os.environ.get(ENV_VAR):
+        candidates.append(Path(os.environ[ENV_VAR]))
+    candidates.append(Path(sys.prefix).parent / ".venv-perf" / "bin" / "perf_analyzer")
+    found = shutil.which("perf_analyzer")
+    if found:
+        candidates.append(Path(found))
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK):
+            return Analyzer(path, _cuda_runtime_dirs(path))
+    return None
+
+
+def _cuda_runtime_dirs(binary: Path) -> tuple[str, ...]:
+    """``nvidia/cuda_runtime/lib`` of the venv the binary was installed into, if any."""
+    venv = binary.resolve().parent.parent
+    return tuple(str(p) for p in sorted(venv.glob("lib/python3*/site-packages/nvidia/cuda_runtime/lib")))
+
+
+def command(
+    analyzer: Analyzer,
+    model: str,
+    address: str,
+    protocol: str,
+    mode: str,
+    level: float,
+    *,
+    shapes: dict[str, list[int]],
+    batch_size: int,
+    window_s: float,
+    max_windows: int,
+    poisson: bool = True,
+    stability_percent: int = 10,
+    csv_file: Path,
+    input_data: Path | None = None,
+) -> list[str]:
+    """The perf_analyzer command line for one point (pure; shown by ``--verbose`` to reproduce it)."""
+    args = [
+        str(analyzer.binary),
+        "-m", model,
+        "-u", address,
+        "-i", protocol,
+        "-b", str(batch_size),
+        "--measurement-mode", "time_windows",
+        "--measurement-interval", str(max(100, int(window_s * 1000))),
+        "--max-trials", str(max(3, max_windows)),
+        "-s", str(stability_percent),
+        "--percentile=99",
+        "-f", str(csv_file),
+    ]  # fmt: skip
+    if mode == "concurrency":
+        args += ["--concurrency-range", f"{int(level)}:{int(level)}:1"]
+    else:
+        args += ["--request-rate-range", f"{level:g}:{level:g}:1"]
+        args += ["--request-distribution", "poisson" if poisson else "constant"]
+    for name, dims in sorted(shapes.items()):
+        args += ["--shape", f"{name}:{','.join(str(d) for d in dims)}"]
+    if input_data is not None:
+        args += ["--input-data", str(input_data)]
+    return args
+
+
+def parse_csv(text: str) -> dict[str, float]:
+    """The first data row of perf_analyzer's ``-f`` CSV, by column name (latencies in µs)."""
+    rows = list(csv.DictReader(io.StringIO(text)))
+    if not rows:
+        raise ValueError("perf_analyzer wrote no measurement row")
+    return {key.strip(): float(value) for key, value in rows[0].items() if key and value not in (None, "")}
+
+
+def run_point(
+    analyzer: Analyzer,
+    model: str,
+    address: str,
+    protocol: str,
+    mode: str,
+    level: float,
+    *,
+    shapes: dict[str, list[int]],
+    batch_size: int = 1,
+    window_s: float = 2.0,
+    max_windows: int = 10,
+    poisson: bool = True,
+    input_data: Path | None = None,
+) -> AnalyzerRun:
+    """Measure one concurrency (closed loop) or request rate (open loop) with perf_analyzer.
+
+    Raises:
+        ServerError: perf_analyzer failed for a reason other than an unstable measurement
+            (its own first error line is the message).
+    """
+    with tempfile.TemporaryDirectory(prefix="tritonkit-pa-") as scratch:
+        csv_file = Path(scratch) / "point.csv"
+        stable = True
+        done = _run(analyzer, model, address, protocol, mode, level, shapes, batch_size, window_s, max_windows,
+                    poisson, 10, csv_file, input_data)  # fmt: skip
+        if done.returncode != 0 and "stable measurement" in done.stdout + done.stderr:
+            stable = False  # measure once more with the bar lifted: an unstable point is still a point
+            done = _run(analyzer, model, address, protocol, mode, level, shapes, batch_size, window_s, 3,
+                        poisson, 1000, csv_file, input_data)  # fmt: skip
+        if done.returncode != 0 or not csv_file.is_file():
+            raise ServerError(
+                f"perf_analyzer failed on '{model}' at {mode} {level:g}: {_first_error(done)}",
+                hint="check the model with 'tritonkit infer'; reproduce: "
+                + " ".join(
+                    command(
+                        analyzer,
+                        model,
+                        address,
+                        protocol,
+                        mode,
+                        level,
+                        shapes=shapes,
+                        batch_size=batch_size,
+                        window_s=window_s,
+                        max_windows=max_windows,
+                        poisson=poisson,
+                        csv_file=csv_file,
+                    )
+                ),  # fmt: skip
+            )
+        row = parse_csv(csv_file.read_text())
+    requests = re.findall(r"Request count: (\d+)", done.stdout)
+    return AnalyzerRun(
+        throughput=row["Inferences/Second"] / max(1, batch_size),  # requests/s, as the built-in engine counts
+        p50_ms=row["p50 latency"] / 1e3,
+        p90_ms=row["p90 latency"] / 1e3,
+        p99_ms=row["p99 latency"] / 1e3,
+        requests=int(requests[-1]) if requests else 0,
+        stable=stable,
+    )
+
+
+def _run(
+    analyzer: Analyzer,
+    model: str,
+    address: str,
+    protocol: str,
+    mode: str,
+    level: float,
+    shapes: dict[str, list[int]],
+    batch_size: int,
+    window_s: float,
+    max_windows: int,
+    poisson: bool,
+    stability_percent: int,
+    csv_file: Path,
+    input_data: Path | None,
+) -> subprocess.CompletedProcess[str]:
+    args = command(analyzer, model, address, protocol, mode, level, shapes=shapes, batch_size=batch_size,
+                   window_s=window_s, max_windows=max_windows, poisson=poisson,
+                   stability_percent=stability_percent, csv_file=csv_file, input_data=input_data)  # fmt: skip
+    timeout = window_s * (max(3, max_windows) + 4) + 60
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=analyzer.environment())
+    except subprocess.TimeoutExpired as exc:
+        raise ServerError(
+            f"perf_analyzer did not finish within {timeout:.0f}s on '{model}'", hint="check the server's log"
+        ) from exc
+
+
+def _first_error(done: subprocess.CompletedProcess[str]) -> str:
+    for line in (done.stderr + "\n" + done.stdout).splitlines():
+        if re.search(r"error|failed|unable", line, re.IGNORECASE):
+            return line.strip()
+    return f"exit code {done.returncode}"
