@@ -259,13 +259,17 @@ def test_status_reports_what_differs_and_repair_fixes_it(local: tuple[LocalEnvir
 
 
 def _scratch_servers(repository: Path) -> list[int]:
-    mark = f"--model-repository={repository.resolve()}".encode()
+    """tritonservers on ``repository``, and orphaned processes (a model stub) running its files."""
+    root = str(repository.resolve()).encode()
     found = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                if mark in (proc / "cmdline").read_bytes().split(b"\0"):
-                    found.append(int(proc.name))
-            except OSError:
-                pass
+                args = (proc / "cmdline").read_bytes().split(b"\0")
+                parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            orphan = parent == 1 and any(arg.startswith(root + b"/") for arg in args[1:])
+            if b"--model-repository=" + root in args or orphan:
+                found.append(int(proc.name))
     return found

@@ -126,17 +126,26 @@ def link_tree(source: Path, target: Path) -> None:
 
 
 def kill_scratch(scratch: Any) -> None:
-    """Kill a scratch Triton a killed promotion left running (found by its repository and port)."""
+    """Kill what a killed promotion's scratch Triton left running: the server itself (found by its
+    repository and port) and orphaned Python stubs of its models (parent gone, a model file under
+    the release directory as argument). A stub whose tritonserver died by ``PR_SET_PDEATHSIG``
+    was seen to stay (one in 17 killed promotions of the chaos benchmark); stubs of a server that
+    still runs have it as their parent and are left alone."""
     if not isinstance(scratch, dict):
         return
-    marks = (f"--model-repository={scratch.get('repository')}", f"--http-port={scratch.get('http_port')}")
+    repository = str(scratch.get("repository"))
+    marks = (f"--model-repository={repository}".encode(), f"--http-port={scratch.get('http_port')}".encode())
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             args = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-        if all(mark.encode() in args for mark in marks):
+        if all(mark in args for mark in marks):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(int(proc.name), signal.SIGKILL)  # its own session: the stubs go with it
+        elif parent == 1 and any(arg.startswith(repository.encode() + b"/") for arg in args[1:]):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(proc.name), signal.SIGKILL)
