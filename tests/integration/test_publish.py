@@ -8,13 +8,11 @@ import http.server
 import io
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import tarfile
 import threading
-import time
 import tracemalloc
 import urllib.error
 import urllib.parse
@@ -35,33 +33,6 @@ from tritonkit.events import Event
 from tritonkit.release.oci import LAYER_GZIP_TYPE, LAYER_TYPE, Layer, Reference, build_image, publish, pull
 from tritonkit.release.store import ReleaseStore
 from tritonkit.serve.server import free_port
-
-
-@pytest.fixture()
-def registry(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A fresh registry per test (blobs are shared across repositories, and one test tampers)."""
-    binary = shutil.which("docker-registry")
-    if binary is None:
-        pytest.skip("Debian's docker-registry is not installed ('make sysdeps' installs it)")
-    storage, port = tmp_path / "registry", free_port()
-    config = tmp_path / "registry.yml"
-    config.write_text(
-        f"version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {storage}}}}}\n"
-        f"http: {{addr: '127.0.0.1:{port}'}}\n"
-    )
-    process = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2):
-                break
-        except OSError:
-            assert process.poll() is None, process.communicate()[1]
-            assert time.monotonic() < deadline, "docker-registry did not start"
-            time.sleep(0.1)
-    yield f"127.0.0.1:{port}", storage
-    process.terminate()
-    process.communicate(timeout=10)
 
 
 @pytest.fixture(autouse=True)
