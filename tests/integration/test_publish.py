@@ -164,6 +164,15 @@ def test_cli_records_the_digest_reference_and_rejects_bad_input(
     with pytest.raises(UsageError, match="not pinned by digest"):
         pull(f"oci://{host}/demo:v1", tmp_path / "y")
 
+    again = runner.invoke(main, ["publish", "v1", f"oci://{host}/demo:v1", "-f", str(spec), "--json"])
+    published = json.loads(again.stdout)
+    assert (published["schema"], published["release"]) == ("tritonkit/publish/v1", "v1")
+    assert published["reference"] == store.publications(1)[-1]
+    pulled = runner.invoke(main, ["pull", published["reference"], str(tmp_path / "z"), "--json"])
+    assert pulled.exit_code == 0 and json.loads(pulled.stdout)["path"] == str(tmp_path / "z")
+    refused = runner.invoke(main, ["publish", "v1", f"oci://127.0.0.1:{free_port()}/d:v1", "-f", str(spec), "--json"])
+    assert json.loads(refused.stdout)["exit_code"] == refused.exit_code == RegistryError.exit_code
+
 
 ENVIRONMENTS = """
 environments:
@@ -190,6 +199,10 @@ def test_deploy_dry_run_points_kserve_at_the_published_digest(
     assert service["spec"]["predictor"]["model"]["storageUri"] == reference
     assert service["metadata"]["annotations"]["tritonkit.dev/digest"] == store.get(1).digest
     assert runtime["metadata"]["namespace"] == "ml-staging"
+    as_json = runner.invoke(main, ["deploy", "v1", "--env", "staging", "--dry-run", "-f", str(spec), "--json"])
+    objects = json.loads(as_json.stdout)["objects"]  # the YAML is not printed: stdout is the document
+    assert [o["kind"] for o in objects] == ["ServingRuntime", "InferenceService"]
+    assert objects[1]["spec"]["predictor"]["model"]["storageUri"] == reference
     unknown = runner.invoke(main, ["deploy", "v1", "--env", "prod", "--dry-run", "-f", str(spec)])
     assert unknown.exit_code == UsageError.exit_code and "no environment named 'prod'" in unknown.output
 

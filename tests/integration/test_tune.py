@@ -57,22 +57,25 @@ def test_tune_reloads_without_restart_restores_and_writes_a_spec_that_builds(
     report = tmp_path / "report"
     command = _tune(spec_copy, tune_server, "--p99-ms", "12", "--budget", "40s", "--max-points", "6")
     done = subprocess.run(
-        [*command, "--yes", "--report", str(report)], capture_output=True, text=True, timeout=180, check=False
+        [*command, "--yes", "--report", str(report), "--json"], capture_output=True, text=True, timeout=180, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert tune_server.pid == pid and tune_server.exit_code() is None
     assert _config(tune_server) == before  # the original config serves again
-    measured = int(done.stdout.split(" points,")[0].split()[-1])
-    assert 2 <= measured <= 6
-    assert "chosen:" in done.stdout or "was not confirmed when re-measured" in done.stdout
+    doc = json.loads(done.stdout)  # the table and the diff went to stderr
+    measured = len(doc["points"])
+    assert 2 <= measured <= 6 and f"{measured} points," in done.stderr
+    assert "chosen:" in done.stderr or "was not confirmed when re-measured" in done.stderr
+    assert doc["best"] is None or doc["best"]["within_slo"]
+    assert doc["report"]["png"] == str(report / "tune.png")
     assert (report / "tune.png").stat().st_size > 10_000
     page = (report / "tune.html").read_text()
     assert page.count("<tr><td>") == measured and "data:image/png;base64," in page
 
-    if "unchanged" in done.stdout:
+    if not doc["written"]:
         assert spec_copy.read_text() == spec_before
     else:  # the winner was written: it must build into a new repository
-        assert spec_copy.read_text() != spec_before and "+++" in done.stdout
+        assert spec_copy.read_text() != spec_before and "+++" in doc["diff"]
         rebuilt = build_repository(load_spec(spec_copy), tmp_path / "dist", cache_dir=tmp_path / "cache")
         # the measured capacity is evidence in the spec and the lock (it changes no served file)
         capacity = read_lock(rebuilt.path).models["classifier"]["capacity"]
