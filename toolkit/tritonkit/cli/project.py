@@ -25,6 +25,7 @@ def init(path: Path, force: bool) -> None:
 
     if path.exists() and not force:
         raise UsageError(f"{path}: already exists; not overwritten", hint="pass --force to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)  # `tritonkit init my-model/tritonkit.yaml` starts a project
     path.write_text(STARTER_SPEC)
     record(path=path)
     console.print(f"wrote {path} — edit it, then run [bold]tritonkit build -f {path}[/]")
