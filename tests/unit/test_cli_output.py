@@ -139,3 +139,11 @@ def test_quiet_prints_only_errors(tmp_path: Path) -> None:
     assert quiet.exit_code == 0 and quiet.stdout == "" and target.exists()
     again = CliRunner().invoke(main, ["-q", "init", str(target)])
     assert again.exit_code == UsageError.exit_code and "already exists" in again.stderr
+
+
+def test_verbose_adds_the_cause(tmp_path: Path) -> None:
+    (tmp_path / "tritonkit.lock.json").write_text("{not json")
+    plain = CliRunner().invoke(main, ["verify", str(tmp_path)])
+    verbose = CliRunner().invoke(main, ["-v", "verify", str(tmp_path)])
+    assert plain.exit_code == verbose.exit_code == VerifyError.exit_code
+    assert "cause:" not in plain.stderr and "cause: JSONDecodeError" in verbose.stderr
