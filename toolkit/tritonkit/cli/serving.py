@@ -36,6 +36,9 @@ URL_ENV = "TRITONKIT_URL"
 class _PassThrough(click.Command):
     """A command whose arguments after ``--`` are kept for tritonserver, not parsed by click."""
 
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        return [*super().collect_usage_pieces(ctx), "[-- TRITONSERVER_ARGS...]"]
+
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if "--" in args:
             cut = args.index("--")
