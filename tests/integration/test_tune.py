@@ -18,7 +18,7 @@ from tests.helpers import copy_example
 from tritonkit import BuildResult, Endpoints, TritonServer, build_repository, load_spec
 from tritonkit.artifact.lock import read_lock
 from tritonkit.cli import main
-from tritonkit.errors import UsageError
+from tritonkit.errors import NotConfirmed, UsageError
 from tritonkit.serve.server import free_port
 
 
@@ -115,6 +115,31 @@ def test_an_impossible_budget_is_one_clear_error(tune_server: TritonServer, spec
     assert done.returncode == 7, done.stdout + done.stderr
     assert "a 0.05 ms budget cannot be met" in done.stderr and "hint: ask for a p99 budget of at least" in done.stderr
     assert _config(tune_server) == before
+
+
+def test_without_a_terminal_or_yes_nothing_is_written_and_it_exits_not_confirmed(
+    tune_server: TritonServer, spec_copy: Path, tmp_path: Path
+) -> None:
+    before = _config(tune_server)
+    slow = json.loads(json.dumps(before))  # served with a 200 ms batching delay: over any 50 ms budget
+    slow["dynamic_batching"]["max_queue_delay_microseconds"] = 200_000
+    tune_server.load_model("classifier", slow)
+    spec_before = spec_copy.read_text()
+    try:
+        command = _tune(spec_copy, tune_server, "--p99-ms", "50", "--budget", "40s", "--max-points", "5")
+        done = subprocess.run(
+            [*command, "--report", str(tmp_path / "r")],
+            stdin=subprocess.DEVNULL,  # as in CI: no terminal to confirm on
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+    finally:
+        tune_server.load_model("classifier", before)
+    assert done.returncode == NotConfirmed.exit_code, done.stdout + done.stderr
+    assert "not changed: no terminal to confirm" in done.stderr and "hint: rerun with --yes" in done.stderr
+    assert spec_copy.read_text() == spec_before
 
 
 @pytest.mark.parametrize(
