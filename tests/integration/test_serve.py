@@ -194,7 +194,7 @@ def test_serve_passes_arguments_after_dashdash_and_says_why_triton_stopped(demo_
         port = busy.getsockname()[1]
         taken = CliRunner().invoke(main, ["serve", str(demo_build.alias), "--http-port", str(port)])
     assert taken.exit_code == ServerError.exit_code
-    assert f"error: cannot serve on 127.0.0.1:{port}: Address already in use" in taken.stderr
+    assert f"error: HTTP port {port} is already in use by another process: pid {os.getpid()}" in taken.stderr
 
 
 def test_infer_against_no_server_is_one_clear_line() -> None:

@@ -59,23 +59,6 @@ def _triton_args(ctx: click.Context) -> list[str]:
     return extra
 
 
-def _check_ports(host: str, ports: tuple[int, ...]) -> None:
-    """Refuse a port something already listens on: Triton would exit (or, worse, the health check
-    would reach the other server) with the reason buried in its log."""
-    import socket
-
-    for port in ports:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # like tritonserver's own bind
-            try:
-                probe.bind((host, port))
-            except OSError as exc:
-                raise ServerError(
-                    f"cannot serve on {host}:{port}: {exc.strerror or exc}",
-                    hint="stop what listens there (e.g. another 'tritonkit serve'), or pick other ports",
-                ) from exc
-
-
 @click.command(cls=_PassThrough)
 @click.argument("path", type=click.Path(path_type=Path), required=False)
 @click.option(
@@ -120,8 +103,11 @@ def serve(
     if triton_bin is None and shutil.which("tritonserver") is None:
         require_extra("serve", "serving with the embedded Triton")
     extra_args = _triton_args(ctx)
-    _check_ports(host, (http_port, grpc_port, metrics_port))  # before any work: the reason is known now
+    from tritonkit.serve.process import check_ports_free
     from tritonkit.serve.server import Endpoints, TritonServer
+
+    endpoints = Endpoints(host, http_port, grpc_port, metrics_port)
+    check_ports_free(endpoints)  # before verifying: a busy port is known now, with its holder
 
     if env_name is not None:
         env = open_env(spec_file, None, env_name, f"{host}:{http_port}")
@@ -147,7 +133,7 @@ def serve(
         require_verified(root)
     server = TritonServer(
         root,
-        endpoints=Endpoints(host, http_port, grpc_port, metrics_port),
+        endpoints=endpoints,
         triton_bin=triton_bin,
         models=list(models) or None,
         extra_args=extra_args,
