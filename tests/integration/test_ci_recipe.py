@@ -44,7 +44,9 @@ def _job(workspace: Path, env: dict[str, str]) -> None:
 
 def test_the_recipe_builds_verifies_diffs_releases_and_publishes(registry: tuple[str, Path], tmp_path: Path) -> None:
     assert {s["name"] for s in _steps()} == {
-        "Build", "Verify", "Diff against the last release", "Release", "Publish by digest",
+        "Build",
+        "Verify (hashes, configs, then every model loaded on Triton and sent one request)",
+        "Diff against the last release", "Release", "Publish by digest",
     }  # fmt: skip
     workspace = tmp_path / "repo"
     copy_example(workspace / "model_repository")
@@ -64,6 +66,8 @@ def test_the_recipe_builds_verifies_diffs_releases_and_publishes(registry: tuple
 
     _job(workspace, env)
     assert (workspace / "diff.txt").read_text().startswith("no release yet")
+    loaded = json.loads((workspace / "verify.json").read_text())["load"]
+    assert {m["model"] for m in loaded if m["loaded"]} == {"classifier", "postprocess", "classify"}
     first = json.loads((workspace / "publish.json").read_text())
     assert first["release"] == "v1" and first["reference"].startswith(f"oci://{host}/ci/demo@sha256:")
 

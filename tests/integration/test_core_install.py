@@ -90,6 +90,7 @@ def test_core_builds_and_verifies_onnx_and_python_models(core: Path, tmp_path: P
     ("args", "extra"),
     [
         (["serve", "dist/core"], "serve"),
+        (["verify", "dist/core", "--load"], "serve"),
         (["bench", "add", "-c", "1", "--report", "r"], "report"),
         (["tune", "add", "--p99-ms", "5"], "report,serve"),
         (["deploy", "v1", "--env", "prod"], "k8s"),

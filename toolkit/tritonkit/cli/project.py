@@ -65,6 +65,8 @@ def build(
     from tritonkit.build.pipeline import build_repository as run_build
     from tritonkit.spec.loader import load_spec
 
+    if check:
+        _require_triton(triton_bin, "build --check")
     loaded = load_spec(spec_file)
     with console.status("building…") as status:
 
@@ -132,6 +134,8 @@ def verify(path: Path, load: bool, triton_bin: Path | None) -> None:
     """Re-hash a built repository and check configs, layout and artifacts (--load: and that Triton loads it)."""
     from tritonkit.build.verify import verify as run_verify
 
+    if load:
+        _require_triton(triton_bin, "verify --load")
     with console.status(f"re-hashing and checking {path} …"):
         report = run_verify(path)
     record(root=report.root, digest=report.digest, files=report.files, findings=report.findings)
@@ -155,6 +159,16 @@ def verify(path: Path, load: bool, triton_bin: Path | None) -> None:
         f"{report.root} does not match its lock file or Triton's schema ({len(report.findings)} finding(s))",
         hint="rebuild with 'tritonkit build'; a built repository is never edited in place",
     )
+
+
+def _require_triton(triton_bin: Path | None, purpose: str) -> None:
+    """Before any work: a load check needs a tritonserver (the serve extra's, PATH's or --triton-bin)."""
+    import shutil
+
+    from tritonkit.cli._common import require_extra
+
+    if triton_bin is None and shutil.which("tritonserver") is None:
+        require_extra("serve", purpose)
 
 
 def _load_check(root: Path, triton_bin: Path | None) -> None:
