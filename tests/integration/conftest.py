@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,3 +56,30 @@ def writable_copy(demo_build: BuildResult, tmp_path: Path) -> Iterator[Path]:
     make_writable(target)
     yield target
     remove_tree(target)
+
+
+@pytest.fixture()
+def registry(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A fresh registry per test (blobs are shared across repositories, and one test tampers)."""
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        pytest.skip("Debian's docker-registry is not installed ('make sysdeps' installs it)")
+    storage, port = tmp_path / "registry", free_port()
+    config = tmp_path / "registry.yml"
+    config.write_text(
+        f"version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {storage}}}}}\n"
+        f"http: {{addr: '127.0.0.1:{port}'}}\n"
+    )
+    process = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2):
+                break
+        except OSError:
+            assert process.poll() is None, process.communicate()[1]
+            assert time.monotonic() < deadline, "docker-registry did not start"
+            time.sleep(0.1)
+    yield f"127.0.0.1:{port}", storage
+    process.terminate()
+    process.communicate(timeout=10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import subprocess
@@ -88,6 +89,16 @@ def test_bench_cli_table_report_and_bad_input(
 
     down = runner.invoke(main, ["bench", "classifier", "--url", f"127.0.0.1:{free_port()}", "-c", "1"])
     assert down.exit_code == ServerError.exit_code and "cannot reach Triton" in down.stderr
+
+    as_json = runner.invoke(
+        main, ["bench", "classifier", "--json", "--url", demo_server.endpoints.grpc_url, "-c", "2", "--window", "0.5"]
+    )
+    assert as_json.exit_code == 0, as_json.stderr
+    doc = json.loads(as_json.stdout)  # the table went to stderr
+    (point,) = doc["points"]
+    assert (doc["schema"], point["mode"], point["level"]) == ("tritonkit/bench/v1", "concurrency", 2)
+    assert point["result"]["throughput"] > 0 and point["server"]["mean_batch_size"] >= 1
+    assert "inf/s" in as_json.stderr
 
     neither = runner.invoke(main, ["bench", "classifier", "--url", demo_server.endpoints.grpc_url])
     assert neither.exit_code == UsageError.exit_code and "either concurrency levels or request rates" in neither.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -178,3 +179,22 @@ def test_status_and_bad_input(local: tuple[LocalEnvironment, TritonServer], stor
         canary.exit_code == UsageError.exit_code and "a canary needs a KServe Serverless environment" in canary.output
     )
     assert Path(env.root / "history.jsonl").is_file()
+
+
+def test_promote_rollback_and_status_as_json(local: tuple[LocalEnvironment, TritonServer], store: ReleaseStore) -> None:
+    _, server = local
+    url = server.endpoints.http_url.removeprefix("http://")
+    common = ["--env", "local", "-f", str(store.root.parent / "tritonkit.yaml"), "--json"]
+    runner = CliRunner()
+    promoted = runner.invoke(main, ["promote", "v2", "--url", url, *common])
+    assert promoted.exit_code == 0, promoted.stderr
+    doc = json.loads(promoted.stdout)
+    assert doc["schema"] == "tritonkit/promote/v1" and doc["promotion"]["to_release"] == "v2"
+    broken = runner.invoke(main, ["promote", "v3", "--url", url, *common])
+    doc = json.loads(broken.stdout)
+    assert broken.exit_code == doc["exit_code"] == PromoteError.exit_code and not doc["ok"]
+    assert "v3 was not promoted" in doc["error"] and "v2 still serves" in doc["hint"]
+    shown = json.loads(runner.invoke(main, ["status", *common]).stdout)
+    assert shown["current"]["name"] == "v2" and shown["history"][-1]["outcome"].startswith("failed")
+    back = json.loads(runner.invoke(main, ["rollback", "--url", url, *common]).stdout)
+    assert (back["promotion"]["from_release"], back["promotion"]["to_release"]) == ("v2", "v1")

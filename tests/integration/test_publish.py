@@ -8,13 +8,11 @@ import http.server
 import io
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import tarfile
 import threading
-import time
 import tracemalloc
 import urllib.error
 import urllib.parse
@@ -35,33 +33,6 @@ from tritonkit.events import Event
 from tritonkit.release.oci import LAYER_GZIP_TYPE, LAYER_TYPE, Layer, Reference, build_image, publish, pull
 from tritonkit.release.store import ReleaseStore
 from tritonkit.serve.server import free_port
-
-
-@pytest.fixture()
-def registry(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A fresh registry per test (blobs are shared across repositories, and one test tampers)."""
-    binary = shutil.which("docker-registry")
-    if binary is None:
-        pytest.skip("Debian's docker-registry is not installed ('make sysdeps' installs it)")
-    storage, port = tmp_path / "registry", free_port()
-    config = tmp_path / "registry.yml"
-    config.write_text(
-        f"version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {storage}}}}}\n"
-        f"http: {{addr: '127.0.0.1:{port}'}}\n"
-    )
-    process = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2):
-                break
-        except OSError:
-            assert process.poll() is None, process.communicate()[1]
-            assert time.monotonic() < deadline, "docker-registry did not start"
-            time.sleep(0.1)
-    yield f"127.0.0.1:{port}", storage
-    process.terminate()
-    process.communicate(timeout=10)
 
 
 @pytest.fixture(autouse=True)
@@ -193,6 +164,15 @@ def test_cli_records_the_digest_reference_and_rejects_bad_input(
     with pytest.raises(UsageError, match="not pinned by digest"):
         pull(f"oci://{host}/demo:v1", tmp_path / "y")
 
+    again = runner.invoke(main, ["publish", "v1", f"oci://{host}/demo:v1", "-f", str(spec), "--json"])
+    published = json.loads(again.stdout)
+    assert (published["schema"], published["release"]) == ("tritonkit/publish/v1", "v1")
+    assert published["reference"] == store.publications(1)[-1]
+    pulled = runner.invoke(main, ["pull", published["reference"], str(tmp_path / "z"), "--json"])
+    assert pulled.exit_code == 0 and json.loads(pulled.stdout)["path"] == str(tmp_path / "z")
+    refused = runner.invoke(main, ["publish", "v1", f"oci://127.0.0.1:{free_port()}/d:v1", "-f", str(spec), "--json"])
+    assert json.loads(refused.stdout)["exit_code"] == refused.exit_code == RegistryError.exit_code
+
 
 ENVIRONMENTS = """
 environments:
@@ -219,6 +199,10 @@ def test_deploy_dry_run_points_kserve_at_the_published_digest(
     assert service["spec"]["predictor"]["model"]["storageUri"] == reference
     assert service["metadata"]["annotations"]["tritonkit.dev/digest"] == store.get(1).digest
     assert runtime["metadata"]["namespace"] == "ml-staging"
+    as_json = runner.invoke(main, ["deploy", "v1", "--env", "staging", "--dry-run", "-f", str(spec), "--json"])
+    objects = json.loads(as_json.stdout)["objects"]  # the YAML is not printed: stdout is the document
+    assert [o["kind"] for o in objects] == ["ServingRuntime", "InferenceService"]
+    assert objects[1]["spec"]["predictor"]["model"]["storageUri"] == reference
     unknown = runner.invoke(main, ["deploy", "v1", "--env", "prod", "--dry-run", "-f", str(spec)])
     assert unknown.exit_code == UsageError.exit_code and "no environment named 'prod'" in unknown.output
 

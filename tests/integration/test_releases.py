@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -103,6 +104,16 @@ def test_cli_release_and_serve_answers_with_the_release_number(project: Path, tm
     assert second.exit_code == 0 and "released v2" in second.output and "changed: classifier" in second.output
     listed = runner.invoke(main, ["releases", "-f", spec])
     assert "v1" in listed.output and "v2" in listed.output
+
+    as_json = json.loads(runner.invoke(main, ["releases", "-f", spec, "--json"]).stdout)
+    assert [(r["name"], r["changed"]) for r in as_json["releases"]][1] == ("v2", ["classifier"])
+    same = json.loads(runner.invoke(main, ["release", "-f", spec, "--json"]).stdout)
+    assert (same["schema"], same["release"], same["new"]) == ("tritonkit/release/v1", "v2", False)
+    diff = json.loads(runner.invoke(main, ["diff", "-f", spec, "v1", "v2", "--json"]).stdout)
+    assert [(m["name"], m["change"]) for m in diff["models"]] == [("classifier", "changed")]
+    assert "max_queue_delay_microseconds: 900" in diff["models"][0]["config_diff"]
+    exported = runner.invoke(main, ["export", "v2", str(tmp_path / "exported"), "-f", spec, "--json"])
+    assert json.loads(exported.stdout)["path"] == str(tmp_path / "exported")
 
     server = TritonServer(
         ReleaseStore(project / "releases").path(2),

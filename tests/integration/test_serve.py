@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -162,6 +164,37 @@ def test_infer_command(demo_server: TritonServer, tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["infer", "clasifier", "--url", url])
     assert result.exit_code == ServerError.exit_code
     assert "did you mean 'classifier'?" in result.stderr
+
+
+def test_infer_json_with_the_server_from_tritonkit_url(demo_server: TritonServer) -> None:
+    url = demo_server.endpoints.http_url.removeprefix("http://")
+    result = CliRunner().invoke(main, ["infer", "postprocess", "--json"], env={"TRITONKIT_URL": url})
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["schema"] == "tritonkit/infer/v1" and doc["model"] == "postprocess"
+    assert doc["outputs"]["probabilities"]["shape"] == [1, 3] and doc["outputs"]["label"]["datatype"] == "object"
+    assert isinstance(doc["outputs"]["label"]["data"][0][0], str)  # BYTES as text
+    nowhere = CliRunner().invoke(main, ["infer", "postprocess"], env={"TRITONKIT_URL": f"127.0.0.1:{free_port()}"})
+    assert nowhere.exit_code == ServerError.exit_code and "cannot reach Triton" in nowhere.stderr
+
+
+def test_serve_passes_arguments_after_dashdash_and_says_why_triton_stopped(demo_build: BuildResult) -> None:
+    ports = [str(free_port()) for _ in range(3)]
+    args = ["serve", str(demo_build.alias), "--http-port", ports[0], "--grpc-port", ports[1]]
+    args += ["--metrics-port", ports[2]]
+    command = [sys.executable, "-m", "tritonkit", *args, "--", "--no-such-flag=1"]
+    bad = subprocess.run(command, capture_output=True, text=True, timeout=120)  # serve sets a SIGTERM handler
+    assert bad.returncode == ServerError.exit_code, bad.stdout + bad.stderr
+    assert "error: tritonserver exited with code 1: unrecognized option '--no-such-flag=1'" in bad.stderr
+    own = CliRunner().invoke(main, [*args, "--", "--model-repository=/tmp"])
+    assert own.exit_code == UsageError.exit_code and "'--model-repository' after -- is set by tritonkit" in own.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        taken = CliRunner().invoke(main, ["serve", str(demo_build.alias), "--http-port", str(port)])
+    assert taken.exit_code == ServerError.exit_code
+    assert f"error: HTTP port {port} is already in use by another process: pid {os.getpid()}" in taken.stderr
 
 
 def test_infer_against_no_server_is_one_clear_line() -> None:

@@ -18,7 +18,7 @@ from tests.helpers import copy_example
 from tritonkit import BuildResult, Endpoints, TritonServer, build_repository, load_spec
 from tritonkit.artifact.lock import read_lock
 from tritonkit.cli import main
-from tritonkit.errors import UsageError
+from tritonkit.errors import NotConfirmed, UsageError
 from tritonkit.serve.server import free_port
 
 
@@ -57,30 +57,31 @@ def test_tune_reloads_without_restart_restores_and_writes_a_spec_that_builds(
     report = tmp_path / "report"
     command = _tune(spec_copy, tune_server, "--p99-ms", "12", "--budget", "40s", "--max-points", "6")
     done = subprocess.run(
-        [*command, "--yes", "--report", str(report)], capture_output=True, text=True, timeout=180, check=False
+        [*command, "--yes", "--report", str(report), "--json"], capture_output=True, text=True, timeout=180, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert tune_server.pid == pid and tune_server.exit_code() is None
     assert _config(tune_server) == before  # the original config serves again
-    measured = int(done.stdout.split(" points,")[0].split()[-1])
-    assert 2 <= measured <= 6
-    assert "chosen:" in done.stdout or "was not confirmed when re-measured" in done.stdout
+    doc = json.loads(done.stdout)  # the table and the diff went to stderr
+    measured = len(doc["points"])
+    assert 2 <= measured <= 6 and f"{measured} points," in done.stderr
+    assert "chosen:" in done.stderr or "was not confirmed when re-measured" in done.stderr
+    assert doc["best"] is None or doc["best"]["within_slo"]
+    assert doc["report"]["png"] == str(report / "tune.png")
     assert (report / "tune.png").stat().st_size > 10_000
     page = (report / "tune.html").read_text()
     assert page.count("<tr><td>") == measured and "data:image/png;base64," in page
 
-    if "unchanged" in done.stdout:
+    if not doc["written"]:
         assert spec_copy.read_text() == spec_before
-    else:  # the winner was written: it must build into a new repository
-        assert spec_copy.read_text() != spec_before and "+++" in done.stdout
+    else:  # the winner (or only the measured capacity) was written: it must build
+        assert spec_copy.read_text() != spec_before and "+++" in doc["diff"]
         rebuilt = build_repository(load_spec(spec_copy), tmp_path / "dist", cache_dir=tmp_path / "cache")
         # the measured capacity is evidence in the spec and the lock (it changes no served file)
         capacity = read_lock(rebuilt.path).models["classifier"]["capacity"]
         assert capacity["rps"] > 0 and capacity["measured_on"]["meter"] in ("perf_analyzer", "builtin")
-        original = done.stdout.split("original: ")[1].split(" →")[0]
-        chosen = done.stdout.split("chosen:   ")[1].split(" →")[0] if "chosen:   " in done.stdout else original
-        if chosen != original:  # new settings: a new repository
-            assert rebuilt.digest != demo_build.digest, done.stdout
+        if doc["best"]["settings"] != doc["original"]:  # new settings: a new repository
+            assert rebuilt.digest != demo_build.digest, done.stderr
 
 
 def test_ctrl_c_restores_the_original_config(tune_server: TritonServer, spec_copy: Path) -> None:
@@ -112,6 +113,31 @@ def test_an_impossible_budget_is_one_clear_error(tune_server: TritonServer, spec
     assert done.returncode == 7, done.stdout + done.stderr
     assert "a 0.05 ms budget cannot be met" in done.stderr and "hint: ask for a p99 budget of at least" in done.stderr
     assert _config(tune_server) == before
+
+
+def test_without_a_terminal_or_yes_nothing_is_written_and_it_exits_not_confirmed(
+    tune_server: TritonServer, spec_copy: Path, tmp_path: Path
+) -> None:
+    before = _config(tune_server)
+    slow = json.loads(json.dumps(before))  # served with a 200 ms batching delay: over any 50 ms budget
+    slow["dynamic_batching"]["max_queue_delay_microseconds"] = 200_000
+    tune_server.load_model("classifier", slow)
+    spec_before = spec_copy.read_text()
+    try:
+        command = _tune(spec_copy, tune_server, "--p99-ms", "50", "--budget", "40s", "--max-points", "5")
+        done = subprocess.run(
+            [*command, "--report", str(tmp_path / "r")],
+            stdin=subprocess.DEVNULL,  # as in CI: no terminal to confirm on
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+    finally:
+        tune_server.load_model("classifier", before)
+    assert done.returncode == NotConfirmed.exit_code, done.stdout + done.stderr
+    assert "not changed: no terminal to confirm" in done.stderr and "hint: rerun with --yes" in done.stderr
+    assert spec_copy.read_text() == spec_before
 
 
 @pytest.mark.parametrize(

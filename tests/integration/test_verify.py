@@ -74,6 +74,8 @@ def test_clean_build_verifies(demo_build: BuildResult) -> None:
     assert report.digest == demo_build.digest
     result = CliRunner().invoke(main, ["verify", str(demo_build.alias)])
     assert result.exit_code == 0 and "ok" in result.output
+    doc = json.loads(CliRunner().invoke(main, ["verify", "--json", str(demo_build.alias)]).stdout)
+    assert doc["ok"] and doc["findings"] == [] and doc["digest"] == demo_build.digest and doc["files"] == report.files
 
 
 @pytest.mark.parametrize("case", sorted(TAMPERING))
@@ -87,6 +89,9 @@ def test_tampering_is_caught(case: str, writable_copy: Path) -> None:
     result = CliRunner().invoke(main, ["verify", str(writable_copy)])
     assert result.exit_code == VerifyError.exit_code
     assert "error:" in result.stderr and "hint:" in result.stderr
+    doc = json.loads(CliRunner().invoke(main, ["verify", "--json", str(writable_copy)]).stdout)
+    assert (doc["schema"], doc["ok"], doc["exit_code"]) == ("tritonkit/verify/v1", False, VerifyError.exit_code)
+    assert {f["kind"] for f in doc["findings"]} >= kinds and doc["error"] and doc["hint"]
 
 
 def test_verify_without_lock_is_a_clear_error(tmp_path: Path, writable_copy: Path) -> None:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 # name -> the module that defines it; docs/architecture.md says which stage owns what.
 _EXPORTS = {
-    "BenchPoint": "tritonkit.perf.bench",
+    "BenchPoint": "tritonkit.perf.stats",
     "bench": "tritonkit.perf.bench",
     "BuildResult": "tritonkit.build.pipeline",
     "ModelResult": "tritonkit.build.pipeline",
@@ -137,7 +137,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         VerifyError,
     )
     from tritonkit.events import Event
-    from tritonkit.perf.bench import BenchPoint, bench
+    from tritonkit.perf.bench import bench
+    from tritonkit.perf.stats import BenchPoint
     from tritonkit.perf.tune import TunePoint, TuneResult, TuneSettings, tune
     from tritonkit.release.store import Release, ReleaseStore
     from tritonkit.serve.server import Endpoints, TritonServer, find_triton

@@ -6,9 +6,9 @@ error's exit code. Nothing here decides anything the library could.
 
 One module per command group, each with a ``COMMANDS`` list registered here: :mod:`.project`
 (init, build, verify), :mod:`.serving` (serve, infer, generate), :mod:`.perf` (bench, tune),
-:mod:`.release` (release … status), :mod:`.intent` (plan); :mod:`._common` holds the consoles, error rendering and
-repository defaults. Command modules import the library inside their functions, so
-``tritonkit --help`` imports no stage.
+:mod:`.release` (release … status), :mod:`.intent` (plan); :mod:`._output` holds the consoles
+and ``--json`` documents, :mod:`._common` error rendering and repository defaults. Command modules
+import the library inside their functions, so ``tritonkit --help`` imports no stage.
 """
 
 from __future__ import annotations
@@ -16,13 +16,18 @@ from __future__ import annotations
 import click
 
 from tritonkit.cli import intent, perf, project, release, serving
-from tritonkit.cli._common import Group
+from tritonkit.cli._common import Group, console
 
 
 @click.group(cls=Group)
 @click.version_option(package_name="tritonkit")
-def main() -> None:
+@click.option("-q", "--quiet", is_flag=True, help="Print only errors (and --json documents).")
+@click.option("-v", "--verbose", is_flag=True, help="Also print what caused an error.")
+@click.pass_context
+def main(ctx: click.Context, quiet: bool, verbose: bool) -> None:
     """Build, verify and serve immutable, content-hashed Triton model repositories."""
+    console.quiet = quiet
+    ctx.meta["tritonkit.verbose"] = verbose
 
 
 for _module in (project, serving, perf, release, intent):

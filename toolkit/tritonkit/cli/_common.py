@@ -3,7 +3,11 @@
 Errors: a :class:`~tritonkit.errors.TritonkitError` becomes one ``error:`` line, one ``hint:``
 line and the error's exit code (see :mod:`tritonkit.errors`); nothing else is printed. An
 ``OSError`` for a full disk, a read-only file system or a denied permission becomes a
-:class:`~tritonkit.errors.StorageError` the same way; credentials in URLs are masked.
+:class:`~tritonkit.errors.StorageError` the same way; credentials in URLs are masked. With
+``--json`` the same error is also the command's JSON document on stdout (:mod:`._output`).
+
+Output that is not a terminal (a CI log, a pipe) is never cut at 80 columns: the consoles are
+made wide enough for any table, so a column is never printed as ``-0.…``.
 """
 
 from __future__ import annotations
@@ -13,38 +17,105 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-from rich.console import Console
 from rich.markup import escape
 
-from tritonkit.errors import ServerError, StorageError, TritonkitError, mask_credentials
+from tritonkit.cli import _output
+from tritonkit.cli._output import configure_consoles, console, err_console
+from tritonkit.errors import DependencyError, ServerError, StorageError, TritonkitError, mask_credentials
 
 if TYPE_CHECKING:
     from tritonkit.release.store import ReleaseStore
 
-console = Console()
-err_console = Console(stderr=True)
+__all__ = [
+    "Group",
+    "console",
+    "default_repository",
+    "err_console",
+    "open_env",
+    "require_extra",
+    "require_verified",
+    "resolve_repository",
+    "store_for",
+]
+
+# The import names each extra of pyproject.toml provides, checked before a command does any work.
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "serve": ("pytriton",),  # nvidia-pytriton: the embedded tritonserver
+    "report": ("matplotlib",),
+    "k8s": ("kubernetes",),
+    "torch": ("torch",),
+    "llm": ("transformers",),
+}
+
+
+def require_extra(extra: str, purpose: str, *more: tuple[str, str]) -> None:
+    """Refuse (exit 6) before any work when an extra a command needs is not installed.
+
+    Finding a module is enough (nothing is imported), so the check costs milliseconds and a
+    measurement never runs only to fail at its report. Every missing extra is named at once.
+
+    Args:
+        extra: the tritonkit extra, a key of :data:`EXTRAS`.
+        purpose: what needs it, for the message (``"serving with the embedded Triton"``).
+        more: further ``(extra, purpose)`` pairs the same command needs.
+
+    Raises:
+        DependencyError: naming what is missing and the exact ``pip install``.
+    """
+    import importlib.util
+
+    missing: dict[str, str] = {}
+    for name, why in ((extra, purpose), *more):
+        modules = [module for module in EXTRAS[name] if importlib.util.find_spec(module) is None]
+        if modules:
+            missing[name] = f"{why} needs {', '.join(modules)}"
+    if missing:
+        raise DependencyError(
+            f"{'; '.join(missing.values())}: not installed",
+            hint=f"pip install 'tritonkit[{','.join(missing)}]'",
+        )
 
 
 class Group(click.Group):
+    """The ``tritonkit`` group: renders errors (text or JSON) and prints ``--json`` documents."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["tritonkit.args"] = list(args)  # to answer a click usage error as JSON too
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
+        _output.reset()
+        configure_consoles()
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
         except TritonkitError as exc:
-            _fail(exc)
+            _fail(ctx, exc)
         except OSError as exc:  # a full disk, a read-only or forbidden path: one line, not a traceback
             storage = StorageError.from_os_error(exc)
             if storage is None:
                 raise
-            _fail(storage)
+            _fail(ctx, storage)
+        except click.ClickException as exc:
+            args = ctx.meta.get("tritonkit.args", [])
+            if not _output.json_mode() and "--json" in args:
+                _output.enable_json(next((a for a in args if not a.startswith("-")), "tritonkit"))
+            _output.emit(exc)
+            raise
+        _output.emit()
+        return result
 
 
-def _fail(exc: TritonkitError) -> NoReturn:
+def _fail(ctx: click.Context, exc: TritonkitError) -> NoReturn:
     # Messages are plain text: "pip install 'tritonkit[serve]'" must not read as markup. A URL's
     # credentials (oci://user:pass@…) are masked wherever they came from.
     message, hint = mask_credentials(exc.message), mask_credentials(exc.hint)
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if hint:
         err_console.print(f"[bold cyan]hint:[/] {escape(hint)}", highlight=False, soft_wrap=True)
+    if ctx.meta.get("tritonkit.verbose") and exc.__cause__ is not None:
+        cause = mask_credentials(repr(exc.__cause__))
+        err_console.print(f"[dim]cause: {escape(cause)}[/]", highlight=False, soft_wrap=True)
+    _output.emit(exc)
     sys.exit(exc.exit_code)
 
 
@@ -96,4 +167,7 @@ def open_env(spec_file: Path, store: Path | None, name: str, url: str, metrics_u
     from tritonkit.spec.loader import load_spec
 
     spec = load_spec(spec_file).spec if spec_file.is_file() else None
+    if spec is not None and name != "local":
+        spec.environment(name)  # an unknown name is a usage error, whatever is installed
+        require_extra("k8s", f"environment '{name}' (KServe)")
     return open_environment(store_for(spec_file, store), name, spec, url=url, metrics_url=metrics_url)

@@ -4,14 +4,13 @@ metrics against the SLO, :mod:`tritonkit.deploy.analysis`)."""
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import click
 from rich.table import Table
 
 from tritonkit.cli._common import console
+from tritonkit.cli._output import json_option, record
 from tritonkit.errors import UsageError
 from tritonkit.spec import SPEC_FILE
 
@@ -19,8 +18,8 @@ from tritonkit.spec import SPEC_FILE
 @click.command()
 @click.option("-f", "--file", "spec_file", type=click.Path(path_type=Path), default=Path(SPEC_FILE), show_default=True)
 @click.option("--env", "env_name", default=None, help="A KServe environment of the spec (default: local).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
-def plan(spec_file: Path, env_name: str | None, as_json: bool) -> None:
+@json_option
+def plan(spec_file: Path, env_name: str | None) -> None:
     """Plan replicas, the queue policy and the autoscaling target from each model's slo: and capacity:."""
     from tritonkit.deploy.plan import plan_spec
     from tritonkit.spec.loader import load_spec
@@ -28,9 +27,7 @@ def plan(spec_file: Path, env_name: str | None, as_json: bool) -> None:
     spec = load_spec(spec_file).spec
     env = spec.environment(env_name) if env_name else None
     result = plan_spec(spec, env)
-    if as_json:
-        sys.stdout.write(json.dumps({"schema": "tritonkit/plan/v1", **result.as_dict()}, indent=2) + "\n")
-        return
+    record(**result.as_dict())  # the --json document (docs/json.md); the table goes to stderr then
     table = Table(title=f"plan for {result.env}", title_justify="left")
     for column in ("model", "peak /s", "capacity /s", "replicas' worth", "queue (timeout, size)", "target c", "note"):
         table.add_column(column, justify="left" if column in ("model", "note") else "right")
@@ -65,7 +62,7 @@ def plan(spec_file: Path, env_name: str | None, as_json: bool) -> None:
 )
 @click.option("--window", default="30s", show_default=True, help="How long to watch: 30s, 5m.")
 @click.option("--env", "env_name", default=None, help="Compare traffic with this environment's plan (replicas).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@json_option
 def check(
     models: tuple[str, ...],
     spec_file: Path,
@@ -73,7 +70,6 @@ def check(
     prometheus_url: str | None,
     window: str,
     env_name: str | None,
-    as_json: bool,
 ) -> None:
     """Watch live Triton metrics for a window and judge each model (default: those with an slo:) against it.
 
@@ -105,23 +101,20 @@ def check(
         last = scrape(metrics_url)
         reads = {m.name: (model_counters(first, m.name), model_counters(last, m.name)) for m in chosen}
     verdicts = [analyse(m.name, *reads[m.name], slo=m.slo, capacity=m.capacity, replicas=replicas) for m in chosen]
-    if as_json:
-        document = {"schema": "tritonkit/check/v1", "ok": all(v.ok for v in verdicts)}
-        sys.stdout.write(json.dumps({**document, "models": [v.as_dict() for v in verdicts]}, indent=2) + "\n")
-    else:
-        for verdict in verdicts:
-            n = verdict.numbers
-            state = "[green]ok[/]" if verdict.ok else "[bold red]violates its SLO[/]"
-            console.print(
-                f"{verdict.model}: {state} — {n['rps']:.0f} req/s, p99 {n['p99_ms']:.2f} ms, "
-                f"errors {n['error_rate']:.2%}, queue {n['queue_share']:.0%} of request time, "
-                f"mean batch {n['mean_batch']:.1f}",
-                highlight=False,
-            )
-            for line in verdict.violations:
-                console.print(f"  [red]✗[/] {line}", highlight=False)
-            for line in verdict.advice:
-                console.print(f"  → {line}", highlight=False)
+    record(models=[v.as_dict() for v in verdicts])  # "ok"/"exit_code" come from the outcome below
+    for verdict in verdicts:
+        n = verdict.numbers
+        state = "[green]ok[/]" if verdict.ok else "[bold red]violates its SLO[/]"
+        console.print(
+            f"{verdict.model}: {state} — {n['rps']:.0f} req/s, p99 {n['p99_ms']:.2f} ms, "
+            f"errors {n['error_rate']:.2%}, queue {n['queue_share']:.0%} of request time, "
+            f"mean batch {n['mean_batch']:.1f}",
+            highlight=False,
+        )
+        for line in verdict.violations:
+            console.print(f"  [red]✗[/] {line}", highlight=False)
+        for line in verdict.advice:
+            console.print(f"  → {line}", highlight=False)
     broken = [v for v in verdicts if not v.ok]
     if broken:
         raise SloViolation(

@@ -14,15 +14,21 @@ import click
 from rich import box
 from rich.table import Table
 
-from tritonkit.cli._common import console, default_repository, err_console, require_verified
-from tritonkit.errors import UsageError
+from tritonkit.cli._common import console, default_repository, err_console, require_extra, require_verified
+from tritonkit.cli._output import json_mode, json_option, record
+from tritonkit.errors import NotConfirmed, UsageError
 from tritonkit.events import Event
 from tritonkit.spec import SPEC_FILE
 
 
 @click.command()
 @click.argument("model")
-@click.option("--url", default=None, help="Server address (default 127.0.0.1:8001 grpc / :8000 http).")
+@click.option(
+    "--url",
+    default=None,
+    envvar="TRITONKIT_URL",
+    help="Server address (default $TRITONKIT_URL, else 127.0.0.1:8001 grpc / :8000 http).",
+)
 @click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
 @click.option("--concurrency", "-c", type=int, multiple=True, help="Closed loop: requests in flight (repeatable).")
 @click.option("--rate", "-r", type=float, multiple=True, help="Open loop: requests per second (repeatable).")
@@ -46,6 +52,7 @@ from tritonkit.spec import SPEC_FILE
     help="Real inputs: a .npy file, a directory of <input>.npy / <input>.txt, or perf_analyzer JSON.",
 )
 @click.option("--shape", "shapes", multiple=True, metavar="NAME:D1,D2", help="Size of variable dims (repeatable).")
+@json_option
 def bench(
     model: str,
     url: str | None,
@@ -63,13 +70,18 @@ def bench(
     shapes: tuple[str, ...],
 ) -> None:
     """Load-test MODEL on a running Triton (closed loop --concurrency, or open loop --rate)."""
+    if report_dir is not None:
+        require_extra("report", "a bench report")
     from rich.progress import BarColumn, Progress, TextColumn
 
     from tritonkit.perf.bench import bench as run_bench
     from tritonkit.perf.inputs import parse_shapes
 
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} windows")
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} windows"),
+        console=console,  # not rich's global console: with --json, stdout is the document's
     ) as bar:
         tasks: dict[str, Any] = {}
 
@@ -121,11 +133,23 @@ def bench(
             f"{srv.mean_batch_size:.1f}", f"{p.client_overhead_ms:.2f}",
         )  # fmt: skip
     console.print(table)
+    record(model=model, protocol=protocol, engine=meter, batch_size=batch_size, points=[bench_point(p) for p in points])
     if report_dir is not None:
         from tritonkit.perf.report import write_bench_report
 
         png, page = write_bench_report(points, report_dir, title=f"{model} over {protocol}")
         console.print(f"report: {png}  {page}")
+        record(report={"png": png, "html": page})
+
+
+def bench_point(point: Any) -> dict[str, Any]:
+    """One load level as docs/json.md describes it: the dataclass plus its derived numbers."""
+    from tritonkit.cli._output import jsonable
+
+    doc: dict[str, Any] = jsonable(point)
+    doc["client_overhead_ms"] = jsonable(point.client_overhead_ms)
+    doc["server"]["mean_batch_size"] = jsonable(point.server.mean_batch_size)
+    return doc
 
 
 @click.command()
@@ -137,7 +161,12 @@ def bench(
 @click.option("--rate", type=float, default=None, help="Minimise p99 at this open-loop rate (requests/s) instead.")
 @click.option("--max-throughput", is_flag=True, help="Maximise throughput within the budget (the default).")
 @click.option("--budget", default="5m", show_default=True, help="Time limit: 90s, 5m, 1h.")
-@click.option("--url", default=None, help="A running Triton in explicit mode (default: start the embedded one).")
+@click.option(
+    "--url",
+    default=None,
+    envvar="TRITONKIT_URL",
+    help="A running Triton in explicit mode (default $TRITONKIT_URL, else start the embedded one).",
+)
 @click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
 @click.option("--repository", type=click.Path(path_type=Path), help="Repository to serve (default: the spec's build).")
 @click.option("--max-points", default=30, show_default=True, help="Stop after this many measured points.")
@@ -162,6 +191,7 @@ def bench(
     help="Real inputs: a .npy file, a directory of <input>.npy / <input>.txt, or perf_analyzer JSON.",
 )
 @click.option("--shape", "shapes", multiple=True, metavar="NAME:D1,D2", help="Size of variable dims (repeatable).")
+@json_option
 def tune(
     model: str,
     spec_file: Path,
@@ -188,7 +218,10 @@ def tune(
     loaded back at the end or on Ctrl-C. The winner is written into the spec (after a diff).
     """
     import os
+    import shutil
 
+    embedded = url is None and shutil.which("tritonserver") is None
+    require_extra("report", "tune's report", *([("serve", "tuning on the embedded Triton")] if embedded else []))
     from tritonkit.perf.inputs import parse_shapes
     from tritonkit.perf.tune import Bounds, parse_duration
     from tritonkit.perf.tune import tune as run_tune
@@ -225,6 +258,22 @@ def tune(
         if server is not None:
             server.stop()
     _print_tune(result)
+    record(
+        model=model,
+        objective="max-throughput" if rate is None else "min-p99",
+        p99_ms=p99_ms,
+        rate=rate,
+        original=result.original,
+        points=[_tune_point(p) for p in result.points],
+        baseline=_tune_point(result.baseline),
+        best=_tune_point(result.best),
+        stopped=result.stopped or "finished",
+        confirmation=result.confirmation,
+        unconfirmed=_tune_point(result.unconfirmed),
+        elapsed_s=result.elapsed_s,
+        spec_file=spec_file,
+        written=False,
+    )
     from tritonkit.perf.report import write_tune_report
 
     objective = f"max throughput, p99 ≤ {p99_ms:g} ms" if rate is None else f"min p99 at {rate:g}/s"
@@ -232,7 +281,16 @@ def tune(
         result, report_dir or Path("reports") / f"tune-{model}", title=f"{model}: {objective}"
     )
     console.print(f"report: {png}  {page}")
+    record(report={"png": png, "html": page})
     _write_back(spec_file, model, result, yes)
+
+
+def _tune_point(point: Any) -> dict[str, Any] | None:
+    if point is None:
+        return None
+    from tritonkit.cli._output import jsonable
+
+    return {"settings": jsonable(point.settings), "within_slo": point.within_slo, "bench": bench_point(point.bench)}
 
 
 def _start_embedded(root: Path) -> Any:
@@ -312,14 +370,19 @@ def _write_back(spec_file: Path, model: str, result: Any, yes: bool) -> None:
         console.print(f"{spec_file} already has these settings")
         return
     console.print(update.diff, highlight=False, markup=False)
+    record(diff=update.diff)
     if not yes:
-        if not sys.stdin.isatty():
-            err_console.print(f"{spec_file} not changed (no terminal to ask); rerun with --yes to write it")
-            return
+        # A CI job (no terminal) or a --json run (stdout is the document) cannot answer a prompt:
+        # exiting 0 there would pass a job that changed nothing.
+        if json_mode() or not sys.stdin.isatty():
+            raise NotConfirmed(
+                f"{spec_file} not changed: no terminal to confirm the settings found for '{model}'",
+                hint="rerun with --yes to write them without asking",
+            )
         if not click.confirm(f"write these settings into {spec_file}?", default=True):
-            console.print(f"{spec_file} unchanged")
-            return
+            raise NotConfirmed(f"{spec_file} not changed: the new settings were not confirmed", hint="")
     update.write()
+    record(written=True)
     console.print(f"wrote {spec_file}; 'tritonkit build -f {spec_file}' makes a new repository digest")
 
 

@@ -1,4 +1,5 @@
-"""``tritonkit init``, ``build`` and ``verify``: from a spec to a checked repository."""
+"""``tritonkit init``, ``build``, ``verify`` and ``diff``: from a spec to a checked repository, and
+what changed between two of them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import click
 from rich.table import Table
 
 from tritonkit.cli._common import console
+from tritonkit.cli._output import json_option, record
 from tritonkit.errors import UsageError
 from tritonkit.events import Event
 from tritonkit.spec import SPEC_FILE
@@ -16,13 +18,16 @@ from tritonkit.spec import SPEC_FILE
 @click.command()
 @click.argument("path", type=click.Path(path_type=Path), default=Path(SPEC_FILE))
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@json_option
 def init(path: Path, force: bool) -> None:
     """Write a commented starter tritonkit.yaml."""
     from tritonkit.spec.starter import STARTER_SPEC
 
     if path.exists() and not force:
         raise UsageError(f"{path}: already exists; not overwritten", hint="pass --force to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)  # `tritonkit init my-model/tritonkit.yaml` starts a project
     path.write_text(STARTER_SPEC)
+    record(path=path)
     console.print(f"wrote {path} — edit it, then run [bold]tritonkit build -f {path}[/]")
 
 
@@ -46,6 +51,7 @@ def init(path: Path, force: bool) -> None:
     type=click.Path(path_type=Path),
     help="With --check: use this tritonserver instead of the embedded one.",
 )
+@json_option
 def build(
     spec_file: Path,
     out_dir: Path,
@@ -59,6 +65,8 @@ def build(
     from tritonkit.build.pipeline import build_repository as run_build
     from tritonkit.spec.loader import load_spec
 
+    if check:
+        _require_triton(triton_bin, "build --check")
     loaded = load_spec(spec_file)
     with console.status("building…") as status:
 
@@ -88,6 +96,25 @@ def build(
     state = "new build" if result.created else "unchanged (identical build already present)"
     console.print(f"digest [bold]{result.digest}[/] — {state} in {result.seconds:.2f}s", highlight=False)
     console.print(f"alias  {result.alias} -> {result.path.name}", highlight=False)
+    record(
+        name=loaded.spec.name,
+        path=result.path,
+        alias=result.alias,
+        digest=result.digest,
+        created=result.created,
+        seconds=result.seconds,
+        models=[
+            {
+                "name": m.name,
+                "kind": m.kind,
+                "source": "generated" if m.kind == "ensemble" else "cache" if m.cached else "built",
+                "key": m.key,
+                "seconds": m.seconds,
+            }
+            for m in result.models
+        ],
+        skipped=skipped,
+    )
     if check:
         _load_check(result.path, triton_bin)
 
@@ -102,12 +129,16 @@ def build(
     type=click.Path(path_type=Path),
     help="With --load: use this tritonserver instead of the embedded one.",
 )
+@json_option
 def verify(path: Path, load: bool, triton_bin: Path | None) -> None:
     """Re-hash a built repository and check configs, layout and artifacts (--load: and that Triton loads it)."""
     from tritonkit.build.verify import verify as run_verify
 
+    if load:
+        _require_triton(triton_bin, "verify --load")
     with console.status(f"re-hashing and checking {path} …"):
         report = run_verify(path)
+    record(root=report.root, digest=report.digest, files=report.files, findings=report.findings)
     from tritonkit.release.store import check_release_dir
 
     check_release_dir(path)  # a release in a store: its lock must be the one its index records
@@ -130,6 +161,16 @@ def verify(path: Path, load: bool, triton_bin: Path | None) -> None:
     )
 
 
+def _require_triton(triton_bin: Path | None, purpose: str) -> None:
+    """Before any work: a load check needs a tritonserver (the serve extra's, PATH's or --triton-bin)."""
+    import shutil
+
+    from tritonkit.cli._common import require_extra
+
+    if triton_bin is None and shutil.which("tritonserver") is None:
+        require_extra("serve", purpose)
+
+
 def _load_check(root: Path, triton_bin: Path | None) -> None:
     """Load every model of ``root`` on Triton, print one row per model, fail when any did not."""
     from tritonkit.errors import VerifyError
@@ -148,6 +189,8 @@ def _load_check(root: Path, triton_bin: Path | None) -> None:
         answered = "-" if model.answered is None else "ok" if model.answered else "[red]failed[/]"
         table.add_row(model.name, "yes" if model.loaded else "[red]no[/]", answered, model.detail)
     console.print(table)
+    loads = [{"model": m.name, "loaded": m.loaded, "answered": m.answered, "detail": m.detail} for m in report.models]
+    record(load=loads)
     if not report.ok:
         first = report.failed[0]
         what = "failed to load" if not first.loaded else "failed its request"
@@ -167,4 +210,57 @@ def _load_check(root: Path, triton_bin: Path | None) -> None:
         )
 
 
-COMMANDS = [init, build, verify]
+@click.command()
+@click.argument("old", type=click.Path(path_type=Path))
+@click.argument("new", type=click.Path(path_type=Path))
+@click.option("-f", "--file", "spec_file", type=click.Path(path_type=Path), default=Path(SPEC_FILE), show_default=True)
+@json_option
+def diff(old: Path, new: Path, spec_file: Path) -> None:
+    """What changed from OLD to NEW: builds, releases (vN) or tritonkit.lock.json files.
+
+    Models added, removed or changed, each changed file with its sizes, and config.pbtxt
+    changes as a unified diff.
+    """
+    from tritonkit.artifact.diff import diff_repositories
+    from tritonkit.cli._common import resolve_repository
+
+    result = diff_repositories(resolve_repository(old, spec_file), resolve_repository(new, spec_file))
+    record(
+        old=result.old,
+        new=result.new,
+        old_digest=result.old_digest,
+        new_digest=result.new_digest,
+        identical=result.identical,
+        models=result.models,
+        unchanged=result.unchanged,
+    )
+    if result.identical:
+        console.print(f"no changes: {old} and {new} hold the same models ({result.new_digest})", highlight=False)
+        return
+    console.print(f"{old} ({result.old_digest[:19]}…) → {new} ({result.new_digest[:19]}…)", highlight=False)
+    table = Table(title="models", title_justify="left")
+    for column in ("model", "change", "file", "change", "size before", "size after"):
+        table.add_column(column, justify="right" if column.startswith("size") else "left")
+    for model in result.models:
+        for number, file in enumerate(model.files):
+            table.add_row(
+                model.name if number == 0 else "",
+                model.change if number == 0 else "",
+                file.path,
+                file.change,
+                _size(file.old_size),
+                _size(file.new_size),
+            )
+    console.print(table)
+    if result.unchanged:
+        console.print(f"unchanged: {', '.join(result.unchanged)}", highlight=False)
+    for model in result.models:
+        if model.config_diff:
+            console.print(model.config_diff, highlight=False, markup=False, end="")
+
+
+def _size(size: int | None) -> str:
+    return "—" if size is None else f"{size:,}"
+
+
+COMMANDS = [init, build, verify, diff]

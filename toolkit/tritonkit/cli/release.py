@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.table import Table
 
-from tritonkit.cli._common import console, default_repository, open_env, store_for
+from tritonkit.cli._common import console, default_repository, open_env, require_extra, store_for
+from tritonkit.cli._output import json_mode, json_option, record
 from tritonkit.errors import UsageError, mask_credentials
 from tritonkit.spec import SPEC_FILE
 
@@ -42,12 +43,14 @@ def parse_release(name: str) -> int:
 @_spec_option
 @_store_option
 @click.option("--repository", type=click.Path(path_type=Path), help="Build to release (default: the spec's newest).")
+@json_option
 def release(spec_file: Path, store: Path | None, repository: Path | None) -> None:
     """Record the newest build as the next release vN (a no-op for a build already released)."""
     releases = store_for(spec_file, store)
     build = repository or default_repository(spec_file)
     with console.status(f"verifying and releasing {build} …"):
         entry, created = releases.create(build.resolve())
+    record(release=entry.name, new=created, path=releases.root / entry.name, **_plain(entry))
     if not created:
         console.print(f"{build} is already release [bold]{entry.name}[/] ({entry.digest[:19]}…); nothing recorded")
         return
@@ -60,6 +63,7 @@ def release(spec_file: Path, store: Path | None, repository: Path | None) -> Non
 @_spec_option
 @_store_option
 @click.option("--repair", is_flag=True, help="Restore a damaged index from index.json.bak and the releases' locks.")
+@json_option
 def list_releases(spec_file: Path, store: Path | None, repair: bool) -> None:
     """List releases: number, digest, creation time, models changed since the previous one."""
     releases = store_for(spec_file, store)
@@ -68,6 +72,7 @@ def list_releases(spec_file: Path, store: Path | None, repair: bool) -> None:
         for line in done or [f"{releases.root / 'index.json'} is intact; nothing to repair"]:
             console.print(line, highlight=False, soft_wrap=True)
     entries = releases.releases()
+    record(store=releases.root, releases=[{"name": e.name, **_plain(e)} for e in entries])
     if not entries:
         console.print(f"no releases in {releases.root} yet — run 'tritonkit release'")
         return
@@ -84,10 +89,12 @@ def list_releases(spec_file: Path, store: Path | None, repair: bool) -> None:
 @click.argument("destination", type=click.Path(path_type=Path))
 @_spec_option
 @_store_option
+@json_option
 def export(name: str, destination: Path, spec_file: Path, store: Path | None) -> None:
     """Copy release NAME (e.g. v3) to DESTINATION as a plain read-only Triton repository."""
     releases = store_for(spec_file, store)
     path = releases.export(parse_release(name), destination)
+    record(release=name, path=path)
     console.print(f"exported {name} to {path} (read-only, verified). Serve it with:")
     console.print(
         f"  docker run --rm -p 8000:8000 -p 8001:8001 -p 8002:8002 -v {path.resolve()}:/models:ro "
@@ -99,7 +106,11 @@ def export(name: str, destination: Path, spec_file: Path, store: Path | None) ->
 
 _env_option = click.option("--env", "env_name", required=True, help="'local', or one declared in the spec.")
 _url_option = click.option(
-    "--url", default="127.0.0.1:8000", show_default=True, help="local only: HTTP address of the local Triton."
+    "--url",
+    default="127.0.0.1:8000",
+    envvar="TRITONKIT_URL",
+    show_default=True,
+    help="local only: HTTP address of the local Triton (or $TRITONKIT_URL).",
 )
 
 
@@ -116,6 +127,7 @@ _url_option = click.option(
     help="Watch NAME under traffic this long (60s, 2m) against its SLO; roll back automatically on a violation.",
 )
 @click.option("--metrics-url", default=None, help="local only: Triton's metrics (default: port 8002 of --url's host).")
+@json_option
 def promote(
     name: str,
     env_name: str,
@@ -136,6 +148,7 @@ def promote(
         entry = env.promote(
             parse_release(name), canary=canary, progress=lambda e: status.update(e.message), analysis_s=analysis_s
         )
+    record(promotion=entry)
     console.print(
         f"{env_name}: {entry.from_release or 'nothing'} → [bold]{entry.to_release}[/] ({entry.to_digest[:19]}…)"
     )
@@ -146,11 +159,13 @@ def promote(
 @_url_option
 @_spec_option
 @_store_option
+@json_option
 def rollback(env_name: str, url: str, spec_file: Path, store: Path | None) -> None:
     """Switch environment ENV back to the release it served before the current one."""
     env = open_env(spec_file, store, env_name, url)
     with console.status(f"rolling back {env_name} …") as status:
         entry = env.rollback(progress=lambda e: status.update(e.message))
+    record(promotion=entry)
     console.print(f"{env_name}: rolled back {entry.from_release} → [bold]{entry.to_release}[/]")
 
 
@@ -159,6 +174,7 @@ def rollback(env_name: str, url: str, spec_file: Path, store: Path | None) -> No
 @_url_option
 @_spec_option
 @_store_option
+@json_option
 def status(env_name: str, url: str, spec_file: Path, store: Path | None) -> None:
     """Show the release ENV serves, its history, and where the server disagrees with the record.
 
@@ -167,6 +183,13 @@ def status(env_name: str, url: str, spec_file: Path, store: Path | None) -> None
     env = open_env(spec_file, store, env_name, url)
     state = env.status()
     current = state.current
+    record(
+        env=env_name,
+        current=None if current is None else {"name": current.name, **_plain(current)},
+        history=state.history,
+        differences=state.differences,
+        note=state.note,
+    )
     console.print(
         f"{env_name} serves [bold]{current.name if current else 'nothing yet'}[/]"
         + (f" ({current.digest})" if current else "")
@@ -196,12 +219,14 @@ def status(env_name: str, url: str, spec_file: Path, store: Path | None) -> None
 @_url_option
 @_spec_option
 @_store_option
+@json_option
 def repair(env_name: str, url: str, spec_file: Path, store: Path | None) -> None:
     """Make ENV serve exactly the release its record names (finishing any interrupted promotion)."""
     env = open_env(spec_file, store, env_name, url)
     with console.status(f"repairing {env_name} …") as shown:
         found = env.repair(progress=lambda e: shown.update(e.message))
     current = env.current()
+    record(env=env_name, fixed=found, current=current.name if current else None)
     for line in found:
         console.print(f"fixed: {line}", highlight=False)
     console.print(f"{env_name} serves [bold]{current.name if current else 'nothing'}[/], as recorded")
@@ -232,6 +257,7 @@ def _with_byte_bars(run: Callable[[Callable[[Event], None]], T]) -> T:
 @click.argument("target")
 @_spec_option
 @_store_option
+@json_option
 def publish(name: str, target: str, spec_file: Path, store: Path | None) -> None:
     """Push release NAME to TARGET (oci://HOST/REPO[:TAG]) as a KServe modelcar image."""
     from tritonkit.release.oci import publish as push
@@ -240,17 +266,20 @@ def publish(name: str, target: str, spec_file: Path, store: Path | None) -> None
     number = parse_release(name)
     reference = _with_byte_bars(lambda progress: push(releases.path(number), target, progress=progress))
     releases.record_publication(number, reference)
+    record(release=name, target=mask_credentials(target), reference=reference)
     console.print(f"published {name}: [bold]{reference}[/]", soft_wrap=True)
 
 
 @click.command()
 @click.argument("reference")
 @click.argument("destination", type=click.Path(path_type=Path))
+@json_option
 def pull(reference: str, destination: Path) -> None:
     """Fetch REFERENCE (oci://HOST/REPO@sha256:…) into DESTINATION, verifying every hash."""
     from tritonkit.release.oci import pull as fetch
 
     path = _with_byte_bars(lambda progress: fetch(reference, destination, progress=progress))
+    record(reference=mask_credentials(reference), path=path)
     console.print(f"pulled and verified {mask_credentials(reference)} into {path}", soft_wrap=True)
 
 
@@ -261,8 +290,11 @@ def pull(reference: str, destination: Path) -> None:
 @click.option("--out", "out_file", type=click.Path(path_type=Path), help="With --dry-run: write here, not stdout.")
 @_spec_option
 @_store_option
+@json_option
 def deploy(name: str, env_name: str, dry_run: bool, out_file: Path | None, spec_file: Path, store: Path | None) -> None:
     """Render (or server-side apply) the KServe ServingRuntime and InferenceService for release NAME."""
+    if not dry_run:
+        require_extra("k8s", "applying to a cluster")
     from tritonkit.deploy.render import apply, render, to_yaml
     from tritonkit.spec.loader import load_spec
 
@@ -279,17 +311,29 @@ def deploy(name: str, env_name: str, dry_run: bool, out_file: Path | None, spec_
             hint=f"run 'tritonkit publish {name} oci://HOST/REPO:{name}' first; KServe pulls the image by digest",
         )
     documents = render(loaded.spec, env, release, references[-1])
+    record(release=name, env=env_name, namespace=env.namespace, image=references[-1], dry_run=dry_run)
     if dry_run:
         text = to_yaml(documents)
+        record(objects=documents, out=out_file)
         if out_file is None:
-            click.echo(text, nl=False)
+            if not json_mode():  # with --json the objects are in the document
+                click.echo(text, nl=False)
         else:
             out_file.write_text(text)
             console.print(f"wrote {out_file} ({len(documents)} objects for {env.namespace})")
         return
     with console.status(f"applying {name} to {env_name} ({env.namespace}) …"):
         applied = apply(documents, env)
+    record(applied=applied)
     console.print(f"applied {', '.join(applied)} in {env.namespace}")
 
 
 COMMANDS = [release, list_releases, export, promote, rollback, status, repair, publish, pull, deploy]
+
+
+def _plain(entry: Any) -> dict[str, Any]:
+    """A release's fields for a JSON document (see docs/json.md)."""
+    from tritonkit.cli._output import jsonable
+
+    doc: dict[str, Any] = jsonable(entry)
+    return doc

@@ -12,12 +12,54 @@ from typing import Any
 import click
 from rich.table import Table
 
-from tritonkit.cli._common import console, err_console, open_env, require_verified, resolve_repository
+from tritonkit.cli._common import console, err_console, open_env, require_extra, require_verified, resolve_repository
+from tritonkit.cli._output import json_option, record
 from tritonkit.errors import ServerError, UsageError
 from tritonkit.spec import SPEC_FILE
 
+# tritonkit sets these itself (from its own options); a second value would be ambiguous.
+_OWN_TRITON_FLAGS = (
+    "--model-repository",
+    "--model-store",
+    "--model-control-mode",
+    "--http-port",
+    "--grpc-port",
+    "--metrics-port",
+    "--http-address",
+    "--grpc-address",
+    "--metrics-address",
+    "--backend-directory",
+)
+URL_ENV = "TRITONKIT_URL"
 
-@click.command()
+
+class _PassThrough(click.Command):
+    """A command whose arguments after ``--`` are kept for tritonserver, not parsed by click."""
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        return [*super().collect_usage_pieces(ctx), "[-- TRITONSERVER_ARGS...]"]
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            cut = args.index("--")
+            ctx.meta["tritonkit.passthrough"] = args[cut + 1 :]
+            args = args[:cut]
+        return super().parse_args(ctx, args)
+
+
+def _triton_args(ctx: click.Context) -> list[str]:
+    extra: list[str] = ctx.meta.get("tritonkit.passthrough", [])
+    for arg in extra:
+        flag = arg.split("=", 1)[0]
+        if flag in _OWN_TRITON_FLAGS:
+            raise UsageError(
+                f"'{flag}' after -- is set by tritonkit itself",
+                hint="use serve's own options (PATH, --host, --http-port, --grpc-port, --metrics-port)",
+            )
+    return extra
+
+
+@click.command(cls=_PassThrough)
 @click.argument("path", type=click.Path(path_type=Path), required=False)
 @click.option(
     "-f",
@@ -44,7 +86,9 @@ from tritonkit.spec import SPEC_FILE
     show_default=True,
     help="Restart a crashed tritonserver at most this often in 10 minutes (0: exit instead).",
 )
+@click.pass_context
 def serve(
+    ctx: click.Context,
     path: Path | None,
     spec_file: Path,
     host: str,
@@ -57,10 +101,23 @@ def serve(
     env_name: str | None,
     max_restarts: int,
 ) -> None:
-    """Serve a built repository (or release vN, or --env local) on a real Triton until Ctrl-C."""
+    """Serve a built repository (or release vN, or --env local) on a real Triton until Ctrl-C.
+
+    Arguments after -- go to tritonserver as they are, e.g.
+    tritonkit serve dist/demo -- --log-verbose=1 --trace-config=mode=opentelemetry
+    """
+    import shutil
+
+    if triton_bin is None and shutil.which("tritonserver") is None:
+        require_extra("serve", "serving with the embedded Triton")
+    extra_args = _triton_args(ctx)
     from tritonkit.events import Event
+    from tritonkit.serve.process import check_ports_free
     from tritonkit.serve.server import Endpoints, TritonServer, repository_models
     from tritonkit.serve.supervisor import Watchdog, supervise
+
+    endpoints = Endpoints(host, http_port, grpc_port, metrics_port)
+    check_ports_free(endpoints)  # before verifying: a busy port is known now, with its holder
 
     env = None
     if env_name is not None:
@@ -92,9 +149,10 @@ def serve(
         require_verified(root)
     server = TritonServer(
         root,
-        endpoints=Endpoints(host, http_port, grpc_port, metrics_port),
+        endpoints=endpoints,
         triton_bin=triton_bin,
         models=list(models) or None,
+        extra_args=extra_args,
     )
     from tritonkit.build.engines import check_servable
 
@@ -166,9 +224,15 @@ def _flush() -> None:
 @click.option(
     "--input", "inputs", multiple=True, metavar="NAME=FILE.npy", help="Input data; random data for omitted inputs."
 )
-@click.option("--url", default=None, help="Server address (default 127.0.0.1:8000 for http, :8001 for grpc).")
+@click.option(
+    "--url",
+    default=None,
+    envvar=URL_ENV,
+    help=f"Server address (default ${URL_ENV}, else 127.0.0.1:8000 for http, :8001 for grpc).",
+)
 @click.option("--protocol", type=click.Choice(["http", "grpc"]), default="http", show_default=True)
 @click.option("--batch-size", default=1, show_default=True, help="Batch size for generated inputs.")
+@json_option
 def infer(model: str, inputs: tuple[str, ...], url: str | None, protocol: str, batch_size: int) -> None:
     """Send one request to a running Triton and print the outputs."""
     from tritonkit.serve.client import infer as run_infer
@@ -180,6 +244,13 @@ def infer(model: str, inputs: tuple[str, ...], url: str | None, protocol: str, b
             raise UsageError(f"--input '{item}' is not NAME=FILE.npy", hint="for example: --input features=x.npy")
         arrays[name] = Path(file)
     outputs = run_infer(model, arrays, url=url, protocol=protocol, batch_size=batch_size)
+    record(
+        model=model,
+        outputs={
+            name: {"datatype": str(value.dtype), "shape": list(value.shape), "data": value.tolist()}
+            for name, value in outputs.items()
+        },
+    )
     for name, value in outputs.items():
         console.print(f"[bold]{name}[/] {value.dtype} {list(value.shape)}")
         console.print(value)
@@ -195,7 +266,9 @@ def infer(model: str, inputs: tuple[str, ...], url: str | None, protocol: str, b
 @click.option("--top-k", type=int, default=-1, show_default=True, help="-1 = off.")
 @click.option("--seed", type=int, default=None)
 @click.option("--stop", "stops", multiple=True, help="Stop string (repeatable).")
-@click.option("--url", default="127.0.0.1:8001", show_default=True, help="Triton gRPC address.")
+@click.option(
+    "--url", default="127.0.0.1:8001", envvar=URL_ENV, show_default=True, help=f"Triton gRPC address (or ${URL_ENV})."
+)
 def generate(
     model: str,
     prompt: str,

@@ -36,10 +36,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tritonkit.errors import DependencyError, ServerError
+from tritonkit.errors import DependencyError, ServerError, UsageError
+from tritonkit.perf.inputs import Workload
+from tritonkit.perf.stats import BenchPoint, WindowStats, server_delta
+from tritonkit.serve.client import model_statistics
 
 ENV_VAR = "TRITONKIT_PERF_ANALYZER"
 INSTALL_HINT = (
@@ -267,3 +272,76 @@ def _first_error(done: subprocess.CompletedProcess[str]) -> str:
         if re.search(r"error|failed|unable", line, re.IGNORECASE):
             return line.strip()
     return f"exit code {done.returncode}"
+
+
+def select(name: str) -> Analyzer | None:
+    """The perf_analyzer to measure with, or ``None`` for the built-in engine."""
+    if name not in ("auto", "perf_analyzer", "builtin"):
+        raise UsageError(f"unknown measurement engine '{name}'", hint="use perf_analyzer, builtin or auto")
+    if name == "builtin":
+        return None
+    analyzer = find_analyzer()
+    if analyzer is None and name == "perf_analyzer":
+        raise DependencyError("perf_analyzer is not installed", hint=INSTALL_HINT)
+    if analyzer is not None:
+        analyzer.version()  # fails here, with the install hint, when it cannot run
+    return analyzer
+
+
+def measure_point(
+    analyzer: Analyzer,
+    model: str,
+    address: str,
+    protocol: str,
+    mode: str,
+    level: float,
+    *,
+    workload: Workload,
+    input_data: Path,
+    poisson: bool,
+    batch_size: int,
+    window_s: float,
+    max_windows: int,
+    report: Callable[[str, int, int], None],
+) -> BenchPoint:
+    """One point measured by perf_analyzer, with the server's breakdown over the same run."""
+    label = f"{mode} {level:g}"
+    report(label, 0, 1)
+    shapes = {name: list(array.shape) for name, array in workload.sample.items()}
+    before = model_statistics(model, address, protocol)
+    started = time.monotonic()
+    run = run_point(analyzer, model, address, protocol, mode, level, shapes=shapes, batch_size=batch_size,
+                    window_s=window_s, max_windows=max_windows, poisson=poisson)  # fmt: skip
+    after = model_statistics(model, address, protocol)
+    report(label, 1, 1)
+    nan = float("nan")
+    result = WindowStats(
+        start=started,
+        width=window_s,
+        completed=run.requests,
+        errors=0,  # perf_analyzer stops with an error instead of counting failed requests
+        throughput=run.throughput,
+        p50_ms=run.p50_ms,
+        p90_ms=run.p90_ms,
+        p99_ms=run.p99_ms,
+        max_ms=nan,  # not reported by perf_analyzer
+        lag_p99_ms=0.0,
+    )
+    limited = ""
+    if mode == "rate" and run.requests and run.throughput > 0:
+        # Poisson counts vary: flag only a shortfall beyond 3 standard deviations of the asked count
+        expected = level * run.requests / run.throughput
+        if run.requests < expected - 3 * expected**0.5:
+            limited = f"only {run.throughput:.0f}/s of {level:g}/s were completed"
+    return BenchPoint(
+        mode=mode,
+        level=level,
+        windows=[result],
+        result=result,
+        stable=run.stable,
+        client_limited=limited,
+        client_cpu=0.0,
+        processes=0,
+        server=server_delta(before, after),
+        engine="perf_analyzer",
+    )

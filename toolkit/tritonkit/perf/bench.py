@@ -22,47 +22,31 @@ import queue
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tritonkit.errors import DependencyError, ServerError, UsageError
+from tritonkit.errors import ServerError, UsageError
 from tritonkit.events import Event, Progress, emit
-from tritonkit.perf.analyzer import INSTALL_HINT, Analyzer, find_analyzer, run_point
-from tritonkit.perf.inputs import batch, load_inputs, random_inputs, to_analyzer_json
+from tritonkit.perf.analyzer import measure_point, select
+from tritonkit.perf.inputs import batch, to_analyzer_json, workload_for
 from tritonkit.perf.loadgen import LoadJob, run_worker
-from tritonkit.perf.stats import Sample, ServerBreakdown, WindowStats, is_stable, server_delta, split_windows, summarize
-from tritonkit.serve.client import connect, default_address, model_info
+from tritonkit.perf.stats import (
+    BenchPoint,
+    Sample,
+    WindowStats,
+    is_stable,
+    server_delta,
+    split_windows,
+    summarize,
+)
+from tritonkit.serve.client import default_address, model_statistics
 
 _BUSY = 0.9
 """A worker process using more than this fraction of a core is the bottleneck."""
 
 """``(point label, windows done, max windows)``."""
-
-
-@dataclass(frozen=True)
-class BenchPoint:
-    """One measured load level."""
-
-    mode: str  # "concurrency" | "rate"
-    level: float
-    windows: list[WindowStats]
-    result: WindowStats  # over the last (up to) three windows
-    stable: bool
-    client_limited: str  # "" when the generator kept up, else why not
-    client_cpu: float  # highest worker CPU use, fraction of one core
-    processes: int  # load worker processes used
-    server: ServerBreakdown
-    engine: str = "builtin"  # "perf_analyzer" or "builtin": the meter that measured it
-
-    @property
-    def client_overhead_ms(self) -> float:
-        """Client p50 latency minus the server's mean request time (queue + compute)."""
-        s = self.server
-        server_ms = (s.queue_us + s.compute_input_us + s.compute_infer_us + s.compute_output_us) / 1e3
-        return self.result.p50_ms - server_ms
 
 
 def bench(
@@ -104,18 +88,18 @@ def bench(
             hint="closed loop: concurrency levels such as 1 and 8; open loop: request rates such as 50 and 200",
         )
     address = url or default_address(protocol)
-    workload = _workload(model, address, protocol, input_data, shapes or {})
+    workload = workload_for(model, address, protocol, input_data, shapes or {})
 
     def report(label: str, done: int, total: int) -> None:
         emit(progress, Event("bench", label, f"window {done}/{total}", done=done, total=total, unit="windows"))
 
     levels = [("concurrency", float(c)) for c in concurrency] + [("rate", float(r)) for r in rate]
-    analyzer = _engine(engine)
+    analyzer = select(engine)
     if analyzer is not None:
         with tempfile.TemporaryDirectory(prefix="tritonkit-bench-") as scratch:
             data = to_analyzer_json(workload.sample, Path(scratch) / "input.json")  # both engines send the same data
             return [
-                _measure_with_analyzer(
+                measure_point(
                     analyzer,
                     model,
                     address,
@@ -133,94 +117,34 @@ def bench(
                 for mode, level in levels
             ]
     arrays = batch(workload.sample, batch_size, batching=workload.batching)
-    points = []
-    cores = os.cpu_count() or 1
-    for mode, level in levels:
-        workers = processes or _default_processes(mode, level)
-        while True:
-            point = _measure(
-                model, address, protocol, (arrays, workload.datatypes), mode, level, workers, poisson, window_s,
-                max_windows, warmup_s, report,
-            )  # fmt: skip
-            busy = point.client_cpu > _BUSY
-            if processes or not busy or workers >= min(cores, max(1, int(level))):
-                break
-            workers = min(cores, workers * 2)  # the generator was the bottleneck: spread it out and re-measure
-        points.append(point)
-    return points
+    request = (arrays, workload.datatypes)
+    options = {"poisson": poisson, "window_s": window_s, "max_windows": max_windows, "warmup_s": warmup_s}
+    return [_builtin_point(model, address, protocol, request, mode, level, processes, report, **options)
+            for mode, level in levels]  # fmt: skip
 
 
-def _engine(name: str) -> Analyzer | None:
-    """The perf_analyzer to measure with, or ``None`` for the built-in engine."""
-    if name not in ("auto", "perf_analyzer", "builtin"):
-        raise UsageError(f"unknown measurement engine '{name}'", hint="use perf_analyzer, builtin or auto")
-    if name == "builtin":
-        return None
-    analyzer = find_analyzer()
-    if analyzer is None and name == "perf_analyzer":
-        raise DependencyError("perf_analyzer is not installed", hint=INSTALL_HINT)
-    if analyzer is not None:
-        analyzer.version()  # fails here, with the install hint, when it cannot run
-    return analyzer
-
-
-def _measure_with_analyzer(
-    analyzer: Analyzer,
+def _builtin_point(
     model: str,
     address: str,
     protocol: str,
+    request: tuple[dict[str, np.ndarray], dict[str, str]],
     mode: str,
     level: float,
-    *,
-    workload: Workload,
-    input_data: Path,
-    poisson: bool,
-    batch_size: int,
-    window_s: float,
-    max_windows: int,
+    processes: int | None,
     report: Callable[[str, int, int], None],
+    **options: Any,
 ) -> BenchPoint:
-    """One point measured by perf_analyzer, with the server's breakdown over the same run."""
-    label = f"{mode} {level:g}"
-    report(label, 0, 1)
-    shapes = {name: list(array.shape) for name, array in workload.sample.items()}
-    before = _model_stats(model, address, protocol)
-    started = time.monotonic()
-    run = run_point(analyzer, model, address, protocol, mode, level, shapes=shapes, batch_size=batch_size,
-                    window_s=window_s, max_windows=max_windows, poisson=poisson)  # fmt: skip
-    after = _model_stats(model, address, protocol)
-    report(label, 1, 1)
-    nan = float("nan")
-    result = WindowStats(
-        start=started,
-        width=window_s,
-        completed=run.requests,
-        errors=0,  # perf_analyzer stops with an error instead of counting failed requests
-        throughput=run.throughput,
-        p50_ms=run.p50_ms,
-        p90_ms=run.p90_ms,
-        p99_ms=run.p99_ms,
-        max_ms=nan,  # not reported by perf_analyzer
-        lag_p99_ms=0.0,
-    )
-    limited = ""
-    if mode == "rate" and run.requests and run.throughput > 0:
-        # Poisson counts vary: flag only a shortfall beyond 3 standard deviations of the asked count
-        expected = level * run.requests / run.throughput
-        if run.requests < expected - 3 * expected**0.5:
-            limited = f"only {run.throughput:.0f}/s of {level:g}/s were completed"
-    return BenchPoint(
-        mode=mode,
-        level=level,
-        windows=[result],
-        result=result,
-        stable=run.stable,
-        client_limited=limited,
-        client_cpu=0.0,
-        processes=0,
-        server=server_delta(before, after),
-        engine="perf_analyzer",
-    )
+    """One point from the built-in generator; without ``processes``, the worker count doubles (up
+    to the cores) while a worker saturates its core, and the point is measured again."""
+    workers = processes or _default_processes(mode, level)
+    cores = os.cpu_count() or 1
+    while True:
+        point = _measure(model, address, protocol, request, mode, level, workers, options["poisson"],
+                         options["window_s"], options["max_windows"], options["warmup_s"], report)  # fmt: skip
+        busy = point.client_cpu > _BUSY
+        if processes or not busy or workers >= min(cores, max(1, int(level))):
+            return point
+        workers = min(cores, workers * 2)  # the generator was the bottleneck: spread it out and re-measure
 
 
 def _default_processes(mode: str, level: float) -> int:
@@ -264,7 +188,7 @@ def _measure(
             _drain(samples_q, samples, cpu, timeout=0.2)
             now = time.monotonic()
             if stats_before is None and now >= measure_from:
-                stats_before = _model_stats(model, address, protocol)
+                stats_before = model_statistics(model, address, protocol)
             windows = split_windows([s for s in samples if s.done >= measure_from], measure_from, window_s)
             windows = [w for w in windows if w.start + w.width <= now]
             report(label, len(windows), max_windows)
@@ -274,7 +198,7 @@ def _measure(
                 raise ServerError(
                     "every load worker exited early", hint="check the server and model with 'tritonkit infer'"
                 )
-        stats_after = _model_stats(model, address, protocol)
+        stats_after = model_statistics(model, address, protocol)
     finally:
         _stop_workers(procs, samples_q, stop, samples, cpu)
     tail = windows[-3:]
@@ -367,42 +291,3 @@ def _drain(samples_q: Any, samples: list[Sample], cpu: list[float], timeout: flo
 
 
 # --------------------------------------------------------------------------- server side
-
-
-@dataclass(frozen=True)
-class Workload:
-    """What every request of a bench run carries."""
-
-    sample: dict[str, np.ndarray]  # one request, without the batch dimension when the model batches
-    datatypes: dict[str, str]
-    batching: bool
-
-
-def _workload(
-    model: str, address: str, protocol: str, input_data: Path | None, shapes: Mapping[str, list[int]]
-) -> Workload:
-    client = connect(address, protocol)
-    try:
-        info = model_info(client, model, address, protocol)
-    finally:
-        client.close()
-    batching = int(info.config.get("max_batch_size", 0)) > 0
-    signature = {spec["name"]: ([int(d) for d in spec["shape"]], spec["datatype"]) for spec in info.metadata["inputs"]}
-    if input_data is not None:
-        sample = load_inputs(input_data, signature, batching=batching)
-    else:
-        sample = random_inputs(signature, shapes, batching=batching, seed=0)
-    return Workload(sample, {name: datatype for name, (_, datatype) in signature.items()}, batching)
-
-
-def _model_stats(model: str, address: str, protocol: str) -> dict[str, Any]:
-    client = connect(address, protocol)
-    try:
-        if protocol == "grpc":
-            doc = client.get_inference_statistics(model, as_json=True)
-        else:
-            doc = client.get_inference_statistics(model)
-        stats: dict[str, Any] = doc["model_stats"][0]
-        return stats
-    finally:
-        client.close()

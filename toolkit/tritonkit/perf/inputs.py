@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tritonkit.errors import UsageError, did_you_mean
+from tritonkit.serve.client import connect, model_info
 from tritonkit.spec import dtypes
 
 Signature = Mapping[str, tuple[list[int], str]]
@@ -189,3 +191,34 @@ def _checked(name: str, array: np.ndarray, expected: tuple[list[int], str], batc
             hint="give one request's data; -1 dims take any size",
         )
     return array
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What every request of a bench run carries."""
+
+    sample: dict[str, np.ndarray]  # one request, without the batch dimension when the model batches
+    datatypes: dict[str, str]
+    batching: bool
+
+
+def workload_for(
+    model: str, address: str, protocol: str, input_data: Path | None, shapes: Mapping[str, list[int]]
+) -> Workload:
+    """What every request of a bench run carries: the model's inputs, from ``input_data`` or random.
+
+    Raises:
+        ServerError: unreachable server or unknown model. UsageError: input data that does not fit.
+    """
+    client = connect(address, protocol)
+    try:
+        info = model_info(client, model, address, protocol)
+    finally:
+        client.close()
+    batching = int(info.config.get("max_batch_size", 0)) > 0
+    signature = {spec["name"]: ([int(d) for d in spec["shape"]], spec["datatype"]) for spec in info.metadata["inputs"]}
+    if input_data is not None:
+        sample = load_inputs(input_data, signature, batching=batching)
+    else:
+        sample = random_inputs(signature, shapes, batching=batching, seed=0)
+    return Workload(sample, {name: datatype for name, (_, datatype) in signature.items()}, batching)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tritonkit.errors import require
-from tritonkit.perf.bench import BenchPoint
+from tritonkit.perf.stats import BenchPoint
 from tritonkit.perf.tune import TuneResult
 
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tritonkit.perf.bench import BenchPoint
+from tritonkit.perf.stats import BenchPoint
 
 IMPROVEMENT = 1.02
 """A candidate must beat the best so far by 2% to take its place (measurement noise)."""

@@ -156,3 +156,26 @@ def _batch_delta(before: Iterable[Mapping[str, Any]], after: Iterable[Mapping[st
     old, new = counts(before), counts(after)
     delta = {size: new[size] - old.get(size, 0) for size in new}
     return {size: n for size, n in sorted(delta.items()) if n > 0}
+
+
+@dataclass(frozen=True)
+class BenchPoint:
+    """One measured load level."""
+
+    mode: str  # "concurrency" | "rate"
+    level: float
+    windows: list[WindowStats]
+    result: WindowStats  # over the last (up to) three windows
+    stable: bool
+    client_limited: str  # "" when the generator kept up, else why not
+    client_cpu: float  # highest worker CPU use, fraction of one core
+    processes: int  # load worker processes used
+    server: ServerBreakdown
+    engine: str = "builtin"  # "perf_analyzer" or "builtin": the meter that measured it
+
+    @property
+    def client_overhead_ms(self) -> float:
+        """Client p50 latency minus the server's mean request time (queue + compute)."""
+        s = self.server
+        server_ms = (s.queue_us + s.compute_input_us + s.compute_infer_us + s.compute_output_us) / 1e3
+        return self.result.p50_ms - server_ms

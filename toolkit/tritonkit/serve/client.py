@@ -181,3 +181,17 @@ def _index(client: Any) -> list[Any]:
     if isinstance(index, list):
         return index
     return list(getattr(index, "models", []))
+
+
+def model_statistics(model: str, address: str, protocol: str) -> dict[str, Any]:
+    """Triton's cumulative statistics of ``model`` (the first entry of its statistics document)."""
+    client = connect(address, protocol)
+    try:
+        if protocol == "grpc":
+            doc = client.get_inference_statistics(model, as_json=True)
+        else:
+            doc = client.get_inference_statistics(model)
+        stats: dict[str, Any] = doc["model_stats"][0]
+        return stats
+    finally:
+        client.close()

@@ -367,6 +367,9 @@ class TritonServer:
         if self.log_file is None or not self.log_file.exists():
             return "no log"
         lines = [line for line in self.log_file.read_text(errors="replace").splitlines() if line.strip()]
+        usage = next((n for n, line in enumerate(lines) if line.startswith("Usage: tritonserver")), 0)
+        if usage:  # a bad argument: named on the line before the usage text (whose lines mention "error")
+            return lines[usage - 1].split("tritonserver: ", 1)[-1][:300]
         errors = [line for line in lines if line.startswith("E") or "error" in line.lower()]
         return (errors or lines or ["no output"])[-1][:300]
 

@@ -25,7 +25,7 @@ from tritonclient.grpc import model_config_pb2 as pb
 from tritonkit.build.builders.base import VERSION, BuildContext, tool_version
 from tritonkit.build.modelconfig import model_config, same_tensor_dims
 from tritonkit.build.onnx_io import graph_io
-from tritonkit.errors import BuildError, SpecError, did_you_mean
+from tritonkit.errors import BuildError, DependencyError, SpecError, did_you_mean
 from tritonkit.spec import dtypes
 from tritonkit.spec.schema import GpuAccelerator, LoadedSpec, ModelBase, OnnxModel, TensorSpec, TorchExport
 
@@ -47,6 +47,15 @@ class OnnxBuilder:
         for pattern in model.export.depends:
             files.update(p.resolve() for p in loaded.root.glob(pattern) if p.is_file())
         return sorted(files)
+
+    def preflight(self, model: ModelBase) -> None:
+        """An export needs torch: refuse before any model is built, not when this one's turn comes."""
+        assert isinstance(model, OnnxModel)
+        if model.export is not None and importlib.util.find_spec("torch") is None:
+            raise DependencyError(
+                f"model '{model.name}' is exported from PyTorch, and torch is not installed",
+                hint="pip install 'tritonkit[torch]'",
+            )
 
     def tool_versions(self, model: ModelBase) -> dict[str, str]:
         assert isinstance(model, OnnxModel)
