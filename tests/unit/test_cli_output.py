@@ -53,7 +53,7 @@ def test_exit_codes_and_json_errors(tmp_path: Path, args: list[str], code: int) 
 
 def test_every_reporting_command_takes_json() -> None:
     reporting = {"build", "verify", "diff", "infer", "bench", "tune", "release", "releases", "export", "publish"}
-    reporting |= {"pull", "deploy", "promote", "rollback", "status", "init", "plan", "check"}
+    reporting |= {"pull", "deploy", "promote", "rollback", "status", "repair", "init", "plan", "check"}
     for name in reporting:
         options = {opt for param in main.commands[name].params for opt in param.opts}
         assert "--json" in options, name

@@ -1,5 +1,5 @@
 """Releases and where they go: ``release``, ``releases``, ``export``, ``publish``, ``pull``, ``deploy``,
-``promote``, ``rollback`` and ``status``; every environment through the one interface."""
+``promote``, ``rollback``, ``status`` and ``repair``; every environment through the one interface."""
 
 from __future__ import annotations
 
@@ -171,18 +171,24 @@ def rollback(env_name: str, url: str, spec_file: Path, store: Path | None) -> No
 
 @click.command()
 @_env_option
+@_url_option
 @_spec_option
 @_store_option
 @json_option
-def status(env_name: str, spec_file: Path, store: Path | None) -> None:
-    """Show the release ENV serves and its promotion history."""
-    env = open_env(spec_file, store, env_name, "127.0.0.1:8000")
+def status(env_name: str, url: str, spec_file: Path, store: Path | None) -> None:
+    """Show the release ENV serves, its history, and where the server disagrees with the record.
+
+    Exits 8 when what is served differs from the record ('tritonkit repair' fixes it).
+    """
+    env = open_env(spec_file, store, env_name, url)
     state = env.status()
     current = state.current
     record(
         env=env_name,
         current=None if current is None else {"name": current.name, **_plain(current)},
         history=state.history,
+        differences=state.differences,
+        note=state.note,
     )
     console.print(
         f"{env_name} serves [bold]{current.name if current else 'nothing yet'}[/]"
@@ -195,6 +201,35 @@ def status(env_name: str, spec_file: Path, store: Path | None) -> None:
         outcome = entry.outcome if entry.ok else f"[red]{entry.outcome}[/]"
         table.add_row(entry.at, entry.action, entry.from_release or "—", entry.to_release, entry.user, outcome)
     console.print(table)
+    if state.note:
+        console.print(f"[yellow]note:[/] {state.note}", highlight=False)
+    if state.differences:
+        from tritonkit.errors import PromoteError
+
+        for line in state.differences:
+            console.print(f"[red]differs:[/] {line}", highlight=False)
+        raise PromoteError(
+            f"{env_name} does not serve what its record says ({len(state.differences)} differences)",
+            hint=f"run 'tritonkit repair --env {env_name}'",
+        )
+
+
+@click.command()
+@_env_option
+@_url_option
+@_spec_option
+@_store_option
+@json_option
+def repair(env_name: str, url: str, spec_file: Path, store: Path | None) -> None:
+    """Make ENV serve exactly the release its record names (finishing any interrupted promotion)."""
+    env = open_env(spec_file, store, env_name, url)
+    with console.status(f"repairing {env_name} …") as shown:
+        found = env.repair(progress=lambda e: shown.update(e.message))
+    current = env.current()
+    record(env=env_name, fixed=found, current=current.name if current else None)
+    for line in found:
+        console.print(f"fixed: {line}", highlight=False)
+    console.print(f"{env_name} serves [bold]{current.name if current else 'nothing'}[/], as recorded")
 
 
 def _with_byte_bars(run: Callable[[Callable[[Event], None]], T]) -> T:
@@ -293,7 +328,7 @@ def deploy(name: str, env_name: str, dry_run: bool, out_file: Path | None, spec_
     console.print(f"applied {', '.join(applied)} in {env.namespace}")
 
 
-COMMANDS = [release, list_releases, export, promote, rollback, status, publish, pull, deploy]
+COMMANDS = [release, list_releases, export, promote, rollback, status, repair, publish, pull, deploy]
 
 
 def _plain(entry: Any) -> dict[str, Any]:

@@ -79,6 +79,13 @@ def _triton_args(ctx: click.Context) -> list[str]:
 @click.option("--model", "models", multiple=True, help="Load only these models (repeatable).")
 @click.option("--no-verify", is_flag=True, help="Skip verifying the repository before serving.")
 @click.option("--env", "env_name", default=None, help="Serve an environment's live repository (promote into it).")
+@click.option(
+    "--max-restarts",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="Restart a crashed tritonserver at most this often in 10 minutes (0: exit instead).",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -92,6 +99,7 @@ def serve(
     models: tuple[str, ...],
     no_verify: bool,
     env_name: str | None,
+    max_restarts: int,
 ) -> None:
     """Serve a built repository (or release vN, or --env local) on a real Triton until Ctrl-C.
 
@@ -103,12 +111,15 @@ def serve(
     if triton_bin is None and shutil.which("tritonserver") is None:
         require_extra("serve", "serving with the embedded Triton")
     extra_args = _triton_args(ctx)
+    from tritonkit.events import Event
     from tritonkit.serve.process import check_ports_free
-    from tritonkit.serve.server import Endpoints, TritonServer
+    from tritonkit.serve.server import Endpoints, TritonServer, repository_models
+    from tritonkit.serve.supervisor import Watchdog, supervise
 
     endpoints = Endpoints(host, http_port, grpc_port, metrics_port)
     check_ports_free(endpoints)  # before verifying: a busy port is known now, with its holder
 
+    env = None
     if env_name is not None:
         env = open_env(spec_file, None, env_name, f"{host}:{http_port}")
         if env_name == "local" and not (env.store.root / "index.json").is_file():
@@ -119,6 +130,11 @@ def serve(
                 "$TRITONKIT_STORE a store), or make one with 'tritonkit build' and 'tritonkit release'",
             )
         root = env.serving_root()  # a mutable view of immutable releases: each is verified when promoted
+        # A promotion killed mid-way left live/ between two releases: put it back to the record
+        # before Triton reads it (nothing serves it yet, so this only touches files).
+        recovered = env.recover()
+        if recovered:
+            err_console.print(f"[yellow]{recovered}[/]", highlight=False)
         no_verify = True
         if not any(root.iterdir()):
             err_console.print(
@@ -142,11 +158,13 @@ def serve(
 
     check_servable(root, embedded=server.binary.embedded)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # SIGTERM interrupts whatever the main thread waits on (a restart included), like Ctrl-C.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         with console.status(f"starting Triton on {root.resolve()} …"):
             t0 = time.perf_counter()
-            server.start()  # stops the process itself if interrupted
+            with Watchdog(server):  # a crash while models load fails the start at once
+                server.start()  # stops the process itself if interrupted
     except KeyboardInterrupt:
         err_console.print("interrupted while starting; Triton stopped")
         sys.exit(130)
@@ -160,20 +178,45 @@ def serve(
     table.add_row("log", str(server.log_file))
     console.print(table)
     console.print("Ctrl-C to stop")
+    _flush()
+
+    def before_restart() -> None:
+        if env is not None:
+            from tritonkit.errors import TritonkitError
+
+            try:
+                done = env.recover()
+            except TritonkitError as exc:  # a promotion still holds the lock: restart on live/ as it is
+                done = f"recovery skipped: {exc.message}"
+            if done:
+                err_console.print(f"[yellow]{done}[/]", highlight=False)
+            if not models:
+                server.models = repository_models(root)  # what was promoted since the start
+
+    def show(event: Event) -> None:
+        err_console.print(f"[bold yellow]{event.message}[/]", highlight=False, soft_wrap=True)
+
     try:
-        while not stop.wait(0.5):
-            code = server.exit_code()
-            if code is not None:
-                raise ServerError(
-                    f"tritonserver exited unexpectedly ({code}): {server._last_error()}",
-                    hint=f"full log: {server.log_file}",
-                )
+        supervise(server, stop, max_restarts=max_restarts, before_restart=before_restart, progress=show)
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopping now: a second SIGTERM must not cut it short
         console.print("stopping…")
-        code = server.stop()
+        code = server.stop(timeout=10.0)
         console.print(f"stopped (exit code {code})")
+        _flush()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _flush() -> None:
+    """Push buffered output out now: with stdout redirected to a file, Python buffers it in blocks,
+    and a supervisor that runs for hours would show nothing until it exits."""
+    sys.stdout.flush()
+    sys.stderr.flush()
 
 
 @click.command()

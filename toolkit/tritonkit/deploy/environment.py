@@ -9,7 +9,9 @@ Every environment has the same three operations, so callers never switch on its 
 - ``promote(number, *, canary=None, progress=None)``: serve release ``number`` (or send
   ``canary`` percent of the traffic to it, where the environment can split traffic);
 - ``rollback(*, progress=None)``: serve the release served before the current one;
-- ``status()``: what the environment serves and its history.
+- ``status()``: what the environment serves and its history (and, where it can tell, every
+  difference between what it actually serves and the record);
+- ``repair(*, progress=None)``: make what it serves match the record again (local).
 
 A step that fails is undone and recorded, and raises :class:`~tritonkit.errors.PromoteError`.
 Progress goes through the one event contract (:mod:`tritonkit.events`), stage ``promote`` or
@@ -29,7 +31,7 @@ import json
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -54,6 +56,7 @@ class Promotion:
     user: str
     at: str
     outcome: str  # "ok" or "failed: <reason>"
+    step: str = ""  # the journal id of the step (local), so recovery knows whether it was recorded
 
     @property
     def ok(self) -> bool:
@@ -62,11 +65,18 @@ class Promotion:
 
 @dataclass(frozen=True)
 class Status:
-    """What an environment serves, by its history, and the history itself (oldest first)."""
+    """What an environment serves, by its history, and the history itself (oldest first).
+
+    ``differences`` lists, one line each, where what the environment actually serves disagrees
+    with the record (empty: they agree, or the environment cannot tell); ``note`` says what could
+    not be checked.
+    """
 
     env: str
     current: Release | None
     history: list[Promotion]
+    differences: list[str] = field(default_factory=list)
+    note: str = ""
 
 
 class Environment(ABC):
@@ -206,7 +216,24 @@ class Environment(ABC):
         """A ``report(message)`` that emits :class:`~tritonkit.events.Event` values."""
         return lambda message: emit(progress, Event(action, self.name, message))
 
-    def record(self, action: str, previous: Release | None, target: Release, outcome: str) -> Promotion:
+    def recover(self, *, progress: Progress | None = None) -> str | None:
+        """Finish or undo a step a killed process left unfinished; what was done, or None.
+
+        The base environment keeps no journal (a cluster finishes its own rollouts).
+        """
+        return None
+
+    def repair(self, *, progress: Progress | None = None) -> list[str]:
+        """Make what the environment serves match its record; returns the differences found.
+
+        Raises:
+            UsageError: the environment cannot be repaired by tritonkit (the base case).
+        """
+        raise UsageError(f"{self.name} has no repair of its own", hint="promote the release it should serve again")
+
+    def record(
+        self, action: str, previous: Release | None, target: Release, outcome: str, *, step: str = ""
+    ) -> Promotion:
         """Append one line to ``history.jsonl`` (flushed and fsynced)."""
         entry = Promotion(
             env=self.name,
@@ -218,6 +245,7 @@ class Environment(ABC):
             user=_user(),
             at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             outcome=outcome,
+            step=step,
         )
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / HISTORY, "a") as handle:  # append-only: one line per step

@@ -1,4 +1,4 @@
-"""Promotion of releases to an environment, with an append-only history.
+"""Promotion of releases to the local environment: a transaction on a running Triton.
 
 The **local** target switches a running Triton from one release to another without a restart
 and without failing requests. The environment lives in the release store::
@@ -6,50 +6,83 @@ and without failing requests. The environment lives in the release store::
     releases/envs/local/
       live/            the repository the local Triton serves (a mutable view of immutable releases)
       history.jsonl    one JSON line per promotion or rollback, never rewritten
+      lock             held while a step runs (who: pid, user, since) — :mod:`.transaction`
+      journal.json     exists only while a step is unfinished — :mod:`.transaction`
 
-To promote ``vN``, each model's version directory ``N`` is hard-linked from the release into
-``live/``, then the model is reloaded through ``POST v2/repository/models/<m>/load`` with the
-release's config and ``version_policy: specific [N]``. Triton loads and warms up version N
-while the old version keeps serving, then retires the old one — clients that do not pin a
-version never see an error. Models load before the ensembles that run them, and each model's
-config on disk is replaced just before its load (Triton checks an ensemble against its steps'
-configs on disk). If any model fails to load or warm up, the models already switched get their
-previous config back and are reloaded at their previous version, the new directories are
-removed, and the failure is recorded; the old release keeps serving. Only after every model
-switched are the old version directories removed.
+A promotion of ``vN``:
+
+1. takes the environment's lock (a second promote or rollback waits, then names the holder),
+   and finishes any step a killed process left in the journal (:meth:`recover`);
+2. **proves** ``vN`` where no client can reach it: a scratch Triton on free ports loads and warms
+   up every model of the release directory; a model that fails there fails the promotion before
+   anything clients see has changed (zero requests answered by a release that fails);
+3. writes the journal (target, previous, then one line per change);
+4. switches Triton in three passes (:meth:`reconcile`): each model whose served version or
+   config differs gets the release's version directory ``N`` hard-linked into ``live/``, its
+   config written there (with ``version_policy: specific [N]``) and is reloaded through
+   ``POST v2/repository/models/<m>/load``: Triton loads and warms up version N while the old
+   version keeps serving, then retires it, so clients that do not pin a version never see an
+   error. A model that a served ensemble runs keeps its old version loaded beside N until the
+   ensembles are reloaded with their steps pinned to version N (``model_version: N``); only then
+   are the old versions retired — one ensemble request never runs steps of two releases;
+5. records the outcome in the history, then settles ``live/`` (old versions, dropped models) and
+   removes the journal.
+
+If a load fails in step 4, :meth:`reconcile` puts Triton and ``live/`` back to the previous release
+and the failure is recorded. If the process is killed anywhere, the journal remains: the next
+promote, rollback, status or repair (or ``serve --env local`` at start) records the step as
+interrupted unless its outcome was already recorded, and reconciles to whatever the history says
+is served. :meth:`status` compares what Triton actually serves — versions and configs of every
+model, and ``live/`` on disk — with the record (:mod:`.drift`); :meth:`repair` makes Triton match
+the record again.
 
 KServe environments are in :mod:`tritonkit.deploy.kserve`; :func:`environment` picks one by name.
 
 Example:
     >>> env = LocalEnvironment(ReleaseStore(Path("releases")), url="127.0.0.1:8000")
     >>> env.promote(2)
+    >>> env.status().differences
+    []
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import time
+import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import json_format
-
 from tritonkit.artifact.layout import remove_tree
 from tritonkit.artifact.lock import read_lock
-from tritonkit.build.pbtxt import parse
 from tritonkit.build.verify import require_verified
 from tritonkit.deploy.analysis import Verdict, analyse
-from tritonkit.deploy.environment import HISTORY, Environment, Promotion
-from tritonkit.errors import PromoteError, ServerError, TritonkitError, UsageError
+from tritonkit.deploy.drift import differences
+from tritonkit.deploy.environment import HISTORY, Environment, Promotion, Status, _user
+from tritonkit.deploy.live import (
+    config_json,
+    connect,
+    ensemble_steps,
+    kill_scratch,
+    link_tree,
+    live_config,
+    read_bytes,
+    served,
+    try_connect,
+    write_config,
+)
+from tritonkit.deploy.transaction import EnvironmentLock, Journal
+from tritonkit.errors import PromoteError, TritonkitError, UsageError
 from tritonkit.events import Progress
 from tritonkit.release.store import Release, ReleaseStore
 from tritonkit.serve.metrics import model_counters, scrape
 from tritonkit.serve.repository_api import load_model, unload_model
-from tritonkit.serve.server import repository_models
+from tritonkit.serve.server import Endpoints, TritonServer, free_port, repository_models
 from tritonkit.spec.intent import Capacity, Slo
+
+Report = Callable[[str], None]
 
 
 class LocalEnvironment(Environment):
@@ -58,15 +91,30 @@ class LocalEnvironment(Environment):
     Args:
         store: the release store.
         url: HTTP address of the Triton that serves :attr:`live` (``tritonkit serve --env local``).
+        metrics_url: its metrics endpoint, for promotion analysis (default: port 8002 on its host).
+        lock_timeout: seconds a promote, rollback or repair waits for another one to finish.
+        prove: load every model on a scratch Triton before switching (off only for tests of
+            what happens without it).
     """
 
     analysable = True
 
-    def __init__(self, store: ReleaseStore, *, url: str = "127.0.0.1:8000", metrics_url: str | None = None) -> None:
+    def __init__(
+        self,
+        store: ReleaseStore,
+        *,
+        url: str = "127.0.0.1:8000",
+        metrics_url: str | None = None,
+        lock_timeout: float = 120.0,
+        prove: bool = True,
+    ) -> None:
         super().__init__(store, "local")
         self.url = url
         self.metrics_url = metrics_url or f"http://{url.rsplit(':', 1)[0]}:8002/metrics"
         self.live = self.root / "live"
+        self.journal = Journal(self.root)
+        self.lock_timeout = lock_timeout
+        self.prove = prove
 
     def prepare(self) -> Path:
         """Create ``live/`` (empty until the first promotion) and return it."""
@@ -77,11 +125,18 @@ class LocalEnvironment(Environment):
         """``live/``: what ``tritonkit serve --env local`` serves and promotions switch."""
         return self.prepare()
 
+    def lock(self, what: str, *, timeout: float | None = None) -> EnvironmentLock:
+        """The environment's lock (a context manager); see :class:`.transaction.EnvironmentLock`."""
+        return EnvironmentLock(self.root, what, timeout=self.lock_timeout if timeout is None else timeout, user=_user())
+
+    # ------------------------------------------------------------------ the interface
+
     def _switch(self, number: int, *, canary: int | None, progress: Progress | None, action: str) -> Promotion:
         """Switch the Triton at :attr:`url` (serving :attr:`live`) to release ``number``.
 
         Raises:
-            UsageError: unknown release, already served, or a canary (the local target switches whole).
+            UsageError: unknown release, already served, a canary (the local target switches
+                whole), or another step holds the lock for longer than the timeout.
             ServerError: the server cannot be reached.
             PromoteError: a model failed to load or warm up (the previous release serves on).
         """
@@ -89,8 +144,80 @@ class LocalEnvironment(Environment):
             raise UsageError(
                 "a canary needs a KServe Serverless environment", hint="the local environment switches whole releases"
             )
-        url = self.url
         report = self._reporter(progress, action)
+        self.store.get(number)  # an unknown release is refused before anything is waited for
+        with self.lock(f"{action} v{number}"):
+            client = connect(self.url)
+            try:
+                self._recover(client, report)
+                return self._switch_locked(client, number, action, report)
+            finally:
+                client.close()
+
+    def rollback_target(self) -> int:
+        with self.lock("rollback", timeout=self.lock_timeout):
+            self._recover(try_connect(self.url), lambda _: None)
+        return super().rollback_target()
+
+    def status(self) -> Status:
+        """The recorded release, history, and every difference between the record and Triton.
+
+        Finishes or undoes a step a killed process left behind first (unless one is running).
+        Differences include ``live/`` on disk; when Triton cannot be reached, that is said in
+        ``note`` and only ``live/`` is compared.
+        """
+        client = try_connect(self.url)
+        try:
+            note = ""
+            try:
+                with self.lock("status (recovery)", timeout=0):
+                    self._recover(client, lambda _: None)
+            except UsageError as exc:
+                note = exc.message  # a step is running right now: report, do not wait
+            base = super().status()
+            found = self.drift(base.current, client)
+            if client is None:
+                note = note or f"the local Triton at {self.url} is not reachable; only {self.live} was compared"
+            return replace(base, differences=found, note=note)
+        finally:
+            if client is not None:
+                client.close()
+
+    def repair(self, *, progress: Progress | None = None) -> list[str]:
+        """Make Triton and ``live/`` serve exactly the recorded release again.
+
+        Returns:
+            The differences found before the repair (empty: nothing needed doing).
+
+        Raises:
+            ServerError: the local Triton cannot be reached (``live/`` is repaired anyway).
+        """
+        report = self._reporter(progress, "repair")
+        with self.lock("repair"):
+            client = try_connect(self.url)
+            try:
+                self._recover(client, report)
+                current = self.current()
+                found = self.drift(current, client)
+                self.reconcile(current, client, report)
+            finally:
+                if client is not None:
+                    client.close()
+        if client is None:
+            connect(self.url)  # raises the usual "cannot reach" error, after fixing live/
+        return found
+
+    def recover(self, *, progress: Progress | None = None) -> str | None:
+        """Finish or undo a step a killed process left in the journal; None when there was none.
+
+        Called by ``serve --env local`` before Triton starts (it then loads what ``live/`` holds).
+        """
+        with self.lock("recovery"):
+            return self._recover(try_connect(self.url), self._reporter(progress, "recover"))
+
+    # ------------------------------------------------------------------ the transaction
+
+    def _switch_locked(self, client: Any, number: int, action: str, report: Report) -> Promotion:
         target = self.store.get(number)
         previous = self.current()
         if previous is not None and previous.number == number:
@@ -103,34 +230,167 @@ class LocalEnvironment(Environment):
             hint="the release store was modified; restore it or release a fresh build",
             error=PromoteError,
         )
-        client = _connect(url)
-        models = repository_models(source)  # ensembles last: Triton resolves their steps when loading them
-        added: list[Path] = []
-        switched: list[str] = []  # models whose live config now is the target's (loaded or not)
+        step = uuid.uuid4().hex
+        scratch = Endpoints("127.0.0.1", free_port(), free_port(), free_port())
+        self.journal.begin(
+            {
+                "id": step,
+                "action": action,
+                "target": number,
+                "previous": previous.number if previous else None,
+                "scratch": {"repository": str(source.resolve()), "http_port": scratch.http_port},
+            }
+        )
+        report("journal written")
         try:
-            for model in models:
-                version_dir = self.prepare() / model / str(number)
-                if not version_dir.exists():
-                    _link_tree(source / model / str(number), version_dir)
-                    added.append(version_dir)
-            for model in models:
-                report(f"loading {model} version {number} (with warm-up)")
-                # Triton checks an ensemble against its steps' configs *on disk*, so the live config
-                # is replaced before each load (and put back by _undo).
-                switched.append(model)
-                _install_config(source / model / "config.pbtxt", self.live / model / "config.pbtxt")
-                _load(client, model, source / model / "config.pbtxt", number)
+            if self.prove:
+                report(f"proving {target.name} on a scratch Triton (clients cannot reach it)")
+                with TritonServer(source, endpoints=scratch):
+                    pass
+                self.journal.step(f"proved {target.name}")
+            self.reconcile(target, client, report, journal=True)
         except TritonkitError as exc:
-            self._undo(client, switched, previous, added, report)
-            self.record(action, previous, target, f"failed: {exc.message}")
+            report(f"{target.name} failed; putting {previous.name if previous else 'nothing'} back")
+            undone = True
+            try:
+                self.reconcile(previous, client, report)
+            except TritonkitError:  # the failure to report is the first one; the journal stays for recovery
+                undone = False
+            self.record(action, previous, target, f"failed: {exc.message}", step=step)
+            if undone:
+                self.journal.clear()
             raise PromoteError(
                 f"{target.name} was not promoted to {self.name}: {exc.message}",
                 hint=f"{previous.name if previous else 'nothing'} still serves; history: {self.root / HISTORY}",
             ) from exc
-        finally:
-            client.close()
-        self._settle(target, previous, models, url, report)
-        return self.record(action, previous, target, "ok")
+        entry = self.record(action, previous, target, "ok", step=step)
+        report("settling live/")
+        self.reconcile(target, client, report)
+        self.journal.clear()
+        return entry
+
+    def _recover(self, client: Any | None, report: Report) -> str | None:
+        """Under the lock: close the journal's step (recording it as interrupted if its outcome
+        never reached the history) and reconcile to what the history says is served."""
+        entry = self.journal.read()
+        if entry is None:
+            return None
+        kill_scratch(entry.get("scratch"))
+        outcome = next((p for p in reversed(self.history()) if entry.get("id") and p.step == entry["id"]), None)
+        target = entry.get("target")
+        what = f"{entry.get('action', 'step')} of v{target} by pid {entry.get('pid', '?')}"
+        if outcome is None and isinstance(target, int) and target in {r.number for r in self.store.releases()}:
+            previous = self.current()
+            self.record(
+                str(entry.get("action", "promote")),
+                previous,
+                self.store.get(target),
+                f"failed: interrupted ({len(entry.get('steps', []))} changes made); undone by pid {os.getpid()}",
+                step=str(entry.get("id", "")),
+            )
+            done = f"undid the interrupted {what}"
+        else:
+            done = f"finished the interrupted {what}"
+        report(done)
+        self.reconcile(self.current(), client, report)
+        self.journal.clear()
+        return done
+
+    def reconcile(self, release: Release | None, client: Any | None, report: Report, *, journal: bool = False) -> None:
+        """Make ``live/`` (and Triton, when ``client`` is given) serve exactly ``release``.
+
+        Loads only models whose served version or config differs, so reconciling a Triton that
+        already matches changes nothing it serves. A promotion is this with the target release;
+        undoing one is this with the previous release. ``journal`` adds each change to the journal.
+
+        Raises:
+            ServerError: a load or unload failed.
+        """
+        number = release.number if release is not None else None
+        source = self.store.path(number) if number is not None else None
+        wanted = repository_models(source) if source is not None else []
+        if client is not None:
+            self._reload(client, release, wanted, report, journal)
+        for model in wanted:  # what was not reloaded (already served right, or no server) gets its files
+            assert source is not None and number is not None
+            self._install(source, model, number, [number])
+        if self.live.exists():
+            for directory in sorted(self.live.iterdir()):
+                if directory.name not in wanted:
+                    remove_tree(directory) if directory.is_dir() else directory.unlink()
+                    continue
+                for entry in directory.iterdir():
+                    if entry.is_dir() and entry.name != str(number):
+                        remove_tree(entry)
+
+    def _reload(self, client: Any, release: Release | None, wanted: list[str], report: Report, journal: bool) -> None:
+        """Switch Triton to ``release`` in three passes so one ensemble request never runs steps
+        of two releases: (1) models that differ load the release's version — a model that an
+        ensemble served right now runs keeps its old version loaded beside the new one; (2) the
+        ensembles load, their steps pinned to the release's version; (3) the old versions kept in
+        (1) are retired. Unversioned requests to a model go to its newest loaded version, so each
+        is answered by one release too. Then models outside the release are unloaded.
+
+        Each model's files and config go into ``live/`` just before its own load, never earlier:
+        Triton re-reads the configs on disk of an ensemble's steps (and reloads the ensembles over
+        a step) whenever it loads one of them."""
+        versions, configs = served(client)
+        expected = self._expected(release)
+        number = release.number if release is not None else 0
+        source = self.store.path(number) if release is not None else self.live
+        steps = ensemble_steps(self.live)  # what the ensembles served right now run
+        ensembles = [m for m in wanted if expected[m].get("platform") == "ensemble"]
+        kept: list[str] = []
+
+        def load(model: str, loaded: list[int], message: str) -> None:
+            report(message)
+            self._install(source, model, number, loaded)
+            load_model(client, model, context=f"version {', '.join(str(v) for v in loaded)}")
+            if journal:
+                self.journal.step(f"loaded {model}/{loaded}")
+            report(f"loaded {model} version {', '.join(str(v) for v in loaded)}")
+
+        for model in wanted:
+            if model in ensembles or not differences({model: expected[model]}, number, versions, configs, {}):
+                continue
+            old = sorted(v for v in versions.get(model, set()) - {number} if (self.live / model / str(v)).is_dir())
+            if model in steps and old:
+                kept.append(model)
+            load(model, sorted({number, *old}) if model in steps else [number], f"loading {model} version {number}")
+        for model in ensembles:
+            if differences({model: expected[model]}, number, versions, configs, {}) or kept:
+                load(model, [number], f"switching ensemble {model} to version {number}")
+        for model in kept:
+            load(model, [number], f"retiring the old versions of {model}")
+        for model in sorted(set(versions) - set(wanted)):
+            if versions[model]:
+                report(f"unloading {model}")
+                unload_model(client, model)
+                if journal:
+                    self.journal.step(f"unloaded {model}")
+
+    def drift(self, release: Release | None, client: Any | None) -> list[str]:
+        """Differences between the record (``release``) and Triton (when reachable) and ``live/``."""
+        expected = self._expected(release)
+        number = release.number if release is not None else None
+        live_problems: dict[str, str] = {}
+        for model in expected:
+            directory = self.live / model
+            if not (directory / str(number)).is_dir():
+                live_problems[model] = f"{directory / str(number)} is missing"
+                continue
+            others = sorted(e.name for e in directory.iterdir() if e.is_dir() and e.name != str(number))
+            if others:
+                live_problems[model] = f"live/ also holds version {', '.join(others)}"
+            elif read_bytes(directory / "config.pbtxt") != self._live_text(model, number or 0):
+                live_problems[model] = "live/ config.pbtxt is not the release's"
+        if self.live.exists():
+            for extra in sorted(p.name for p in self.live.iterdir() if p.name not in expected):
+                live_problems[extra] = "live/ holds a model that is not part of the record"
+        if client is None:
+            return differences({}, number, {}, {}, live_problems)
+        versions, configs = served(client)
+        return differences(expected, number, versions, configs, live_problems)
 
     def _watch(self, number: int, seconds: float, report: Callable[[str], None]) -> list[Verdict]:
         """Two reads of Triton's metrics :attr:`metrics_url`, ``seconds`` apart, judged per model
@@ -155,86 +415,22 @@ class LocalEnvironment(Environment):
 
     # ------------------------------------------------------------------ internals
 
-    def _undo(
-        self,
-        client: Any,
-        switched: list[str],
-        previous: Release | None,
-        added: list[Path],
-        report: Callable[[str], None],
-    ) -> None:
-        old = self.store.path(previous.number) if previous is not None else None
-        for model in reversed(switched):
-            if old is not None and previous is not None and model in previous.models:
-                report(f"reloading {model} at version {previous.number}")
-                _install_config(old / model / "config.pbtxt", self.live / model / "config.pbtxt")
-                _load(client, model, old / model / "config.pbtxt", previous.number)
-            else:
-                (self.live / model / "config.pbtxt").unlink(missing_ok=True)
-                unload_model(client, model)
-        for path in added:
-            remove_tree(path)
-            if path.parent.exists() and not any(path.parent.iterdir()):
-                path.parent.rmdir()
+    def _expected(self, release: Release | None) -> dict[str, dict[str, Any]]:
+        if release is None:
+            return {}
+        models = repository_models(self.store.path(release.number))
+        return {model: config_json(self._live_text(model, release.number)) for model in models}
 
-    def _settle(
-        self, target: Release, previous: Release | None, models: list[str], url: str, report: Callable[[str], None]
-    ) -> None:
-        """After every model switched: old version directories gone, dropped models unloaded."""
-        for model in models:
-            for entry in (self.live / model).iterdir():
-                if entry.is_dir() and entry.name != str(target.number):
-                    remove_tree(entry)
-        dropped = sorted(set(previous.models) - set(target.models)) if previous else []
-        if dropped:
-            client = _connect(url)
-            try:
-                for model in dropped:
-                    report(f"unloading {model} (not in {target.name})")
-                    unload_model(client, model)
-                    remove_tree(self.live / model)
-            finally:
-                client.close()
+    def _live_text(self, model: str, number: int) -> bytes:
+        return live_config(self.store.path(number), model, number, [number])
 
-
-def _connect(url: str) -> Any:
-    import tritonclient.http as httpclient
-
-    client = httpclient.InferenceServerClient(url, network_timeout=300.0)
-    try:
-        live = client.is_server_live()
-    except Exception as exc:
-        client.close()
-        raise ServerError(
-            f"cannot reach the local Triton at {url}: {exc}", hint="start it with 'tritonkit serve --env local'"
-        ) from exc
-    if not live:
-        client.close()
-        raise ServerError(f"Triton at {url} is not live", hint="check 'tritonkit serve --env local'")
-    return client
-
-
-def _load(client: Any, model: str, config_file: Path, version: int) -> None:
-    config = json.loads(json_format.MessageToJson(parse(config_file.read_text()), preserving_proto_field_name=True))
-    config["version_policy"] = {"specific": {"versions": [version]}}
-    load_model(client, model, config, context=f"version {version}")
-
-
-def _install_config(source: Path, target: Path) -> None:
-    """Copy a config.pbtxt into the live repository atomically (read-only)."""
-    temp = target.with_name(".config.pbtxt.new")
-    shutil.copyfile(source, temp)
-    os.chmod(temp, 0o444)
-    os.replace(temp, target)
-
-
-def _link_tree(source: Path, target: Path) -> None:
-    """Hard-link ``source`` into ``target`` (copy where links cannot cross filesystems)."""
-
-    def link(src: str, dst: str) -> None:
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copy2(src, dst)
-
-    shutil.copytree(source, target, copy_function=link)
+    def _install(self, source: Path, model: str, number: int, versions: list[int]) -> None:
+        """Release ``number``'s version directory (hard links) and its config, serving ``versions``,
+        in ``live/<model>``; files already right are left alone."""
+        version_dir = self.prepare() / model / str(number)
+        if not version_dir.exists():
+            link_tree(source / model / str(number), version_dir)
+        config = self.live / model / "config.pbtxt"
+        text = live_config(source, model, number, versions)
+        if read_bytes(config) != text:
+            write_config(text, config)

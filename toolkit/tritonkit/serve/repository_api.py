@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from http.client import HTTPException
 from typing import Any
 
 from tritonkit.errors import ServerError
@@ -39,11 +40,30 @@ def load_model(
     from tritonclient.utils import InferenceServerException
 
     text = config if isinstance(config, str) or config is None else json.dumps(config)
+    what = f"model '{model}'" + (f" {context}" if context else "")
     try:
         client.load_model(model, config=text) if text is not None else client.load_model(model)
     except InferenceServerException as exc:
-        what = f"model '{model}'" + (f" {context}" if context else "")
-        raise ServerError(f"{what} failed to load: {exc.message()}", hint=hint) from exc
+        raise ServerError(f"{what} failed to load: {one_line(exc.message())}", hint=hint) from exc
+    except (OSError, HTTPException) as exc:  # the server died or went away during the load
+        raise ServerError(
+            f"{what}: lost the connection to Triton while loading ({type(exc).__name__}: {exc})",
+            hint=hint or "check that tritonserver is still running (its log says why it stopped)",
+        ) from exc
+
+
+def one_line(text: str) -> str:
+    """Triton's reason as one line: a Python model's error carries its traceback (``At:`` and one
+    line per frame); the first line holds the exception, the frames belong in Triton's log."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    if not lines:
+        return ""
+    first = lines[0]
+    for line in lines[1:]:
+        if line in ("At:", "Traceback (most recent call last):") or line.startswith(("/", "File ", "At:")):
+            break
+        first = f"{first} {line}"
+    return first[:500]
 
 
 def unload_model(client: Any, model: str) -> None:
@@ -57,4 +77,6 @@ def unload_model(client: Any, model: str) -> None:
     try:
         client.unload_model(model)
     except InferenceServerException as exc:
-        raise ServerError(f"model '{model}' failed to unload: {exc.message()}") from exc
+        raise ServerError(f"model '{model}' failed to unload: {one_line(exc.message())}") from exc
+    except (OSError, HTTPException) as exc:
+        raise ServerError(f"model '{model}': lost the connection to Triton while unloading ({exc})") from exc

@@ -1,0 +1,275 @@
+"""Promotion as a transaction (issue 17, items 1 and 2): kill -9 at several points, two promotes at
+once, a release that fails in ``initialize`` under load, and status compared with what Triton serves."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+from click.testing import CliRunner
+
+from tests.helpers import copy_example
+from tritonkit import Endpoints, TritonServer, build_repository, load_spec
+from tritonkit.cli import main
+from tritonkit.deploy.live import live_config
+from tritonkit.deploy.local import LocalEnvironment
+from tritonkit.release.store import ReleaseStore
+from tritonkit.serve.server import free_port, repository_models
+
+# Sorts after classifier and postprocess: before the proof on a scratch server, classifier and
+# postprocess were already switched to v3 (and answering) when this model failed.
+VALIDATOR = """
+class TritonPythonModel:
+    def initialize(self, args):
+        raise RuntimeError("this model never loads")
+"""
+
+VALIDATOR_SPEC = """
+  - name: validator
+    kind: python
+    path: models/validator
+    max_batch_size: 8
+    inputs:
+      - {name: x, dtype: FP32, dims: [1]}
+    outputs:
+      - {name: y, dtype: FP32, dims: [1]}
+"""
+
+# Runs one promotion in its own process and SIGKILLs itself when a progress message starts with
+# the given text: a kill at an exact point, without hooks in the library.
+DRIVER = """
+import os, signal, sys
+from pathlib import Path
+from tritonkit.deploy.live import live_config
+from tritonkit.deploy.local import LocalEnvironment
+from tritonkit.release.store import ReleaseStore
+store, url, number, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+def progress(event):
+    print(event.message, flush=True)
+    if kill_at and event.message.startswith(kill_at):
+        os.kill(os.getpid(), signal.SIGKILL)
+env = LocalEnvironment(ReleaseStore(Path(store)), url=url)
+entry = env.promote(number, progress=progress)
+print("done", entry.to_release, flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> ReleaseStore:
+    """v1 = the example, v2 = another batching delay, v3 = v2 plus a model that cannot load."""
+    project = tmp_path_factory.mktemp("transaction") / "project"
+    copy_example(project)
+    cache = project.parent / "cache"
+    releases = ReleaseStore(project / "releases")
+    spec = project / "tritonkit.yaml"
+
+    def release() -> None:
+        releases.create(build_repository(load_spec(spec), project / "dist", cache_dir=cache).path)
+
+    release()
+    spec.write_text(spec.read_text().replace("max_queue_delay_microseconds: 2000", "max_queue_delay_microseconds: 700"))
+    release()
+    (project / "models" / "validator").mkdir()
+    (project / "models" / "validator" / "model.py").write_text(VALIDATOR)
+    spec.write_text(spec.read_text() + VALIDATOR_SPEC)
+    release()
+    return releases
+
+
+@pytest.fixture(scope="module")
+def local(store: ReleaseStore) -> Iterator[tuple[LocalEnvironment, TritonServer]]:
+    env = LocalEnvironment(store)
+    server = TritonServer(
+        env.prepare(), endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()), models=[]
+    )
+    server.start()
+    env.url = server.endpoints.http_url.removeprefix("http://")
+    yield env, server
+    server.stop()
+
+
+class _Load:
+    """Two threads sending unpinned requests, counting answers per model version."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.stop = url, threading.Event()
+        self.versions: Counter[str] = Counter()
+        self.failures: list[str] = []
+        self.threads = [threading.Thread(target=self._run) for _ in range(2)]
+
+    def _run(self) -> None:
+        client = httpclient.InferenceServerClient(self.url)
+        tensor = httpclient.InferInput("features", [1, 4], "FP32")
+        tensor.set_data_from_numpy(np.zeros((1, 4), dtype=np.float32))
+        while not self.stop.is_set():
+            try:
+                self.versions[client.infer("classifier", [tensor]).get_response()["model_version"]] += 1
+            except Exception as exc:  # every failure is counted
+                self.failures.append(str(exc))
+
+    def __enter__(self) -> _Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+
+def _served_versions(url: str) -> dict[str, set[str]]:
+    client = httpclient.InferenceServerClient(url)
+    served: dict[str, set[str]] = {}
+    for item in client.get_model_repository_index():
+        if item.get("state") == "READY":
+            served.setdefault(item["name"], set()).add(item["version"])
+    client.close()
+    return served
+
+
+def _drive(env: LocalEnvironment, number: int, kill_at: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", DRIVER, str(env.store.root), env.url, str(number), kill_at],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _ensure(env: LocalEnvironment, number: int) -> None:
+    current = env.current()
+    if current is None or current.number != number:
+        env.promote(number)
+
+
+def test_a_release_failing_in_initialize_answers_no_request(local: tuple[LocalEnvironment, TritonServer]) -> None:
+    env, _ = local
+    _ensure(env, 1)
+    _ensure(env, 2)
+    spec = env.store.root.parent / "tritonkit.yaml"
+    with _Load(env.url) as load:
+        time.sleep(0.5)
+        result = CliRunner().invoke(main, ["promote", "v3", "--env", "local", "--url", env.url, "-f", str(spec)])
+        time.sleep(0.5)
+    assert result.exit_code == 8, result.output
+    assert load.failures == [], load.failures[:3]
+    assert set(load.versions) == {"2"}, load.versions  # not one request answered by v3
+    error = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "RuntimeError: this model never loads" in error[0], result.output
+    assert "Traceback" not in result.output and "At:" not in result.output and "model.py(" not in result.output
+    state = env.status()
+    assert state.current is not None and state.current.name == "v2" and state.differences == []
+    assert env.history()[-1].outcome.startswith("failed:")
+
+
+@pytest.mark.parametrize(
+    ("kill_at", "outcome"),
+    [
+        ("journal written", "undone"),  # before any change
+        ("proving", "undone"),  # while the scratch Triton starts: it must not be left behind
+        ("loaded classifier", "undone"),  # after the first model switched, the rest not
+        ("settling", "finished"),  # after the outcome was recorded, before live/ was tidied
+    ],
+)
+def test_a_killed_promotion_is_finished_or_undone_by_the_next_command(
+    local: tuple[LocalEnvironment, TritonServer], kill_at: str, outcome: str
+) -> None:
+    env, _ = local
+    _ensure(env, 1)
+    killed = _drive(env, 2, kill_at)
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    assert env.journal.read() is not None  # left behind on purpose
+    state = env.status()  # the next command: recovers first, then compares
+    expected = "v1" if outcome == "undone" else "v2"
+    assert state.current is not None and state.current.name == expected
+    assert state.differences == [], state.differences
+    assert env.journal.read() is None
+    last = env.history()[-1]
+    assert last.to_release == "v2" and (last.ok if outcome == "finished" else "interrupted" in last.outcome)
+    served = _served_versions(env.url)
+    assert served["classifier"] == {expected[1:]} and served["classify"] == {expected[1:]}
+    assert not _scratch_servers(env.store.path(2)), "the killed promotion's scratch Triton still runs"
+    assert sorted(p.name for p in (env.live / "classifier").iterdir()) == [expected[1:], "config.pbtxt"]
+
+
+def test_a_killed_promotion_is_undone_on_disk_before_serve_starts(local: tuple[LocalEnvironment, TritonServer]) -> None:
+    """The issue's restart case: classifier loaded v2's files with v1's config after a kill."""
+    env, server = local
+    _ensure(env, 1)
+    killed = _drive(env, 2, "loaded postprocess")
+    assert killed.returncode == -9
+    server.stop()
+    try:
+        env.recover()  # what 'serve --env local' does before Triton starts
+        for model in repository_models(env.live):
+            versions = sorted(p.name for p in (env.live / model).iterdir() if p.is_dir())
+            assert versions == ["1"], (model, versions)
+            release_config = live_config(env.store.path(1), model, 1, [1])  # v1's, pinned to version 1
+            assert (env.live / model / "config.pbtxt").read_bytes() == release_config
+    finally:
+        server.models = repository_models(env.live)
+        server.start()
+        server.models = []
+    state = env.status()
+    assert state.current.name == "v1" and state.differences == []  # type: ignore[union-attr]
+
+
+def test_two_concurrent_promotions_serialize(local: tuple[LocalEnvironment, TritonServer]) -> None:
+    env, _ = local
+    _ensure(env, 1)
+    args = [sys.executable, "-m", "tritonkit", "promote", "v2", "--env", "local", "--url", env.url]
+    args += ["--store", str(env.store.root)]
+    runs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+    time.sleep(0.3)
+    runs.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [run.communicate(timeout=600) for run in runs]
+    # one promotes; the other waits for the lock, then finds v2 served: exit 10, one line, no traceback
+    assert sorted(run.returncode for run in runs) == [0, 10], outputs
+    refused = outputs[[run.returncode for run in runs].index(10)]
+    assert "already serves v2" in refused[1] and "Traceback" not in refused[1], refused
+    state = env.status()
+    assert state.current.name == "v2" and state.differences == [], state.differences  # type: ignore[union-attr]
+    assert [p.ok for p in env.history() if p.to_release == "v2"][-1]
+
+
+def test_status_reports_what_differs_and_repair_fixes_it(local: tuple[LocalEnvironment, TritonServer]) -> None:
+    env, server = local
+    _ensure(env, 2)
+    server.load_model("classifier")  # behind tritonkit's back: the on-disk config without a version policy
+    client = httpclient.InferenceServerClient(env.url)
+    client.unload_model("postprocess")
+    client.close()
+    spec = env.store.root.parent / "tritonkit.yaml"
+    runner = CliRunner()
+    shown = runner.invoke(main, ["status", "--env", "local", "--url", env.url, "-f", str(spec)])
+    assert shown.exit_code == 8 and "postprocess: not ready, the record says version 2" in shown.output, shown.output
+    fixed = runner.invoke(main, ["repair", "--env", "local", "--url", env.url, "-f", str(spec)])
+    assert fixed.exit_code == 0 and "fixed: postprocess" in fixed.output, fixed.output
+    again = runner.invoke(main, ["status", "--env", "local", "--url", env.url, "-f", str(spec)])
+    assert again.exit_code == 0 and "differs" not in again.output, again.output
+
+
+def _scratch_servers(repository: Path) -> list[int]:
+    """tritonservers on ``repository``, and orphaned processes (a model stub) running its files."""
+    root = str(repository.resolve()).encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                args = (proc / "cmdline").read_bytes().split(b"\0")
+                parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            orphan = parent == 1 and any(arg.startswith(root + b"/") for arg in args[1:])
+            if b"--model-repository=" + root in args or orphan:
+                found.append(int(proc.name))
+    return found
