@@ -17,7 +17,7 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 from tritonkit.spec import dtypes
 from tritonkit.spec.intent import queue_policy
-from tritonkit.spec.schema import ModelBase, TensorSpec
+from tritonkit.spec.schema import DynamicBatching, ModelBase, TensorSpec, Warmup
 
 
 def model_config(
@@ -59,23 +59,7 @@ def model_config(
             out.reshape.SetInParent()
         config.output.append(out)
     if model.dynamic_batching is not None:
-        spec = model.dynamic_batching
-        batching = pb.ModelDynamicBatching(
-            max_queue_delay_microseconds=spec.max_queue_delay_microseconds,
-            preferred_batch_size=spec.preferred_batch_size,
-            preserve_ordering=spec.preserve_ordering,
-        )
-        if spec.default_queue_policy is not None:
-            policy = spec.default_queue_policy
-            batching.default_queue_policy.CopyFrom(
-                pb.ModelQueuePolicy(
-                    timeout_action=pb.ModelQueuePolicy.TimeoutAction.Value(policy.timeout_action),
-                    default_timeout_microseconds=policy.default_timeout_microseconds,
-                    allow_timeout_override=policy.allow_timeout_override,
-                    max_queue_size=policy.max_queue_size,
-                )
-            )
-        config.dynamic_batching.CopyFrom(batching)
+        config.dynamic_batching.CopyFrom(_batching(model.dynamic_batching))
     _admission(config, model)
     for group in model.instance_group:
         config.instance_group.append(
@@ -85,27 +69,49 @@ def model_config(
                 gpus=group.gpus or [],
             )
         )
-    for warmup in model.model_warmup:
-        entry = pb.ModelWarmup(name=warmup.name, batch_size=warmup.batch_size, count=warmup.count)
-        for tensor in inputs:
-            if tensor.optional:
-                continue
-            sample = pb.ModelWarmup.Input(
-                data_type=pb.DataType.Value(dtypes.config_type(tensor.dtype)),
-                # warm-up data needs concrete dims; a variable dim gets a size of 1
-                dims=[d if d > 0 else 1 for d in config_dims(tensor.dims)],
-            )
-            if warmup.data == "zero":
-                sample.zero_data = True
-            else:
-                sample.random_data = True
-            entry.inputs[tensor.name].CopyFrom(sample)
-        config.model_warmup.append(entry)
+    config.model_warmup.extend(_warmup(warmup, inputs) for warmup in model.model_warmup)
     for key in sorted(model.parameters):
         value = model.parameters[key]
         text = str(value).lower() if isinstance(value, bool) else str(value)
         config.parameters[key].string_value = text
     return config
+
+
+def _batching(spec: DynamicBatching) -> pb.ModelDynamicBatching:
+    batching = pb.ModelDynamicBatching(
+        max_queue_delay_microseconds=spec.max_queue_delay_microseconds,
+        preferred_batch_size=spec.preferred_batch_size,
+        preserve_ordering=spec.preserve_ordering,
+    )
+    if spec.default_queue_policy is not None:
+        policy = spec.default_queue_policy
+        batching.default_queue_policy.CopyFrom(
+            pb.ModelQueuePolicy(
+                timeout_action=pb.ModelQueuePolicy.TimeoutAction.Value(policy.timeout_action),
+                default_timeout_microseconds=policy.default_timeout_microseconds,
+                allow_timeout_override=policy.allow_timeout_override,
+                max_queue_size=policy.max_queue_size,
+            )
+        )
+    return batching
+
+
+def _warmup(warmup: Warmup, inputs: Sequence[TensorSpec]) -> pb.ModelWarmup:
+    entry = pb.ModelWarmup(name=warmup.name, batch_size=warmup.batch_size, count=warmup.count)
+    for tensor in inputs:
+        if tensor.optional:
+            continue
+        sample = pb.ModelWarmup.Input(
+            data_type=pb.DataType.Value(dtypes.config_type(tensor.dtype)),
+            # warm-up data needs concrete dims; a variable dim gets a size of 1
+            dims=[d if d > 0 else 1 for d in config_dims(tensor.dims)],
+        )
+        if warmup.data == "zero":
+            sample.zero_data = True
+        else:
+            sample.random_data = True
+        entry.inputs[tensor.name].CopyFrom(sample)
+    return entry
 
 
 def config_dims(dims: Sequence[int]) -> list[int]:

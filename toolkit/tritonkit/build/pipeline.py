@@ -19,6 +19,9 @@ Example:
     >>> result = build_repository(load_spec(Path("model_repository/tritonkit.yaml")), Path("dist"))
     >>> result.path, result.digest
     (PosixPath('dist/demo-3f2a9c1b7e4d'), 'sha256:3f2a...')
+
+Length: a little over 400 lines: planning, the cache (entries, manifests, hard links) and
+staging are one sequence whose failure paths must see each other's state.
 """
 
 from __future__ import annotations

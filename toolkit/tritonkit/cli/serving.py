@@ -119,30 +119,9 @@ def serve(
     endpoints = Endpoints(host, http_port, grpc_port, metrics_port)
     check_ports_free(endpoints)  # before verifying: a busy port is known now, with its holder
 
-    env = None
-    if env_name is not None:
-        env = open_env(spec_file, None, env_name, f"{host}:{http_port}")
-        if env_name == "local" and not (env.store.root / "index.json").is_file():
-            # not a project directory: create nothing rather than serve an empty store silently
-            raise UsageError(
-                f"no release store at {env.store.root} (no releases yet)",
-                hint="run in the project (the store is releases/ beside the spec; -f names the spec, "
-                "$TRITONKIT_STORE a store), or make one with 'tritonkit build' and 'tritonkit release'",
-            )
-        root = env.serving_root()  # a mutable view of immutable releases: each is verified when promoted
-        # A promotion killed mid-way left live/ between two releases: put it back to the record
-        # before Triton reads it (nothing serves it yet, so this only touches files).
-        recovered = env.recover()
-        if recovered:
-            err_console.print(f"[yellow]{recovered}[/]", highlight=False)
-        no_verify = True
-        if not any(root.iterdir()):
-            err_console.print(
-                f"nothing promoted to local yet: Triton will serve no model until "
-                f"'tritonkit promote vN --env local' ({len(env.store.releases())} release(s) in {env.store.root})",
-                highlight=False,
-                soft_wrap=True,
-            )
+    env = _local_environment(spec_file, env_name, f"{host}:{http_port}") if env_name is not None else None
+    if env is not None:
+        root, no_verify = env.serving_root(), True  # live/: each release was verified when promoted
     else:
         root = resolve_repository(path, spec_file)
     if not no_verify:
@@ -168,17 +147,7 @@ def serve(
     except KeyboardInterrupt:
         err_console.print("interrupted while starting; Triton stopped")
         sys.exit(130)
-    table = Table(title=f"Triton ready in {time.perf_counter() - t0:.1f}s (pid {server.pid})", title_justify="left")
-    table.add_column("endpoint")
-    table.add_column("address")
-    table.add_row("HTTP", server.endpoints.http_url)
-    table.add_row("gRPC", server.endpoints.grpc_url)
-    table.add_row("metrics", server.endpoints.metrics_url)
-    table.add_row("models", ", ".join(server.models))
-    table.add_row("log", str(server.log_file))
-    console.print(table)
-    console.print("Ctrl-C to stop")
-    _flush()
+    _print_ready(server, time.perf_counter() - t0)
 
     def before_restart() -> None:
         if env is not None:
@@ -206,6 +175,46 @@ def serve(
         code = server.stop(timeout=10.0)
         console.print(f"stopped (exit code {code})")
         _flush()
+
+
+def _local_environment(spec_file: Path, env_name: str, url: str) -> Any:
+    """The environment ``serve --env`` serves, with an interrupted promotion put back first."""
+    env = open_env(spec_file, None, env_name, url)
+    if env_name == "local" and not (env.store.root / "index.json").is_file():
+        # not a project directory: create nothing rather than serve an empty store silently
+        raise UsageError(
+            f"no release store at {env.store.root} (no releases yet)",
+            hint="run in the project (the store is releases/ beside the spec; -f names the spec, "
+            "$TRITONKIT_STORE a store), or make one with 'tritonkit build' and 'tritonkit release'",
+        )
+    root = env.serving_root()
+    # A promotion killed mid-way left live/ between two releases: put it back to the record
+    # before Triton reads it (nothing serves it yet, so this only touches files).
+    recovered = env.recover()
+    if recovered:
+        err_console.print(f"[yellow]{recovered}[/]", highlight=False)
+    if not any(root.iterdir()):
+        err_console.print(
+            f"nothing promoted to local yet: Triton will serve no model until "
+            f"'tritonkit promote vN --env local' ({len(env.store.releases())} release(s) in {env.store.root})",
+            highlight=False,
+            soft_wrap=True,
+        )
+    return env
+
+
+def _print_ready(server: Any, seconds: float) -> None:
+    table = Table(title=f"Triton ready in {seconds:.1f}s (pid {server.pid})", title_justify="left")
+    table.add_column("endpoint")
+    table.add_column("address")
+    table.add_row("HTTP", server.endpoints.http_url)
+    table.add_row("gRPC", server.endpoints.grpc_url)
+    table.add_row("metrics", server.endpoints.metrics_url)
+    table.add_row("models", ", ".join(server.models))
+    table.add_row("log", str(server.log_file))
+    console.print(table)
+    console.print("Ctrl-C to stop")
+    _flush()
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -24,6 +24,9 @@ Example:
     >>> release, created = store.create(Path("dist/demo"))
     >>> release.name, release.changed
     ('v1', ['classifier', 'postprocess'])
+
+Length: a little over 400 lines, kept in one file on purpose: the index's hash chain, its
+repair, and the operations that append to it (create, export) must agree on one format.
 """
 
 from __future__ import annotations
