@@ -21,6 +21,26 @@ from tritonkit.events import Event
 from tritonkit.spec import SPEC_FILE
 
 
+def _load_options(command: Any) -> Any:
+    """What the load is and which meter measures it: shared by bench and tune."""
+    command = click.option(
+        "--shape", "shapes", multiple=True, metavar="NAME:D1,D2", help="Size of variable dims (repeatable)."
+    )(command)
+    command = click.option(
+        "--input-data",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Real inputs: a .npy file, a directory of <input>.npy / <input>.txt, or perf_analyzer JSON.",
+    )(command)
+    return click.option(
+        "--engine",
+        type=click.Choice(["auto", "perf_analyzer", "builtin"]),
+        default="auto",
+        show_default=True,
+        help="Meter: NVIDIA's perf_analyzer (auto: when installed) or the built-in Python load generator.",
+    )(command)
+
+
 @click.command()
 @click.argument("model")
 @click.option(
@@ -38,20 +58,7 @@ from tritonkit.spec import SPEC_FILE
 @click.option("--max-windows", default=10, show_default=True)
 @click.option("--processes", type=int, default=None, help="Load worker processes (default: by load level).")
 @click.option("--report", "report_dir", type=click.Path(path_type=Path), help="Write bench.png and bench.html here.")
-@click.option(
-    "--engine",
-    type=click.Choice(["auto", "perf_analyzer", "builtin"]),
-    default="auto",
-    show_default=True,
-    help="Meter: NVIDIA's perf_analyzer (auto: when installed) or the built-in Python load generator.",
-)
-@click.option(
-    "--input-data",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Real inputs: a .npy file, a directory of <input>.npy / <input>.txt, or perf_analyzer JSON.",
-)
-@click.option("--shape", "shapes", multiple=True, metavar="NAME:D1,D2", help="Size of variable dims (repeatable).")
+@_load_options
 @json_option
 def bench(
     model: str,
@@ -177,20 +184,7 @@ def bench_point(point: Any) -> dict[str, Any]:
     "--report", "report_dir", type=click.Path(path_type=Path), help="Report folder (default reports/tune-MODEL)."
 )
 @click.option("--yes", is_flag=True, help="Write the winning settings into the spec without asking.")
-@click.option(
-    "--engine",
-    type=click.Choice(["auto", "perf_analyzer", "builtin"]),
-    default="auto",
-    show_default=True,
-    help="Meter: NVIDIA's perf_analyzer (auto: when installed) or the built-in Python load generator.",
-)
-@click.option(
-    "--input-data",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Real inputs: a .npy file, a directory of <input>.npy / <input>.txt, or perf_analyzer JSON.",
-)
-@click.option("--shape", "shapes", multiple=True, metavar="NAME:D1,D2", help="Size of variable dims (repeatable).")
+@_load_options
 @json_option
 def tune(
     model: str,

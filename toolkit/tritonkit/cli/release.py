@@ -114,6 +114,13 @@ _url_option = click.option(
 )
 
 
+def _environment_options(command: Any) -> Any:
+    """--env, --url, -f, --store and --json: what every environment command takes."""
+    for option in (json_option, _store_option, _spec_option, _url_option, _env_option):
+        command = option(command)
+    return command
+
+
 @click.command()
 @click.argument("name")
 @_env_option
@@ -155,11 +162,7 @@ def promote(
 
 
 @click.command()
-@_env_option
-@_url_option
-@_spec_option
-@_store_option
-@json_option
+@_environment_options
 def rollback(env_name: str, url: str, spec_file: Path, store: Path | None) -> None:
     """Switch environment ENV back to the release it served before the current one."""
     env = open_env(spec_file, store, env_name, url)
@@ -170,11 +173,7 @@ def rollback(env_name: str, url: str, spec_file: Path, store: Path | None) -> No
 
 
 @click.command()
-@_env_option
-@_url_option
-@_spec_option
-@_store_option
-@json_option
+@_environment_options
 def status(env_name: str, url: str, spec_file: Path, store: Path | None) -> None:
     """Show the release ENV serves, its history, and where the server disagrees with the record.
 
@@ -215,11 +214,7 @@ def status(env_name: str, url: str, spec_file: Path, store: Path | None) -> None
 
 
 @click.command()
-@_env_option
-@_url_option
-@_spec_option
-@_store_option
-@json_option
+@_environment_options
 def repair(env_name: str, url: str, spec_file: Path, store: Path | None) -> None:
     """Make ENV serve exactly the release its record names (finishing any interrupted promotion)."""
     env = open_env(spec_file, store, env_name, url)

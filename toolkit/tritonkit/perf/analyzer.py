@@ -199,33 +199,21 @@ def run_point(
     """
     with tempfile.TemporaryDirectory(prefix="tritonkit-pa-") as scratch:
         csv_file = Path(scratch) / "point.csv"
+
+        def args(windows: int, stability_percent: int) -> list[str]:
+            return command(analyzer, model, address, protocol, mode, level, shapes=shapes, batch_size=batch_size,
+                           window_s=window_s, max_windows=windows, poisson=poisson,
+                           stability_percent=stability_percent, csv_file=csv_file, input_data=input_data)  # fmt: skip
+
         stable = True
-        done = _run(analyzer, model, address, protocol, mode, level, shapes, batch_size, window_s, max_windows,
-                    poisson, 10, csv_file, input_data)  # fmt: skip
+        done = _run(analyzer, args(max_windows, 10), model, window_s * (max(3, max_windows) + 4) + 60)
         if done.returncode != 0 and "stable measurement" in done.stdout + done.stderr:
             stable = False  # measure once more with the bar lifted: an unstable point is still a point
-            done = _run(analyzer, model, address, protocol, mode, level, shapes, batch_size, window_s, 3,
-                        poisson, 1000, csv_file, input_data)  # fmt: skip
+            done = _run(analyzer, args(3, 1000), model, window_s * 7 + 60)
         if done.returncode != 0 or not csv_file.is_file():
             raise ServerError(
                 f"perf_analyzer failed on '{model}' at {mode} {level:g}: {_first_error(done)}",
-                hint="check the model with 'tritonkit infer'; reproduce: "
-                + " ".join(
-                    command(
-                        analyzer,
-                        model,
-                        address,
-                        protocol,
-                        mode,
-                        level,
-                        shapes=shapes,
-                        batch_size=batch_size,
-                        window_s=window_s,
-                        max_windows=max_windows,
-                        poisson=poisson,
-                        csv_file=csv_file,
-                    )
-                ),  # fmt: skip
+                hint="check the model with 'tritonkit infer'; reproduce: " + " ".join(args(max_windows, 10)),
             )
         row = parse_csv(csv_file.read_text())
     requests = re.findall(r"Request count: (\d+)", done.stdout)
@@ -239,26 +227,7 @@ def run_point(
     )
 
 
-def _run(
-    analyzer: Analyzer,
-    model: str,
-    address: str,
-    protocol: str,
-    mode: str,
-    level: float,
-    shapes: dict[str, list[int]],
-    batch_size: int,
-    window_s: float,
-    max_windows: int,
-    poisson: bool,
-    stability_percent: int,
-    csv_file: Path,
-    input_data: Path | None,
-) -> subprocess.CompletedProcess[str]:
-    args = command(analyzer, model, address, protocol, mode, level, shapes=shapes, batch_size=batch_size,
-                   window_s=window_s, max_windows=max_windows, poisson=poisson,
-                   stability_percent=stability_percent, csv_file=csv_file, input_data=input_data)  # fmt: skip
-    timeout = window_s * (max(3, max_windows) + 4) + 60
+def _run(analyzer: Analyzer, args: list[str], model: str, timeout: float) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=analyzer.environment())
     except subprocess.TimeoutExpired as exc:
