@@ -14,8 +14,8 @@ import pytest
 import tritonclient.http as httpclient
 from click.testing import CliRunner
 
-from tests.helpers import copy_example
-from tritonkit import Endpoints, TritonServer, build_repository, load_spec
+from tests.integration.promotion import served_local, three_releases
+from tritonkit import TritonServer
 from tritonkit.cli import main
 from tritonkit.deploy import open_environment
 from tritonkit.deploy.local import LocalEnvironment
@@ -43,36 +43,14 @@ BROKEN_SPEC = """
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> ReleaseStore:
-    """v1 = the example, v2 = another batching delay, v3 = v2 plus a model that cannot load."""
-    project = tmp_path_factory.mktemp("promote") / "project"
-    copy_example(project)
-    cache = project.parent / "cache"
-    releases = ReleaseStore(project / "releases")
-    spec = project / "tritonkit.yaml"
-
-    def release() -> None:
-        releases.create(build_repository(load_spec(spec), project / "dist", cache_dir=cache).path)
-
-    release()
-    spec.write_text(spec.read_text().replace("max_queue_delay_microseconds: 2000", "max_queue_delay_microseconds: 700"))
-    release()
-    (project / "models" / "broken").mkdir()
-    (project / "models" / "broken" / "model.py").write_text(BROKEN_MODEL)
-    spec.write_text(spec.read_text() + BROKEN_SPEC)
-    release()
-    return releases
+    """v1 = the example, v2 = another batching delay, v3 = v2 plus 'broken'."""
+    return three_releases(tmp_path_factory.mktemp("promote") / "project", "broken", BROKEN_MODEL, BROKEN_SPEC)
 
 
 @pytest.fixture(scope="module")
 def local(store: ReleaseStore) -> Iterator[tuple[LocalEnvironment, TritonServer]]:
-    env = LocalEnvironment(store)
-    server = TritonServer(
-        env.prepare(), endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()), models=[]
-    )
-    server.start()
-    env.url = server.endpoints.http_url.removeprefix("http://")
-    yield env, server
-    server.stop()
+    with served_local(store) as served:
+        yield served
 
 
 class _Load:

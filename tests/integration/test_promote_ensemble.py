@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from tritonkit import Endpoints, TritonServer, build_repository, load_spec
+from tests.integration.promotion import served_local
+from tritonkit import TritonServer, build_repository, load_spec
 from tritonkit.deploy.local import LocalEnvironment
 from tritonkit.release.store import ReleaseStore
-from tritonkit.serve.server import free_port
 
 SPEC = """
 name: pinned
@@ -87,14 +87,8 @@ def pinned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalEnvi
         (project / "models" / "first" / "model.py").write_text(FIRST + f"# release {release}\n")
         (project / "models" / "second" / "model.py").write_text(SECOND + f"# release {release}\n")
         store.create(build_repository(load_spec(project / "tritonkit.yaml"), project / "dist").path)
-    env = LocalEnvironment(store, prove=False)
-    server = TritonServer(
-        env.prepare(), endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()), models=[]
-    )
-    server.start()
-    env.url = server.endpoints.http_url.removeprefix("http://")
-    yield env, server
-    server.stop()
+    with served_local(store, prove=False) as served:
+        yield served
 
 
 class _Pairs:

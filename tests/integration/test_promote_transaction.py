@@ -16,13 +16,13 @@ import pytest
 import tritonclient.http as httpclient
 from click.testing import CliRunner
 
-from tests.helpers import copy_example
-from tritonkit import Endpoints, TritonServer, build_repository, load_spec
+from tests.integration.promotion import served_local, three_releases
+from tritonkit import TritonServer
 from tritonkit.cli import main
 from tritonkit.deploy.live import live_config
 from tritonkit.deploy.local import LocalEnvironment
 from tritonkit.release.store import ReleaseStore
-from tritonkit.serve.server import free_port, repository_models
+from tritonkit.serve.server import repository_models
 
 # Sorts after classifier and postprocess: before the proof on a scratch server, classifier and
 # postprocess were already switched to v3 (and answering) when this model failed.
@@ -64,36 +64,14 @@ print("done", entry.to_release, flush=True)
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> ReleaseStore:
-    """v1 = the example, v2 = another batching delay, v3 = v2 plus a model that cannot load."""
-    project = tmp_path_factory.mktemp("transaction") / "project"
-    copy_example(project)
-    cache = project.parent / "cache"
-    releases = ReleaseStore(project / "releases")
-    spec = project / "tritonkit.yaml"
-
-    def release() -> None:
-        releases.create(build_repository(load_spec(spec), project / "dist", cache_dir=cache).path)
-
-    release()
-    spec.write_text(spec.read_text().replace("max_queue_delay_microseconds: 2000", "max_queue_delay_microseconds: 700"))
-    release()
-    (project / "models" / "validator").mkdir()
-    (project / "models" / "validator" / "model.py").write_text(VALIDATOR)
-    spec.write_text(spec.read_text() + VALIDATOR_SPEC)
-    release()
-    return releases
+    """v1 = the example, v2 = another batching delay, v3 = v2 plus 'validator'."""
+    return three_releases(tmp_path_factory.mktemp("transaction") / "project", "validator", VALIDATOR, VALIDATOR_SPEC)
 
 
 @pytest.fixture(scope="module")
 def local(store: ReleaseStore) -> Iterator[tuple[LocalEnvironment, TritonServer]]:
-    env = LocalEnvironment(store)
-    server = TritonServer(
-        env.prepare(), endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()), models=[]
-    )
-    server.start()
-    env.url = server.endpoints.http_url.removeprefix("http://")
-    yield env, server
-    server.stop()
+    with served_local(store) as served:
+        yield served
 
 
 class _Load:

@@ -1,0 +1,50 @@
+"""What the promotion tests share: a store of three example releases, and a local environment
+served by a real Triton on free loopback ports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import copy_example
+from tritonkit import Endpoints, TritonServer, build_repository, load_spec
+from tritonkit.deploy.local import LocalEnvironment
+from tritonkit.release.store import ReleaseStore
+from tritonkit.serve.server import free_port
+
+
+def three_releases(project: Path, extra_model: str, model_py: str, spec_extra: str) -> ReleaseStore:
+    """v1 = the example, v2 = another batching delay, v3 = v2 plus ``extra_model``."""
+    copy_example(project)
+    cache = project.parent / "cache"
+    releases = ReleaseStore(project / "releases")
+    spec = project / "tritonkit.yaml"
+
+    def release() -> None:
+        releases.create(build_repository(load_spec(spec), project / "dist", cache_dir=cache).path)
+
+    release()
+    spec.write_text(spec.read_text().replace("max_queue_delay_microseconds: 2000", "max_queue_delay_microseconds: 700"))
+    release()
+    (project / "models" / extra_model).mkdir()
+    (project / "models" / extra_model / "model.py").write_text(model_py)
+    spec.write_text(spec.read_text() + spec_extra)
+    release()
+    return releases
+
+
+@contextmanager
+def served_local(store: ReleaseStore, **options: Any) -> Iterator[tuple[LocalEnvironment, TritonServer]]:
+    """The store's local environment, served (nothing loaded yet) by an embedded Triton."""
+    env = LocalEnvironment(store, **options)
+    server = TritonServer(
+        env.prepare(), endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()), models=[]
+    )
+    server.start()
+    env.url = server.endpoints.http_url.removeprefix("http://")
+    try:
+        yield env, server
+    finally:
+        server.stop()
