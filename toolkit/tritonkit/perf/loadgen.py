@@ -43,33 +43,47 @@ class LoadJob:
 
 
 class _Sender:
-    """Sends requests with thread-local clients and keeps their timings until shipped."""
+    """Sends requests and keeps their timings until shipped.
+
+    gRPC sends one ``ModelInferRequest`` serialized once per worker, as raw bytes over one shared
+    channel, and reads only the call's status: per request the client does what perf_analyzer's
+    C++ client does (one RPC), not a tensor build, a protobuf encode and a numpy decode. Built per
+    request with tritonclient, the client took about 190 µs of CPU per request on this 2-core
+    machine against perf_analyzer's 80; raw, about 120. That CPU is taken from the server under
+    test, which is why the built-in meter read 0.4-0.7x perf_analyzer's throughput before.
+    HTTP keeps tritonclient's client (one per thread).
+    """
 
     def __init__(self, job: LoadJob) -> None:
-        if job.protocol == "grpc":
-            import tritonclient.grpc as client_mod
-        else:
-            import tritonclient.http as client_mod  # type: ignore[no-redef]
-        self.job, self.client_mod = job, client_mod
-        self.arrays = job.arrays
+        self.job = job
         self.lock = threading.Lock()
         self.pending: list[tuple[float, float, float, bool]] = []
         self.local = threading.local()
+        self.call = _raw_grpc_call(job) if job.protocol == "grpc" else None
+        self.payload = infer_request_bytes(job.model, job.arrays, job.datatypes) if self.call else b""
 
     def request(self) -> bool:
-        client = getattr(self.local, "client", None)
-        if client is None:
-            client = self.local.client = connect(self.job.url, self.job.protocol)
-        tensors = []
-        for name, array in self.arrays.items():
-            tensor = self.client_mod.InferInput(name, list(array.shape), self.job.datatypes[name])
-            tensor.set_data_from_numpy(array)
-            tensors.append(tensor)
         try:
-            client.infer(self.job.model, tensors)
+            if self.call is not None:
+                self.call(self.payload)
+            else:
+                self._http_request()
             return True
         except Exception:
             return False
+
+    def _http_request(self) -> None:
+        import tritonclient.http as httpclient
+
+        client = getattr(self.local, "client", None)
+        if client is None:
+            client = self.local.client = connect(self.job.url, "http")
+        tensors = []
+        for name, array in self.job.arrays.items():
+            tensor = httpclient.InferInput(name, list(array.shape), self.job.datatypes[name])
+            tensor.set_data_from_numpy(array)
+            tensors.append(tensor)
+        client.infer(self.job.model, tensors)
 
     def record(self, intended: float, sent: float) -> None:
         """One request; ``intended`` is when it should have left, ``sent`` when it did."""
@@ -81,6 +95,33 @@ class _Sender:
         with self.lock:
             batch, self.pending[:] = list(self.pending), []
         return batch
+
+
+def infer_request_bytes(model: str, arrays: dict[str, np.ndarray], datatypes: dict[str, str]) -> bytes:
+    """One serialized gRPC ``ModelInferRequest`` carrying ``arrays`` (raw contents, as tritonclient
+    would send them; BYTES tensors length-prefixed)."""
+    from tritonclient.grpc import service_pb2
+    from tritonclient.utils import serialize_byte_tensor
+
+    request = service_pb2.ModelInferRequest(model_name=model)
+    for name, array in arrays.items():
+        request.inputs.add(name=name, datatype=datatypes[name], shape=list(array.shape))
+        if datatypes[name] == "BYTES":
+            raw = serialize_byte_tensor(array).item() if array.size else b""
+        else:
+            raw = np.ascontiguousarray(array).tobytes()
+        request.raw_input_contents.append(raw)
+    payload: bytes = request.SerializeToString()
+    return payload
+
+
+def _raw_grpc_call(job: LoadJob) -> Any:
+    """``ModelInfer`` on a channel to ``job.url`` that takes and returns bytes (no (de)serializing)."""
+    import grpc
+
+    options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+    channel = grpc.insecure_channel(job.url, options=options)
+    return channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
 
 
 def _closed_loop(sender: _Sender, threads: int, stop: Any) -> list[threading.Thread]:
