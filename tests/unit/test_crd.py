@@ -7,16 +7,22 @@ import copy
 import gzip
 import json
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
 from tests.unit.test_deploy import GOLDEN, IMAGE, INTENT_SPEC, REFERENCE, RELEASE, SPEC, intent_documents
 from tritonkit import Spec
+from tritonkit.artifact.layout import set_read_only
+from tritonkit.artifact.lock import write_lock
+from tritonkit.cli import main
 from tritonkit.deploy.crd import OBJECT_META, QUANTITY, check, problems, schema_for, validate
 from tritonkit.deploy.render import render
 from tritonkit.errors import ClusterError
+from tritonkit.release.store import ReleaseStore
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -196,6 +202,52 @@ def test_the_keda_metric_is_checked_field_by_field() -> None:
         "InferenceService/demo: spec.predictor.autoScaling.metrics[0].external.target.averageValue: "
         "'ten' is not a Kubernetes quantity (e.g. 512Mi, 2, 500m)",
     ]
+
+
+DEPLOY_SPEC = """name: demo
+models:
+  - {name: m, kind: python, path: m, inputs: [], outputs: []}
+environments:
+  - {name: staging, namespace: ml-staging, runtime_image: "IMAGE"}
+  - {name: typo, namespace: ml-staging, runtime_image: "IMAGE", shm_size: 1 GB}
+"""
+
+
+def test_deploy_and_promote_refuse_what_kserve_would_refuse_before_writing_or_connecting(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.py").write_text("# a model\n")
+    build = tmp_path / "build"
+    (build / "m" / "1").mkdir(parents=True)
+    (build / "m" / "config.pbtxt").write_text('name: "m"\nbackend: "python"\nmax_batch_size: 0\n')
+    (build / "m" / "1" / "model.py").write_text("# a model\n")
+    write_lock(build, "demo", {"m": {"kind": "python", "versions": ["1"]}})
+    set_read_only(build)
+    store = ReleaseStore(tmp_path / "releases")
+    store.create(build)
+    store.record_publication(1, REFERENCE)
+    spec = tmp_path / "tritonkit.yaml"
+    spec.write_text(DEPLOY_SPEC.replace("IMAGE", IMAGE))
+    runner, out = CliRunner(), tmp_path / "kserve.yaml"
+    args = ["deploy", "v1", "--dry-run", "--out", str(out), "-f", str(spec), "--store", str(store.root)]
+
+    refused = runner.invoke(main, [*args, "--env", "typo"])
+    assert refused.exit_code == ClusterError.exit_code, refused.output
+    assert (
+        "ServingRuntime/tritonkit-demo: spec.volumes[0].emptyDir.sizeLimit: '1 GB' is not a Kubernetes quantity"
+        in refused.output
+    )
+    assert "hint:" in refused.output and not out.exists()
+    as_json = json.loads(runner.invoke(main, [*args, "--env", "typo", "--json"]).stdout)
+    assert as_json["exit_code"] == ClusterError.exit_code and not out.exists()
+    written = runner.invoke(main, [*args, "--env", "staging"])
+    assert written.exit_code == 0, written.output
+    assert problems(yaml.safe_load_all(out.read_text())) == []
+    # a KServe promotion checks before it looks for a cluster (there is none here)
+    offline = CliRunner(env={"KUBECONFIG": str(tmp_path / "no-such-kubeconfig")})
+    promoted = offline.invoke(main, ["promote", "v1", "--env", "typo", "-f", str(spec), "--store", str(store.root)])
+    assert promoted.exit_code == ClusterError.exit_code, promoted.output
+    assert "emptyDir.sizeLimit: '1 GB' is not a Kubernetes quantity" in promoted.output
+    assert not (store.root / "envs" / "typo" / "history.jsonl").exists()
 
 
 # --------------------------------------------------------------------------- a second opinion: jsonschema
