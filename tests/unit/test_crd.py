@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import gzip
+import hashlib
 import json
 from importlib import resources
 from pathlib import Path
@@ -117,7 +118,10 @@ def test_the_vendored_schemas_are_the_crds_tritonkit_renders() -> None:
         document = json.loads(gzip.decompress((crds / f"{name}.json.gz").read_bytes()))
         assert (document["group"], document["version"], document["kind"]) == ("serving.kserve.io", version, kind)
         assert schema_for(f"serving.kserve.io/{version}", kind) == document["openAPIV3Schema"]
-    assert "v0.20.0" in (crds / "README.md").read_text()
+    notice = (crds / "README.md").read_text()
+    assert "v0.20.0" in notice and "Apache License, Version 2.0" in notice
+    for name in ("servingruntimes.json.gz", "inferenceservices.json.gz"):  # the README records what is vendored
+        assert f"`{name}` `{hashlib.sha256((crds / name).read_bytes()).hexdigest()}`" in notice
     assert schema_for("serving.kserve.io/v1alpha2", "InferenceService") is None
 
 
