@@ -290,6 +290,7 @@ def deploy(name: str, env_name: str, dry_run: bool, out_file: Path | None, spec_
     """Render (or server-side apply) the KServe ServingRuntime and InferenceService for release NAME."""
     if not dry_run:
         require_extra("k8s", "applying to a cluster")
+    from tritonkit.deploy.crd import check
     from tritonkit.deploy.render import apply, render, to_yaml
     from tritonkit.spec.loader import load_spec
 
@@ -306,6 +307,7 @@ def deploy(name: str, env_name: str, dry_run: bool, out_file: Path | None, spec_
             hint=f"run 'tritonkit publish {name} oci://HOST/REPO:{name}' first; KServe pulls the image by digest",
         )
     documents = render(loaded.spec, env, release, references[-1])
+    check(documents)  # KServe's CRD schemas: nothing is written or applied that a cluster would refuse or prune
     record(release=name, env=env_name, namespace=env.namespace, image=references[-1], dry_run=dry_run)
     if dry_run:
         text = to_yaml(documents)

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tritonkit.deploy.crd import check
 from tritonkit.deploy.environment import Environment, Promotion
 from tritonkit.deploy.gates import Gate, check_canary, evaluate, normalize_mode, rolled_back
 from tritonkit.deploy.render import apply, cluster, read, render
@@ -42,7 +43,8 @@ class KServeEnvironment(Environment):
 
         Raises:
             UsageError: unknown or unpublished release; a canary where the mode cannot do one.
-            ClusterError: no cluster, or the API server refused an object.
+            ClusterError: an object does not match KServe's CRD schema, no cluster, or the API
+                server refused an object.
             PromoteError: the rollout failed or timed out and was rolled back.
         """
         report = self._reporter(progress, action)
@@ -92,6 +94,7 @@ class KServeEnvironment(Environment):
         documents = render(self.spec, self.env, release, references[-1])
         if canary:
             documents[1]["spec"]["predictor"]["canaryTrafficPercent"] = canary
+        check(documents)  # before any cluster is touched
         return documents
 
     def _wait(

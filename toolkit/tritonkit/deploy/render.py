@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
+from tritonkit.deploy.crd import check
 from tritonkit.deploy.plan import plan_spec
 from tritonkit.errors import ClusterError, UsageError, require
 from tritonkit.release.store import Release
@@ -306,10 +307,15 @@ def read(client: Any, document: dict[str, Any]) -> dict[str, Any] | None:
 def apply(documents: list[dict[str, Any]], env: EnvironmentSpec, client: Any = None) -> list[str]:
     """Server-side apply every document to ``env``'s cluster; returns ``kind/name`` applied.
 
+    Every document is first checked against KServe's CRD schemas (:func:`tritonkit.deploy.crd.check`),
+    so none is applied when one would be refused or lose a field to pruning.
+
     Raises:
         DependencyError: the ``kubernetes`` client is not installed (``tritonkit[k8s]``).
-        ClusterError: no usable kubeconfig, or the API server refused an object.
+        ClusterError: a document does not match KServe's CRD schema, no usable kubeconfig, or the
+            API server refused an object.
     """
+    check(documents)
     client = client or cluster(env)
     applied = []
     for document in documents:
