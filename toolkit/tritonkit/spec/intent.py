@@ -19,7 +19,7 @@ replicas and an autoscaling target (:mod:`tritonkit.deploy.plan`).
 Example:
     >>> slo = Slo(p99_ms=10, max_queue_ms=4)
     >>> queue_policy(slo, Capacity(rps=2500, concurrency=24, p99_ms=9.1), max_batch_size=8)
-    QueuePolicyPlan(timeout_us=4000, max_queue_size=10)
+    QueuePolicyPlan(timeout_us=6400, max_queue_size=8)
 """
 
 from __future__ import annotations
@@ -80,20 +80,24 @@ def queue_policy(
 ) -> QueuePolicyPlan | None:
     """The admission policy that keeps accepted requests within ``slo.max_queue_ms``.
 
-    A request may wait at most ``max_queue_ms`` in Triton's queue (then it is rejected), and the
-    queue holds at most what one replica drains in that time (``capacity.rps × wait``; Triton
-    refuses requests beyond that at once, UNAVAILABLE). Two floors keep the policy from refusing
-    requests a replica would serve in time: the wait is never shorter than one full batch takes
-    at the measured capacity (``max_batch_size × instances / rps``: a request that arrives while
-    every instance runs a batch must be allowed to wait for one), and the queue always holds one
-    full batch per instance. Without a measured capacity only the timeout applies. ``None`` when
-    the SLO sets no ``max_queue_ms``.
+    At the measured capacity ``C`` a replica runs one round of batches (``max_batch_size`` on each
+    of ``instances``) every ``T = max_batch_size × instances / C``. A request admitted at the tail
+    of a queue of ``Q`` waits for the round in progress and the ``Q`` ahead of it: ``T + Q / C``.
+    So the queue holds what drains within ``max_queue_ms`` after the round in progress (``Q =
+    C × (max_queue_ms − T)``, Triton refuses requests beyond that at once, UNAVAILABLE), but never
+    less than one round (``max_batch_size × instances``: a full batch per instance must be able
+    to wait); and the timeout is that tail wait, ``T + Q / C``, so an admitted request is not
+    timed out while the replica works through the queue in front of it. Under any overload an
+    accepted request then takes at most ``timeout + T``; the floor makes that ``3 T`` when a
+    batch takes longer than the SLO allows for queueing. Without a measured capacity only the
+    timeout applies. ``None`` when the SLO sets no ``max_queue_ms``.
     """
     if slo is None or slo.max_queue_ms is None:
         return None
     if capacity is None:
         return QueuePolicyPlan(timeout_us=int(slo.max_queue_ms * 1000), max_queue_size=0)
-    batch_ms = 1000 * max(1, max_batch_size) * max(1, instances) / capacity.rps
-    wait_ms = max(slo.max_queue_ms, batch_ms)
-    size = max(math.ceil(capacity.rps * wait_ms / 1000), max(1, max_batch_size) * max(1, instances))
+    round_size = max(1, max_batch_size) * max(1, instances)
+    round_ms = 1000 * round_size / capacity.rps
+    size = max(round_size, math.floor(capacity.rps * (slo.max_queue_ms - round_ms) / 1000))
+    wait_ms = round_ms + 1000 * size / capacity.rps
     return QueuePolicyPlan(timeout_us=math.ceil(wait_ms * 1000), max_queue_size=size)
