@@ -138,3 +138,18 @@ def test_raw_deployment_scales_on_tritons_queue_through_keda() -> None:
     raw = intent_documents("raw")[1]  # no Prometheus to read: replica bounds only, KServe's default HPA
     assert "autoScaling" not in raw["spec"]["predictor"] and raw["spec"]["predictor"]["maxReplicas"] == 6
     assert "serving.kserve.io/autoscalerClass" not in raw["metadata"]["annotations"]
+
+
+def test_llm_models_scale_on_the_engines_sequences_and_kv_cache_through_keda() -> None:
+    llm = {"name": "chat", "kind": "llm", "random_init": {"family": "gpt2", "layers": 2, "hidden_size": 128,
+           "heads": 4}, "capacity": {"rps": 20, "concurrency": 6, "p99_ms": 400}}  # fmt: skip
+    spec = INTENT_SPEC.model_copy(update={"models": [Spec.model_validate({"name": "x", "models": [llm]}).models[0]]})
+    service = render(spec, spec.environment("prod"), RELEASE, REFERENCE)[1]
+    sequences, kv = service["spec"]["predictor"]["autoScaling"]["metrics"]
+    selector = '{namespace="ml-prod",pod=~"demo-predictor-.*"}'
+    assert sequences["external"]["metric"]["query"] == (
+        f"sum(vllm:num_requests_running{selector}) + sum(vllm:num_requests_waiting{selector})"
+    )
+    assert sequences["external"]["target"] == {"type": "AverageValue", "averageValue": "5"}  # 6 / 1.2
+    assert kv["external"]["metric"]["query"] == f"sum(vllm:kv_cache_usage_perc{selector})"
+    assert kv["external"]["target"] == {"type": "AverageValue", "averageValue": "0.8"}
