@@ -182,13 +182,15 @@ def _model_alerts(model: ModelBase, scope: Scope) -> list[dict[str, Any]]:
     return rules
 
 
-def _burn_alert(model: str, scope: Scope, budget: float, burn: float, long: str, short: str, severity: str) -> dict[str, Any]:
+def _burn_alert(
+    model: str, scope: Scope, budget: float, burn: float, long: str, short: str, severity: str
+) -> dict[str, Any]:
     threshold = burn * budget
     match = f'{{tritonkit_service="{scope.service}",model="{model}"}}'  # the recorded series' labels
     expr = f"{ERROR_RATIO}{long}{match} > {_num(threshold)} and {ERROR_RATIO}{short}{match} > {_num(threshold)}"
     summary = (
-        f"{model} burns its error budget ({_num(budget)}) {_num(burn)}x too fast over {long} and {short}: "
-        "error ratio {{ $value | humanizePercentage }}"
+        f"{model} burns its error budget ({_num(budget)}) over {_num(burn)}x as fast as it may "
+        f"over {long} and {short}: error ratio {{{{ $value | humanizePercentage }}}} ({long})"
     )
     return _alert("TritonkitErrorBudgetBurn", expr, model, severity, f"{long}/{short}", summary)
 
@@ -319,8 +321,7 @@ def _model_panels(model: ModelBase, scope: Scope, plan: Plan, planned: ModelPlan
         _latency_panel(model, scope),
         _panel("throughput vs planned capacity", "reqps", _throughput(rate, slo, plan, planned)),
         _panel("queue-time share", "percentunit", [(queued, "queued")]),
-        _panel("error / rejection rate", "percentunit", [(_error_ratio(scope, "5m", model=model.name), "failed")],
-               slo.error_rate if slo else None),
+        _panel("error / rejection rate", "percentunit", _errors(scope, model.name), slo.error_rate if slo else None),
         _panel("pending requests", "short", _pending(model, scope)),
     ]  # fmt: skip
     if slo is not None and slo.error_rate:
@@ -352,6 +353,17 @@ def _throughput(rate: Any, slo: Slo | None, plan: Plan, planned: ModelPlan | Non
     if slo is not None and slo.peak_rps is not None:
         lines.append((f"vector({_num(slo.peak_rps)})", "expected peak"))
     return lines
+
+
+def _errors(scope: Scope, model: str) -> list[tuple[str, str]]:
+    """Failed requests, and the share refused by the queue policy (Triton's reason="REJECTED")."""
+
+    def rate(metric: str, **labels: str) -> str:
+        return f"sum by ({scope.grouping}) (rate({metric}{scope.match(model=model, **labels)}[5m]))"
+
+    requests = f"({rate('nv_inference_request_success')} + {rate('nv_inference_request_failure')})"
+    refused = f"{rate('nv_inference_request_failure', reason='REJECTED')} / {requests}"
+    return [(_error_ratio(scope, "5m", model=model), "failed"), (refused, "rejected by the queue policy")]
 
 
 def _pending(model: ModelBase, scope: Scope) -> list[tuple[str, str]]:
