@@ -140,11 +140,16 @@ def test_raw_deployment_scales_on_tritons_queue_through_keda() -> None:
     assert "serving.kserve.io/autoscalerClass" not in raw["metadata"]["annotations"]
 
 
-def test_llm_models_scale_on_the_engines_sequences_and_kv_cache_through_keda() -> None:
+def llm_documents() -> list[dict]:
+    """INTENT_SPEC's prod environment serving one llm model with a measured capacity."""
     llm = {"name": "chat", "kind": "llm", "random_init": {"family": "gpt2", "layers": 2, "hidden_size": 128,
            "heads": 4}, "capacity": {"rps": 20, "concurrency": 6, "p99_ms": 400}}  # fmt: skip
     spec = INTENT_SPEC.model_copy(update={"models": [Spec.model_validate({"name": "x", "models": [llm]}).models[0]]})
-    service = render(spec, spec.environment("prod"), RELEASE, REFERENCE)[1]
+    return render(spec, spec.environment("prod"), RELEASE, REFERENCE)
+
+
+def test_llm_models_scale_on_the_engines_sequences_and_kv_cache_through_keda() -> None:
+    service = llm_documents()[1]
     sequences, kv = service["spec"]["predictor"]["autoScaling"]["metrics"]
     selector = '{namespace="ml-prod",pod=~"demo-predictor-.*"}'
     assert sequences["external"]["metric"]["query"] == (
