@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tritonkit import Release, Spec, UsageError
-from tritonkit.deploy.render import render, to_yaml
+from tritonkit.deploy.render import monitoring, render, to_yaml
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "kserve_staging.yaml"
 IMAGE = "nvcr.io/nvidia/tritonserver@sha256:" + "ab" * 32
@@ -158,3 +158,12 @@ def test_llm_models_scale_on_the_engines_sequences_and_kv_cache_through_keda() -
     assert sequences["external"]["target"] == {"type": "AverageValue", "averageValue": "5"}  # 6 / 1.2
     assert kv["external"]["metric"]["query"] == f"sum(vllm:kv_cache_usage_perc{selector})"
     assert kv["external"]["target"] == {"type": "AverageValue", "averageValue": "0.8"}
+
+
+def test_monitoring_selects_the_inference_services_pods() -> None:
+    rule, board = monitoring(INTENT_SPEC, INTENT_SPEC.environment("prod"))
+    assert (rule["kind"], rule["metadata"]["namespace"]) == ("PrometheusRule", "ml-prod")
+    alert = rule["spec"]["groups"][1]["rules"][0]
+    assert alert["alert"] == "TritonkitLatencyOverSlo" and " > 10 and " in alert["expr"]  # the SLO's p99_ms
+    assert 'namespace="ml-prod",pod=~"demo-predictor-.*",model="m"' in alert["expr"]
+    assert board["panels"][0]["title"] == "m"

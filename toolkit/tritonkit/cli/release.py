@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from rich.progress import TaskID
 
     from tritonkit.events import Event
+    from tritonkit.release.store import Release
+    from tritonkit.spec.schema import EnvironmentSpec, Spec
 
 T = TypeVar("T")
 
@@ -346,7 +348,12 @@ def deploy(
 
 
 def _write_extras(
-    spec: Any, env: Any, release: Any, reference: str, observability_dir: Path | None, helm_values: Path | None
+    spec: Spec,
+    env: EnvironmentSpec,
+    release: Release,
+    reference: str,
+    observability_dir: Path | None,
+    helm_values: Path | None,
 ) -> None:
     """The files ``--observability`` and ``--helm-values`` ask for, written before anything is applied."""
     import json
@@ -354,15 +361,13 @@ def _write_extras(
     import yaml
 
     from tritonkit.deploy.chart import chart_values
-    from tritonkit.deploy.observability import dashboard, prometheus_rule
-    from tritonkit.deploy.render import dns_name, kserve_scope
+    from tritonkit.deploy.render import monitoring
 
     if observability_dir is not None:
-        scope = kserve_scope(env, dns_name(spec.name))
+        rule, board = monitoring(spec, env)
         observability_dir.mkdir(parents=True, exist_ok=True)
-        rule = prometheus_rule(spec, scope, namespace=env.namespace)
         (observability_dir / "prometheusrule.yaml").write_text(yaml.safe_dump(rule, sort_keys=False))
-        (observability_dir / "dashboard.json").write_text(json.dumps(dashboard(spec, scope), indent=2) + "\n")
+        (observability_dir / "dashboard.json").write_text(json.dumps(board, indent=2) + "\n")
         record(observability=observability_dir)
         console.print(f"wrote {observability_dir}/prometheusrule.yaml and dashboard.json")
     if helm_values is not None:

@@ -89,9 +89,11 @@ def scaling_signals(spec: Spec, plan: Plan, scope: Scope) -> list[Signal]:
     """The plan's autoscaling signals (none when no model has a measured capacity).
 
     Triton's pending requests per replica aim at the smallest target concurrency of the models
-    that are not ``llm``; an ``llm`` model's engine takes each request at once, so its load is its
-    waiting + running sequences per replica (target: its plan's concurrency) and its KV-cache
-    usage (:data:`KV_TARGET` per engine instance).
+    that are not ``llm``. An ``llm`` model's engine takes each request at once (Triton's pending
+    count stays near 0), so its load is the engine's waiting + running sequences per replica
+    (target: the smallest target concurrency of the ``llm`` models) and its KV-cache usage
+    (:data:`KV_TARGET` per engine instance a replica runs). An autoscaler follows whichever
+    signal asks for the most replicas.
     """
     targets = {m.model: m.target_concurrency for m in plan.models if m.target_concurrency is not None}
     llms = [m for m in spec.models if isinstance(m, LlmModel) and m.name in targets]
@@ -120,7 +122,11 @@ def scaling_signals(spec: Spec, plan: Plan, scope: Scope) -> list[Signal]:
 
 
 def rule_groups(spec: Spec, scope: Scope) -> list[dict[str, Any]]:
-    """Recording rules (error ratios per window) and the SLO alerts of every model with an SLO."""
+    """Recording rules (error ratios per window) and the SLO alerts of every model with an SLO.
+
+    Empty when no model states an objective. A burn-rate threshold is ``burn × error_rate``, so
+    an error budget above 1/14.4 (about 7%) makes the fastest alert one no ratio can reach.
+    """
     spec = spec.with_slo_defaults()
     alerts = [rule for model in spec.models for rule in _model_alerts(model, scope)]
     if not alerts:

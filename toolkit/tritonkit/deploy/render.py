@@ -24,7 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
-from tritonkit.deploy.observability import Scope, Signal, scaling_signals
+from tritonkit.deploy.observability import Scope, Signal, dashboard, prometheus_rule, scaling_signals
 from tritonkit.deploy.plan import plan_spec
 from tritonkit.errors import ClusterError, UsageError, require
 from tritonkit.release.store import Release
@@ -265,6 +265,12 @@ def _autoscaling(spec: Spec, env: EnvironmentSpec, service: str) -> dict[str, An
 def kserve_scope(env: EnvironmentSpec, service: str) -> Scope:
     """The series of InferenceService ``service``'s predictor pods (labels as Prometheus's pod discovery sets them)."""
     return Scope(f'namespace="{env.namespace}",pod=~"{service}-predictor-.*"', service=service)
+
+
+def monitoring(spec: Spec, env: EnvironmentSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The SLO ``PrometheusRule`` and the Grafana dashboard for the InferenceService :func:`render` makes."""
+    scope = kserve_scope(env, dns_name(spec.name))
+    return prometheus_rule(spec, scope, namespace=env.namespace), dashboard(spec, scope, plan_spec(spec, env))
 
 
 def _external_metric(signal: Signal, server: str) -> dict[str, Any]:
