@@ -111,7 +111,7 @@ def test_keda_scales_the_deployment_on_the_plans_signals() -> None:
         "query": values["autoscaling"]["signals"][1]["query"],
         "threshold": "5",
     }
-    assert all(t["type"] == "prometheus" and t["metricType"] == "AverageValue" for t in scaled["triggers"])
+    assert all(t["type"] == "prometheus" for t in scaled["triggers"])  # AverageValue: per replica, the default
 
 
 def test_hpa_reads_pods_metrics_and_is_valid_kubernetes() -> None:
@@ -152,3 +152,12 @@ def test_enabling_an_object_without_its_content_is_refused(key: str) -> None:
             if key == "autoscaling"
             else {**VALUES, key: {"enabled": True}}
         )
+
+
+@pytest.mark.parametrize(
+    "autoscaling",
+    [{"engine": "cpu"}, {"signals": [{"name": "x", "query": "up", "target": "ten", "podMetric": "up"}]}, {"typo": 1}],
+)
+def test_the_schema_refuses_bad_autoscaling_values(autoscaling: dict[str, Any]) -> None:
+    with pytest.raises(helm.HelmError, match="autoscaling"):
+        _render({**VALUES, "autoscaling": autoscaling})
