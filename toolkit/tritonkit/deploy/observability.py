@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,7 @@ LATENCY_WINDOWS = (("1h", "5m", "critical"), ("6h", "30m", "warning"))
 #: KV-cache usage (0-1) per LLM engine instance the autoscaler aims at.
 KV_TARGET = 0.8
 ERROR_RATIO = "tritonkit:request_error:ratio_rate"
+Query = Callable[[str], str]  # a window ("5m") -> PromQL over it
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class Scope:
         selector: PromQL label matchers of the release's Triton series (``namespace="ml",job="demo"``).
         service: the name its recorded series carry as ``tritonkit_service``, so two releases'
             recordings never collide and the alerts find their own.
-        by: the labels the rules and panels aggregate by (``model`` last).
+        by: the labels the rules and panels aggregate by (one series per model and deployment).
     """
 
     selector: str
@@ -210,7 +212,7 @@ def _alert(name: str, expr: str, model: str, severity: str, window: str, summary
     }
 
 
-def _latency_slis(model: ModelBase, scope: Scope) -> list[tuple[str, Any, float]]:
+def _latency_slis(model: ModelBase, scope: Scope) -> list[tuple[str, Query, float]]:
     """(SLI, window → PromQL p99 in ms, budget in ms) for each latency objective the model states."""
     slo = model.slo
     if slo is None:
@@ -229,7 +231,7 @@ def _latency_slis(model: ModelBase, scope: Scope) -> list[tuple[str, Any, float]
     return [("latency", _summary_p99(scope, model.name), slo.p99_ms)]
 
 
-def _histogram_p99(scope: Scope, model: str, metric: str) -> Any:
+def _histogram_p99(scope: Scope, model: str, metric: str) -> Query:
     def query(window: str) -> str:
         inner = f"sum by ({scope.grouping}, le) (rate({metric}{scope.match(model=model)}[{window}]))"
         return f"1000 * histogram_quantile(0.99, {inner})"  # the engine's histograms are in seconds
@@ -237,7 +239,7 @@ def _histogram_p99(scope: Scope, model: str, metric: str) -> Any:
     return query
 
 
-def _summary_p99(scope: Scope, model: str) -> Any:
+def _summary_p99(scope: Scope, model: str) -> Query:
     def query(window: str) -> str:
         series = f"nv_inference_request_summary_us{scope.match(model=model, quantile='0.99')}"
         return f"max by ({scope.grouping}) (avg_over_time({series}[{window}])) / 1000"  # µs
@@ -351,7 +353,9 @@ def _latency_panel(model: ModelBase, scope: Scope) -> dict[str, Any]:
     return _panel("p99 latency vs SLO", "ms", lines, budget)
 
 
-def _throughput(rate: Any, slo: Slo | None, plan: Plan, planned: ModelPlan | None) -> list[tuple[str, str]]:
+def _throughput(
+    rate: Callable[..., str], slo: Slo | None, plan: Plan, planned: ModelPlan | None
+) -> list[tuple[str, str]]:
     lines = [(rate("nv_inference_request_success", "1m"), "answered/s")]
     if planned is not None and planned.capacity_rps is not None:
         capacity = _num(planned.capacity_rps * plan.replicas)
