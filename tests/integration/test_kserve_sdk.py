@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_deploy import intent_documents, staging_documents
+from tests.unit.test_deploy import intent_documents, llm_documents, staging_documents
 
 
 def _kserve_check(documents: list[dict]) -> list[dict]:
@@ -34,6 +34,6 @@ def test_the_kserve_sdk_models_accept_the_objects() -> None:
 
 
 def test_the_kserve_sdk_accepts_the_autoscaling_fields() -> None:
-    for env in ("staging", "prod"):
-        report = _kserve_check(intent_documents(env))
+    for documents in (intent_documents("staging"), intent_documents("prod"), llm_documents()):
+        report = _kserve_check(documents)
         assert report == [{"kind": "ServingRuntime", "problems": []}, {"kind": "InferenceService", "problems": []}]

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import math
 import shutil
-import subprocess
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,11 +16,11 @@ import tritonclient.grpc as grpcclient
 from click.testing import CliRunner
 
 from tests.helpers import copy_example
+from tests.integration.prometheus_server import running_prometheus
 from tritonkit import TritonServer
 from tritonkit.cli import main
 from tritonkit.errors import SloViolation
 from tritonkit.serve.prometheus import query
-from tritonkit.serve.server import free_port
 
 pytestmark = pytest.mark.skipif(
     shutil.which("prometheus") is None, reason="Debian's prometheus is not installed ('make sysdeps' installs it)"
@@ -31,30 +29,8 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def prometheus(demo_server: TritonServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("prometheus")
-    target = demo_server.endpoints.metrics_url.removeprefix("http://").removesuffix("/metrics")
-    (root / "prometheus.yml").write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        f"scrape_configs:\n  - job_name: triton\n    static_configs: [{{targets: ['{target}']}}]\n"
-    )
-    port = free_port()
-    process = subprocess.Popen(
-        ["prometheus", f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.3)
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
+    with running_prometheus(demo_server.endpoints.metrics_url, tmp_path_factory.mktemp("prometheus")) as url:
+        yield url
 
 
 def _traffic(url: str, seconds: float) -> threading.Thread:

@@ -207,6 +207,31 @@ def test_deploy_dry_run_points_kserve_at_the_published_digest(
     assert unknown.exit_code == UsageError.exit_code and "no environment named 'prod'" in unknown.output
 
 
+def test_deploy_writes_the_slo_rules_dashboard_and_helm_values_of_the_same_release(
+    registry: tuple[str, Path], released: tuple[ReleaseStore, Path], tmp_path: Path
+) -> None:
+    store, spec = released
+    _declare_environments(spec)
+    store.record_publication(1, reference := publish(store.path(1), f"oci://{registry[0]}/demo:v1"))
+    intent = spec.parent / "intent.yaml"  # the same project with an SLO (the shared spec stays as it is)
+    intent.write_text(spec.read_text() + "slo: {p99_ms: 50, error_rate: 0.001}\n")
+    args = ["deploy", "v1", "--env", "staging", "--dry-run", "--out", str(tmp_path / "kserve.yaml"), "-f", str(intent)]
+    out = tmp_path / "observability"
+    done = CliRunner().invoke(main, [*args, "--observability", str(out), "--helm-values", str(tmp_path / "v.yaml")])
+    assert done.exit_code == 0, done.output
+    rule = yaml.safe_load((out / "prometheusrule.yaml").read_text())
+    assert (rule["kind"], rule["metadata"]["namespace"]) == ("PrometheusRule", "ml-staging")
+    alerts = rule["spec"]["groups"][1]["rules"]
+    assert any(r["alert"] == "TritonkitErrorBudgetBurn" and "> 0.0144 and" in r["expr"] for r in alerts)
+    assert 'pod=~"demo-predictor-.*"' in rule["spec"]["groups"][0]["rules"][0]["expr"]  # the InferenceService's pods
+    board = json.loads((out / "dashboard.json").read_text())
+    assert board["uid"] == "tritonkit-demo" and any(p["title"] == "p99 latency vs SLO" for p in board["panels"])
+    values = yaml.safe_load((tmp_path / "v.yaml").read_text())
+    assert values["release"] == {"image": reference.removeprefix("oci://"), "name": "v1"}
+    assert values["triton"]["image"] == "nvcr.io/nvidia/tritonserver@sha256:" + "0" * 64
+    assert 'job="demo"' in values["prometheusRule"]["groups"][0]["rules"][0]["expr"]  # the chart's Service
+
+
 def _declare_environments(spec: Path) -> None:
     if "environments:" not in spec.read_text():
         spec.write_text(spec.read_text() + ENVIRONMENTS.format(digest="0" * 64))

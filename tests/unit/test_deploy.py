@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tritonkit import Release, Spec, UsageError
-from tritonkit.deploy.render import render, to_yaml
+from tritonkit.deploy.render import monitoring, render, to_yaml
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "kserve_staging.yaml"
 IMAGE = "nvcr.io/nvidia/tritonserver@sha256:" + "ab" * 32
@@ -138,3 +138,32 @@ def test_raw_deployment_scales_on_tritons_queue_through_keda() -> None:
     raw = intent_documents("raw")[1]  # no Prometheus to read: replica bounds only, KServe's default HPA
     assert "autoScaling" not in raw["spec"]["predictor"] and raw["spec"]["predictor"]["maxReplicas"] == 6
     assert "serving.kserve.io/autoscalerClass" not in raw["metadata"]["annotations"]
+
+
+def llm_documents() -> list[dict]:
+    """INTENT_SPEC's prod environment serving one llm model with a measured capacity."""
+    llm = {"name": "chat", "kind": "llm", "random_init": {"family": "gpt2", "layers": 2, "hidden_size": 128,
+           "heads": 4}, "capacity": {"rps": 20, "concurrency": 6, "p99_ms": 400}}  # fmt: skip
+    spec = INTENT_SPEC.model_copy(update={"models": [Spec.model_validate({"name": "x", "models": [llm]}).models[0]]})
+    return render(spec, spec.environment("prod"), RELEASE, REFERENCE)
+
+
+def test_llm_models_scale_on_the_engines_sequences_and_kv_cache_through_keda() -> None:
+    service = llm_documents()[1]
+    sequences, kv = service["spec"]["predictor"]["autoScaling"]["metrics"]
+    selector = '{namespace="ml-prod",pod=~"demo-predictor-.*"}'
+    assert sequences["external"]["metric"]["query"] == (
+        f"sum(vllm:num_requests_running{selector}) + sum(vllm:num_requests_waiting{selector})"
+    )
+    assert sequences["external"]["target"] == {"type": "AverageValue", "averageValue": "5"}  # 6 / 1.2
+    assert kv["external"]["metric"]["query"] == f"sum(vllm:kv_cache_usage_perc{selector})"
+    assert kv["external"]["target"] == {"type": "AverageValue", "averageValue": "0.8"}
+
+
+def test_monitoring_selects_the_inference_services_pods() -> None:
+    rule, board = monitoring(INTENT_SPEC, INTENT_SPEC.environment("prod"))
+    assert (rule["kind"], rule["metadata"]["namespace"]) == ("PrometheusRule", "ml-prod")
+    alert = rule["spec"]["groups"][1]["rules"][0]
+    assert alert["alert"] == "TritonkitLatencyOverSlo" and " > 10 and " in alert["expr"]  # the SLO's p99_ms
+    assert 'namespace="ml-prod",pod=~"demo-predictor-.*",model="m"' in alert["expr"]
+    assert board["panels"][0]["title"] == "m"

@@ -44,7 +44,8 @@ def test_a_models_slo_fills_its_gaps_from_the_repositorys() -> None:
 
 
 def test_queue_policy_bounds_the_queue_by_what_one_replica_drains() -> None:
-    assert queue_policy(Slo(max_queue_ms=4), Capacity(**CAPACITY)) == QueuePolicyPlan(4000, 9)  # 0.4 ms in progress + 9 queued
+    # 0.4 ms for the request in progress, then 9 queued
+    assert queue_policy(Slo(max_queue_ms=4), Capacity(**CAPACITY)) == QueuePolicyPlan(4000, 9)
     assert queue_policy(Slo(max_queue_ms=4), None) == QueuePolicyPlan(4000, 0)  # timeout only
     assert queue_policy(Slo(p99_ms=10), Capacity(**CAPACITY)) is None
 

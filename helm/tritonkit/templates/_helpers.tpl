@@ -1,5 +1,5 @@
 {{- define "tritonkit.name" -}}
-{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- .Values.fullnameOverride | default .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
 {{- define "tritonkit.selector" -}}

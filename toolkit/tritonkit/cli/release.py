@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from rich.progress import TaskID
 
     from tritonkit.events import Event
+    from tritonkit.release.store import Release
+    from tritonkit.spec.schema import EnvironmentSpec, Spec
 
 T = TypeVar("T")
 
@@ -283,10 +285,31 @@ def pull(reference: str, destination: Path) -> None:
 @click.option("--env", "env_name", required=True, help="An environment declared in the spec.")
 @click.option("--dry-run", is_flag=True, help="Write the YAML instead of applying it (GitOps).")
 @click.option("--out", "out_file", type=click.Path(path_type=Path), help="With --dry-run: write here, not stdout.")
+@click.option(
+    "--observability",
+    "observability_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Also write the SLO alert rules (prometheusrule.yaml) and a Grafana dashboard (dashboard.json) here.",
+)
+@click.option(
+    "--helm-values",
+    "helm_values",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write values for helm/tritonkit (the same release, plan, alerts and dashboard) to this file.",
+)
 @_spec_option
 @_store_option
 @json_option
-def deploy(name: str, env_name: str, dry_run: bool, out_file: Path | None, spec_file: Path, store: Path | None) -> None:
+def deploy(
+    name: str,
+    env_name: str,
+    dry_run: bool,
+    out_file: Path | None,
+    observability_dir: Path | None,
+    helm_values: Path | None,
+    spec_file: Path,
+    store: Path | None,
+) -> None:
     """Render (or server-side apply) the KServe ServingRuntime and InferenceService for release NAME."""
     if not dry_run:
         require_extra("k8s", "applying to a cluster")
@@ -309,6 +332,7 @@ def deploy(name: str, env_name: str, dry_run: bool, out_file: Path | None, spec_
     documents = render(loaded.spec, env, release, references[-1])
     check(documents)  # KServe's CRD schemas: nothing is written or applied that a cluster would refuse or prune
     record(release=name, env=env_name, namespace=env.namespace, image=references[-1], dry_run=dry_run)
+    _write_extras(loaded.spec, env, release, references[-1], observability_dir, helm_values)
     if dry_run:
         text = to_yaml(documents)
         record(objects=documents, out=out_file)
@@ -323,6 +347,36 @@ def deploy(name: str, env_name: str, dry_run: bool, out_file: Path | None, spec_
         applied = apply(documents, env)
     record(applied=applied)
     console.print(f"applied {', '.join(applied)} in {env.namespace}")
+
+
+def _write_extras(
+    spec: Spec,
+    env: EnvironmentSpec,
+    release: Release,
+    reference: str,
+    observability_dir: Path | None,
+    helm_values: Path | None,
+) -> None:
+    """The files ``--observability`` and ``--helm-values`` ask for, written before anything is applied."""
+    import json
+
+    import yaml
+
+    from tritonkit.deploy.chart import chart_values
+    from tritonkit.deploy.render import monitoring
+
+    if observability_dir is not None:
+        rule, board = monitoring(spec, env)
+        observability_dir.mkdir(parents=True, exist_ok=True)
+        (observability_dir / "prometheusrule.yaml").write_text(yaml.safe_dump(rule, sort_keys=False))
+        (observability_dir / "dashboard.json").write_text(json.dumps(board, indent=2) + "\n")
+        record(observability=observability_dir)
+        console.print(f"wrote {observability_dir}/prometheusrule.yaml and dashboard.json")
+    if helm_values is not None:
+        values = chart_values(spec, env, release, reference)
+        helm_values.write_text(yaml.safe_dump(values, sort_keys=False))
+        record(helm_values=helm_values)
+        console.print(f"wrote {helm_values} (helm install NAME helm/tritonkit -n {env.namespace} -f {helm_values})")
 
 
 COMMANDS = [release, list_releases, export, promote, rollback, status, repair, publish, pull, deploy]

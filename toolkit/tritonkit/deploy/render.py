@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
 from tritonkit.deploy.crd import check
+from tritonkit.deploy.observability import Scope, Signal, dashboard, prometheus_rule, scaling_signals
 from tritonkit.deploy.plan import plan_spec
 from tritonkit.errors import ClusterError, UsageError, require
 from tritonkit.release.store import Release
@@ -177,7 +178,7 @@ def render(spec: Spec, env: EnvironmentSpec, release: Release, reference: str) -
         raise UsageError(
             f"{reference} is not pinned by digest", hint="deploy the reference 'tritonkit publish' printed"
         )
-    runtime_name = _dns_name(f"tritonkit-{spec.name}")
+    runtime_name = dns_name(f"tritonkit-{spec.name}")
     labels = {
         "app.kubernetes.io/name": spec.name,
         "app.kubernetes.io/managed-by": "tritonkit",
@@ -217,11 +218,11 @@ def render(spec: Spec, env: EnvironmentSpec, release: Release, reference: str) -
         ),
     )
     annotations = {"serving.kserve.io/deploymentMode": env.mode, "tritonkit.dev/digest": release.digest}
-    scaling = _autoscaling(spec, env, _dns_name(spec.name))
+    scaling = _autoscaling(spec, env, dns_name(spec.name))
     if scaling.pop("keda", False):
         annotations["serving.kserve.io/autoscalerClass"] = "keda"
     service = InferenceService(
-        metadata=ObjectMeta(name=_dns_name(spec.name), namespace=env.namespace, labels=labels, annotations=annotations),
+        metadata=ObjectMeta(name=dns_name(spec.name), namespace=env.namespace, labels=labels, annotations=annotations),
         spec=InferenceServiceSpec(
             predictor=PredictorSpec(
                 model=ModelSpec(
@@ -238,10 +239,13 @@ def _autoscaling(spec: Spec, env: EnvironmentSpec, service: str) -> dict[str, An
     """Replicas and a scaling signal from the capacity plan (nothing when no model has a capacity).
 
     Serverless (Knative): ``scaleMetric: concurrency`` with ``scaleTarget`` the in-flight
-    requests one replica sustained within its SLO. RawDeployment/Standard: KServe's HPA scales
-    on CPU or memory only, so with the environment's ``prometheus_url`` the signal is a KEDA
-    external metric on Triton's own pending requests per replica (``autoScaling.metrics``,
-    annotation ``serving.kserve.io/autoscalerClass: keda``); without it, only the replica bounds.
+    requests one replica sustained within its SLO (for a decoupled ``llm`` model, in-flight
+    requests are its waiting + running sequences). RawDeployment/Standard: KServe's HPA scales
+    on CPU or memory only, so with the environment's ``prometheus_url`` the signals are KEDA
+    external metrics per replica (``autoScaling.metrics``, annotation
+    ``serving.kserve.io/autoscalerClass: keda``) from :func:`~tritonkit.deploy.observability.scaling_signals`:
+    Triton's pending requests, and for ``llm`` models the engine's sequences and KV-cache usage;
+    without it, only the replica bounds.
     """
     plan = plan_spec(spec, env)
     targets = [m.target_concurrency for m in plan.models if m.target_concurrency is not None]
@@ -251,15 +255,37 @@ def _autoscaling(spec: Spec, env: EnvironmentSpec, service: str) -> dict[str, An
     if env.mode == "Serverless":
         scaling.update(scale_metric="concurrency", scale_target=min(targets))
     elif env.prometheus_url:
-        query = f'sum(nv_inference_pending_request_count{{namespace="{env.namespace}",pod=~"{service}-predictor-.*"}})'
-        metric = {"backend": "prometheus", "serverAddress": env.prometheus_url, "query": query}
-        target = {"type": "AverageValue", "averageValue": str(min(targets))}
-        scaling["auto_scaling"] = {"metrics": [{"type": "External", "external": {"metric": metric, "target": target}}]}
+        scope = kserve_scope(env, service)
+        scaling["auto_scaling"] = {
+            "metrics": [_external_metric(signal, env.prometheus_url) for signal in scaling_signals(spec, plan, scope)]
+        }
         scaling["keda"] = True
     return scaling
 
 
-def _dns_name(name: str) -> str:
+def kserve_scope(env: EnvironmentSpec, service: str) -> Scope:
+    """The series of InferenceService ``service``'s predictor pods (labels as Prometheus's pod discovery sets them)."""
+    return Scope(f'namespace="{env.namespace}",pod=~"{service}-predictor-.*"', service=service)
+
+
+def monitoring(spec: Spec, env: EnvironmentSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The SLO ``PrometheusRule`` and the Grafana dashboard for the InferenceService :func:`render` makes."""
+    scope = kserve_scope(env, dns_name(spec.name))
+    return prometheus_rule(spec, scope, namespace=env.namespace), dashboard(spec, scope, plan_spec(spec, env))
+
+
+def _external_metric(signal: Signal, server: str) -> dict[str, Any]:
+    metric = {"backend": "prometheus", "serverAddress": server, "query": signal.query}
+    target = {"type": "AverageValue", "averageValue": quantity(signal.target)}
+    return {"type": "External", "external": {"metric": metric, "target": target}}
+
+
+def quantity(value: float) -> str:
+    """A per-replica target as a Kubernetes quantity ("10", "0.8"; never float noise)."""
+    return str(int(value)) if float(value).is_integer() else f"{value:.6g}"
+
+
+def dns_name(name: str) -> str:
     """A spec name as a Kubernetes object name (lower case; '_' and '.' become '-')."""
     return name.lower().replace("_", "-").replace(".", "-")
 

@@ -1,0 +1,46 @@
+"""Debian's real prometheus on 127.0.0.1, scraping one Triton every second (optionally with rule files)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from tritonkit.serve.server import free_port
+
+
+@contextmanager
+def running_prometheus(metrics_url: str, root: Path, rule_files: Sequence[Path] = ()) -> Iterator[str]:
+    """Start prometheus scraping ``metrics_url`` as job ``triton``; yields its base URL."""
+    target = metrics_url.removeprefix("http://").removesuffix("/metrics")
+    rules = "".join(f"  - {path}\n" for path in rule_files)
+    (root / "prometheus.yml").write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        + (f"rule_files:\n{rules}" if rules else "")
+        + f"scrape_configs:\n  - job_name: triton\n    static_configs: [{{targets: ['{target}']}}]\n"
+    )
+    port = free_port()
+    log = (root / "prometheus.log").open("wb")  # kept for a failing test's reader
+    process = subprocess.Popen(
+        ["prometheus", f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()

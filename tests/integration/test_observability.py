@@ -1,0 +1,247 @@
+"""The SLO rules, the dashboard's queries and the scaling signals, run for real: promtool checks and
+unit-tests the rules, and Debian's prometheus evaluates every expression against the embedded Triton
+(and the LLM engine) it scrapes."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import yaml
+
+from tests.integration.prometheus_server import running_prometheus
+from tritonkit import Endpoints, Spec, TritonServer, build_repository, load_spec
+from tritonkit.deploy.observability import Scope, dashboard, rule_groups, scaling_signals
+from tritonkit.deploy.plan import plan_spec
+from tritonkit.serve.llm_client import generate
+from tritonkit.serve.prometheus import query
+from tritonkit.serve.server import free_port
+from tritonkit.spec.intent import Capacity, Slo
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("prometheus") is None or shutil.which("promtool") is None,
+    reason="Debian's prometheus (with promtool) is not installed ('make sysdeps' installs it)",
+)
+
+LOCAL = Scope('job="triton"', service="demo", by=("job", "model"))
+# a latency budget nothing meets (so the latency alert must fire), an error budget, traffic to plan
+SLO = Slo(p99_ms=0.001, error_rate=0.001, peak_rps=50)
+
+
+def _with_intent(spec: Spec, capacity_for: str) -> Spec:
+    models = [
+        m.model_copy(update={"capacity": Capacity(rps=100, concurrency=4, p99_ms=5)}) if m.name == capacity_for else m
+        for m in spec.models
+    ]
+    return spec.model_copy(update={"slo": SLO, "models": models}).with_slo_defaults()
+
+
+def _expressions(spec: Spec, scope: Scope) -> dict[str, str]:
+    """Every PromQL expression tritonkit renders for ``spec``: rules, dashboard targets, signals."""
+    found = {}
+    for group in rule_groups(spec, scope):
+        for rule in group["rules"]:
+            found[rule.get("record") or f"{rule['alert']} {rule['labels']['model']} {rule['labels']['slo_window']}"] = (
+                rule["expr"]
+            )
+    for panel in dashboard(spec, scope)["panels"]:
+        for target in panel.get("targets", []):
+            found[f"panel {panel['title']} {target['legendFormat']} #{panel['id']}"] = target["expr"]
+    for signal in scaling_signals(spec, plan_spec(spec, None), scope):
+        found[f"signal {signal.name}"] = signal.query
+    return found
+
+
+def _promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["promtool", *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
+
+
+# ------------------------------------------------------------------------------------ promtool
+
+
+def test_promtool_accepts_the_rules_of_every_model_kind(example_copy: Path, tmp_path: Path) -> None:
+    spec = _with_intent(load_spec(example_copy / "tritonkit.yaml").spec, "classifier")
+    chat = load_spec(example_copy / "llm.yaml").spec
+    llm = chat.models[0].model_copy(update={"slo": Slo(ttft_p99_ms=500, tpot_p99_ms=50, error_rate=0.01)})
+    spec = spec.model_copy(update={"models": [*spec.models, llm]})
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": rule_groups(spec, LOCAL)}))
+    result = _promtool("check", "rules", "rules.yaml", cwd=tmp_path)
+    assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout + result.stderr
+    assert "TritonkitTtftOverSlo" in (tmp_path / "rules.yaml").read_text()
+
+
+FAST_BURN_TEST = """
+rule_files: [rules.yaml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      # 10 requests/s answered; from minute 10 on, 1 request/s fails (9%: a 91x burn of a 0.1% budget)
+      - series: 'nv_inference_request_success{namespace="ml",job="demo",model="m",version="1"}'
+        values: '0+600x30'
+      - series: 'nv_inference_request_failure{namespace="ml",job="demo",model="m",version="1",reason="BACKEND"}'
+        values: '0x10 0+60x20'
+    alert_rule_test:
+      - {alertname: TritonkitErrorBudgetBurn, eval_time: 9m, exp_alerts: []}
+      - alertname: TritonkitErrorBudgetBurn
+        eval_time: 20m
+        exp_alerts:
+"""
+
+
+def test_promtool_unit_test_fires_the_fast_burn_alert_only_after_errors_start(tmp_path: Path) -> None:
+    spec = Spec.model_validate(
+        {"name": "demo", "slo": {"error_rate": 0.001},
+         "models": [{"name": "m", "kind": "python", "path": "m", "inputs": [], "outputs": []}]}
+    )  # fmt: skip
+    scope = Scope('namespace="ml",job="demo"', service="demo")
+    groups = rule_groups(spec, scope)
+    for rule in groups[1]["rules"]:  # promtool compares annotations literally, and $value differs per window
+        del rule["annotations"]
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
+    # at 20m every burn rate is exceeded: 9% failing over 5m, ~4% over the longer windows (all > 14.4 x 0.1%)
+    expected = [
+        {"exp_labels": {**rule["labels"], "namespace": "ml", "tritonkit_service": "demo"}}
+        for rule in groups[1]["rules"]
+    ]
+    test = yaml.safe_load(FAST_BURN_TEST)
+    test["tests"][0]["alert_rule_test"][1]["exp_alerts"] = expected
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(test))
+    result = _promtool("test", "rules", "test.yaml", cwd=tmp_path)
+    assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout + result.stderr
+    assert [r["labels"]["slo_window"] for r in groups[1]["rules"]] == ["1h/5m", "6h/30m", "3d/6h"]
+
+
+# ------------------------------------------------------------------------ a real Prometheus
+
+
+def _traffic(url: str, seconds: float) -> threading.Thread:
+    def run() -> None:
+        client = grpcclient.InferenceServerClient(url)
+        tensor = grpcclient.InferInput("features", [1, 4], "FP32")
+        tensor.set_data_from_numpy(np.ones((1, 4), dtype=np.float32))
+        stop = time.monotonic() + seconds
+        while time.monotonic() < stop:
+            try:
+                client.infer("classifier", [tensor])
+            except Exception:  # a test beside this one may be reloading the model: keep sending
+                time.sleep(0.05)
+        client.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def _api(url: str, path: str) -> Any:
+    with urllib.request.urlopen(f"{url}/api/v1/{path}", timeout=10) as response:
+        return json.loads(response.read())["data"]
+
+
+@pytest.fixture(scope="module")
+def demo_intent(example_copy: Path) -> Spec:
+    return _with_intent(load_spec(example_copy / "tritonkit.yaml").spec, "classifier")
+
+
+@pytest.fixture(scope="module")
+def ruled_prometheus(
+    demo_server: TritonServer, demo_intent: Spec, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """Prometheus with tritonkit's rules loaded, after ~20 s of traffic to the classifier."""
+    root = tmp_path_factory.mktemp("prometheus-rules")
+    (root / "rules.yaml").write_text(yaml.safe_dump({"groups": rule_groups(demo_intent, LOCAL)}))
+    with running_prometheus(demo_server.endpoints.metrics_url, root, [root / "rules.yaml"]) as url:
+        _traffic(demo_server.endpoints.grpc_url, 20).join()
+        yield url
+
+
+def test_prometheus_loads_and_evaluates_every_rule_without_error(ruled_prometheus: str, demo_intent: Spec) -> None:
+    groups = _api(ruled_prometheus, "rules")["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
+    assert len(rules) == sum(len(g["rules"]) for g in rule_groups(demo_intent, LOCAL))
+    assert all(rule["health"] == "ok" for rule in rules), [r for r in rules if r["health"] != "ok"]
+    ratio = query(ruled_prometheus, 'tritonkit:request_error:ratio_rate5m{tritonkit_service="demo",model="classifier"}')
+    assert ratio == 0.0  # recorded: requests were answered, none failed
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:  # the p99 is above a 1 µs budget: the latency alert is on
+        alerts = _api(ruled_prometheus, "alerts")["alerts"]
+        if any(a["labels"]["alertname"] == "TritonkitLatencyOverSlo" and a["labels"]["model"] == "classifier"
+               for a in alerts):  # fmt: skip
+            break
+        time.sleep(1)
+    else:
+        pytest.fail(f"no latency alert for the classifier: {alerts}")
+
+
+def test_every_expression_runs_and_the_classifiers_panels_have_data(ruled_prometheus: str, demo_intent: Spec) -> None:
+    expressions = _expressions(demo_intent, LOCAL)
+    values = {name: query(ruled_prometheus, expr) for name, expr in expressions.items()}  # raises on any error
+    classifier = dashboard(demo_intent, LOCAL)["panels"]
+    row = next(i for i, p in enumerate(classifier) if p["type"] == "row" and p["title"] == "classifier")
+    for panel in classifier[row + 1 : row + 7]:
+        for target in panel["targets"]:
+            name = f"panel {panel['title']} {target['legendFormat']} #{panel['id']}"
+            assert values[name] == values[name], f"{name}: no data for {target['expr']}"  # not NaN
+    assert values["signal pending-requests"] >= 0  # reported (NaN would fail: no series)
+    p99 = values["panel p99 latency vs SLO p99 #" + str(classifier[row + 1]["id"])]
+    assert 0 < p99 < 10_000  # milliseconds
+
+
+# ------------------------------------------------------------------------------- the LLM engine
+
+
+@pytest.fixture(scope="module")
+def llm_prometheus(example_copy: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Spec]]:
+    """The example's tiny LLM served and scraped, after a few generations (TTFT/TPOT observed)."""
+    loaded = load_spec(example_copy / "llm.yaml")
+    root = tmp_path_factory.mktemp("llm-observability")
+    built = build_repository(loaded, root / "dist", cache_dir=root / "cache")
+    server = TritonServer(built.path, endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()))
+    server.start()
+    try:
+        spec = loaded.spec.model_copy(
+            update={"slo": Slo(ttft_p99_ms=5000, tpot_p99_ms=1000, error_rate=0.01)}
+        ).with_slo_defaults()
+        model = spec.models[0].model_copy(update={"capacity": Capacity(rps=2, concurrency=4, p99_ms=900)})
+        spec = spec.model_copy(update={"models": [model]})
+        with running_prometheus(server.endpoints.metrics_url, root) as url:
+            _scraped(url, 'sum(up{job="triton"})', 1)  # rates need a sample from before the generations
+            for _ in range(3):
+                generate(server.endpoints.grpc_url, model.name, "Hello", {"max_tokens": 8, "ignore_eos": True})
+            _scraped(url, 'sum(vllm:time_to_first_token_seconds_count{job="triton"})', 3)
+            time.sleep(2)  # and one more scrape, so every rate has two samples after the generations
+            yield url, spec
+    finally:
+        server.stop()
+
+
+def _scraped(url: str, promql: str, at_least: float) -> None:
+    value, deadline = math.nan, time.monotonic() + 30
+    while not value >= at_least and time.monotonic() < deadline:
+        time.sleep(0.5)
+        value = query(url, promql)
+    assert value >= at_least, f"{promql} = {value} after 30 s"
+
+
+def test_llm_signals_rules_and_panels_run_on_the_engines_metrics(llm_prometheus: tuple[str, Spec]) -> None:
+    url, spec = llm_prometheus
+    expressions = _expressions(spec, LOCAL)
+    assert {"signal llm-sequences", "signal llm-kv-cache"} <= set(expressions)
+    assert "signal pending-requests" not in expressions
+    values = {name: query(url, expr) for name, expr in expressions.items()}
+    assert values["signal llm-sequences"] == 0.0 and values["signal llm-kv-cache"] >= 0.0  # idle, but reported
+    ttft = next(v for name, v in values.items() if name.startswith("panel p99 latency vs SLO TTFT p99"))
+    assert 0 < ttft < 5000, values  # ms, from the engine's histogram
+    for name in ("waiting sequences", "running sequences"):
+        assert next(v for n, v in values.items() if n.startswith(f"panel pending requests {name}")) == 0.0

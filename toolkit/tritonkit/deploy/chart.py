@@ -1,0 +1,66 @@
+"""Values for the Helm chart (``helm/tritonkit``) from a published release and its environment. Pure.
+
+The chart runs a release on plain Kubernetes; these values fill it from the same spec and plan
+the KServe objects come from: the release and Triton images (by digest), the environment's
+resources, the plan's replicas, and — rendered by :mod:`tritonkit.deploy.observability` — the
+autoscaling signals, the PrometheusRule groups and the Grafana dashboard. The Deployment is
+named after the spec (``fullnameOverride``), so the rules can select its series
+(``namespace`` and ``job``: a ServiceMonitor's job is the Service's name) before it exists.
+
+Objects that need cluster add-ons stay off: the ServiceMonitor, PrometheusRule and dashboard
+(Prometheus Operator, Grafana's sidecar) are filled but disabled; autoscaling is on only when
+the environment names the Prometheus its KEDA reads (``prometheus_url``), as for KServe.
+
+Example:
+    >>> values = chart_values(spec, spec.environment("prod"), store.get(3), "oci://reg/demo@sha256:…")
+    >>> values["autoscaling"]["signals"][0]["name"]
+    'pending-requests'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tritonkit.deploy.observability import Scope, dashboard, rule_groups, scaling_signals
+from tritonkit.deploy.plan import plan_spec
+from tritonkit.deploy.render import dns_name, quantity
+from tritonkit.release.store import Release
+from tritonkit.spec.schema import EnvironmentSpec, Spec
+
+
+def chart_scope(spec: Spec, env: EnvironmentSpec) -> Scope:
+    """The series of the chart's Triton pods when installed into ``env``'s namespace."""
+    name = dns_name(spec.name)
+    return Scope(f'namespace="{env.namespace}",job="{name}"', service=name)
+
+
+def chart_values(spec: Spec, env: EnvironmentSpec, release: Release, reference: str) -> dict[str, Any]:
+    """The chart's values for ``release`` (published as ``reference``, ``oci://…@sha256:…``) in ``env``."""
+    spec = spec.with_slo_defaults()
+    plan = plan_spec(spec, env)
+    scope = chart_scope(spec, env)
+    signals = scaling_signals(spec, plan, scope)
+    groups = rule_groups(spec, scope)
+    return {
+        "fullnameOverride": scope.service,
+        "release": {"image": reference.removeprefix("oci://"), "name": release.name},
+        "triton": {"image": env.runtime_image},
+        "replicas": plan.replicas,
+        "resources": {"requests": dict(env.resources.requests), "limits": dict(env.resources.limits)},
+        "gpus": env.gpus,
+        "shmSize": env.shm_size,
+        "autoscaling": {
+            "enabled": bool(signals and env.prometheus_url),
+            "engine": "keda",
+            "minReplicas": plan.min_replicas,
+            "maxReplicas": plan.max_replicas,
+            "prometheusUrl": env.prometheus_url or "",
+            "signals": [
+                {"name": s.name, "query": s.query, "target": quantity(s.target), "podMetric": s.pod_metric}
+                for s in signals
+            ],
+        },
+        "serviceMonitor": {"enabled": False},
+        "prometheusRule": {"enabled": False, "groups": groups},
+        "dashboard": {"enabled": False, "json": dashboard(spec, scope, plan)},
+    }

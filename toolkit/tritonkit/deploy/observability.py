@@ -1,0 +1,387 @@
+"""Scaling signals, SLO alert rules and a Grafana dashboard, all from one spec's ``slo:`` and plan. Pure.
+
+Everything a cluster watches about a release is rendered here, once, as PromQL over Triton's own
+metrics (and the LLM engine's ``vllm:*`` gauges and histograms), so the KServe objects, the Helm
+chart's values and the files ``tritonkit deploy --observability DIR`` writes cannot disagree:
+
+- :func:`scaling_signals`: what the autoscaler reads per replica. Triton's pending requests for
+  every model; for ``llm`` models (which take requests at once and queue them inside the engine,
+  so Triton's pending count stays near 0) the engine's waiting + running sequences and its
+  KV-cache usage.
+- :func:`rule_groups`: Prometheus recording and alerting rules. The error budget
+  (``slo.error_rate``) burns in the SRE workbook's multi-window, multi-burn-rate form (14.4x over
+  1h and 5m, 6x over 6h and 30m: page; 1x over 3d and 6h: ticket). Latency is judged on the p99
+  against ``slo.p99_ms`` over a long and a short window (page: 1h and 5m; ticket: 6h and 30m):
+  Triton's request summary (worst replica: summaries cannot be merged) for most models, the
+  engine's TTFT/TPOT histograms (merged over replicas) against ``ttft_p99_ms``/``tpot_p99_ms`` for
+  ``llm`` models.
+- :func:`dashboard`: one Grafana row per model with an SLO or a plan: p99 against the SLO line,
+  throughput against the planned capacity, queue-time share, error rate, pending requests and the
+  error-budget burn rate.
+
+A :class:`Scope` says which series belong to the release (label matchers) and which labels keep
+one release's recorded series apart from another's.
+
+Example:
+    >>> scope = Scope('namespace="ml",job="demo"', service="demo")
+    >>> [g["name"] for g in rule_groups(spec, scope)]
+    ['demo-slo-recordings', 'demo-slo-alerts']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tritonkit.deploy.plan import ModelPlan, Plan, plan_spec
+from tritonkit.spec.intent import Slo
+from tritonkit.spec.schema import LlmModel, ModelBase, Spec
+
+#: The error-budget burn rates alerted on: (burn rate, long window, short window, severity).
+BURN_RATES = ((14.4, "1h", "5m", "critical"), (6.0, "6h", "30m", "critical"), (1.0, "3d", "6h", "warning"))
+#: The latency checks: (long window, short window, severity).
+LATENCY_WINDOWS = (("1h", "5m", "critical"), ("6h", "30m", "warning"))
+#: KV-cache usage (0-1) per LLM engine instance the autoscaler aims at.
+KV_TARGET = 0.8
+ERROR_RATIO = "tritonkit:request_error:ratio_rate"
+Query = Callable[[str], str]  # a window ("5m") -> PromQL over it
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which series are the release's.
+
+    Attributes:
+        selector: PromQL label matchers of the release's Triton series (``namespace="ml",job="demo"``).
+        service: the name its recorded series carry as ``tritonkit_service``, so two releases'
+            recordings never collide and the alerts find their own.
+        by: the labels the rules and panels aggregate by (one series per model and deployment).
+    """
+
+    selector: str
+    service: str
+    by: tuple[str, ...] = ("namespace", "model")
+
+    def match(self, **labels: str) -> str:
+        """``{selector,label="value",…}`` for one metric."""
+        extra = [f'{key}="{value}"' for key, value in labels.items()]
+        return "{" + ",".join([m for m in [self.selector, *extra] if m]) + "}"
+
+    @property
+    def grouping(self) -> str:
+        return ", ".join(self.by)
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One autoscaling signal: a query summed over the release, and its target per replica.
+
+    ``pod_metric`` is the per-pod name a Prometheus adapter exposes the same series under (for a
+    HorizontalPodAutoscaler's ``Pods`` metric; see the README for the adapter rules).
+    """
+
+    name: str
+    query: str
+    target: float
+    pod_metric: str
+
+
+def scaling_signals(spec: Spec, plan: Plan, scope: Scope) -> list[Signal]:
+    """The plan's autoscaling signals (none when no model has a measured capacity).
+
+    Triton's pending requests per replica aim at the smallest target concurrency of the models
+    that are not ``llm``. An ``llm`` model's engine takes each request at once (Triton's pending
+    count stays near 0), so its load is the engine's waiting + running sequences per replica
+    (target: the smallest target concurrency of the ``llm`` models) and its KV-cache usage
+    (:data:`KV_TARGET` per engine instance a replica runs). An autoscaler follows whichever
+    signal asks for the most replicas.
+    """
+    targets = {m.model: m.target_concurrency for m in plan.models if m.target_concurrency is not None}
+    llms = [m for m in spec.models if isinstance(m, LlmModel) and m.name in targets]
+    others = [targets[m.name] for m in spec.models if m.name in targets and not isinstance(m, LlmModel)]
+    signals = []
+    if others:
+        pending = Signal(
+            "pending-requests",
+            f"sum(nv_inference_pending_request_count{scope.match()})",
+            min(others),
+            "nv_inference_pending_request_count",
+        )
+        signals.append(pending)
+    if llms:
+        match = scope.match()  # only llm models export vllm:* series
+        sequences = f"sum(vllm:num_requests_running{match}) + sum(vllm:num_requests_waiting{match})"
+        instances = sum(sum(g.count for g in m.instance_group) or 1 for m in llms)
+        signals.append(
+            Signal("llm-sequences", sequences, min(targets[m.name] for m in llms), "tritonkit_llm_sequences")
+        )
+        kv = Signal(
+            "llm-kv-cache", f"sum(vllm:kv_cache_usage_perc{match})", KV_TARGET * instances, "vllm_kv_cache_usage_perc"
+        )
+        signals.append(kv)
+    return signals
+
+
+def rule_groups(spec: Spec, scope: Scope) -> list[dict[str, Any]]:
+    """Recording rules (error ratios per window) and the SLO alerts of every model with an SLO.
+
+    Empty when no model states an objective. A burn-rate threshold is ``burn × error_rate``, so
+    an error budget above 1/14.4 (about 7%) makes the fastest alert one no ratio can reach.
+    """
+    spec = spec.with_slo_defaults()
+    alerts = [rule for model in spec.models for rule in _model_alerts(model, scope)]
+    if not alerts:
+        return []
+    return [
+        {"name": f"{spec.name}-slo-recordings", "rules": _recordings(scope)},
+        {"name": f"{spec.name}-slo-alerts", "rules": alerts},
+    ]
+
+
+def prometheus_rule(spec: Spec, scope: Scope, *, namespace: str) -> dict[str, Any]:
+    """:func:`rule_groups` as a Prometheus Operator ``PrometheusRule`` object in ``namespace``."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {
+            "name": f"{scope.service}-slo",
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/name": spec.name, "app.kubernetes.io/managed-by": "tritonkit"},
+        },
+        "spec": {"groups": rule_groups(spec, scope)},
+    }
+
+
+def _error_ratio(scope: Scope, window: str, **labels: str) -> str:
+    def rate(metric: str) -> str:
+        return f"sum by ({scope.grouping}) (rate({metric}{scope.match(**labels)}[{window}]))"
+
+    failure = rate("nv_inference_request_failure")
+    return f"{failure} / ({rate('nv_inference_request_success')} + {failure})"
+
+
+def _recordings(scope: Scope) -> list[dict[str, Any]]:
+    windows = sorted({w for _, long, short, _ in BURN_RATES for w in (long, short)}, key=_seconds)
+    return [
+        {"record": f"{ERROR_RATIO}{w}", "expr": _error_ratio(scope, w), "labels": {"tritonkit_service": scope.service}}
+        for w in windows
+    ]
+
+
+def _model_alerts(model: ModelBase, scope: Scope) -> list[dict[str, Any]]:
+    slo = model.slo
+    if slo is None:
+        return []
+    rules = []
+    if slo.error_rate is not None:
+        rules += [_burn_alert(model.name, scope, slo.error_rate, *burn) for burn in BURN_RATES]
+    for sli, query, budget_ms in _latency_slis(model, scope):
+        threshold = _num(budget_ms)
+        for long, short, severity in LATENCY_WINDOWS:
+            expr = f"{query(long)} > {threshold} and {query(short)} > {threshold}"
+            summary = (
+                f"{sli} p99 of {model.name} over the last {long} and {short} is above its SLO of "
+                f'{threshold} ms ({long}: {{{{ $value | printf "%.1f" }}}} ms)'
+            )
+            rules.append(
+                _alert(f"Tritonkit{sli.title()}OverSlo", expr, model.name, severity, f"{long}/{short}", summary)
+            )
+    return rules
+
+
+def _burn_alert(
+    model: str, scope: Scope, budget: float, burn: float, long: str, short: str, severity: str
+) -> dict[str, Any]:
+    threshold = burn * budget
+    match = f'{{tritonkit_service="{scope.service}",model="{model}"}}'  # the recorded series' labels
+    expr = f"{ERROR_RATIO}{long}{match} > {_num(threshold)} and {ERROR_RATIO}{short}{match} > {_num(threshold)}"
+    summary = (
+        f"{model} burns its error budget ({_num(budget)}) over {_num(burn)}x as fast as it may "
+        f"over {long} and {short}: error ratio {{{{ $value | humanizePercentage }}}} ({long})"
+    )
+    return _alert("TritonkitErrorBudgetBurn", expr, model, severity, f"{long}/{short}", summary)
+
+
+def _alert(name: str, expr: str, model: str, severity: str, window: str, summary: str) -> dict[str, Any]:
+    return {
+        "alert": name,
+        "expr": expr,
+        "labels": {"severity": severity, "model": model, "slo_window": window},
+        "annotations": {"summary": summary},
+    }
+
+
+def _latency_slis(model: ModelBase, scope: Scope) -> list[tuple[str, Query, float]]:
+    """(SLI, window → PromQL p99 in ms, budget in ms) for each latency objective the model states."""
+    slo = model.slo
+    if slo is None:
+        return []
+    if isinstance(model, LlmModel):
+        return [
+            (sli, _histogram_p99(scope, model.name, metric), budget_ms)
+            for sli, metric, budget_ms in (
+                ("ttft", "vllm:time_to_first_token_seconds_bucket", slo.ttft_p99_ms),
+                ("tpot", "vllm:time_per_output_token_seconds_bucket", slo.tpot_p99_ms),
+            )
+            if budget_ms is not None
+        ]
+    if slo.p99_ms is None:
+        return []
+    return [("latency", _summary_p99(scope, model.name), slo.p99_ms)]
+
+
+def _histogram_p99(scope: Scope, model: str, metric: str) -> Query:
+    def query(window: str) -> str:
+        inner = f"sum by ({scope.grouping}, le) (rate({metric}{scope.match(model=model)}[{window}]))"
+        return f"1000 * histogram_quantile(0.99, {inner})"  # the engine's histograms are in seconds
+
+    return query
+
+
+def _summary_p99(scope: Scope, model: str) -> Query:
+    def query(window: str) -> str:
+        series = f"nv_inference_request_summary_us{scope.match(model=model, quantile='0.99')}"
+        return f"max by ({scope.grouping}) (avg_over_time({series}[{window}])) / 1000"  # µs
+
+    return query
+
+
+def _seconds(window: str) -> int:
+    return int(window[:-1]) * {"m": 60, "h": 3600, "d": 86400}[window[-1]]
+
+
+def _num(value: float) -> str:
+    """A threshold as PromQL reads it, without float noise (0.0144, not 0.014400000000000001)."""
+    text = f"{value:.6g}"
+    return text if "e" not in text else repr(value)
+
+
+# ---------------------------------------------------------------------------------- dashboard
+
+
+def dashboard(spec: Spec, scope: Scope, plan: Plan | None = None) -> dict[str, Any]:
+    """A Grafana dashboard (JSON model) for the release: one row of panels per model."""
+    spec = spec.with_slo_defaults()
+    plan = plan or plan_spec(spec, None)
+    planned = {m.model: m for m in plan.models}
+    panels: list[dict[str, Any]] = []
+    for model in spec.models:
+        if model.slo is None and model.name not in planned:
+            continue
+        panels.append({"type": "row", "title": model.name, "collapsed": False, "panels": []})
+        panels += _model_panels(model, scope, plan, planned.get(model.name))
+    _lay_out(panels)
+    return {
+        "uid": f"tritonkit-{spec.name}"[:40],
+        "title": f"tritonkit · {spec.name}",
+        "tags": ["tritonkit", "triton"],
+        "schemaVersion": 39,
+        "editable": False,
+        "time": {"from": "now-6h", "to": "now"},
+        "refresh": "30s",
+        "templating": {"list": [{"name": "datasource", "type": "datasource", "query": "prometheus"}]},
+        "panels": panels,
+    }
+
+
+def _lay_out(panels: list[dict[str, Any]]) -> None:
+    """Ids and grid positions: a full-width row header, then its panels three to a line."""
+    y, column = 0, 0
+    for index, panel in enumerate(panels):
+        panel["id"] = index + 1
+        if panel["type"] == "row":
+            y += 8 if column else 0
+            panel["gridPos"] = {"x": 0, "y": y, "w": 24, "h": 1}
+            y, column = y + 1, 0
+            continue
+        panel["gridPos"] = {"x": column * 8, "y": y, "w": 8, "h": 8}
+        column = (column + 1) % 3
+        y += 8 if column == 0 else 0
+
+
+def _panel(title: str, unit: str, targets: list[tuple[str, str]], thresholds: float | None = None) -> dict[str, Any]:
+    panel: dict[str, Any] = {
+        "type": "timeseries",
+        "title": title,
+        "datasource": {"type": "prometheus", "uid": "${datasource}"},
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "targets": [
+            {"refId": chr(ord("A") + i), "expr": expr, "legendFormat": legend}
+            for i, (expr, legend) in enumerate(targets)
+        ],
+    }
+    if thresholds is not None:
+        steps = [{"color": "green", "value": None}, {"color": "red", "value": thresholds}]
+        panel["fieldConfig"]["defaults"]["thresholds"] = {"mode": "absolute", "steps": steps}
+        panel["fieldConfig"]["defaults"]["custom"] = {"thresholdsStyle": {"mode": "line"}}
+    return panel
+
+
+def _model_panels(model: ModelBase, scope: Scope, plan: Plan, planned: ModelPlan | None) -> list[dict[str, Any]]:
+    slo, match = model.slo, scope.match(model=model.name)
+
+    def rate(metric: str, window: str = "5m") -> str:
+        return f"sum by ({scope.grouping}) (rate({metric}{match}[{window}]))"
+
+    queued = f"{rate('nv_inference_queue_duration_us')} / {rate('nv_inference_request_duration_us')}"
+    panels = [
+        _latency_panel(model, scope),
+        _panel("throughput vs planned capacity", "reqps", _throughput(rate, slo, plan, planned)),
+        _panel("queue-time share", "percentunit", [(queued, "queued")]),
+        _panel("error / rejection rate", "percentunit", _errors(scope, model.name), slo.error_rate if slo else None),
+        _panel("pending requests", "short", _pending(model, scope)),
+    ]  # fmt: skip
+    if slo is not None and slo.error_rate:
+        burn = [
+            (f"({_error_ratio(scope, w, model=model.name)}) / {_num(slo.error_rate)}", f"burn {w}")
+            for w in ("5m", "1h", "6h")
+        ]
+        panels.append(_panel("error-budget burn rate", "x", burn, BURN_RATES[0][0]))
+    return panels
+
+
+def _latency_panel(model: ModelBase, scope: Scope) -> dict[str, Any]:
+    """The p99 the alerts judge (over 5 minutes), with the (first) budget as a line and a threshold."""
+    slis = _latency_slis(model, scope)
+    lines = [(query("5m"), "p99" if sli == "latency" else f"{sli.upper()} p99") for sli, query, _ in slis]
+    if not slis and not isinstance(model, LlmModel):  # no latency objective: still draw Triton's p99
+        lines = [(_summary_p99(scope, model.name)("5m"), "p99")]
+    budget = slis[0][2] if slis else None
+    if budget is not None:
+        lines.append((f"vector({_num(budget)})", "SLO"))
+    return _panel("p99 latency vs SLO", "ms", lines, budget)
+
+
+def _throughput(
+    rate: Callable[..., str], slo: Slo | None, plan: Plan, planned: ModelPlan | None
+) -> list[tuple[str, str]]:
+    lines = [(rate("nv_inference_request_success", "1m"), "answered/s")]
+    if planned is not None and planned.capacity_rps is not None:
+        capacity = _num(planned.capacity_rps * plan.replicas)
+        lines.append((f"vector({capacity})", f"planned capacity ({plan.replicas} replicas)"))
+    if slo is not None and slo.peak_rps is not None:
+        lines.append((f"vector({_num(slo.peak_rps)})", "expected peak"))
+    return lines
+
+
+def _errors(scope: Scope, model: str) -> list[tuple[str, str]]:
+    """Failed requests, and the share refused by the queue policy (Triton's reason="REJECTED")."""
+
+    def rate(metric: str, **labels: str) -> str:
+        return f"sum by ({scope.grouping}) (rate({metric}{scope.match(model=model, **labels)}[5m]))"
+
+    requests = f"({rate('nv_inference_request_success')} + {rate('nv_inference_request_failure')})"
+    refused = f"{rate('nv_inference_request_failure', reason='REJECTED')} / {requests}"
+    return [(_error_ratio(scope, "5m", model=model), "failed"), (refused, "rejected by the queue policy")]
+
+
+def _pending(model: ModelBase, scope: Scope) -> list[tuple[str, str]]:
+    def total(metric: str) -> str:
+        return f"sum by ({scope.grouping}) ({metric}{scope.match(model=model.name)})"
+
+    lines = [(total("nv_inference_pending_request_count"), "pending")]
+    if isinstance(model, LlmModel):  # the engine queues inside the model: Triton's count stays near 0
+        lines += [(total("vllm:num_requests_waiting"), "waiting sequences"),
+                  (total("vllm:num_requests_running"), "running sequences")]  # fmt: skip
+    return lines
