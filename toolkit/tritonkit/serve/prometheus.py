@@ -13,6 +13,9 @@ a window apart, so the same pure analysis judges a local Triton (two scrapes) an
     max(nv_inference_request_summary_us{model="m",quantile="0.99"}) p99 (worst replica: summaries
                                                                     cannot be merged across pods)
 
+``selector`` narrows every query to some of the pods (more label matchers, e.g. one KServe
+revision's: ``namespace="prod",pod=~"clf-predictor-00002-deployment-.+"``).
+
 Example:
     >>> before, after = window_counters("http://prometheus:9090", "classifier", 300)
 """
@@ -49,9 +52,16 @@ def query(base_url: str, promql: str, *, timeout: float = 10.0) -> float:
     return float(result[0]["value"][1]) if result else math.nan
 
 
-def window_counters(base_url: str, model: str, window_s: float) -> tuple[ModelCounters, ModelCounters]:
-    """``model``'s counters as two reads ``window_s`` apart, computed from Prometheus rates."""
-    selector = f'model="{model}"'
+def window_counters(
+    base_url: str, model: str, window_s: float, *, selector: str = ""
+) -> tuple[ModelCounters, ModelCounters]:
+    """``model``'s counters as two reads ``window_s`` apart, computed from Prometheus rates over
+    the window that just ended; ``selector``: more label matchers (``a="b",c=~"d.*"``).
+
+    Raises:
+        ServerError: Prometheus cannot be reached or refuses a query.
+    """
+    selector = f'model="{model}"' + (f",{selector}" if selector else "")
     window = f"{max(1, int(window_s))}s"
 
     def rate(metric: str) -> float:
