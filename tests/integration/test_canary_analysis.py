@@ -66,7 +66,7 @@ models:
     inputs: [{{name: x, dtype: FP32, dims: [1]}}]
     outputs: [{{name: y, dtype: FP32, dims: [1]}}]
     dynamic_batching: {{max_queue_delay_microseconds: 0}}
-    slo: {{p99_ms: 500}}
+    slo: {{p99_ms: 1000}}
 {environments}"""
 ENVIRONMENTS = """environments:
   - name: prod
@@ -84,6 +84,15 @@ def _build(project: Path, delay: float, environments: str = "") -> Path:
     (project / "echo" / "model.py").write_text(MODEL.format(delay=delay))
     (project / "tritonkit.yaml").write_text(SPEC.format(environments=environments))
     return build_repository(load_spec(project / "tritonkit.yaml"), project / "dist", cache_dir=project / "cache").path
+
+
+def _warm_up(url: str) -> None:
+    client = grpcclient.InferenceServerClient(url)
+    tensor = grpcclient.InferInput("x", [1, 1], "FP32")
+    tensor.set_data_from_numpy(np.ones((1, 1), dtype=np.float32))
+    for _ in range(10):
+        client.infer("echo", [tensor])
+    client.close()
 
 
 class _Split:
@@ -131,7 +140,7 @@ def revisions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[s
     repositories = {
         "v1": _build(root / "v1", 0.0),
         "good": _build(root / "good", 0.0),
-        "slow": _build(root / "slow", 0.15),  # inside the 500 ms SLO, but far behind v1
+        "slow": _build(root / "slow", 0.15),  # inside the 1 s SLO, but far behind v1
     }
     with ExitStack() as stack:
         servers = {}
@@ -139,6 +148,7 @@ def revisions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[s
             server = TritonServer(path, endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()))
             stack.enter_context(server)
             servers[name] = server
+            _warm_up(server.endpoints.grpc_url)  # as a revision is before it gets traffic: no cold p99
         targets = "".join(
             f"      - targets: ['{server.endpoints.metrics_url.removeprefix('http://').removesuffix('/metrics')}']\n"
             f"        labels: {{namespace: {NAMESPACE}, pod: {REVISIONS[name]}-deployment-7d9c5b8f4-x{i}q2z}}\n"
