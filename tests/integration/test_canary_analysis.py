@@ -66,7 +66,7 @@ models:
     inputs: [{{name: x, dtype: FP32, dims: [1]}}]
     outputs: [{{name: y, dtype: FP32, dims: [1]}}]
     dynamic_batching: {{max_queue_delay_microseconds: 0}}
-    slo: {{p99_ms: 1000}}
+    slo: {{p99_ms: 500}}
 {environments}"""
 ENVIRONMENTS = """environments:
   - name: prod
@@ -140,7 +140,7 @@ def revisions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[s
     repositories = {
         "v1": _build(root / "v1", 0.0),
         "good": _build(root / "good", 0.0),
-        "slow": _build(root / "slow", 0.15),  # inside the 1 s SLO, but far behind v1
+        "slow": _build(root / "slow", 0.15),  # inside the 500 ms SLO, but far behind v1
     }
     with ExitStack() as stack:
         servers = {}
@@ -222,7 +222,7 @@ def test_a_good_canary_walks_10_50_100(revisions: tuple[dict[str, TritonServer],
     assert calls == ["canaryTrafficPercent 10", "canaryTrafficPercent 50", "canaryTrafficPercent removed"], calls
     assert outcome.ok, outcome.evidence  # type: ignore[attr-defined]
     rates = [step.verdicts[0].numbers["rps"] for step in outcome.steps]  # type: ignore[attr-defined]
-    assert rates[0] < rates[1] < rates[2], rates  # Prometheus saw the new revision's share grow
+    assert rates[0] < min(rates[1:]), rates  # Prometheus saw the new revision's share grow
     assert outcome.steps[-1].verdicts[0].numbers["baseline_p99_ms"] > 0  # type: ignore[attr-defined]
     assert split.failed == 0
     p99 = query(

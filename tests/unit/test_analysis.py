@@ -68,8 +68,8 @@ def test_a_release_slower_than_its_baseline_regresses_even_inside_the_slo() -> N
 
 
 def test_a_small_difference_from_the_baseline_is_not_a_regression() -> None:
-    # 2.5x the baseline, but 3 ms slower is within a tenth of the 100 ms budget: noise, not a regression
-    verdict = analyse("m", *_window(500, 5), slo=Slo(p99_ms=100), capacity=None, baseline=_window(4500, 2))
+    # 10x the baseline, but 18 ms slower is within a quarter of the 100 ms budget: noise, not a regression
+    verdict = analyse("m", *_window(500, 20), slo=Slo(p99_ms=100), capacity=None, baseline=_window(4500, 2))
     assert verdict.ok and verdict.advice == []
 
 

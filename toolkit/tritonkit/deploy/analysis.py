@@ -8,7 +8,7 @@ one replica is not enough: the capacity is 1,150/s, you need 3 replicas").
 
 With a ``baseline`` (the previous release's counters over the same window, or the last window it
 served) it also judges the new release against the old one: a p99 more than ``tolerance`` times
-the baseline's *and* slower by more than a tenth of the SLO's budget (1 ms without one), or an
+the baseline's *and* slower by more than a quarter of the SLO's budget (5 ms without one), or an
 error rate above the baseline's by more than the error budget (0.1% without one), is a
 regression even inside the SLO. Too little traffic on either side (fewer than
 ``MIN_REQUESTS`` answered) compares nothing: a p99 of five requests is noise.
@@ -28,6 +28,10 @@ from tritonkit.spec.intent import Capacity, Slo
 
 TOLERANCE = 2.0
 """How many times the baseline's p99 the new release may take before it is a regression."""
+
+MARGIN, MARGIN_MS = 0.25, 5.0
+"""How much slower than the baseline a p99 must also be to count: a share of the SLO's budget, or
+milliseconds without one (a p99 ratio alone flags noise: 3 ms against 1 ms right after a load)."""
 
 MIN_REQUESTS = 20
 """Requests each side must have answered in the window before p99s and error rates are compared."""
@@ -149,7 +153,7 @@ def _against_baseline(
         ]
     regressions: list[str] = []
     p99, old = numbers["p99_ms"], numbers["baseline_p99_ms"]
-    margin = 0.1 * slo.p99_ms if slo is not None and slo.p99_ms is not None else 1.0
+    margin = MARGIN * slo.p99_ms if slo is not None and slo.p99_ms is not None else MARGIN_MS
     if not math.isnan(old) and p99 > old * tolerance and p99 - old > margin:
         regressions.append(f"p99 {p99:.1f} ms is {p99 / old:.1f}x the previous release's {old:.1f} ms")
     budget = slo.error_rate if slo is not None and slo.error_rate is not None else 0.001

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -32,13 +33,15 @@ from tritonkit.errors import ServerError
 from tritonkit.serve.metrics import ModelCounters
 
 
-def query(base_url: str, promql: str, *, timeout: float = 10.0) -> float:
-    """One instant query's scalar result (NaN when the result is empty).
+def query(base_url: str, promql: str, *, timeout: float = 10.0, at: float | None = None) -> float:
+    """One instant query's scalar result (NaN when the result is empty), evaluated at ``at``
+    (Unix seconds; default: when Prometheus handles it).
 
     Raises:
         ServerError: Prometheus cannot be reached or refuses the query.
     """
-    url = f"{base_url.rstrip('/')}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
+    parameters = {"query": promql} if at is None else {"query": promql, "time": f"{at:.3f}"}
+    url = f"{base_url.rstrip('/')}/api/v1/query?{urllib.parse.urlencode(parameters)}"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             document = json.loads(response.read())
@@ -63,15 +66,16 @@ def window_counters(
     """
     selector = f'model="{model}"' + (f",{selector}" if selector else "")
     window = f"{max(1, int(window_s))}s"
+    now = time.time()  # every query over the same window, however long Prometheus takes to answer
 
     def rate(metric: str) -> float:
-        value = query(base_url, f"sum(rate({metric}{{{selector}}}[{window}]))")
+        value = query(base_url, f"sum(rate({metric}{{{selector}}}[{window}]))", at=now)
         return 0.0 if math.isnan(value) else value
 
     success, failure = rate("nv_inference_request_success"), rate("nv_inference_request_failure")
     inferences, executions = rate("nv_inference_count"), rate("nv_inference_exec_count")
     request_us, queue_us = rate("nv_inference_request_duration_us"), rate("nv_inference_queue_duration_us")
-    p99 = query(base_url, f'max(nv_inference_request_summary_us{{{selector},quantile="0.99"}})')
+    p99 = query(base_url, f'max(nv_inference_request_summary_us{{{selector},quantile="0.99"}})', at=now)
     before = ModelCounters(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
     after = ModelCounters(
         at=window_s,
