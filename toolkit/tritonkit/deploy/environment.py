@@ -198,7 +198,7 @@ class Environment(ABC):
         emit(progress, Event("analysis", self.name, "passed" if step.ok else "failed", data={"step": step.as_dict()}))
         broken = [v for v in verdicts if not v.ok]
         if not broken:
-            report(f"v{number} met its SLO for {seconds:.0f}s")
+            report(f"v{number} met its SLO and kept up with v{previous} for {seconds:.0f}s")
             return
         evidence = "; ".join(f"{v.model}: {', '.join(v.violations)}" for v in broken)
         report(f"v{number} broke its SLO ({evidence}): rolling back to v{previous}")
