@@ -3,6 +3,7 @@ automatically, and the history records why."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -10,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from click.testing import CliRunner
 
 from tritonkit import Endpoints, TritonServer, build_repository, load_spec
+from tritonkit.cli import main
 from tritonkit.deploy.local import LocalEnvironment
 from tritonkit.errors import PromoteError
 from tritonkit.release.store import ReleaseStore
@@ -94,10 +97,17 @@ def test_a_release_that_breaks_its_slo_is_rolled_back_with_the_evidence(tmp_path
             with pytest.raises(PromoteError, match=f"v{slow} broke its SLO under traffic") as caught:
                 env.promote(slow, analysis_s=3)
             again = _release(tmp_path / "p", store, delay=0.001, budget=200)
-            env.promote(again, analysis_s=2)  # meets its SLO: stays
+            where = ["--store", str(store.root), "--url", env.url, "--metrics-url", env.metrics_url]
+            args = ["promote", f"v{again}", "--env", "local", *where, "--analysis", "2s", "--json"]
+            stays = CliRunner().invoke(main, args)  # meets its SLO and keeps up with v{fast}: stays
+        assert stays.exit_code == 0, stays.output
+        (step,) = json.loads(stays.stdout)["analysis"]["steps"]  # a whole switch: one step, all the traffic
+        assert step["percent"] == 100 and step["ok"], step
+        assert "baseline_p99_ms" in step["verdicts"][0]["numbers"]  # null when Triton's 60 s summary just reset
         assert traffic.sent > 50 and traffic.failed == 0, (traffic.sent, traffic.failed)
     assert "p99" in caught.value.message and f"v{fast}" in caught.value.hint
     history = env.history()
     rolled = [p for p in history if p.action.startswith(f"rollback (analysis of v{slow}")]
     assert rolled and rolled[0].ok and rolled[0].to_release == f"v{fast}" and "p99" in rolled[0].action
+    assert "x the previous release's" in rolled[0].action  # behind v{fast}'s numbers read before the switch too
     assert env.current() is not None and env.current().number == again  # type: ignore[union-attr]

@@ -3,6 +3,8 @@ the real Triton's)."""
 
 from __future__ import annotations
 
+import math
+
 from tritonkit.deploy.analysis import analyse
 from tritonkit.serve.metrics import ModelCounters, Scrape, model_counters, parse
 from tritonkit.spec.intent import Capacity, Slo
@@ -50,3 +52,38 @@ def test_within_the_slo_is_ok() -> None:
         "m", _counters(0, 0, 0, 0, 0), _counters(5, 500, 500 * 2000, 500 * 500, 3000), slo=Slo(p99_ms=10), capacity=None
     )
     assert verdict.ok and verdict.violations == [] and verdict.numbers["rps"] == 100
+
+
+def _window(
+    requests: float, p99_ms: float, failures: float = 0, seconds: float = 10
+) -> tuple[ModelCounters, ModelCounters]:
+    return _counters(0, 0, 0, 0, 0), _counters(seconds, requests, requests * 1000, 0, p99_ms * 1e3, failure=failures)
+
+
+def test_a_release_slower_than_its_baseline_regresses_even_inside_the_slo() -> None:
+    verdict = analyse("m", *_window(500, 40), slo=Slo(p99_ms=100), capacity=None, baseline=_window(4500, 5))
+    assert not verdict.ok
+    assert verdict.violations == ["p99 40.0 ms is 8.0x the previous release's 5.0 ms"]
+    assert verdict.numbers["baseline_p99_ms"] == 5 and "tritonkit diff" in verdict.advice[0]
+
+
+def test_a_small_difference_from_the_baseline_is_not_a_regression() -> None:
+    # 10x the baseline, but 18 ms slower is within a quarter of the 100 ms budget: noise, not a regression
+    verdict = analyse("m", *_window(500, 20), slo=Slo(p99_ms=100), capacity=None, baseline=_window(4500, 2))
+    assert verdict.ok and verdict.advice == []
+
+
+def test_errors_the_baseline_did_not_have_are_a_regression() -> None:
+    verdict = analyse("m", *_window(500, 5, failures=25), slo=None, capacity=None, baseline=_window(4500, 5))
+    assert not verdict.ok and verdict.violations == ["error rate 4.76% against the previous release's 0.00%"]
+
+
+def test_too_little_traffic_compares_nothing_and_says_so() -> None:
+    verdict = analyse("m", *_window(5, 400), slo=Slo(p99_ms=1000), capacity=None, baseline=_window(4500, 5))
+    assert verdict.ok and "too little traffic to compare" in verdict.advice[0]
+
+
+def test_without_a_baseline_the_numbers_say_so() -> None:
+    verdict = analyse("m", *_window(500, 5), slo=Slo(p99_ms=10), capacity=None)
+    assert verdict.ok and math.isnan(verdict.numbers["baseline_p99_ms"])
+    assert verdict.as_dict()["numbers"]["baseline_error_rate"] is None  # type: ignore[index]

@@ -133,7 +133,13 @@ def _environment_options(command: Any) -> Any:
 @click.option(
     "--analysis",
     default=None,
-    help="Watch NAME under traffic this long (60s, 2m) against its SLO; roll back automatically on a violation.",
+    help="Watch NAME under traffic this long (60s, 2m) against its SLO and the previous release; "
+    "roll back automatically on a violation (KServe: reads the environment's prometheus_url).",
+)
+@click.option(
+    "--steps",
+    default=None,
+    help="With --analysis, KServe Serverless: traffic percentages on NAME, each watched (default 10,50,100).",
 )
 @click.option("--metrics-url", default=None, help="local only: Triton's metrics (default: port 8002 of --url's host).")
 @json_option
@@ -145,22 +151,58 @@ def promote(
     store: Path | None,
     canary: int | None,
     analysis: str | None,
+    steps: str | None,
     metrics_url: str | None,
 ) -> None:
     """Switch environment ENV to release NAME (e.g. v3), gated on the new version being ready
-    (and, with --analysis, on meeting its SLO under real traffic)."""
+    (and, with --analysis, on meeting its SLO and the previous release's numbers under real
+    traffic; on KServe Serverless in canary steps, 10 → 50 → 100 % by default)."""
     from tritonkit.perf.tune import parse_duration
 
     analysis_s = parse_duration(analysis) if analysis else None
+    percentages = _percentages(steps) if steps is not None else None
+    if percentages is not None and analysis_s is None:
+        raise UsageError("--steps are the steps of an analysis", hint="add --analysis 60s (each step's window)")
     env = open_env(spec_file, store, env_name, url, metrics_url)
+    judged: list[dict[str, Any]] = []
+
+    def progress(event: Event, update: Callable[[str], None]) -> None:
+        if "step" in event.data:  # recorded as it comes: a failed walk still reports its steps
+            judged.append(dict(event.data["step"]))
+            record(analysis={"window_s": analysis_s, "steps": judged})
+            console.print(_step_line(judged[-1]))
+        update(event.message)
+
     with console.status(f"promoting {name} to {env_name} …") as status:
         entry = env.promote(
-            parse_release(name), canary=canary, progress=lambda e: status.update(e.message), analysis_s=analysis_s
+            parse_release(name),
+            canary=canary,
+            progress=lambda e: progress(e, status.update),
+            analysis_s=analysis_s,
+            steps=percentages,
         )
     record(promotion=entry)
     console.print(
         f"{env_name}: {entry.from_release or 'nothing'} → [bold]{entry.to_release}[/] ({entry.to_digest[:19]}…)"
     )
+
+
+def _percentages(text: str) -> list[int]:
+    """``10,50,100`` → ``[10, 50, 100]`` (the library checks the values)."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(
+            f"--steps takes percentages separated by commas, got '{text}'", hint="e.g. 10,50,100"
+        ) from None
+
+
+def _step_line(step: dict[str, Any]) -> str:
+    """One line per analysed step: the share of traffic, the verdict, and each broken model."""
+    if step["ok"]:
+        return f"  {step['percent']:>3}%  [green]passed[/]"
+    broken = "; ".join(f"{v['model']}: {', '.join(v['violations'])}" for v in step["verdicts"] if not v["ok"])
+    return f"  {step['percent']:>3}%  [red]failed[/]  {broken}"
 
 
 @click.command()

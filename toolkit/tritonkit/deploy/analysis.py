@@ -1,14 +1,21 @@
 """SLO analysis: live counters of a model over a window, judged against its intent. Pure.
 
-One function, :func:`analyse`, used by ``tritonkit check`` (a CI or cron gate) and meant for
-promotion analysis: it takes two reads of a model's counters (a window apart) and its ``slo``
-and ``capacity``, and says whether the model meets its objective, with the numbers and what to
-do ("p99 12.4 ms > 10: 81% of it is queue; at 2,600 req/s one replica is not enough: the
-capacity is 1,150/s, you need 3 replicas").
+One function, :func:`analyse`, used by ``tritonkit check`` (a CI or cron gate) and by
+promotion analysis (local, and every step of a KServe canary): it takes two reads of a model's
+counters (a window apart) and its ``slo`` and ``capacity``, and says whether the model meets its
+objective, with the numbers and what to do ("p99 12.4 ms > 10: 81% of it is queue; at 2,600 req/s
+one replica is not enough: the capacity is 1,150/s, you need 3 replicas").
+
+With a ``baseline`` (the previous release's counters over the same window, or the last window it
+served) it also judges the new release against the old one: a p99 more than ``tolerance`` times
+the baseline's *and* slower by more than a quarter of the SLO's budget (5 ms without one), or an
+error rate above the baseline's by more than the error budget (0.1% without one), is a
+regression even inside the SLO. Too little traffic on either side (fewer than
+``MIN_REQUESTS`` answered) compares nothing: a p99 of five requests is noise.
 
 Example:
-    >>> verdict = analyse("classifier", before, after, slo=Slo(p99_ms=10), capacity=None, replicas=1)
-    >>> verdict.ok, verdict.lines
+    >>> verdict = analyse("classifier", before, after, slo=Slo(p99_ms=10), capacity=None, baseline=(b0, b1))
+    >>> verdict.ok, verdict.violations
 """
 
 from __future__ import annotations
@@ -18,6 +25,19 @@ from dataclasses import dataclass, field
 
 from tritonkit.serve.metrics import ModelCounters
 from tritonkit.spec.intent import Capacity, Slo
+
+TOLERANCE = 2.0
+"""How many times the baseline's p99 the new release may take before it is a regression."""
+
+MARGIN, MARGIN_MS = 0.25, 5.0
+"""How much slower than the baseline a p99 must also be to count: a share of the SLO's budget, or
+milliseconds without one (a p99 ratio alone flags noise: 3 ms against 1 ms right after a load)."""
+
+MIN_REQUESTS = 20
+"""Requests each side must have answered in the window before p99s and error rates are compared."""
+
+Window = tuple[ModelCounters, ModelCounters]
+"""Two reads of one model's counters, a window apart (``before``, ``after``)."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +68,8 @@ def analyse(
     slo: Slo | None,
     capacity: Capacity | None,
     replicas: int = 1,
+    baseline: Window | None = None,
+    tolerance: float = TOLERANCE,
 ) -> Verdict:
     """Judge the window between two reads of the same server.
 
@@ -57,6 +79,12 @@ def analyse(
         slo: the objective (``None``: only report the numbers).
         capacity: what tune measured one replica to sustain (for the traffic check).
         replicas: replicas that share the traffic (the plan's count; 1 for a local server).
+        baseline: the previous release's two reads (``None``: judge against the SLO only).
+        tolerance: the p99 ratio to the baseline's beyond which the new release has regressed.
+
+    Returns:
+        The verdict; ``numbers`` gains ``baseline_p99_ms`` and ``baseline_error_rate`` (NaN when
+        no baseline was given).
     """
     seconds = max(after.at - before.at, 1e-9)
     served = after.success - before.success
@@ -100,4 +128,39 @@ def analyse(
             advice.append(f"at this traffic you need {needed} replicas, the plan has {replicas}")
     if slo is not None and slo.peak_rps is not None and numbers["rps"] > slo.peak_rps:
         advice.append(f"traffic {numbers['rps']:,.0f}/s is above the planned peak of {slo.peak_rps:g}/s: re-plan")
+    if baseline is not None:
+        regressions, notes = _against_baseline(numbers, served + failed, baseline, slo, tolerance)
+        violations += regressions
+        advice += notes
+    else:
+        numbers.update(baseline_p99_ms=math.nan, baseline_error_rate=math.nan)
     return Verdict(model=model, ok=not violations, numbers=numbers, violations=violations, advice=advice)
+
+
+def _against_baseline(
+    numbers: dict[str, float], answered: float, baseline: Window, slo: Slo | None, tolerance: float
+) -> tuple[list[str], list[str]]:
+    """Regressions of the new release against the previous one (and advice); adds the baseline's
+    numbers to ``numbers``."""
+    before, after = baseline
+    served, failed = after.success - before.success, after.failure - before.failure
+    numbers["baseline_p99_ms"] = after.p99_us / 1e3
+    numbers["baseline_error_rate"] = failed / (served + failed) if served + failed else 0.0
+    if answered < MIN_REQUESTS or served + failed < MIN_REQUESTS:
+        return [], [
+            f"too little traffic to compare with the previous release ({answered:.0f} and {served + failed:.0f} "
+            f"requests, want {MIN_REQUESTS} each): judged against the SLO only"
+        ]
+    regressions: list[str] = []
+    p99, old = numbers["p99_ms"], numbers["baseline_p99_ms"]
+    margin = MARGIN * slo.p99_ms if slo is not None and slo.p99_ms is not None else MARGIN_MS
+    if not math.isnan(old) and p99 > old * tolerance and p99 - old > margin:
+        regressions.append(f"p99 {p99:.1f} ms is {p99 / old:.1f}x the previous release's {old:.1f} ms")
+    budget = slo.error_rate if slo is not None and slo.error_rate is not None else 0.001
+    rate, old_rate = numbers["error_rate"], numbers["baseline_error_rate"]
+    if rate > old_rate + budget:
+        regressions.append(f"error rate {rate:.2%} against the previous release's {old_rate:.2%}")
+    advice = [
+        "the previous release served the same traffic better: compare the two releases ('tritonkit diff OLD NEW')"
+    ]
+    return regressions, advice if regressions else []

@@ -6,8 +6,11 @@ never rewritten; what the environment serves is the target of its last successfu
 
 Every environment has the same three operations, so callers never switch on its type:
 
-- ``promote(number, *, canary=None, progress=None)``: serve release ``number`` (or send
-  ``canary`` percent of the traffic to it, where the environment can split traffic);
+- ``promote(number, *, canary=None, progress=None, analysis_s=None, steps=None)``: serve release
+  ``number`` (or send ``canary`` percent of the traffic to it, where the environment can split
+  traffic); with ``analysis_s``, watch it under real traffic against each model's SLO and the
+  previous release's baseline, in traffic ``steps`` where the environment can split traffic
+  (:mod:`tritonkit.deploy.canary`), and undo it on a violation;
 - ``rollback(*, progress=None)``: serve the release served before the current one;
 - ``status()``: what the environment serves and its history (and, where it can tell, every
   difference between what it actually serves and the record);
@@ -30,15 +33,18 @@ import getpass
 import json
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tritonkit.deploy.analysis import Verdict
+from tritonkit.artifact.lock import read_lock
+from tritonkit.deploy.analysis import Verdict, Window
+from tritonkit.deploy.canary import Intent, Step, plan_steps
 from tritonkit.errors import PromoteError, UsageError
 from tritonkit.events import Event, Progress, emit
 from tritonkit.release.store import Release, ReleaseStore, parse_release
+from tritonkit.spec.intent import Capacity, Slo
 
 HISTORY = "history.jsonl"
 
@@ -132,40 +138,67 @@ class Environment(ABC):
         canary: int | None = None,
         progress: Progress | None = None,
         analysis_s: float | None = None,
+        steps: Sequence[int] | None = None,
     ) -> Promotion:
         """Serve release ``number`` (or ``canary`` percent of the traffic, where supported).
 
         With ``analysis_s``, the new release is then watched under its real traffic for that long
-        and judged against each model's SLO (the ``slo`` its lock carries;
-        :func:`tritonkit.deploy.analysis.analyse`); on a violation the previous release is put back
-        at once and the step fails with the evidence, which the history records.
+        and judged against each model's SLO (the ``slo`` its lock carries) and against the
+        previous release's numbers (:func:`tritonkit.deploy.analysis.analyse`); on a violation
+        the previous release is put back at once and the step fails with the evidence, which the
+        history records. ``steps`` (traffic percentages, analysed one after the other) need an
+        environment that splits traffic (KServe Serverless); elsewhere only ``[100]``.
 
         Raises:
-            UsageError: unknown release, the release already served, or a canary here is impossible.
+            UsageError: unknown release, the release already served, a canary or traffic steps
+                here are impossible, or steps without an analysis window.
             ServerError, ClusterError: the server or cluster cannot be reached.
             VerifyError: the release's lock no longer matches its index entry (nothing changed).
             PromoteError: the step failed and was undone, or the new release broke its SLO under
                 analysis and was rolled back; the previous release still serves.
         """
         self.store.path(number)  # every environment: the release is the one recorded, before any change
+        require_window(analysis_s, steps)
         if analysis_s and not self.analysable:
             raise UsageError(
                 f"promotion analysis is not available for environment '{self.name}' yet",
                 hint="promote without analysis, and gate with 'tritonkit check' against its metrics",
             )
+        if analysis_s:
+            plan_steps(steps, split=False)  # only a whole switch here: refuse steps before any change
         previous = self.current()
+        baseline = self._baseline(number, previous.number) if analysis_s and previous is not None else {}
         entry = self._switch(number, canary=canary, progress=progress, action="promote")
         if analysis_s and previous is not None:
-            self._gate(number, previous.number, analysis_s, progress)
+            self._gate(number, previous.number, analysis_s, progress, baseline)
         return entry
 
-    def _gate(self, number: int, previous: int, seconds: float, progress: Progress | None) -> None:
-        """Watch release ``number`` for ``seconds``; roll back to ``previous`` when it breaks its SLO."""
+    def intent(self, number: int) -> Intent:
+        """Release ``number``'s models that declare an SLO: their SLO and measured capacity, as
+        its lock records them."""
+        return {
+            name: (Slo(**entry["slo"]), Capacity(**entry["capacity"]) if "capacity" in entry else None)
+            for name, entry in read_lock(self.store.path(number)).models.items()
+            if "slo" in entry
+        }
+
+    def _baseline(self, number: int, previous: int) -> dict[str, Window]:
+        """The previous release's recent numbers for release ``number``'s models, read before
+        the switch (none where the environment cannot tell)."""
+        return {}
+
+    def _gate(
+        self, number: int, previous: int, seconds: float, progress: Progress | None, baseline: dict[str, Window]
+    ) -> None:
+        """Watch release ``number`` for ``seconds``; roll back to ``previous`` when it breaks its
+        SLO or falls behind ``baseline`` (the previous release's numbers)."""
         report = self._reporter(progress, "analysis")
-        verdicts = self._watch(number, seconds, report)
+        verdicts = self._watch(number, seconds, report, baseline)
+        step = Step(100, verdicts)  # a whole switch: one step, all the traffic
+        emit(progress, Event("analysis", self.name, "passed" if step.ok else "failed", data={"step": step.as_dict()}))
         broken = [v for v in verdicts if not v.ok]
         if not broken:
-            report(f"v{number} met its SLO for {seconds:.0f}s")
+            report(f"v{number} met its SLO and kept up with v{previous} for {seconds:.0f}s")
             return
         evidence = "; ".join(f"{v.model}: {', '.join(v.violations)}" for v in broken)
         report(f"v{number} broke its SLO ({evidence}): rolling back to v{previous}")
@@ -175,8 +208,11 @@ class Environment(ABC):
             hint=f"v{previous} serves; 'tritonkit status' shows the evidence in the history",
         )
 
-    def _watch(self, number: int, seconds: float, report: Callable[[str], None]) -> list[Verdict]:
-        """Judge release ``number``'s models under live traffic for ``seconds``.
+    def _watch(
+        self, number: int, seconds: float, report: Callable[[str], None], baseline: dict[str, Window]
+    ) -> list[Verdict]:
+        """Judge release ``number``'s models under live traffic for ``seconds`` (against the SLO
+        and ``baseline``).
 
         Raises:
             UsageError: this environment cannot be analysed from here.
@@ -253,6 +289,19 @@ class Environment(ABC):
             handle.flush()
             os.fsync(handle.fileno())
         return entry
+
+
+def require_window(analysis_s: float | None, steps: Sequence[int] | None) -> None:
+    """Traffic steps are the steps of an analysis: refuse them without its window.
+
+    Raises:
+        UsageError: steps without an analysis window.
+    """
+    if steps is not None and not analysis_s:
+        raise UsageError(
+            "traffic steps are analysed one after the other, and no analysis window was given",
+            hint="give the analysis window too (60s, say), or promote with a single canary percentage",
+        )
 
 
 def _user() -> str:

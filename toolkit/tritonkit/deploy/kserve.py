@@ -11,32 +11,218 @@ passes. A failed or timed-out Serverless canary is rolled back the KServe way, w
 traffic split); any other failed or timed-out step re-applies the previous release's objects (by
 the digest the history recorded). Either way the failure is recorded and the error exits 8.
 
+**Under analysis** (``promote(n, analysis_s=60, steps=[10, 50, 100])``, needs the environment's
+``prometheus_url``) the promotion is a walk of :mod:`tritonkit.deploy.canary`: Serverless steps
+through the traffic percentages (default 10 → 50 → 100), each applied and gated as above, then
+watched for the window; the new revision's Triton counters and the previous revision's are read
+through Prometheus (:func:`~tritonkit.serve.prometheus.window_counters`, the pods of one revision
+selected by :func:`revision_pods`) and judged by the one pure analysis, against the SLO and the
+previous revision as baseline. A violation below 100 % sets ``canaryTrafficPercent: 0``; at 100 %
+the previous release is applied again; either way the history records the evidence ("rollback
+(analysis of v3 at 10%: echo: p99 …)") and the error exits 8. RawDeployment cannot split traffic:
+its walk is one step, a blue/green switch then the window, compared with the window before the
+switch, undone by re-applying the previous release.
+
 Not covered by a live test on the development machine (no cluster there); the gate logic is
-unit-tested on status documents and the object rendering against golden YAML.
+unit-tested on status documents, the object rendering against golden YAML, and the walk with its
+PromQL against a real Prometheus scraping real Tritons (tests/integration/test_canary_analysis.py).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from tritonkit.deploy.canary import Intent, Reads, Side, Step, plan_steps, walk
 from tritonkit.deploy.crd import check
-from tritonkit.deploy.environment import Environment, Promotion
+from tritonkit.deploy.environment import Environment, Promotion, require_window
 from tritonkit.deploy.gates import Gate, check_canary, evaluate, normalize_mode, rolled_back
 from tritonkit.deploy.render import apply, cluster, read, render
-from tritonkit.errors import PromoteError, UsageError
-from tritonkit.events import Progress
+from tritonkit.errors import ClusterError, PromoteError, UsageError
+from tritonkit.events import Event, Progress, emit
 from tritonkit.release.store import Release, ReleaseStore
+from tritonkit.serve.prometheus import window_counters
 from tritonkit.spec.schema import EnvironmentSpec, Spec
+
+
+def revision_pods(namespace: str, service: str, revision: str | None) -> str:
+    """PromQL label matchers for the predictor pods of one revision (or all, in RawDeployment).
+
+    Knative names a revision's Deployment ``<revision>-deployment``, so its pods are
+    ``<revision>-deployment-<replicaset>-<pod>`` (KServe's revisions: ``<isvc>-predictor-00002``);
+    RawDeployment pods are ``<isvc>-predictor-<replicaset>-<pod>``. ``namespace`` and ``pod`` are
+    the labels the Prometheus Operator and the usual ``kubernetes-pods`` scrape job attach (the
+    same ones the KEDA query of :mod:`tritonkit.deploy.render` uses); a pod's own labels, such as
+    ``serving.knative.dev/revision``, reach Prometheus only where the scrape maps them.
+    """
+    prefix = f"{revision}-deployment" if revision else f"{service}-predictor"
+    return f'namespace="{namespace}",pod=~"{prefix}-.+"'
+
+
+def serving_revision(document: Mapping[str, Any]) -> str | None:
+    """The revision with the most traffic in an InferenceService's status (None: none yet)."""
+    predictor = ((document.get("status", {}) or {}).get("components", {}) or {}).get("predictor", {}) or {}
+    traffic = [t for t in predictor.get("traffic", []) or [] if t.get("revisionName")]
+    if traffic:
+        return str(max(traffic, key=lambda t: int(t.get("percent", 0) or 0))["revisionName"])
+    ready = predictor.get("latestReadyRevision")
+    return str(ready) if ready else None
+
+
+def latest_revision(document: Mapping[str, Any]) -> str | None:
+    """The predictor's latest ready revision in an InferenceService's status."""
+    predictor = ((document.get("status", {}) or {}).get("components", {}) or {}).get("predictor", {}) or {}
+    ready = predictor.get("latestReadyRevision")
+    return str(ready) if ready else None
+
+
+def prometheus_reads(
+    url: str,
+    namespace: str,
+    service: str,
+    models: Iterable[str],
+    seconds: float,
+    revision: Callable[[Side], str | None],
+) -> Callable[[Side], Reads]:
+    """The ``read`` of :func:`tritonkit.deploy.canary.walk` for one InferenceService: each
+    model's counters over the last ``seconds`` on the pods of the ``"new"`` or ``"previous"``
+    revision (``revision(side)``: its name, ``None`` in RawDeployment), through Prometheus."""
+    names = sorted(models)
+
+    def reads(side: Side) -> Reads:
+        pods = revision_pods(namespace, service, revision(side))
+        return {name: window_counters(url, name, seconds, selector=pods) for name in names}
+
+    return reads
 
 
 class KServeEnvironment(Environment):
     """An environment declared in the spec with ``kind: kserve``."""
 
+    analysable = True  # through the environment's Prometheus (``prometheus_url``)
+
     def __init__(self, store: ReleaseStore, spec: Spec, env: EnvironmentSpec, *, timeout_s: float = 900.0) -> None:
         super().__init__(store, env.name)
         self.spec, self.env, self.timeout_s = spec, env, timeout_s
+
+    def promote(
+        self,
+        number: int,
+        *,
+        canary: int | None = None,
+        progress: Progress | None = None,
+        analysis_s: float | None = None,
+        steps: Sequence[int] | None = None,
+    ) -> Promotion:
+        """Roll release ``number`` out; under analysis, in traffic ``steps`` judged through
+        Prometheus (see the module docstring).
+
+        Raises:
+            UsageError: as :meth:`Environment.promote`; also analysis without the environment's
+                ``prometheus_url``, or with a single canary percentage.
+            ClusterError: no cluster, or the API server refused an object.
+            ServerError: Prometheus cannot be reached.
+            PromoteError: a step's rollout failed, or its analysis did: the traffic went back to
+                the previous release and the history records the evidence.
+        """
+        require_window(analysis_s, steps)
+        if not analysis_s:
+            return super().promote(number, canary=canary, progress=progress)
+        self.store.path(number)
+        plan_steps(steps, split=True)  # well-formed steps, before anything else (the mode is checked later)
+        if canary is not None:
+            raise UsageError(
+                "a single canary percentage and an analysis in traffic steps exclude each other",
+                hint="make the canary the first traffic step (10,50,100)",
+            )
+        if not self.env.prometheus_url:
+            raise UsageError(
+                f"promotion analysis reads Triton's metrics through Prometheus, and environment "
+                f"'{self.name}' has no prometheus_url",
+                hint=f"add 'prometheus_url: http://prometheus.monitoring:9090' (the Prometheus that scrapes "
+                f"the predictor pods) to environment '{self.name}' in tritonkit.yaml",
+            )
+        previous, intent = self.current(), self.intent(number)
+        report = self._reporter(progress, "analysis")
+        if previous is None or not intent:
+            report("nothing served before: nothing to compare" if previous is None else f"v{number} declares no SLO")
+            return self._switch(number, canary=None, progress=progress, action="promote")
+        return self._walk(number, previous, analysis_s, steps, intent, progress)
+
+    def _walk(
+        self,
+        number: int,
+        previous: Release,
+        seconds: float,
+        steps: Sequence[int] | None,
+        intent: Intent,
+        progress: Progress | None,
+    ) -> Promotion:
+        """The walk of :mod:`tritonkit.deploy.canary` with this cluster and its Prometheus."""
+        report = self._reporter(progress, "analysis")
+        target = self.store.get(number)
+        documents = self._documents(target, None)
+        client = cluster(self.env)
+        live = read(client, documents[1]) or {}
+        mode = self._mode(live)
+        plan = plan_steps(steps, split=mode == "Serverless")
+        service = documents[1]["metadata"]["name"]
+        revisions: dict[str, str | None] = {"previous": serving_revision(live) if mode == "Serverless" else None}
+        entries: list[Promotion] = []
+        judged: list[Step] = []
+        undone: list[str] = []  # the outcome of sending the traffic back
+
+        def shift(percent: int) -> None:
+            if percent == 0:  # KServe's canary rollback: the previous revision is still running
+                report(f"rolling back: canaryTrafficPercent 0 (all traffic to {previous.name})")
+                documents[1]["spec"]["predictor"]["canaryTrafficPercent"] = 0
+                apply(documents, self.env, client)
+                back = self._wait(client, documents[1], mode, 0, report, judge=lambda d, m, c: rolled_back(d))
+                outcome = "ok" if back.passed else f"failed: canaryTrafficPercent 0: {back.reason}"
+                self.record(_evidence(number, judged[-1]), self.current(), previous, outcome)
+                undone.append(outcome)
+                return
+            entries.append(self._switch(number, canary=percent if percent < 100 else None, progress=progress,
+                                        action="promote"))  # fmt: skip
+            if mode == "Serverless" and revisions.get("new") is None:
+                revisions["new"] = latest_revision(read(client, documents[1]) or {})
+
+        def restore() -> None:
+            self._switch(previous.number, canary=None, progress=progress, action=_evidence(number, judged[-1]))
+
+        def revision(side: Side) -> str | None:
+            if mode == "Serverless" and revisions.get(side) is None:
+                raise ClusterError(f"cannot tell which revision of {service} is the {side} one from its status")
+            return revisions.get(side)
+
+        reads = prometheus_reads(str(self.env.prometheus_url), self.env.namespace, service, intent, seconds, revision)
+
+        def on_step(step: Step) -> None:
+            judged.append(step)
+            verdict = "passed" if step.ok else "failed"
+            emit(progress, Event("analysis", self.name, f"{step.percent}%: {verdict}", data={"step": step.as_dict()}))
+
+        outcome = walk(plan, shift=shift, restore=restore, read=reads, intent=intent, seconds=seconds,
+                       report=report, on_step=on_step)  # fmt: skip
+        if outcome.ok:
+            return entries[-1]
+        if undone and undone[-1] != "ok":
+            raise PromoteError(
+                f"v{number} failed its analysis at {outcome.failed_at}% of the traffic ({outcome.evidence}), and "
+                f"sending the traffic back to {previous.name} did not finish: {undone[-1]}",
+                hint=f"see 'kubectl -n {self.env.namespace} describe inferenceservice {service}'",
+            )
+        raise PromoteError(
+            f"v{number} failed its analysis at {outcome.failed_at}% of the traffic and was rolled back to "
+            f"{previous.name}: {outcome.evidence}",
+            hint=f"{previous.name} serves; 'tritonkit status' shows the evidence in the history",
+        )
+
+    def _mode(self, live: Mapping[str, Any]) -> str:
+        """The live InferenceService's mode (the cluster's wins over the spec's)."""
+        annotated = (live.get("metadata", {}) or {}).get("annotations", {}).get("serving.kserve.io/deploymentMode")
+        return normalize_mode(annotated or self.env.mode)
 
     def _switch(self, number: int, *, canary: int | None, progress: Progress | None, action: str) -> Promotion:
         """Roll release ``number`` out (all of it, or ``canary`` percent of the traffic).
@@ -55,8 +241,7 @@ class KServeEnvironment(Environment):
         live = read(client, documents[1])
         mode: str = self.env.mode
         if live is not None:
-            annotated = live.get("metadata", {}).get("annotations", {}).get("serving.kserve.io/deploymentMode", mode)
-            mode = normalize_mode(annotated)  # KServe >= 0.17 writes Knative / Standard
+            mode = self._mode(live)  # KServe >= 0.17 writes Knative / Standard
             check_canary(mode, canary)  # the cluster's mode wins over the spec's
         step = f"{canary}% canary of {target.name}" if canary else target.name
         report(f"applying {step} to {self.env.namespace}")
@@ -117,3 +302,9 @@ class KServeEnvironment(Environment):
                 return gate
             time.sleep(3)
         return Gate(False, True, f"timed out after {self.timeout_s:.0f}s ({gate.reason})")
+
+
+def _evidence(number: int, step: Step) -> str:
+    """The history's action for a rollback after a failed analysis: where, and why."""
+    broken = "; ".join(f"{v.model}: {', '.join(v.violations)}" for v in step.verdicts if not v.ok)
+    return f"rollback (analysis of v{number} at {step.percent}%: {broken})"

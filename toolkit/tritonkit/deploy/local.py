@@ -60,9 +60,9 @@ from pathlib import Path
 from typing import Any
 
 from tritonkit.artifact.layout import remove_tree
-from tritonkit.artifact.lock import read_lock
 from tritonkit.build.verify import require_verified
-from tritonkit.deploy.analysis import Verdict, analyse
+from tritonkit.deploy.analysis import Verdict, Window
+from tritonkit.deploy.canary import judge
 from tritonkit.deploy.drift import differences
 from tritonkit.deploy.environment import HISTORY, Environment, Promotion, Status, _user
 from tritonkit.deploy.live import (
@@ -81,10 +81,9 @@ from tritonkit.deploy.transaction import EnvironmentLock, Journal
 from tritonkit.errors import PromoteError, TritonkitError, UsageError
 from tritonkit.events import Progress
 from tritonkit.release.store import Release, ReleaseStore
-from tritonkit.serve.metrics import model_counters, scrape
+from tritonkit.serve.metrics import ModelCounters, model_counters, scrape
 from tritonkit.serve.repository_api import load_model, unload_model
 from tritonkit.serve.server import Endpoints, TritonServer, free_port, repository_models
-from tritonkit.spec.intent import Capacity, Slo
 
 Report = Callable[[str], None]
 
@@ -396,14 +395,23 @@ class LocalEnvironment(Environment):
         versions, configs = served(client)
         return differences(expected, number, versions, configs, live_problems)
 
-    def _watch(self, number: int, seconds: float, report: Callable[[str], None]) -> list[Verdict]:
+    def _baseline(self, number: int, previous: int) -> dict[str, Window]:
+        """Release ``previous``'s numbers for ``number``'s models, read from Triton before the
+        switch: its answers and failures since it was loaded, and its p99 over Triton's window."""
+        models = self.intent(number)
+        if not models:
+            return {}
+        read = scrape(self.metrics_url)
+        since_load = ModelCounters(read.at, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        return {name: (since_load, model_counters(read, name, version=previous)) for name in models}
+
+    def _watch(
+        self, number: int, seconds: float, report: Callable[[str], None], baseline: dict[str, Window]
+    ) -> list[Verdict]:
         """Two reads of Triton's metrics :attr:`metrics_url`, ``seconds`` apart, judged per model
-        against the SLO and capacity the release's lock carries (models without an SLO are skipped)."""
-        intent = {
-            name: (Slo(**entry["slo"]), Capacity(**entry["capacity"]) if "capacity" in entry else None)
-            for name, entry in read_lock(self.store.path(number)).models.items()
-            if "slo" in entry
-        }
+        against the SLO and capacity the release's lock carries and against ``baseline`` (models
+        without an SLO are skipped)."""
+        intent = self.intent(number)
         if not intent:
             report(f"v{number} declares no SLO: nothing to analyse")
             return []
@@ -411,11 +419,9 @@ class LocalEnvironment(Environment):
         report(f"watching v{number} under traffic for {seconds:.0f}s")
         time.sleep(seconds)
         last = scrape(self.metrics_url)
-        return [
-            analyse(name, model_counters(first, name, version=number), model_counters(last, name, version=number),
-                    slo=slo, capacity=capacity)
-            for name, (slo, capacity) in sorted(intent.items())
-        ]  # fmt: skip
+        window = {name: (model_counters(first, name, version=number), model_counters(last, name, version=number))
+                  for name in intent}  # fmt: skip
+        return judge(intent, window, baseline)
 
     # ------------------------------------------------------------------ internals
 

@@ -398,7 +398,8 @@ class EnvironmentSpec(_Strict):
     resources: Resources = Resources()
     gpus: int = Field(0, ge=0)
     shm_size: str = "1Gi"
-    # Prometheus the cluster's KEDA reads (RawDeployment autoscaling on Triton's queue); optional
+    # the Prometheus that scrapes the predictor pods (optional): KEDA's signal for RawDeployment
+    # autoscaling on Triton's queue, and what 'promote --analysis' reads
     prometheus_url: str | None = None
 
 

@@ -1,0 +1,294 @@
+"""The KServe canary's analysis between steps, against a real Prometheus scraping real Tritons.
+
+There is no cluster here, so the cluster's side is played by what it would leave behind: three
+embedded Tritons stand for three revisions' pods (the previous release, a good new one, a slow
+new one), and Prometheus scrapes each with the ``namespace`` and ``pod`` labels a cluster's
+scrape attaches, so the walk's PromQL (:func:`tritonkit.deploy.kserve.prometheus_reads`) selects
+revisions exactly as it would there. Traffic is real and split between two of them as Knative
+would; the only stand-in is ``shift`` (the cluster's apply of ``canaryTrafficPercent``), a
+function that records the percentage and moves the split. The live KServe promotion is skipped
+without a cluster; the CLI's refusals before any cluster call are checked here too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from click.testing import CliRunner
+
+from tritonkit import Endpoints, TritonServer, build_repository, load_spec
+from tritonkit.artifact.lock import read_lock
+from tritonkit.cli import main
+from tritonkit.deploy.canary import Side, walk
+from tritonkit.deploy.kserve import prometheus_reads
+from tritonkit.errors import ClusterError, UsageError
+from tritonkit.release.store import ReleaseStore
+from tritonkit.serve.prometheus import query
+from tritonkit.serve.server import free_port
+from tritonkit.spec.intent import Capacity, Slo
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("prometheus") is None, reason="Debian's prometheus is not installed ('make sysdeps' installs it)"
+)
+
+MODEL = """
+import time
+
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        time.sleep({delay})
+        return [
+            pb_utils.InferenceResponse([pb_utils.Tensor("y", pb_utils.get_input_tensor_by_name(r, "x").as_numpy())])
+            for r in requests
+        ]
+"""
+SPEC = """
+name: echo
+models:
+  - name: echo
+    kind: python
+    path: echo
+    max_batch_size: 4
+    inputs: [{{name: x, dtype: FP32, dims: [1]}}]
+    outputs: [{{name: y, dtype: FP32, dims: [1]}}]
+    dynamic_batching: {{max_queue_delay_microseconds: 0}}
+    slo: {{p99_ms: 500}}
+{environments}"""
+ENVIRONMENTS = """environments:
+  - name: prod
+    namespace: ml-prod
+    mode: Serverless
+    runtime_image: nvcr.io/nvidia/tritonserver@sha256:{digest}
+{prometheus}"""
+NAMESPACE = "ml-prod"
+REVISIONS = {"v1": "echo-predictor-00001", "good": "echo-predictor-00002", "slow": "echo-predictor-00003"}
+WINDOW_S = 6.0
+
+
+def _build(project: Path, delay: float, environments: str = "") -> Path:
+    (project / "echo").mkdir(parents=True, exist_ok=True)
+    (project / "echo" / "model.py").write_text(MODEL.format(delay=delay))
+    (project / "tritonkit.yaml").write_text(SPEC.format(environments=environments))
+    return build_repository(load_spec(project / "tritonkit.yaml"), project / "dist", cache_dir=project / "cache").path
+
+
+def _warm_up(url: str) -> None:
+    client = grpcclient.InferenceServerClient(url)
+    tensor = grpcclient.InferInput("x", [1, 1], "FP32")
+    tensor.set_data_from_numpy(np.ones((1, 1), dtype=np.float32))
+    for _ in range(10):
+        client.infer("echo", [tensor])
+    client.close()
+
+
+class _Split:
+    """Real traffic, split between two Tritons as Knative splits it between two revisions."""
+
+    def __init__(self, old: str, new: str) -> None:
+        self.urls, self.percent, self.stop = (old, new), 0, threading.Event()
+        self.sent = {old: 0, new: 0}
+        self.failed = 0
+        self.threads = [threading.Thread(target=self.run) for _ in range(2)]
+
+    def run(self) -> None:
+        clients = [grpcclient.InferenceServerClient(url) for url in self.urls]
+        tensor = grpcclient.InferInput("x", [1, 1], "FP32")
+        tensor.set_data_from_numpy(np.ones((1, 1), dtype=np.float32))
+        share = 0
+        while not self.stop.is_set():
+            share += self.percent  # Bresenham: exactly `percent` of every hundred requests go to the new one
+            to_new = share >= 100
+            share -= 100 if to_new else 0
+            try:
+                clients[to_new].infer("echo", [tensor])
+                self.sent[self.urls[to_new]] += 1
+            except Exception:
+                self.failed += 1
+        for client in clients:
+            client.close()
+
+    def __enter__(self) -> _Split:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+
+
+@pytest.fixture(scope="module")
+def revisions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, TritonServer], str, Path]]:
+    """Three Tritons standing for three revisions' pods, and a Prometheus scraping them with the
+    labels a cluster's scrape attaches; also the slow release's lock (its SLO)."""
+    root = tmp_path_factory.mktemp("canary")
+    repositories = {
+        "v1": _build(root / "v1", 0.0),
+        "good": _build(root / "good", 0.0),
+        "slow": _build(root / "slow", 0.15),  # inside the 500 ms SLO, but far behind v1
+    }
+    with ExitStack() as stack:
+        servers = {}
+        for name, path in repositories.items():
+            server = TritonServer(path, endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()))
+            stack.enter_context(server)
+            servers[name] = server
+            _warm_up(server.endpoints.grpc_url)  # as a revision is before it gets traffic: no cold p99
+        targets = "".join(
+            f"      - targets: ['{server.endpoints.metrics_url.removeprefix('http://').removesuffix('/metrics')}']\n"
+            f"        labels: {{namespace: {NAMESPACE}, pod: {REVISIONS[name]}-deployment-7d9c5b8f4-x{i}q2z}}\n"
+            for i, (name, server) in enumerate(servers.items())
+        )
+        (root / "prometheus.yml").write_text(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            f"scrape_configs:\n  - job_name: kserve-pods\n    static_configs:\n{targets}"
+        )
+        port = free_port()
+        process = subprocess.Popen(
+            ["prometheus", f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
+             f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        stack.callback(lambda: (process.terminate(), process.wait(timeout=10)))
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.3)
+        yield servers, url, repositories["slow"]
+
+
+def _walk(
+    servers: dict[str, TritonServer], prometheus: str, lock_path: Path, new: str
+) -> tuple[object, list[str], _Split]:
+    intent = {
+        name: (Slo(**entry["slo"]), Capacity(**entry["capacity"]) if "capacity" in entry else None)
+        for name, entry in read_lock(lock_path).models.items()
+        if "slo" in entry
+    }
+    calls: list[str] = []
+    names: dict[Side, str] = {"previous": REVISIONS["v1"], "new": REVISIONS[new]}
+    reads = prometheus_reads(prometheus, NAMESPACE, "echo", intent, WINDOW_S, lambda side: names[side])
+    with _Split(servers["v1"].endpoints.grpc_url, servers[new].endpoints.grpc_url) as split:
+        time.sleep(WINDOW_S + 2)  # v1 alone long enough for a baseline window in Prometheus
+
+        def shift(percent: int) -> None:  # the cluster's apply of canaryTrafficPercent, recorded
+            calls.append(f"canaryTrafficPercent {percent}" if percent < 100 else "canaryTrafficPercent removed")
+            split.percent = percent
+
+        def restore() -> None:
+            calls.append("previous release applied again")
+            split.percent = 0
+
+        outcome = walk([10, 50, 100], shift=shift, restore=restore, read=reads, intent=intent, seconds=WINDOW_S)
+    return outcome, calls, split
+
+
+def test_a_slow_canary_stops_at_10_percent_and_the_traffic_goes_back(
+    revisions: tuple[dict[str, TritonServer], str, Path],
+) -> None:
+    servers, prometheus, slow_lock = revisions
+    outcome, calls, split = _walk(servers, prometheus, slow_lock, "slow")
+    assert calls == ["canaryTrafficPercent 10", "canaryTrafficPercent 0"], calls
+    assert not outcome.ok and outcome.failed_at == 10  # type: ignore[attr-defined]
+    verdict = outcome.steps[0].verdicts[0]  # type: ignore[attr-defined]
+    assert verdict.numbers["p99_ms"] > 100 and verdict.numbers["baseline_p99_ms"] < 50, verdict.numbers
+    assert "x the previous release's" in outcome.evidence, outcome.evidence  # type: ignore[attr-defined]
+    assert split.sent[servers["slow"].endpoints.grpc_url] > 20 and split.failed == 0
+
+
+def test_a_good_canary_walks_10_50_100(revisions: tuple[dict[str, TritonServer], str, Path]) -> None:
+    servers, prometheus, slow_lock = revisions
+    outcome, calls, split = _walk(servers, prometheus, slow_lock, "good")
+    assert calls == ["canaryTrafficPercent 10", "canaryTrafficPercent 50", "canaryTrafficPercent removed"], calls
+    assert outcome.ok, outcome.evidence  # type: ignore[attr-defined]
+    rates = [step.verdicts[0].numbers["rps"] for step in outcome.steps]  # type: ignore[attr-defined]
+    assert rates[0] < min(rates[1:]), rates  # Prometheus saw the new revision's share grow
+    assert outcome.steps[-1].verdicts[0].numbers["baseline_p99_ms"] > 0  # type: ignore[attr-defined]
+    assert split.failed == 0
+    p99 = query(
+        prometheus,
+        f'max(nv_inference_request_summary_us{{model="echo",pod=~"{REVISIONS["good"]}-.+",quantile="0.99"}})',
+    )
+    assert p99 > 0
+
+
+# --------------------------------------------------------------------------- the CLI, before any cluster call
+
+
+def _kserve_project(tmp_path: Path, prometheus: str) -> tuple[Path, ReleaseStore]:
+    """Two releases of the echo project, v1 recorded as served in 'prod' (published nowhere:
+    the cluster is never reached)."""
+    environments = ENVIRONMENTS.format(digest="0" * 64, prometheus=prometheus)
+    project = tmp_path / "p"
+    store = ReleaseStore(project / "releases")
+    for delay in (0.0, 0.01):
+        store.create(_build(project, delay, environments))
+    return project / "tritonkit.yaml", store
+
+
+def test_the_cli_takes_analysis_for_kserve_and_asks_for_prometheus(tmp_path: Path) -> None:
+    spec, store = _kserve_project(tmp_path, prometheus="")
+    runner = CliRunner(env={"KUBECONFIG": str(tmp_path / "no-such-kubeconfig")})
+    args = ["promote", "v2", "--env", "prod", "-f", str(spec), "--store", str(store.root)]
+    missing = runner.invoke(main, [*args, "--analysis", "60s", "--json"])
+    assert missing.exit_code == UsageError.exit_code, missing.output
+    assert "has no prometheus_url" in missing.stdout and "prometheus_url: http://" in missing.stdout
+    bad_steps = runner.invoke(main, [*args, "--analysis", "60s", "--steps", "50,10"])
+    assert bad_steps.exit_code == UsageError.exit_code and "traffic steps must increase" in bad_steps.output
+    no_window = runner.invoke(main, [*args, "--steps", "10,100"])
+    assert no_window.exit_code == UsageError.exit_code and "--analysis" in no_window.output
+
+    spec, store = _kserve_project(tmp_path / "with", prometheus="    prometheus_url: http://127.0.0.1:9")
+    args = ["promote", "v2", "--env", "prod", "-f", str(spec), "--store", str(store.root)]
+    env = _open(spec, store)
+    env.record("promote", None, store.get(1), "ok")  # v1 serves, by the record
+    store.record_publication(2, f"oci://registry.invalid/echo@sha256:{'1' * 64}")
+    reached = runner.invoke(main, [*args, "--analysis", "60s", "--steps", "10,50"])
+    # not refused: the walk starts, and stops at the first thing it needs, the cluster
+    assert reached.exit_code == ClusterError.exit_code, reached.output
+    assert "no Kubernetes cluster for environment 'prod'" in reached.output
+    assert [p.to_release for p in env.history()] == ["v1"]  # nothing happened, nothing more recorded
+
+
+def _open(spec: Path, store: ReleaseStore):  # type: ignore[no-untyped-def]
+    from tritonkit.deploy import open_environment
+
+    return open_environment(store, "prod", load_spec(spec).spec)
+
+
+LIVE = os.environ.get("TRITONKIT_LIVE_SPEC")  # a spec whose env 'prod' is Serverless, with prometheus_url,
+# v1 served there and v2 published; traffic to the InferenceService comes from elsewhere
+
+
+@pytest.mark.skipif(
+    not (os.environ.get("KUBECONFIG") and LIVE),
+    reason="needs a Kubernetes cluster with KServe Serverless and Prometheus (set KUBECONFIG and TRITONKIT_LIVE_SPEC)",
+)
+def test_a_live_kserve_canary_under_analysis() -> None:  # pragma: no cover
+    import json
+
+    args = ["promote", "v2", "--env", "prod", "-f", str(LIVE), "--analysis", "60s", "--json"]
+    result = CliRunner().invoke(main, args)
+    document = json.loads(result.stdout)
+    assert result.exit_code in (0, 8), result.output
+    assert [s["percent"] for s in document["analysis"]["steps"]][0] == 10

@@ -1,0 +1,107 @@
+"""The stepped promotion's pure parts: the plan of steps, the walk's decisions (on counters made up
+by hand; tests/integration/test_canary_analysis.py walks a real Prometheus), and the KServe
+revision selectors."""
+
+from __future__ import annotations
+
+import pytest
+
+from tritonkit.deploy.analysis import Window
+from tritonkit.deploy.canary import Reads, Side, plan_steps, walk
+from tritonkit.deploy.kserve import revision_pods, serving_revision
+from tritonkit.errors import UsageError
+from tritonkit.serve.metrics import ModelCounters
+from tritonkit.spec.intent import Slo
+
+INTENT = {"echo": (Slo(p99_ms=100), None)}
+
+
+def _window(requests: float, p99_ms: float) -> Window:
+    empty = ModelCounters(0, 0, 0, 0, 0, 0, 0)
+    return empty, ModelCounters(10, requests, 0, requests, requests, requests * 1e3, 0, {0.99: p99_ms * 1e3})
+
+
+def test_steps_default_to_a_canary_where_traffic_splits_and_end_at_100() -> None:
+    assert plan_steps(None, split=True) == [10, 50, 100]
+    assert plan_steps(None, split=False) == [100]
+    assert plan_steps([5, 25], split=True) == [5, 25, 100]
+    assert plan_steps([100], split=False) == [100]
+
+
+@pytest.mark.parametrize("steps", [[50, 10], [0, 50], [10, 10, 100], [10, 150], []])
+def test_steps_that_are_not_increasing_percentages_are_refused(steps: list[int]) -> None:
+    with pytest.raises(UsageError, match="traffic steps must"):
+        plan_steps(steps, split=True)
+
+
+def test_steps_where_traffic_cannot_split_are_refused_with_a_way_out() -> None:
+    with pytest.raises(UsageError, match="cannot split traffic") as caught:
+        plan_steps([10, 50, 100], split=False)
+    assert "without steps" in caught.value.hint
+
+
+class _Cluster:
+    """Where the traffic is (the percentage on the new release) and what each side measures."""
+
+    def __init__(self, new_p99_ms: float) -> None:
+        self.new_p99_ms, self.percent, self.restored = new_p99_ms, 0, False
+        self.shifts: list[int] = []
+
+    def shift(self, percent: int) -> None:
+        self.percent = percent
+        self.shifts.append(percent)
+
+    def restore(self) -> None:
+        self.restored, self.percent = True, 0
+
+    def read(self, side: Side) -> Reads:
+        share = self.percent if side == "new" else 100 - self.percent
+        return {"echo": _window(10 * share, self.new_p99_ms if side == "new" else 5)} if share else {}
+
+
+def test_a_good_release_walks_every_step() -> None:
+    cluster = _Cluster(new_p99_ms=6)
+    outcome = walk([10, 50, 100], shift=cluster.shift, restore=cluster.restore, read=cluster.read,
+                   intent=INTENT, seconds=60, sleep=lambda s: None)  # fmt: skip
+    assert outcome.ok and cluster.shifts == [10, 50, 100] and outcome.failed_at is None
+    assert [s.percent for s in outcome.steps] == [10, 50, 100]
+    last = outcome.steps[-1].verdicts[0]  # at 100% the previous release serves nothing: its 50% window
+    assert last.numbers["baseline_p99_ms"] == 5 and last.numbers["rps"] == 100
+
+
+def test_a_slow_release_stops_at_the_first_step_and_the_traffic_goes_back() -> None:
+    cluster = _Cluster(new_p99_ms=60)  # inside the 100 ms SLO, but 12x the previous release
+    outcome = walk([10, 50, 100], shift=cluster.shift, restore=cluster.restore, read=cluster.read,
+                   intent=INTENT, seconds=60, sleep=lambda s: None)  # fmt: skip
+    assert not outcome.ok and outcome.failed_at == 10 and cluster.shifts == [10, 0] and not cluster.restored
+    assert outcome.evidence == "echo: p99 60.0 ms is 12.0x the previous release's 5.0 ms"
+
+
+def test_a_violation_at_100_percent_restores_the_previous_release() -> None:
+    cluster = _Cluster(new_p99_ms=500)  # over the SLO
+    outcome = walk([100], shift=cluster.shift, restore=cluster.restore, read=cluster.read,
+                   intent=INTENT, seconds=60, sleep=lambda s: None)  # fmt: skip
+    assert outcome.failed_at == 100 and cluster.shifts == [100] and cluster.restored
+    assert "p99 500.0 ms > 100" in outcome.evidence  # and the baseline read before the switch
+    assert "5.0 ms" in outcome.evidence
+
+
+def test_a_revision_is_selected_by_its_pods() -> None:
+    assert (
+        revision_pods("prod", "clf", "clf-predictor-00002")
+        == 'namespace="prod",pod=~"clf-predictor-00002-deployment-.+"'
+    )
+    assert revision_pods("prod", "clf", None) == 'namespace="prod",pod=~"clf-predictor-.+"'
+
+
+def test_the_serving_revision_is_the_one_with_the_most_traffic() -> None:
+    canary = {"status": {"components": {"predictor": {
+        "latestReadyRevision": "clf-predictor-00002",
+        "traffic": [
+            {"revisionName": "clf-predictor-00002", "percent": 10, "latestRevision": True, "tag": "latest"},
+            {"revisionName": "clf-predictor-00001", "percent": 90, "latestRevision": False, "tag": "prev"},
+        ],
+    }}}}  # fmt: skip
+    assert serving_revision(canary) == "clf-predictor-00001"
+    assert serving_revision({"status": {"components": {"predictor": {"latestReadyRevision": "a-1"}}}}) == "a-1"
+    assert serving_revision({}) is None
