@@ -91,6 +91,7 @@ def _wrapper(scratch: Path, server: TritonServer) -> Path:
     env = server.environment()
     kept = ("LD_LIBRARY_PATH", "PATH", "PYTHONDONTWRITEBYTECODE")
     lines = ["#!/bin/sh"] + [f"export {k}='{v}'" for k, v in sorted(env.items()) if k in kept]
+    lines.append(f"echo start >> '{scratch / 'starts.log'}'")  # how often Model Analyzer (re)starts it
     lines.append(f'exec {command[0]} {backend} "$@"')
     path = scratch / "tritonserver"
     path.write_text("\n".join(lines) + "\n")
@@ -152,6 +153,8 @@ def _run_ma(
     out.mkdir(parents=True)
     (out / "config.yaml").write_text(yaml.safe_dump(config))
     ma = ROOT / ".venv-ma" / "bin" / "model-analyzer"
+    starts = scratch / "starts.log"
+    before = len(starts.read_text().splitlines()) if starts.exists() else 0
     started = time.monotonic()
     done = subprocess.run([str(ma), "profile", "-f", str(out / "config.yaml")], capture_output=True, text=True)
     wall = time.monotonic() - started
@@ -172,11 +175,27 @@ def _run_ma(
         "tool": f"Model Analyzer {mode}",
         "wall_s": wall,
         "points": len(rows),
-        "restarts": done.stdout.count("Starting a local Triton Server") + done.stderr.count("Starting a local Triton"),
+        "restarts": (len(starts.read_text().splitlines()) if starts.exists() else 0) - before,
         "claim": claim,
         "config": pbtxt.parse((config_dir / "config.pbtxt").read_text()) if config_dir else None,
         "concurrency": int(best["Concurrency"]) if best else 0,
     }
+
+
+def _describe(config: object) -> str:
+    """``2× mbs 32, delay 500 µs`` for a ModelConfig (what a tool picked)."""
+    if config is None:
+        return "-"
+    instances = sum(group.count or 1 for group in config.instance_group) or 1  # type: ignore[attr-defined]
+    text = f"{instances}× mbs {config.max_batch_size}"  # type: ignore[attr-defined]
+    if config.HasField("dynamic_batching"):  # type: ignore[attr-defined]
+        batching = config.dynamic_batching  # type: ignore[attr-defined]
+        text += f", delay {batching.max_queue_delay_microseconds} µs"
+        if batching.preferred_batch_size:
+            text += f", pref {','.join(map(str, batching.preferred_batch_size))}"
+    else:
+        text += ", no dynamic batching"
+    return text
 
 
 def _remeasure(built: Path, model: str, candidates: list[dict], rounds: int, data: Path | None) -> None:
@@ -265,6 +284,7 @@ def main() -> int:
     table = Table(title=f"{args.model}: p99 <= {p99_ms:g} ms, re-measured by perf_analyzer ({args.rounds} rounds)")
     columns = (
         "tool",
+        "its pick",
         "wall s",
         "points",
         "restarts",
@@ -280,7 +300,7 @@ def main() -> int:
         measured = c.get("measured", [])
         tputs, p99s = [m[0] for m in measured], [m[1] for m in measured]
         table.add_row(
-            c["tool"], f"{c['wall_s']:.0f}", str(c["points"]), str(c["restarts"]), c["claim"],
+            c["tool"], _describe(c["config"]), f"{c['wall_s']:.0f}", str(c["points"]), str(c["restarts"]), c["claim"],
             f"{statistics.median(tputs):.0f}" if tputs else "-",
             f"{min(tputs):.0f}-{max(tputs):.0f}" if tputs else "-",
             f"{statistics.median(p99s):.2f}" if p99s else "-",
