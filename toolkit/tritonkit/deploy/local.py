@@ -52,7 +52,6 @@ live/ bookkeeping and drift checks already live in transaction.py, live.py and d
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -81,7 +80,7 @@ from tritonkit.deploy.transaction import EnvironmentLock, Journal
 from tritonkit.errors import PromoteError, TritonkitError, UsageError
 from tritonkit.events import Progress
 from tritonkit.release.store import Release, ReleaseStore
-from tritonkit.serve.metrics import model_counters, scrape
+from tritonkit.serve.metrics import watch, window_counters
 from tritonkit.serve.repository_api import load_model, unload_model
 from tritonkit.serve.server import Endpoints, TritonServer, free_port, repository_models
 from tritonkit.spec.intent import Capacity, Slo
@@ -397,8 +396,9 @@ class LocalEnvironment(Environment):
         return differences(expected, number, versions, configs, live_problems)
 
     def _watch(self, number: int, seconds: float, report: Callable[[str], None]) -> list[Verdict]:
-        """Two reads of Triton's metrics :attr:`metrics_url`, ``seconds`` apart, judged per model
-        against the SLO and capacity the release's lock carries (models without an SLO are skipped)."""
+        """Triton's metrics :attr:`metrics_url`, scraped through ``seconds``, judged per model
+        against the SLO and capacity the release's lock carries (models without an SLO are
+        skipped); an ``llm`` model on its engine's TTFT/TPOT p99 and error rate as well."""
         intent = {
             name: (Slo(**entry["slo"]), Capacity(**entry["capacity"]) if "capacity" in entry else None)
             for name, entry in read_lock(self.store.path(number)).models.items()
@@ -407,15 +407,12 @@ class LocalEnvironment(Environment):
         if not intent:
             report(f"v{number} declares no SLO: nothing to analyse")
             return []
-        first = scrape(self.metrics_url)
         report(f"watching v{number} under traffic for {seconds:.0f}s")
-        time.sleep(seconds)
-        last = scrape(self.metrics_url)
+        scrapes = watch(self.metrics_url, seconds)
         return [
-            analyse(name, model_counters(first, name, version=number), model_counters(last, name, version=number),
-                    slo=slo, capacity=capacity)
+            analyse(name, *window_counters(scrapes, name, version=number), slo=slo, capacity=capacity)
             for name, (slo, capacity) in sorted(intent.items())
-        ]  # fmt: skip
+        ]
 
     # ------------------------------------------------------------------ internals
 
