@@ -91,11 +91,12 @@ def check(
         raise UsageError("no model to check", hint="name models, or give them an slo: in the spec")
     seconds = parse_duration(window)
     replicas = plan_spec(spec, spec.environment(env_name)).replicas if env_name else 1
-    llm = {m.name for m in chosen if isinstance(m, LlmModel)}  # judged on the engine's TTFT/TPOT too
     if prometheus_url is not None:  # a cluster's view: rates over the window that just passed
         from tritonkit.serve.prometheus import window_counters as prometheus_counters
 
-        reads = {m.name: prometheus_counters(prometheus_url, m.name, seconds, llm=m.name in llm) for m in chosen}
+        reads = {  # llm models: the engine's series too (a scrape has them whenever they exist)
+            m.name: prometheus_counters(prometheus_url, m.name, seconds, llm=isinstance(m, LlmModel)) for m in chosen
+        }
     else:  # one server: its own metrics, scraped through the window
         with console.status(f"watching {metrics_url} for {seconds:.0f}s …"):
             scrapes = watch(metrics_url, seconds)
