@@ -41,6 +41,9 @@ _spec.loader.exec_module(engine)
 
 _TTFT_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0]
 _TPOT_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5]
+# The reason labels of tritonkit_llm_request_failure_total (cancellations are the client's doing,
+# not failures: vllm:request_success_total{finish_reason="cancelled"} counts them).
+_FAILURE_REASONS = ("overloaded", "invalid", "error")
 
 
 class _Sink:
@@ -124,12 +127,24 @@ class TritonPythonModel:
                 sink = _Sink(self, request, sender, prompt)
                 self.engine.submit(engine.Sequence(id=request.request_id(), prompt=prompt, params=params, sink=sink))
             except engine.QueueFull as exc:
-                _fail(sender, f"{self.name} is overloaded: {exc}; retry later", pb_utils.TritonError.UNAVAILABLE)
+                self._refuse(
+                    sender,
+                    f"{self.name} is overloaded: {exc}; retry later",
+                    pb_utils.TritonError.UNAVAILABLE,
+                    "overloaded",
+                )
             except (engine.ParameterError, ValueError) as exc:
-                _fail(sender, f"{self.name}: {exc}", pb_utils.TritonError.INVALID_ARG)
+                self._refuse(sender, f"{self.name}: {exc}", pb_utils.TritonError.INVALID_ARG, "invalid")
             except engine.EngineFailed as exc:
-                _fail(sender, f"{self.name}: {exc}; reload the model", pb_utils.TritonError.INTERNAL)
+                self._refuse(sender, f"{self.name}: {exc}; reload the model", pb_utils.TritonError.INTERNAL, "error")
         return None
+
+    def _refuse(self, sender, message, code, reason):
+        """End a request with an error response, counted under ``reason``: Triton counts a
+        decoupled request that ended in an error response as a success, so the engine counts
+        the failures."""
+        self.m_failure[reason].increment(1)
+        _fail(sender, message, code)
 
     def _read(self, request):
         """The prompt and sampling parameters of one request (ParameterError / ValueError if bad)."""
@@ -153,7 +168,7 @@ class TritonPythonModel:
                     )
                 live.append((_Sink(self, request, sender, prompt), ids, params))
             except (engine.ParameterError, ValueError) as exc:
-                _fail(sender, f"{self.name}: {exc}", pb_utils.TritonError.INVALID_ARG)
+                self._refuse(sender, f"{self.name}: {exc}", pb_utils.TritonError.INVALID_ARG, "invalid")
         if not live:
             return
         started = time.perf_counter()
@@ -249,7 +264,7 @@ class TritonPythonModel:
                 _fail(sink.sender, event.error or "request cancelled", pb_utils.TritonError.CANCELLED)
                 return
             if event.finish_reason == "error":
-                _fail(sink.sender, event.error or "generation failed", pb_utils.TritonError.INTERNAL)
+                self._refuse(sink.sender, event.error or "generation failed", pb_utils.TritonError.INTERNAL, "error")
                 return
         if sink.stream:
             count = len(event.tokens)
@@ -299,6 +314,7 @@ class TritonPythonModel:
             "waiting": F("vllm:num_requests_waiting", "Sequences waiting to be admitted.", F.GAUGE),
             "kv": F("vllm:kv_cache_usage_perc", "Fraction of the KV-cache budget in use (0-1).", F.GAUGE),
             "kv_tokens": F("tritonkit_llm_kv_cache_tokens", "KV-cache slots in use (rows x columns).", F.GAUGE),
+            "failure": F("tritonkit_llm_request_failure_total", "Requests ended with an error response.", F.COUNTER),
         }
         fam = self._families
         self.m_prompt = fam["prompt"].Metric(labels=labels)
@@ -314,6 +330,9 @@ class TritonPythonModel:
         self.m_waiting = fam["waiting"].Metric(labels=labels)
         self.m_kv = fam["kv"].Metric(labels=labels)
         self.m_kv_tokens = fam["kv_tokens"].Metric(labels=labels)
+        self.m_failure = {
+            reason: fam["failure"].Metric(labels={**labels, "reason": reason}) for reason in _FAILURE_REASONS
+        }
 
     def finalize(self):
         self.engine.stop()

@@ -1,12 +1,14 @@
-"""Live-metrics analysis against an SLO, on counters made up by hand (the integration test reads
-the real Triton's)."""
+"""Live-metrics analysis against an SLO, on counters made up by hand (the integration tests read
+the real Triton's and Prometheus's): the request counters, and an llm engine's TTFT/TPOT histograms."""
 
 from __future__ import annotations
 
 import math
 
+import pytest
+
 from tritonkit.deploy.analysis import analyse
-from tritonkit.serve.metrics import ModelCounters, Scrape, model_counters, parse
+from tritonkit.serve.metrics import Histogram, ModelCounters, Scrape, model_counters, parse, window_counters
 from tritonkit.spec.intent import Capacity, Slo
 
 TEXT = """# HELP nv_inference_request_success Number of successful inference requests
@@ -87,3 +89,103 @@ def test_without_a_baseline_the_numbers_say_so() -> None:
     verdict = analyse("m", *_window(500, 5), slo=Slo(p99_ms=10), capacity=None)
     assert verdict.ok and math.isnan(verdict.numbers["baseline_p99_ms"])
     assert verdict.as_dict()["numbers"]["baseline_error_rate"] is None  # type: ignore[index]
+
+
+# ------------------------------------------------------------------------------- llm models
+
+INF = math.inf
+ENGINE = """# TYPE vllm:time_to_first_token_seconds histogram
+vllm:time_to_first_token_seconds_bucket{model="chat",version="1",instance="a.1",le="0.1"} 6
+vllm:time_to_first_token_seconds_bucket{model="chat",version="1",instance="a.1",le="0.5"} 9
+vllm:time_to_first_token_seconds_bucket{model="chat",version="1",instance="a.1",le="+Inf"} 10
+vllm:time_to_first_token_seconds_bucket{model="chat",version="1",instance="b.2",le="0.1"} 4
+vllm:time_to_first_token_seconds_bucket{model="chat",version="1",instance="b.2",le="0.5"} 9
+vllm:time_to_first_token_seconds_bucket{model="chat",version="1",instance="b.2",le="+Inf"} 10
+vllm:time_to_first_token_seconds_sum{model="chat",version="1",instance="a.1"} 3.5
+vllm:num_requests_waiting{model="chat",version="1",instance="a.1"} 3
+vllm:num_requests_waiting{model="chat",version="1",instance="b.2"} 1
+vllm:kv_cache_usage_perc{model="chat",version="1",instance="a.1"} 0.25
+vllm:kv_cache_usage_perc{model="chat",version="1",instance="b.2"} 0.5
+nv_inference_request_success{model="chat",version="1"} 20
+tritonkit_llm_request_failure_total{model="chat",version="1",instance="a.1",reason="overloaded"} 2
+tritonkit_llm_request_failure_total{model="chat",version="1",instance="b.2",reason="invalid"} 1
+"""
+
+
+def test_histogram_quantile_interpolates_as_promql() -> None:
+    h = Histogram(((0.1, 50.0), (0.5, 90.0), (1.0, 100.0), (INF, 100.0)))
+    assert h.quantile(0.5) == 0.1  # the rank lands exactly on a bucket's upper bound
+    assert h.quantile(0.25) == pytest.approx(0.05)  # the lowest bucket starts at 0
+    assert h.quantile(0.7) == pytest.approx(0.1 + 0.4 * 20 / 40)
+    assert h.quantile(0.99) == pytest.approx(0.5 + 0.5 * 9 / 10)
+    assert Histogram(((0.1, 1.0), (INF, 10.0))).quantile(0.99) == 0.1  # in +Inf: the highest finite bound
+    assert math.isnan(Histogram(((0.1, 0.0), (INF, 0.0))).quantile(0.99))  # nothing observed
+    assert math.isnan(Histogram(((0.1, 3.0),)).quantile(0.99))  # no +Inf bucket
+
+
+def test_histogram_delta_is_the_window_and_a_reset_starts_from_zero() -> None:
+    before = Histogram(((0.1, 10.0), (1.0, 12.0), (INF, 12.0)))
+    after = Histogram(((0.1, 10.0), (1.0, 20.0), (INF, 22.0)))
+    window = after.minus(before)
+    assert window.buckets == ((0.1, 0.0), (1.0, 8.0), (INF, 10.0)) and window.count == 10
+    assert window.quantile(0.5) == pytest.approx(0.1 + 0.9 * 5 / 8)
+    restarted = Histogram(((0.1, 1.0), (1.0, 2.0), (INF, 2.0)))
+    assert restarted.minus(after) == restarted and after.minus(None) == after
+
+
+def test_engine_series_are_merged_over_instances_and_gauges_peak_over_the_window() -> None:
+    first = Scrape(0.0, parse(ENGINE))
+    busier = Scrape(1.0, parse(ENGINE.replace('instance="a.1"} 3', 'instance="a.1"} 7')))
+    last = Scrape(2.0, parse(ENGINE.replace("} 0.5\n", "} 0.125\n")))
+    counters = model_counters(first, "chat")
+    assert counters.ttft == Histogram(((0.1, 10.0), (0.5, 18.0), (INF, 20.0)))
+    assert counters.tpot is None and math.isnan(counters.running)
+    assert (counters.waiting, counters.kv_usage) == (4, 0.5)  # summed; the fullest instance
+    assert (counters.success, counters.failure) == (17, 3)  # Triton counted the error responses as successes
+    before, after = window_counters([first, busier, last], "chat")
+    assert before == counters and after.at == 2.0
+    assert (after.waiting, after.kv_usage) == (8, 0.5)  # peaks, not the last read's 4 and 0.25
+    assert model_counters(first, "chat", version=2).ttft is None
+
+
+def _engine(at: float, first_tokens: float, slow: float, *, waiting: float = 0, kv: float = 0.1, running: float = 1):
+    """Counters of an llm model: ``first_tokens`` TTFTs, ``slow`` of them over 1 s; TPOTs all 20-50 ms."""
+    ttft = Histogram(((0.1, first_tokens - slow), (1.0, first_tokens - slow), (2.5, first_tokens), (INF, first_tokens)))
+    tpot = Histogram(((0.02, 0.0), (0.05, 10 * first_tokens), (INF, 10 * first_tokens)))
+    return ModelCounters(at, first_tokens, 0, first_tokens, first_tokens, 0, 0, ttft=ttft, tpot=tpot,
+                         waiting=waiting, running=running, kv_usage=kv)  # fmt: skip
+
+
+def test_llm_ttft_over_budget_names_the_queue_and_the_kv_cache() -> None:
+    before = _engine(0, 100, 0)
+    after = _engine(10, 200, 5, waiting=12, kv=0.97, running=8)
+    verdict = analyse("chat", before, after, slo=Slo(ttft_p99_ms=500, tpot_p99_ms=50), capacity=None)
+    n = verdict.numbers
+    assert n["first_tokens"] == 100 and n["ttft_p99_ms"] == pytest.approx(1000 + 1500 * 4 / 5)
+    assert n["tpot_p99_ms"] == pytest.approx(20 + 30 * 990 / 1000) and n["rps"] == 10
+    assert verdict.violations == ["TTFT p99 2,200 ms > 500: 12 requests waiting, KV cache 97% full"]
+    assert verdict.advice[0].startswith("the KV cache is full: add a replica")
+    waiting = analyse("chat", before, _engine(10, 200, 5, waiting=3, kv=0.4), slo=Slo(ttft_p99_ms=500), capacity=None)
+    assert "requests wait for a running slot" in waiting.advice[0]
+    idle = analyse("chat", before, _engine(10, 200, 5), slo=Slo(ttft_p99_ms=500), capacity=None)
+    assert "prefill itself is slow" in idle.advice[0]
+
+
+def test_llm_tpot_over_budget_and_within_budget() -> None:
+    before, after = _engine(0, 100, 0), _engine(10, 200, 0, running=6)
+    slow = analyse("chat", before, after, slo=Slo(ttft_p99_ms=500, tpot_p99_ms=10), capacity=None)
+    assert slow.violations == ["TPOT p99 49.7 ms > 10: 6 sequences running"]
+    assert "lower scheduler.max_running" in slow.advice[0]
+    fine = analyse("chat", before, after, slo=Slo(ttft_p99_ms=500, tpot_p99_ms=50, error_rate=0.01), capacity=None)
+    assert fine.ok and fine.advice == [] and fine.as_dict()["numbers"]["waiting"] == 0
+
+
+def test_llm_window_without_generations_is_not_a_violation_but_says_so() -> None:
+    quiet = analyse("chat", _engine(0, 100, 0), _engine(10, 100, 0), slo=Slo(ttft_p99_ms=1), capacity=None)
+    assert quiet.ok and math.isnan(quiet.numbers["ttft_p99_ms"]) and "no generation started" in quiet.advice[0]
+    assert quiet.as_dict()["numbers"]["ttft_p99_ms"] is None
+
+
+def test_ordinary_models_carry_no_engine_numbers() -> None:
+    verdict = analyse("m", _counters(0, 0, 0, 0, 0), _counters(5, 5, 5, 1, 3000), slo=Slo(ttft_p99_ms=1), capacity=None)
+    assert verdict.ok and "ttft_p99_ms" not in verdict.numbers

@@ -73,16 +73,17 @@ def check(
 ) -> None:
     """Watch live Triton metrics for a window and judge each model (default: those with an slo:) against it.
 
-    Exits 15 when any model breaks its SLO: usable as a CI or cron gate.
+    llm models are judged on the engine's TTFT/TPOT p99 (ttft_p99_ms, tpot_p99_ms) and error rate,
+    with its waiting/running sequences and KV-cache usage. Exits 15 when any model breaks its SLO:
+    usable as a CI or cron gate.
     """
-    import time
-
     from tritonkit.deploy.analysis import analyse
     from tritonkit.deploy.plan import plan_spec
     from tritonkit.errors import SloViolation
     from tritonkit.perf.tune import parse_duration
-    from tritonkit.serve.metrics import model_counters, scrape
+    from tritonkit.serve.metrics import watch, window_counters
     from tritonkit.spec.loader import load_spec
+    from tritonkit.spec.schema import LlmModel
 
     spec = load_spec(spec_file).spec
     chosen = [spec.model(name) for name in models] or [m for m in spec.models if m.slo is not None]
@@ -91,26 +92,20 @@ def check(
     seconds = parse_duration(window)
     replicas = plan_spec(spec, spec.environment(env_name)).replicas if env_name else 1
     if prometheus_url is not None:  # a cluster's view: rates over the window that just passed
-        from tritonkit.serve.prometheus import window_counters
+        from tritonkit.serve.prometheus import window_counters as prometheus_counters
 
-        reads = {m.name: window_counters(prometheus_url, m.name, seconds) for m in chosen}
-    else:  # one server: two scrapes of its own metrics, a window apart
-        first = scrape(metrics_url)
+        reads = {  # llm models: the engine's series too (a scrape has them whenever they exist)
+            m.name: prometheus_counters(prometheus_url, m.name, seconds, llm=isinstance(m, LlmModel)) for m in chosen
+        }
+    else:  # one server: its own metrics, scraped through the window
         with console.status(f"watching {metrics_url} for {seconds:.0f}s …"):
-            time.sleep(seconds)
-        last = scrape(metrics_url)
-        reads = {m.name: (model_counters(first, m.name), model_counters(last, m.name)) for m in chosen}
+            scrapes = watch(metrics_url, seconds)
+        reads = {m.name: window_counters(scrapes, m.name) for m in chosen}
     verdicts = [analyse(m.name, *reads[m.name], slo=m.slo, capacity=m.capacity, replicas=replicas) for m in chosen]
     record(models=[v.as_dict() for v in verdicts])  # "ok"/"exit_code" come from the outcome below
     for verdict in verdicts:
-        n = verdict.numbers
         state = "[green]ok[/]" if verdict.ok else "[bold red]violates its SLO[/]"
-        console.print(
-            f"{verdict.model}: {state} — {n['rps']:.0f} req/s, p99 {n['p99_ms']:.2f} ms, "
-            f"errors {n['error_rate']:.2%}, queue {n['queue_share']:.0%} of request time, "
-            f"mean batch {n['mean_batch']:.1f}",
-            highlight=False,
-        )
+        console.print(f"{verdict.model}: {state} — {_summary(verdict.numbers)}", highlight=False)
         for line in verdict.violations:
             console.print(f"  [red]✗[/] {line}", highlight=False)
         for line in verdict.advice:
@@ -121,6 +116,20 @@ def check(
             f"{', '.join(v.model for v in broken)}: live metrics break the SLO ({broken[0].violations[0]})",
             hint="see the advice above; 'tritonkit plan' for the replicas the traffic needs",
         )
+
+
+def _summary(n: dict[str, float]) -> str:
+    """One line of a verdict's numbers (an ``llm`` model's: the engine's latencies and load)."""
+    if "ttft_p99_ms" in n:
+        return (
+            f"{n['rps']:.1f} req/s, TTFT p99 {n['ttft_p99_ms']:.1f} ms, TPOT p99 {n['tpot_p99_ms']:.1f} ms, "
+            f"errors {n['error_rate']:.2%}, peak {n['waiting']:.0f} waiting / {n['running']:.0f} running, "
+            f"KV cache {n['kv_usage']:.0%}"
+        )
+    return (
+        f"{n['rps']:.0f} req/s, p99 {n['p99_ms']:.2f} ms, errors {n['error_rate']:.2%}, "
+        f"queue {n['queue_share']:.0%} of request time, mean batch {n['mean_batch']:.1f}"
+    )
 
 
 COMMANDS = [plan, check]

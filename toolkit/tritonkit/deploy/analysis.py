@@ -13,9 +13,16 @@ error rate above the baseline's by more than the error budget (0.1% without one)
 regression even inside the SLO. Too little traffic on either side (fewer than
 ``MIN_REQUESTS`` answered) compares nothing: a p99 of five requests is noise.
 
+For an ``llm`` model (its reads carry the engine's TTFT/TPOT histograms) the latency objectives
+are ``ttft_p99_ms`` and ``tpot_p99_ms``: the p99 of what the window observed, from the bucket
+deltas (:meth:`~tritonkit.serve.metrics.Histogram.quantile`, PromQL's ``histogram_quantile``),
+judged with the engine's waiting and running sequences and KV-cache usage as the reason ("TTFT
+p99 840 ms > 500: 12 requests waiting, KV cache 97% full").
+
 Example:
     >>> verdict = analyse("classifier", before, after, slo=Slo(p99_ms=10), capacity=None, baseline=(b0, b1))
     >>> verdict.ok, verdict.violations
+    >>> analyse("chat", before, after, slo=Slo(ttft_p99_ms=500, tpot_p99_ms=50), capacity=None).numbers["ttft_p99_ms"]
 """
 
 from __future__ import annotations
@@ -103,6 +110,9 @@ def analyse(
     }
     violations: list[str] = []
     advice: list[str] = []
+    if after.ttft is not None or after.tpot is not None:
+        numbers.update(_engine_numbers(before, after))
+        _judge_engine(numbers, slo, violations, advice)
     if slo is not None and slo.p99_ms is not None and numbers["p99_ms"] > slo.p99_ms:
         share = numbers["queue_share"]
         queue = f": {share:.0%} of it is queue" if not math.isnan(share) else ""
@@ -164,3 +174,63 @@ def _against_baseline(
         "the previous release served the same traffic better: compare the two releases ('tritonkit diff OLD NEW')"
     ]
     return regressions, advice if regressions else []
+
+
+#: KV-cache usage (0-1) from which a slow first token is put down to a full cache.
+KV_FULL = 0.9
+
+
+def _engine_numbers(before: ModelCounters, after: ModelCounters) -> dict[str, float]:
+    """An ``llm`` engine's window: TTFT/TPOT p99 (ms) from the bucket deltas, and its gauges."""
+    ttft = after.ttft.minus(before.ttft) if after.ttft is not None else None
+    tpot = after.tpot.minus(before.tpot) if after.tpot is not None else None
+    return {
+        "ttft_p99_ms": 1000 * ttft.quantile(0.99) if ttft is not None else math.nan,
+        "tpot_p99_ms": 1000 * tpot.quantile(0.99) if tpot is not None else math.nan,
+        "first_tokens": ttft.count if ttft is not None else math.nan,  # generations that started
+        "waiting": after.waiting,
+        "running": after.running,
+        "kv_usage": after.kv_usage,
+    }
+
+
+def _judge_engine(numbers: dict[str, float], slo: Slo | None, violations: list[str], advice: list[str]) -> None:
+    """TTFT and TPOT p99 against ``slo``, explained by the engine's queue and KV cache."""
+    if slo is None or (slo.ttft_p99_ms is None and slo.tpot_p99_ms is None):
+        return
+    waiting, running, kv = numbers["waiting"], numbers["running"], numbers["kv_usage"]
+    if not numbers["first_tokens"] > 0:
+        advice.append("no generation started in the window: no TTFT or TPOT to judge (send traffic, or watch longer)")
+    if slo.ttft_p99_ms is not None and numbers["ttft_p99_ms"] > slo.ttft_p99_ms:
+        why = [f"{waiting:.0f} requests waiting"] if not math.isnan(waiting) else []
+        why += [f"KV cache {kv:.0%} full"] if not math.isnan(kv) else []
+        violations.append(f"TTFT p99 {_ms(numbers['ttft_p99_ms'])} ms > {slo.ttft_p99_ms:g}" + _reason(why))
+        if kv >= KV_FULL:
+            advice.append(
+                "the KV cache is full: add a replica, or lower scheduler.max_running (or raise kv_cache_tokens)"
+            )
+        elif waiting >= 1:
+            advice.append(
+                "requests wait for a running slot: add a replica, or raise scheduler.max_running while the KV cache "
+                "has room"
+            )
+        else:
+            advice.append("nothing waits, prefill itself is slow: shorter prompts or faster hardware (device: cuda)")
+    if slo.tpot_p99_ms is not None and numbers["tpot_p99_ms"] > slo.tpot_p99_ms:
+        why = [f"{running:.0f} sequences running"] if not math.isnan(running) else []
+        violations.append(f"TPOT p99 {_ms(numbers['tpot_p99_ms'])} ms > {slo.tpot_p99_ms:g}" + _reason(why))
+        if running > 1:
+            advice.append(
+                "every step decodes all running sequences: lower scheduler.max_running (shorter steps) and add a "
+                "replica for the traffic"
+            )
+        else:
+            advice.append("one sequence alone decodes this slowly: faster hardware (device: cuda) or a smaller model")
+
+
+def _reason(parts: list[str]) -> str:
+    return f": {', '.join(parts)}" if parts else ""
+
+
+def _ms(value: float) -> str:
+    return f"{value:.1f}" if value < 100 else f"{value:,.0f}"

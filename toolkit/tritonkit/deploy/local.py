@@ -52,7 +52,6 @@ live/ bookkeeping and drift checks already live in transaction.py, live.py and d
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -81,7 +80,7 @@ from tritonkit.deploy.transaction import EnvironmentLock, Journal
 from tritonkit.errors import PromoteError, TritonkitError, UsageError
 from tritonkit.events import Progress
 from tritonkit.release.store import Release, ReleaseStore
-from tritonkit.serve.metrics import ModelCounters, model_counters, scrape
+from tritonkit.serve.metrics import ModelCounters, model_counters, scrape, watch, window_counters
 from tritonkit.serve.repository_api import load_model, unload_model
 from tritonkit.serve.server import Endpoints, TritonServer, free_port, repository_models
 
@@ -408,19 +407,16 @@ class LocalEnvironment(Environment):
     def _watch(
         self, number: int, seconds: float, report: Callable[[str], None], baseline: dict[str, Window]
     ) -> list[Verdict]:
-        """Two reads of Triton's metrics :attr:`metrics_url`, ``seconds`` apart, judged per model
+        """Triton's metrics :attr:`metrics_url`, scraped through ``seconds``, judged per model
         against the SLO and capacity the release's lock carries and against ``baseline`` (models
-        without an SLO are skipped)."""
+        without an SLO are skipped); an ``llm`` model on its engine's TTFT/TPOT p99 as well."""
         intent = self.intent(number)
         if not intent:
             report(f"v{number} declares no SLO: nothing to analyse")
             return []
-        first = scrape(self.metrics_url)
         report(f"watching v{number} under traffic for {seconds:.0f}s")
-        time.sleep(seconds)
-        last = scrape(self.metrics_url)
-        window = {name: (model_counters(first, name, version=number), model_counters(last, name, version=number))
-                  for name in intent}  # fmt: skip
+        scrapes = watch(self.metrics_url, seconds)
+        window = {name: window_counters(scrapes, name, version=number) for name in intent}
         return judge(intent, window, baseline)
 
     # ------------------------------------------------------------------ internals

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tritonkit.deploy.plan import ModelPlan, Plan, plan_spec
+from tritonkit.serve.metrics import KV_USAGE, LLM_RUNNING, LLM_WAITING, TPOT, TTFT
 from tritonkit.spec.intent import Slo
 from tritonkit.spec.schema import LlmModel, ModelBase, Spec
 
@@ -111,14 +112,12 @@ def scaling_signals(spec: Spec, plan: Plan, scope: Scope) -> list[Signal]:
         signals.append(pending)
     if llms:
         match = scope.match()  # only llm models export vllm:* series
-        sequences = f"sum(vllm:num_requests_running{match}) + sum(vllm:num_requests_waiting{match})"
+        sequences = f"sum({LLM_RUNNING}{match}) + sum({LLM_WAITING}{match})"
         instances = sum(sum(g.count for g in m.instance_group) or 1 for m in llms)
         signals.append(
             Signal("llm-sequences", sequences, min(targets[m.name] for m in llms), "tritonkit_llm_sequences")
         )
-        kv = Signal(
-            "llm-kv-cache", f"sum(vllm:kv_cache_usage_perc{match})", KV_TARGET * instances, "vllm_kv_cache_usage_perc"
-        )
+        kv = Signal("llm-kv-cache", f"sum({KV_USAGE}{match})", KV_TARGET * instances, "vllm_kv_cache_usage_perc")
         signals.append(kv)
     return signals
 
@@ -221,8 +220,8 @@ def _latency_slis(model: ModelBase, scope: Scope) -> list[tuple[str, Query, floa
         return [
             (sli, _histogram_p99(scope, model.name, metric), budget_ms)
             for sli, metric, budget_ms in (
-                ("ttft", "vllm:time_to_first_token_seconds_bucket", slo.ttft_p99_ms),
-                ("tpot", "vllm:time_per_output_token_seconds_bucket", slo.tpot_p99_ms),
+                ("ttft", f"{TTFT}_bucket", slo.ttft_p99_ms),
+                ("tpot", f"{TPOT}_bucket", slo.tpot_p99_ms),
             )
             if budget_ms is not None
         ]
@@ -382,6 +381,5 @@ def _pending(model: ModelBase, scope: Scope) -> list[tuple[str, str]]:
 
     lines = [(total("nv_inference_pending_request_count"), "pending")]
     if isinstance(model, LlmModel):  # the engine queues inside the model: Triton's count stays near 0
-        lines += [(total("vllm:num_requests_waiting"), "waiting sequences"),
-                  (total("vllm:num_requests_running"), "running sequences")]  # fmt: skip
+        lines += [(total(LLM_WAITING), "waiting sequences"), (total(LLM_RUNNING), "running sequences")]
     return lines

@@ -16,8 +16,24 @@ a window apart, so the same pure analysis judges a local Triton (two scrapes) an
 ``selector`` narrows every query to some of the pods (more label matchers, e.g. one KServe
 revision's: ``namespace="prod",pod=~"clf-predictor-00002-deployment-.+"``).
 
+and for an ``llm`` model the engine's series (names in :mod:`tritonkit.serve.metrics`)::
+
+    sum by (le) (rate(vllm:time_to_first_token_seconds_bucket{model="m"}[5m]))   TTFT buckets/s,
+    sum by (le) (rate(vllm:time_per_output_token_seconds_bucket{…}[5m]))         TPOT buckets/s
+    sum(rate(tritonkit_llm_request_failure_total{model="m"}[5m]))   error responses/s (Triton
+                                                                    counts them as successes)
+    sum(max_over_time(vllm:num_requests_waiting{model="m"}[5m]))    waiting, each replica's peak
+    sum(max_over_time(vllm:num_requests_running{model="m"}[5m]))    running, likewise
+    max(max_over_time(vllm:kv_cache_usage_perc{model="m"}[5m]))     the fullest KV cache
+
+The bucket rates times the window are the window's bucket counts (histograms merge across
+replicas), and the p99 comes from them through the same
+:meth:`~tritonkit.serve.metrics.Histogram.quantile` a direct read uses — the number PromQL's
+``histogram_quantile`` gives over the same rates.
+
 Example:
     >>> before, after = window_counters("http://prometheus:9090", "classifier", 300)
+    >>> before, after = window_counters("http://prometheus:9090", "chat", 300, llm=True)
 """
 
 from __future__ import annotations
@@ -28,14 +44,36 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import replace
 
 from tritonkit.errors import ServerError
-from tritonkit.serve.metrics import ModelCounters
+from tritonkit.serve.metrics import (
+    KV_USAGE,
+    LLM_FAILURES,
+    LLM_RUNNING,
+    LLM_WAITING,
+    TPOT,
+    TTFT,
+    Histogram,
+    ModelCounters,
+)
 
 
 def query(base_url: str, promql: str, *, timeout: float = 10.0, at: float | None = None) -> float:
     """One instant query's scalar result (NaN when the result is empty), evaluated at ``at``
     (Unix seconds; default: when Prometheus handles it).
+
+    Raises:
+        ServerError: Prometheus cannot be reached or refuses the query.
+    """
+    result = query_vector(base_url, promql, timeout=timeout, at=at)
+    return result[0][1] if result else math.nan
+
+
+def query_vector(
+    base_url: str, promql: str, *, timeout: float = 10.0, at: float | None = None
+) -> list[tuple[dict[str, str], float]]:
+    """One instant query's series: ``(labels, value)`` each, evaluated at ``at`` like :func:`query`.
 
     Raises:
         ServerError: Prometheus cannot be reached or refuses the query.
@@ -51,15 +89,15 @@ def query(base_url: str, promql: str, *, timeout: float = 10.0, at: float | None
         ) from exc
     if document.get("status") != "success":
         raise ServerError(f"Prometheus refused '{promql}': {document.get('error', document)}")
-    result = document["data"]["result"]
-    return float(result[0]["value"][1]) if result else math.nan
+    return [(series.get("metric", {}), float(series["value"][1])) for series in document["data"]["result"]]
 
 
 def window_counters(
-    base_url: str, model: str, window_s: float, *, selector: str = ""
+    base_url: str, model: str, window_s: float, *, selector: str = "", llm: bool = False
 ) -> tuple[ModelCounters, ModelCounters]:
     """``model``'s counters as two reads ``window_s`` apart, computed from Prometheus rates over
-    the window that just ended; ``selector``: more label matchers (``a="b",c=~"d.*"``).
+    the window that just ended (with ``llm``, the engine's TTFT/TPOT buckets and its gauges' peaks
+    over the window too); ``selector``: more label matchers (``a="b",c=~"d.*"``).
 
     Raises:
         ServerError: Prometheus cannot be reached or refuses a query.
@@ -72,7 +110,18 @@ def window_counters(
         value = query(base_url, f"sum(rate({metric}{{{selector}}}[{window}]))", at=now)
         return 0.0 if math.isnan(value) else value
 
+    def histogram(metric: str) -> Histogram | None:
+        rows = query_vector(base_url, f"sum by (le) (rate({metric}_bucket{{{selector}}}[{window}]))", at=now)
+        buckets = sorted((float(labels["le"]), value * window_s) for labels, value in rows if "le" in labels)
+        return Histogram(tuple(buckets)) if buckets else None
+
+    def peak(metric: str, combine: str) -> float:
+        return query(base_url, f"{combine}(max_over_time({metric}{{{selector}}}[{window}]))", at=now)
+
     success, failure = rate("nv_inference_request_success"), rate("nv_inference_request_failure")
+    if llm:  # the engine's error responses, which Triton counts as successes
+        refused = rate(LLM_FAILURES)
+        success, failure = max(0.0, success - refused), failure + refused
     inferences, executions = rate("nv_inference_count"), rate("nv_inference_exec_count")
     request_us, queue_us = rate("nv_inference_request_duration_us"), rate("nv_inference_queue_duration_us")
     p99 = query(base_url, f'max(nv_inference_request_summary_us{{{selector},quantile="0.99"}})', at=now)
@@ -87,4 +136,13 @@ def window_counters(
         queue_us=queue_us * window_s,
         quantiles_us={0.99: p99},
     )
+    if llm:
+        after = replace(
+            after,
+            ttft=histogram(TTFT),
+            tpot=histogram(TPOT),
+            waiting=peak(LLM_WAITING, "sum"),
+            running=peak(LLM_RUNNING, "sum"),
+            kv_usage=peak(KV_USAGE, "max"),
+        )
     return before, after
