@@ -56,6 +56,14 @@ def _edit_lock(root: Path) -> None:
     path.write_text(json.dumps(lock))
 
 
+def _loosen_slo(root: Path) -> None:
+    """A laxer SLO written into the lock: the gates and plans would act on it, so the digest covers it."""
+    path = root / LOCK_FILE
+    lock = json.loads(path.read_text())
+    lock["models"]["classifier"]["slo"] = {"p99_ms": 1000}
+    path.write_text(json.dumps(lock))
+
+
 TAMPERING: dict[str, tuple[Callable[[Path], None], set[str], str]] = {
     "changed": (_append, {"changed"}, "postprocess/1/model.py"),
     "added": (_add, {"added"}, "classifier/1/extra.bin"),
@@ -65,6 +73,7 @@ TAMPERING: dict[str, tuple[Callable[[Path], None], set[str], str]] = {
     "artifact_mismatch": (_wrong_dtype, {"changed", "artifact"}, "classifier/1/model.onnx"),
     "name_mismatch": (_rename_model, {"changed", "config"}, "postprocess/config.pbtxt"),
     "lock_edited": (_edit_lock, {"changed", "lock"}, "tritonkit.lock.json"),
+    "slo_edited": (_loosen_slo, {"lock"}, "tritonkit.lock.json"),
 }
 
 

@@ -65,3 +65,18 @@ def test_a_file_is_hashed_in_chunks_not_read_whole(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert hashed == FileHash(hashlib.sha256(big.read_bytes()).hexdigest(), 48 << 20)
     assert peak < 4 << 20, f"hashing a 48 MiB file peaked at {peak / 2**20:.1f} MiB"
+
+
+def test_the_digest_covers_the_models_intent(tmp_path: Path) -> None:
+    """A release whose SLO or measured capacity changed is another release, even when no file did."""
+    from tritonkit.artifact.lock import intent_of, write_lock
+
+    _tree(tmp_path)
+    plain = write_lock(tmp_path, "r", {"m": {"backend": "python"}})
+    assert plain.digest == repository_digest(hash_tree(tmp_path))  # no intent: the files' digest, as before
+    strict = write_lock(tmp_path, "r", {"m": {"backend": "python", "slo": {"p99_ms": 10}}})
+    loose = write_lock(tmp_path, "r", {"m": {"backend": "python", "slo": {"p99_ms": 20}}})
+    assert len({plain.digest, strict.digest, loose.digest}) == 3
+    assert intent_of(loose.models) == {"m": {"slo": {"p99_ms": 20}}}
+    other_metadata = write_lock(tmp_path, "r", {"m": {"backend": "onnx", "slo": {"p99_ms": 20}}})
+    assert other_metadata.digest == loose.digest  # build metadata other than intent is not hashed twice

@@ -74,11 +74,16 @@ def hash_tree(
     return result
 
 
-def repository_digest(files: Mapping[str, FileHash]) -> str:
-    """Digest over sorted relative paths and their file hashes."""
+def repository_digest(files: Mapping[str, FileHash], intent: Mapping[str, Any] | None = None) -> str:
+    """Digest over sorted relative paths and their file hashes, and the models' ``intent`` (their
+    SLO and measured capacity, which the lock carries and promotion gates and plans act on: a
+    release whose SLO changed is another release, even when no file did). Without intent the
+    digest is the files' alone, as before intent existed."""
     digest = hashlib.sha256()
     for rel in sorted(files):
         digest.update(f"{rel}\0{files[rel].sha256}\n".encode())
+    if intent:
+        digest.update(b"intent\0" + canonical_json(dict(intent)) + b"\n")
     return f"sha256:{digest.hexdigest()}"
 
 

@@ -50,9 +50,19 @@ def write_lock(
 ) -> Lock:
     """Hash every file under ``root`` (``known``: see :func:`hash_tree`) and write the lock file there."""
     files = hash_tree(root, known=known)
-    lock = Lock(repository=repository, digest=repository_digest(files), files=files, models=models)
+    lock = Lock(repository=repository, digest=repository_digest(files, intent_of(models)), files=files, models=models)
     (root / LOCK_FILE).write_bytes(lock.to_bytes())
     return lock
+
+
+INTENT_KEYS = ("slo", "capacity")
+
+
+def intent_of(models: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The part of the lock's per-model metadata the digest covers: each model's ``slo`` and
+    ``capacity`` (models with neither are left out)."""
+    intent = {name: {key: entry[key] for key in INTENT_KEYS if key in entry} for name, entry in models.items()}
+    return {name: entry for name, entry in intent.items() if entry}
 
 
 def read_lock(root: Path) -> Lock:

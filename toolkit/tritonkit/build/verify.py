@@ -26,7 +26,7 @@ from pathlib import Path
 from tritonclient.grpc import model_config_pb2 as pb
 
 from tritonkit.artifact.hashing import LOCK_FILE, hash_tree, repository_digest
-from tritonkit.artifact.lock import read_lock
+from tritonkit.artifact.lock import intent_of, read_lock
 from tritonkit.build import pbtxt
 from tritonkit.build.modelconfig import same_tensor_dims, tensors_from_config
 from tritonkit.errors import SpecError, TritonkitError, VerifyError
@@ -85,8 +85,10 @@ def verify(root: Path) -> VerifyReport:
             findings.append(
                 Finding("changed", rel, f"sha256 {actual[rel].sha256[:12]}… != locked {lock.files[rel].sha256[:12]}…")
             )
-    if repository_digest(lock.files) != lock.digest:
-        findings.append(Finding("lock", LOCK_FILE, "digest does not match the files it lists"))
+    if repository_digest(lock.files, intent_of(lock.models)) != lock.digest:
+        findings.append(
+            Finding("lock", LOCK_FILE, "digest does not match the files and intent (slo, capacity) it lists")
+        )
     for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         findings.extend(_check_model(model_dir))
     findings.extend(_check_ensembles(root))
