@@ -126,15 +126,19 @@ def test_perf_analyzer_engine_measures_closed_and_open_loop(demo_server: TritonS
 
 
 @needs_analyzer
-def test_bench_agrees_with_perf_analyzer_on_the_same_server(demo_server: TritonServer, tmp_path: Path) -> None:
-    """tritonkit bench (default engine) and perf_analyzer run by hand, alternating, at c=8: the same
-    numbers within a generous bound (the host is shared; benchmarks/bench_vs_perf_analyzer.py holds the 10% bar)."""
+@pytest.mark.parametrize(("engine", "lowest"), [("auto", 0.6), ("builtin", 0.5)])
+def test_bench_agrees_with_perf_analyzer_on_the_same_server(
+    demo_server: TritonServer, tmp_path: Path, engine: str, lowest: float
+) -> None:
+    """tritonkit bench (the default engine, and the built-in one) and perf_analyzer run by hand,
+    alternating, at c=8: the same numbers within a generous bound (the host is shared;
+    benchmarks/bench_vs_perf_analyzer.py holds the 10% bar and prints what each engine reaches)."""
     assert ANALYZER is not None
     grpc = demo_server.endpoints.grpc_url
     ours, theirs = [], []
     for round_ in range(2):
-        (point,) = bench("classifier", url=grpc, concurrency=[8], window_s=1.0, max_windows=6)
-        assert point.engine == "perf_analyzer"  # auto picks it where it is installed
+        (point,) = bench("classifier", url=grpc, concurrency=[8], window_s=1.0, max_windows=6, engine=engine)
+        assert point.engine == ("perf_analyzer" if engine == "auto" else engine)  # auto picks it where installed
         ours.append(point.result.throughput)
         csv_file = tmp_path / f"pa{round_}.csv"
         args = [str(ANALYZER.binary), "-m", "classifier", "-u", grpc, "-i", "grpc", "--concurrency-range", "8:8:1",
@@ -143,7 +147,7 @@ def test_bench_agrees_with_perf_analyzer_on_the_same_server(demo_server: TritonS
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         theirs.append(parse_csv(csv_file.read_text())["Inferences/Second"])
     ratio = statistics.median(ours) / statistics.median(theirs)
-    assert 0.6 <= ratio <= 1.6, (ours, theirs)
+    assert lowest <= ratio <= 1.6, (ours, theirs)
 
 
 @pytest.mark.parametrize("engine", ["builtin", pytest.param("perf_analyzer", marks=needs_analyzer)])
