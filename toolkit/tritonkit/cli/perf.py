@@ -41,6 +41,13 @@ def _load_options(command: Any) -> Any:
     )(command)
 
 
+BUILTIN_NOTE = (
+    "note: the built-in generator's Python client shares the CPU with the server: on 2 cores it read "
+    "0.6-0.8x perf_analyzer's throughput at concurrency 8-32 (benchmarks/bench_vs_perf_analyzer.py); "
+    "for figures to compare or plan with, install perf_analyzer ('make perf-tools') and use --engine auto"
+)
+
+
 @click.command()
 @click.argument("model")
 @click.option(
@@ -140,6 +147,8 @@ def bench(
             f"{srv.mean_batch_size:.1f}", f"{p.client_overhead_ms:.2f}",
         )  # fmt: skip
     console.print(table)
+    if meter == "builtin":
+        err_console.print(BUILTIN_NOTE, highlight=False)
     record(model=model, protocol=protocol, engine=meter, batch_size=batch_size, points=[bench_point(p) for p in points])
     if report_dir is not None:
         from tritonkit.perf.report import write_bench_report
