@@ -88,7 +88,7 @@ def test_overload_is_refused_at_once_with_the_derived_policy(tmp_path: Path, wit
     built = build_repository(load_spec(tmp_path / "tritonkit.yaml"), tmp_path / "dist", cache_dir=tmp_path / "cache")
     config = pbtxt.parse((built.path / "slow" / "config.pbtxt").read_text())
     policy = config.dynamic_batching.default_queue_policy
-    assert (policy.default_timeout_microseconds, policy.max_queue_size) == ((53_334, 4) if with_intent else (0, 0))
+    assert (policy.default_timeout_microseconds, policy.max_queue_size) == ((106_667, 8) if with_intent else (0, 0))
     endpoints = Endpoints("127.0.0.1", free_port(), free_port(), free_port())
     with TritonServer(built.path, endpoints=endpoints) as server:
         accepted, rejected, reasons = _overload(server.endpoints.grpc_url)

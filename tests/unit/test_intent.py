@@ -44,8 +44,8 @@ def test_a_models_slo_fills_its_gaps_from_the_repositorys() -> None:
 
 
 def test_queue_policy_bounds_the_queue_by_what_one_replica_drains() -> None:
-    # 0.4 ms for the request in progress, then 9 queued
-    assert queue_policy(Slo(max_queue_ms=4), Capacity(**CAPACITY)) == QueuePolicyPlan(4000, 9)
+    # 0.4 ms for the request running and 0.4 for the one formed, then 8 queued
+    assert queue_policy(Slo(max_queue_ms=4), Capacity(**CAPACITY)) == QueuePolicyPlan(4000, 8)
     assert queue_policy(Slo(max_queue_ms=4), None) == QueuePolicyPlan(4000, 0)  # timeout only
     assert queue_policy(Slo(p99_ms=10), Capacity(**CAPACITY)) is None
 
@@ -55,8 +55,8 @@ def test_the_config_gets_the_policy_unless_the_spec_sets_one() -> None:
     x = [TensorSpec(name="x", dtype="FP32", dims=[4])]
     policy = model_config(spec.models[0], backend="python", inputs=x, outputs=x).dynamic_batching.default_queue_policy
     assert (policy.default_timeout_microseconds, policy.max_queue_size, policy.allow_timeout_override) == (
-        6400,  # max_batch_size 8 at 2500/s: 3.2 ms a batch, so one batch queues
-        8,
+        12800,  # max_batch_size 8 at 2500/s: 3.2 ms a batch, so two batches queue behind two rounds
+        16,
         False,
     )
     own = {"max_queue_delay_microseconds": 100, "default_queue_policy": {"max_queue_size": 3}}
@@ -99,9 +99,9 @@ def test_plan_json(tmp_path: Path) -> None:
 
 
 def test_the_policy_never_refuses_what_one_batch_in_flight_would_delay() -> None:
-    # 4 requests a batch at 150/s: a batch takes 26.7 ms, longer than the 20 ms asked for; one
-    # batch may queue, and the last of it waits for the batch in progress and itself: 53.3 ms
+    # 4 requests a batch at 150/s: a batch takes 26.7 ms, longer than the 20 ms asked for; two
+    # batches may queue, and the last waits for the batch running, the one formed and both: 106.7 ms
     plan = queue_policy(Slo(max_queue_ms=20), Capacity(rps=150, concurrency=8, p99_ms=58), max_batch_size=4)
-    assert plan == QueuePolicyPlan(timeout_us=53_334, max_queue_size=4)
+    assert plan == QueuePolicyPlan(timeout_us=106_667, max_queue_size=8)
     two = queue_policy(Slo(max_queue_ms=20), Capacity(rps=150, concurrency=8, p99_ms=58), max_batch_size=4, instances=2)
-    assert two == QueuePolicyPlan(timeout_us=106_667, max_queue_size=8)  # one full batch per instance can wait
+    assert two == QueuePolicyPlan(timeout_us=213_334, max_queue_size=16)  # two full batches per instance can wait

@@ -19,7 +19,7 @@ replicas and an autoscaling target (:mod:`tritonkit.deploy.plan`).
 Example:
     >>> slo = Slo(p99_ms=10, max_queue_ms=4)
     >>> queue_policy(slo, Capacity(rps=2500, concurrency=24, p99_ms=9.1), max_batch_size=8)
-    QueuePolicyPlan(timeout_us=6400, max_queue_size=8)
+    QueuePolicyPlan(timeout_us=12800, max_queue_size=16)
 """
 
 from __future__ import annotations
@@ -81,16 +81,17 @@ def queue_policy(
     """The admission policy that keeps accepted requests within ``slo.max_queue_ms``.
 
     At the measured capacity ``C`` a replica runs one round of batches (``max_batch_size`` on each
-    of ``instances``) every ``T = max_batch_size × instances / C``. A request admitted at the tail
-    of a queue of ``Q`` waits for the round in progress and the ``Q`` ahead of it: ``T + Q / C``.
-    So the queue holds what drains within ``max_queue_ms`` after the round in progress (``Q =
-    C × (max_queue_ms − T)``, Triton refuses requests beyond that at once, UNAVAILABLE), but never
-    less than one round (``max_batch_size × instances``: a full batch per instance must be able
-    to wait); and the timeout is that tail wait, ``T + Q / C``, so an admitted request is not
-    timed out while the replica works through the queue in front of it. Under any overload an
-    accepted request then takes at most ``timeout + T``; the floor makes that ``3 T`` when a
-    batch takes longer than the SLO allows for queueing. Without a measured capacity only the
-    timeout applies. ``None`` when the SLO sets no ``max_queue_ms``.
+    of ``instances``) every ``T = max_batch_size × instances / C``. Triton's dynamic batcher forms
+    the next batch while one runs (with a short queue delay that batch is often small), so a
+    request admitted at the tail of a queue of ``Q`` waits for the round running, the round formed
+    and the ``Q`` ahead of it: ``2 T + Q / C``. The queue holds what drains within
+    ``max_queue_ms`` after those two rounds (``Q = C × (max_queue_ms − 2 T)``; Triton refuses
+    requests beyond that at once, UNAVAILABLE), but never less than two rounds (with one, Triton
+    refused half the requests at half the capacity in ``benchmarks/slo_admission.py``: the
+    small batches it forms eagerly leave the queue full); the timeout is that tail wait, so an
+    admitted request is not timed out while the replica works through what is in front of it.
+    Without a measured capacity only the timeout applies. ``None`` when the SLO sets no
+    ``max_queue_ms``.
     """
     if slo is None or slo.max_queue_ms is None:
         return None
@@ -98,6 +99,6 @@ def queue_policy(
         return QueuePolicyPlan(timeout_us=int(slo.max_queue_ms * 1000), max_queue_size=0)
     round_size = max(1, max_batch_size) * max(1, instances)
     round_ms = 1000 * round_size / capacity.rps
-    size = max(round_size, math.floor(capacity.rps * (slo.max_queue_ms - round_ms) / 1000))
-    wait_ms = round_ms + 1000 * size / capacity.rps
+    size = max(2 * round_size, math.floor(capacity.rps * (slo.max_queue_ms - 2 * round_ms) / 1000))
+    wait_ms = 2 * round_ms + 1000 * size / capacity.rps
     return QueuePolicyPlan(timeout_us=math.ceil(wait_ms * 1000), max_queue_size=size)
