@@ -36,6 +36,18 @@ def three_releases(project: Path, extra_model: str, model_py: str, spec_extra: s
 
 
 @contextmanager
+def unproved(env: LocalEnvironment) -> Iterator[LocalEnvironment]:
+    """``env`` promoting without a proof first, for the promotions that only set up a test's
+    starting point: each proof is a scratch Triton loading every model, several seconds on a
+    2-core host, and the promotions under test still prove."""
+    proving, env.prove = env.prove, False
+    try:
+        yield env
+    finally:
+        env.prove = proving
+
+
+@contextmanager
 def served_local(store: ReleaseStore, **options: Any) -> Iterator[tuple[LocalEnvironment, TritonServer]]:
     """The store's local environment, served (nothing loaded yet) by an embedded Triton."""
     env = LocalEnvironment(store, **options)

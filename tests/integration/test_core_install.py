@@ -43,12 +43,18 @@ def core(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bin/ of a new venv holding tritonkit and its core dependencies only."""
     base = tmp_path_factory.mktemp("core")
     wheels = base / "wheels"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
-        check=True,
-        timeout=600,
-    )
-    subprocess.run([sys.executable, "-m", "venv", str(base / "venv")], check=True, timeout=120)
+    venv = subprocess.Popen([sys.executable, "-m", "venv", str(base / "venv")])  # meanwhile, on the other core
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
+            check=True,
+            timeout=600,
+        )
+        assert venv.wait(timeout=120) == 0, "python -m venv failed"
+    finally:
+        if venv.poll() is None:
+            venv.kill()
+            venv.wait()
     pip = [str(base / "venv" / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     wheel = next(wheels.glob("tritonkit-*.whl"))
     subprocess.run([*pip, "-c", str(ROOT / "constraints.txt"), str(wheel)], check=True, timeout=900)

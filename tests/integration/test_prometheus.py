@@ -33,13 +33,15 @@ def prometheus(demo_server: TritonServer, tmp_path_factory: pytest.TempPathFacto
         yield url
 
 
-def _traffic(url: str, seconds: float) -> threading.Thread:
+def _traffic(url: str, done: threading.Event, seconds: float) -> threading.Thread:
+    """Requests until ``done`` is set (at most ``seconds``)."""
+
     def run() -> None:
         client = grpcclient.InferenceServerClient(url)
         tensor = grpcclient.InferInput("features", [1, 4], "FP32")
         tensor.set_data_from_numpy(np.ones((1, 4), dtype=np.float32))
         stop = time.monotonic() + seconds
-        while time.monotonic() < stop:
+        while time.monotonic() < stop and not done.is_set():
             try:
                 client.infer("classifier", [tensor])
             except Exception:  # a test beside this one may be reloading the model: keep sending
@@ -54,7 +56,8 @@ def _traffic(url: str, seconds: float) -> threading.Thread:
 def test_check_reads_the_same_numbers_through_prometheus(
     demo_server: TritonServer, prometheus: str, tmp_path: Path
 ) -> None:
-    sender = _traffic(demo_server.endpoints.grpc_url, 20)
+    done = threading.Event()
+    sender = _traffic(demo_server.endpoints.grpc_url, done, 20)
     rate, deadline = math.nan, time.monotonic() + 15
     while not rate > 10 and time.monotonic() < deadline:  # until a few scrapes of traffic are stored
         time.sleep(1)
@@ -64,7 +67,8 @@ def test_check_reads_the_same_numbers_through_prometheus(
     spec = project / "tritonkit.yaml"
     spec.write_text(spec.read_text() + "slo: {p99_ms: 0.001}\n")  # a budget nothing meets
     args = ["check", "classifier", "-f", str(spec), "--prometheus", prometheus, "--window", "5s", "--json"]
-    result = CliRunner().invoke(main, args)
+    result = CliRunner().invoke(main, args)  # rates over the last 5 s: no waiting
+    done.set()
     sender.join()
     assert result.exit_code == SloViolation.exit_code, result.output + result.stderr
     assert '"rps"' in result.stdout and '"ok": false' in result.stdout

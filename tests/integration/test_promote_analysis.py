@@ -13,6 +13,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from click.testing import CliRunner
 
+from tests.integration.promotion import unproved
 from tritonkit import Endpoints, TritonServer, build_repository, load_spec
 from tritonkit.cli import main
 from tritonkit.deploy.local import LocalEnvironment
@@ -91,7 +92,8 @@ def test_a_release_that_breaks_its_slo_is_rolled_back_with_the_evidence(tmp_path
     with TritonServer(env.prepare(), endpoints=endpoints, models=[]) as server:
         env.url = server.endpoints.http_url.removeprefix("http://")
         env.metrics_url = server.endpoints.metrics_url
-        env.promote(fast)
+        with unproved(env):  # the starting point; the releases under analysis are proved
+            env.promote(fast)
         with _Traffic(server.endpoints.grpc_url) as traffic:
             time.sleep(0.5)
             with pytest.raises(PromoteError, match=f"v{slow} broke its SLO under traffic") as caught:

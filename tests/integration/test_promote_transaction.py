@@ -16,7 +16,7 @@ import pytest
 import tritonclient.http as httpclient
 from click.testing import CliRunner
 
-from tests.integration.promotion import served_local, three_releases
+from tests.integration.promotion import served_local, three_releases, unproved
 from tritonkit import TritonServer
 from tritonkit.cli import main
 from tritonkit.deploy.live import live_config
@@ -124,9 +124,11 @@ def _drive(env: LocalEnvironment, number: int, kill_at: str = "") -> subprocess.
 
 
 def _ensure(env: LocalEnvironment, number: int) -> None:
+    """Serve ``vN`` before a test (unproved: the step under test comes after)."""
     current = env.current()
     if current is None or current.number != number:
-        env.promote(number)
+        with unproved(env):
+            env.promote(number)
 
 
 def test_a_release_failing_in_initialize_answers_no_request(local: tuple[LocalEnvironment, TritonServer]) -> None:

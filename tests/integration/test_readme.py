@@ -70,7 +70,7 @@ def script(found: list[Block], outputs: Path) -> tuple[str, list[tuple[Block, st
     for block in found:
         if block.not_run:
             continue
-        parts.append(f"echo '>>> README.md:{block.line}' >&2")
+        parts.append(f'echo ">>> README.md:{block.line} (started at ${{SECONDS}} s)" >&2')  # where time goes
         if block.language != "console":
             parts.append(block.text)
             continue

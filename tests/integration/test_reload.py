@@ -20,7 +20,8 @@ def _config(server: TritonServer, model: str) -> dict:
 
 
 def test_config_override_reloads_without_restart_and_bad_override_keeps_serving(demo_build: BuildResult) -> None:
-    server = TritonServer(demo_build.path, endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()))
+    endpoints = Endpoints("127.0.0.1", free_port(), free_port(), free_port())
+    server = TritonServer(demo_build.path, endpoints=endpoints, models=["classifier"])  # the one it reloads
     server.start()
     try:
         pid = server.pid
