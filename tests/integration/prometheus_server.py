@@ -17,11 +17,20 @@ def running_prometheus(metrics_url: str, root: Path, rule_files: Sequence[Path] 
     """Start prometheus scraping ``metrics_url`` as job ``triton``; yields its base URL."""
     target = metrics_url.removeprefix("http://").removesuffix("/metrics")
     rules = "".join(f"  - {path}\n" for path in rule_files)
-    (root / "prometheus.yml").write_text(
+    config = (
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
         + (f"rule_files:\n{rules}" if rules else "")
         + f"scrape_configs:\n  - job_name: triton\n    static_configs: [{{targets: ['{target}']}}]\n"
     )
+    with prometheus_with_config(root, config) as url:
+        yield url
+
+
+@contextmanager
+def prometheus_with_config(root: Path, config: str) -> Iterator[str]:
+    """Start prometheus with the configuration text ``config`` (written to ``root``); yields its
+    base URL once it is ready (30 s at most)."""
+    (root / "prometheus.yml").write_text(config)
     port = free_port()
     log = (root / "prometheus.log").open("wb")  # kept for a failing test's reader
     process = subprocess.Popen(

@@ -14,6 +14,23 @@ from tritonkit.deploy.local import LocalEnvironment
 from tritonkit.release.store import ReleaseStore
 from tritonkit.serve.server import free_port
 
+# A python model that answers each batch after ``{delay}`` seconds (format it): a release that is
+# slow on purpose, for the analysis gates.
+ECHO_MODEL = """
+import time
+
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        time.sleep({delay})
+        return [
+            pb_utils.InferenceResponse([pb_utils.Tensor("y", pb_utils.get_input_tensor_by_name(r, "x").as_numpy())])
+            for r in requests
+        ]
+"""
+
 
 def three_releases(project: Path, extra_model: str, model_py: str, spec_extra: str) -> ReleaseStore:
     """v1 = the example, v2 = another batching delay, v3 = v2 plus ``extra_model``."""

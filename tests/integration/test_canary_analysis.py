@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -27,6 +25,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from click.testing import CliRunner
 
+from tests.integration.prometheus_server import prometheus_with_config
+from tests.integration.promotion import ECHO_MODEL
 from tritonkit import Endpoints, TritonServer, build_repository, load_spec
 from tritonkit.artifact.lock import read_lock
 from tritonkit.cli import main
@@ -42,20 +42,6 @@ pytestmark = pytest.mark.skipif(
     shutil.which("prometheus") is None, reason="Debian's prometheus is not installed ('make sysdeps' installs it)"
 )
 
-MODEL = """
-import time
-
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        time.sleep({delay})
-        return [
-            pb_utils.InferenceResponse([pb_utils.Tensor("y", pb_utils.get_input_tensor_by_name(r, "x").as_numpy())])
-            for r in requests
-        ]
-"""
 SPEC = """
 name: echo
 models:
@@ -81,7 +67,7 @@ WINDOW_S = 6.0
 
 def _build(project: Path, delay: float, environments: str = "") -> Path:
     (project / "echo").mkdir(parents=True, exist_ok=True)
-    (project / "echo" / "model.py").write_text(MODEL.format(delay=delay))
+    (project / "echo" / "model.py").write_text(ECHO_MODEL.format(delay=delay))
     (project / "tritonkit.yaml").write_text(SPEC.format(environments=environments))
     return build_repository(load_spec(project / "tritonkit.yaml"), project / "dist", cache_dir=project / "cache").path
 
@@ -154,26 +140,11 @@ def revisions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[s
             f"        labels: {{namespace: {NAMESPACE}, pod: {REVISIONS[name]}-deployment-7d9c5b8f4-x{i}q2z}}\n"
             for i, (name, server) in enumerate(servers.items())
         )
-        (root / "prometheus.yml").write_text(
+        config = (
             "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
             f"scrape_configs:\n  - job_name: kserve-pods\n    static_configs:\n{targets}"
         )
-        port = free_port()
-        process = subprocess.Popen(
-            ["prometheus", f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        stack.callback(lambda: (process.terminate(), process.wait(timeout=10)))
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.3)
+        url = stack.enter_context(prometheus_with_config(root, config))
         yield servers, url, repositories["slow"]
 
 

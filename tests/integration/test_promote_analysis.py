@@ -13,7 +13,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from click.testing import CliRunner
 
-from tests.integration.promotion import unproved
+from tests.integration.promotion import ECHO_MODEL, unproved
 from tritonkit import Endpoints, TritonServer, build_repository, load_spec
 from tritonkit.cli import main
 from tritonkit.deploy.local import LocalEnvironment
@@ -21,20 +21,6 @@ from tritonkit.errors import PromoteError
 from tritonkit.release.store import ReleaseStore
 from tritonkit.serve.server import free_port
 
-MODEL = """
-import time
-
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        time.sleep({delay})
-        return [
-            pb_utils.InferenceResponse([pb_utils.Tensor("y", pb_utils.get_input_tensor_by_name(r, "x").as_numpy())])
-            for r in requests
-        ]
-"""
 SPEC = """
 name: gated
 models:
@@ -51,7 +37,7 @@ models:
 
 def _release(project: Path, store: ReleaseStore, *, delay: float, budget: float) -> int:
     (project / "echo").mkdir(parents=True, exist_ok=True)
-    (project / "echo" / "model.py").write_text(MODEL.format(delay=delay))
+    (project / "echo" / "model.py").write_text(ECHO_MODEL.format(delay=delay))
     (project / "tritonkit.yaml").write_text(SPEC.format(budget=budget))
     built = build_repository(load_spec(project / "tritonkit.yaml"), project / "dist", cache_dir=project / "cache")
     return store.create(built.path)[0].number
