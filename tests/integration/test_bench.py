@@ -164,3 +164,57 @@ def test_real_input_data_is_sent_and_checked(demo_server: TritonServer, tmp_path
                "--input-data", str(tmp_path / "wrong.npy")],
     )  # fmt: skip
     assert refused.exit_code == UsageError.exit_code and "holds float64, the model wants FP32" in refused.stderr
+
+
+PICKY_MODEL = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "x").as_numpy()
+            if not np.all(x == 42.0):
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"not 42: {x.ravel()[:2]}")))
+            else:
+                responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("y", x)]))
+        return responses
+"""
+PICKY_SPEC = """
+name: picky
+models:
+  - name: picky
+    kind: python
+    path: picky
+    max_batch_size: 4
+    inputs: [{name: x, dtype: FP32, dims: [1]}]
+    outputs: [{name: y, dtype: FP32, dims: [1]}]
+"""
+
+
+@pytest.mark.parametrize("engine", ["builtin", pytest.param("perf_analyzer", marks=needs_analyzer)])
+def test_each_engine_sends_the_given_data_not_random_data(tmp_path: Path, engine: str) -> None:
+    """A model that answers only x == 42: random data fails, the given data is served (the
+    perf_analyzer engine once sent random data whatever --input-data said)."""
+    from tritonkit import Endpoints, build_repository, load_spec
+
+    (tmp_path / "picky").mkdir()
+    (tmp_path / "picky" / "model.py").write_text(PICKY_MODEL)
+    (tmp_path / "tritonkit.yaml").write_text(PICKY_SPEC)
+    built = build_repository(load_spec(tmp_path / "tritonkit.yaml"), tmp_path / "dist", cache_dir=tmp_path / "cache")
+    np.save(tmp_path / "x.npy", np.array([42.0], dtype=np.float32))
+    endpoints = Endpoints("127.0.0.1", free_port(), free_port(), free_port())
+    with TritonServer(built.path, endpoints=endpoints) as server:
+        (point,) = bench(
+            "picky", url=server.endpoints.grpc_url, concurrency=[1], window_s=0.5, max_windows=3,
+            engine=engine, input_data=tmp_path / "x.npy",
+        )  # fmt: skip
+        assert point.result.completed > 0 and point.result.errors == 0 and point.server.requests > 0
+        if engine == "perf_analyzer":  # it stops at the first failed request
+            with pytest.raises(ServerError, match="perf_analyzer failed"):
+                bench("picky", url=server.endpoints.grpc_url, concurrency=[1], window_s=0.5, engine=engine)
+        else:  # the built-in engine counts failures
+            (random,) = bench("picky", url=server.endpoints.grpc_url, concurrency=[1], window_s=0.5, engine=engine)
+            assert random.result.errors > 0 and random.result.completed == 0

@@ -280,7 +280,7 @@ def measure_point(
     before = model_statistics(model, address, protocol)
     started = time.monotonic()
     run = run_point(analyzer, model, address, protocol, mode, level, shapes=shapes, batch_size=batch_size,
-                    window_s=window_s, max_windows=max_windows, poisson=poisson)  # fmt: skip
+                    window_s=window_s, max_windows=max_windows, poisson=poisson, input_data=input_data)  # fmt: skip
     after = model_statistics(model, address, protocol)
     report(label, 1, 1)
     nan = float("nan")
