@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
+from typing import Self
 
 import onnx
 from onnx import TensorProto, helper
@@ -32,3 +34,26 @@ def write_add_model(path: Path, *, batch: bool = True, width: int = 4, elem_type
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
+
+
+class Background:
+    """``threads`` threads running :meth:`run` from the start of a ``with`` block until its end
+    (``stop`` is set, then each is joined): the traffic the promotion and analysis tests send
+    while something changes under it. Subclasses count what came back."""
+
+    def __init__(self, threads: int = 2) -> None:
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self.run) for _ in range(threads)]
+
+    def run(self) -> None:
+        raise NotImplementedError("a Background subclass sends its requests in run()")
+
+    def __enter__(self) -> Self:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=30)

@@ -1,13 +1,18 @@
-"""Debian's real prometheus on 127.0.0.1, scraping one Triton every second (optionally with rule files)."""
+"""Debian's real prometheus on 127.0.0.1, scraping one Triton every second (optionally with rule files),
+and the classifier traffic it is shown."""
 
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+import numpy as np
+import tritonclient.grpc as grpcclient
 
 from tritonkit.serve.server import free_port
 
@@ -53,3 +58,24 @@ def prometheus_with_config(root: Path, config: str) -> Iterator[str]:
         process.terminate()
         process.wait(timeout=10)
         log.close()
+
+
+def classifier_traffic(url: str, seconds: float, done: threading.Event | None = None) -> threading.Thread:
+    """A started thread sending the example classifier requests over gRPC for ``seconds`` (or
+    until ``done`` is set); join it when the test is through."""
+
+    def run() -> None:
+        client = grpcclient.InferenceServerClient(url)
+        tensor = grpcclient.InferInput("features", [1, 4], "FP32")
+        tensor.set_data_from_numpy(np.ones((1, 4), dtype=np.float32))
+        stop = time.monotonic() + seconds
+        while time.monotonic() < stop and not (done is not None and done.is_set()):
+            try:
+                client.infer("classifier", [tensor])
+            except Exception:  # a test beside this one may be reloading the model: keep sending
+                time.sleep(0.05)
+        client.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread

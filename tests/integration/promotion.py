@@ -3,12 +3,17 @@ served by a real Triton on free loopback ports."""
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import copy_example
+import numpy as np
+import tritonclient.http as httpclient
+
+from tests.helpers import Background, copy_example
 from tritonkit import Endpoints, TritonServer, build_repository, load_spec
 from tritonkit.deploy.local import LocalEnvironment
 from tritonkit.release.store import ReleaseStore
@@ -77,3 +82,28 @@ def served_local(store: ReleaseStore, **options: Any) -> Iterator[tuple[LocalEnv
         yield env, server
     finally:
         server.stop()
+
+
+class UnpinnedLoad(Background):
+    """Two threads sending the example classifier requests without a pinned version, counting
+    answers per version; every failure is kept, none is hidden."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(threads=2)
+        self.url = url
+        self.versions: Counter[str] = Counter()
+        self.failures: list[str] = []
+        self.lock = threading.Lock()
+
+    def run(self) -> None:
+        client = httpclient.InferenceServerClient(self.url)
+        tensor = httpclient.InferInput("features", [1, 4], "FP32")
+        tensor.set_data_from_numpy(np.zeros((1, 4), dtype=np.float32))
+        while not self.stop.is_set():
+            try:
+                version = client.infer("classifier", [tensor]).get_response()["model_version"]
+                with self.lock:
+                    self.versions[version] += 1
+            except Exception as exc:
+                with self.lock:
+                    self.failures.append(str(exc))

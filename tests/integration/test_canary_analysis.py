@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -25,6 +24,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from click.testing import CliRunner
 
+from tests.helpers import Background
 from tests.integration.prometheus_server import prometheus_with_config
 from tests.integration.promotion import ECHO_MODEL
 from tritonkit import Endpoints, TritonServer, build_repository, load_spec
@@ -81,14 +81,14 @@ def _warm_up(url: str) -> None:
     client.close()
 
 
-class _Split:
+class _Split(Background):
     """Real traffic, split between two Tritons as Knative splits it between two revisions."""
 
     def __init__(self, old: str, new: str) -> None:
-        self.urls, self.percent, self.stop = (old, new), 0, threading.Event()
+        super().__init__(threads=2)
+        self.urls, self.percent = (old, new), 0
         self.sent = {old: 0, new: 0}
         self.failed = 0
-        self.threads = [threading.Thread(target=self.run) for _ in range(2)]
 
     def run(self) -> None:
         clients = [grpcclient.InferenceServerClient(url) for url in self.urls]
@@ -106,16 +106,6 @@ class _Split:
                 self.failed += 1
         for client in clients:
             client.close()
-
-    def __enter__(self) -> _Split:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join()
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from tests.helpers import Background
 from tests.integration.prometheus_server import running_prometheus
 from tritonkit import Endpoints, TritonServer, build_repository, load_spec
 from tritonkit.cli import main
@@ -48,13 +49,13 @@ def _spec(project: Path, slo: str, *, max_running: int = 8, max_tokens: int = 32
     return spec
 
 
-class _Traffic:
+class _Traffic(Background):
     """Streamed generations of ``max_tokens`` from ``clients`` threads until stopped; counts what came back."""
 
     def __init__(self, url: str, clients: int = 3, max_tokens: int = 12) -> None:
-        self.url, self.stop, self.done, self.failed = url, threading.Event(), 0, 0
+        super().__init__(threads=clients)
+        self.url, self.done, self.failed = url, 0, 0
         self.params = {"max_tokens": max_tokens, "ignore_eos": True}
-        self.threads = [threading.Thread(target=self.run) for _ in range(clients)]
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -65,16 +66,6 @@ class _Traffic:
             except Exception:  # a version switching under the gate: keep sending
                 self.failed += 1
                 time.sleep(0.05)
-
-    def __enter__(self) -> _Traffic:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join()
 
 
 @pytest.fixture(scope="module")

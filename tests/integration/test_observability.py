@@ -8,19 +8,16 @@ import json
 import math
 import shutil
 import subprocess
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
 import yaml
 
-from tests.integration.prometheus_server import running_prometheus
+from tests.integration.prometheus_server import classifier_traffic, running_prometheus
 from tritonkit import Endpoints, Spec, TritonServer, build_repository, load_spec
 from tritonkit.deploy.observability import Scope, dashboard, rule_groups, scaling_signals
 from tritonkit.deploy.plan import plan_spec
@@ -126,24 +123,6 @@ def test_promtool_unit_test_fires_the_fast_burn_alert_only_after_errors_start(tm
 # ------------------------------------------------------------------------ a real Prometheus
 
 
-def _traffic(url: str, seconds: float) -> threading.Thread:
-    def run() -> None:
-        client = grpcclient.InferenceServerClient(url)
-        tensor = grpcclient.InferInput("features", [1, 4], "FP32")
-        tensor.set_data_from_numpy(np.ones((1, 4), dtype=np.float32))
-        stop = time.monotonic() + seconds
-        while time.monotonic() < stop:
-            try:
-                client.infer("classifier", [tensor])
-            except Exception:  # a test beside this one may be reloading the model: keep sending
-                time.sleep(0.05)
-        client.close()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
-
-
 def _api(url: str, path: str) -> Any:
     with urllib.request.urlopen(f"{url}/api/v1/{path}", timeout=10) as response:
         return json.loads(response.read())["data"]
@@ -162,7 +141,7 @@ def ruled_prometheus(
     root = tmp_path_factory.mktemp("prometheus-rules")
     (root / "rules.yaml").write_text(yaml.safe_dump({"groups": rule_groups(demo_intent, LOCAL)}))
     with running_prometheus(demo_server.endpoints.metrics_url, root, [root / "rules.yaml"]) as url:
-        _traffic(demo_server.endpoints.grpc_url, 20).join()
+        classifier_traffic(demo_server.endpoints.grpc_url, 20).join()
         yield url
 
 

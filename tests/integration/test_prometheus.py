@@ -10,13 +10,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
 from click.testing import CliRunner
 
 from tests.helpers import copy_example
-from tests.integration.prometheus_server import running_prometheus
+from tests.integration.prometheus_server import classifier_traffic, running_prometheus
 from tritonkit import TritonServer
 from tritonkit.cli import main
 from tritonkit.errors import SloViolation
@@ -33,31 +31,11 @@ def prometheus(demo_server: TritonServer, tmp_path_factory: pytest.TempPathFacto
         yield url
 
 
-def _traffic(url: str, done: threading.Event, seconds: float) -> threading.Thread:
-    """Requests until ``done`` is set (at most ``seconds``)."""
-
-    def run() -> None:
-        client = grpcclient.InferenceServerClient(url)
-        tensor = grpcclient.InferInput("features", [1, 4], "FP32")
-        tensor.set_data_from_numpy(np.ones((1, 4), dtype=np.float32))
-        stop = time.monotonic() + seconds
-        while time.monotonic() < stop and not done.is_set():
-            try:
-                client.infer("classifier", [tensor])
-            except Exception:  # a test beside this one may be reloading the model: keep sending
-                time.sleep(0.05)
-        client.close()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
-
-
 def test_check_reads_the_same_numbers_through_prometheus(
     demo_server: TritonServer, prometheus: str, tmp_path: Path
 ) -> None:
     done = threading.Event()
-    sender = _traffic(demo_server.endpoints.grpc_url, done, 20)
+    sender = classifier_traffic(demo_server.endpoints.grpc_url, 20, done)
     rate, deadline = math.nan, time.monotonic() + 15
     while not rate > 10 and time.monotonic() < deadline:  # until a few scrapes of traffic are stored
         time.sleep(1)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import pytest
 import tritonclient.http as httpclient
 from click.testing import CliRunner
 
-from tests.integration.promotion import served_local, three_releases
+from tests.integration.promotion import UnpinnedLoad, served_local, three_releases
 from tritonkit import TritonServer
 from tritonkit.cli import main
 from tritonkit.deploy import open_environment
@@ -53,40 +51,6 @@ def local(store: ReleaseStore) -> Iterator[tuple[LocalEnvironment, TritonServer]
         yield served
 
 
-class _Load:
-    """Two threads sending requests without a pinned version, counting answers per version."""
-
-    def __init__(self, url: str) -> None:
-        self.url, self.stop = url, threading.Event()
-        self.versions: Counter[str] = Counter()
-        self.failures: list[str] = []
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run) for _ in range(2)]
-
-    def _run(self) -> None:
-        client = httpclient.InferenceServerClient(self.url)
-        tensor = httpclient.InferInput("features", [1, 4], "FP32")
-        tensor.set_data_from_numpy(np.zeros((1, 4), dtype=np.float32))
-        while not self.stop.is_set():
-            try:
-                version = client.infer("classifier", [tensor]).get_response()["model_version"]
-                with self.lock:
-                    self.versions[version] += 1
-            except Exception as exc:  # every failure is counted, none is hidden
-                with self.lock:
-                    self.failures.append(str(exc))
-
-    def __enter__(self) -> _Load:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=30)
-
-
 def _version(url: str) -> str:
     client = httpclient.InferenceServerClient(url)
     tensor = httpclient.InferInput("features", [1, 4], "FP32")
@@ -103,7 +67,7 @@ def test_promotion_under_load_fails_no_request_and_a_broken_release_changes_noth
     env.promote(1)
     assert _version(url) == "1" and env.current() is not None and env.current().name == "v1"  # type: ignore[union-attr]
 
-    with _Load(url) as load:
+    with UnpinnedLoad(url) as load:
         time.sleep(1.0)  # traffic before, during and after the switch
         entry = env.promote(2)
         time.sleep(1.0)
@@ -114,7 +78,7 @@ def test_promotion_under_load_fails_no_request_and_a_broken_release_changes_noth
     assert sorted(p.name for p in (env.live / "classifier").iterdir()) == ["2", "config.pbtxt"]
     assert "max_queue_delay_microseconds: 700" in (env.live / "classifier" / "config.pbtxt").read_text()
 
-    with _Load(url) as load, pytest.raises(PromoteError, match="v3 was not promoted to local.*broken") as caught:
+    with UnpinnedLoad(url) as load, pytest.raises(PromoteError, match="v3 was not promoted to local.*broken") as caught:
         time.sleep(0.5)
         env.promote(3)
     assert "v2 still serves" in caught.value.hint

@@ -4,7 +4,6 @@ automatically, and the history records why."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from click.testing import CliRunner
 
+from tests.helpers import Background
 from tests.integration.promotion import ECHO_MODEL, unproved
 from tritonkit import Endpoints, TritonServer, build_repository, load_spec
 from tritonkit.cli import main
@@ -43,10 +43,10 @@ def _release(project: Path, store: ReleaseStore, *, delay: float, budget: float)
     return store.create(built.path)[0].number
 
 
-class _Traffic:
+class _Traffic(Background):
     def __init__(self, url: str) -> None:
-        self.url, self.stop, self.sent, self.failed = url, threading.Event(), 0, 0
-        self.thread = threading.Thread(target=self.run)
+        super().__init__(threads=1)
+        self.url, self.sent, self.failed = url, 0, 0
 
     def run(self) -> None:
         client = grpcclient.InferenceServerClient(self.url)
@@ -59,14 +59,6 @@ class _Traffic:
                 self.failed += 1
             self.sent += 1
         client.close()
-
-    def __enter__(self) -> _Traffic:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop.set()
-        self.thread.join()
 
 
 def test_a_release_that_breaks_its_slo_is_rolled_back_with_the_evidence(tmp_path: Path) -> None:

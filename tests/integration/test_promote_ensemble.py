@@ -3,7 +3,6 @@ item 2): two python models that answer with their own version, chained by an ens
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
+from tests.helpers import Background
 from tests.integration.promotion import served_local
 from tritonkit import TritonServer, build_repository, load_spec
 from tritonkit.deploy.local import LocalEnvironment
@@ -91,14 +91,14 @@ def pinned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalEnvi
         yield served
 
 
-class _Pairs:
+class _Pairs(Background):
     def __init__(self, url: str) -> None:
-        self.url, self.stop = url, threading.Event()
+        super().__init__(threads=2)
+        self.url = url
         self.pairs: Counter[tuple[int, int]] = Counter()
         self.failures: list[str] = []
-        self.threads = [threading.Thread(target=self._run) for _ in range(2)]
 
-    def _run(self) -> None:
+    def run(self) -> None:
         client = httpclient.InferenceServerClient(self.url)
         tensor = httpclient.InferInput("x", [1], "FP32")
         tensor.set_data_from_numpy(np.zeros(1, dtype=np.float32))
@@ -108,16 +108,6 @@ class _Pairs:
                 self.pairs[(int(first), int(second))] += 1
             except Exception as exc:  # every failure is counted
                 self.failures.append(str(exc))
-
-    def __enter__(self) -> _Pairs:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=30)
 
 
 def test_no_ensemble_request_mixes_two_releases(pinned: tuple[LocalEnvironment, TritonServer]) -> None:

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import tritonclient.http as httpclient
 from click.testing import CliRunner
 
-from tests.integration.promotion import served_local, three_releases, unproved
+from tests.integration.promotion import UnpinnedLoad, served_local, three_releases, unproved
 from tritonkit import TritonServer
 from tritonkit.cli import main
 from tritonkit.deploy.live import live_config
@@ -74,36 +71,6 @@ def local(store: ReleaseStore) -> Iterator[tuple[LocalEnvironment, TritonServer]
         yield served
 
 
-class _Load:
-    """Two threads sending unpinned requests, counting answers per model version."""
-
-    def __init__(self, url: str) -> None:
-        self.url, self.stop = url, threading.Event()
-        self.versions: Counter[str] = Counter()
-        self.failures: list[str] = []
-        self.threads = [threading.Thread(target=self._run) for _ in range(2)]
-
-    def _run(self) -> None:
-        client = httpclient.InferenceServerClient(self.url)
-        tensor = httpclient.InferInput("features", [1, 4], "FP32")
-        tensor.set_data_from_numpy(np.zeros((1, 4), dtype=np.float32))
-        while not self.stop.is_set():
-            try:
-                self.versions[client.infer("classifier", [tensor]).get_response()["model_version"]] += 1
-            except Exception as exc:  # every failure is counted
-                self.failures.append(str(exc))
-
-    def __enter__(self) -> _Load:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=30)
-
-
 def _served_versions(url: str) -> dict[str, set[str]]:
     client = httpclient.InferenceServerClient(url)
     served: dict[str, set[str]] = {}
@@ -136,7 +103,7 @@ def test_a_release_failing_in_initialize_answers_no_request(local: tuple[LocalEn
     _ensure(env, 1)
     _ensure(env, 2)
     spec = env.store.root.parent / "tritonkit.yaml"
-    with _Load(env.url) as load:
+    with UnpinnedLoad(env.url) as load:
         time.sleep(0.5)
         result = CliRunner().invoke(main, ["promote", "v3", "--env", "local", "--url", env.url, "-f", str(spec)])
         time.sleep(0.5)
