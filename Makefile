@@ -8,9 +8,10 @@ STAMP  := $(VENV)/.installed
 # by the test that checks rendered KServe objects against the SDK's models.
 KSERVE_VENV  := .venv-kserve
 KSERVE_STAMP := $(KSERVE_VENV)/.installed
-# NVIDIA's perf_analyzer, bench's measurement engine: the tritonclient 2.51.0 wheel (the embedded
+# NVIDIA's perf_analyzer, bench's and tune's one meter: the tritonclient 2.51.0 wheel (the embedded
 # server's version) ships the binary; it needs libcudart.so.12 (nvidia-cuda-runtime-cu12, no GPU
-# used) and Debian's libb64. Its own venv: the project's tritonclient is newer.
+# used) and Debian's libb64. Its own venv: the project's tritonclient is newer. Required by
+# `make demo` (its tune scene) and `make test`.
 PERF_VENV  := .venv-perf
 PERF_STAMP := $(PERF_VENV)/.installed
 
@@ -47,9 +48,9 @@ $(KSERVE_STAMP):
 
 $(PERF_STAMP):
 	test -x $(PERF_VENV)/bin/python || $(PYTHON) -m venv $(PERF_VENV)
-	@$(PERF_VENV)/bin/python -m pip install -q --disable-pip-version-check "tritonclient==2.51.0" "nvidia-cuda-runtime-cu12>=12,<13" \
-	  && touch $(PERF_STAMP) \
-	  || echo "warning: perf_analyzer not installed; bench falls back to its built-in engine and its tests are skipped"
+	$(PERF_VENV)/bin/python -m pip install -q --disable-pip-version-check "tritonclient==2.51.0" "nvidia-cuda-runtime-cu12>=12,<13"
+	LD_LIBRARY_PATH=$$(echo $(PERF_VENV)/lib/python3*/site-packages/nvidia/cuda_runtime/lib) $(PERF_VENV)/bin/perf_analyzer --version
+	touch $(PERF_STAMP)
 
 perf-tools: sysdeps $(PERF_STAMP)
 
@@ -61,7 +62,7 @@ perf-tools: sysdeps $(PERF_STAMP)
 
 model-analyzer: perf-tools .venv-ma/.installed
 
-demo: sysdeps $(STAMP)
+demo: sysdeps $(STAMP) $(PERF_STAMP)
 	$(BIN)/python model_repository/demo.py
 
 # Lint first (seconds), then the suite. pytest exits 5 when it collects no test: that fails too.

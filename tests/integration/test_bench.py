@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import statistics
 import subprocess
 from pathlib import Path
@@ -14,7 +13,7 @@ from click.testing import CliRunner
 
 from tritonkit import ServerError, TritonServer
 from tritonkit.cli import _common, main
-from tritonkit.errors import UsageError
+from tritonkit.errors import DependencyError, UsageError
 from tritonkit.perf.analyzer import find_analyzer, parse_csv
 from tritonkit.perf.bench import bench
 from tritonkit.serve.server import free_port
@@ -22,23 +21,16 @@ from tritonkit.serve.server import free_port
 
 def _consistent(point) -> None:  # type: ignore[no-untyped-def]
     r = point.result
-    assert r.completed > 0 and r.errors == 0
-    assert math.isclose(r.throughput, r.completed / r.width)
-    assert r.p50_ms <= r.p90_ms <= r.p99_ms <= r.max_ms
+    assert point.engine == "perf_analyzer" and point.stable in (True, False)
+    assert r.completed > 0 and r.errors == 0 and r.throughput > 0
+    assert 0 < r.p50_ms <= r.p90_ms <= r.p99_ms
     assert not point.client_limited, point.client_limited
-    # the server saw (about) what the client completed over the same span
-    assert point.server.requests >= r.completed * 0.9
+    # the server saw at least what perf_analyzer measured (it also counts the warm-up windows)
+    assert point.server.requests >= r.completed
 
 
 def test_closed_loop_over_grpc_batches_under_concurrency(demo_server: TritonServer) -> None:
-    points = bench(
-        "classifier",
-        url=demo_server.endpoints.grpc_url,
-        concurrency=[1, 8],
-        window_s=1.0,
-        max_windows=6,
-        engine="builtin",
-    )
+    points = bench("classifier", url=demo_server.endpoints.grpc_url, concurrency=[1, 8], window_s=1.0, max_windows=6)
     assert [p.level for p in points] == [1.0, 8.0]
     for point in points:
         _consistent(point)
@@ -48,10 +40,22 @@ def test_closed_loop_over_grpc_batches_under_concurrency(demo_server: TritonServ
 
 def test_open_loop_over_http_keeps_the_rate(demo_server: TritonServer) -> None:
     url = demo_server.endpoints.http_url.removeprefix("http://")
-    (point,) = bench("classifier", url=url, protocol="http", rate=[100], window_s=1.0, max_windows=6, engine="builtin")
+    (point,) = bench("classifier", url=url, protocol="http", rate=[100], window_s=1.0, max_windows=6)
     _consistent(point)
-    assert 85 <= point.result.throughput <= 115  # Poisson arrivals at 100/s
-    assert point.result.lag_p99_ms < 5
+    assert 80 <= point.result.throughput <= 120  # Poisson arrivals at 100/s
+
+
+def test_without_a_working_perf_analyzer_bench_says_how_to_install_it(
+    demo_server: TritonServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """perf_analyzer is the one meter: a binary that is not one is refused with the install line (exit 6)."""
+    fake = tmp_path / "perf_analyzer"
+    fake.write_text("#!/bin/sh\necho 'libcudart.so.12: cannot open shared object file' >&2\nexit 127\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("TRITONKIT_PERF_ANALYZER", str(fake))
+    done = CliRunner().invoke(main, ["bench", "classifier", "--url", demo_server.endpoints.grpc_url, "-c", "1"])
+    assert done.exit_code == DependencyError.exit_code, done.output + done.stderr
+    assert "is not a working perf_analyzer (libcudart.so.12" in done.stderr and "make perf-tools" in done.stderr
 
 
 def test_bench_cli_table_report_and_bad_input(
@@ -105,59 +109,37 @@ def test_bench_cli_table_report_and_bad_input(
 
 
 ANALYZER = find_analyzer()
-needs_analyzer = pytest.mark.skipif(
-    ANALYZER is None, reason="perf_analyzer is not installed ('make perf-tools' installs it into .venv-perf)"
-)
 
 
-@needs_analyzer
-def test_perf_analyzer_engine_measures_closed_and_open_loop(demo_server: TritonServer) -> None:
-    grpc = demo_server.endpoints.grpc_url
-    closed = bench("classifier", url=grpc, concurrency=[1, 8], window_s=1.0, max_windows=6, engine="perf_analyzer")
-    assert [p.engine for p in closed] == ["perf_analyzer", "perf_analyzer"]
-    for point in closed:
-        r = point.result
-        assert r.throughput > 0 and r.completed > 0 and 0 < r.p50_ms <= r.p90_ms <= r.p99_ms
-        assert point.server.requests >= r.completed  # the server saw at least the measured requests
-    assert closed[1].server.mean_batch_size > 1 and closed[1].result.throughput > closed[0].result.throughput
-    http = demo_server.endpoints.http_url.removeprefix("http://")
-    (opened,) = bench("classifier", url=http, protocol="http", rate=[100], window_s=1.0, engine="perf_analyzer")
-    assert 80 <= opened.result.throughput <= 120 and not opened.client_limited
-
-
-@needs_analyzer
-@pytest.mark.parametrize(("engine", "lowest"), [("auto", 0.6), ("builtin", 0.5)])
-def test_bench_agrees_with_perf_analyzer_on_the_same_server(
-    demo_server: TritonServer, tmp_path: Path, engine: str, lowest: float
-) -> None:
-    """tritonkit bench (the default engine, and the built-in one) and perf_analyzer run by hand,
-    alternating, at c=8: the same numbers within a generous bound (the host is shared;
-    benchmarks/bench_vs_perf_analyzer.py holds the 10% bar and prints what each engine reaches)."""
-    assert ANALYZER is not None
+def test_bench_agrees_with_perf_analyzer_on_the_same_server(demo_server: TritonServer, tmp_path: Path) -> None:
+    """tritonkit bench and perf_analyzer run by hand, alternating, at c=8: the same throughput and
+    p99 within a generous bound (the host is shared; benchmarks/bench_vs_perf_analyzer.py holds
+    the 10% bar at c = 1, 8, 32 and in open loop)."""
+    assert ANALYZER is not None, "perf_analyzer is not installed: 'make perf-tools' installs it into .venv-perf"
     grpc = demo_server.endpoints.grpc_url
     ours, theirs = [], []
     for round_ in range(2):
-        (point,) = bench("classifier", url=grpc, concurrency=[8], window_s=1.0, max_windows=6, engine=engine)
-        assert point.engine == ("perf_analyzer" if engine == "auto" else engine)  # auto picks it where installed
-        ours.append(point.result.throughput)
+        (point,) = bench("classifier", url=grpc, concurrency=[8], window_s=1.0, max_windows=6)
+        ours.append((point.result.throughput, point.result.p99_ms))
         csv_file = tmp_path / f"pa{round_}.csv"
         args = [str(ANALYZER.binary), "-m", "classifier", "-u", grpc, "-i", "grpc", "--concurrency-range", "8:8:1",
-                "--measurement-interval", "1000", "-s", "1000", "-f", str(csv_file)]  # fmt: skip
+                "--measurement-interval", "1000", "--percentile=99", "-s", "1000", "-f", str(csv_file)]  # fmt: skip
         done = subprocess.run(args, capture_output=True, text=True, timeout=120, env=ANALYZER.environment())
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-        theirs.append(parse_csv(csv_file.read_text())["Inferences/Second"])
-    ratio = statistics.median(ours) / statistics.median(theirs)
-    assert lowest <= ratio <= 1.6, (ours, theirs)
+        row = parse_csv(csv_file.read_text())
+        theirs.append((row["Inferences/Second"], row["p99 latency"] / 1e3))
+    throughput = statistics.median(o[0] for o in ours) / statistics.median(t[0] for t in theirs)
+    p99 = statistics.median(o[1] for o in ours) / statistics.median(t[1] for t in theirs)
+    assert 0.7 <= throughput <= 1.4 and 0.5 <= p99 <= 2.0, (ours, theirs)
 
 
-@pytest.mark.parametrize("engine", ["builtin", pytest.param("perf_analyzer", marks=needs_analyzer)])
-def test_real_input_data_is_sent_and_checked(demo_server: TritonServer, tmp_path: Path, engine: str) -> None:
+def test_real_input_data_is_sent_and_checked(demo_server: TritonServer, tmp_path: Path) -> None:
     np.save(tmp_path / "features.npy", np.array([5.0, 3.4, 1.5, 0.2], dtype=np.float32))
     (point,) = bench(
         "classifier", url=demo_server.endpoints.grpc_url, concurrency=[2], window_s=1.0, max_windows=4,
-        engine=engine, input_data=tmp_path,
+        input_data=tmp_path,
     )  # fmt: skip
-    assert point.result.completed > 0 and point.result.errors == 0 and point.engine == engine
+    assert point.result.completed > 0 and point.result.errors == 0
     np.save(tmp_path / "wrong.npy", np.ones(4, dtype=np.float64))
     refused = CliRunner().invoke(
         main, ["bench", "classifier", "--url", demo_server.endpoints.grpc_url, "-c", "1",
@@ -194,8 +176,7 @@ models:
 """
 
 
-@pytest.mark.parametrize("engine", ["builtin", pytest.param("perf_analyzer", marks=needs_analyzer)])
-def test_each_engine_sends_the_given_data_not_random_data(tmp_path: Path, engine: str) -> None:
+def test_bench_sends_the_given_data_not_random_data(tmp_path: Path) -> None:
     """A model that answers only x == 42: random data fails, the given data is served (the
     perf_analyzer engine once sent random data whatever --input-data said)."""
     from tritonkit import Endpoints, build_repository, load_spec
@@ -209,12 +190,8 @@ def test_each_engine_sends_the_given_data_not_random_data(tmp_path: Path, engine
     with TritonServer(built.path, endpoints=endpoints) as server:
         (point,) = bench(
             "picky", url=server.endpoints.grpc_url, concurrency=[1], window_s=0.5, max_windows=3,
-            engine=engine, input_data=tmp_path / "x.npy",
+            input_data=tmp_path / "x.npy",
         )  # fmt: skip
         assert point.result.completed > 0 and point.result.errors == 0 and point.server.requests > 0
-        if engine == "perf_analyzer":  # it stops at the first failed request
-            with pytest.raises(ServerError, match="perf_analyzer failed"):
-                bench("picky", url=server.endpoints.grpc_url, concurrency=[1], window_s=0.5, engine=engine)
-        else:  # the built-in engine counts failures
-            (random,) = bench("picky", url=server.endpoints.grpc_url, concurrency=[1], window_s=0.5, engine=engine)
-            assert random.result.errors > 0 and random.result.completed == 0
+        with pytest.raises(ServerError, match="perf_analyzer failed"):  # random data: it stops at the first failure
+            bench("picky", url=server.endpoints.grpc_url, concurrency=[1], window_s=0.5)

@@ -79,7 +79,7 @@ def test_tune_reloads_without_restart_restores_and_writes_a_spec_that_builds(
         rebuilt = build_repository(load_spec(spec_copy), tmp_path / "dist", cache_dir=tmp_path / "cache")
         # the measured capacity is evidence in the spec and the lock (it changes no served file)
         capacity = read_lock(rebuilt.path).models["classifier"]["capacity"]
-        assert capacity["rps"] > 0 and capacity["measured_on"]["meter"] in ("perf_analyzer", "builtin")
+        assert capacity["rps"] > 0 and capacity["measured_on"]["meter"] == "perf_analyzer"
         if doc["best"]["settings"] != doc["original"]:  # new settings: a new repository
             assert rebuilt.digest != demo_build.digest, done.stderr
 

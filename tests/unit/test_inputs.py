@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tritonkit.errors import UsageError
-from tritonkit.perf.inputs import batch, load_inputs, parse_shapes, random_inputs, to_analyzer_json
+from tritonkit.perf.inputs import load_inputs, parse_shapes, random_inputs, to_analyzer_json
 
 SIGNATURE = {"features": ([-1, 4], "FP32"), "text": ([-1, -1], "BYTES")}
 
@@ -26,7 +26,6 @@ def test_a_directory_gives_one_file_per_input_and_text_lines(tmp_path: Path) -> 
     (tmp_path / "text.txt").write_text("a cat\na dog\n")
     arrays = load_inputs(tmp_path, SIGNATURE, batching=True)
     assert arrays["features"].shape == (4,) and arrays["text"].tolist() == [b"a cat", b"a dog"]
-    assert batch(arrays, 3, batching=True)["features"].shape == (3, 4)
 
 
 def test_perf_analyzer_json_round_trips(tmp_path: Path) -> None:

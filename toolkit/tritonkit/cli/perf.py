@@ -22,30 +22,16 @@ from tritonkit.spec import SPEC_FILE
 
 
 def _load_options(command: Any) -> Any:
-    """What the load is and which meter measures it: shared by bench and tune."""
+    """What the load sends: shared by bench and tune (both measure with perf_analyzer)."""
     command = click.option(
         "--shape", "shapes", multiple=True, metavar="NAME:D1,D2", help="Size of variable dims (repeatable)."
     )(command)
-    command = click.option(
+    return click.option(
         "--input-data",
         type=click.Path(path_type=Path),
         default=None,
         help="Real inputs: a .npy file, a directory of <input>.npy / <input>.txt, or perf_analyzer JSON.",
     )(command)
-    return click.option(
-        "--engine",
-        type=click.Choice(["auto", "perf_analyzer", "builtin"]),
-        default="auto",
-        show_default=True,
-        help="Meter: NVIDIA's perf_analyzer (auto: when installed) or the built-in Python load generator.",
-    )(command)
-
-
-BUILTIN_NOTE = (
-    "note: the built-in generator's Python client shares the CPU with the server: on 2 cores it read "
-    "0.6-0.8x perf_analyzer's throughput at concurrency 8-32 (benchmarks/bench_vs_perf_analyzer.py); "
-    "for figures to compare or plan with, install perf_analyzer ('make perf-tools') and use --engine auto"
-)
 
 
 @click.command()
@@ -63,7 +49,6 @@ BUILTIN_NOTE = (
 @click.option("--batch-size", default=1, show_default=True)
 @click.option("--window", "window_s", default=2.0, show_default=True, help="Measurement window, seconds.")
 @click.option("--max-windows", default=10, show_default=True)
-@click.option("--processes", type=int, default=None, help="Load worker processes (default: by load level).")
 @click.option("--report", "report_dir", type=click.Path(path_type=Path), help="Write bench.png and bench.html here.")
 @_load_options
 @json_option
@@ -77,9 +62,7 @@ def bench(
     batch_size: int,
     window_s: float,
     max_windows: int,
-    processes: int | None,
     report_dir: Path | None,
-    engine: str,
     input_data: Path | None,
     shapes: tuple[str, ...],
 ) -> None:
@@ -114,13 +97,11 @@ def bench(
             batch_size=batch_size,
             window_s=window_s,
             max_windows=max_windows,
-            processes=processes,
             progress=progress,
-            engine=engine,
             input_data=input_data,
             shapes=parse_shapes(shapes),
         )
-    meter = points[0].engine if points else engine
+    meter = points[0].engine if points else "perf_analyzer"
     table = Table(
         title=f"{model} over {protocol}, measured by {meter}",
         title_justify="left",
@@ -147,8 +128,6 @@ def bench(
             f"{srv.mean_batch_size:.1f}", f"{p.client_overhead_ms:.2f}",
         )  # fmt: skip
     console.print(table)
-    if meter == "builtin":
-        err_console.print(BUILTIN_NOTE, highlight=False)
     record(model=model, protocol=protocol, engine=meter, batch_size=batch_size, points=[bench_point(p) for p in points])
     if report_dir is not None:
         from tritonkit.perf.report import write_bench_report
@@ -211,7 +190,6 @@ def tune(
     window_s: float,
     report_dir: Path | None,
     yes: bool,
-    engine: str,
     input_data: Path | None,
     shapes: tuple[str, ...],
 ) -> None:
@@ -251,7 +229,7 @@ def tune(
             url = server.endpoints.grpc_url if protocol == "grpc" else server.endpoints.http_url.removeprefix("http://")
         result = _run_with_progress(
             run_tune, model, p99_ms=p99_ms, url=url, protocol=protocol, rate=rate, budget_s=budget_s,
-            max_points=max_points, bounds=bounds, window_s=window_s, engine=engine,
+            max_points=max_points, bounds=bounds, window_s=window_s,
             input_data=input_data, shapes=parse_shapes(shapes),
         )  # fmt: skip
     except KeyboardInterrupt:

@@ -3,8 +3,7 @@
 A Python load generator shares the machine's cores with the server it measures; on two cores
 it measured 0.43–0.66× of the throughput perf_analyzer measured on the same server, and its
 p99 was mostly its own. perf_analyzer (C++, the meter Model Analyzer uses) is therefore the
-default engine of ``tritonkit bench`` and ``tune`` wherever it is installed; the built-in
-generator (:mod:`tritonkit.perf.loadgen`) stays for hosts without it.
+one meter of ``tritonkit bench`` and ``tune``; without it they stop with the install line.
 
 Where it comes from: the ``tritonclient`` 2.51.0 wheel (the embedded server's own version)
 ships a real ``perf_analyzer`` binary, which runs on CPU with Debian's ``libb64-0d`` and
@@ -16,8 +15,8 @@ interpreter's venv, and ``PATH``.
 
 One point = one perf_analyzer run at one concurrency or request rate, in time windows of
 ``window_s``, until three windows agree within 10% (throughput and p99) or ``max_windows``;
-a run that never stabilises is measured once more with the bar lifted and reported unstable
-(as the built-in engine reports it), instead of failing.
+a run that never stabilises is measured once more with the bar lifted and reported unstable,
+instead of failing.
 
 Example:
     >>> analyzer = find_analyzer()
@@ -41,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tritonkit.errors import DependencyError, ServerError, UsageError
+from tritonkit.errors import DependencyError, ServerError
 from tritonkit.perf.inputs import Workload
 from tritonkit.perf.stats import BenchPoint, WindowStats, server_delta
 from tritonkit.serve.client import model_statistics
@@ -49,7 +48,7 @@ from tritonkit.serve.client import model_statistics
 ENV_VAR = "TRITONKIT_PERF_ANALYZER"
 INSTALL_HINT = (
     "run 'make perf-tools' (a checkout), or: pip install tritonclient==2.51.0 nvidia-cuda-runtime-cu12 "
-    "and apt-get install libb64-0d; or measure with the built-in engine"
+    "and apt-get install libb64-0d (or point $TRITONKIT_PERF_ANALYZER at a perf_analyzer binary)"
 )
 
 
@@ -218,7 +217,7 @@ def run_point(
         row = parse_csv(csv_file.read_text())
     requests = re.findall(r"Request count: (\d+)", done.stdout)
     return AnalyzerRun(
-        throughput=row["Inferences/Second"] / max(1, batch_size),  # requests/s, as the built-in engine counts
+        throughput=row["Inferences/Second"] / max(1, batch_size),  # requests/s, whatever the batch size
         p50_ms=row["p50 latency"] / 1e3,
         p90_ms=row["p90 latency"] / 1e3,
         p99_ms=row["p99 latency"] / 1e3,
@@ -243,17 +242,16 @@ def _first_error(done: subprocess.CompletedProcess[str]) -> str:
     return f"exit code {done.returncode}"
 
 
-def select(name: str) -> Analyzer | None:
-    """The perf_analyzer to measure with, or ``None`` for the built-in engine."""
-    if name not in ("auto", "perf_analyzer", "builtin"):
-        raise UsageError(f"unknown measurement engine '{name}'", hint="use perf_analyzer, builtin or auto")
-    if name == "builtin":
-        return None
+def require_analyzer() -> Analyzer:
+    """The perf_analyzer to measure with, checked to run.
+
+    Raises:
+        DependencyError: none is installed, or the one found cannot run (a missing library).
+    """
     analyzer = find_analyzer()
-    if analyzer is None and name == "perf_analyzer":
-        raise DependencyError("perf_analyzer is not installed", hint=INSTALL_HINT)
-    if analyzer is not None:
-        analyzer.version()  # fails here, with the install hint, when it cannot run
+    if analyzer is None:
+        raise DependencyError("perf_analyzer, bench's and tune's meter, is not installed", hint=INSTALL_HINT)
+    analyzer.version()  # fails here, with the install hint, when it cannot run
     return analyzer
 
 

@@ -10,7 +10,7 @@ Real inputs (``--input-data``) come in three forms, resolved against the model's
   "shape": [..]}}, …]}`` (the first entry is sent; perf_analyzer itself cycles through all).
 
 The arrays hold one request *without* the batch dimension when the model batches (as
-perf_analyzer's files do); the built-in engine stacks ``batch_size`` copies. ``--shape
+perf_analyzer's files do; it stacks ``-b`` copies). ``--shape
 NAME:d1,d2`` fixes a variable dimension for random data (variable dims are 1 otherwise).
 
 Every loaded array is checked against the model's metadata: unknown or missing names, the wrong
@@ -100,13 +100,6 @@ def random_inputs(
         wanted = shapes.get(name) or [d if d > 0 else 1 for d in sample]
         arrays[name] = dtypes.random_array(datatype, tuple(wanted), rng)
     return arrays
-
-
-def batch(arrays: Mapping[str, np.ndarray], batch_size: int, *, batching: bool) -> dict[str, np.ndarray]:
-    """The request the built-in engine sends: ``batch_size`` copies stacked when the model batches."""
-    if not batching:
-        return dict(arrays)
-    return {name: np.stack([array] * batch_size) for name, array in arrays.items()}
 
 
 def to_analyzer_json(arrays: Mapping[str, np.ndarray], path: Path) -> Path:

@@ -1,42 +1,20 @@
-"""Load-test arithmetic: latency samples → measurement windows → stable points.
+"""What bench measures, as data: windows, points, and the server's side of a run.
 
-The pure core of ``tritonkit bench`` and ``tune``; it does no I/O. A
-request is recorded as a :class:`Sample` with its *intended* send time, so open-loop latency is
-measured from when a request should have left, not when an overloaded client got round to it
-(no coordinated omission). Server-side numbers come from deltas of Triton's statistics API.
+Pure; it does no I/O. Client-side figures (:class:`WindowStats`) come from perf_analyzer
+(:mod:`tritonkit.perf.analyzer`); the server-side breakdown (:class:`ServerBreakdown`) from
+deltas of Triton's statistics API over the same run (:func:`server_delta`).
 
 Example:
-    >>> windows = split_windows(samples, start=0.0, width=2.0)
-    >>> [w.throughput for w in windows], is_stable(windows)
-    ([101.5, 99.0, 100.5], True)
+    >>> delta = server_delta(stats_before, stats_after)
+    >>> delta.queue_us, delta.mean_batch_size
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One request: times in seconds on one monotonic clock."""
-
-    intended: float
-    sent: float
-    done: float
-    ok: bool = True
-
-    @property
-    def latency(self) -> float:
-        """From the intended send time to completion."""
-        return self.done - self.intended
-
-    @property
-    def lag(self) -> float:
-        """How late the client sent it (client-side overhead or saturation)."""
-        return self.sent - self.intended
 
 
 @dataclass(frozen=True)
@@ -52,59 +30,7 @@ class WindowStats:
     p90_ms: float
     p99_ms: float
     max_ms: float
-    lag_p99_ms: float
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The nearest-rank percentile (``q`` in 0..100) of ``values``; NaN when empty."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
-def summarize(samples: Sequence[Sample], start: float, width: float) -> WindowStats:
-    """Stats of the samples that *completed* in ``[start, start + width)``."""
-    inside = [s for s in samples if start <= s.done < start + width]
-    good = [s.latency * 1e3 for s in inside if s.ok]
-    lags = [s.lag * 1e3 for s in inside]
-    return WindowStats(
-        start=start,
-        width=width,
-        completed=len(good),
-        errors=len(inside) - len(good),
-        throughput=len(good) / width if width > 0 else math.nan,
-        p50_ms=percentile(good, 50),
-        p90_ms=percentile(good, 90),
-        p99_ms=percentile(good, 99),
-        max_ms=max(good) if good else math.nan,
-        lag_p99_ms=percentile(lags, 99),
-    )
-
-
-def split_windows(samples: Sequence[Sample], start: float, width: float) -> list[WindowStats]:
-    """Consecutive full windows of ``width`` seconds from ``start`` up to the last completion."""
-    if not samples:
-        return []
-    end = max(s.done for s in samples)
-    count = int((end - start) // width)
-    return [summarize(samples, start + i * width, width) for i in range(count)]
-
-
-def is_stable(windows: Sequence[WindowStats], *, last: int = 3, tolerance: float = 0.10) -> bool:
-    """True when the last ``last`` windows agree within ``tolerance`` on throughput and p99."""
-    if len(windows) < last:
-        return False
-    tail = windows[-last:]
-    for metric in ("throughput", "p99_ms"):
-        values = [getattr(w, metric) for w in tail]
-        if any(math.isnan(v) for v in values):
-            return False
-        mean = sum(values) / len(values)
-        if mean == 0 or any(abs(v - mean) / mean > tolerance for v in values):
-            return False
-    return True
+    lag_p99_ms: float  # 0: perf_analyzer sends on schedule or flags the point client-limited
 
 
 @dataclass(frozen=True)
@@ -168,10 +94,10 @@ class BenchPoint:
     result: WindowStats  # over the last (up to) three windows
     stable: bool
     client_limited: str  # "" when the generator kept up, else why not
-    client_cpu: float  # highest worker CPU use, fraction of one core
-    processes: int  # load worker processes used
+    client_cpu: float  # 0.0: kept in bench/v1 from the retired Python generator
+    processes: int  # 0: the same
     server: ServerBreakdown
-    engine: str = "builtin"  # "perf_analyzer" or "builtin": the meter that measured it
+    engine: str = "perf_analyzer"  # the meter that measured it
 
     @property
     def client_overhead_ms(self) -> float:

@@ -92,9 +92,8 @@ class _Session:
         max_points: int,
         window_s: float,
         progress: Progress | None,
-        engine: str = "auto",
     ) -> None:
-        self.model, self.address, self.protocol, self.engine = model, address, protocol, engine
+        self.model, self.address, self.protocol = model, address, protocol
         self.reserve_s = 0.0  # budget kept back for the confirmation pairs
         self.input_data: Path | None = None
         self.shapes: Mapping[str, list[int]] | None = None
@@ -145,8 +144,6 @@ class _Session:
             rate=[] if concurrency else [self.result.rate or 0.0],
             window_s=self.window_s,
             max_windows=6,
-            warmup_s=max(0.5, self.window_s / 2),
-            engine=self.engine,
             input_data=self.input_data,
             shapes=self.shapes,
         )[0]
@@ -184,7 +181,6 @@ def tune(
     max_points: int = 30,
     bounds: Bounds | None = None,
     window_s: float = 1.0,
-    engine: str = "auto",
     confirm_pairs: int = 3,
     input_data: Path | None = None,
     shapes: Mapping[str, list[int]] | None = None,
@@ -195,7 +191,6 @@ def tune(
     The model's original config is loaded back before returning, on error and on Ctrl-C.
 
     Args:
-        engine: the meter (see :func:`tritonkit.perf.bench.bench`).
         input_data, shapes: what the load sends (see :func:`tritonkit.perf.bench.bench`).
         confirm_pairs: after the search, the winner and the original settings are re-measured
             in this many interleaved pairs (:class:`~tritonkit.perf.search.Confirmation`); when
@@ -231,7 +226,7 @@ def tune(
     result = TuneResult(
         model=model, p99_ms=p99_ms, rate=rate, original=start, measured_on=_measured_on(address, protocol)
     )
-    session = _Session(model, address, protocol, result, limits, budget_s, max_points, window_s, progress, engine)
+    session = _Session(model, address, protocol, result, limits, budget_s, max_points, window_s, progress)
     session.input_data, session.shapes = input_data, shapes
     if original != served:
         session.serving = None  # the first measurement reloads the model without its queue policy
