@@ -165,7 +165,7 @@ class TuneResult:
     def capacity(self) -> dict[str, Any] | None:
         """What one replica sustained within the budget, for the spec's ``capacity:`` (or None)."""
         best = self.best
-        if best is None or best.bench.mode != "concurrency":
+        if best is None or best.bench.mode != "concurrency" or not best.within_slo:
             return None  # an open-loop objective measures latency at a rate, not capacity
         return {
             "rps": round(best.throughput, 1),
