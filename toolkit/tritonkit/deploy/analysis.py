@@ -198,7 +198,8 @@ def _slower(sli: str, numbers: dict[str, float], budget_ms: float | None, tolera
     margin = MARGIN * budget_ms if budget_ms is not None else MARGIN_MS
     if math.isnan(new) or math.isnan(old) or not (new > old * tolerance and new - old > margin):
         return None
-    return f"{sli} {_ms(new)} ms is {new / old:.1f}x the previous release's {_ms(old)} ms"
+    show = _ms if sli != "p99" else (lambda ms: f"{ms:.1f}")  # as the SLO's own lines write each
+    return f"{sli} {show(new)} ms is {new / old:.1f}x the previous release's {show(old)} ms"
 
 
 #: KV-cache usage (0-1) from which a slow first token is put down to a full cache.
