@@ -31,9 +31,10 @@ from tritonkit import Endpoints, TritonServer, build_repository, load_spec
 from tritonkit.artifact.lock import read_lock
 from tritonkit.cli import main
 from tritonkit.deploy.canary import Side, walk
-from tritonkit.deploy.kserve import prometheus_reads
+from tritonkit.deploy.kserve import llm_models, prometheus_reads
 from tritonkit.errors import ClusterError, UsageError
 from tritonkit.release.store import ReleaseStore
+from tritonkit.serve.llm_client import generate
 from tritonkit.serve.prometheus import query
 from tritonkit.serve.server import free_port
 from tritonkit.spec.intent import Capacity, Slo
@@ -125,31 +126,47 @@ def revisions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[s
             stack.enter_context(server)
             servers[name] = server
             _warm_up(server.endpoints.grpc_url)  # as a revision is before it gets traffic: no cold p99
-        targets = "".join(
-            f"      - targets: ['{server.endpoints.metrics_url.removeprefix('http://').removesuffix('/metrics')}']\n"
-            f"        labels: {{namespace: {NAMESPACE}, pod: {REVISIONS[name]}-deployment-7d9c5b8f4-x{i}q2z}}\n"
-            for i, (name, server) in enumerate(servers.items())
-        )
-        config = (
-            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-            f"scrape_configs:\n  - job_name: kserve-pods\n    static_configs:\n{targets}"
-        )
-        url = stack.enter_context(prometheus_with_config(root, config))
+        url = stack.enter_context(prometheus_with_config(root, _prometheus(root, servers, REVISIONS)))
         yield servers, url, repositories["slow"]
 
 
+def _prometheus(root: Path, servers: dict[str, TritonServer], revisions: dict[str, str]) -> str:
+    """The Prometheus configuration that scrapes each of ``servers`` as the pod of its revision."""
+    targets = "".join(
+        f"      - targets: ['{server.endpoints.metrics_url.removeprefix('http://').removesuffix('/metrics')}']\n"
+        f"        labels: {{namespace: {NAMESPACE}, pod: {revisions[name]}-deployment-7d9c5b8f4-x{i}q2z}}\n"
+        for i, (name, server) in enumerate(servers.items())
+    )
+    return (
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"scrape_configs:\n  - job_name: kserve-pods\n    static_configs:\n{targets}"
+    )
+
+
 def _walk(
-    servers: dict[str, TritonServer], prometheus: str, lock_path: Path, new: str
+    servers: dict[str, TritonServer],
+    prometheus: str,
+    lock_path: Path,
+    new: str,
+    *,
+    revisions: dict[str, str] = REVISIONS,
+    service: str = "echo",
+    traffic: type[_Split] = _Split,
 ) -> tuple[object, list[str], _Split]:
+    """The walk 10 → 50 → 100 from ``v1`` to ``new`` under ``traffic`` split between the two, as
+    :meth:`KServeEnvironment._walk` runs it: the intent and the llm models from the new release's lock."""
+    locked = read_lock(lock_path).models
     intent = {
         name: (Slo(**entry["slo"]), Capacity(**entry["capacity"]) if "capacity" in entry else None)
-        for name, entry in read_lock(lock_path).models.items()
+        for name, entry in locked.items()
         if "slo" in entry
     }
     calls: list[str] = []
-    names: dict[Side, str] = {"previous": REVISIONS["v1"], "new": REVISIONS[new]}
-    reads = prometheus_reads(prometheus, NAMESPACE, "echo", intent, WINDOW_S, lambda side: names[side])
-    with _Split(servers["v1"].endpoints.grpc_url, servers[new].endpoints.grpc_url) as split:
+    names: dict[Side, str] = {"previous": revisions["v1"], "new": revisions[new]}
+    reads = prometheus_reads(
+        prometheus, NAMESPACE, service, intent, WINDOW_S, lambda side: names[side], llm=llm_models(locked)
+    )
+    with traffic(servers["v1"].endpoints.grpc_url, servers[new].endpoints.grpc_url) as split:
         time.sleep(WINDOW_S + 2)  # v1 alone long enough for a baseline window in Prometheus
 
         def shift(percent: int) -> None:  # the cluster's apply of canaryTrafficPercent, recorded
@@ -191,6 +208,94 @@ def test_a_good_canary_walks_10_50_100(revisions: tuple[dict[str, TritonServer],
         f'max(nv_inference_request_summary_us{{model="echo",pod=~"{REVISIONS["good"]}-.+",quantile="0.99"}})',
     )
     assert p99 > 0
+
+
+# --------------------------------------------------------------------------- an llm model
+
+LLM_REVISIONS = {"v1": "chat-predictor-00001", "slow": "chat-predictor-00002"}
+LLM_MODEL = "tiny-gpt2"
+PROMPT = "The canary reads the engine's own histograms. " * 6  # ~290 byte tokens: prefill is most of a TTFT
+SLOW_TTFT_MS = 150  # the slow release's TTFT budget: its first tokens take ~0.5-1 s, the tiny model's ~10-70 ms
+
+
+def _llm_spec(project: Path, slo: str, random_init: str | None = None) -> Path:
+    """The example's llm.yaml with ``slo`` on its model (and another ``random_init``)."""
+    text = (Path(__file__).resolve().parents[2] / "model_repository" / "llm.yaml").read_text()
+    text = text.replace("    default_max_tokens: 32\n", f"    default_max_tokens: 32\n    {slo}\n")
+    if random_init is not None:
+        text = text.replace("random_init: {family: gpt2, layers: 2, hidden_size: 128, heads: 4", random_init)
+    project.mkdir(parents=True, exist_ok=True)
+    (project / "llm.yaml").write_text(text)
+    return project / "llm.yaml"
+
+
+class _Generations(_Split):
+    """Streamed generations split like :class:`_Split`; every other request the new release gets
+    is invalid (``max_tokens: -1``), which its engine answers with an error response."""
+
+    def run(self) -> None:
+        share, to_new_sent = 0, 0
+        while not self.stop.is_set():
+            share += self.percent
+            to_new = share >= 100
+            share -= 100 if to_new else 0
+            invalid = to_new and to_new_sent % 2 == 1
+            to_new_sent += to_new
+            params = {"max_tokens": -1 if invalid else 4, "ignore_eos": True}
+            try:
+                result = generate(self.urls[to_new], LLM_MODEL, PROMPT, params)
+                self.sent[self.urls[to_new]] += 1
+                self.failed += result.error is not None and not invalid
+            except Exception:
+                self.failed += 1
+
+
+@pytest.fixture(scope="module")
+def llm_revisions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, TritonServer], str, Path]]:
+    """The tiny LLM (v1) and a slower one (four times as deep and as wide) standing for
+    two revisions' pods, scraped as such; also the slow release's lock (its TTFT SLO)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    root = tmp_path_factory.mktemp("llm-canary")
+    slow_init = "random_init: {family: gpt2, layers: 8, hidden_size: 512, heads: 8"
+    specs = {
+        "v1": _llm_spec(root / "v1", "slo: {ttft_p99_ms: 60000, error_rate: 0.5}"),
+        "slow": _llm_spec(root / "slow", f"slo: {{ttft_p99_ms: {SLOW_TTFT_MS}, error_rate: 0.01}}", slow_init),
+    }
+    repositories = {
+        name: build_repository(load_spec(spec), spec.parent / "dist", cache_dir=root / "cache").path
+        for name, spec in specs.items()
+    }
+    with ExitStack() as stack:
+        servers = {}
+        for name, path in repositories.items():
+            server = TritonServer(path, endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()))
+            stack.enter_context(server)
+            servers[name] = server
+            for _ in range(2):  # as a revision is before it gets traffic: no cold first token
+                generate(server.endpoints.grpc_url, LLM_MODEL, PROMPT, {"max_tokens": 2})
+        url = stack.enter_context(prometheus_with_config(root, _prometheus(root, servers, LLM_REVISIONS)))
+        yield servers, url, repositories["slow"]
+
+
+def test_a_slow_llm_canary_stops_at_10_percent_on_its_ttft_and_its_error_responses(
+    llm_revisions: tuple[dict[str, TritonServer], str, Path],
+) -> None:
+    servers, prometheus, slow_lock = llm_revisions
+    outcome, calls, split = _walk(
+        servers, prometheus, slow_lock, "slow", revisions=LLM_REVISIONS, service="chat", traffic=_Generations
+    )
+    assert calls == ["canaryTrafficPercent 10", "canaryTrafficPercent 0"], calls
+    assert not outcome.ok and outcome.failed_at == 10  # type: ignore[attr-defined]
+    verdict = outcome.steps[0].verdicts[0]  # type: ignore[attr-defined]
+    n = verdict.numbers
+    print(f"slow llm at 10%: {verdict.violations}, {n}")
+    assert n["first_tokens"] > 0 and n["ttft_p99_ms"] > SLOW_TTFT_MS and n["tpot_p99_ms"] > 0
+    assert n["ttft_p99_ms"] > 3 * n["baseline_ttft_p99_ms"]  # the release is slow, v1's pod beside it is not
+    assert verdict.violations[0].startswith("TTFT p99 ") and f"> {SLOW_TTFT_MS}: " in verdict.violations[0]
+    # the engine's error responses, which Triton counted as successes, read on the new revision's pods only
+    assert 0 < n["error_rate"] < 1 and any(v.startswith("error rate ") for v in verdict.violations), verdict
+    assert split.sent[servers["slow"].endpoints.grpc_url] >= 2 and split.failed == 0
 
 
 # --------------------------------------------------------------------------- the CLI, before any cluster call

@@ -97,27 +97,77 @@ tests:
 """
 
 
-def test_promtool_unit_test_fires_the_fast_burn_alert_only_after_errors_start(tmp_path: Path) -> None:
-    spec = Spec.model_validate(
-        {"name": "demo", "slo": {"error_rate": 0.001},
-         "models": [{"name": "m", "kind": "python", "path": "m", "inputs": [], "outputs": []}]}
-    )  # fmt: skip
+def _fast_burn_test(spec: Spec, tmp_path: Path, test_text: str) -> list[dict[str, Any]]:
+    """Run ``promtool test rules`` on ``spec``'s rules with the test ``test_text``, whose second
+    alert test gets every fast-burn alert the rules have as expected; returns the alert rules."""
     scope = Scope('namespace="ml",job="demo"', service="demo")
     groups = rule_groups(spec, scope)
     for rule in groups[1]["rules"]:  # promtool compares annotations literally, and $value differs per window
         del rule["annotations"]
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
-    # at 20m every burn rate is exceeded: 9% failing over 5m, ~4% over the longer windows (all > 14.4 x 0.1%)
+    # at 20m every burn rate is exceeded: 9-10% failing over 5m, ~4% over the longer windows (all > 14.4 x 0.1%)
     expected = [
         {"exp_labels": {**rule["labels"], "namespace": "ml", "tritonkit_service": "demo"}}
         for rule in groups[1]["rules"]
+        if rule["alert"] == "TritonkitErrorBudgetBurn"
     ]
-    test = yaml.safe_load(FAST_BURN_TEST)
+    test = yaml.safe_load(test_text)
     test["tests"][0]["alert_rule_test"][1]["exp_alerts"] = expected
     (tmp_path / "test.yaml").write_text(yaml.safe_dump(test))
     result = _promtool("test", "rules", "test.yaml", cwd=tmp_path)
     assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout + result.stderr
-    assert [r["labels"]["slo_window"] for r in groups[1]["rules"]] == ["1h/5m", "6h/30m", "3d/6h"]
+    return [r for r in groups[1]["rules"] if r["alert"] == "TritonkitErrorBudgetBurn"]
+
+
+def test_promtool_unit_test_fires_the_fast_burn_alert_only_after_errors_start(tmp_path: Path) -> None:
+    spec = Spec.model_validate(
+        {"name": "demo", "slo": {"error_rate": 0.001},
+         "models": [{"name": "m", "kind": "python", "path": "m", "inputs": [], "outputs": []}]}
+    )  # fmt: skip
+    rules = _fast_burn_test(spec, tmp_path, FAST_BURN_TEST)
+    assert [r["labels"]["slo_window"] for r in rules] == ["1h/5m", "6h/30m", "3d/6h"]
+
+
+LLM_FAST_BURN_TEST = """
+rule_files: [rules.yaml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      # 10 requests/s, every one a success to Triton (a decoupled model's error response is one);
+      # from minute 10 on, the engine ends 1 request/s with an error response (10%: a 100x burn)
+      - series: 'nv_inference_request_success{namespace="ml",job="demo",model="chat",version="1"}'
+        values: '0+600x30'
+      - series: 'nv_inference_request_failure{namespace="ml",job="demo",model="chat",version="1",reason="BACKEND"}'
+        values: '0x30'
+      - series: 'tritonkit_llm_request_failure_total{namespace="ml",job="demo",model="chat",reason="invalid"}'
+        values: '0x10 0+60x20'
+      - series: 'tritonkit_llm_request_failure_total{namespace="ml",job="demo",model="chat",reason="error"}'
+        values: '0x30'
+    alert_rule_test:
+      - {alertname: TritonkitErrorBudgetBurn, eval_time: 9m, exp_alerts: []}
+      - alertname: TritonkitErrorBudgetBurn
+        eval_time: 20m
+        exp_alerts:
+    promql_expr_test:
+      # the ratio is 1 in 10, not 1 in 11: the error responses are not counted again as requests
+      - expr: >-
+          (tritonkit:request_error:ratio_rate5m > bool 0.0999)
+          * (tritonkit:request_error:ratio_rate5m < bool 0.1001)
+        eval_time: 20m
+        exp_samples:
+          - {labels: '{model="chat",namespace="ml",tritonkit_service="demo"}', value: 1}
+"""
+
+
+def test_promtool_unit_test_fires_the_fast_burn_alert_on_an_llm_engines_error_responses(
+    example_copy: Path, tmp_path: Path
+) -> None:
+    chat = load_spec(example_copy / "llm.yaml").spec
+    model = chat.models[0].model_copy(update={"name": "chat", "slo": Slo(ttft_p99_ms=500, error_rate=0.001)})
+    spec = chat.model_copy(update={"name": "demo", "models": [model]})
+    rules = _fast_burn_test(spec, tmp_path, LLM_FAST_BURN_TEST)
+    assert [r["labels"]["slo_window"] for r in rules] == ["1h/5m", "6h/30m", "3d/6h"]
 
 
 # ------------------------------------------------------------------------ a real Prometheus

@@ -4,6 +4,7 @@ the real Triton's and Prometheus's): the request counters, and an llm engine's T
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -189,3 +190,17 @@ def test_llm_window_without_generations_is_not_a_violation_but_says_so() -> None
 def test_ordinary_models_carry_no_engine_numbers() -> None:
     verdict = analyse("m", _counters(0, 0, 0, 0, 0), _counters(5, 5, 5, 1, 3000), slo=Slo(ttft_p99_ms=1), capacity=None)
     assert verdict.ok and "ttft_p99_ms" not in verdict.numbers
+
+
+def test_an_llm_release_is_compared_with_its_baseline_on_ttft_and_tpot_not_the_request_p99() -> None:
+    slow = (_engine(0, 100, 0), replace(_engine(10, 200, 5), quantiles_us={0.99: 900_000}))  # TTFT p99 2.2 s
+    previous = (_engine(0, 100, 0), replace(_engine(10, 200, 0), quantiles_us={0.99: 300_000}))  # 99 ms
+    verdict = analyse("chat", *slow, slo=Slo(ttft_p99_ms=5000, tpot_p99_ms=60), capacity=None, baseline=previous)
+    assert verdict.violations == ["TTFT p99 2,200 ms is 22.2x the previous release's 99.0 ms"]  # inside its SLO
+    n = verdict.numbers
+    assert n["baseline_ttft_p99_ms"] == pytest.approx(99) and n["baseline_tpot_p99_ms"] == n["tpot_p99_ms"]
+    # 3x the request p99 (a longer generation is not a slower one) and a TTFT within a quarter of 10 s: ok
+    calm = analyse("chat", *slow, slo=Slo(ttft_p99_ms=10_000), capacity=None, baseline=previous)
+    assert calm.ok and n["p99_ms"] == 900 and n["baseline_p99_ms"] == 300
+    alone = analyse("chat", *slow, slo=Slo(ttft_p99_ms=10_000), capacity=None)
+    assert alone.as_dict()["numbers"]["baseline_ttft_p99_ms"] is None  # type: ignore[index]

@@ -8,9 +8,9 @@ import pytest
 
 from tritonkit.deploy.analysis import Window
 from tritonkit.deploy.canary import Reads, Side, plan_steps, walk
-from tritonkit.deploy.kserve import revision_pods, serving_revision
+from tritonkit.deploy.kserve import llm_models, revision_pods, serving_revision
 from tritonkit.errors import UsageError
-from tritonkit.serve.metrics import ModelCounters
+from tritonkit.serve.metrics import Histogram, ModelCounters
 from tritonkit.spec.intent import Slo
 
 INTENT = {"echo": (Slo(p99_ms=100), None)}
@@ -84,6 +84,45 @@ def test_a_violation_at_100_percent_restores_the_previous_release() -> None:
     assert outcome.failed_at == 100 and cluster.shifts == [100] and cluster.restored
     assert "p99 500.0 ms > 100" in outcome.evidence  # and the baseline read before the switch
     assert "5.0 ms" in outcome.evidence
+
+
+def _generations(requests: float, ttft_ms: float, failed: float = 0) -> Window:
+    """An llm model's window as Prometheus answers it: every first token in the bucket up to
+    ``ttft_ms``, TPOTs of 20-50 ms; ``failed`` error responses already moved out of the successes."""
+    empty = ModelCounters(0, 0, 0, 0, 0, 0, 0)
+    ttft = Histogram(((ttft_ms / 2e3, 0.0), (ttft_ms / 1e3, requests), (float("inf"), requests)))
+    tpot = Histogram(((0.02, 0.0), (0.05, 10 * requests), (float("inf"), 10 * requests)))
+    after = ModelCounters(10, requests - failed, failed, requests, requests, 0, 0, {0.99: 1e6}, ttft=ttft, tpot=tpot,
+                          waiting=0, running=1, kv_usage=0.1)  # fmt: skip
+    return empty, after
+
+
+def test_an_llm_canary_is_judged_on_ttft_and_its_error_responses() -> None:
+    intent = {"chat": (Slo(ttft_p99_ms=200, tpot_p99_ms=100, error_rate=0.05), None)}
+
+    def read(ttft_ms: float, failed: float = 0):  # type: ignore[no-untyped-def]
+        def reads(side: Side) -> Reads:
+            return {"chat": _generations(100, ttft_ms if side == "new" else 50, failed if side == "new" else 0)}
+
+        return reads
+
+    shifts: list[int] = []
+    slow = walk([10, 50, 100], shift=shifts.append, restore=lambda: None, read=read(800), intent=intent,
+                seconds=60, sleep=lambda s: None)  # fmt: skip
+    assert slow.failed_at == 10 and shifts == [10, 0]
+    assert slow.evidence.startswith("chat: TTFT p99 79")  # interpolated in the 400-800 ms bucket
+    assert "> 200" in slow.evidence and "x the previous release's 49.8 ms" in slow.evidence
+    failing = walk([10, 100], shift=lambda p: None, restore=lambda: None, read=read(50, failed=10), intent=intent,
+                   seconds=60, sleep=lambda s: None)  # fmt: skip
+    assert failing.failed_at == 10 and "error rate 10.00% > 5.00%" in failing.evidence
+    good = walk([10, 100], shift=lambda p: None, restore=lambda: None, read=read(60), intent=intent,
+                seconds=60, sleep=lambda s: None)  # fmt: skip
+    assert good.ok  # a request p99 of 1 s on both sides is not judged for an llm
+
+
+def test_the_llm_models_of_a_release_are_told_by_their_locked_kind() -> None:
+    locked = {"chat": {"kind": "llm", "slo": {}}, "clf": {"kind": "onnx"}, "old": {}}
+    assert llm_models(locked) == {"chat"}
 
 
 def test_a_revision_is_selected_by_its_pods() -> None:

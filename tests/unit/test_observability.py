@@ -62,6 +62,25 @@ def test_recordings_cover_every_window_the_alerts_read_and_keep_releases_apart()
     )
 
 
+def test_with_an_llm_model_the_engines_error_responses_are_failures_and_not_successes() -> None:
+    recordings = rule_groups(spec(python_model(slo={"error_rate": 0.01}), LLM), SCOPE)[0]["rules"]
+
+    def rate(metric: str) -> str:
+        return f'sum by (namespace, model) (rate({metric}{{namespace="ml",job="demo"}}[5m]))'
+
+    triton, engine = rate("nv_inference_request_failure"), rate("tritonkit_llm_request_failure_total")
+    # all requests = Triton's successes + failures (an error response is one of its successes)
+    assert recordings[0]["expr"] == (
+        f"(({triton} + {engine}) or {triton}) / ({rate('nv_inference_request_success')} + {triton})"
+    )
+    assert all("tritonkit_llm_request_failure_total" in r["expr"] for r in recordings)
+    plain = rule_groups(spec(python_model(slo={"error_rate": 0.01})), SCOPE)[0]["rules"]
+    assert not any("tritonkit_llm" in r["expr"] for r in plain)  # no engine, no engine counter
+    board = dashboard(spec(python_model(slo={"error_rate": 0.01}), {**LLM, "slo": {"error_rate": 0.01}}), SCOPE)
+    errors = [p for p in board["panels"] if p["title"] in ("error / rejection rate", "error-budget burn rate")]
+    assert [("tritonkit_llm" in _targets(p)[0]) for p in errors] == [False, False, True, True]  # m, then chat
+
+
 def test_latency_alerts_compare_the_p99_with_the_budget_in_milliseconds() -> None:
     (page, ticket) = alerts(rule_groups(spec(python_model(slo={"p99_ms": 12.5})), SCOPE))
     assert page["alert"] == "TritonkitLatencyOverSlo" and page["labels"]["slo_window"] == "1h/5m"

@@ -11,7 +11,10 @@ served) it also judges the new release against the old one: a p99 more than ``to
 the baseline's *and* slower by more than a quarter of the SLO's budget (5 ms without one), or an
 error rate above the baseline's by more than the error budget (0.1% without one), is a
 regression even inside the SLO. Too little traffic on either side (fewer than
-``MIN_REQUESTS`` answered) compares nothing: a p99 of five requests is noise.
+``MIN_REQUESTS`` answered) compares nothing: a p99 of five requests is noise. An ``llm`` model is
+compared on its TTFT and TPOT p99 instead (same rule, a quarter of ``ttft_p99_ms`` /
+``tpot_p99_ms`` as the margin), not on the request p99: a whole generation's time follows how many
+tokens it produced, which a new model changes without being slower.
 
 For an ``llm`` model (its reads carry the engine's TTFT/TPOT histograms) the latency objectives
 are ``ttft_p99_ms`` and ``tpot_p99_ms``: the p99 of what the window observed, from the bucket
@@ -91,7 +94,8 @@ def analyse(
 
     Returns:
         The verdict; ``numbers`` gains ``baseline_p99_ms`` and ``baseline_error_rate`` (NaN when
-        no baseline was given).
+        no baseline was given), an ``llm`` model's also ``baseline_ttft_p99_ms`` and
+        ``baseline_tpot_p99_ms``.
     """
     seconds = max(after.at - before.at, 1e-9)
     served = after.success - before.success
@@ -110,7 +114,8 @@ def analyse(
     }
     violations: list[str] = []
     advice: list[str] = []
-    if after.ttft is not None or after.tpot is not None:
+    llm = after.ttft is not None or after.tpot is not None
+    if llm:
         numbers.update(_engine_numbers(before, after))
         _judge_engine(numbers, slo, violations, advice)
     if slo is not None and slo.p99_ms is not None and numbers["p99_ms"] > slo.p99_ms:
@@ -144,6 +149,8 @@ def analyse(
         advice += notes
     else:
         numbers.update(baseline_p99_ms=math.nan, baseline_error_rate=math.nan)
+        if llm:
+            numbers.update(baseline_ttft_p99_ms=math.nan, baseline_tpot_p99_ms=math.nan)
     return Verdict(model=model, ok=not violations, numbers=numbers, violations=violations, advice=advice)
 
 
@@ -156,16 +163,22 @@ def _against_baseline(
     served, failed = after.success - before.success, after.failure - before.failure
     numbers["baseline_p99_ms"] = after.p99_us / 1e3
     numbers["baseline_error_rate"] = failed / (served + failed) if served + failed else 0.0
+    llm = "ttft_p99_ms" in numbers
+    if llm:
+        engine = _engine_numbers(before, after)
+        numbers.update(baseline_ttft_p99_ms=engine["ttft_p99_ms"], baseline_tpot_p99_ms=engine["tpot_p99_ms"])
     if answered < MIN_REQUESTS or served + failed < MIN_REQUESTS:
         return [], [
             f"too little traffic to compare with the previous release ({answered:.0f} and {served + failed:.0f} "
             f"requests, want {MIN_REQUESTS} each): judged against the SLO only"
         ]
-    regressions: list[str] = []
-    p99, old = numbers["p99_ms"], numbers["baseline_p99_ms"]
-    margin = MARGIN * slo.p99_ms if slo is not None and slo.p99_ms is not None else MARGIN_MS
-    if not math.isnan(old) and p99 > old * tolerance and p99 - old > margin:
-        regressions.append(f"p99 {p99:.1f} ms is {p99 / old:.1f}x the previous release's {old:.1f} ms")
+    budgets = {"p99": slo.p99_ms} if slo is not None else {}
+    if llm:
+        budgets = {"TTFT p99": slo.ttft_p99_ms, "TPOT p99": slo.tpot_p99_ms} if slo is not None else {}
+    latencies = ("TTFT p99", "TPOT p99") if llm else ("p99",)
+    regressions = [
+        line for sli in latencies if (line := _slower(sli, numbers, budgets.get(sli), tolerance)) is not None
+    ]
     budget = slo.error_rate if slo is not None and slo.error_rate is not None else 0.001
     rate, old_rate = numbers["error_rate"], numbers["baseline_error_rate"]
     if rate > old_rate + budget:
@@ -174,6 +187,19 @@ def _against_baseline(
         "the previous release served the same traffic better: compare the two releases ('tritonkit diff OLD NEW')"
     ]
     return regressions, advice if regressions else []
+
+
+def _slower(sli: str, numbers: dict[str, float], budget_ms: float | None, tolerance: float) -> str | None:
+    """The regression line when ``sli`` (``p99``, ``TTFT p99``, ``TPOT p99``) is more than
+    ``tolerance`` times the baseline's and slower by more than the margin, else None (also when
+    either side has no number)."""
+    key = sli.lower().replace(" ", "_") + "_ms"
+    new, old = numbers[key], numbers[f"baseline_{key}"]
+    margin = MARGIN * budget_ms if budget_ms is not None else MARGIN_MS
+    if math.isnan(new) or math.isnan(old) or not (new > old * tolerance and new - old > margin):
+        return None
+    show = _ms if sli != "p99" else (lambda ms: f"{ms:.1f}")  # as the SLO's own lines write each
+    return f"{sli} {show(new)} ms is {new / old:.1f}x the previous release's {show(old)} ms"
 
 
 #: KV-cache usage (0-1) from which a slow first token is put down to a full cache.

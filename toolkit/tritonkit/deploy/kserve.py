@@ -17,11 +17,15 @@ through the traffic percentages (default 10 → 50 → 100), each applied and ga
 watched for the window; the new revision's Triton counters and the previous revision's are read
 through Prometheus (:func:`~tritonkit.serve.prometheus.window_counters`, the pods of one revision
 selected by :func:`revision_pods`) and judged by the one pure analysis, against the SLO and the
-previous revision as baseline. A violation below 100 % sets ``canaryTrafficPercent: 0``; at 100 %
-the previous release is applied again; either way the history records the evidence ("rollback
-(analysis of v3 at 10%: echo: p99 …)") and the error exits 8. RawDeployment cannot split traffic:
-its walk is one step, a blue/green switch then the window, compared with the window before the
-switch, undone by re-applying the previous release.
+previous revision as baseline. An ``llm`` model (by its kind in the release's lock) is read with
+the engine's series too — TTFT/TPOT buckets, waiting and running sequences, KV-cache usage, and
+its error responses (``tritonkit_llm_request_failure_total``, which Triton counts as successes) —
+and judged, as ``tritonkit check`` and the local gate judge it, on TTFT/TPOT p99 against
+``ttft_p99_ms``/``tpot_p99_ms`` and on the baseline's TTFT/TPOT. A violation below 100 % sets
+``canaryTrafficPercent: 0``; at 100 % the previous release is applied again; either way the
+history records the evidence ("rollback (analysis of v3 at 10%: echo: p99 …)") and the error
+exits 8. RawDeployment cannot split traffic: its walk is one step, a blue/green switch then the
+window, compared with the window before the switch, undone by re-applying the previous release.
 
 Not covered by a live test on the development machine (no cluster there); the gate logic is
 unit-tested on status documents, the object rendering against golden YAML, and the walk with its
@@ -31,9 +35,10 @@ PromQL against a real Prometheus scraping real Tritons (tests/integration/test_c
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
+from tritonkit.artifact.lock import read_lock
 from tritonkit.deploy.canary import Intent, Reads, Side, Step, plan_steps, walk
 from tritonkit.deploy.crd import check
 from tritonkit.deploy.environment import Environment, Promotion, require_window
@@ -77,6 +82,11 @@ def latest_revision(document: Mapping[str, Any]) -> str | None:
     return str(ready) if ready else None
 
 
+def llm_models(locked: Mapping[str, Mapping[str, Any]]) -> frozenset[str]:
+    """The ``llm`` models among a lock's models (``Lock.models``: each entry records its kind)."""
+    return frozenset(name for name, entry in locked.items() if entry.get("kind") == "llm")
+
+
 def prometheus_reads(
     url: str,
     namespace: str,
@@ -84,15 +94,19 @@ def prometheus_reads(
     models: Iterable[str],
     seconds: float,
     revision: Callable[[Side], str | None],
+    *,
+    llm: Collection[str] = frozenset(),
 ) -> Callable[[Side], Reads]:
     """The ``read`` of :func:`tritonkit.deploy.canary.walk` for one InferenceService: each
     model's counters over the last ``seconds`` on the pods of the ``"new"`` or ``"previous"``
-    revision (``revision(side)``: its name, ``None`` in RawDeployment), through Prometheus."""
+    revision (``revision(side)``: its name, ``None`` in RawDeployment), through Prometheus; the
+    models in ``llm`` with their engine's series (:func:`~tritonkit.serve.prometheus.window_counters`
+    with ``llm=True``), the same reads ``tritonkit check --prometheus`` makes."""
     names = sorted(models)
 
     def reads(side: Side) -> Reads:
         pods = revision_pods(namespace, service, revision(side))
-        return {name: window_counters(url, name, seconds, selector=pods) for name in names}
+        return {name: window_counters(url, name, seconds, selector=pods, llm=name in llm) for name in names}
 
     return reads
 
@@ -196,7 +210,10 @@ class KServeEnvironment(Environment):
                 raise ClusterError(f"cannot tell which revision of {service} is the {side} one from its status")
             return revisions.get(side)
 
-        reads = prometheus_reads(str(self.env.prometheus_url), self.env.namespace, service, intent, seconds, revision)
+        engines = llm_models(read_lock(self.store.path(number)).models)  # the new release's kinds, both sides
+        reads = prometheus_reads(
+            str(self.env.prometheus_url), self.env.namespace, service, intent, seconds, revision, llm=engines
+        )
 
         def on_step(step: Step) -> None:
             judged.append(step)

@@ -10,7 +10,10 @@ chart's values and the files ``tritonkit deploy --observability DIR`` writes can
   KV-cache usage.
 - :func:`rule_groups`: Prometheus recording and alerting rules. The error budget
   (``slo.error_rate``) burns in the SRE workbook's multi-window, multi-burn-rate form (14.4x over
-  1h and 5m, 6x over 6h and 30m: page; 1x over 3d and 6h: ticket). Latency is judged on the p99
+  1h and 5m, 6x over 6h and 30m: page; 1x over 3d and 6h: ticket). Failures are Triton's, plus,
+  where the spec has ``llm`` models, the engine's error responses
+  (``tritonkit_llm_request_failure_total``), which Triton counts as successes: every request is
+  still counted once (Triton's successes + failures), an error response as a failure. Latency is judged on the p99
   against ``slo.p99_ms`` over a long and a short window (page: 1h and 5m; ticket: 6h and 30m):
   Triton's request summary (worst replica: summaries cannot be merged) for most models, the
   engine's TTFT/TPOT histograms (merged over replicas) against ``ttft_p99_ms``/``tpot_p99_ms`` for
@@ -35,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tritonkit.deploy.plan import ModelPlan, Plan, plan_spec
-from tritonkit.serve.metrics import KV_USAGE, LLM_RUNNING, LLM_WAITING, TPOT, TTFT
+from tritonkit.serve.metrics import KV_USAGE, LLM_FAILURES, LLM_RUNNING, LLM_WAITING, TPOT, TTFT
 from tritonkit.spec.intent import Slo
 from tritonkit.spec.schema import LlmModel, ModelBase, Spec
 
@@ -133,9 +136,15 @@ def rule_groups(spec: Spec, scope: Scope) -> list[dict[str, Any]]:
     if not alerts:
         return []
     return [
-        {"name": f"{spec.name}-slo-recordings", "rules": _recordings(scope)},
+        {"name": f"{spec.name}-slo-recordings", "rules": _recordings(scope, llm=_has_llm(spec))},
         {"name": f"{spec.name}-slo-alerts", "rules": alerts},
     ]
+
+
+def _has_llm(spec: Spec) -> bool:
+    """Whether the recordings must count the engine's error responses (one ``llm`` model is enough:
+    the recordings cover every model of the scope)."""
+    return any(isinstance(m, LlmModel) for m in spec.models)
 
 
 def prometheus_rule(spec: Spec, scope: Scope, *, namespace: str) -> dict[str, Any]:
@@ -152,18 +161,32 @@ def prometheus_rule(spec: Spec, scope: Scope, *, namespace: str) -> dict[str, An
     }
 
 
-def _error_ratio(scope: Scope, window: str, **labels: str) -> str:
+def _error_ratio(scope: Scope, window: str, *, llm: bool = False, **labels: str) -> str:
+    """Failed / all requests over ``window``, per :attr:`Scope.by` group.
+
+    All requests are Triton's successes + failures. With ``llm`` the failures also count the
+    engine's error responses (which Triton counted as successes, so the total stays the same);
+    ``(triton + engine) or triton`` keeps the models that export no engine counter, whose
+    sum would otherwise drop out of the ``+``.
+    """
+
     def rate(metric: str) -> str:
         return f"sum by ({scope.grouping}) (rate({metric}{scope.match(**labels)}[{window}]))"
 
-    failure = rate("nv_inference_request_failure")
-    return f"{failure} / ({rate('nv_inference_request_success')} + {failure})"
+    failure, requests = rate("nv_inference_request_failure"), f"{rate('nv_inference_request_success')} + "
+    if not llm:
+        return f"{failure} / ({requests}{failure})"
+    return f"(({failure} + {rate(LLM_FAILURES)}) or {failure}) / ({requests}{failure})"
 
 
-def _recordings(scope: Scope) -> list[dict[str, Any]]:
+def _recordings(scope: Scope, *, llm: bool) -> list[dict[str, Any]]:
     windows = sorted({w for _, long, short, _ in BURN_RATES for w in (long, short)}, key=_seconds)
     return [
-        {"record": f"{ERROR_RATIO}{w}", "expr": _error_ratio(scope, w), "labels": {"tritonkit_service": scope.service}}
+        {
+            "record": f"{ERROR_RATIO}{w}",
+            "expr": _error_ratio(scope, w, llm=llm),
+            "labels": {"tritonkit_service": scope.service},
+        }
         for w in windows
     ]
 
@@ -318,7 +341,7 @@ def _panel(title: str, unit: str, targets: list[tuple[str, str]], thresholds: fl
 
 
 def _model_panels(model: ModelBase, scope: Scope, plan: Plan, planned: ModelPlan | None) -> list[dict[str, Any]]:
-    slo, match = model.slo, scope.match(model=model.name)
+    slo, match, llm = model.slo, scope.match(model=model.name), isinstance(model, LlmModel)
 
     def rate(metric: str, window: str = "5m") -> str:
         return f"sum by ({scope.grouping}) (rate({metric}{match}[{window}]))"
@@ -328,12 +351,13 @@ def _model_panels(model: ModelBase, scope: Scope, plan: Plan, planned: ModelPlan
         _latency_panel(model, scope),
         _panel("throughput vs planned capacity", "reqps", _throughput(rate, slo, plan, planned)),
         _panel("queue-time share", "percentunit", [(queued, "queued")]),
-        _panel("error / rejection rate", "percentunit", _errors(scope, model.name), slo.error_rate if slo else None),
+        _panel("error / rejection rate", "percentunit", _errors(scope, model.name, llm),
+               slo.error_rate if slo else None),
         _panel("pending requests", "short", _pending(model, scope)),
     ]  # fmt: skip
     if slo is not None and slo.error_rate:
         burn = [
-            (f"({_error_ratio(scope, w, model=model.name)}) / {_num(slo.error_rate)}", f"burn {w}")
+            (f"({_error_ratio(scope, w, llm=llm, model=model.name)}) / {_num(slo.error_rate)}", f"burn {w}")
             for w in ("5m", "1h", "6h")
         ]
         panels.append(_panel("error-budget burn rate", "x", burn, BURN_RATES[0][0]))
@@ -364,15 +388,16 @@ def _throughput(
     return lines
 
 
-def _errors(scope: Scope, model: str) -> list[tuple[str, str]]:
-    """Failed requests, and the share refused by the queue policy (Triton's reason="REJECTED")."""
+def _errors(scope: Scope, model: str, llm: bool) -> list[tuple[str, str]]:
+    """Failed requests (with ``llm``, the engine's error responses too), and the share refused by
+    the queue policy (Triton's reason="REJECTED")."""
 
     def rate(metric: str, **labels: str) -> str:
         return f"sum by ({scope.grouping}) (rate({metric}{scope.match(model=model, **labels)}[5m]))"
 
     requests = f"({rate('nv_inference_request_success')} + {rate('nv_inference_request_failure')})"
     refused = f"{rate('nv_inference_request_failure', reason='REJECTED')} / {requests}"
-    return [(_error_ratio(scope, "5m", model=model), "failed"), (refused, "rejected by the queue policy")]
+    return [(_error_ratio(scope, "5m", llm=llm, model=model), "failed"), (refused, "rejected by the queue policy")]
 
 
 def _pending(model: ModelBase, scope: Scope) -> list[tuple[str, str]]:
