@@ -32,7 +32,8 @@ def test_tune_measures_llm_capacity_into_the_spec_and_the_lock(
 ) -> None:
     server, project = served
     spec = _spec(tmp_path, MET, max_tokens=8)
-    budget = ("--max-points", "3", "--budget", "40s", "--report", str(tmp_path / "report"), "--yes")
+    metrics = ("--metrics-url", server.endpoints.metrics_url)
+    budget = ("--max-points", "3", "--budget", "40s", "--report", str(tmp_path / "report"), "--yes", *metrics)
     code, doc, stderr = _tune(spec, server, *budget)
     assert code == 0, stderr
     print(stderr)
@@ -43,6 +44,7 @@ def test_tune_measures_llm_capacity_into_the_spec_and_the_lock(
     assert doc["best"]["within_slo"] and best["rps"] > 0 and best["errors"] == 0
     assert 0 < best["ttft_p99_ms"] < 60000 and 0 < best["tpot_p99_ms"] < 60000 and best["samples"] >= 2
     assert best["tokens_per_s"] > best["rps"]  # 8 tokens a request
+    assert best["engine_ttft_p99_ms"] > 0 and best["engine_tpot_p99_ms"] > 0  # the engine's view, beside
     assert (tmp_path / "report" / "tune.png").stat().st_size > 10_000
     assert doc["written"] and "capacity:" in doc["diff"]
 

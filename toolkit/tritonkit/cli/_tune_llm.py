@@ -7,6 +7,7 @@ into its arguments and renders what it found, in the shape tune uses for every k
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -68,19 +69,24 @@ def show_llm_tune(result: Any, *, spec_file: Path, report_dir: Path | None) -> N
     from tritonkit.perf.report import write_tune_llm_report
 
     table = Table(title=f"tune {result.model} (llm)", title_justify="left", box=box.SIMPLE, pad_edge=False)
-    for column in ("#", "load", "req/s", "tok/s", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "err", "ok"):
+    engine = any(not math.isnan(p.engine_ttft_p99_ms) for p in result.points)
+    columns = ["#", "load", "req/s", "tok/s", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "err", "ok"]
+    for column in columns + (["engine TTFT p99", "engine TPOT p99"] if engine else []):
         table.add_column(column, justify="right", no_wrap=True)
     for number, p in enumerate(result.points, 1):
-        table.add_row(
+        cells = [
             str(number), p.offered, f"{p.rps:.2f}", f"{p.tokens_per_s:.0f}", f"{p.ttft_p50_ms:.1f}",
             f"{p.ttft_p99_ms:.1f}", f"{p.tpot_p50_ms:.1f}", f"{p.tpot_p99_ms:.1f}", str(p.errors),
-            "yes" if p.within_slo else "[red]no[/]", style="bold green" if p is result.best else "",
-        )  # fmt: skip
+            "yes" if p.within_slo else "[red]no[/]",
+        ]  # fmt: skip
+        if engine:
+            cells += [f"{p.engine_ttft_p99_ms:.1f}", f"{p.engine_tpot_p99_ms:.1f}"]
+        table.add_row(*cells, style="bold green" if p is result.best else "")
     console.print(table)
     console.print(
         f"{len(result.points)} levels, {result.elapsed_s:.0f}s; stopped: {result.stopped or 'finished'}; "
         f"each request: {len(result.prompt)} prompt characters, {result.max_tokens} tokens; "
-        "latencies in ms, client side"
+        "latencies in ms, client side (judged)" + ("; the engine's from its histograms (evidence)" if engine else "")
     )
     best = result.best
     console.print(

@@ -199,6 +199,12 @@ def bench_point(point: Any) -> dict[str, Any]:
 @click.option(
     "--max-tokens", type=int, default=None, help="llm models: tokens each request generates (default: the model's)."
 )
+@click.option(
+    "--metrics-url",
+    default=None,
+    help="llm models: Triton's metrics, to show the engine's own TTFT/TPOT beside the client's (default: "
+    "the embedded Triton's; none with --url).",
+)
 @_load_options
 @json_option
 def tune(
@@ -221,6 +227,7 @@ def tune(
     tpot_p99_ms: float | None,
     prompt: str | None,
     max_tokens: int | None,
+    metrics_url: str | None,
     engine: str,
     input_data: Path | None,
     shapes: tuple[str, ...],
@@ -275,13 +282,14 @@ def tune(
         if url is None:
             server = _start_embedded(repository or default_repository(spec_file))
             url = server.endpoints.grpc_url if protocol == "grpc" else server.endpoints.http_url.removeprefix("http://")
+            metrics_url = metrics_url or server.endpoints.metrics_url
         if llm:
             from tritonkit.perf.tune_llm import DEFAULT_PROMPT, tune_llm
 
             result = _run_with_progress(
                 tune_llm, model, ttft_p99_ms=ttft_p99_ms, tpot_p99_ms=tpot_p99_ms, url=url, budget_s=budget_s,
                 max_points=max_points, window_s=window_s, prompt=DEFAULT_PROMPT if prompt is None else prompt,
-                max_tokens=max_tokens,
+                max_tokens=max_tokens, metrics_url=metrics_url,
             )  # fmt: skip
         else:
             result = _run_with_progress(
