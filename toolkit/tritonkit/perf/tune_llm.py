@@ -19,9 +19,9 @@ search. Decisions, and why:
   coarse (a p99 jumps between bucket bounds, e.g. 250 → 500 ms for TTFT), and (2) the client
   sees everything the engine does plus Triton's queue, gRPC and the response sender: a capacity
   within the SLO here is also within it for ``tritonkit check``, which judges the engine's
-  histograms, up to their bucket resolution (the reverse would not hold). Given Triton's metrics URL, each level also records
-  the engine's own TTFT/TPOT p99 over its window (histogram deltas, as ``check`` computes them)
-  beside the client's, as evidence only. On a 2-core host the client's TPOT p50 is below the
+  histograms, up to their bucket resolution (the reverse would not hold). Given Triton's
+  metrics URL, each level also records the engine's own TTFT/TPOT p99 over its window
+  (histogram deltas, as ``check`` computes them) beside the client's, as evidence only. On a 2-core host the client's TPOT p50 is below the
   engine's (pieces arrive in bursts) and its p99s mostly above (the stalls between bursts,
   Triton, gRPC): tiny-gpt2, 8 tokens, c=2 measured TTFT p99 92 ms client / 9.9 ms engine, TPOT
   p99 27 / 9.5 ms. The client shares the host's cores with the server, as perf_analyzer would;
