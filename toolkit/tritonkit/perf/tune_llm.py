@@ -21,11 +21,12 @@ search. Decisions, and why:
   within the SLO here is also within it for ``tritonkit check``, which judges the engine's
   histograms, up to their bucket resolution (the reverse would not hold). Given Triton's
   metrics URL, each level also records the engine's own TTFT/TPOT p99 over its window
-  (histogram deltas, as ``check`` computes them) beside the client's, as evidence only. On a 2-core host the client's TPOT p50 is below the
-  engine's (pieces arrive in bursts) and its p99s mostly above (the stalls between bursts,
-  Triton, gRPC): tiny-gpt2, 8 tokens, c=2 measured TTFT p99 92 ms client / 9.9 ms engine, TPOT
-  p99 27 / 9.5 ms. The client shares the host's cores with the server, as perf_analyzer would;
-  its per-request work is one callback per streamed piece.
+  (histogram deltas, as ``check`` computes them) beside the client's, as evidence only. On a
+  2-core host the client's TPOT p50 is below the engine's (pieces arrive in bursts) and its
+  p99s mostly above (the stalls between bursts, Triton, gRPC): tiny-gpt2, 8 tokens, c=2
+  measured TTFT p99 92 ms client / 9.9 ms engine, TPOT p99 27 / 9.5 ms. The client shares the
+  host's cores with the server, as perf_analyzer would; its per-request work is one callback
+  per streamed piece.
 * **A level's numbers**: each level runs a warm-up (not counted; lets the running batch fill),
   then a window of at least ``window_s`` seconds and ``2 c`` requests (at most 5 windows). The
   requests/s is the generations that finished inside the window divided by its length;
