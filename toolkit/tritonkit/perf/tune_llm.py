@@ -8,8 +8,9 @@ search. Decisions, and why:
   the same prompt, ``max_tokens`` with ``ignore_eos`` so every request generates exactly that
   many tokens (a random or real model stopping early would make requests/s meaningless).
   perf_analyzer is not used: it cannot time a stream's first and later responses per token.
-* **The levels** double from ``c = 1`` while a level is within the SLO and its requests/s grew
-  by at least 5% (:data:`~tritonkit.perf.search.PLATEAU`); after the first level over the
+* **The levels** double from ``c = 1`` while a level is within the SLO, until two levels in a
+  row grew requests/s by less than 5% (:data:`~tritonkit.perf.search.PLATEAU`; one such level
+  is often a noisy window on a shared host); after the first level over the
   SLO, the midpoint between it and the last good one is bisected (while the budget lasts), so
   the capacity is not off by up to 2x. Any error response (the engine refusing when its queue
   is full, ``max_queue``) puts a level over the SLO. Decided by :func:`next_concurrency` (pure).
@@ -154,8 +155,9 @@ def judge(slo: LlmSlo, *, ttft_p99_ms: float, tpot_p99_ms: float, errors: int, c
 def next_concurrency(points: Sequence[LlmPoint], max_concurrency: int) -> tuple[int, str]:
     """The next level to measure after ``points`` (in the order measured), or ``(0, why)``.
 
-    Doubles from the highest good level while requests/s still grows by 5%; after a level over
-    the SLO, bisects between the highest good level below it and the lowest bad one above.
+    Doubles from the highest good level until two levels in a row gain less than 5% requests/s
+    (one such level is often noise on a shared host: a slow window); after a level over the SLO,
+    bisects between the highest good level below it and the lowest bad one above.
     """
     good = [p for p in points if p.within_slo]
     if not good:
@@ -167,9 +169,14 @@ def next_concurrency(points: Sequence[LlmPoint], max_concurrency: int) -> tuple[
         if high - low <= 1:
             return 0, f"c={low} is within the SLO and c={high} is not"
         return (low + high) // 2, ""
-    below = [p for p in good if p.concurrency < top.concurrency]
-    if below and top.rps < max(p.rps for p in below) * PLATEAU:
-        return 0, f"requests/s stopped growing at c={top.concurrency} (the engine is saturated)"
+    ordered = sorted(good, key=lambda p: p.concurrency)
+
+    def stalled(level: LlmPoint) -> bool:  # no 5% over every good level below it
+        below = [p.rps for p in ordered if p.concurrency < level.concurrency]
+        return bool(below) and level.rps < max(below) * PLATEAU
+
+    if len(ordered) >= 2 and stalled(ordered[-1]) and stalled(ordered[-2]):
+        return 0, f"requests/s stopped growing at c={ordered[-2].concurrency} and c={top.concurrency} (saturated)"
     if top.concurrency >= max_concurrency:
         return 0, f"reached the maximum concurrency of {max_concurrency}"
     return min(max_concurrency, top.concurrency * 2), ""
