@@ -34,6 +34,9 @@ def test_next_concurrency_doubles_bisects_and_stops() -> None:
     assert next_concurrency([*over, _point(6, 18)], 64) == (7, "")
     level, why = next_concurrency([*over, _point(6, 18), _point(7, 19, ok=False)], 64)
     assert level == 0 and "c=6 is within the SLO and c=7 is not" in why
+    wide = [_point(8, 30), _point(16, 40), _point(32, 35, ok=False), _point(24, 47, ok=False)]
+    assert next_concurrency([*wide, _point(20, 41, ok=False)], 64) == (18, "")
+    assert next_concurrency([*wide, _point(20, 41, ok=False), _point(18, 31, ok=False)], 64)[0] == 0  # 16 → 18
     assert next_concurrency([_point(1, 5), _point(2, 5.1)], 64) == (4, "")  # one flat level may be noise
     assert next_concurrency([_point(1, 5), _point(2, 4), _point(4, 9)], 64) == (8, "")  # it was
     level, why = next_concurrency([_point(1, 5), _point(2, 5.1), _point(4, 5.2)], 64)
