@@ -6,7 +6,16 @@ import math
 
 import pytest
 
-from tritonkit.perf.tune_llm import LlmPoint, LlmSlo, LlmTuneResult, choose, judge, next_concurrency, summarize
+from tritonkit.perf.tune_llm import (
+    LlmPoint,
+    LlmSlo,
+    LlmTuneResult,
+    choose,
+    engine_within,
+    judge,
+    next_concurrency,
+    summarize,
+)
 from tritonkit.serve.llm_client import Generation
 from tritonkit.spec.intent import Capacity
 
@@ -24,6 +33,12 @@ def test_judge_needs_both_budgets_no_errors_and_samples() -> None:
     assert not judge(SLO, ttft_p99_ms=1, tpot_p99_ms=1, errors=1, completed=3)
     assert not judge(SLO, ttft_p99_ms=math.nan, tpot_p99_ms=1, errors=0, completed=3)
     assert judge(LlmSlo(None, 10), ttft_p99_ms=5000, tpot_p99_ms=1, errors=0, completed=1)  # TTFT not judged
+
+
+def test_the_engine_view_is_judged_where_it_was_observed() -> None:
+    assert engine_within(SLO, 99, 9) and not engine_within(SLO, 451, 9) and not engine_within(SLO, 1, 11)
+    assert engine_within(SLO, math.nan, math.nan)  # no observation in the window: the client's view decides
+    assert engine_within(LlmSlo(None, 10), 5000, 9)
 
 
 def test_next_concurrency_doubles_bisects_and_stops() -> None:

@@ -86,7 +86,7 @@ def show_llm_tune(result: Any, *, spec_file: Path, report_dir: Path | None) -> N
     console.print(
         f"{len(result.points)} levels, {result.elapsed_s:.0f}s; stopped: {result.stopped or 'finished'}; "
         f"each request: {len(result.prompt)} prompt characters, {result.max_tokens} tokens; "
-        "latencies in ms, client side (judged)" + ("; the engine's from its histograms (evidence)" if engine else "")
+        "latencies in ms, client side" + ("; the engine's from its histograms, judged too" if engine else "")
     )
     best = result.best
     console.print(

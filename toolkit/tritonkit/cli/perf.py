@@ -202,7 +202,7 @@ def bench_point(point: Any) -> dict[str, Any]:
 @click.option(
     "--metrics-url",
     default=None,
-    help="llm models: Triton's metrics, to show the engine's own TTFT/TPOT beside the client's (default: "
+    help="llm models: Triton's metrics, to judge the engine's own TTFT/TPOT as well as the client's (default: "
     "the embedded Triton's; none with --url).",
 )
 @_load_options

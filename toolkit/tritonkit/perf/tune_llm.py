@@ -20,14 +20,19 @@ search. Decisions, and why:
   coarse (a p99 jumps between bucket bounds, e.g. 250 → 500 ms for TTFT), and (2) the client
   sees everything the engine does plus Triton's queue, gRPC and the response sender: a capacity
   within the SLO here is also within it for ``tritonkit check``, which judges the engine's
-  histograms, up to their bucket resolution (the reverse would not hold). Given Triton's
-  metrics URL, each level also records the engine's own TTFT/TPOT p99 over its window
-  (histogram deltas, as ``check`` computes them) beside the client's, as evidence only. On a
-  2-core host the client's TPOT p50 is below the engine's (pieces arrive in bursts) and its
-  p99s mostly above (the stalls between bursts, Triton, gRPC): tiny-gpt2, 8 tokens, c=2
-  measured TTFT p99 92 ms client / 9.9 ms engine, TPOT p99 27 / 9.5 ms. The client shares the
-  host's cores with the server, as perf_analyzer would; its per-request work is one callback
-  per streamed piece.
+  histograms, up to their bucket resolution (the reverse would not hold). On a 2-core host the
+  client's TPOT p50 is below the engine's (pieces arrive in bursts) and its p99s mostly above
+  (the stalls between bursts, Triton, gRPC): tiny-gpt2, 8 tokens, c=2 measured TTFT p99 92 ms
+  client / 9.9 ms engine, TPOT p99 27 / 9.5 ms. The client shares the host's cores with the
+  server, as perf_analyzer would; its per-request work is one callback per streamed piece.
+* **Given Triton's metrics URL, the engine's p99s are judged too.** Each level then also records
+  the engine's TTFT/TPOT p99 over its window (histogram deltas, interpolated inside a bucket
+  exactly as ``check``, the promotion gate and PromQL compute them), and a level is within the
+  SLO only when both views are. Between two coarse bounds the interpolation can land far above
+  the client's exact p99 (tiny-gpt2, 32 tokens, c=12: client TTFT p99 283 ms, engine 451 ms in
+  the 250–500 ms bucket): a capacity judged on the client alone would then be flagged by
+  ``check`` at the very load it was planned for. A level without engine observations is judged
+  on the client alone.
 * **A level's numbers**: each level runs a warm-up (not counted; lets the running batch fill),
   then a window of at least ``window_s`` seconds and ``2 c`` requests (at most 5 windows). The
   requests/s is the generations that finished inside the window divided by its length;
@@ -100,7 +105,7 @@ class LlmPoint:
     samples: int  # requests sent inside the window (the latency samples)
     within_slo: bool
     first_error: str = ""
-    engine_ttft_p99_ms: float = math.nan  # the engine's histograms over the window (evidence, not judged)
+    engine_ttft_p99_ms: float = math.nan  # the engine's histograms over the window (NaN: not read)
     engine_tpot_p99_ms: float = math.nan
 
     @property
@@ -150,6 +155,12 @@ def judge(slo: LlmSlo, *, ttft_p99_ms: float, tpot_p99_ms: float, errors: int, c
         if budget is not None and not measured <= budget:
             return False
     return True
+
+
+def engine_within(slo: LlmSlo, ttft_p99_ms: float, tpot_p99_ms: float) -> bool:
+    """Whether the engine's p99s are within ``slo`` (a NaN one — no observation — is not judged)."""
+    pairs = ((ttft_p99_ms, slo.ttft_p99_ms), (tpot_p99_ms, slo.tpot_p99_ms))
+    return all(budget is None or math.isnan(measured) or measured <= budget for measured, budget in pairs)
 
 
 def next_concurrency(points: Sequence[LlmPoint], max_concurrency: int) -> tuple[int, str]:
@@ -294,7 +305,8 @@ def measure_level(
     point = summarize(load.generations, start, end, concurrency, slo)
     if before is not None and after is not None:
         ttft, tpot = (_p99_ms(a, b) for a, b in ((after.ttft, before.ttft), (after.tpot, before.tpot)))
-        point = replace(point, engine_ttft_p99_ms=ttft, engine_tpot_p99_ms=tpot)
+        within = point.within_slo and engine_within(slo, ttft, tpot)
+        point = replace(point, engine_ttft_p99_ms=ttft, engine_tpot_p99_ms=tpot, within_slo=within)
     if load.failures:
         first = point.first_error or load.failures[0]
         return replace(point, errors=point.errors + len(load.failures), within_slo=False, first_error=first)
@@ -325,7 +337,7 @@ def tune_llm(
     progress: Progress | None = None,
 ) -> LlmTuneResult:
     """Measure ``model``'s capacity within its TTFT/TPOT SLO on a running Triton (gRPC ``url``;
-    ``metrics_url``, when given, adds the engine's own p99s to each level as evidence).
+    ``metrics_url``, when given, judges each level on the engine's own p99s too).
 
     Raises:
         UsageError: neither objective given, a non-positive one, or ``max_tokens`` < 2 (TPOT
