@@ -15,6 +15,7 @@ from tritonkit.perf.tune_llm import (
     judge,
     next_concurrency,
     summarize,
+    unmet_hint,
 )
 from tritonkit.serve.llm_client import Generation
 from tritonkit.spec.intent import Capacity
@@ -39,6 +40,11 @@ def test_the_engine_view_is_judged_where_it_was_observed() -> None:
     assert engine_within(SLO, 99, 9) and not engine_within(SLO, 451, 9) and not engine_within(SLO, 1, 11)
     assert engine_within(SLO, math.nan, math.nan)  # no observation in the window: the client's view decides
     assert engine_within(LlmSlo(None, 10), 5000, 9)
+
+
+def test_the_hint_asks_for_what_the_worse_view_measured() -> None:
+    engine_slower = LlmPoint(1, 1.0, 5, 0, 5, 40, 10, 90, 2, 9, 5, False, engine_ttft_p99_ms=245.0)
+    assert unmet_hint(engine_slower, SLO).startswith("ask for ttft_p99_ms ≥ 294, or fewer")
 
 
 def test_next_concurrency_doubles_bisects_and_stops() -> None:

@@ -223,15 +223,26 @@ def summarize(generations: Sequence[Generation], start: float, end: float, concu
     )
 
 
+def worst(point: LlmPoint) -> tuple[float, float]:
+    """The TTFT and TPOT p99 a level was judged on: the higher of the client's and the engine's."""
+    return (
+        max(point.ttft_p99_ms, point.engine_ttft_p99_ms)
+        if not math.isnan(point.engine_ttft_p99_ms)
+        else point.ttft_p99_ms,
+        max(point.tpot_p99_ms, point.engine_tpot_p99_ms)
+        if not math.isnan(point.engine_tpot_p99_ms)
+        else point.tpot_p99_ms,
+    )
+
+
 def unmet_hint(point: LlmPoint, slo: LlmSlo) -> str:
     """What budget the model can meet, from its concurrency-1 point (with 20% to spare)."""
     if point.errors:
         return f"the model answered with errors ({point.first_error}); check it with 'tritonkit generate'"
     asks = []
-    if slo.ttft_p99_ms is not None and not point.ttft_p99_ms <= slo.ttft_p99_ms:
-        asks.append(f"ttft_p99_ms ≥ {math.ceil(point.ttft_p99_ms * 1.2)}")
-    if slo.tpot_p99_ms is not None and not point.tpot_p99_ms <= slo.tpot_p99_ms:
-        asks.append(f"tpot_p99_ms ≥ {math.ceil(point.tpot_p99_ms * 1.2)}")
+    for name, measured, budget in zip(("ttft_p99_ms", "tpot_p99_ms"), worst(point), (slo.ttft_p99_ms, slo.tpot_p99_ms)):
+        if budget is not None and not measured <= budget:
+            asks.append(f"{name} ≥ {math.ceil(measured * 1.2)}")
     return f"ask for {' and '.join(asks)}, or fewer output tokens per request (max_tokens)"
 
 
@@ -390,7 +401,7 @@ def tune_llm(
     if not good:
         first = result.points[0]
         raise TuneError(
-            f"{first.offered}: TTFT p99 {first.ttft_p99_ms:.1f} ms, TPOT p99 {first.tpot_p99_ms:.1f} ms"
+            f"{first.offered}: TTFT p99 {worst(first)[0]:.1f} ms, TPOT p99 {worst(first)[1]:.1f} ms"
             + (f", {first.errors} errors" if first.errors else "")
             + f" — even one request at a time is over the SLO ({slo.describe()})",
             hint=unmet_hint(first, slo),
