@@ -225,14 +225,11 @@ def summarize(generations: Sequence[Generation], start: float, end: float, concu
 
 def worst(point: LlmPoint) -> tuple[float, float]:
     """The TTFT and TPOT p99 a level was judged on: the higher of the client's and the engine's."""
-    return (
-        max(point.ttft_p99_ms, point.engine_ttft_p99_ms)
-        if not math.isnan(point.engine_ttft_p99_ms)
-        else point.ttft_p99_ms,
-        max(point.tpot_p99_ms, point.engine_tpot_p99_ms)
-        if not math.isnan(point.engine_tpot_p99_ms)
-        else point.tpot_p99_ms,
-    )
+
+    def higher(client: float, engine: float) -> float:
+        return client if math.isnan(engine) else max(client, engine)
+
+    return higher(point.ttft_p99_ms, point.engine_ttft_p99_ms), higher(point.tpot_p99_ms, point.engine_tpot_p99_ms)
 
 
 def unmet_hint(point: LlmPoint, slo: LlmSlo) -> str:
