@@ -296,7 +296,7 @@ def _stage_model(
     if item.model.slo is not None:
         lock_entry["slo"] = item.model.slo.model_dump(exclude_none=True)
     if item.model.capacity is not None:
-        lock_entry["capacity"] = item.model.capacity.model_dump()
+        lock_entry["capacity"] = item.model.capacity.model_dump(exclude_none=True)  # as before llm keys
     result = ModelResult(item.model.name, item.builder.kind, item.key, cached, time.perf_counter() - t0)
     return result, lock_entry, hashes
 

@@ -172,6 +172,18 @@ def bench_point(point: Any) -> dict[str, Any]:
     "--report", "report_dir", type=click.Path(path_type=Path), help="Report folder (default reports/tune-MODEL)."
 )
 @click.option("--yes", is_flag=True, help="Write the winning settings into the spec without asking.")
+@click.option("--ttft-p99-ms", type=float, default=None, help="llm models: TTFT budget (default: slo.ttft_p99_ms).")
+@click.option("--tpot-p99-ms", type=float, default=None, help="llm models: TPOT budget (default: slo.tpot_p99_ms).")
+@click.option("--prompt", default=None, help="llm models: the prompt each request sends (default: a 56-character one).")
+@click.option(
+    "--max-tokens", type=int, default=None, help="llm models: tokens each request generates (default: the model's)."
+)
+@click.option(
+    "--metrics-url",
+    default=None,
+    help="llm models: Triton's metrics, to judge the engine's own TTFT/TPOT as well as the client's (default: "
+    "the embedded Triton's; none with --url).",
+)
 @_load_options
 @json_option
 def tune(
@@ -190,6 +202,11 @@ def tune(
     window_s: float,
     report_dir: Path | None,
     yes: bool,
+    ttft_p99_ms: float | None,
+    tpot_p99_ms: float | None,
+    prompt: str | None,
+    max_tokens: int | None,
+    metrics_url: str | None,
     input_data: Path | None,
     shapes: tuple[str, ...],
 ) -> None:
@@ -197,6 +214,7 @@ def tune(
 
     Changes go through config-override reloads only (no restarts); the original config is
     loaded back at the end or on Ctrl-C. The winner is written into the spec (after a diff).
+    For a kind: llm model, measure its capacity within the TTFT/TPOT SLO (nothing is reloaded).
     """
     import os
     import shutil
@@ -207,6 +225,7 @@ def tune(
     from tritonkit.perf.tune import Bounds, parse_duration
     from tritonkit.perf.tune import tune as run_tune
     from tritonkit.spec.loader import load_spec
+    from tritonkit.spec.schema import LlmModel
 
     if rate is not None and max_throughput:
         raise UsageError("--rate and --max-throughput ask for different objectives", hint="give one of them")
@@ -214,7 +233,21 @@ def tune(
         raise UsageError(f"--rate must be positive, got {rate:g}", hint="e.g. --rate 200")
     loaded = load_spec(spec_file)
     entry = loaded.spec.model(model)  # unknown model: a suggestion before anything starts
-    if p99_ms is None:  # the objective comes from the spec's intent unless a flag overrides it
+    llm = isinstance(entry, LlmModel)
+    if isinstance(entry, LlmModel):
+        from tritonkit.cli._tune_llm import llm_objective
+
+        max_tokens = max_tokens or entry.default_max_tokens
+        ttft_p99_ms, tpot_p99_ms = llm_objective(
+            model, entry, p99_ms=p99_ms, rate=rate, ttft_p99_ms=ttft_p99_ms, tpot_p99_ms=tpot_p99_ms,
+            protocol=protocol, tensor_load=input_data is not None or bool(shapes),
+        )  # fmt: skip
+    elif ttft_p99_ms is not None or tpot_p99_ms is not None or prompt is not None or max_tokens is not None:
+        raise UsageError(
+            f"--ttft-p99-ms, --tpot-p99-ms, --prompt and --max-tokens are for llm models; '{model}' is not",
+            hint="give --p99-ms",
+        )
+    elif p99_ms is None:  # the objective comes from the spec's intent unless a flag overrides it
         p99_ms = entry.slo.p99_ms if entry.slo is not None else None
         if p99_ms is None:
             raise UsageError(
@@ -227,17 +260,33 @@ def tune(
         if url is None:
             server = _start_embedded(repository or default_repository(spec_file))
             url = server.endpoints.grpc_url if protocol == "grpc" else server.endpoints.http_url.removeprefix("http://")
-        result = _run_with_progress(
-            run_tune, model, p99_ms=p99_ms, url=url, protocol=protocol, rate=rate, budget_s=budget_s,
-            max_points=max_points, bounds=bounds, window_s=window_s,
-            input_data=input_data, shapes=parse_shapes(shapes),
-        )  # fmt: skip
+            metrics_url = metrics_url or server.endpoints.metrics_url
+        if llm:
+            from tritonkit.perf.tune_llm import DEFAULT_PROMPT, tune_llm
+
+            result = _run_with_progress(
+                tune_llm, model, ttft_p99_ms=ttft_p99_ms, tpot_p99_ms=tpot_p99_ms, url=url, budget_s=budget_s,
+                max_points=max_points, window_s=window_s, prompt=DEFAULT_PROMPT if prompt is None else prompt,
+                max_tokens=max_tokens, metrics_url=metrics_url,
+            )  # fmt: skip
+        else:
+            result = _run_with_progress(
+                run_tune, model, p99_ms=p99_ms, url=url, protocol=protocol, rate=rate, budget_s=budget_s,
+                max_points=max_points, bounds=bounds, window_s=window_s,
+                input_data=input_data, shapes=parse_shapes(shapes),
+            )  # fmt: skip
     except KeyboardInterrupt:
-        err_console.print("interrupted: the original config was loaded back")
+        err_console.print("interrupted" if llm else "interrupted: the original config was loaded back")
         sys.exit(130)
     finally:
         if server is not None:
             server.stop()
+    if llm:
+        from tritonkit.cli._tune_llm import show_llm_tune
+
+        show_llm_tune(result, spec_file=spec_file, report_dir=report_dir)
+        _write_back(spec_file, model, result, yes)
+        return
     _print_tune(result)
     record(
         model=model,
@@ -346,7 +395,8 @@ def _write_back(spec_file: Path, model: str, result: Any, yes: bool) -> None:
     if result.best is None:
         console.print(f"nothing met the budget; {spec_file} unchanged")
         return
-    update = update_settings(spec_file, model, result.best.settings, capacity=result.capacity())
+    settings = getattr(result.best, "settings", None)  # an llm tune measures capacity only: no settings
+    update = update_settings(spec_file, model, settings, capacity=result.capacity())
     if not update.changed:
         console.print(f"{spec_file} already has these settings")
         return

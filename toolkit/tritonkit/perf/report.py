@@ -5,7 +5,8 @@ are drawn hollow and labelled, since their numbers describe the client, not the 
 HTML page embeds the same plot (base64) above a table of every point. matplotlib is an optional
 dependency (``tritonkit[report]``) imported here only. For tune, the plot shows every measured
 point coloured by settings, the p99 budget as a vertical line, the original settings' best point
-and the chosen one; the table lists every point.
+and the chosen one; the table lists every point. An ``llm`` model's tune gets requests/s against
+its TTFT and its TPOT p99 (:func:`write_tune_llm_report`).
 
 Example:
     >>> png, html = write_bench_report(points, Path("reports/classifier"), title="classifier over grpc")
@@ -14,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import math
 from collections.abc import Sequence
@@ -22,6 +24,7 @@ from pathlib import Path
 from tritonkit.errors import require
 from tritonkit.perf.stats import BenchPoint
 from tritonkit.perf.tune import TuneResult
+from tritonkit.perf.tune_llm import LlmTuneResult
 
 
 def write_bench_report(points: Sequence[BenchPoint], out_dir: Path, *, title: str) -> tuple[Path, Path]:
@@ -234,3 +237,67 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style></head>
 {chr(10).join(rows)}
 </tbody></table></body></html>
 """
+
+
+def write_tune_llm_report(result: LlmTuneResult, out_dir: Path, *, title: str) -> tuple[Path, Path]:
+    """Write an llm tune's ``tune.png`` and ``tune.html`` into ``out_dir``; return their paths.
+
+    Two panels, requests/s against TTFT p99 and against TPOT p99, each point a concurrency level
+    (filled: within the SLO), the budget as a vertical line and the capacity starred.
+    """
+    matplotlib = require("matplotlib", "report")
+    matplotlib.use("Agg")  # type: ignore[attr-defined]
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = out_dir / "tune.png"
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4.6), dpi=110, sharey=True)
+    points = sorted(result.points, key=lambda p: p.concurrency)
+    panels = (("TTFT", "ttft_p99_ms", result.slo.ttft_p99_ms), ("TPOT", "tpot_p99_ms", result.slo.tpot_p99_ms))
+    for axis, (name, key, budget) in zip(axes, panels):
+        xs = [getattr(p, key) for p in points]
+        axis.plot(xs, [p.rps for p in points], "-", color="tab:blue", alpha=0.35)
+        for p, x in zip(points, xs):
+            face = "tab:blue" if p.within_slo else "none"
+            axis.plot(x, p.rps, "o", color="tab:blue", markerfacecolor=face, markersize=7)
+            axis.annotate(p.offered, (x, p.rps), textcoords="offset points", xytext=(6, 4), fontsize=7)
+        if budget is not None:
+            axis.axvline(budget, color="tab:red", linestyle="--", label=f"{name} budget {budget:g} ms")
+        if result.best is not None:
+            axis.plot(getattr(result.best, key), result.best.rps, "*", color="black", markersize=15,
+                      markerfacecolor="gold", label=f"capacity {result.best.rps:.2f}/s")  # fmt: skip
+        axis.set_xlabel(f"{name} p99 (ms, client side)")
+        axis.set_xlim(left=0)
+        axis.set_ylim(bottom=0)
+        axis.grid(True, alpha=0.3)
+        axis.legend(fontsize=7, loc="best")
+    axes[0].set_ylabel("requests/s (filled: within the SLO)")
+    figure.suptitle(title)
+    figure.text(0.01, 0.005, run_metadata("llm_client"), fontsize=6, color="dimgray")
+    figure.tight_layout(rect=(0, 0.03, 1, 1))
+    figure.savefig(png)
+    plt.close(figure)
+    rows_csv = [
+        {"number": n, **dataclasses.asdict(p), "chosen": p is result.best} for n, p in enumerate(result.points, 1)
+    ]
+    _write_csv(out_dir / "tune.csv", rows_csv)
+
+    header = ["#", "load", "req/s", "tok/s", "TTFT p50 ms", "TTFT p99 ms", "TPOT p50 ms", "TPOT p99 ms", "errors",
+              "samples", "within SLO"]  # fmt: skip
+    rows = []
+    for number, p in enumerate(result.points, 1):
+        mark = " (capacity)" if p is result.best else ""
+        cells = [str(number), p.offered + mark, f"{p.rps:.2f}", f"{p.tokens_per_s:.0f}", f"{p.ttft_p50_ms:.1f}",
+                 f"{p.ttft_p99_ms:.1f}", f"{p.tpot_p50_ms:.2f}", f"{p.tpot_p99_ms:.2f}", str(p.errors),
+                 str(p.samples), "yes" if p.within_slo else "no"]  # fmt: skip
+        rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    summary = (
+        f"<p>{len(result.points)} levels in {result.elapsed_s:.0f} s; stopped: "
+        f"{html.escape(result.stopped or 'finished')}. Each request: {len(result.prompt)} prompt characters, "
+        f"{result.max_tokens} output tokens.</p>"
+        f'<p>{html.escape(run_metadata("llm_client"))} · <a href="tune.csv">tune.csv</a></p>'
+    )
+    page = out_dir / "tune.html"
+    image = base64.b64encode(png.read_bytes()).decode()
+    page.write_text(_page(title, summary, image, "".join(f"<th>{html.escape(h)}</th>" for h in header), rows))
+    return png, page

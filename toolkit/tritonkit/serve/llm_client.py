@@ -39,6 +39,7 @@ class Generation:
     sent_at: float
     chunks: list[str] = field(default_factory=list)
     chunk_times: list[float] = field(default_factory=list)
+    chunk_tokens: list[int] = field(default_factory=list)  # tokens each streamed piece stands for
     finish_reason: str | None = None
     error: str | None = None
     finals: int = 0
@@ -58,6 +59,19 @@ class Generation:
     def inter_token(self) -> list[float]:
         """Gaps between consecutive streamed responses."""
         return [b - a for a, b in zip(self.chunk_times, self.chunk_times[1:])]
+
+    @property
+    def per_token(self) -> list[float]:
+        """Time per output token after the first piece, as the engine's TPOT histogram observes it:
+        a piece that carries ``n`` tokens (the server coalesces when its sender falls behind)
+        stands for ``n`` gaps of ``1/n`` of the time since the previous piece; the tokens of the
+        first piece count towards TTFT only. Empty when the server did not report token counts."""
+        if len(self.chunk_tokens) != len(self.chunk_times):
+            return []
+        gaps: list[float] = []
+        for gap, tokens in zip(self.inter_token, self.chunk_tokens[1:]):
+            gaps.extend([gap / tokens] * tokens)
+        return gaps
 
 
 class LlmStream:
@@ -154,6 +168,7 @@ class LlmStream:
             counts = result.as_numpy("num_output_tokens")
             if counts is not None:
                 current.output_tokens += int(counts.reshape(-1)[0])
+                current.chunk_tokens.append(int(counts.reshape(-1)[0]))
         if final:
             reason = result.as_numpy("finish_reason")
             if reason is not None:

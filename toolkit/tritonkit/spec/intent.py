@@ -57,13 +57,22 @@ class Slo(BaseModel):
 
 
 class Capacity(BaseModel):
-    """What ``tritonkit tune`` measured one replica to sustain within the SLO (evidence for review)."""
+    """What ``tritonkit tune`` measured one replica to sustain within the SLO (evidence for review).
+
+    ``p99_ms`` is the request latency at that load; an ``llm`` model's capacity has the TTFT and
+    TPOT p99 instead, and the request it was measured with (``prompt_chars`` of prompt, exactly
+    ``output_tokens`` generated): requests/s of an LLM mean nothing without the request's size.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     rps: float = Field(gt=0)
     concurrency: int = Field(ge=1)
-    p99_ms: float = Field(gt=0)
+    p99_ms: float | None = Field(default=None, gt=0)
+    ttft_p99_ms: float | None = Field(default=None, gt=0)
+    tpot_p99_ms: float | None = Field(default=None, gt=0)
+    prompt_chars: int | None = Field(default=None, ge=0)
+    output_tokens: int | None = Field(default=None, ge=1)
     measured_on: dict[str, str] = {}
 
 

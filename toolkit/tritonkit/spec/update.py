@@ -72,16 +72,17 @@ class BatchingSettings(Protocol):
 
 
 def update_settings(
-    path: Path, model: str, settings: BatchingSettings, *, capacity: Mapping[str, Any] | None = None
+    path: Path, model: str, settings: BatchingSettings | None, *, capacity: Mapping[str, Any] | None = None
 ) -> SpecUpdate:
     """The spec at ``path`` with ``model``'s batching and instance settings set to ``settings``
     (and its ``capacity:`` to what tune measured, when given: evidence a reviewer reads).
+    ``settings`` None leaves them alone: an ``llm`` model's tune measures capacity only.
 
     Raises:
         SpecError: unreadable spec, unknown model, or a result that is not a valid spec.
     """
     from ruamel.yaml import YAML
-    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+    from ruamel.yaml.comments import CommentedMap
 
     loaded = load_spec(path)  # the same errors as everywhere else for a broken file
     loaded.spec.model(model)  # unknown model -> SpecError with a suggestion
@@ -93,6 +94,30 @@ def update_settings(
     yaml.indent(mapping=2, sequence=offset + 2, offset=offset)
     document: Any = yaml.load(old)
     entry = next(m for m in document["models"] if m.get("name") == model)
+
+    if settings is not None:
+        _set_batching(entry, settings)
+    if capacity is not None:
+        block = CommentedMap()
+        for key, value in capacity.items():
+            if isinstance(value, Mapping):
+                inner = CommentedMap(value)
+                inner.fa.set_flow_style()
+                block[key] = inner
+            else:
+                block[key] = value
+        entry["capacity"] = block
+
+    buffer = io.StringIO()
+    yaml.dump(document, buffer)
+    update = SpecUpdate(path=path, old=old, new=buffer.getvalue())
+    _validate(update)
+    return update
+
+
+def _set_batching(entry: Any, settings: BatchingSettings) -> None:
+    """Write ``settings`` into the model entry (ruamel maps: comments and flow style kept)."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
     entry["max_batch_size"] = settings.max_batch_size
     batching = entry.get("dynamic_batching")
@@ -117,23 +142,6 @@ def update_settings(
         group = CommentedMap(count=settings.instances, kind="KIND_CPU")
         group.fa.set_flow_style()
         entry["instance_group"] = CommentedSeq([group])
-
-    if capacity is not None:
-        block = CommentedMap()
-        for key, value in capacity.items():
-            if isinstance(value, Mapping):
-                inner = CommentedMap(value)
-                inner.fa.set_flow_style()
-                block[key] = inner
-            else:
-                block[key] = value
-        entry["capacity"] = block
-
-    buffer = io.StringIO()
-    yaml.dump(document, buffer)
-    update = SpecUpdate(path=path, old=old, new=buffer.getvalue())
-    _validate(update)
-    return update
 
 
 def _dash_offset(text: str) -> int:
