@@ -1,10 +1,18 @@
-"""Server-statistics deltas (pure code)."""
+"""Percentiles and server-statistics deltas (pure code)."""
 
 from __future__ import annotations
 
 import math
 
-from tritonkit.perf.stats import server_delta
+from tritonkit.perf.stats import percentile, server_delta
+
+
+def test_percentile_nearest_rank() -> None:
+    values = list(range(1, 101))
+    assert percentile(values, 50) == 50
+    assert percentile(values, 99) == 99
+    assert percentile(values, 100) == 100
+    assert math.isnan(percentile([], 50))
 
 
 def test_server_delta() -> None:
