@@ -188,7 +188,7 @@ def main() -> int:
     parser.add_argument("--p99-ms", type=float, default=80.0)
     parser.add_argument("--max-queue-ms", type=float, default=40.0)
     args = parser.parse_args()
-    console = Console(width=180)
+    console = Console(width=200)
     rows = []
     with tempfile.TemporaryDirectory(prefix="slo-admission-") as scratch_name:
         scratch = Path(scratch_name)
@@ -217,8 +217,8 @@ def main() -> int:
     table = Table(
         title=f"open loop vs capacity {capacity:.0f}/s; SLO p99 {args.p99_ms:g} ms, max queue {args.max_queue_ms:g} ms"
     )
-    columns = ("build", "load", "sent", "goodput /s", "goodput / capacity", "accepted p99 ms (from sent)",
-               "refused: full / timed out", "refusal p50 ms", "batches (mean size)", "send lag p99 ms")  # fmt: skip
+    columns = ("build", "load", "sent", "goodput /s", "goodput / capacity", "accepted p99 ms (from send)",
+               "refused full / timeout", "refusal p50 ms", "batches (mean size)", "send lag p99 ms")  # fmt: skip
     for column in columns:
         table.add_column(column, justify="right")
     for label, factor, pt in rows:
