@@ -220,7 +220,7 @@ def intent_demo() -> int:
                       f"within p99 {result.p99_ms:g} ms; capacity written into the spec")  # fmt: skip
         plan = plan_spec(load_spec(spec_file).spec, None)
         queue = plan.models[0].queue
-        admission = f"wait ≤ {queue.timeout_us / 1000:g} ms, ≤ {queue.max_queue_size} queued" if queue else "none"
+        admission = f"refused after {queue.timeout_us / 1000:g} ms queued" if queue else "none"
         console.print(f"plan: peak 400/s → [bold]{plan.replicas} replica(s)[/]; admission: {admission}; "
                       f"autoscale on {plan.models[0].target_concurrency} in flight per replica")  # fmt: skip
         store = ReleaseStore(project / "releases")

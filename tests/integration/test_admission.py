@@ -1,5 +1,6 @@
 """Admission from intent on the real Triton: under overload, the derived queue policy refuses
-the excess at once (UNAVAILABLE) instead of queueing every request past its budget."""
+the excess when it has queued max_queue_ms (UNAVAILABLE) instead of queueing every request past
+its budget, and the model keeps running full batches (a bounded queue stalled it)."""
 
 from __future__ import annotations
 
@@ -45,9 +46,17 @@ models:
     dynamic_batching: {max_queue_delay_microseconds: 0}
     instance_group: [{count: 1, kind: KIND_CPU}]
 """
-INTENT = """    slo: {p99_ms: 60, max_queue_ms: 20}
+INTENT = """    slo: {p99_ms: 80, max_queue_ms: 40}
     capacity: {rps: 150, concurrency: 4, p99_ms: 30}
 """
+BATCH_MS = 1000 * 4 / 150  # one batch at the stated capacity
+
+
+def _batches(url: str) -> int:
+    client = grpcclient.InferenceServerClient(url)
+    count = int(client.get_inference_statistics("slow", as_json=True)["model_stats"][0].get("execution_count", 0))
+    client.close()
+    return count
 
 
 def _overload(url: str, threads: int = 24, seconds: float = 3.0) -> tuple[list[float], list[float], list[str]]:
@@ -88,18 +97,24 @@ def test_overload_is_refused_at_once_with_the_derived_policy(tmp_path: Path, wit
     built = build_repository(load_spec(tmp_path / "tritonkit.yaml"), tmp_path / "dist", cache_dir=tmp_path / "cache")
     config = pbtxt.parse((built.path / "slow" / "config.pbtxt").read_text())
     policy = config.dynamic_batching.default_queue_policy
-    assert (policy.default_timeout_microseconds, policy.max_queue_size) == ((106_667, 8) if with_intent else (0, 0))
+    assert (policy.default_timeout_microseconds, policy.max_queue_size) == ((40_000, 0) if with_intent else (0, 0))
     endpoints = Endpoints("127.0.0.1", free_port(), free_port(), free_port())
     with TritonServer(built.path, endpoints=endpoints) as server:
-        accepted, rejected, reasons = _overload(server.endpoints.grpc_url)
+        before = _batches(server.endpoints.grpc_url)
+        accepted, rejected, reasons = _overload(server.endpoints.grpc_url, seconds=3.0)
+        batches = _batches(server.endpoints.grpc_url) - before
     assert accepted, "nothing was served"
+    # the model kept running: 3 s hold ~110 batches of 27 ms; with max_queue_size 8 Triton ran a
+    # batch per ~250 ms (it waits for an accepted request or its 500 ms timer to wake up)
+    assert batches >= 60, batches
     if not with_intent:
         assert rejected == []  # without a policy every request queues, however long it waits
+        # 24 in flight, 4 a batch: each waits ~6 batches
+        assert statistics.median(accepted) * 1000 > 3 * BATCH_MS, statistics.median(accepted)
         return
     assert len(rejected) > len(accepted) * 0.1, (len(accepted), len(rejected))
-    kinds = {reason.split("] ")[-1] for reason in reasons}
-    # refused because the queue was full (at once), or because a request waited max_queue_ms (timed out)
-    assert kinds <= {"Exceeds maximum queue size", "Request timeout expired"}, kinds
-    assert "Exceeds maximum queue size" in kinds
-    # refused at once: a rejection costs far less than being served
-    assert statistics.median(rejected) < statistics.median(accepted)
+    assert {reason.split("] ")[-1] for reason in reasons} == {"Request timeout expired"}
+    # an accepted request queued at most 40 ms and then ran one batch (slack for a shared host)
+    assert statistics.median(accepted) * 1000 < 40 + 2 * BATCH_MS, statistics.median(accepted)
+    # a refusal comes when the request has queued 40 ms, when the batcher next looks
+    assert statistics.median(rejected) * 1000 < 40 + 2 * BATCH_MS, statistics.median(rejected)

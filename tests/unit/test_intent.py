@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from tritonclient.grpc import model_config_pb2 as pb
 
 from tritonkit import Spec
 from tritonkit.build.modelconfig import model_config
@@ -43,11 +44,20 @@ def test_a_models_slo_fills_its_gaps_from_the_repositorys() -> None:
     assert spec.models[1].slo is not None and spec.models[1].slo.p99_ms == 10
 
 
-def test_queue_policy_bounds_the_queue_by_what_one_replica_drains() -> None:
-    # 0.4 ms for the request running and 0.4 for the one formed, then 8 queued
-    assert queue_policy(Slo(max_queue_ms=4), Capacity(**CAPACITY)) == QueuePolicyPlan(4000, 8)
-    assert queue_policy(Slo(max_queue_ms=4), None) == QueuePolicyPlan(4000, 0)  # timeout only
+def test_queue_policy_is_a_timeout_on_an_unbounded_queue() -> None:
+    # a batch of 1 at 2500/s takes 0.4 ms: the 4 ms asked for fits, and a bounded queue would
+    # stall Triton under overload (see queue_policy), so the size stays 0
+    assert queue_policy(Slo(max_queue_ms=4), Capacity(**CAPACITY)) == QueuePolicyPlan(4000, 0)
+    assert queue_policy(Slo(max_queue_ms=4), None) == QueuePolicyPlan(4000, 0)  # no capacity: as asked
     assert queue_policy(Slo(p99_ms=10), Capacity(**CAPACITY)) is None
+
+
+def test_the_timeout_leaves_an_accepted_request_time_for_its_batch() -> None:
+    # 4 a batch at 150/s: a batch takes 26.7 ms; admitted at the timeout, a request ends by
+    # timeout + 26.7 ms, so p99 80 caps a 60 ms queue budget at 53.3 ms
+    capacity = Capacity(rps=150, concurrency=4, p99_ms=30)
+    assert queue_policy(Slo(p99_ms=80, max_queue_ms=60), capacity, max_batch_size=4) == QueuePolicyPlan(53_334, 0)
+    assert queue_policy(Slo(p99_ms=80, max_queue_ms=40), capacity, max_batch_size=4) == QueuePolicyPlan(40_000, 0)
 
 
 def test_the_config_gets_the_policy_unless_the_spec_sets_one() -> None:
@@ -55,10 +65,11 @@ def test_the_config_gets_the_policy_unless_the_spec_sets_one() -> None:
     x = [TensorSpec(name="x", dtype="FP32", dims=[4])]
     policy = model_config(spec.models[0], backend="python", inputs=x, outputs=x).dynamic_batching.default_queue_policy
     assert (policy.default_timeout_microseconds, policy.max_queue_size, policy.allow_timeout_override) == (
-        12800,  # max_batch_size 8 at 2500/s: 3.2 ms a batch, so two batches queue behind two rounds
-        16,
+        4000,  # max_queue_ms 4: within p99 10 less one batch (max_batch_size 8 at 2500/s: 3.2 ms)
+        0,
         False,
     )
+    assert pb.ModelQueuePolicy.TimeoutAction.Name(policy.timeout_action) == "REJECT"
     own = {"max_queue_delay_microseconds": 100, "default_queue_policy": {"max_queue_size": 3}}
     spec = _spec(capacity=CAPACITY, dynamic_batching=own)
     config = model_config(spec.models[0], backend="python", inputs=x, outputs=x)
@@ -98,10 +109,14 @@ def test_plan_json(tmp_path: Path) -> None:
     assert document["schema"] == "tritonkit/plan/v1" and document["replicas"] == 3  # 1000/400 x 1.2 = 3.0
 
 
-def test_the_policy_never_refuses_what_one_batch_in_flight_would_delay() -> None:
-    # 4 requests a batch at 150/s: a batch takes 26.7 ms, longer than the 20 ms asked for; two
-    # batches may queue, and the last waits for the batch running, the one formed and both: 106.7 ms
-    plan = queue_policy(Slo(max_queue_ms=20), Capacity(rps=150, concurrency=8, p99_ms=58), max_batch_size=4)
-    assert plan == QueuePolicyPlan(timeout_us=106_667, max_queue_size=8)
-    two = queue_policy(Slo(max_queue_ms=20), Capacity(rps=150, concurrency=8, p99_ms=58), max_batch_size=4, instances=2)
-    assert two == QueuePolicyPlan(timeout_us=213_334, max_queue_size=16)  # two full batches per instance can wait
+def test_the_policy_never_refuses_what_only_waits_for_the_batch_running() -> None:
+    # 4 requests a batch at 150/s: a batch takes 26.7 ms, longer than the 20 ms asked for, so
+    # the timeout is one batch (20 ms refused 23% of the requests at half the capacity), with why
+    capacity = Capacity(rps=150, concurrency=8, p99_ms=58)
+    plan = queue_policy(Slo(max_queue_ms=20), capacity, max_batch_size=4)
+    assert plan is not None and (plan.timeout_us, plan.max_queue_size) == (26_667, 0)
+    assert "a batch takes 26.7 ms" in plan.note
+    two = queue_policy(Slo(max_queue_ms=20), capacity, max_batch_size=4, instances=2)
+    assert two is not None and two.timeout_us == 53_334  # a round of two batches, one on each instance
+    tight = queue_policy(Slo(p99_ms=40, max_queue_ms=20), capacity, max_batch_size=4)
+    assert tight is not None and "more than p99_ms 40" in tight.note  # 26.7 + 26.7 cannot fit in 40

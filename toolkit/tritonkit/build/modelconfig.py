@@ -141,8 +141,9 @@ def _admission(config: pb.ModelConfig, model: ModelBase) -> None:
 
     Only for batching models (Triton's queue policy lives in the dynamic batcher; a model without
     ``dynamic_batching`` gets one with no delay) and only where the spec does not set
-    ``default_queue_policy`` itself. Requests beyond the queue size are refused at once
-    (UNAVAILABLE); requests queued longer than ``max_queue_ms`` are rejected.
+    ``default_queue_policy`` itself. The policy is a timeout (REJECT: a request queued longer is
+    refused, UNAVAILABLE "Request timeout expired") on an unbounded queue; why a bounded one
+    stalls Triton under overload is in :func:`tritonkit.spec.intent.queue_policy`.
     """
     instances = sum(group.count for group in model.instance_group) or 1
     plan = queue_policy(model.slo, model.capacity, max_batch_size=model.max_batch_size, instances=instances)

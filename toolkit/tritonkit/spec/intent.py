@@ -19,7 +19,7 @@ replicas and an autoscaling target (:mod:`tritonkit.deploy.plan`).
 Example:
     >>> slo = Slo(p99_ms=10, max_queue_ms=4)
     >>> queue_policy(slo, Capacity(rps=2500, concurrency=24, p99_ms=9.1), max_batch_size=8)
-    QueuePolicyPlan(timeout_us=12800, max_queue_size=16)
+    QueuePolicyPlan(timeout_us=4000, max_queue_size=0, note='')
 """
 
 from __future__ import annotations
@@ -78,36 +78,59 @@ class Capacity(BaseModel):
 
 @dataclass(frozen=True)
 class QueuePolicyPlan:
-    """Triton queue settings derived from an SLO (microseconds; a queue size of 0 = unbounded)."""
+    """Triton queue settings derived from an SLO (microseconds; a queue size of 0 = unbounded).
+
+    ``note`` says why the SLO cannot be held as stated (empty when it can).
+    """
 
     timeout_us: int
     max_queue_size: int
+    note: str = ""
 
 
 def queue_policy(
     slo: Slo | None, capacity: Capacity | None, *, max_batch_size: int = 1, instances: int = 1
 ) -> QueuePolicyPlan | None:
-    """The admission policy that keeps accepted requests within ``slo.max_queue_ms``.
+    """The admission policy that keeps accepted requests within the SLO under any load.
 
-    At the measured capacity ``C`` a replica runs one round of batches (``max_batch_size`` on each
-    of ``instances``) every ``T = max_batch_size × instances / C``. Triton's dynamic batcher forms
-    the next batch while one runs (with a short queue delay that batch is often small), so a
-    request admitted at the tail of a queue of ``Q`` waits for the round running, the round formed
-    and the ``Q`` ahead of it: ``2 T + Q / C``. The queue holds what drains within
-    ``max_queue_ms`` after those two rounds (``Q = C × (max_queue_ms − 2 T)``; Triton refuses
-    requests beyond that at once, UNAVAILABLE), but never less than two rounds (with one, Triton
-    refused half the requests at half the capacity in ``benchmarks/slo_admission.py``: the
-    small batches it forms eagerly leave the queue full); the timeout is that tail wait, so an
-    admitted request is not timed out while the replica works through what is in front of it.
-    Without a measured capacity only the timeout applies. ``None`` when the SLO sets no
+    The policy is a timeout on Triton's queue (REJECT: "Request timeout expired", UNAVAILABLE)
+    and no bound on its size. Why, from ``benchmarks/slo_admission.py`` and Triton's source
+    (core ``dynamic_batch_scheduler.cc``, 2.51 and later):
+
+    - With any queue policy Triton stops prefetching batches: the batcher forms the next batch
+      only when an instance waits for one, so a request's queue time is everything it waits,
+      and an accepted request takes at most ``timeout + T`` (``T``, one round of batches, is
+      ``max_batch_size × instances / capacity``). The timeout is therefore ``max_queue_ms``,
+      but no more than ``p99_ms − T``; under overload the oldest requests still within the
+      timeout are served in full batches, and the rest are refused when they reach it.
+    - A request that arrives while a batch runs waits up to ``T`` for it, so a timeout below
+      ``T`` refuses requests at any load (20 ms at T = 27 ms refused 23% at half the capacity);
+      it is raised to ``T`` and ``note`` says so.
+    - A bounded queue stalls Triton under overload: the batcher misses the wake-up at the end
+      of a batch (it looks before the instance waits again) and is woken by the next request
+      it *accepts* or a 500 ms timer. A full queue accepts none, so the instance idles up to
+      500 ms per batch (max_queue_size 8 at twice the capacity: 20 batches in 6 s instead of
+      ~220). With the timeout alone the queue never exceeds what arrives within
+      ``timeout + T``, so ``max_queue_size`` stays 0 (unbounded). The same missed wake-up
+      still stalls a client that sends one request at a time now and then (its next request
+      comes before the instance waits again): 1 of 60 took 501 ms with the timeout alone.
+
+    Without a measured capacity only ``max_queue_ms`` applies. ``None`` when the SLO sets no
     ``max_queue_ms``.
     """
     if slo is None or slo.max_queue_ms is None:
         return None
     if capacity is None:
         return QueuePolicyPlan(timeout_us=int(slo.max_queue_ms * 1000), max_queue_size=0)
-    round_size = max(1, max_batch_size) * max(1, instances)
-    round_ms = 1000 * round_size / capacity.rps
-    size = max(2 * round_size, math.floor(capacity.rps * (slo.max_queue_ms - 2 * round_ms) / 1000))
-    wait_ms = 2 * round_ms + 1000 * size / capacity.rps
-    return QueuePolicyPlan(timeout_us=math.ceil(wait_ms * 1000), max_queue_size=size)
+    round_ms = 1000 * max(1, max_batch_size) * max(1, instances) / capacity.rps
+    budget_ms = slo.max_queue_ms if slo.p99_ms is None else min(slo.max_queue_ms, slo.p99_ms - round_ms)
+    note = ""
+    if budget_ms < round_ms:
+        note = (
+            f"a batch takes {round_ms:.1f} ms at the measured capacity: a queue budget of {budget_ms:.1f} ms "
+            f"would refuse requests that only wait for the batch running, so the timeout is {round_ms:.1f} ms"
+        )
+        if slo.p99_ms is not None and slo.p99_ms < 2 * round_ms:
+            note += f" and accepted requests may take {2 * round_ms:.1f} ms, more than p99_ms {slo.p99_ms:g}"
+        budget_ms = round_ms
+    return QueuePolicyPlan(timeout_us=math.ceil(budget_ms * 1000), max_queue_size=0, note=note)
