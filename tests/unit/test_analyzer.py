@@ -38,6 +38,7 @@ def test_closed_and_open_loop_command_lines() -> None:
                      poisson=False, csv_file=Path("o.csv"))  # fmt: skip
     assert opened[opened.index("--request-rate-range") + 1] == "250:250:1"
     assert opened[opened.index("--request-distribution") + 1] == "constant"
+    assert "--async" in opened and "--async" not in closed  # open loop never waits for an answer to send
     assert opened[opened.index("-b") + 1] == "4" and opened[opened.index("-i") + 1] == "http"
 
 

@@ -160,6 +160,10 @@ def command(
     else:
         args += ["--request-rate-range", f"{level:g}:{level:g}:1"]
         args += ["--request-distribution", "poisson" if poisson else "constant"]
+        # open loop must not wait for answers: in its default synchronous mode perf_analyzer sends
+        # from 4 threads, each blocked on its request (asked for 133/s Poisson of a 25 ms model it
+        # sent 80/s; with --async 128/s, benchmarks/slo_admission.py)
+        args += ["--async"]
     for name, dims in sorted(shapes.items()):
         args += ["--shape", f"{name}:{','.join(str(d) for d in dims)}"]
     if input_data is not None:
