@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tritonkit.perf.analyzer import Analyzer, command, parse_csv
+from tritonkit.perf.analyzer import Analyzer, _from_passes, _passes, command, parse_csv
 
 CSV = (
     "Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,Server Compute Input,"
@@ -45,3 +45,22 @@ def test_closed_and_open_loop_command_lines() -> None:
 def test_library_path_goes_first() -> None:
     env = Analyzer(Path("/opt/pa"), ("/venv/cuda",)).environment()
     assert env["LD_LIBRARY_PATH"].split(":")[0] == "/venv/cuda"
+
+
+# perf_analyzer 2.51 -v, word for word, when even its bar fails (the demo's tune met this and exited 5)
+UNSTABLE = """Request concurrency: 4
+  Pass [1] throughput: 1048.02 infer/sec. p99 latency: 4824 usec
+  Pass [2] throughput: 1041.29 infer/sec. p99 latency: 5539 usec
+  Pass [3] throughput: 1083.01 infer/sec. p99 latency: 5012 usec
+Failed to obtain stable measurement within 3 measurement windows for concurrency 4. Please try to increase \
+the --measurement-interval.
+"""
+
+
+def test_a_point_that_never_settles_is_taken_from_its_windows() -> None:
+    passes = _passes(UNSTABLE)
+    assert passes == [(1048.02, 4824.0), (1041.29, 5539.0), (1083.01, 5012.0)]
+    run = _from_passes(passes, window_s=1.0, batch_size=2)
+    assert not run.stable and run.p99_ms == pytest.approx(5.539)  # the worst window's p99
+    assert run.throughput == pytest.approx((1048.02 + 1041.29 + 1083.01) / 3 / 2)  # requests/s
+    assert run.requests == round(run.throughput * 3)
