@@ -96,7 +96,8 @@ class _Session:
         progress: Progress | None,
     ) -> None:
         self.model, self.address, self.protocol = model, address, protocol
-        self.reserve_s = 0.0  # budget kept back for the confirmation pairs
+        self.reserve_points = 0.0  # measurements' worth of budget kept back to settle and confirm
+        self.measured = (0, 0.0)  # measurements taken, seconds they took
         self.input_data: Path | None = None
         self.shapes: Mapping[str, list[int]] | None = None
         self.result, self.bounds = result, bounds
@@ -109,14 +110,28 @@ class _Session:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
+    def point_s(self) -> float:
+        """What one measurement has cost so far (reloads, windows, perf_analyzer's retries)."""
+        count, seconds = self.measured
+        return seconds / count if count else self.window_s * 4 + 2
+
+    @property
+    def reserve_s(self) -> float:
+        """Budget kept back to settle and confirm the winner, from what measurements really cost."""
+        return min(self.budget_s / 3, self.reserve_points * self.point_s())
+
     def exhausted(self) -> str:
         if len(self.result.points) >= self.max_points:
             return f"measured the maximum of {self.max_points} points"
-        if self.elapsed() + self.window_s * 4 + 2 + self.reserve_s > self.budget_s:
+        if self.elapsed() + self.point_s() + self.reserve_s > self.budget_s:
             return f"time budget of {self.budget_s:.0f}s spent" + (
-                f" ({self.reserve_s:.0f}s of it kept to confirm the winner)" if self.reserve_s else ""
+                f" ({self.reserve_s:.0f}s of it kept to settle and confirm the winner)" if self.reserve_s else ""
             )
         return ""
+
+    def affords(self, measurements: float) -> bool:
+        """Whether ``measurements`` more fit in the budget."""
+        return self.elapsed() + measurements * self.point_s() <= self.budget_s
 
     def apply(self, config: Mapping[str, Any]) -> None:
         """Reload the model with ``config`` (the one repository-API load)."""
@@ -137,6 +152,7 @@ class _Session:
         record: bool = True,
         window_s: float | None = None,
     ) -> TunePoint:
+        started = time.monotonic()
         if settings != self.serving:
             self.event(f"loading {settings.label()}")
             self.serving = None
@@ -155,6 +171,9 @@ class _Session:
             input_data=self.input_data,
             shapes=self.shapes,
         )[0]
+        count, seconds = self.measured  # counted at the search's window length
+        scale = self.window_s / (window_s or self.window_s)
+        self.measured = (count + 1, seconds + (time.monotonic() - started) * scale)
         r = point.result
         within = not point.client_limited and r.errors == 0 and r.completed > 0 and r.p99_ms <= self.result.p99_ms
         tuned = TunePoint(settings, point, within)
@@ -238,9 +257,8 @@ def tune(
     session.input_data, session.shapes = input_data, shapes
     if original != served:
         session.serving = None  # the first measurement reloads the model without its queue policy
-    # each confirmation point is about as long as a search point (windows + a reload)
-    # and settling two points takes a few of about three times that
-    session.reserve_s = min(budget_s / 3, confirm_pairs * 2 * (window_s * 4 + 2) + 2 * 2 * (window_s * 12 + 2))
+    # a confirmation point costs about what a search point does; settling usually one of twice that
+    session.reserve_points = confirm_pairs * 2 + 2 * SETTLE_WINDOWS
     try:
         _search(session, original, start)
         if result.best is not None:
@@ -332,31 +350,45 @@ def _measured_on(address: str, protocol: str) -> dict[str, str]:
     }
 
 
-SETTLE_WINDOWS = 3.0
+SETTLE_WINDOWS = 2.0
 """Settling measures in windows this many times the search's."""
+SETTLE_TRIES = 3
+MARGIN = 0.8
+"""Settling starts from the best point whose p99 is within this share of the budget."""
 
 
 def _settle(session: _Session, original: Mapping[str, Any], point: TunePoint) -> TunePoint:
-    """``point``'s settings re-measured at its concurrency in longer windows and, while its p99 is
-    over the budget, at a lower one (``c × budget / p99``, at least one less), down to 1.
+    """The operating point of ``point``'s settings, checked in longer windows.
 
     The search keeps the best of many short, noisy measurements, so its winner is likely one
     whose p99 was read low (the winner's curse): in ``benchmarks/tune_vs_model_analyzer.py`` tune's
-    MiniLM pick, "within 50 ms at c=6" in 1 s windows, measured 56-64 ms in 3 s windows. The
-    capacity tune records and the confirmation pairs use the settled point, so the concurrency
-    tune reports is one the server holds the budget at.
+    MiniLM pick, "within 50 ms at c=6" in 1 s windows, measured 56-64 ms in 3 s windows. So this
+    starts from the settings' best *measured* point with p99 at most ``MARGIN`` of the budget (the
+    winner itself when none is), measures it again in windows ``SETTLE_WINDOWS`` times longer and,
+    while p99 is over budget, at a lower concurrency (a quarter less, at least one), up to
+    ``SETTLE_TRIES`` times and as long as the time budget allows. The capacity tune records and the
+    confirmation pairs use the settled point. Out of tries, the last measurement (over budget) is
+    returned; out of time, the starting point, as the search measured it.
     """
     if session.result.rate is not None or point.bench.mode != "concurrency":
         return point
-    slo, c = session.result.p99_ms, int(point.bench.level)
-    while True:
+    slo = session.result.p99_ms
+    same = [p for p in session.result.points if p.settings == point.settings and p.bench.mode == "concurrency"]
+    safe = [p for p in same if p.within_slo and p.p99_ms <= MARGIN * slo]
+    start = max(safe, key=lambda p: p.throughput) if safe else point
+    c, settled = int(start.bench.level), start
+    for _ in range(SETTLE_TRIES):
+        if not session.affords(SETTLE_WINDOWS):
+            session.event(f"no time left to settle {point.settings.label()}: keeping c={c} as measured")
+            return settled
         session.event(f"settling {point.settings.label()} at c={c}")
         settled = session.measure(
             point.settings, original, concurrency=c, record=False, window_s=session.window_s * SETTLE_WINDOWS
         )
         if settled.within_slo or c == 1:
             return settled
-        c = max(1, min(c - 1, math.floor(c * slo / max(settled.p99_ms, 1e-9))))
+        c = max(1, min(c - 1, round(c * 0.75)))
+    return settled
 
 
 def _confirm(session: _Session, original: Mapping[str, Any], pairs: int) -> None:
