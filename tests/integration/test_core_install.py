@@ -40,24 +40,26 @@ models:
 
 @pytest.fixture(scope="module")
 def core(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The bin/ of a new venv holding tritonkit and its core dependencies only."""
+    """The bin/ of a new venv holding tritonkit and its core dependencies only.
+
+    The wheel is built with this venv's setuptools (no isolated build environment to set up: the
+    same wheel, byte for byte), and the new venv gets no pip of its own: this venv's pip installs
+    into it (``pip --python``), which skips ensurepip. What the test installs is unchanged."""
     base = tmp_path_factory.mktemp("core")
     wheels = base / "wheels"
-    venv = subprocess.Popen([sys.executable, "-m", "venv", str(base / "venv")])  # meanwhile, on the other core
-    try:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
-            check=True,
-            timeout=600,
-        )
-        assert venv.wait(timeout=120) == 0, "python -m venv failed"
-    finally:
-        if venv.poll() is None:
-            venv.kill()
-            venv.wait()
-    pip = [str(base / "venv" / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(base / "venv")], check=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(ROOT)],
+        check=True,
+        timeout=600,
+    )
+    pip = [sys.executable, "-m", "pip", "--python", str(base / "venv" / "bin" / "python")]
     wheel = next(wheels.glob("tritonkit-*.whl"))
-    subprocess.run([*pip, "-c", str(ROOT / "constraints.txt"), str(wheel)], check=True, timeout=900)
+    subprocess.run(
+        [*pip, "install", "-q", "--disable-pip-version-check", "-c", str(ROOT / "constraints.txt"), str(wheel)],
+        check=True,
+        timeout=900,
+    )
     return base / "venv" / "bin"
 
 
