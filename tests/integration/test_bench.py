@@ -30,7 +30,7 @@ def _consistent(point) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_closed_loop_over_grpc_batches_under_concurrency(demo_server: TritonServer) -> None:
-    points = bench("classifier", url=demo_server.endpoints.grpc_url, concurrency=[1, 8], window_s=1.0, max_windows=6)
+    points = bench("classifier", url=demo_server.endpoints.grpc_url, concurrency=[1, 8], window_s=0.5, max_windows=4)
     assert [p.level for p in points] == [1.0, 8.0]
     for point in points:
         _consistent(point)
@@ -40,7 +40,7 @@ def test_closed_loop_over_grpc_batches_under_concurrency(demo_server: TritonServ
 
 def test_open_loop_over_http_keeps_the_rate(demo_server: TritonServer) -> None:
     url = demo_server.endpoints.http_url.removeprefix("http://")
-    (point,) = bench("classifier", url=url, protocol="http", rate=[100], window_s=1.0, max_windows=6)
+    (point,) = bench("classifier", url=url, protocol="http", rate=[100], window_s=1.0, max_windows=4)
     _consistent(point)
     assert 80 <= point.result.throughput <= 120  # Poisson arrivals at 100/s
 
@@ -136,7 +136,7 @@ def test_bench_agrees_with_perf_analyzer_on_the_same_server(demo_server: TritonS
 def test_real_input_data_is_sent_and_checked(demo_server: TritonServer, tmp_path: Path) -> None:
     np.save(tmp_path / "features.npy", np.array([5.0, 3.4, 1.5, 0.2], dtype=np.float32))
     (point,) = bench(
-        "classifier", url=demo_server.endpoints.grpc_url, concurrency=[2], window_s=1.0, max_windows=4,
+        "classifier", url=demo_server.endpoints.grpc_url, concurrency=[2], window_s=0.5, max_windows=3,
         input_data=tmp_path,
     )  # fmt: skip
     assert point.result.completed > 0 and point.result.errors == 0

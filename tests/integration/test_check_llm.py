@@ -199,7 +199,9 @@ def test_promotion_gate_rolls_back_an_llm_release_that_breaks_its_ttft_slo(tmp_p
     # one sequence at a time: with three clients a first token waits for up to two whole generations
     slow = release(_spec(tmp_path, "slo: {ttft_p99_ms: 100, tpot_p99_ms: 60000}", max_running=1))
     again = release(_spec(tmp_path, MET, max_tokens=31))
-    env = LocalEnvironment(store)
+    # no proof (a scratch Triton loading the LLM per promotion, ~100 s here): the gate is under test;
+    # test_promote_transaction covers proving
+    env = LocalEnvironment(store, prove=False)
     endpoints = Endpoints("127.0.0.1", free_port(), free_port(), free_port())
     with TritonServer(env.prepare(), endpoints=endpoints, models=[]) as server:
         env.url = server.endpoints.http_url.removeprefix("http://")
