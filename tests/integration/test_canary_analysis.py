@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -73,6 +73,19 @@ def _build(project: Path, delay: float, environments: str = "") -> Path:
     return build_repository(load_spec(project / "tritonkit.yaml"), project / "dist", cache_dir=project / "cache").path
 
 
+def _serve_all(
+    stack: ExitStack, repositories: dict[str, Path], warm_up: Callable[[str], None]
+) -> dict[str, TritonServer]:
+    """One embedded Triton per repository (a revision's pod), each warmed up through its gRPC URL."""
+    servers = {}
+    for name, path in repositories.items():
+        server = TritonServer(path, endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()))
+        stack.enter_context(server)
+        servers[name] = server
+        warm_up(server.endpoints.grpc_url)
+    return servers
+
+
 def _warm_up(url: str) -> None:
     client = grpcclient.InferenceServerClient(url)
     tensor = grpcclient.InferInput("x", [1, 1], "FP32")
@@ -120,12 +133,7 @@ def revisions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[s
         "slow": _build(root / "slow", 0.15),  # inside the 500 ms SLO, but far behind v1
     }
     with ExitStack() as stack:
-        servers = {}
-        for name, path in repositories.items():
-            server = TritonServer(path, endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()))
-            stack.enter_context(server)
-            servers[name] = server
-            _warm_up(server.endpoints.grpc_url)  # as a revision is before it gets traffic: no cold p99
+        servers = _serve_all(stack, repositories, _warm_up)  # as a revision is before traffic: no cold p99
         url = stack.enter_context(prometheus_with_config(root, _prometheus(root, servers, REVISIONS)))
         yield servers, url, repositories["slow"]
 
@@ -266,14 +274,13 @@ def llm_revisions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[di
         name: build_repository(load_spec(spec), spec.parent / "dist", cache_dir=root / "cache").path
         for name, spec in specs.items()
     }
+
+    def warm_up(grpc_url: str) -> None:  # as a revision is before it gets traffic: no cold first token
+        for _ in range(2):
+            generate(grpc_url, LLM_MODEL, PROMPT, {"max_tokens": 2})
+
     with ExitStack() as stack:
-        servers = {}
-        for name, path in repositories.items():
-            server = TritonServer(path, endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()))
-            stack.enter_context(server)
-            servers[name] = server
-            for _ in range(2):  # as a revision is before it gets traffic: no cold first token
-                generate(server.endpoints.grpc_url, LLM_MODEL, PROMPT, {"max_tokens": 2})
+        servers = _serve_all(stack, repositories, warm_up)
         url = stack.enter_context(prometheus_with_config(root, _prometheus(root, servers, LLM_REVISIONS)))
         yield servers, url, repositories["slow"]
 

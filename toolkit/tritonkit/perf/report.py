@@ -164,10 +164,7 @@ def write_tune_report(result: TuneResult, out_dir: Path, *, title: str) -> tuple
         f"stopped: {html.escape(result.stopped or 'finished')}.{html.escape(confirmed)}</p>"
         f'<p>{html.escape(run_metadata(engine))} · <a href="tune.csv">tune.csv</a></p>'
     )
-    page = out_dir / "tune.html"
-    image = base64.b64encode(png.read_bytes()).decode()
-    page.write_text(_page(title, summary, image, "".join(f"<th>{html.escape(h)}</th>" for h in header), rows))
-    return png, page
+    return png, _write_tune_page(out_dir, png, title, summary, header, rows)
 
 
 def run_metadata(engine: str) -> str:
@@ -224,6 +221,16 @@ def _write_csv(path: Path, rows: Sequence[dict[str, object]]) -> None:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def _write_tune_page(
+    out_dir: Path, png: Path, title: str, summary: str, header: Sequence[str], rows: Sequence[str]
+) -> Path:
+    """``tune.html``: the plot embedded above the summary and the table of every point."""
+    page = out_dir / "tune.html"
+    image = base64.b64encode(png.read_bytes()).decode()
+    page.write_text(_page(title, summary, image, "".join(f"<th>{html.escape(h)}</th>" for h in header), rows))
+    return page
 
 
 def _page(title: str, summary: str, image_b64: str, head: str, rows: Sequence[str]) -> str:
@@ -297,7 +304,4 @@ def write_tune_llm_report(result: LlmTuneResult, out_dir: Path, *, title: str) -
         f"{result.max_tokens} output tokens.</p>"
         f'<p>{html.escape(run_metadata("llm_client"))} · <a href="tune.csv">tune.csv</a></p>'
     )
-    page = out_dir / "tune.html"
-    image = base64.b64encode(png.read_bytes()).decode()
-    page.write_text(_page(title, summary, image, "".join(f"<th>{html.escape(h)}</th>" for h in header), rows))
-    return png, page
+    return png, _write_tune_page(out_dir, png, title, summary, header, rows)
