@@ -366,9 +366,7 @@ def _settle(session: _Session, original: Mapping[str, Any], point: TunePoint) ->
     starts from the settings' best *measured* point with p99 at most ``MARGIN`` of the budget (the
     winner itself when none is), measures it again in windows ``SETTLE_WINDOWS`` times longer and,
     while p99 is over budget, at a lower concurrency (a quarter less, at least one), up to
-    ``SETTLE_TRIES`` times and as long as the time budget allows; from a point within the budget
-    below the winner's concurrency it climbs back (a quarter more, at least one) while the long
-    windows stay within the budget and throughput grows. The capacity tune records and the
+    ``SETTLE_TRIES`` times and as long as the time budget allows. The capacity tune records and the
     confirmation pairs use the settled point. Out of tries, the last measurement (over budget) is
     returned; out of time, the starting point, as the search measured it.
     """
@@ -379,29 +377,17 @@ def _settle(session: _Session, original: Mapping[str, Any], point: TunePoint) ->
     safe = [p for p in same if p.within_slo and p.p99_ms <= MARGIN * slo]
     start = max(safe, key=lambda p: p.throughput) if safe else point
     c, settled = int(start.bench.level), start
-
-    def long_measure(level: int) -> TunePoint:
-        session.event(f"settling {point.settings.label()} at c={level}")
-        return session.measure(
-            point.settings, original, concurrency=level, record=False, window_s=session.window_s * SETTLE_WINDOWS
-        )
-
     for _ in range(SETTLE_TRIES):
         if not session.affords(SETTLE_WINDOWS):
             session.event(f"no time left to settle {point.settings.label()}: keeping c={c} as measured")
             return settled
-        settled = long_measure(c)
+        session.event(f"settling {point.settings.label()} at c={c}")
+        settled = session.measure(
+            point.settings, original, concurrency=c, record=False, window_s=session.window_s * SETTLE_WINDOWS
+        )
         if settled.within_slo or c == 1:
-            break
+            return settled
         c = max(1, min(c - 1, round(c * 0.75)))
-    # the headroom start may sit below the winner's concurrency: climb back while the long
-    # windows still hold the budget and throughput still grows
-    top = int(point.bench.level)
-    while settled.within_slo and c < top and session.affords(SETTLE_WINDOWS):
-        higher = long_measure(min(top, c + max(1, c // 4)))
-        if not higher.within_slo or higher.throughput <= settled.throughput:
-            break
-        settled, c = higher, int(higher.bench.level)
     return settled
 
 
