@@ -56,6 +56,7 @@ __all__ = [
     "TuneResult",
     "TuneSettings",
     "better",
+    "measured_on",
     "next_concurrency",
     "parse_duration",
     "propose",
@@ -251,7 +252,7 @@ def tune(
     limits = bounds or Bounds(max_instances=max(4, os.cpu_count() or 1))
     limits = replace(limits, min_batch=max(limits.min_batch, warmup))
     result = TuneResult(
-        model=model, p99_ms=p99_ms, rate=rate, original=start, measured_on=_measured_on(address, protocol)
+        model=model, p99_ms=p99_ms, rate=rate, original=start, measured_on=measured_on(address, protocol)
     )
     session = _Session(model, address, protocol, result, limits, budget_s, max_points, window_s, progress)
     session.input_data, session.shapes = input_data, shapes
@@ -324,7 +325,7 @@ def _without_admission(config: Mapping[str, Any]) -> dict[str, Any]:
     return plain
 
 
-def _measured_on(address: str, protocol: str) -> dict[str, str]:
+def measured_on(address: str, protocol: str) -> dict[str, str]:
     """Where a capacity was measured: cores, GPU, tritonkit and Triton versions, the date."""
     import datetime
     import platform

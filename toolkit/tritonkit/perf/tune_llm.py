@@ -67,6 +67,7 @@ from tritonkit.errors import TuneError, UsageError
 from tritonkit.events import Event, Progress, emit
 from tritonkit.perf.search import IMPROVEMENT, PLATEAU
 from tritonkit.perf.stats import percentile
+from tritonkit.perf.tune import measured_on  # the hardware record every kind's capacity carries
 from tritonkit.serve.llm_client import Generation, LlmStream, check_llm
 from tritonkit.serve.metrics import Histogram, ModelCounters, model_counters, scrape
 
@@ -364,9 +365,7 @@ def tune_llm(
     if max_tokens < 2:
         raise UsageError(f"max_tokens must be at least 2, got {max_tokens}", hint="TPOT needs a second token")
     check_llm(url, model)
-    from tritonkit.perf.tune import _measured_on  # where tune records the hardware for every kind
-
-    result = LlmTuneResult(model, slo, prompt, max_tokens, measured_on=_measured_on(url, "grpc"))
+    result = LlmTuneResult(model, slo, prompt, max_tokens, measured_on=measured_on(url, "grpc"))
     started = time.monotonic()
 
     def event(message: str) -> None:
