@@ -389,7 +389,8 @@ def _settle(session: _Session, original: Mapping[str, Any], point: TunePoint) ->
         if settled.within_slo or c == 1:
             return settled
         c = max(1, min(c - 1, round(c * 0.75)))
-    return settled
+    # never within in long windows (a loaded host): keep the search's point, within as it measured it
+    return settled if settled.within_slo or not start.within_slo else start
 
 
 def _confirm(session: _Session, original: Mapping[str, Any], pairs: int) -> None:
