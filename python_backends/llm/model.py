@@ -204,7 +204,7 @@ class TritonPythonModel:
 
     def _send_loop(self):
         """Sends every response and updates metrics, so the engine thread never waits on IPC."""
-        last_gauges = 0.0
+        last_gauges, shown = 0.0, (-1, -1)
         preemptions = 0
         reported_error = False
         while True:
@@ -228,10 +228,12 @@ class TritonPythonModel:
             if self.engine.error is not None and not reported_error:
                 reported_error = True
                 pb_utils.Logger.log_error(f"{self.name}: the engine stopped: {self.engine.error!r}")
-            now = time.perf_counter()
-            if now - last_gauges >= 0.25:
-                last_gauges = now
-                stats = self.engine.stats
+            # A gauge is read at scrape time, so it follows every admission and finish at once (a
+            # short generation could otherwise start and end between two timed updates) and the
+            # KV-cache fill at most 0.25 s late.
+            now, stats = time.perf_counter(), self.engine.stats
+            if now - last_gauges >= 0.25 or (stats.running, stats.waiting) != shown:
+                last_gauges, shown = now, (stats.running, stats.waiting)
                 self.m_running.set(stats.running)
                 self.m_waiting.set(stats.waiting)
                 self.m_kv.set(stats.kv_used / max(1, stats.kv_capacity))

@@ -161,13 +161,19 @@ def _at(url: str, promql: str, at: float) -> list[dict[str, Any]]:
         return json.loads(response.read())["data"]["result"]  # type: ignore[no-any-return]
 
 
+WINDOW_S = 6  # six scrapes
+
+
 def test_check_through_prometheus_judges_the_same_way(served: tuple[TritonServer, Path], prometheus: str) -> None:
     server, project = served
     selector = f'{{model="{MODEL}"}}'
-    with _Traffic(server.endpoints.grpc_url):
-        _until(prometheus, f"sum(increase({TTFT}_count{selector}[20s]))", 20)
+    # longer generations than the direct test's: a scrape every second must find one running
+    with _Traffic(server.endpoints.grpc_url, max_tokens=32):
+        _until(prometheus, f"sum(increase({TTFT}_count{selector}[1m]))", 1)
+        # the checks' window must lie inside the traffic, not over the idle time before it
+        time.sleep(WINDOW_S + 1)
         through = ("--prometheus", prometheus)
-        results = {slo: _check(_spec(project, slo), *through, window="20s") for slo in [MET, UNMEETABLE]}
+        results = {slo: _check(_spec(project, slo), *through, window=f"{WINDOW_S}s") for slo in [MET, UNMEETABLE]}
     for slo, code in ((MET, 0), (UNMEETABLE, SloViolation.exit_code)):
         exit_code, document, stderr = results[slo]
         assert exit_code == code, stderr
