@@ -35,9 +35,17 @@ def example_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def demo_build(tmp_path_factory: pytest.TempPathFactory, example_copy: Path) -> BuildResult:
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One build cache for the whole run. Entries are keyed by what goes into them, so sharing
+    changes no result; it spares each module rebuilding the same models (the example's
+    random-init LLM takes ~8 s)."""
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="session")
+def demo_build(tmp_path_factory: pytest.TempPathFactory, example_copy: Path, model_cache: Path) -> BuildResult:
     out = tmp_path_factory.mktemp("dist")
-    return build_repository(load_spec(example_copy / "tritonkit.yaml"), out, cache_dir=tmp_path_factory.mktemp("cache"))
+    return build_repository(load_spec(example_copy / "tritonkit.yaml"), out, cache_dir=model_cache)
 
 
 @pytest.fixture(scope="session")

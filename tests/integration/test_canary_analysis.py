@@ -259,7 +259,9 @@ class _Generations(_Split):
 
 
 @pytest.fixture(scope="module")
-def llm_revisions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, TritonServer], str, Path]]:
+def llm_revisions(
+    tmp_path_factory: pytest.TempPathFactory, model_cache: Path
+) -> Iterator[tuple[dict[str, TritonServer], str, Path]]:
     """The tiny LLM (v1) and a slower one (four times as deep and as wide) standing for
     two revisions' pods, scraped as such; also the slow release's lock (its TTFT SLO)."""
     pytest.importorskip("torch")
@@ -271,7 +273,7 @@ def llm_revisions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[di
         "slow": _llm_spec(root / "slow", f"slo: {{ttft_p99_ms: {SLOW_TTFT_MS}, error_rate: 0.01}}", slow_init),
     }
     repositories = {
-        name: build_repository(load_spec(spec), spec.parent / "dist", cache_dir=root / "cache").path
+        name: build_repository(load_spec(spec), spec.parent / "dist", cache_dir=model_cache).path
         for name, spec in specs.items()
     }
 

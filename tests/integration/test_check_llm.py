@@ -69,10 +69,10 @@ class _Traffic(Background):
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TritonServer, Path]]:
+def served(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[tuple[TritonServer, Path]]:
     """The example's tiny LLM on the embedded Triton; the project directory for specs."""
     project = tmp_path_factory.mktemp("llm-check")
-    built = build_repository(load_spec(_spec(project, MET)), project / "dist", cache_dir=project / "cache")
+    built = build_repository(load_spec(_spec(project, MET)), project / "dist", cache_dir=model_cache)
     server = TritonServer(built.path, endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()))
     server.start()
     try:
@@ -194,11 +194,11 @@ def test_check_through_prometheus_judges_the_same_way(served: tuple[TritonServer
 # ------------------------------------------------------------------------------- the promotion gate
 
 
-def test_promotion_gate_rolls_back_an_llm_release_that_breaks_its_ttft_slo(tmp_path: Path) -> None:
+def test_promotion_gate_rolls_back_an_llm_release_that_breaks_its_ttft_slo(tmp_path: Path, model_cache: Path) -> None:
     store = ReleaseStore(tmp_path / "releases")
 
     def release(spec: Path) -> int:
-        built = build_repository(load_spec(spec), tmp_path / "dist", cache_dir=tmp_path / "cache")
+        built = build_repository(load_spec(spec), tmp_path / "dist", cache_dir=model_cache)
         return store.create(built.path)[0].number
 
     good = release(_spec(tmp_path, MET))

@@ -231,11 +231,13 @@ def test_every_expression_runs_and_the_classifiers_panels_have_data(ruled_promet
 
 
 @pytest.fixture(scope="module")
-def llm_prometheus(example_copy: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Spec]]:
+def llm_prometheus(
+    example_copy: Path, tmp_path_factory: pytest.TempPathFactory, model_cache: Path
+) -> Iterator[tuple[str, Spec]]:
     """The example's tiny LLM served and scraped, after a few generations (TTFT/TPOT observed)."""
     loaded = load_spec(example_copy / "llm.yaml")
     root = tmp_path_factory.mktemp("llm-observability")
-    built = build_repository(loaded, root / "dist", cache_dir=root / "cache")
+    built = build_repository(loaded, root / "dist", cache_dir=model_cache)
     server = TritonServer(built.path, endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()))
     server.start()
     try:

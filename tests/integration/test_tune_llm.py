@@ -28,7 +28,7 @@ def _tune(spec: Path, server: TritonServer, *args: str) -> tuple[int, dict[str, 
 
 
 def test_tune_measures_llm_capacity_into_the_spec_and_the_lock(
-    served: tuple[TritonServer, Path], tmp_path: Path
+    served: tuple[TritonServer, Path], tmp_path: Path, model_cache: Path
 ) -> None:
     server, project = served
     spec = _spec(tmp_path, MET, max_tokens=8)
@@ -52,7 +52,7 @@ def test_tune_measures_llm_capacity_into_the_spec_and_the_lock(
     entry = load_spec(spec).spec.model(MODEL)
     assert entry.capacity is not None and entry.capacity.rps == round(best["rps"], 2)
     assert entry.capacity.concurrency == best["concurrency"] and entry.capacity.output_tokens == 8
-    rebuilt = build_repository(load_spec(spec), tmp_path / "dist", cache_dir=project / "cache")
+    rebuilt = build_repository(load_spec(spec), tmp_path / "dist", cache_dir=model_cache)
     capacity = read_lock(rebuilt.path).models[MODEL]["capacity"]
     assert capacity["rps"] > 0 and capacity["ttft_p99_ms"] > 0 and capacity["tpot_p99_ms"] > 0
     assert "p99_ms" not in capacity
