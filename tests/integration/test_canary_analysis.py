@@ -16,6 +16,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -76,12 +77,14 @@ def _build(project: Path, delay: float, environments: str = "") -> Path:
 def _serve_all(
     stack: ExitStack, repositories: dict[str, Path], warm_up: Callable[[str], None]
 ) -> dict[str, TritonServer]:
-    """One embedded Triton per repository (a revision's pod), each warmed up through its gRPC URL."""
-    servers = {}
+    """One embedded Triton per repository (a revision's pod), each warmed up through its gRPC URL;
+    all stopped together when ``stack`` closes (Triton polls its models once a second as it stops)."""
+    servers: dict[str, TritonServer] = {}
+    stack.callback(lambda: list(ThreadPoolExecutor(len(repositories)).map(TritonServer.stop, servers.values())))
     for name, path in repositories.items():
         server = TritonServer(path, endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()))
-        stack.enter_context(server)
         servers[name] = server
+        server.start()
         warm_up(server.endpoints.grpc_url)
     return servers
 

@@ -56,7 +56,8 @@ def core(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pip = [sys.executable, "-m", "pip", "--python", str(base / "venv" / "bin" / "python")]
     wheel = next(wheels.glob("tritonkit-*.whl"))
     subprocess.run(
-        [*pip, "install", "-q", "--disable-pip-version-check", "-c", str(ROOT / "constraints.txt"), str(wheel)],
+        [*pip, "install", "-q", "--no-compile", "--disable-pip-version-check", "-c", str(ROOT / "constraints.txt")]
+        + [str(wheel)],
         check=True,
         timeout=900,
     )

@@ -187,11 +187,12 @@ def demo_intent(example_copy: Path) -> Spec:
 def ruled_prometheus(
     demo_server: TritonServer, demo_intent: Spec, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    """Prometheus with tritonkit's rules loaded, after ~20 s of traffic to the classifier."""
+    """Prometheus with tritonkit's rules loaded, after ~10 s of traffic to the classifier (ten
+    scrapes: every rate has samples to work on)."""
     root = tmp_path_factory.mktemp("prometheus-rules")
     (root / "rules.yaml").write_text(yaml.safe_dump({"groups": rule_groups(demo_intent, LOCAL)}))
     with running_prometheus(demo_server.endpoints.metrics_url, root, [root / "rules.yaml"]) as url:
-        classifier_traffic(demo_server.endpoints.grpc_url, 20).join()
+        classifier_traffic(demo_server.endpoints.grpc_url, 10).join()
         yield url
 
 
