@@ -6,7 +6,7 @@ rule and its re-measure of unstable points) and perf_analyzer run by hand (the r
 the demo classifier one after the other on the same server, and the table prints bench's
 throughput and p99 as a ratio to the reference (median over rounds, with the spread). The bar:
 within 10% (0.90–1.10) on both. Nothing is asserted: the numbers are printed for a person to
-read. (Until stop 19 bench also had a built-in Python generator; this benchmark showed it at
+read. (Until 2026-12-01 bench also had a built-in Python generator; this benchmark showed it at
 0.61x at c=8 and 0.79x at c=32, and it was removed.)
 
 Usage: ``.venv/bin/python benchmarks/bench_vs_perf_analyzer.py [--rounds 3] [--window 2]``

@@ -80,7 +80,12 @@ def _serve_all(
     """One embedded Triton per repository (a revision's pod), each warmed up through its gRPC URL;
     all stopped together when ``stack`` closes (Triton polls its models once a second as it stops)."""
     servers: dict[str, TritonServer] = {}
-    stack.callback(lambda: list(ThreadPoolExecutor(len(repositories)).map(TritonServer.stop, servers.values())))
+
+    def stop_all() -> None:
+        with ThreadPoolExecutor(max(1, len(servers))) as pool:
+            list(pool.map(TritonServer.stop, servers.values()))
+
+    stack.callback(stop_all)
     for name, path in repositories.items():
         server = TritonServer(path, endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()))
         servers[name] = server

@@ -55,9 +55,9 @@ def core(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     pip = [sys.executable, "-m", "pip", "--python", str(base / "venv" / "bin" / "python")]
     wheel = next(wheels.glob("tritonkit-*.whl"))
+    constraints = str(ROOT / "constraints.txt")
     subprocess.run(
-        [*pip, "install", "-q", "--no-compile", "--disable-pip-version-check", "-c", str(ROOT / "constraints.txt")]
-        + [str(wheel)],
+        [*pip, "install", "-q", "--no-compile", "--disable-pip-version-check", "-c", constraints, str(wheel)],
         check=True,
         timeout=900,
     )

@@ -4,7 +4,7 @@ The meter is NVIDIA's perf_analyzer (:mod:`tritonkit.perf.analyzer`), the C++ cl
 Analyzer uses. There is no second, Python load generator any more: on the 2-core machines this
 was built on, one in Python shared the cores with the server it measured and read 0.61x
 perf_analyzer's throughput at concurrency 8 and 0.79x at 32 (``benchmarks/bench_vs_perf_analyzer.py``,
-stop 19), however cheap it was made, so its figures could not be compared, planned or tuned
+2026-12-01), however cheap it was made, so its figures could not be compared, planned or tuned
 with. Where perf_analyzer is not installed, bench (and tune, which measures through it) stops with
 :class:`~tritonkit.errors.DependencyError` and the install line, instead of measuring the client.
 

@@ -368,8 +368,8 @@ def _settle(session: _Session, original: Mapping[str, Any], point: TunePoint) ->
     winner itself when none is), measures it again in windows ``SETTLE_WINDOWS`` times longer and,
     while p99 is over budget, at a lower concurrency (a quarter less, at least one), up to
     ``SETTLE_TRIES`` times and as long as the time budget allows. The capacity tune records and the
-    confirmation pairs use the settled point. Out of tries, the last measurement (over budget) is
-    returned; out of time, the starting point, as the search measured it.
+    confirmation pairs use the settled point. Out of tries or out of time, the starting point is
+    kept as the search measured it (within budget there; a loaded host's long windows may not be).
     """
     if session.result.rate is not None or point.bench.mode != "concurrency":
         return point
