@@ -6,7 +6,7 @@ import pytest
 
 from tritonkit import BenchPoint, TunePoint, TuneSettings, UsageError
 from tritonkit.perf.stats import ServerBreakdown, WindowStats
-from tritonkit.perf.tune import Bounds, better, next_concurrency, parse_duration, propose
+from tritonkit.perf.tune import Bounds, _dominated, _step_down, better, next_concurrency, parse_duration, propose
 
 CONFIG = {
     "name": "m",
@@ -135,3 +135,27 @@ def test_confirmation_claims_only_what_every_pair_agrees_on() -> None:
     noisy = Confirmation((1.4, 0.97, 1.1))  # the spread crosses 1.0: no improvement is claimed
     assert not noisy.confirmed and noisy.median == 1.1
     assert not Confirmation(()).confirmed
+
+
+def test_batching_that_does_not_pay_asks_for_one_request_per_instance() -> None:
+    settings = TuneSettings(2, 32, 0)
+    solo = _point(settings, batches={1: 10}, compute_us=12_000.0, concurrency=1)
+    # batches of 2 that take twice as long as one request: an item costs what it did alone
+    flat = _point(settings, batches={2: 10}, compute_us=24_000.0, concurrency=4)
+    assert TuneSettings(2, 8, 0) in propose(flat, Bounds(min_batch=8), slo_ms=50, solo=solo)
+    assert TuneSettings(2, 1, 0) in propose(flat, Bounds(), slo_ms=50, solo=solo)
+    # batches of 2 for 1.2x the time: batching pays, and one instance alone has no one to wait for
+    paying = _point(settings, batches={2: 10}, compute_us=14_400.0, concurrency=4)
+    assert all(c.max_batch_size > 1 for c in propose(paying, Bounds(), slo_ms=50, solo=solo))
+    single = _point(TuneSettings(1, 32, 0), batches={2: 10}, compute_us=24_000.0, concurrency=4)
+    assert all(c.max_batch_size > 1 for c in propose(single, Bounds(), slo_ms=50, solo=solo))
+    assert all(c.max_batch_size > 1 for c in propose(flat, Bounds(), slo_ms=50))  # nothing to compare with
+
+
+def test_a_candidate_slower_at_the_same_concurrency_with_no_lower_p99_cannot_win() -> None:
+    best = _point(TuneSettings(2, 32, 0), throughput=150.0, p99=40.0, concurrency=4)
+    assert _dominated(_point(TuneSettings(3, 32, 0), throughput=152.0, p99=45.0, concurrency=4), best)
+    assert not _dominated(_point(TuneSettings(3, 32, 0), throughput=160.0, p99=45.0, concurrency=4), best)
+    assert not _dominated(_point(TuneSettings(3, 32, 0), throughput=140.0, p99=30.0, concurrency=4), best)
+    assert not _dominated(_point(TuneSettings(3, 32, 0), throughput=140.0, p99=45.0, concurrency=5), best)
+    assert [_step_down(c) for c in (1, 2, 3, 4, 8)] == [1, 1, 2, 3, 6]

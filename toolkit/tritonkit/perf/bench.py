@@ -9,7 +9,7 @@ with. Where perf_analyzer is not installed, bench (and tune, which measures thro
 :class:`~tritonkit.errors.DependencyError` and the install line, instead of measuring the client.
 
 Each point is one perf_analyzer run in time windows until three agree within 10% on throughput
-and p99 (or ``max_windows``; a point that never settles is measured once more with the bar lifted
+and p99 (or ``max_windows``; a point that never settles is taken from its last three windows
 and marked unstable). Open-loop arrivals are Poisson (or constant), and perf_analyzer measures
 latency from each request's scheduled send time. The server's own breakdown (queue, compute,
 executed batch sizes) comes from deltas of Triton's statistics over the same run. Both the random

@@ -201,7 +201,7 @@ def next_concurrency(concurrency: int, p99_ms: float, slo_ms: float, bounds: Bou
     return min(bounds.max_concurrency, max(concurrency + 1, round(concurrency * factor)))
 
 
-def propose(best: TunePoint, bounds: Bounds, slo_ms: float) -> list[TuneSettings]:
+def propose(best: TunePoint, bounds: Bounds, slo_ms: float, solo: TunePoint | None = None) -> list[TuneSettings]:
     """Neighbours of ``best.settings`` worth measuring, most promising first.
 
     Reads the server's breakdown of the best point — mean executed batch against the size
@@ -212,7 +212,11 @@ def propose(best: TunePoint, bounds: Bounds, slo_ms: float) -> list[TuneSettings
       (delay x4, up to a quarter of the budget), or, when already waiting, dispatch as soon
       as a typical batch is there (a preferred size);
     * requests that queue only for the delay, with nothing to batch: a shorter delay;
-    * a model busier than its queue: one more instance; and, less likely, one fewer.
+    * a model busier than its queue: one more instance; and, less likely, one fewer;
+    * batching that does not pay: with ``solo``, a point of the same settings whose batches held one
+      request, an item costing about as much in ``best``'s batches (more than 90% of ``solo``'s) asks
+      for one request per instance (``max_batch_size`` down to ``bounds.min_batch``, no delay). On a
+      CPU-bound model with several instances, batches only make one copy wait for another.
     """
     s, srv = best.settings, best.bench.server
     compute_us = srv.compute_input_us + srv.compute_infer_us + srv.compute_output_us
@@ -249,6 +253,10 @@ def propose(best: TunePoint, bounds: Bounds, slo_ms: float) -> list[TuneSettings
         add(2, replace(s, instances=s.instances + 1))
     if s.instances > 1:  # copies compete for the same cores on small hosts
         add(3, replace(s, instances=s.instances - 1))
+    if solo is not None and s.instances > 1 and mean_batch >= 1.5 and s.max_batch_size > bounds.min_batch:
+        solo_us = solo.bench.server.compute_infer_us
+        if not math.isnan(solo_us) and srv.compute_infer_us / mean_batch > 0.9 * solo_us:
+            add(2, replace(s, max_batch_size=bounds.min_batch, max_queue_delay_microseconds=0, preferred_batch_size=()))
     if delay > 0:
         add(4, replace(s, max_queue_delay_microseconds=0))
     if fill < 0.25 and s.max_batch_size > 1:

@@ -11,11 +11,14 @@ requests are in flight ask for a longer delay or a preferred size; queue time th
 batching delay asks for a shorter one; compute-bound points ask for one more instance. For the
 max-throughput objective each candidate gets a closed-loop concurrency search that jumps
 towards the p99 budget by Little's law (:func:`next_concurrency`) and stops as soon as no
-further point can win: a plateau, a point over budget, or — going down — a point already
-slower than the best found (throughput only falls with concurrency). The winner is then
-*settled*: re-measured in longer windows, stepping its concurrency down until its p99 holds the
-budget (:func:`_settle`), so the capacity tune records is one the server sustains. With
-``rate`` the objective is the lowest p99 at that open-loop Poisson rate.
+further point can win: a plateau, a point over budget, one slower than the best at the same
+concurrency with no lower p99, or — going down, again by Little's law — a point already slower
+than the best found (throughput only falls with concurrency). The winner and the
+original settings are then re-measured in interleaved pairs that also *settle* them: a side over
+the p99 budget steps its concurrency down and is measured again (:func:`_confirm`), so the
+capacity tune records is the median of three measurements the server sustained, and an
+improvement is claimed only when every pair agrees. With ``rate`` the objective is the lowest p99
+at that open-loop Poisson rate.
 
 Example:
     >>> result = tune("classifier", p99_ms=10, url="127.0.0.1:8001", budget_s=300)
@@ -37,6 +40,7 @@ from tritonkit.errors import ServerError, TuneError, UsageError
 from tritonkit.events import Event, Progress, emit
 from tritonkit.perf.bench import bench
 from tritonkit.perf.search import (
+    IMPROVEMENT,
     PLATEAU,
     Bounds,
     Confirmation,
@@ -77,6 +81,11 @@ def parse_duration(text: str) -> float:
         raise UsageError(f"budget '{text}' is not a duration", hint="use e.g. 90s, 5m or 1h")
     return seconds
 
+
+MEASURE_WINDOWS = 3
+"""Windows per tune measurement: perf_analyzer's three, stable or not. On a shared 2-core host p99
+rarely holds perf_analyzer's 10% bar in 1 s windows, so waiting for up to six cost 7.3 s a point
+for the same three-window mean (an unstable point is its last three windows, marked so)."""
 
 # --------------------------------------------------------------------------- effects
 
@@ -168,7 +177,7 @@ class _Session:
             concurrency=[concurrency] if concurrency else [],
             rate=[] if concurrency else [self.result.rate or 0.0],
             window_s=window_s or self.window_s,
-            max_windows=6,
+            max_windows=MEASURE_WINDOWS,
             input_data=self.input_data,
             shapes=self.shapes,
         )[0]
@@ -258,14 +267,12 @@ def tune(
     session.input_data, session.shapes = input_data, shapes
     if original != served:
         session.serving = None  # the first measurement reloads the model without its queue policy
-    # a confirmation point costs about what a search point does; settling usually one of twice that
-    session.reserve_points = confirm_pairs * 2 + 2 * SETTLE_WINDOWS
+    # a confirmation point costs about what a search point does, plus about one step down each side
+    session.reserve_points = confirm_pairs * 2 + 2 if confirm_pairs > 0 else 2 * SETTLE_WINDOWS
     try:
         _search(session, original, start)
-        if result.best is not None:
+        if result.best is not None and not (confirm_pairs > 0 and _confirm(session, original, confirm_pairs)):
             result.best = _settle(session, original, result.best)
-        if confirm_pairs > 0:
-            _confirm(session, original, confirm_pairs)
     finally:
         result.elapsed_s = session.elapsed()
         try:
@@ -292,7 +299,7 @@ def _search(session: _Session, original: Mapping[str, Any], start: TuneSettings)
             + (", or a lower request rate" if result.rate else ""),
         )
     tried = {p.settings for p in result.points}
-    frontier = propose(best, session.bounds, slo)
+    frontier = propose(best, session.bounds, slo, _solo(result.points, best.settings))
     while frontier:
         why = session.exhausted()
         if why:
@@ -309,10 +316,29 @@ def _search(session: _Session, original: Mapping[str, Any], start: TuneSettings)
             continue
         if found is not None and better(found, best, rate=result.rate):
             best = found
-            frontier = [c for c in propose(best, session.bounds, slo) if c not in tried]
+            solo = _solo(result.points, best.settings)
+            frontier = [c for c in propose(best, session.bounds, slo, solo) if c not in tried]
     else:
         result.stopped = "no neighbour of the best settings improved on it by 2%"
     result.best = best
+
+
+def _solo(points: list[TunePoint], settings: TuneSettings) -> TunePoint | None:
+    """A measured point whose executed batches held one request (for ``propose``), of ``settings``
+    when there is one: what one request costs the model alone."""
+    solos = [p for p in points if p.bench.mode == "concurrency" and p.bench.server.mean_batch_size <= 1.1]
+    return next((p for p in solos if p.settings == settings), solos[0] if solos else None)
+
+
+def _dominated(point: TunePoint, best: TunePoint) -> bool:
+    """Whether ``point`` cannot beat ``best``, measured at the same concurrency: no faster by the
+    improvement margin, and no lower p99 (so more concurrency would reach the budget no later)."""
+    return (
+        point.bench.mode == best.bench.mode == "concurrency"
+        and point.bench.level == best.bench.level
+        and point.throughput <= best.throughput * IMPROVEMENT
+        and point.p99_ms >= best.p99_ms
+    )
 
 
 def _without_admission(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -352,31 +378,44 @@ def measured_on(address: str, protocol: str) -> dict[str, str]:
 
 
 SETTLE_WINDOWS = 2.0
-"""Settling measures in windows this many times the search's."""
+"""Settling without confirmation pairs measures in windows this many times the search's."""
 SETTLE_TRIES = 3
-MARGIN = 0.8
+"""How many times settling (or a confirmation) may step a concurrency down."""
+MARGIN = 0.9
 """Settling starts from the best point whose p99 is within this share of the budget."""
 
 
-def _settle(session: _Session, original: Mapping[str, Any], point: TunePoint) -> TunePoint:
-    """The operating point of ``point``'s settings, checked in longer windows.
+def _start_level(session: _Session, point: TunePoint) -> TunePoint:
+    """The point of ``point``'s settings to settle from: its best *measured* point with p99 at most
+    ``MARGIN`` of the budget, or ``point`` itself when there is none.
 
-    The search keeps the best of many short, noisy measurements, so its winner is likely one
-    whose p99 was read low (the winner's curse): in ``benchmarks/tune_vs_model_analyzer.py`` tune's
-    MiniLM pick, "within 50 ms at c=6" in 1 s windows, measured 56-64 ms in 3 s windows. So this
-    starts from the settings' best *measured* point with p99 at most ``MARGIN`` of the budget (the
-    winner itself when none is), measures it again in windows ``SETTLE_WINDOWS`` times longer and,
-    while p99 is over budget, at a lower concurrency (a quarter less, at least one), up to
-    ``SETTLE_TRIES`` times and as long as the time budget allows. The capacity tune records and the
-    confirmation pairs use the settled point. Out of tries or out of time, the starting point is
-    kept as the search measured it (within budget there; a loaded host's long windows may not be).
-    """
-    if session.result.rate is not None or point.bench.mode != "concurrency":
-        return point
+    The search keeps the best of many short, noisy measurements, so its winner is likely one whose
+    p99 was read low (the winner's curse: in ``benchmarks/tune_vs_model_analyzer.py`` tune's MiniLM
+    pick, "within 50 ms at c=6" in 1 s windows, measured 56-64 ms in 3 s windows)."""
     slo = session.result.p99_ms
     same = [p for p in session.result.points if p.settings == point.settings and p.bench.mode == "concurrency"]
     safe = [p for p in same if p.within_slo and p.p99_ms <= MARGIN * slo]
-    start = max(safe, key=lambda p: p.throughput) if safe else point
+    return max(safe, key=lambda p: p.throughput) if safe else point
+
+
+def _step_down(concurrency: int) -> int:
+    """A quarter less concurrency, at least one less, never below 1."""
+    return max(1, min(concurrency - 1, round(concurrency * 0.75)))
+
+
+def _settle(session: _Session, original: Mapping[str, Any], point: TunePoint) -> TunePoint:
+    """The operating point of ``point``'s settings, checked in longer windows (used when there
+    are no confirmation pairs to do it: the winner is the original, or ``confirm_pairs=0``).
+
+    Starts from :func:`_start_level`, measures it again in windows ``SETTLE_WINDOWS`` times longer
+    and, while p99 is over budget, at a lower concurrency (:func:`_step_down`), up to
+    ``SETTLE_TRIES`` times and as long as the time budget allows. Out of tries or out of time, the
+    starting point is kept as the search measured it (within budget there; a loaded host's long
+    windows may not be).
+    """
+    if session.result.rate is not None or point.bench.mode != "concurrency":
+        return point
+    start = _start_level(session, point)
     c, settled = int(start.bench.level), start
     for _ in range(SETTLE_TRIES):
         if not session.affords(SETTLE_WINDOWS):
@@ -388,33 +427,72 @@ def _settle(session: _Session, original: Mapping[str, Any], point: TunePoint) ->
         )
         if settled.within_slo or c == 1:
             return settled
-        c = max(1, min(c - 1, round(c * 0.75)))
+        c = _step_down(c)
     # never within in long windows (a loaded host): keep the search's point, within as it measured it
     return settled if settled.within_slo or not start.within_slo else start
 
 
-def _confirm(session: _Session, original: Mapping[str, Any], pairs: int) -> None:
-    """Settle the original settings too (:func:`_settle`; the winner is settled already), then
-    re-measure both in ``pairs`` interleaved pairs, each at its settled concurrency; keep the
-    original when the spread of the ratios crosses 1.0 (a winner over budget in a pair counts 0)."""
+def _confirm(session: _Session, original: Mapping[str, Any], pairs: int) -> bool:
+    """Re-measure the winner and the original settings ``pairs`` times each, interleaved (A B B A
+    A B: each reload serves two measurements), and keep the original when the spread of the
+    winner/original ratios crosses 1.0. Returns False when there was nothing to confirm (the winner
+    is the original).
+
+    The pairs also *settle* both sides, each from :func:`_start_level`: a measurement over the p99
+    budget steps that side's concurrency down (:func:`_step_down`, up to ``SETTLE_TRIES`` times),
+    drops what it measured at the higher concurrency and measures again, so every ratio compares
+    two operating points that held the budget. A winner still over budget when out of tries counts
+    0 in its pair. ``best`` and ``baseline`` become each side's median re-measured point: the
+    capacity tune records is one the server sustained three times, not the search's best reading.
+    """
     result = session.result
     best, base = result.best, result.baseline
     if best is None or base is None or best.settings == base.settings:
-        return
-    base = result.baseline = _settle(session, original, base)
+        return False
+    capacity = result.rate is None
+    sides = (best.settings, base.settings)
+    level = {s: _level(_start_level(session, p)) if capacity else 0 for s, p in zip(sides, (best, base), strict=True)}
+    tries = dict.fromkeys(sides, SETTLE_TRIES)
+    kept: dict[TuneSettings, list[TunePoint]] = {s: [] for s in sides}
+    schedule = [sides[(i + 1) // 2 % 2] for i in range(4 * pairs + 4 * SETTLE_TRIES)]  # A B B A A B B A ...
+    for settings in schedule:
+        if len(kept[settings]) >= pairs:
+            continue
+        session.event(f"confirming: {settings.label()}, {len(kept[settings]) + 1}/{pairs}")
+        point = session.measure(settings, original, concurrency=level[settings], record=False)
+        if capacity and not point.within_slo and level[settings] > 1 and tries[settings] > 0:
+            tries[settings] -= 1
+            level[settings] = _step_down(level[settings])
+            kept[settings].clear()  # measured at a concurrency this side cannot hold
+            session.event(f"{settings.label()} is over the budget: stepping down to c={level[settings]}")
+            continue
+        kept[settings].append(point)
+        if all(len(points) >= pairs for points in kept.values()):
+            break
+    won, was = kept[best.settings], kept[base.settings]
     ratios = []
-    for number in range(pairs):
-        session.event(f"confirming: pair {number + 1}/{pairs}")
-        won = session.measure(best.settings, original, concurrency=_level(best), record=False)
-        was = session.measure(base.settings, original, concurrency=_level(base), record=False)
-        if result.rate is None:
-            ratios.append(won.throughput / max(was.throughput, 1e-9) if won.within_slo else 0.0)
+    for a, b in zip(won, was, strict=False):
+        if capacity:
+            ratios.append(a.throughput / max(b.throughput, 1e-9) if a.within_slo else 0.0)
         else:
-            ratios.append(was.p99_ms / max(won.p99_ms, 1e-9) if won.within_slo else 0.0)
+            ratios.append(b.p99_ms / max(a.p99_ms, 1e-9) if a.within_slo else 0.0)
     result.confirmation = Confirmation(tuple(ratios))
-    if not result.confirmation.confirmed:
-        result.unconfirmed, result.best = best, base
+    winner = _median_point(won, capacity) or best
+    result.baseline = _median_point(was, capacity) or base
+    if result.confirmation.confirmed:
+        result.best = winner
+    else:
+        result.unconfirmed, result.best = winner, result.baseline
         session.event(f"not confirmed ({result.confirmation.describe()}): keeping the original settings")
+    return True
+
+
+def _median_point(points: list[TunePoint], capacity: bool) -> TunePoint | None:
+    """The median of ``points`` by throughput (by p99 for a rate objective), or None."""
+    if not points:
+        return None
+    ordered = sorted(points, key=(lambda p: p.throughput) if capacity else (lambda p: -p.p99_ms))
+    return ordered[(len(ordered) - 1) // 2]
 
 
 def _level(point: TunePoint) -> int:
@@ -441,6 +519,8 @@ def _evaluate(
         seen.add(c)
         point = session.measure(settings, original, concurrency=c)
         if point.within_slo:
+            if to_beat is not None and best is None and _dominated(point, to_beat):
+                return point  # slower than the best at the same concurrency, and no lower p99
             if best is not None and point.throughput < best.throughput * PLATEAU:
                 best = point if point.throughput > best.throughput else best
                 break  # saturated
@@ -455,5 +535,5 @@ def _evaluate(
             if to_beat is not None and point.throughput <= to_beat.throughput:
                 break  # lower concurrency only lowers throughput: this settings cannot win
             direction = "down"
-            c = max(1, c // 2)
+            c = max(1, min(c - 1, math.floor(c * 0.9 * slo / max(point.p99_ms, 1e-3))))  # Little's law
     return best
