@@ -9,7 +9,8 @@ On one model, with the same p99 budget, in one run:
 2. ``tritonkit tune`` (on one embedded server, reloading the model; no restarts);
 3. each winner and Triton's default config re-measured by the **same** meter: perf_analyzer on
    one fresh embedded server, each config loaded through the repository API, rounds alternating
-   between the configs (``--rounds``, ≥ 3), at each winner's own concurrency.
+   between the configs (``--rounds``, ≥ 3), at each winner's own concurrency (the default's is
+   the best within the budget by perf_analyzer's ``--binary-search`` over 1-64).
 
 Prints per tool: wall time, points measured, server restarts, its own claim, and the best
 throughput within the budget as re-measured (median over rounds, with the spread).
@@ -198,7 +199,33 @@ def _describe(config: object) -> str:
     return text
 
 
-def _remeasure(built: Path, model: str, candidates: list[dict], rounds: int, data: Path | None) -> None:
+def _as_json(config: object, model: str) -> dict:
+    doc = json.loads(json_format.MessageToJson(config, preserving_proto_field_name=True))  # type: ignore[arg-type]
+    doc["name"] = model
+    return doc
+
+
+def _best_concurrency(server: TritonServer, model: str, p99_ms: float, data: Path | None) -> tuple[int, str]:
+    """The concurrency where the loaded config gives the most throughput within the budget, by
+    perf_analyzer's own binary search over 1-64 (``--binary-search -l``), and what it measured."""
+    analyzer = find_analyzer()
+    assert analyzer is not None
+    with tempfile.TemporaryDirectory() as scratch:
+        csv_file = Path(scratch) / "search.csv"
+        args = [str(analyzer.binary), "-m", model, "-u", server.endpoints.grpc_url, "-i", "grpc",
+                "--concurrency-range", "1:64:1", "--binary-search", "-l", f"{p99_ms:g}", "--percentile=99",
+                "--measurement-interval", "2000", "-s", "1000", "-f", str(csv_file)]  # fmt: skip
+        args += ["--input-data", str(data)] if data else []
+        subprocess.run(args, capture_output=True, text=True, env=analyzer.environment(), check=False)
+        rows = list(csv.DictReader(csv_file.open())) if csv_file.exists() else []
+    ok = [r for r in rows if float(r["p99 latency"]) / 1e3 <= p99_ms]
+    if not ok:
+        return 1, "nothing within budget (binary search)"
+    best = max(ok, key=lambda r: float(r["Inferences/Second"]))
+    return int(best["Concurrency"]), f"{float(best['Inferences/Second']):.0f}/s at c={best['Concurrency']} (PA search)"
+
+
+def _remeasure(built: Path, model: str, candidates: list[dict], rounds: int, data: Path | None, p99_ms: float) -> None:
     """Each candidate's config, loaded in turn on one server, measured by perf_analyzer."""
     analyzer = find_analyzer()
     assert analyzer is not None
@@ -209,13 +236,15 @@ def _remeasure(built: Path, model: str, candidates: list[dict], rounds: int, dat
         from tritonkit.serve.repository_api import load_model
 
         client = httpclient.InferenceServerClient(server.endpoints.http_url.removeprefix("http://"))
+        for candidate in candidates:
+            if candidate["concurrency"] is None:  # Triton's default: at its own best concurrency
+                load_model(client, model, _as_json(candidate["config"], model))
+                candidate["concurrency"], candidate["claim"] = _best_concurrency(server, model, p99_ms, data)
         for round_ in range(rounds):
             for candidate in candidates:
                 if candidate["config"] is None:
                     continue
-                config = json.loads(json_format.MessageToJson(candidate["config"], preserving_proto_field_name=True))
-                config["name"] = model
-                load_model(client, model, config)
+                load_model(client, model, _as_json(candidate["config"], model))
                 c = max(1, candidate["concurrency"])
                 with tempfile.TemporaryDirectory() as scratch:
                     csv_file = Path(scratch) / "pa.csv"
@@ -253,7 +282,7 @@ def main() -> int:
         del default.instance_group[:]  # Triton's defaults: one instance, no dynamic batching
         default.ClearField("dynamic_batching")
         candidates: list[dict] = [{"tool": "Triton default config", "wall_s": 0.0, "points": 0, "restarts": 0,
-                                   "claim": "-", "config": default, "concurrency": 8}]  # fmt: skip
+                                   "claim": "-", "config": default, "concurrency": None}]  # fmt: skip
         endpoints = Endpoints("127.0.0.1", free_port(), free_port(), free_port())
         with TritonServer(built, endpoints=endpoints, models=[model]) as server:
             triton = _wrapper(scratch, server)
@@ -279,7 +308,7 @@ def main() -> int:
             for mode in ("quick",) if args.skip_brute else ("quick", "brute"):
                 console.print(f"Model Analyzer {mode} search …")
                 candidates.append(_run_ma(mode, scratch, repo, model, args.p99_ms, triton, pa, data))
-        _remeasure(built, model, candidates, args.rounds, data)
+        _remeasure(built, model, candidates, args.rounds, data, args.p99_ms)
     p99_ms = args.p99_ms
     table = Table(title=f"{args.model}: p99 <= {p99_ms:g} ms, re-measured by perf_analyzer ({args.rounds} rounds)")
     columns = (
@@ -293,7 +322,10 @@ def main() -> int:
         "spread /s",
         "p99 ms",
         "rounds in budget",
+        "x default",
     )
+    default_measured = [m[0] for m in candidates[0].get("measured", [])]
+    default_median = statistics.median(default_measured) if default_measured else 0.0
     for column in columns:
         table.add_column(column, justify="right")
     for c in candidates:
@@ -305,6 +337,7 @@ def main() -> int:
             f"{min(tputs):.0f}-{max(tputs):.0f}" if tputs else "-",
             f"{statistics.median(p99s):.2f}" if p99s else "-",
             f"{sum(p <= p99_ms for p in p99s)}/{len(p99s)}" if p99s else "-",
+            f"{statistics.median(tputs) / default_median:.2f}" if tputs and default_median else "-",
         )  # fmt: skip
     console.print(table)
     console.print("medians over rounds; 'rounds in budget': rounds whose p99 met the budget at that concurrency")

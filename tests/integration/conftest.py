@@ -20,10 +20,22 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "model_repository"
 
 
+# Modules that measure time or load: throughput, p99, batches per second, Prometheus windows,
+# canary and SLO judgements, the README's bench and tune. `make test` runs them alone, after the
+# rest has run on two workers (pytest-xdist), so no other test's CPU moves their numbers.
+SERIAL = {
+    "test_admission", "test_bench", "test_canary_analysis", "test_check", "test_check_llm", "test_llm",
+    "test_llm_engine", "test_observability", "test_prometheus", "test_promote_analysis", "test_readme",
+    "test_tune", "test_tune_llm",
+}  # fmt: skip
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/integration/" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+            if Path(str(item.fspath)).stem in SERIAL:
+                item.add_marker(pytest.mark.serial)
 
 
 @pytest.fixture(scope="session")
