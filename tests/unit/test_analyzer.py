@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tritonkit.perf.analyzer import Analyzer, _from_passes, _passes, command, parse_csv
+from tritonkit.perf.analyzer import Analyzer, _from_passes, _passes, _steady, command, parse_csv
 
 CSV = (
     "Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,Server Compute Input,"
@@ -64,3 +64,10 @@ def test_a_point_that_never_settles_is_taken_from_its_windows() -> None:
     assert not run.stable and run.p99_ms == pytest.approx((4.824 + 5.539 + 5.012) / 3)  # as perf_analyzer averages
     assert run.throughput == pytest.approx((1048.02 + 1041.29 + 1083.01) / 3 / 2)  # requests/s
     assert run.requests == round(run.throughput * 3)
+
+
+def test_three_windows_are_steady_as_perf_analyzer_judges_them() -> None:
+    assert _steady([(1000.0, 5000.0), (1050.0, 5200.0), (980.0, 4900.0)])
+    assert not _steady([(1000.0, 5000.0), (1050.0, 6500.0), (980.0, 4900.0)])  # p99 moved 22%
+    assert not _steady([(1000.0, 5000.0), (1400.0, 5000.0), (980.0, 5000.0)])  # throughput moved
+    assert not _steady([(1000.0, 5000.0), (1000.0, 5000.0)])  # fewer than three

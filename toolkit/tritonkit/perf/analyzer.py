@@ -15,8 +15,8 @@ interpreter's venv, and ``PATH``.
 
 One point = one perf_analyzer run at one concurrency or request rate, in time windows of
 ``window_s``, until three windows agree within 10% (throughput and p99) or ``max_windows``;
-a run that never stabilises is taken from its last three windows (it runs with ``-v``, which
-prints each) and reported unstable, instead of failing or being measured again.
+a run that never stabilises is measured once more with the bar lifted and reported unstable,
+instead of failing (tune's points are one run of three windows: see :func:`run_point`).
 
 Example:
     >>> analyzer = find_analyzer()
@@ -193,8 +193,15 @@ def run_point(
     max_windows: int = 10,
     poisson: bool = True,
     input_data: Path | None = None,
+    settle: bool = True,
 ) -> AnalyzerRun:
     """Measure one concurrency (closed loop) or request rate (open loop) with perf_analyzer.
+
+    With ``settle`` (bench), windows run until three agree within 10% or ``max_windows``, and a
+    point that never settles is measured once more in three windows with the bar lifted. Without
+    (tune's points), it is one run of exactly three windows, marked stable when they agree within
+    10% as perf_analyzer judges it: the same three-window result at half the cost on a host where
+    p99 rarely settles.
 
     Raises:
         ServerError: perf_analyzer failed for a reason other than an unstable measurement
@@ -208,18 +215,16 @@ def run_point(
                            window_s=window_s, max_windows=windows, poisson=poisson,
                            stability_percent=stability_percent, csv_file=csv_file, input_data=input_data)  # fmt: skip
 
-        stable = True
-        # -v prints every window, so a run that never settles is still a point (no second run)
-        done = _run(analyzer, [*args(max_windows, 10), "-v"], model, window_s * (max(3, max_windows) + 4) + 60)
-        if done.returncode != 0 and "stable measurement" in done.stdout + done.stderr:
-            stable = False
+        if settle:
+            stable = True
+            done = _run(analyzer, args(max_windows, 10), model, window_s * (max(3, max_windows) + 4) + 60)
+            unsettled = done.returncode != 0 and "stable measurement" in done.stdout + done.stderr
+        if not settle or unsettled:  # three windows with the bar lifted; -v prints each
+            done = _run(analyzer, [*args(3, 1000), "-v"], model, window_s * 7 + 60)
             passes = _passes(done.stdout)
-            if len(passes) >= 3:
-                return _from_passes(passes, window_s, batch_size)
-            done = _run(analyzer, [*args(3, 1000), "-v"], model, window_s * 7 + 60)  # windows unreadable
-            passes = _passes(done.stdout) if "stable measurement" in done.stdout + done.stderr else []
-            if passes:  # even a 1000% bar failed (a window with almost nothing done): take its windows
-                return _from_passes(passes, window_s, batch_size)
+            stable = not settle and _steady(passes[-3:])
+            if passes and "stable measurement" in done.stdout + done.stderr:
+                return _from_passes(passes, window_s, batch_size)  # even 1000% failed: nearly empty windows
         if done.returncode != 0 or not csv_file.is_file():
             raise ServerError(
                 f"perf_analyzer failed on '{model}' at {mode} {level:g}: {_first_error(done)}",
@@ -243,6 +248,18 @@ _PASS = re.compile(r"Pass \[\d+\] throughput: ([\d.]+) infer/sec\. p99 latency: 
 def _passes(stdout: str) -> list[tuple[float, float]]:
     """``(throughput, p99 µs)`` of each window perf_analyzer ``-v`` printed (``--percentile=99``)."""
     return [(float(t), float(p99)) for t, p99 in _PASS.findall(stdout)]
+
+
+def _steady(passes: list[tuple[float, float]], percent: float = 10.0) -> bool:
+    """Whether three windows agree as perf_analyzer's ``-s`` judges: throughput and p99 of each
+    within ``percent`` of their mean."""
+    if len(passes) < 3:
+        return False
+    for values in zip(*passes, strict=True):
+        mean = sum(values) / len(values)
+        if any(abs(v - mean) > mean * percent / 100 for v in values):
+            return False
+    return True
 
 
 def _from_passes(passes: list[tuple[float, float]], window_s: float, batch_size: int = 1) -> AnalyzerRun:
@@ -306,6 +323,7 @@ def measure_point(
     window_s: float,
     max_windows: int,
     report: Callable[[str, int, int], None],
+    settle: bool = True,
 ) -> BenchPoint:
     """One point measured by perf_analyzer, with the server's breakdown over the same run."""
     label = f"{mode} {level:g}"
@@ -314,7 +332,8 @@ def measure_point(
     before = model_statistics(model, address, protocol)
     started = time.monotonic()
     run = run_point(analyzer, model, address, protocol, mode, level, shapes=shapes, batch_size=batch_size,
-                    window_s=window_s, max_windows=max_windows, poisson=poisson, input_data=input_data)  # fmt: skip
+                    window_s=window_s, max_windows=max_windows, poisson=poisson, input_data=input_data,
+                    settle=settle)  # fmt: skip
     after = model_statistics(model, address, protocol)
     report(label, 1, 1)
     nan = float("nan")

@@ -9,8 +9,8 @@ with. Where perf_analyzer is not installed, bench (and tune, which measures thro
 :class:`~tritonkit.errors.DependencyError` and the install line, instead of measuring the client.
 
 Each point is one perf_analyzer run in time windows until three agree within 10% on throughput
-and p99 (or ``max_windows``; a point that never settles is taken from its last three windows
-and marked unstable). Open-loop arrivals are Poisson (or constant), and perf_analyzer measures
+and p99 (or ``max_windows``; a point that never settles is measured once more with the bar
+lifted and marked unstable). Open-loop arrivals are Poisson (or constant), and perf_analyzer measures
 latency from each request's scheduled send time. The server's own breakdown (queue, compute,
 executed batch sizes) comes from deltas of Triton's statistics over the same run. Both the random
 data and ``input_data`` are written as perf_analyzer JSON, so every point sends the same requests.
@@ -48,6 +48,7 @@ def bench(
     progress: Progress | None = None,
     input_data: Path | None = None,
     shapes: Mapping[str, list[int]] | None = None,
+    settle: bool = True,
 ) -> list[BenchPoint]:
     """Measure ``model`` at each concurrency (closed loop) or rate (open loop) with perf_analyzer.
 
@@ -55,6 +56,8 @@ def bench(
         input_data: real inputs (a ``.npy`` file, a directory, or perf_analyzer JSON; see
             :mod:`tritonkit.perf.inputs`); random data when ``None``.
         shapes: fixed sizes for variable dims of random data, ``{"x": [3, 224, 224]}``.
+        settle: False measures each point in exactly three windows, whatever their spread
+            (``max_windows`` unused; tune's points, see :func:`tritonkit.perf.analyzer.run_point`).
 
     Raises:
         ServerError: unreachable server, unknown or unready model, or perf_analyzer failing on it.
@@ -91,6 +94,7 @@ def bench(
                 window_s=window_s,
                 max_windows=max_windows,
                 report=report,
+                settle=settle,
             )  # fmt: skip
             for mode, level in levels
         ]

@@ -82,11 +82,6 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-MEASURE_WINDOWS = 3
-"""Windows per tune measurement: perf_analyzer's three, stable or not. On a shared 2-core host p99
-rarely holds perf_analyzer's 10% bar in 1 s windows, so waiting for up to six cost 7.3 s a point
-for the same three-window mean (an unstable point is its last three windows, marked so)."""
-
 # --------------------------------------------------------------------------- effects
 
 
@@ -177,9 +172,9 @@ class _Session:
             concurrency=[concurrency] if concurrency else [],
             rate=[] if concurrency else [self.result.rate or 0.0],
             window_s=window_s or self.window_s,
-            max_windows=MEASURE_WINDOWS,
             input_data=self.input_data,
             shapes=self.shapes,
+            settle=False,
         )[0]
         count, seconds = self.measured  # counted at the search's window length
         scale = self.window_s / (window_s or self.window_s)
@@ -229,6 +224,10 @@ def tune(
 
     Args:
         input_data, shapes: what the load sends (see :func:`tritonkit.perf.bench.bench`).
+            Each point is exactly three windows of ``window_s`` (``settle=False`` in bench): on a
+            shared 2-core host p99 rarely holds perf_analyzer's 10% bar in 1 s windows, and
+            waiting for it (up to six, then three more) cost 7.3-11 s a point for a three-window
+            result all the same.
         confirm_pairs: after the search, the winner and the original settings are re-measured
             in this many interleaved pairs (:class:`~tritonkit.perf.search.Confirmation`); when
             the ratios' spread crosses 1.0 the original settings are kept. 0 skips it.
