@@ -46,7 +46,7 @@ from rich.table import Table
 
 from tritonkit import Endpoints, TritonServer, build_repository, load_spec
 from tritonkit.build import pbtxt
-from tritonkit.perf.analyzer import find_analyzer, parse_csv
+from tritonkit.perf.analyzer import find_analyzer, parse_csv, run_point
 from tritonkit.perf.tune import tune
 from tritonkit.serve.server import free_port
 
@@ -207,7 +207,8 @@ def _as_json(config: object, model: str) -> dict:
 
 def _best_concurrency(server: TritonServer, model: str, p99_ms: float, data: Path | None) -> tuple[int, str]:
     """The concurrency where the loaded config gives the most throughput within the budget: c = 1,
-    2, 4, ... 64, one perf_analyzer run each (three 2 s windows), until p99 goes over the budget.
+    2, 4, ... 64, one perf_analyzer run each (three 2 s windows, as tune measures), until p99 goes
+    over the budget.
 
     (perf_analyzer 2.51's own ``--binary-search -l`` is not used: here it reported every
     concurrency above 1 over the limit, including ones measured well within it on their own.)"""
@@ -216,15 +217,9 @@ def _best_concurrency(server: TritonServer, model: str, p99_ms: float, data: Pat
     found: tuple[float, int, float] | None = None  # throughput, concurrency, p99
     c = 1
     while c <= 64:
-        with tempfile.TemporaryDirectory() as scratch:
-            csv_file = Path(scratch) / "point.csv"
-            args = [str(analyzer.binary), "-m", model, "-u", server.endpoints.grpc_url, "-i", "grpc",
-                    "--concurrency-range", f"{c}:{c}:1", "--measurement-interval", "2000", "-s", "1000",
-                    "--max-trials", "3", "--percentile=99", "-f", str(csv_file)]  # fmt: skip
-            args += ["--input-data", str(data)] if data else []
-            subprocess.run(args, capture_output=True, text=True, env=analyzer.environment(), check=True)
-            row = parse_csv(csv_file.read_text())
-        tput, p99 = row["Inferences/Second"], row["p99 latency"] / 1e3
+        run = run_point(analyzer, model, server.endpoints.grpc_url, "grpc", "concurrency", c, shapes={},
+                        window_s=2.0, input_data=data, settle=False)  # fmt: skip
+        tput, p99 = run.throughput, run.p99_ms
         console.print(f"default config at c={c}: {tput:.0f}/s p99 {p99:.2f} ms")
         if p99 > p99_ms:
             break

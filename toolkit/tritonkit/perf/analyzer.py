@@ -263,9 +263,8 @@ def _steady(passes: list[tuple[float, float]], percent: float = 10.0) -> bool:
 
 
 def _from_passes(passes: list[tuple[float, float]], window_s: float, batch_size: int = 1) -> AnalyzerRun:
-    """An unstable point from the last three windows, as perf_analyzer reports a stable one from
-    its last three: the mean throughput and the mean of the windows' p99 (p50 and p90 are not
-    printed per window: NaN). The point is marked unstable, so readers know its p99 moved."""
+    """An unstable point from the last three windows: mean throughput, the worst p99 (p50 and p90
+    are not printed per window: NaN)."""
     tail = passes[-3:]
     throughput = sum(t for t, _ in tail) / len(tail) / max(1, batch_size)
     nan = float("nan")
@@ -273,7 +272,7 @@ def _from_passes(passes: list[tuple[float, float]], window_s: float, batch_size:
         throughput=throughput,
         p50_ms=nan,
         p90_ms=nan,
-        p99_ms=sum(p99 for _, p99 in tail) / len(tail) / 1e3,
+        p99_ms=max(p99 for _, p99 in tail) / 1e3,
         requests=round(throughput * window_s * len(tail)),
         stable=False,
     )
