@@ -28,7 +28,6 @@ from rich.table import Table
 from tritonkit import Endpoints, TritonServer, build_repository, load_spec
 from tritonkit.perf.analyzer import find_analyzer, parse_csv
 from tritonkit.perf.bench import bench
-from tritonkit.serve.server import free_port
 
 HERE = Path(__file__).resolve().parent
 SPEC = HERE.parent / "model_repository" / "tritonkit.yaml"
@@ -68,7 +67,7 @@ def main() -> int:
     results: dict[tuple[str, float, str], list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory() as scratch:
         built = build_repository(load_spec(SPEC), Path(scratch) / "dist", cache_dir=Path(scratch) / "cache")
-        endpoints = Endpoints("127.0.0.1", free_port(), free_port(), free_port())
+        endpoints = Endpoints.allocate()
         with TritonServer(built.path, endpoints=endpoints, models=["classifier"]) as server:
             url = server.endpoints.grpc_url
             for round_ in range(args.rounds):

@@ -122,7 +122,7 @@ class Chaos:
 
     @staticmethod
     def _port() -> int:
-        from tritonkit.serve.server import free_port
+        from tritonkit.serve.endpoints import free_port
 
         return free_port()
 

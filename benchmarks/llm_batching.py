@@ -78,7 +78,6 @@ from rich.table import Table
 
 from tritonkit import Endpoints, TritonServer, build_repository, load_spec
 from tritonkit.serve.llm_client import Generation, LlmStream
-from tritonkit.serve.server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ("sequential", "static", "inflight")
@@ -465,7 +464,7 @@ def main() -> None:
         spec_path.write_text(yaml.safe_dump(spec(capacity, longest), sort_keys=False))
         with console.status("building the three models"):
             built = build_repository(load_spec(spec_path), Path(scratch) / "dist", cache_dir=Path(scratch) / "cache")
-        server = TritonServer(built.path, endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()))
+        server = TritonServer(built.path, endpoints=Endpoints.allocate())
         with console.status("starting Triton"):
             server.start()
         try:

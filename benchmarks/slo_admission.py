@@ -39,7 +39,6 @@ from rich.table import Table
 from tritonkit import Endpoints, TritonServer, build_repository, load_spec
 from tritonkit.build import pbtxt
 from tritonkit.perf.bench import bench
-from tritonkit.serve.server import free_port
 
 MODEL = """
 import time
@@ -193,7 +192,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="slo-admission-") as scratch_name:
         scratch = Path(scratch_name)
         plain = _serve(scratch / "plain", SPEC)
-        endpoints = Endpoints("127.0.0.1", free_port(), free_port(), free_port())
+        endpoints = Endpoints.allocate()
         with TritonServer(plain, endpoints=endpoints) as server:
             capacity, concurrency, p99 = _capacity(server.endpoints.grpc_url, args.p99_ms, console)
         intent = (
@@ -208,7 +207,7 @@ def main() -> int:
             highlight=False,
         )
         for label, root in (("with the derived policy", governed), ("without (queue unbounded)", plain)):
-            endpoints = Endpoints("127.0.0.1", free_port(), free_port(), free_port())
+            endpoints = Endpoints.allocate()
             with TritonServer(root, endpoints=endpoints) as server:
                 for factor in (0.5, 0.9, 1.2, 2.0):
                     url, rate = server.endpoints.grpc_url, capacity * factor

@@ -48,7 +48,6 @@ from tritonkit import Endpoints, TritonServer, build_repository, load_spec
 from tritonkit.build import pbtxt
 from tritonkit.perf.analyzer import find_analyzer, parse_csv, run_point
 from tritonkit.perf.tune import tune
-from tritonkit.serve.server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 # name -> (spec, served model, default p99 budget in ms). MiniLM (the ONNX transformer of the
@@ -130,6 +129,7 @@ def _run_ma(
 ) -> dict:
     out = scratch / f"ma-{mode}"
     profiled: object = {model: {"perf_analyzer_flags": {"input-data": str(data)}}} if data else model
+    ports = Endpoints.allocate()  # Model Analyzer's own Triton: three ports chosen together
     config = {
         "model_repository": str(repo),
         "profile_models": profiled,
@@ -147,9 +147,9 @@ def _run_ma(
         "perf_analyzer_max_auto_adjusts": 3,
         "constraints": {"perf_latency_p99": {"max": p99_ms}},
         "objectives": ["perf_throughput"],
-        "triton_http_endpoint": f"127.0.0.1:{free_port()}",
-        "triton_grpc_endpoint": f"127.0.0.1:{free_port()}",
-        "triton_metrics_url": f"http://127.0.0.1:{free_port()}/metrics",
+        "triton_http_endpoint": f"127.0.0.1:{ports.http_port}",
+        "triton_grpc_endpoint": ports.grpc_url,
+        "triton_metrics_url": ports.metrics_url,
     }
     out.mkdir(parents=True)
     (out / "config.yaml").write_text(yaml.safe_dump(config))
@@ -235,7 +235,7 @@ def _remeasure(built: Path, model: str, candidates: list[dict], rounds: int, dat
     """Each candidate's config, loaded in turn on one server, measured by perf_analyzer."""
     analyzer = find_analyzer()
     assert analyzer is not None
-    endpoints = Endpoints("127.0.0.1", free_port(), free_port(), free_port())
+    endpoints = Endpoints.allocate()
     with TritonServer(built, endpoints=endpoints, models=[model]) as server:
         import tritonclient.http as httpclient
 
@@ -289,7 +289,7 @@ def main() -> int:
         default.ClearField("dynamic_batching")
         candidates: list[dict] = [{"tool": "Triton default config", "wall_s": 0.0, "points": 0, "restarts": 0,
                                    "claim": "-", "config": default, "concurrency": None}]  # fmt: skip
-        endpoints = Endpoints("127.0.0.1", free_port(), free_port(), free_port())
+        endpoints = Endpoints.allocate()
         with TritonServer(built, endpoints=endpoints, models=[model]) as server:
             triton = _wrapper(scratch, server)
             started = time.monotonic()

@@ -28,7 +28,6 @@ from rich.table import Table
 from tritonkit import BuildResult, Endpoints, TritonkitError, TritonServer, build_repository, load_spec
 from tritonkit.build.verify import verify
 from tritonkit.serve.llm_client import LlmStream
-from tritonkit.serve.server import free_port
 
 HERE = Path(__file__).resolve().parent
 console = Console()
@@ -55,7 +54,7 @@ def _build(spec_file: str, what: str) -> BuildResult:
 @contextmanager
 def _served(result: BuildResult, what: str) -> Iterator[Endpoints]:
     """The embedded Triton on free loopback ports for the block; stopped (and said so) after it."""
-    endpoints = Endpoints("127.0.0.1", free_port(), free_port(), free_port())
+    endpoints = Endpoints.allocate()
     with console.status(f"starting {what}…"):
         server = TritonServer(result.path, endpoints=endpoints)
         server.start()
@@ -193,10 +192,10 @@ def intent_demo() -> int:
     import time
 
     from tritonkit.deploy.local import LocalEnvironment
-    from tritonkit.deploy.plan import plan_spec
     from tritonkit.errors import PromoteError
     from tritonkit.perf.tune import tune
     from tritonkit.release.store import ReleaseStore
+    from tritonkit.slo.plan import plan_spec
     from tritonkit.spec.update import update_settings
 
     with tempfile.TemporaryDirectory(prefix="tritonkit-intent-") as scratch_name:
@@ -229,7 +228,7 @@ def intent_demo() -> int:
         slow.write_text(slow.read_text().replace("DELAY = 0.002", "DELAY = 0.15"))  # v2: a slower model
         bad = store.create(build_repository(load_spec(spec_file), project / "dist").path)[0]
         env = LocalEnvironment(store)
-        endpoints = Endpoints("127.0.0.1", free_port(), free_port(), free_port())
+        endpoints = Endpoints.allocate()
         with TritonServer(env.prepare(), endpoints=endpoints, models=[]):
             env.url, env.metrics_url = endpoints.http_url.removeprefix("http://"), endpoints.metrics_url
             env.promote(good.number)

@@ -3,7 +3,7 @@ back through others.
 
 The stages, bottom to top (docs/architecture.md draws them)::
 
-    errors, events  <  spec  <  artifact  <  build  <  serve  <  perf  <  release  <  deploy  <  cli
+    errors, events < spec < artifact < build < serve < slo < perf < release < manifests < deploy < cli
 
 ``tritonkit/__init__.py`` and ``__main__.py`` sit above everything. A module may import its own
 stage and any stage below it; an import of a stage above is an *upward import*. A *cycle* is a
@@ -22,7 +22,20 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-STAGES = ["errors", "events", "spec", "artifact", "build", "serve", "perf", "release", "deploy", "cli"]
+STAGES = [
+    "errors",
+    "events",
+    "spec",
+    "artifact",
+    "build",
+    "serve",
+    "slo",
+    "perf",
+    "release",
+    "manifests",
+    "deploy",
+    "cli",
+]
 RANK = {"errors": 0, "events": 0} | {stage: i for i, stage in enumerate(STAGES) if i >= 2}
 TOP = len(STAGES)  # tritonkit/__init__.py, __main__.py
 

@@ -3,7 +3,7 @@
 Reads ``config/crd/full/`` at one tag of a kserve git checkout (or bare mirror), keeps each
 CRD's ``openAPIV3Schema`` with the group, version and kind it serves, and writes it as gzipped
 canonical JSON (sorted keys, no timestamp in the gzip header, so a rerun is byte-identical)
-under ``toolkit/tritonkit/deploy/crds/``. Prints the source blobs' SHA-256 for the README there.
+under ``toolkit/tritonkit/manifests/crds/``. Prints the source blobs' SHA-256 for the README there.
 
 Usage: ``python tools/vendor_kserve_crds.py GIT_DIR TAG``, e.g.
 ``python tools/vendor_kserve_crds.py ~/src/kserve/.git v0.20.0``.

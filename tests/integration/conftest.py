@@ -14,7 +14,7 @@ import pytest
 from tests.helpers import copy_example
 from tritonkit import BuildResult, Endpoints, TritonServer, build_repository, load_spec
 from tritonkit.artifact.layout import make_writable, remove_tree
-from tritonkit.serve.server import free_port
+from tritonkit.serve.endpoints import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "model_repository"
@@ -62,7 +62,7 @@ def demo_build(tmp_path_factory: pytest.TempPathFactory, example_copy: Path, mod
 
 @pytest.fixture(scope="session")
 def demo_server(demo_build: BuildResult) -> Iterator[TritonServer]:
-    server = TritonServer(demo_build.path, endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()))
+    server = TritonServer(demo_build.path, endpoints=Endpoints.allocate())
     server.start()
     yield server
     server.stop()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from tritonkit.serve.server import free_port
+from tritonkit.serve.endpoints import free_port
 
 
 @contextmanager

@@ -17,7 +17,6 @@ from tests.helpers import Background, copy_example
 from tritonkit import Endpoints, TritonServer, build_repository, load_spec
 from tritonkit.deploy.local import LocalEnvironment
 from tritonkit.release.store import ReleaseStore
-from tritonkit.serve.server import free_port
 
 # A python model that answers each batch after ``{delay}`` seconds (format it): a release that is
 # slow on purpose, for the analysis gates.
@@ -73,9 +72,7 @@ def unproved(env: LocalEnvironment) -> Iterator[LocalEnvironment]:
 def served_local(store: ReleaseStore, **options: Any) -> Iterator[tuple[LocalEnvironment, TritonServer]]:
     """The store's local environment, served (nothing loaded yet) by an embedded Triton."""
     env = LocalEnvironment(store, **options)
-    server = TritonServer(
-        env.prepare(), endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()), models=[]
-    )
+    server = TritonServer(env.prepare(), endpoints=Endpoints.allocate(), models=[])
     server.start()
     env.url = server.endpoints.http_url.removeprefix("http://")
     try:

@@ -16,7 +16,6 @@ from tritonclient.utils import InferenceServerException
 
 from tritonkit import Endpoints, TritonServer, build_repository, load_spec
 from tritonkit.build import pbtxt
-from tritonkit.serve.server import free_port
 
 SLOW_MODEL = """
 import time
@@ -98,7 +97,7 @@ def test_overload_is_refused_at_once_with_the_derived_policy(tmp_path: Path, wit
     config = pbtxt.parse((built.path / "slow" / "config.pbtxt").read_text())
     policy = config.dynamic_batching.default_queue_policy
     assert (policy.default_timeout_microseconds, policy.max_queue_size) == ((40_000, 0) if with_intent else (0, 0))
-    endpoints = Endpoints("127.0.0.1", free_port(), free_port(), free_port())
+    endpoints = Endpoints.allocate()
     with TritonServer(built.path, endpoints=endpoints) as server:
         before = _batches(server.endpoints.grpc_url)
         accepted, rejected, reasons = _overload(server.endpoints.grpc_url, seconds=3.0)

@@ -16,7 +16,7 @@ from tritonkit.cli import _common, main
 from tritonkit.errors import DependencyError, UsageError
 from tritonkit.perf.analyzer import find_analyzer, parse_csv
 from tritonkit.perf.bench import bench
-from tritonkit.serve.server import free_port
+from tritonkit.serve.endpoints import free_port
 
 
 def _consistent(point) -> None:  # type: ignore[no-untyped-def]
@@ -186,7 +186,7 @@ def test_bench_sends_the_given_data_not_random_data(tmp_path: Path) -> None:
     (tmp_path / "tritonkit.yaml").write_text(PICKY_SPEC)
     built = build_repository(load_spec(tmp_path / "tritonkit.yaml"), tmp_path / "dist", cache_dir=tmp_path / "cache")
     np.save(tmp_path / "x.npy", np.array([42.0], dtype=np.float32))
-    endpoints = Endpoints("127.0.0.1", free_port(), free_port(), free_port())
+    endpoints = Endpoints.allocate()
     with TritonServer(built.path, endpoints=endpoints) as server:
         (point,) = bench(
             "picky", url=server.endpoints.grpc_url, concurrency=[1], window_s=0.5, max_windows=3,

@@ -37,7 +37,6 @@ from tritonkit.errors import ClusterError, UsageError
 from tritonkit.release.store import ReleaseStore
 from tritonkit.serve.llm_client import generate
 from tritonkit.serve.prometheus import query
-from tritonkit.serve.server import free_port
 from tritonkit.spec.intent import Capacity, Slo
 
 pytestmark = pytest.mark.skipif(
@@ -87,7 +86,7 @@ def _serve_all(
 
     stack.callback(stop_all)
     for name, path in repositories.items():
-        server = TritonServer(path, endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()))
+        server = TritonServer(path, endpoints=Endpoints.allocate())
         servers[name] = server
         server.start()
         warm_up(server.endpoints.grpc_url)

@@ -29,7 +29,6 @@ from tritonkit.release.store import ReleaseStore
 from tritonkit.serve.llm_client import generate
 from tritonkit.serve.metrics import TTFT, Histogram
 from tritonkit.serve.prometheus import query
-from tritonkit.serve.server import free_port
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -73,7 +72,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Itera
     """The example's tiny LLM on the embedded Triton; the project directory for specs."""
     project = tmp_path_factory.mktemp("llm-check")
     built = build_repository(load_spec(_spec(project, MET)), project / "dist", cache_dir=model_cache)
-    server = TritonServer(built.path, endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()))
+    server = TritonServer(built.path, endpoints=Endpoints.allocate())
     server.start()
     try:
         yield server, project
@@ -208,7 +207,7 @@ def test_promotion_gate_rolls_back_an_llm_release_that_breaks_its_ttft_slo(tmp_p
     # no proof (a scratch Triton loading the LLM per promotion, ~100 s here): the gate is under test;
     # test_promote_transaction covers proving
     env = LocalEnvironment(store, prove=False)
-    endpoints = Endpoints("127.0.0.1", free_port(), free_port(), free_port())
+    endpoints = Endpoints.allocate()
     with TritonServer(env.prepare(), endpoints=endpoints, models=[]) as server:
         env.url = server.endpoints.http_url.removeprefix("http://")
         env.metrics_url = server.endpoints.metrics_url

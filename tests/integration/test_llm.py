@@ -17,7 +17,6 @@ import pytest
 
 from tritonkit import BuildResult, Endpoints, TritonServer, build_repository, load_spec
 from tritonkit.serve.llm_client import Generation, LlmStream, generate
-from tritonkit.serve.server import free_port
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -101,7 +100,7 @@ def llm_build(tmp_path_factory: pytest.TempPathFactory, hf_dir: Path) -> BuildRe
 
 @pytest.fixture(scope="module")
 def llm_server(llm_build: BuildResult) -> Iterator[TritonServer]:
-    server = TritonServer(llm_build.path, endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()))
+    server = TritonServer(llm_build.path, endpoints=Endpoints.allocate())
     server.start()
     yield server
     server.stop()

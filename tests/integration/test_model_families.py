@@ -29,7 +29,6 @@ from tritonkit.build.verify import verify
 from tritonkit.cli import main
 from tritonkit.errors import SpecError, VerifyError
 from tritonkit.serve.loadcheck import load_check
-from tritonkit.serve.server import free_port
 
 pytest.importorskip("skl2onnx", reason="skl2onnx is in the dev extra (make .venv/.installed)")
 pytest.importorskip("onnxscript", reason="onnxscript is in the dev extra (the dynamo exporter needs it)")
@@ -61,7 +60,7 @@ def built(project: tuple[Path, dict[str, Family]], tmp_path_factory: pytest.Temp
 
 @pytest.fixture(scope="module")
 def server(built: BuildResult) -> Iterator[TritonServer]:
-    with TritonServer(built.path, endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port())) as running:
+    with TritonServer(built.path, endpoints=Endpoints.allocate()) as running:
         yield running
 
 

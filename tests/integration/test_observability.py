@@ -19,11 +19,10 @@ import yaml
 
 from tests.integration.prometheus_server import classifier_traffic, running_prometheus
 from tritonkit import Endpoints, Spec, TritonServer, build_repository, load_spec
-from tritonkit.deploy.observability import Scope, dashboard, rule_groups, scaling_signals
-from tritonkit.deploy.plan import plan_spec
+from tritonkit.manifests.observability import Scope, dashboard, rule_groups, scaling_signals
 from tritonkit.serve.llm_client import generate
 from tritonkit.serve.prometheus import query
-from tritonkit.serve.server import free_port
+from tritonkit.slo.plan import plan_spec
 from tritonkit.spec.intent import Capacity, Slo
 
 pytestmark = pytest.mark.skipif(
@@ -239,7 +238,7 @@ def llm_prometheus(
     loaded = load_spec(example_copy / "llm.yaml")
     root = tmp_path_factory.mktemp("llm-observability")
     built = build_repository(loaded, root / "dist", cache_dir=model_cache)
-    server = TritonServer(built.path, endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()))
+    server = TritonServer(built.path, endpoints=Endpoints.allocate())
     server.start()
     try:
         spec = loaded.spec.model_copy(

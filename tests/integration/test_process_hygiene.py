@@ -19,8 +19,8 @@ import pytest
 
 from tritonkit import Endpoints, TritonServer, build_repository, load_spec
 from tritonkit.errors import ServerError
+from tritonkit.serve.endpoints import free_port
 from tritonkit.serve.process import port_owner
-from tritonkit.serve.server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = """name: hygiene
@@ -77,7 +77,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subproces
     """``tritonkit serve`` in its own process (credentials in its environment), ready."""
     project = _project(tmp_path_factory.mktemp("hygiene"))
     build = build_repository(load_spec(project / "tritonkit.yaml"), project / "dist", cache_dir=project / "cache")
-    endpoints = Endpoints("127.0.0.1", free_port(), free_port(), free_port())
+    endpoints = Endpoints.allocate()
     log = (project / "serve.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "tritonkit", "serve", str(build.path)]

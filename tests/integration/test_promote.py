@@ -19,7 +19,7 @@ from tritonkit.deploy import open_environment
 from tritonkit.deploy.local import LocalEnvironment
 from tritonkit.errors import PromoteError, UsageError
 from tritonkit.release.store import ReleaseStore
-from tritonkit.serve.server import free_port
+from tritonkit.serve.endpoints import free_port
 
 BROKEN_MODEL = """
 class TritonPythonModel:

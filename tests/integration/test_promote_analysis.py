@@ -19,7 +19,6 @@ from tritonkit.cli import main
 from tritonkit.deploy.local import LocalEnvironment
 from tritonkit.errors import PromoteError
 from tritonkit.release.store import ReleaseStore
-from tritonkit.serve.server import free_port
 
 SPEC = """
 name: gated
@@ -66,7 +65,7 @@ def test_a_release_that_breaks_its_slo_is_rolled_back_with_the_evidence(tmp_path
     fast = _release(tmp_path / "p", store, delay=0.0, budget=200)
     slow = _release(tmp_path / "p", store, delay=0.12, budget=60)  # every batch takes 120 ms: p99 > 60
     env = LocalEnvironment(store)
-    endpoints = Endpoints("127.0.0.1", free_port(), free_port(), free_port())
+    endpoints = Endpoints.allocate()
     with TritonServer(env.prepare(), endpoints=endpoints, models=[]) as server:
         env.url = server.endpoints.http_url.removeprefix("http://")
         env.metrics_url = server.endpoints.metrics_url

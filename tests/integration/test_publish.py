@@ -32,7 +32,7 @@ from tritonkit.errors import ClusterError, RegistryError, UsageError
 from tritonkit.events import Event
 from tritonkit.release.oci import LAYER_GZIP_TYPE, LAYER_TYPE, Layer, Reference, build_image, publish, pull
 from tritonkit.release.store import ReleaseStore
-from tritonkit.serve.server import free_port
+from tritonkit.serve.endpoints import free_port
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,6 @@ from tritonkit.artifact.layout import make_writable, remove_tree
 from tritonkit.build.verify import verify
 from tritonkit.cli import main
 from tritonkit.release.store import ReleaseStore, parse_release
-from tritonkit.serve.server import free_port
 
 
 @pytest.fixture()
@@ -117,7 +116,7 @@ def test_cli_release_and_serve_answers_with_the_release_number(project: Path, tm
 
     server = TritonServer(
         ReleaseStore(project / "releases").path(2),
-        endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()),
+        endpoints=Endpoints.allocate(),
         models=["classifier"],
     )
     with server:

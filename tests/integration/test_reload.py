@@ -11,7 +11,6 @@ import pytest
 import tritonclient.http as httpclient
 
 from tritonkit import BuildResult, Endpoints, ServerError, TritonServer
-from tritonkit.serve.server import free_port
 
 
 def _config(server: TritonServer, model: str) -> dict:
@@ -20,7 +19,7 @@ def _config(server: TritonServer, model: str) -> dict:
 
 
 def test_config_override_reloads_without_restart_and_bad_override_keeps_serving(demo_build: BuildResult) -> None:
-    endpoints = Endpoints("127.0.0.1", free_port(), free_port(), free_port())
+    endpoints = Endpoints.allocate()
     server = TritonServer(demo_build.path, endpoints=endpoints, models=["classifier"])  # the one it reloads
     server.start()
     try:

@@ -24,7 +24,7 @@ from tritonkit import BuildResult, Endpoints, ServerError, TritonServer, build_r
 from tritonkit.cli import main
 from tritonkit.errors import UsageError
 from tritonkit.perf.stats import server_delta
-from tritonkit.serve.server import free_port
+from tritonkit.serve.endpoints import free_port
 
 CENTRES = np.array([[2.0, 0.0, 0.0, 1.0], [0.0, 2.0, 1.0, 0.0], [0.0, 0.0, 2.0, 2.0]], dtype=np.float32)
 
@@ -138,7 +138,7 @@ def test_model_that_fails_to_load_reports_tritons_reason(tmp_path: Path) -> None
         "    inputs: [{name: x, dtype: FP32, dims: [1]}]\n    outputs: [{name: y, dtype: FP32, dims: [1]}]\n"
     )
     result = build_repository(load_spec(tmp_path / "tritonkit.yaml"), tmp_path / "out", cache_dir=tmp_path / "cache")
-    server = TritonServer(result.path, endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()))
+    server = TritonServer(result.path, endpoints=Endpoints.allocate())
     with pytest.raises(ServerError, match="model 'broken' failed to load: .*weights.bin is missing") as info:
         server.start()
     assert info.value.hint
@@ -178,8 +178,12 @@ def test_infer_json_with_the_server_from_tritonkit_url(demo_server: TritonServer
     assert nowhere.exit_code == ServerError.exit_code and "cannot reach Triton" in nowhere.stderr
 
 
+def _ports(endpoints: Endpoints) -> tuple[int, int, int]:
+    return endpoints.http_port, endpoints.grpc_port, endpoints.metrics_port
+
+
 def test_serve_passes_arguments_after_dashdash_and_says_why_triton_stopped(demo_build: BuildResult) -> None:
-    ports = [str(free_port()) for _ in range(3)]
+    ports = [str(port) for port in _ports(Endpoints.allocate())]
     args = ["serve", str(demo_build.alias), "--http-port", ports[0], "--grpc-port", ports[1]]
     args += ["--metrics-port", ports[2]]
     command = [sys.executable, "-m", "tritonkit", *args, "--", "--no-such-flag=1"]
@@ -197,6 +201,38 @@ def test_serve_passes_arguments_after_dashdash_and_says_why_triton_stopped(demo_
     assert f"error: HTTP port {port} is already in use by another process: pid {os.getpid()}" in taken.stderr
 
 
+def test_a_port_taken_before_triton_binds_it_is_retried_on_fresh_ports(
+    demo_build: BuildResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bind race of a shared CI runner: a port free when chosen is taken before Triton binds
+    it. On allocated endpoints the server starts on fresh ones; endpoints a user chose fail with
+    the line that says why."""
+    import tritonkit.serve.server as server_module
+
+    monkeypatch.setattr(server_module, "check_ports_free", lambda endpoints: None)  # lose the race for real
+    chosen = Endpoints.allocate()
+    with socket.socket() as thief:
+        thief.bind(("127.0.0.1", chosen.grpc_port))
+        thief.listen()
+        server = TritonServer(demo_build.path, endpoints=chosen, models=[])
+        with server:
+            assert server.endpoints != chosen and chosen.grpc_port not in _ports(server.endpoints)
+            with urllib.request.urlopen(server.endpoints.http_url + "/v2/health/live", timeout=5) as live:
+                assert live.status == 200
+        fixed = Endpoints("127.0.0.1", chosen.http_port, chosen.grpc_port, chosen.metrics_port)  # a user's choice
+        with pytest.raises(ServerError, match=r"failed to start GRPC service: .*already in use"):
+            TritonServer(demo_build.path, endpoints=fixed, models=[]).start()
+
+
+def test_equal_ports_given_to_triton_are_explained_by_tritons_reason(demo_build: BuildResult) -> None:
+    """Triton prints its 400-line --help before the reason: the message names the reason."""
+    e = Endpoints.allocate()
+    server = TritonServer(demo_build.path, endpoints=e, models=[], extra_args=[f"--metrics-port={e.grpc_port}"])
+    with pytest.raises(ServerError) as refused:
+        server.start()
+    assert "cannot listen to GRPC requests and metrics requests at the same address" in refused.value.message
+
+
 def test_infer_against_no_server_is_one_clear_line() -> None:
     result = CliRunner().invoke(main, ["infer", "classifier", "--url", f"127.0.0.1:{free_port()}"])
     assert result.exit_code == ServerError.exit_code
@@ -205,7 +241,7 @@ def test_infer_against_no_server_is_one_clear_line() -> None:
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_serve_command_binds_loopback_and_stops_cleanly(demo_build: BuildResult, stop_signal: signal.Signals) -> None:
-    ports = [str(free_port()) for _ in range(3)]
+    ports = [str(port) for port in _ports(Endpoints.allocate())]
     command = [sys.executable, "-m", "tritonkit", "serve", str(demo_build.alias),
                "--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2]]  # fmt: skip
     env = {**os.environ, "COLUMNS": "200"}

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tritonkit import BuildResult
-from tritonkit.serve.server import free_port
+from tritonkit import BuildResult, Endpoints
 
 BAD = {"inputs": [{"name": "features", "shape": [4294967296, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
 GOOD = {"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
@@ -64,8 +63,16 @@ def _gone(pid: int) -> bool:
 def test_serve_restarts_triton_after_the_bad_alloc_request_and_stops_on_sigterm(
     demo_build: BuildResult, tmp_path: Path
 ) -> None:
-    http = free_port()
-    ports = ["--http-port", str(http), "--grpc-port", str(free_port()), "--metrics-port", str(free_port())]
+    endpoints = Endpoints.allocate()
+    http = endpoints.http_port
+    ports = [
+        "--http-port",
+        str(http),
+        "--grpc-port",
+        str(endpoints.grpc_port),
+        "--metrics-port",
+        str(endpoints.metrics_port),
+    ]
     out_file = tmp_path / "serve.out"
     with out_file.open("w") as out:  # redirected to a file, as in the report
         serve = subprocess.Popen(
@@ -115,8 +122,16 @@ def test_serve_restarts_triton_after_the_bad_alloc_request_and_stops_on_sigterm(
 
 @pytest.mark.parametrize("restarts", [0])
 def test_serve_with_restarts_off_exits_on_a_crash(demo_build: BuildResult, tmp_path: Path, restarts: int) -> None:
-    http = free_port()
-    ports = ["--http-port", str(http), "--grpc-port", str(free_port()), "--metrics-port", str(free_port())]
+    endpoints = Endpoints.allocate()
+    http = endpoints.http_port
+    ports = [
+        "--http-port",
+        str(http),
+        "--grpc-port",
+        str(endpoints.grpc_port),
+        "--metrics-port",
+        str(endpoints.metrics_port),
+    ]
     serve = subprocess.Popen(
         [sys.executable, "-m", "tritonkit", "serve", str(demo_build.path), *ports, "--max-restarts", str(restarts)],
         stdout=subprocess.PIPE,

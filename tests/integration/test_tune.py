@@ -19,13 +19,13 @@ from tritonkit import BuildResult, Endpoints, TritonServer, build_repository, lo
 from tritonkit.artifact.lock import read_lock
 from tritonkit.cli import main
 from tritonkit.errors import NotConfirmed, UsageError
-from tritonkit.serve.server import free_port
+from tritonkit.serve.endpoints import free_port
 
 
 @pytest.fixture(scope="module")
 def tune_server(demo_build: BuildResult) -> Iterator[TritonServer]:
     """A server of its own (tune reloads models), with only the classifier loaded."""
-    endpoints = Endpoints("127.0.0.1", free_port(), free_port(), free_port())
+    endpoints = Endpoints.allocate()
     server = TritonServer(demo_build.path, endpoints=endpoints, models=["classifier"])
     server.start()
     yield server

@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from tritonkit.deploy.analysis import analyse
 from tritonkit.serve.metrics import Histogram, ModelCounters, Scrape, model_counters, parse, window_counters
+from tritonkit.slo.analysis import analyse
 from tritonkit.spec.intent import Capacity, Slo
 
 TEXT = """# HELP nv_inference_request_success Number of successful inference requests

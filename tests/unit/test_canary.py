@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from tritonkit.deploy.analysis import Window
-from tritonkit.deploy.canary import Reads, Side, plan_steps, walk
+from tritonkit.deploy.canary import Side, plan_steps, walk
 from tritonkit.deploy.kserve import llm_models, revision_pods, serving_revision
 from tritonkit.errors import UsageError
 from tritonkit.serve.metrics import Histogram, ModelCounters
+from tritonkit.slo.analysis import Reads, Window
 from tritonkit.spec.intent import Slo
 
 INTENT = {"echo": (Slo(p99_ms=100), None)}

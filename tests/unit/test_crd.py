@@ -1,4 +1,4 @@
-"""Structural-schema checks (tritonkit.deploy.crd), and every KServe rendering against the vendored
+"""Structural-schema checks (tritonkit.manifests.crd), and every KServe rendering against the vendored
 KServe CRD schemas: what the API server would refuse, or silently prune, is a failure here."""
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from tritonkit import Spec
 from tritonkit.artifact.layout import set_read_only
 from tritonkit.artifact.lock import write_lock
 from tritonkit.cli import main
-from tritonkit.deploy.crd import OBJECT_META, QUANTITY, check, problems, schema_for, validate
-from tritonkit.deploy.render import render
 from tritonkit.errors import ClusterError
+from tritonkit.manifests.crd import OBJECT_META, QUANTITY, check, problems, schema_for, validate
+from tritonkit.manifests.kserve import render
 from tritonkit.release.store import ReleaseStore
 
 SCHEMA: dict[str, Any] = {
@@ -112,7 +112,7 @@ def test_wrong_types_missing_fields_and_values_are_reported() -> None:
 
 
 def test_the_vendored_schemas_are_the_crds_tritonkit_renders() -> None:
-    crds = resources.files("tritonkit.deploy") / "crds"
+    crds = resources.files("tritonkit.manifests") / "crds"
     for name, kind, version in [("servingruntimes", "ServingRuntime", "v1alpha1"),
                                 ("inferenceservices", "InferenceService", "v1beta1")]:  # fmt: skip
         document = json.loads(gzip.decompress((crds / f"{name}.json.gz").read_bytes()))

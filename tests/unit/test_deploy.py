@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tritonkit import Release, Spec, UsageError
-from tritonkit.deploy.render import monitoring, render, to_yaml
+from tritonkit.manifests.kserve import monitoring, render, to_yaml
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "kserve_staging.yaml"
 IMAGE = "nvcr.io/nvidia/tritonserver@sha256:" + "ab" * 32

@@ -11,7 +11,7 @@ import yaml
 
 from tests.unit.test_deploy import REFERENCE, RELEASE
 from tests.unit.test_observability import CAPACITY, LLM, python_model, spec
-from tritonkit.deploy.chart import chart_values
+from tritonkit.manifests.chart import chart_values
 
 CHART = Path(__file__).parents[2] / "helm" / "tritonkit"
 VALUES = {

@@ -16,8 +16,8 @@ from tritonkit.artifact.layout import KEPT, remove_abandoned, scratch_dir
 from tritonkit.cli import main
 from tritonkit.errors import ServerError, StorageError, UsageError, mask_credentials
 from tritonkit.release.oci import Reference
+from tritonkit.serve.endpoints import Endpoints, free_port
 from tritonkit.serve.process import check_ports_free, port_owner, scrubbed_environment
-from tritonkit.serve.server import Endpoints, free_port
 
 GONE = 4_194_304 + 17  # above Linux's largest pid_max: no such process, ever
 

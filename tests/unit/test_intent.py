@@ -12,7 +12,7 @@ from tritonclient.grpc import model_config_pb2 as pb
 from tritonkit import Spec
 from tritonkit.build.modelconfig import model_config
 from tritonkit.cli import main
-from tritonkit.deploy.plan import plan_spec
+from tritonkit.slo.plan import plan_spec
 from tritonkit.spec.intent import Capacity, QueuePolicyPlan, Slo, queue_policy
 from tritonkit.spec.schema import TensorSpec
 

@@ -6,9 +6,9 @@ from typing import Any
 
 from tests.unit.test_deploy import IMAGE, REFERENCE, RELEASE
 from tritonkit import Spec
-from tritonkit.deploy.chart import chart_values
-from tritonkit.deploy.observability import Scope, dashboard, prometheus_rule, rule_groups, scaling_signals
-from tritonkit.deploy.plan import plan_spec
+from tritonkit.manifests.chart import chart_values
+from tritonkit.manifests.observability import Scope, dashboard, prometheus_rule, rule_groups, scaling_signals
+from tritonkit.slo.plan import plan_spec
 
 SCOPE = Scope('namespace="ml",job="demo"', service="demo")
 CAPACITY = {"rps": 1000, "concurrency": 12, "p99_ms": 9}

@@ -8,16 +8,14 @@ import pytest
 
 from tritonkit.perf.tune_llm import (
     LlmPoint,
-    LlmSlo,
     LlmTuneResult,
     choose,
-    engine_within,
-    judge,
     next_concurrency,
     summarize,
     unmet_hint,
 )
 from tritonkit.serve.llm_client import Generation
+from tritonkit.slo.llm import LlmSlo, engine_within, level_within
 from tritonkit.spec.intent import Capacity
 
 SLO = LlmSlo(ttft_p99_ms=100, tpot_p99_ms=10)
@@ -28,12 +26,12 @@ def _point(c: int, rps: float, ok: bool = True) -> LlmPoint:
 
 
 def test_judge_needs_both_budgets_no_errors_and_samples() -> None:
-    assert judge(SLO, ttft_p99_ms=100, tpot_p99_ms=10, errors=0, completed=3)
-    assert not judge(SLO, ttft_p99_ms=101, tpot_p99_ms=1, errors=0, completed=3)
-    assert not judge(SLO, ttft_p99_ms=1, tpot_p99_ms=10.5, errors=0, completed=3)
-    assert not judge(SLO, ttft_p99_ms=1, tpot_p99_ms=1, errors=1, completed=3)
-    assert not judge(SLO, ttft_p99_ms=math.nan, tpot_p99_ms=1, errors=0, completed=3)
-    assert judge(LlmSlo(None, 10), ttft_p99_ms=5000, tpot_p99_ms=1, errors=0, completed=1)  # TTFT not judged
+    assert level_within(SLO, ttft_p99_ms=100, tpot_p99_ms=10, errors=0, completed=3)
+    assert not level_within(SLO, ttft_p99_ms=101, tpot_p99_ms=1, errors=0, completed=3)
+    assert not level_within(SLO, ttft_p99_ms=1, tpot_p99_ms=10.5, errors=0, completed=3)
+    assert not level_within(SLO, ttft_p99_ms=1, tpot_p99_ms=1, errors=1, completed=3)
+    assert not level_within(SLO, ttft_p99_ms=math.nan, tpot_p99_ms=1, errors=0, completed=3)
+    assert level_within(LlmSlo(None, 10), ttft_p99_ms=5000, tpot_p99_ms=1, errors=0, completed=1)  # TTFT not judged
 
 
 def test_the_engine_view_is_judged_where_it_was_observed() -> None:

@@ -47,7 +47,7 @@ _EXPORTS = {
     "ReleaseStore": "tritonkit.release.store",
     "Lock": "tritonkit.artifact.lock",
     "read_lock": "tritonkit.artifact.lock",
-    "Endpoints": "tritonkit.serve.server",
+    "Endpoints": "tritonkit.serve.endpoints",
     "TritonServer": "tritonkit.serve.server",
     "find_triton": "tritonkit.serve.server",
     "LoadedSpec": "tritonkit.spec.schema",
@@ -141,6 +141,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from tritonkit.perf.stats import BenchPoint
     from tritonkit.perf.tune import TunePoint, TuneResult, TuneSettings, tune
     from tritonkit.release.store import Release, ReleaseStore
-    from tritonkit.serve.server import Endpoints, TritonServer, find_triton
+    from tritonkit.serve.endpoints import Endpoints
+    from tritonkit.serve.server import TritonServer, find_triton
     from tritonkit.spec.loader import load_spec
     from tritonkit.spec.schema import LoadedSpec, Spec

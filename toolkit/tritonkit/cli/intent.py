@@ -1,6 +1,6 @@
 """Intent commands: ``tritonkit plan`` (replicas, queue policy, autoscaling target from the spec's
-SLO and the capacity tune measured, :mod:`tritonkit.deploy.plan`) and ``tritonkit check`` (live
-metrics against the SLO, :mod:`tritonkit.deploy.analysis`)."""
+SLO and the capacity tune measured, :mod:`tritonkit.slo.plan`) and ``tritonkit check`` (live
+metrics against the SLO, :mod:`tritonkit.slo.analysis`)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from tritonkit.spec import SPEC_FILE
 @json_option
 def plan(spec_file: Path, env_name: str | None) -> None:
     """Plan replicas, the queue policy and the autoscaling target from each model's slo: and capacity:."""
-    from tritonkit.deploy.plan import plan_spec
+    from tritonkit.slo.plan import plan_spec
     from tritonkit.spec.loader import load_spec
 
     spec = load_spec(spec_file).spec
@@ -77,11 +77,11 @@ def check(
     with its waiting/running sequences and KV-cache usage. Exits 15 when any model breaks its SLO:
     usable as a CI or cron gate.
     """
-    from tritonkit.deploy.analysis import analyse
-    from tritonkit.deploy.plan import plan_spec
     from tritonkit.errors import SloViolation
     from tritonkit.perf.tune import parse_duration
     from tritonkit.serve.metrics import watch, window_counters
+    from tritonkit.slo.analysis import analyse
+    from tritonkit.slo.plan import plan_spec
     from tritonkit.spec.loader import load_spec
     from tritonkit.spec.schema import LlmModel
 

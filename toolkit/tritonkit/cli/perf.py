@@ -324,10 +324,11 @@ def _tune_point(point: Any) -> dict[str, Any] | None:
 
 
 def _start_embedded(root: Path) -> Any:
-    from tritonkit.serve.server import Endpoints, TritonServer, free_port
+    from tritonkit.serve.endpoints import Endpoints
+    from tritonkit.serve.server import TritonServer
 
     require_verified(root)
-    server = TritonServer(root, endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()))
+    server = TritonServer(root, endpoints=Endpoints.allocate())
     with console.status(f"starting Triton on {root.resolve()} …"):
         server.start()
     console.print(f"Triton pid {server.pid} serving {root} on {server.endpoints.grpc_url} (gRPC)")

@@ -355,8 +355,9 @@ def deploy(
     """Render (or server-side apply) the KServe ServingRuntime and InferenceService for release NAME."""
     if not dry_run:
         require_extra("k8s", "applying to a cluster")
-    from tritonkit.deploy.crd import check
-    from tritonkit.deploy.render import apply, render, to_yaml
+    from tritonkit.deploy.cluster import apply
+    from tritonkit.manifests.crd import check
+    from tritonkit.manifests.kserve import render, to_yaml
     from tritonkit.spec.loader import load_spec
 
     loaded = load_spec(spec_file)
@@ -404,8 +405,8 @@ def _write_extras(
 
     import yaml
 
-    from tritonkit.deploy.chart import chart_values
-    from tritonkit.deploy.render import monitoring
+    from tritonkit.manifests.chart import chart_values
+    from tritonkit.manifests.kserve import monitoring
 
     if observability_dir is not None:
         rule, board = monitoring(spec, env)

@@ -112,8 +112,9 @@ def serve(
         require_extra("serve", "serving with the embedded Triton")
     extra_args = _triton_args(ctx)
     from tritonkit.events import Event
+    from tritonkit.serve.endpoints import Endpoints
     from tritonkit.serve.process import check_ports_free
-    from tritonkit.serve.server import Endpoints, TritonServer, repository_models
+    from tritonkit.serve.server import TritonServer, repository_models
     from tritonkit.serve.supervisor import Watchdog, supervise
 
     endpoints = Endpoints(host, http_port, grpc_port, metrics_port)

@@ -1,24 +1,24 @@
-"""Promotion in traffic steps under analysis: the plan of steps, the judge, and the walk.
+"""Promotion in traffic steps under analysis: the plan of steps and the walk.
 
 A KServe Serverless promotion with an analysis window is a canary in steps (10 → 50 → 100 % by
 default). At each step the new revision gets that share of the traffic and KServe's status gate
 passes (``shift``); then the walk waits the analysis window and judges, per model with an SLO,
 the new revision's counters over that window against the SLO *and* against the previous
 revision's counters over the same window (its baseline), with the one pure
-:func:`tritonkit.deploy.analysis.analyse`. The first violation ends the walk and sends the
+:func:`tritonkit.slo.analysis.analyse`. The first violation ends the walk and sends the
 traffic back: ``shift(0)`` below 100 % (KServe's ``canaryTrafficPercent: 0``: the previous
 revision is still running), ``restore()`` at 100 % (KServe has moved its ``prev`` pin to the new
 revision by then, so the previous release is applied again).
 
 The baseline of each model is the previous revision's last window with enough traffic to
-compare (:data:`~tritonkit.deploy.analysis.MIN_REQUESTS` answered): at 10 % it is the 90 % it
+compare (:data:`~tritonkit.slo.analysis.MIN_REQUESTS` answered): at 10 % it is the 90 % it
 serves beside the canary; at 100 %, where it serves nothing, the window before. The first one is
 read before any traffic moves, so a one-step walk (``[100]``: a blue/green switch, or the local
 environment) still compares with the release it replaced.
 
 Everything that touches a cluster, a server or Prometheus is a callable the caller passes (pure
-core, effects at the edges): :func:`plan_steps` and :func:`judge` are pure, and :func:`walk`
-only orders calls, so a test walks a real Prometheus with a recording ``shift``.
+core, effects at the edges): :func:`plan_steps` and :func:`~tritonkit.slo.analysis.judge_models`
+are pure, and :func:`walk` only orders calls, so a test walks a real Prometheus with a recording ``shift``.
 
 Example:
     >>> plan_steps(None, split=True)
@@ -31,28 +31,17 @@ Example:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from tritonkit.deploy.analysis import MIN_REQUESTS, Verdict, Window, analyse
 from tritonkit.errors import UsageError
-from tritonkit.serve.metrics import ModelCounters
-from tritonkit.spec.intent import Capacity, Slo
+from tritonkit.slo.analysis import MIN_REQUESTS, Intent, Reads, Verdict, Window, judge_models
 
 DEFAULT_STEPS = (10, 50, 100)
 """The canary steps of a Serverless promotion under analysis when none are given."""
 
-Intent = Mapping[str, tuple[Slo, Capacity | None]]
-"""Per model: its SLO and measured capacity (models without an SLO are not judged)."""
-
-Reads = Mapping[str, Window]
-"""Per model: two reads of its counters over the window that just ended."""
-
 Side = Literal["new", "previous"]
-
-_NOTHING = ModelCounters(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-_EMPTY: Window = (_NOTHING, _NOTHING)
 
 
 def plan_steps(steps: Sequence[int] | None, *, split: bool) -> list[int]:
@@ -123,25 +112,6 @@ class Outcome:
         return "; ".join(f"{v.model}: {', '.join(v.violations)}" for v in broken)
 
 
-def judge(intent: Intent, new: Reads, baseline: Reads, *, replicas: int = 1) -> list[Verdict]:
-    """Every model with an SLO: its window on the new release against the SLO and its baseline.
-
-    A model the reads lack (no series in Prometheus yet) is judged on zero counters: no traffic,
-    no violation, and the numbers say so.
-    """
-    return [
-        analyse(
-            name,
-            *new.get(name, _EMPTY),
-            slo=slo,
-            capacity=capacity,
-            replicas=replicas,
-            baseline=baseline.get(name),
-        )
-        for name, (slo, capacity) in sorted(intent.items())
-    ]
-
-
 def walk(
     steps: Sequence[int],
     *,
@@ -179,7 +149,7 @@ def walk(
         new = read("new")
         if percent < 100:  # at 100% the previous release serves nothing: keep its last window
             baseline = _with_traffic(read("previous"), baseline)
-        step = Step(percent, judge(intent, new, baseline))
+        step = Step(percent, judge_models(intent, new, baseline))
         walked.append(step)
         on_step(step)
         if not step.ok:

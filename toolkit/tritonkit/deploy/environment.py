@@ -39,11 +39,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tritonkit.artifact.lock import read_lock
-from tritonkit.deploy.analysis import Verdict, Window
-from tritonkit.deploy.canary import Intent, Step, plan_steps
+from tritonkit.deploy.canary import Step, plan_steps
 from tritonkit.errors import PromoteError, UsageError
 from tritonkit.events import Event, Progress, emit
 from tritonkit.release.store import Release, ReleaseStore, parse_release
+from tritonkit.slo.analysis import Intent, Verdict, Window
 from tritonkit.spec.intent import Capacity, Slo
 
 HISTORY = "history.jsonl"
@@ -144,7 +144,7 @@ class Environment(ABC):
 
         With ``analysis_s``, the new release is then watched under its real traffic for that long
         and judged against each model's SLO (the ``slo`` its lock carries) and against the
-        previous release's numbers (:func:`tritonkit.deploy.analysis.analyse`); on a violation
+        previous release's numbers (:func:`tritonkit.slo.analysis.analyse`); on a violation
         the previous release is put back at once and the step fails with the evidence, which the
         history records. ``steps`` (traffic percentages, analysed one after the other) need an
         environment that splits traffic (KServe Serverless); elsewhere only ``[100]``.

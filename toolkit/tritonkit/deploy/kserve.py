@@ -1,7 +1,7 @@
 """Promotion on a KServe environment: apply, wait on real status, roll back on failure.
 
 One step = server-side apply of the release's ServingRuntime + InferenceService (see
-:mod:`tritonkit.deploy.render`), then polling the InferenceService until :func:`tritonkit.deploy.gates.evaluate`
+:mod:`tritonkit.manifests.kserve`), then polling the InferenceService until :func:`tritonkit.deploy.gates.evaluate`
 passes, fails for good, or ``timeout_s`` runs out. Serverless environments take ``--canary P``
 (``canaryTrafficPercent: P``); promoting the same release again without ``--canary`` removes it
 and sends all traffic to the new revision. RawDeployment environments refuse a canary (KServe
@@ -39,15 +39,17 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from tritonkit.artifact.lock import read_lock
-from tritonkit.deploy.canary import Intent, Reads, Side, Step, plan_steps, walk
-from tritonkit.deploy.crd import check
+from tritonkit.deploy.canary import Side, Step, plan_steps, walk
+from tritonkit.deploy.cluster import apply, cluster, read
 from tritonkit.deploy.environment import Environment, Promotion, require_window
 from tritonkit.deploy.gates import Gate, check_canary, evaluate, normalize_mode, rolled_back
-from tritonkit.deploy.render import apply, cluster, read, render
 from tritonkit.errors import ClusterError, PromoteError, UsageError
 from tritonkit.events import Event, Progress, emit
+from tritonkit.manifests.crd import check
+from tritonkit.manifests.kserve import render
 from tritonkit.release.store import Release, ReleaseStore
 from tritonkit.serve.prometheus import window_counters
+from tritonkit.slo.analysis import Intent, Reads
 from tritonkit.spec.schema import EnvironmentSpec, Spec
 
 
@@ -58,7 +60,7 @@ def revision_pods(namespace: str, service: str, revision: str | None) -> str:
     ``<revision>-deployment-<replicaset>-<pod>`` (KServe's revisions: ``<isvc>-predictor-00002``);
     RawDeployment pods are ``<isvc>-predictor-<replicaset>-<pod>``. ``namespace`` and ``pod`` are
     the labels the Prometheus Operator and the usual ``kubernetes-pods`` scrape job attach (the
-    same ones the KEDA query of :mod:`tritonkit.deploy.render` uses); a pod's own labels, such as
+    same ones the KEDA query of :mod:`tritonkit.manifests.kserve` uses); a pod's own labels, such as
     ``serving.knative.dev/revision``, reach Prometheus only where the scrape maps them.
     """
     prefix = f"{revision}-deployment" if revision else f"{service}-predictor"

@@ -60,8 +60,6 @@ from typing import Any
 
 from tritonkit.artifact.layout import remove_tree
 from tritonkit.build.verify import require_verified
-from tritonkit.deploy.analysis import Verdict, Window
-from tritonkit.deploy.canary import judge
 from tritonkit.deploy.drift import differences
 from tritonkit.deploy.environment import HISTORY, Environment, Promotion, Status, _user
 from tritonkit.deploy.live import (
@@ -80,9 +78,11 @@ from tritonkit.deploy.transaction import EnvironmentLock, Journal
 from tritonkit.errors import PromoteError, TritonkitError, UsageError
 from tritonkit.events import Progress
 from tritonkit.release.store import Release, ReleaseStore
+from tritonkit.serve.endpoints import Endpoints
 from tritonkit.serve.metrics import ModelCounters, model_counters, scrape, watch, window_counters
 from tritonkit.serve.repository_api import load_model, unload_model
-from tritonkit.serve.server import Endpoints, TritonServer, free_port, repository_models
+from tritonkit.serve.server import TritonServer, repository_models
+from tritonkit.slo.analysis import Verdict, Window, judge_models
 
 Report = Callable[[str], None]
 
@@ -233,7 +233,7 @@ class LocalEnvironment(Environment):
             error=PromoteError,
         )
         step = uuid.uuid4().hex
-        scratch = Endpoints("127.0.0.1", free_port(), free_port(), free_port())
+        scratch = Endpoints.allocate()
         self.journal.begin(
             {
                 "id": step,
@@ -417,7 +417,7 @@ class LocalEnvironment(Environment):
         report(f"watching v{number} under traffic for {seconds:.0f}s")
         scrapes = watch(self.metrics_url, seconds)
         window = {name: window_counters(scrapes, name, version=number) for name in intent}
-        return judge(intent, window, baseline)
+        return judge_models(intent, window, baseline)
 
     # ------------------------------------------------------------------ internals
 

@@ -70,23 +70,11 @@ from tritonkit.perf.stats import percentile
 from tritonkit.perf.tune import measured_on  # the hardware record every kind's capacity carries
 from tritonkit.serve.llm_client import Generation, LlmStream, check_llm
 from tritonkit.serve.metrics import Histogram, ModelCounters, model_counters, scrape
+from tritonkit.slo.llm import LlmSlo, engine_within, level_within
 
 METER = "llm_client"
 """How capacity.measured_on names this meter: tritonkit's streaming gRPC client (serve/llm_client.py)."""
 DEFAULT_PROMPT = "Tell me a short story about a robot who learns to paint."
-
-
-@dataclass(frozen=True)
-class LlmSlo:
-    """The latency objectives of an llm model (either may be None: not judged)."""
-
-    ttft_p99_ms: float | None
-    tpot_p99_ms: float | None
-
-    def describe(self) -> str:
-        parts = [f"TTFT p99 ≤ {self.ttft_p99_ms:g} ms" if self.ttft_p99_ms else "",
-                 f"TPOT p99 ≤ {self.tpot_p99_ms:g} ms" if self.tpot_p99_ms else ""]  # fmt: skip
-        return ", ".join(p for p in parts if p)
 
 
 @dataclass(frozen=True)
@@ -147,23 +135,6 @@ class LlmTuneResult:
 # --------------------------------------------------------------------------- pure decisions
 
 
-def judge(slo: LlmSlo, *, ttft_p99_ms: float, tpot_p99_ms: float, errors: int, completed: int) -> bool:
-    """Whether a level is within ``slo``: no error, something finished, both p99s within budget
-    (a NaN p99 — no sample — is never within)."""
-    if errors or completed <= 0:
-        return False
-    for measured, budget in ((ttft_p99_ms, slo.ttft_p99_ms), (tpot_p99_ms, slo.tpot_p99_ms)):
-        if budget is not None and not measured <= budget:
-            return False
-    return True
-
-
-def engine_within(slo: LlmSlo, ttft_p99_ms: float, tpot_p99_ms: float) -> bool:
-    """Whether the engine's p99s are within ``slo`` (a NaN one — no observation — is not judged)."""
-    pairs = ((ttft_p99_ms, slo.ttft_p99_ms), (tpot_p99_ms, slo.tpot_p99_ms))
-    return all(budget is None or math.isnan(measured) or measured <= budget for measured, budget in pairs)
-
-
 def next_concurrency(points: Sequence[LlmPoint], max_concurrency: int) -> tuple[int, str]:
     """The next level to measure after ``points`` (in the order measured), or ``(0, why)``.
 
@@ -218,7 +189,7 @@ def summarize(generations: Sequence[Generation], start: float, end: float, concu
         ttft_p50_ms=percentile(ttft, 50),
         tpot_p50_ms=percentile(tpot, 50),
         samples=len(window),
-        within_slo=judge(slo, errors=len(failed), completed=len(finished), **values),
+        within_slo=level_within(slo, errors=len(failed), completed=len(finished), **values),
         first_error=failed[0].error or "" if failed else "",
         **values,
     )
@@ -417,10 +388,8 @@ def choose(good: Sequence[LlmPoint]) -> LlmPoint:
 
 __all__ = [
     "LlmPoint",
-    "LlmSlo",
     "LlmTuneResult",
     "choose",
-    "judge",
     "measure_level",
     "next_concurrency",
     "summarize",

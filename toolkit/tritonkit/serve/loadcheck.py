@@ -26,7 +26,8 @@ from tritonclient.grpc import model_config_pb2 as pb
 from tritonkit.build import pbtxt
 from tritonkit.errors import ServerError
 from tritonkit.events import Event, Progress, emit
-from tritonkit.serve.server import Endpoints, TritonServer, free_port, repository_models
+from tritonkit.serve.endpoints import Endpoints
+from tritonkit.serve.server import TritonServer, repository_models
 from tritonkit.spec import dtypes
 
 
@@ -84,9 +85,7 @@ def load_check(
     import tritonclient.http as httpclient
 
     root = root.resolve()
-    server = TritonServer(
-        root, endpoints=Endpoints("127.0.0.1", free_port(), free_port(), free_port()), triton_bin=triton_bin, models=[]
-    )
+    server = TritonServer(root, endpoints=Endpoints.allocate(), triton_bin=triton_bin, models=[])
     server.start(timeout=timeout)
     checks: list[ModelCheck] = []
     try:

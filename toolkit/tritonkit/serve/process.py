@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from tritonkit.errors import ServerError
 
 if TYPE_CHECKING:
-    from tritonkit.serve.server import Endpoints
+    from tritonkit.serve.endpoints import Endpoints
 
 
 # Names of variables that carry credentials: never handed to tritonserver or its model stubs

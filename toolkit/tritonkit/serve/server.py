@@ -28,9 +28,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -47,35 +47,11 @@ from typing import IO, Any
 
 from tritonkit.artifact.hashing import sha256_bytes
 from tritonkit.errors import ServerError
+from tritonkit.serve.endpoints import Endpoints
 from tritonkit.serve.process import check_ports_free, die_with_parent, scrubbed_environment
 from tritonkit.serve.repository_api import load_model
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Endpoints:
-    """Where a running server listens."""
-
-    host: str = "127.0.0.1"
-    http_port: int = 8000
-    grpc_port: int = 8001
-    metrics_port: int = 8002
-
-    @property
-    def http_url(self) -> str:
-        return f"http://{self._host()}:{self.http_port}"
-
-    @property
-    def grpc_url(self) -> str:
-        return f"{self._host()}:{self.grpc_port}"
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://{self._host()}:{self.metrics_port}/metrics"
-
-    def _host(self) -> str:
-        return "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
 
 
 @dataclass(frozen=True)
@@ -87,13 +63,6 @@ class TritonBinary:
     library_dir: Path | None = None
     python_backend_dir: Path | None = None
     stubs_dir: Path | None = None
-
-
-def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def find_triton(triton_bin: str | Path | None = None) -> TritonBinary:
@@ -216,6 +185,7 @@ class TritonServer:
         self.extra_args = extra_args or []
         self._process: subprocess.Popen[bytes] | None = None
         self._log_handle: IO[bytes] | None = None
+        self._own_log: Path | None = None  # the log file this object named (renamed on a retry)
 
     @property
     def pid(self) -> int | None:
@@ -268,15 +238,33 @@ class TritonServer:
     def start(self, timeout: float = 180.0) -> None:
         """Start the process, wait until live, load every model, wait until ready.
 
+        On endpoints from :meth:`Endpoints.allocate`, a port another process took between the
+        allocation and Triton's bind (a bind race) is retried on fresh ports, up to
+        ``BIND_RETRIES`` times; endpoints a user chose are never changed.
+
         Raises:
-            ServerError: if the process exits, does not become live in time, or a model
-                fails to load (with Triton's reason); the process is stopped first.
+            ServerError: if the process exits (with the line of Triton's output that says why),
+                does not become live in time, or a model fails to load (with Triton's reason);
+                the process is stopped first.
         """
+        for attempt in range(BIND_RETRIES + 1):
+            try:
+                self._launch(timeout)
+                return
+            except _BindRace:
+                if not self.endpoints.allocated or attempt == BIND_RETRIES:
+                    raise
+                log.info("a port was taken before Triton bound it: retrying on fresh ports")
+                self.endpoints = Endpoints.allocate(self.endpoints.host)
+                self.log_file = self._own_log
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _launch(self, timeout: float) -> None:
         check_ports_free(self.endpoints)
-        if self.log_file is None:
+        if self._own_log is not None or self.log_file is None:
             runs = cache_root() / "runs"
             runs.mkdir(parents=True, exist_ok=True)
-            self.log_file = runs / f"triton-{os.getpid()}-{self.endpoints.http_port}.log"
+            self.log_file = self._own_log = runs / f"triton-{os.getpid()}-{self.endpoints.http_port}.log"
         handle = self.log_file.open("wb")
         self._log_handle = handle
         log.info("starting: %s", " ".join(self.command()))
@@ -303,11 +291,15 @@ class TritonServer:
         while time.monotonic() < deadline:
             assert self._process is not None
             if self._process.poll() is not None:
-                check_ports_free(self.endpoints)  # taken meanwhile: name the holder, not just "exit 1"
-                raise ServerError(
-                    f"tritonserver exited with code {self._process.returncode}: {self._last_error()}",
+                reason = exit_reason(self.log_text())
+                error = ServerError(
+                    f"tritonserver exited with code {self._process.returncode}: {reason}",
                     hint=f"full log: {self.log_file}; reproduce: {' '.join(self.command())}",
                 )
+                if _BIND_FAILURE.search(reason):
+                    raise _BindRace(error.message, hint=error.hint)
+                check_ports_free(self.endpoints)  # taken meanwhile: name the holder, not just "exit 1"
+                raise error
             if self._get("/v2/health/live") == 200:
                 return
             time.sleep(0.1)
@@ -363,15 +355,11 @@ class TritonServer:
     ) -> None:
         self.stop()
 
-    def _last_error(self) -> str:
+    def log_text(self) -> str:
+        """What the server has written to its log so far ("" when there is none)."""
         if self.log_file is None or not self.log_file.exists():
-            return "no log"
-        lines = [line for line in self.log_file.read_text(errors="replace").splitlines() if line.strip()]
-        usage = next((n for n, line in enumerate(lines) if line.startswith("Usage: tritonserver")), 0)
-        if usage:  # a bad argument: named on the line before the usage text (whose lines mention "error")
-            return lines[usage - 1].split("tritonserver: ", 1)[-1][:300]
-        errors = [line for line in lines if line.startswith("E") or "error" in line.lower()]
-        return (errors or lines or ["no output"])[-1][:300]
+            return ""
+        return self.log_file.read_text(errors="replace")
 
     def _get(self, path: str) -> int:
         try:
@@ -381,6 +369,53 @@ class TritonServer:
             return int(exc.code)
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return 0
+
+
+BIND_RETRIES = 3
+"""How many times a server on allocated endpoints retries on fresh ports after losing a bind race."""
+
+_BIND_FAILURE = re.compile(r"already in use|address in use|failed to bind|cannot bind", re.IGNORECASE)
+# What Triton says when it cannot start, most telling first: a service that failed to start
+# (ports), a bad flag or flag combination, then a server or model error.
+_REASONS = (
+    re.compile(r"failed to start \w+ service", re.IGNORECASE),
+    re.compile(r"already in use|cannot listen", re.IGNORECASE),
+    re.compile(r"unrecognized option|unexpected argument|invalid argument|requires an argument", re.IGNORECASE),
+    re.compile(r"error: creating server|failed to load|failed to initialize", re.IGNORECASE),
+)
+_LOG_LINE = re.compile(r'^[EWI]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] "?(.*?)"?\s*$')
+
+
+class _BindRace(ServerError):
+    """Triton could not bind a port that was free when the endpoints were chosen."""
+
+
+def exit_reason(log: str) -> str:
+    """The line of a ``tritonserver`` log that says why it exited, without its log prefix.
+
+    Triton prints its whole ``--help`` text (about 400 lines, many mentioning "error") before a
+    bad flag combination's reason, and gRPC's own error lines before its "failed to start"
+    line: the first line matching the most telling pattern wins (:data:`_REASONS`), then the
+    last error line (``E…``), then the last line.
+    """
+    raw = [line for line in log.splitlines() if line.strip()]
+    usage = next((n for n, line in enumerate(raw) if line.startswith("Usage: tritonserver")), None)
+    if usage is not None:  # the help text (indented, under section headers) is no reason
+        help_end = max((n for n, line in enumerate(raw) if n > usage and line[0].isspace()), default=usage)
+        raw = raw[:usage] + raw[help_end + 1 :]
+    lines = [line.strip() for line in raw]
+    for pattern in _REASONS:
+        found = [line for line in lines if pattern.search(line)]
+        if found:
+            return _message(found[-1])
+    errors = [line for line in lines if line.startswith("E")]
+    return _message((errors or lines or ["no output"])[-1])
+
+
+def _message(line: str) -> str:
+    match = _LOG_LINE.match(line)
+    text = match.group(1) if match else line
+    return text.split("tritonserver: ", 1)[-1][:300]  # a bad flag comes as "<binary path>: <why>"
 
 
 def _own_libpython_dir() -> str:

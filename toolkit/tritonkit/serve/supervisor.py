@@ -31,7 +31,7 @@ from pathlib import Path
 
 from tritonkit.errors import ServerError
 from tritonkit.events import Event, Progress, emit
-from tritonkit.serve.server import TritonServer
+from tritonkit.serve.server import TritonServer, exit_reason
 
 
 def describe_exit(code: int) -> str:
@@ -76,7 +76,7 @@ def supervise(
         if code is None:
             continue
         seen = time.monotonic()
-        reason = _crash_reason(server.log_file) or server._last_error()
+        reason = _crash_reason(server.log_file) or exit_reason(server.log_text())
         crash_log = _keep_log(server.log_file, len(crashes) + 1)
         server.stop(timeout=2.0)  # reaps it and kills what is left of its session (the stubs)
         crashes = [t for t in crashes if seen - t < window] + [seen]

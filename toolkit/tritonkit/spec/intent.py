@@ -14,7 +14,7 @@ defaults; a model's own keys win)::
 ``capacity:`` is written by ``tritonkit tune`` (never by hand): the requests/s one replica
 sustained within the budget, the concurrency that gave it, and where it was measured. The build
 turns the two into Triton's queue policy (:func:`queue_policy`), and ``tritonkit plan`` into
-replicas and an autoscaling target (:mod:`tritonkit.deploy.plan`).
+replicas and an autoscaling target (:mod:`tritonkit.slo.plan`).
 
 Example:
     >>> slo = Slo(p99_ms=10, max_queue_ms=4)

@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tritonkit.serve.metrics import ModelCounters
@@ -48,6 +49,16 @@ MIN_REQUESTS = 20
 
 Window = tuple[ModelCounters, ModelCounters]
 """Two reads of one model's counters, a window apart (``before``, ``after``)."""
+
+
+Intent = Mapping[str, tuple[Slo, Capacity | None]]
+"""Per model: its SLO and measured capacity (models without an SLO are not judged)."""
+
+Reads = Mapping[str, Window]
+"""Per model: two reads of its counters over the window that just ended."""
+
+_NOTHING = ModelCounters(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+_EMPTY: Window = (_NOTHING, _NOTHING)
 
 
 @dataclass(frozen=True)
@@ -260,3 +271,22 @@ def _reason(parts: list[str]) -> str:
 
 def _ms(value: float) -> str:
     return f"{value:.1f}" if value < 100 else f"{value:,.0f}"
+
+
+def judge_models(intent: Intent, new: Reads, baseline: Reads, *, replicas: int = 1) -> list[Verdict]:
+    """Every model with an SLO: its window on the new release against the SLO and its baseline.
+
+    A model the reads lack (no series in Prometheus yet) is judged on zero counters: no traffic,
+    no violation, and the numbers say so.
+    """
+    return [
+        analyse(
+            name,
+            *new.get(name, _EMPTY),
+            slo=slo,
+            capacity=capacity,
+            replicas=replicas,
+            baseline=baseline.get(name),
+        )
+        for name, (slo, capacity) in sorted(intent.items())
+    ]

@@ -37,8 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tritonkit.deploy.plan import ModelPlan, Plan, plan_spec
 from tritonkit.serve.metrics import KV_USAGE, LLM_FAILURES, LLM_RUNNING, LLM_WAITING, TPOT, TTFT
+from tritonkit.slo.plan import ModelPlan, Plan, plan_spec
 from tritonkit.spec.intent import Slo
 from tritonkit.spec.schema import LlmModel, ModelBase, Spec
 

@@ -2,7 +2,7 @@
 
 The chart runs a release on plain Kubernetes; these values fill it from the same spec and plan
 the KServe objects come from: the release and Triton images (by digest), the environment's
-resources, the plan's replicas, and — rendered by :mod:`tritonkit.deploy.observability` — the
+resources, the plan's replicas, and — rendered by :mod:`tritonkit.manifests.observability` — the
 autoscaling signals, the PrometheusRule groups and the Grafana dashboard. The Deployment is
 named after the spec (``fullnameOverride``), so the rules can select its series
 (``namespace`` and ``job``: a ServiceMonitor's job is the Service's name) before it exists.
@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tritonkit.deploy.observability import Scope, dashboard, rule_groups, scaling_signals
-from tritonkit.deploy.plan import plan_spec
-from tritonkit.deploy.render import dns_name, quantity
+from tritonkit.manifests.kserve import dns_name, quantity
+from tritonkit.manifests.observability import Scope, dashboard, rule_groups, scaling_signals
 from tritonkit.release.store import Release
+from tritonkit.slo.plan import plan_spec
 from tritonkit.spec.schema import EnvironmentSpec, Spec
 
 

@@ -132,7 +132,7 @@ def check(documents: Iterable[Mapping[str, Any]]) -> None:
 
 @cache
 def _load(name: str) -> dict[str, Any]:
-    data = (resources.files("tritonkit.deploy") / "crds" / name).read_bytes()
+    data = (resources.files("tritonkit.manifests") / "crds" / name).read_bytes()
     loaded: dict[str, Any] = json.loads(gzip.decompress(data))
     return loaded
 

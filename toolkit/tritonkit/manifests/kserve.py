@@ -24,16 +24,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
-from tritonkit.deploy.crd import check
-from tritonkit.deploy.observability import Scope, Signal, dashboard, prometheus_rule, scaling_signals
-from tritonkit.deploy.plan import plan_spec
-from tritonkit.errors import ClusterError, UsageError, require
+from tritonkit.errors import UsageError
+from tritonkit.manifests.observability import Scope, Signal, dashboard, prometheus_rule, scaling_signals
 from tritonkit.release.store import Release
+from tritonkit.slo.plan import plan_spec
 from tritonkit.spec.schema import EnvironmentSpec, Spec
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8080, 9000, 8002
 RUN_AS_USER = 1000  # 'triton-server' in NVIDIA's images
-FIELD_MANAGER = "tritonkit"
 
 
 class _K8s(BaseModel):
@@ -243,7 +241,7 @@ def _autoscaling(spec: Spec, env: EnvironmentSpec, service: str) -> dict[str, An
     requests are its waiting + running sequences). RawDeployment/Standard: KServe's HPA scales
     on CPU or memory only, so with the environment's ``prometheus_url`` the signals are KEDA
     external metrics per replica (``autoScaling.metrics``, annotation
-    ``serving.kserve.io/autoscalerClass: keda``) from :func:`~tritonkit.deploy.observability.scaling_signals`:
+    ``serving.kserve.io/autoscalerClass: keda``) from :func:`~tritonkit.manifests.observability.scaling_signals`:
     Triton's pending requests, and for ``llm`` models the engine's sequences and KV-cache usage;
     without it, only the replica bounds.
     """
@@ -293,71 +291,3 @@ def dns_name(name: str) -> str:
 def to_yaml(documents: list[dict[str, Any]]) -> str:
     """Multi-document YAML in the order given (runtime first, so an apply in order works)."""
     return yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False)
-
-
-def cluster(env: EnvironmentSpec) -> Any:
-    """A ``kubernetes`` dynamic client for ``env``'s kubeconfig context.
-
-    Raises:
-        DependencyError: the ``kubernetes`` client is not installed (``tritonkit[k8s]``).
-        ClusterError: no usable kubeconfig.
-    """
-    require("kubernetes", "k8s")
-    from kubernetes import config as kube_config
-    from kubernetes import dynamic
-    from kubernetes.config.config_exception import ConfigException
-
-    try:
-        api = kube_config.new_client_from_config(context=env.context)
-    except (ConfigException, OSError) as exc:
-        raise ClusterError(
-            f"no Kubernetes cluster for environment '{env.name}': {exc}",
-            hint="set KUBECONFIG (and 'context:' in the environment), or use --dry-run to write YAML",
-        ) from exc
-    return dynamic.DynamicClient(api)
-
-
-def read(client: Any, document: dict[str, Any]) -> dict[str, Any] | None:
-    """The live object named like ``document`` (as a dict), or None when it does not exist."""
-    resource = client.resources.get(api_version=document["apiVersion"], kind=document["kind"])
-    try:
-        live = resource.get(name=document["metadata"]["name"], namespace=document["metadata"]["namespace"])
-    except Exception as exc:  # NotFoundError and friends
-        if getattr(exc, "status", None) == 404:
-            return None
-        raise ClusterError(f"cannot read {document['kind']}/{document['metadata']['name']}: {exc}") from exc
-    result: dict[str, Any] = live.to_dict()
-    return result
-
-
-def apply(documents: list[dict[str, Any]], env: EnvironmentSpec, client: Any = None) -> list[str]:
-    """Server-side apply every document to ``env``'s cluster; returns ``kind/name`` applied.
-
-    Every document is first checked against KServe's CRD schemas (:func:`tritonkit.deploy.crd.check`),
-    so none is applied when one would be refused or lose a field to pruning.
-
-    Raises:
-        DependencyError: the ``kubernetes`` client is not installed (``tritonkit[k8s]``).
-        ClusterError: a document does not match KServe's CRD schema, no usable kubeconfig, or the
-            API server refused an object.
-    """
-    check(documents)
-    client = client or cluster(env)
-    applied = []
-    for document in documents:
-        resource = client.resources.get(api_version=document["apiVersion"], kind=document["kind"])
-        try:
-            resource.server_side_apply(
-                body=document,
-                name=document["metadata"]["name"],
-                namespace=document["metadata"]["namespace"],
-                field_manager=FIELD_MANAGER,
-                force_conflicts=True,
-            )
-        except Exception as exc:  # the client raises ApiException and friends; the message is what matters
-            raise ClusterError(
-                f"the cluster refused {document['kind']}/{document['metadata']['name']}: {exc}",
-                hint="check that KServe is installed and you may write to the namespace",
-            ) from exc
-        applied.append(f"{document['kind']}/{document['metadata']['name']}")
-    return applied
