@@ -159,3 +159,19 @@ def test_a_candidate_slower_at_the_same_concurrency_with_no_lower_p99_cannot_win
     assert not _dominated(_point(TuneSettings(3, 32, 0), throughput=140.0, p99=30.0, concurrency=4), best)
     assert not _dominated(_point(TuneSettings(3, 32, 0), throughput=140.0, p99=45.0, concurrency=5), best)
     assert [_step_down(c) for c in (1, 2, 3, 4, 8)] == [1, 1, 2, 3, 6]
+
+
+def test_a_winner_whose_re_measurement_broke_the_budget_is_never_claimed() -> None:
+    """The busy-host defect: after confirmation kept the original settings, the original's median
+    re-measured point was over the budget, and tune reported it as ``best``."""
+    from tritonkit.perf.search import TuneResult
+
+    settings = TuneSettings(1, 8, 100, ())
+    held = TuneResult("m", p99_ms=10.0, rate=None, original=settings, best=_point(settings, p99=9.0))
+    held.withdraw_unheld()
+    assert held.best is not None and not held.not_confirmed and held.capacity() is not None
+    over = _point(settings, p99=14.5, within=False)
+    broke = TuneResult("m", p99_ms=10.0, rate=None, original=settings, best=over)
+    broke.withdraw_unheld()
+    assert broke.best is None and broke.unconfirmed is over and broke.capacity() is None
+    assert broke.not_confirmed == f"{settings.label()} re-measured p99 14.50 ms at c=8, over the 10 ms p99 budget"

@@ -300,6 +300,7 @@ def tune(
         stopped=result.stopped or "finished",
         confirmation=result.confirmation,
         unconfirmed=_tune_point(result.unconfirmed),
+        not_confirmed=result.not_confirmed or None,
         elapsed_s=result.elapsed_s,
         spec_file=spec_file,
         written=False,
@@ -374,7 +375,9 @@ def _print_tune(result: Any) -> None:
         console.print(f"original: {_describe(base)}")
     else:
         console.print(f"original: {result.original.label()} → nothing within the budget")
-    if result.unconfirmed is not None and result.confirmation is not None:
+    if result.not_confirmed:
+        console.print(f"[bold red]not confirmed:[/] {result.not_confirmed}; no winner is claimed")
+    elif result.unconfirmed is not None and result.confirmation is not None:
         console.print(
             f"the search's winner {_describe(result.unconfirmed)} was not confirmed when re-measured against "
             f"the original: {result.confirmation.describe()}; keeping the original settings"
@@ -394,7 +397,8 @@ def _write_back(spec_file: Path, model: str, result: Any, yes: bool) -> None:
     from tritonkit.spec.update import update_settings
 
     if result.best is None:
-        console.print(f"nothing met the budget; {spec_file} unchanged")
+        why = "no winner was confirmed" if getattr(result, "not_confirmed", "") else "nothing met the budget"
+        console.print(f"{why}; {spec_file} unchanged")
         return
     settings = getattr(result.best, "settings", None)  # an llm tune measures capacity only: no settings
     update = update_settings(spec_file, model, settings, capacity=result.capacity())

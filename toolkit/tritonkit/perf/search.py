@@ -160,6 +160,7 @@ class TuneResult:
     elapsed_s: float = 0.0
     confirmation: Confirmation | None = None
     unconfirmed: TunePoint | None = None  # the search's winner when re-measuring did not confirm it
+    not_confirmed: str = ""  # why no winner is claimed although points were measured ("" when one is)
     measured_on: dict[str, str] = field(default_factory=dict)  # cores, gpu, versions, meter, date
 
     def capacity(self) -> dict[str, Any] | None:
@@ -173,6 +174,20 @@ class TuneResult:
             "p99_ms": round(best.p99_ms, 3),
             "measured_on": dict(self.measured_on, meter=best.bench.engine),
         }
+
+    def withdraw_unheld(self) -> None:
+        """Claim no winner whose last re-measurement broke the budget (a busy host can push a
+        point measured within it over it): ``best`` becomes None, the point is kept in
+        ``unconfirmed`` and ``not_confirmed`` says why, with the figures."""
+        best = self.best
+        if best is None or best.within_slo:
+            return
+        budget = f"the {self.p99_ms:g} ms p99 budget" + (f" at {self.rate:g}/s" if self.rate else "")
+        self.not_confirmed = (
+            f"{best.settings.label()} re-measured p99 {best.p99_ms:.2f} ms at {best.offered}, over {budget}"
+        )
+        self.unconfirmed = self.unconfirmed or best
+        self.best = None
 
     @property
     def configs_tried(self) -> int:

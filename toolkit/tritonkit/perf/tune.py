@@ -272,6 +272,7 @@ def tune(
         _search(session, original, start)
         if result.best is not None and not (confirm_pairs > 0 and _confirm(session, original, confirm_pairs)):
             result.best = _settle(session, original, result.best)
+        result.withdraw_unheld()  # never a winner that its own re-measurement put over the budget
     finally:
         result.elapsed_s = session.elapsed()
         try:
