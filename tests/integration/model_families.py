@@ -213,6 +213,28 @@ def fixed_batch(root: Path) -> Family:
     return Family("fixed", entry, request, path.name)
 
 
+def empty_dim(root: Path) -> Family:
+    """torch.onnx's TorchScript exporter on an input traced empty (``pad`` is [N, 0]): the graph
+    has a dimension of 0, which Triton's config cannot hold (dims >= 1 or -1)."""
+    import torch
+
+    class Padded(torch.nn.Module):
+        def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+            return torch.cat([x, pad], dim=1) * 2
+
+    path = root / "padded.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            Padded(), (torch.randn(2, 3), torch.zeros(2, 0)), str(path), input_names=["x", "pad"],
+            output_names=["y"], dynamic_axes={"x": {0: "N"}, "pad": {0: "N"}, "y": {0: "N"}}, dynamo=False,
+        )  # fmt: skip
+    rng = np.random.default_rng(7)
+    request = {"x": rng.standard_normal((2, 3)).astype(np.float32), "pad": np.zeros((2, 0), dtype=np.float32)}
+    entry = {"name": "padded", "kind": "onnx", "file": path.name, "max_batch_size": 8}
+    return Family("padded", entry, request, path.name)
+
+
 def zipmap_graph(path: Path) -> Path:
     """A graph whose output is a sequence of maps, like skl2onnx's default ZipMap (no sklearn needed)."""
     x = helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 4])
@@ -242,4 +264,5 @@ MAKERS: dict[str, Callable[[Path], Family]] = {
     "bert": transformers_bert,
     "external": external_data,
     "fixed": fixed_batch,
+    "padded": empty_dim,
 }

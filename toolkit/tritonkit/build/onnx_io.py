@@ -51,6 +51,11 @@ def graph_io(
     A tensor the graph gives no shape (some converters leave outputs untyped) gets one from
     ONNX shape inference, else from ``declared``, else it is a SpecError asking to declare it.
 
+    A dimension of 0 (exporters emit them, e.g. an empty ``axes`` or ``pads`` input traced from
+    an empty list) becomes ``-1``: Triton's model config accepts only dims >= 1 or -1, and a
+    variable dimension still admits the empty tensor the graph was traced with, so the model
+    builds, loads and answers what onnxruntime answers for it.
+
     Args:
         path: the ``.onnx`` file (external data is not read).
         max_batch_size: the model's; 0 keeps every dimension.
@@ -101,6 +106,7 @@ def graph_io(
                         "or export it with a dynamic batch axis",
                     )
                 dims = dims[1:]
+            dims = [-1 if d == 0 else d for d in dims]  # Triton: dims >= 1 or -1 (an empty one stays valid)
             try:
                 dtype = dtypes.from_onnx_elem_type(tensor_type.elem_type)
             except ValueError as exc:
@@ -109,6 +115,28 @@ def graph_io(
         return tensors
 
     return convert(graph.input, "input"), convert(graph.output, "output")
+
+
+def empty_dims(path: Path, max_batch_size: int) -> dict[str, list[int]]:
+    """The graph inputs with a dimension of 0, and their dims as the config counts them (batch
+    dimension dropped when ``max_batch_size > 0``): the config says ``-1`` there
+    (:func:`graph_io`), and a request that proves the model answers must send the empty tensor the
+    graph was traced with. Empty when there is none, or the file cannot be read.
+    """
+    try:
+        graph = _load(path, None).graph
+    except SpecError:
+        return {}
+    found = {}
+    initializers = {init.name for init in graph.initializer}
+    for value in graph.input:
+        if value.name in initializers or value.type.WhichOneof("value") != "tensor_type":
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim]
+        dims = dims[1:] if max_batch_size > 0 else dims
+        if 0 in dims:
+            found[value.name] = dims
+    return found
 
 
 def _rank_unknown(value: Any) -> bool:

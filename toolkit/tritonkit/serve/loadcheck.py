@@ -24,6 +24,7 @@ import numpy as np
 from tritonclient.grpc import model_config_pb2 as pb
 
 from tritonkit.build import pbtxt
+from tritonkit.build.onnx_io import empty_dims
 from tritonkit.errors import ServerError
 from tritonkit.events import Event, Progress, emit
 from tritonkit.serve.endpoints import Endpoints
@@ -113,11 +114,25 @@ def _check_one(server: TritonServer, client: object, name: str, config_path: Pat
     config = pbtxt.parse(config_path.read_text())
     if config.model_transaction_policy.decoupled:
         return ModelCheck(name, loaded=True, answered=None, detail="decoupled (streams): loaded, no request sent")
+    request = sample_request(config)
+    if config.backend == "onnxruntime":  # an input traced empty (dims 0, served as -1) is sent empty
+        model_file = config_path.parent / str(max(_versions(config_path.parent), default=1))
+        model_file /= config.default_model_filename or "model.onnx"
+        for input_name, dims in empty_dims(model_file, config.max_batch_size).items():
+            if input_name in request:
+                rows = request[input_name].shape[:1] if config.max_batch_size > 0 else ()
+                request[input_name] = (
+                    request[input_name].flat[:0].reshape(*rows, *[max(d, 1) if d else 0 for d in dims])
+                )
     try:
-        outputs = _infer(client, name, sample_request(config))
+        outputs = _infer(client, name, request)
     except _Refused as exc:
         return ModelCheck(name, loaded=True, answered=False, detail=str(exc))
     return ModelCheck(name, loaded=True, answered=True, detail=", ".join(f"{k} {v}" for k, v in outputs.items()))
+
+
+def _versions(model_dir: Path) -> list[int]:
+    return [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
 
 
 class _Refused(Exception):
