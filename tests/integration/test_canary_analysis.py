@@ -23,18 +23,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+import yaml
 from click.testing import CliRunner
 
 from tests.helpers import Background
 from tests.integration.prometheus_server import prometheus_with_config
 from tests.integration.promotion import ECHO_MODEL
-from tritonkit import Endpoints, TritonServer, build_repository, load_spec
+from tritonkit import Endpoints, Spec, TritonServer, build_repository, load_spec
 from tritonkit.artifact.lock import read_lock
 from tritonkit.cli import main
 from tritonkit.deploy.canary import Side, walk
 from tritonkit.deploy.kserve import llm_models, prometheus_reads
 from tritonkit.errors import ClusterError, UsageError
-from tritonkit.release.store import ReleaseStore
+from tritonkit.manifests.kserve import render
+from tritonkit.release.store import Release, ReleaseStore
 from tritonkit.serve.llm_client import generate
 from tritonkit.serve.prometheus import query
 from tritonkit.spec.intent import Capacity, Slo
@@ -73,11 +75,26 @@ def _build(project: Path, delay: float, environments: str = "") -> Path:
     return build_repository(load_spec(project / "tritonkit.yaml"), project / "dist", cache_dir=project / "cache").path
 
 
+def _rendered_pod() -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """What the renderer gives a revision's pod in this module's prod environment: Triton's flags
+    (without those each simulated pod sets for itself: the binary, the repository and the ports),
+    the ServingRuntime's annotations and the InferenceService's."""
+    text = SPEC.format(environments=ENVIRONMENTS.format(digest="0" * 64, prometheus=""))
+    spec = Spec.model_validate(yaml.safe_load(text))
+    release = Release(1, "echo", "sha256:" + "ab" * 32, "sha256:" + "ab" * 32, "2026-12-06T00:00:00Z", {}, [])
+    runtime, service = render(spec, spec.environment("prod"), release, "oci://r.example/echo@sha256:" + "cd" * 32)
+    (container,) = runtime["spec"]["containers"]
+    own = ("--model-repository=", "--http-port=", "--grpc-port=", "--metrics-port=")
+    flags = [a for a in container["args"][1:] if not a.startswith(own)]
+    return flags, runtime["spec"]["annotations"], service["metadata"]["annotations"]
+
+
 def _serve_all(
     stack: ExitStack, repositories: dict[str, Path], warm_up: Callable[[str], None]
 ) -> dict[str, TritonServer]:
-    """One embedded Triton per repository (a revision's pod), each warmed up through its gRPC URL;
-    all stopped together when ``stack`` closes (Triton polls its models once a second as it stops)."""
+    """One embedded Triton per repository (a revision's pod), run with the flags the rendered
+    ServingRuntime gives Triton, each warmed up through its gRPC URL; all stopped together when
+    ``stack`` closes (Triton polls its models once a second as it stops)."""
     servers: dict[str, TritonServer] = {}
 
     def stop_all() -> None:
@@ -86,7 +103,8 @@ def _serve_all(
 
     stack.callback(stop_all)
     for name, path in repositories.items():
-        server = TritonServer(path, endpoints=Endpoints.allocate())
+        flags, _, _ = _rendered_pod()
+        server = TritonServer(path, endpoints=Endpoints.allocate(), flags=flags)
         servers[name] = server
         server.start()
         warm_up(server.endpoints.grpc_url)
@@ -146,7 +164,12 @@ def revisions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[s
 
 
 def _prometheus(root: Path, servers: dict[str, TritonServer], revisions: dict[str, str]) -> str:
-    """The Prometheus configuration that scrapes each of ``servers`` as the pod of its revision."""
+    """The Prometheus configuration that scrapes each of ``servers`` as the pod of its revision,
+    as KServe has it scraped: only when the rendered InferenceService asks for scraping, on the
+    port and path the rendered runtime's annotations name (each server's own port stands in)."""
+    _, runtime, service = _rendered_pod()
+    assert service.get("serving.kserve.io/enable-prometheus-scraping") == "true", "KServe would not scrape the pods"
+    path = runtime["prometheus.kserve.io/path"]
     targets = "".join(
         f"      - targets: ['{server.endpoints.metrics_url.removeprefix('http://').removesuffix('/metrics')}']\n"
         f"        labels: {{namespace: {NAMESPACE}, pod: {revisions[name]}-deployment-7d9c5b8f4-x{i}q2z}}\n"
@@ -154,7 +177,7 @@ def _prometheus(root: Path, servers: dict[str, TritonServer], revisions: dict[st
     )
     return (
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        f"scrape_configs:\n  - job_name: kserve-pods\n    static_configs:\n{targets}"
+        f"scrape_configs:\n  - job_name: kserve-pods\n    metrics_path: {path}\n    static_configs:\n{targets}"
     )
 
 

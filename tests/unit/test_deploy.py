@@ -134,7 +134,7 @@ def test_raw_deployment_scales_on_tritons_queue_through_keda() -> None:
     assert metric["external"]["metric"]["query"] == (
         'sum(nv_inference_pending_request_count{namespace="ml-prod",pod=~"demo-predictor-.*"})'
     )
-    assert metric["external"]["target"] == {"type": "AverageValue", "averageValue": "10"}
+    assert metric["external"]["target"] == {"type": "Value", "value": "10"}  # KServe's only form: see test_kserve_rules
     raw = intent_documents("raw")[1]  # no Prometheus to read: replica bounds only, KServe's default HPA
     assert "autoScaling" not in raw["spec"]["predictor"] and raw["spec"]["predictor"]["maxReplicas"] == 6
     assert "serving.kserve.io/autoscalerClass" not in raw["metadata"]["annotations"]
@@ -155,9 +155,10 @@ def test_llm_models_scale_on_the_engines_sequences_and_kv_cache_through_keda() -
     assert sequences["external"]["metric"]["query"] == (
         f"sum(vllm:num_requests_running{selector}) + sum(vllm:num_requests_waiting{selector})"
     )
-    assert sequences["external"]["target"] == {"type": "AverageValue", "averageValue": "5"}  # 6 / 1.2
-    assert kv["external"]["metric"]["query"] == f"sum(vllm:kv_cache_usage_perc{selector})"
-    assert kv["external"]["target"] == {"type": "AverageValue", "averageValue": "0.8"}
+    assert sequences["external"]["target"] == {"type": "Value", "value": "5"}  # 6 / 1.2
+    # KServe truncates the threshold to an integer: 0.8 would be 0, so the usage is in percent
+    assert kv["external"]["metric"]["query"] == f"100 * (sum(vllm:kv_cache_usage_perc{selector}))"
+    assert kv["external"]["target"] == {"type": "Value", "value": "80"}
 
 
 def test_monitoring_selects_the_inference_services_pods() -> None:

@@ -60,7 +60,9 @@ def chart_values(spec: Spec, env: EnvironmentSpec, release: Release, reference: 
                 for s in signals
             ],
         },
-        "serviceMonitor": {"enabled": False},
+        # every query above selects job="<name>", the label only the chart's ServiceMonitor gives
+        # the scraped series: on whenever the autoscaler reads them
+        "serviceMonitor": {"enabled": bool(signals and env.prometheus_url)},
         "prometheusRule": {"enabled": False, "groups": groups},
         "dashboard": {"enabled": False, "json": dashboard(spec, scope, plan)},
     }

@@ -196,6 +196,9 @@ def render(spec: Spec, env: EnvironmentSpec, release: Release, reference: str) -
             f"--http-port={HTTP_PORT}",
             f"--grpc-port={GRPC_PORT}",
             f"--metrics-port={METRICS_PORT}",
+            # p50…p99 summaries (nv_inference_request_summary_us): every p99 query, alert, dashboard
+            # panel and canary step reads them; without the flag Triton 2.51 exports none (NaN)
+            "--metrics-config=summary_latencies=true",
             "--strict-readiness=true",
             "--exit-timeout-secs=30",
         ],
@@ -215,7 +218,13 @@ def render(spec: Spec, env: EnvironmentSpec, release: Release, reference: str) -
             volumes=[Volume(name="dshm", empty_dir=EmptyDir(size_limit=env.shm_size))],
         ),
     )
-    annotations = {"serving.kserve.io/deploymentMode": env.mode, "tritonkit.dev/digest": release.digest}
+    annotations = {
+        "serving.kserve.io/deploymentMode": env.mode,
+        "tritonkit.dev/digest": release.digest,
+        # KServe adds the prometheus.io/* scrape annotations (port and path from the runtime's
+        # prometheus.kserve.io/* ones) to the predictor's pods only when this is "true"
+        "serving.kserve.io/enable-prometheus-scraping": "true",
+    }
     scaling = _autoscaling(spec, env, dns_name(spec.name))
     if scaling.pop("keda", False):
         annotations["serving.kserve.io/autoscalerClass"] = "keda"
@@ -273,9 +282,26 @@ def monitoring(spec: Spec, env: EnvironmentSpec) -> tuple[dict[str, Any], dict[s
 
 
 def _external_metric(signal: Signal, server: str) -> dict[str, Any]:
-    metric = {"backend": "prometheus", "serverAddress": server, "query": signal.query}
-    target = {"type": "AverageValue", "averageValue": quantity(signal.target)}
-    return {"type": "External", "external": {"metric": metric, "target": target}}
+    """A KEDA external metric in the only shape KServe takes: ``target: {type: Value, value: N}``
+    with N a whole number.
+
+    KServe's webhook (``pkg/apis/serving/v1beta1/inference_service_validation.go``,
+    ``validateScalingKedaCompExtension``) refuses an external metric without ``target.value``, and
+    its KEDA reconciler (``pkg/controller/v1beta1/inferenceservice/reconcilers/keda/keda_reconciler.go``,
+    ``getKedaMetrics``) reads only ``target.value``, truncated to an integer, as the Prometheus
+    trigger's ``threshold``; the trigger has KEDA's default metric type, ``AverageValue``, so the
+    query (a sum over the release) is divided by the replicas and compared with N per replica. A
+    fractional target (KV-cache usage 0.8) would truncate to 0: it is scaled to a percentage
+    (query ×100, target ×100) so the threshold KServe writes is the one meant.
+    """
+    query, target = signal.query, signal.target
+    if not float(target).is_integer():
+        query, target = f"100 * ({query})", round(target * 100)
+    metric = {"backend": "prometheus", "serverAddress": server, "query": query}
+    return {
+        "type": "External",
+        "external": {"metric": metric, "target": {"type": "Value", "value": str(max(1, int(target)))}},
+    }
 
 
 def quantity(value: float) -> str:

@@ -38,7 +38,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata, resources
 from pathlib import Path
@@ -161,8 +161,22 @@ def repository_models(repository: Path) -> list[str]:
     return sorted(p.parent.name for p in configs if p.parent.name not in ensembles) + sorted(ensembles)
 
 
+DEFAULT_FLAGS = (
+    "--allow-gpu-metrics=false",
+    # request/queue latency summaries (p50…p999) for 'tritonkit check'; Triton >= 2.38 has them
+    "--metrics-config=summary_latencies=true",
+    "--exit-timeout-secs=10",
+    "--strict-readiness=true",
+)
+"""What a server runs with besides its repository, model-control mode, addresses and ports."""
+
+
 class TritonServer:
     """A ``tritonserver`` process on one repository, in explicit model-control mode.
+
+    ``flags`` replace :data:`DEFAULT_FLAGS` (a simulation of a cluster's pod passes the flags the
+    rendered ServingRuntime gives Triton, so it runs what the cluster would); ``extra_args`` are
+    appended after everything.
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`.
     """
@@ -176,8 +190,10 @@ class TritonServer:
         models: list[str] | None = None,
         log_file: Path | None = None,
         extra_args: list[str] | None = None,
+        flags: Sequence[str] | None = None,
     ) -> None:
         self.repository = repository.resolve()
+        self.flags = list(DEFAULT_FLAGS if flags is None else flags)
         self.endpoints = endpoints or Endpoints()
         self.binary = find_triton(triton_bin)
         self.models = models if models is not None else repository_models(self.repository)
@@ -208,11 +224,7 @@ class TritonServer:
             f"--grpc-port={e.grpc_port}",
             f"--metrics-address={e.host}",
             f"--metrics-port={e.metrics_port}",
-            "--allow-gpu-metrics=false",
-            # request/queue latency summaries (p50…p999) for 'tritonkit check'; Triton >= 2.38 has them
-            "--metrics-config=summary_latencies=true",
-            "--exit-timeout-secs=10",
-            "--strict-readiness=true",
+            *self.flags,
         ]
         if self.binary.embedded:
             args.append(f"--backend-directory={prepare_backends(self.binary)}")

@@ -1,0 +1,90 @@
+"""Rules KServe enforces beyond its CRD schemas, checked on what the renderer produced.
+
+The CRD schemas (tests/unit/test_crd.py) accept objects a real cluster then refuses or
+misreads. The rules below are KServe's own, restated from its source (v0.15–0.16 line; the
+functions named are where to read them):
+
+- ``pkg/apis/serving/v1beta1/inference_service_validation.go``:
+  ``validateScalingKedaCompExtension`` (autoscalerClass keda: no ``scaleMetric``; an External
+  metric needs a non-empty ``query`` and ``target.value``), ``validateScaleTarget`` (a target
+  of type Value needs ``value``), ``validateScalingKPACompExtension`` (Serverless: no
+  ``deploymentStrategy``; ``scaleMetric`` one of concurrency/rps; an rps target >= 1).
+- ``pkg/controller/v1beta1/inferenceservice/reconcilers/keda/keda_reconciler.go``:
+  ``getKedaMetrics`` turns each External metric into a KEDA trigger whose ``threshold`` is
+  ``int(target.value)``: a fraction truncates, and 0 would scale on any load.
+- KServe adds Prometheus scrape annotations to a predictor's pods only when the InferenceService
+  has ``serving.kserve.io/enable-prometheus-scraping: "true"`` (taking port and path from the
+  runtime's ``prometheus.kserve.io/*`` annotations), and Triton 2.51 exports the latency
+  summaries every p99 reads only with ``--metrics-config=summary_latencies=true``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from tests.unit.test_deploy import INTENT_SPEC, REFERENCE, RELEASE, llm_documents, staging_documents
+from tritonkit.manifests.kserve import render
+
+_KPA_METRICS = ("concurrency", "rps")
+
+
+def kserve_webhook_problems(service: dict[str, Any]) -> list[str]:
+    """What KServe's InferenceService validation would refuse in ``service`` (see the docstring)."""
+    problems = []
+    predictor = service["spec"]["predictor"]
+    annotations = service["metadata"].get("annotations", {})
+    keda = annotations.get("serving.kserve.io/autoscalerClass") == "keda"
+    if keda:
+        if "scaleMetric" in predictor:
+            problems.append("ScaleMetric is not supported for KEDA")
+        for metric in predictor.get("autoScaling", {}).get("metrics", []):
+            if metric["type"] != "External":
+                continue
+            target = metric["external"].get("target", {})
+            if not metric["external"]["metric"].get("query"):
+                problems.append("the query should not be empty")
+            if target.get("value") is None:
+                problems.append("the target threshold value should not be empty")
+            if target.get("type") == "Value" and target.get("value") is None:
+                problems.append("the Value type should be set")
+    elif annotations.get("serving.kserve.io/deploymentMode") == "Serverless":
+        if "deploymentStrategy" in predictor:
+            problems.append("customizing deploymentStrategy is only supported for raw deployment mode")
+        metric = predictor.get("scaleMetric", "concurrency")
+        if metric not in _KPA_METRICS:
+            problems.append(f"[{metric}] is not a supported metric")
+        if metric == "rps" and predictor.get("scaleTarget", 1) < 1:
+            problems.append("the target for rps should be greater than 1")
+    return problems
+
+
+def keda_thresholds(service: dict[str, Any]) -> list[int]:
+    """The trigger thresholds KServe's KEDA reconciler writes: ``int(target.value)``."""
+    metrics = service["spec"]["predictor"].get("autoScaling", {}).get("metrics", [])
+    return [int(float(m["external"]["target"]["value"])) for m in metrics if m["type"] == "External"]
+
+
+def test_every_rendered_inference_service_passes_kserves_webhook() -> None:
+    services = [
+        render(INTENT_SPEC, INTENT_SPEC.environment(e), RELEASE, REFERENCE)[1] for e in ("staging", "prod", "raw")
+    ]
+    services += [staging_documents()[1], llm_documents()[1]]
+    for service in services:
+        assert kserve_webhook_problems(service) == [], service["metadata"]
+
+
+def test_keda_thresholds_are_the_targets_meant_not_truncations() -> None:
+    prod = render(INTENT_SPEC, INTENT_SPEC.environment("prod"), RELEASE, REFERENCE)[1]
+    assert keda_thresholds(prod) == [10]
+    sequences, kv = keda_thresholds(llm_documents()[1])
+    assert (sequences, kv) == (5, 80)  # KV-cache usage 0.8 per replica, as a percentage
+    assert all(t >= 1 and math.isfinite(t) for t in (sequences, kv))
+
+
+def test_the_pods_are_scraped_and_export_the_p99_every_query_reads() -> None:
+    runtime, service = staging_documents()
+    assert service["metadata"]["annotations"]["serving.kserve.io/enable-prometheus-scraping"] == "true"
+    assert runtime["spec"]["annotations"]["prometheus.kserve.io/port"] == "8002"
+    (container,) = runtime["spec"]["containers"]
+    assert "--metrics-config=summary_latencies=true" in container["args"]
