@@ -90,3 +90,15 @@ def test_python_backends_may_not_import_tritonkit(tmp_path: Path) -> None:
     backends.mkdir()
     (backends / "model.py").write_text("import numpy\nfrom tritonkit.spec import dtypes\n")
     assert check_layers.check(package, backends) == [f"python backend imports tritonkit: {backends / 'model.py'}"]
+
+
+def test_every_stage_package_ships_in_the_wheel() -> None:
+    """pyproject lists the packages explicitly: a new stage missing there imports in an editable
+    checkout and fails in every installed wheel."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    package = root / "toolkit" / "tritonkit"
+    found = {".".join(("tritonkit", *p.parent.relative_to(package).parts)) for p in package.rglob("__init__.py")}
+    assert found <= listed, f"not in pyproject's packages: {sorted(found - listed)}"
