@@ -21,13 +21,18 @@ from tritonkit.spec import SPEC_FILE
 @json_option
 def init(path: Path, force: bool) -> None:
     """Write a commented starter tritonkit.yaml."""
-    from tritonkit.spec.starter import STARTER_SPEC
+    from tritonkit.spec.jsonschema import shipped_schema
+    from tritonkit.spec.starter import STARTER_SCHEMA, STARTER_SPEC
 
     if path.exists() and not force:
         raise UsageError(f"{path}: already exists; not overwritten", hint="pass --force to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)  # `tritonkit init my-model/tritonkit.yaml` starts a project
     path.write_text(STARTER_SPEC)
-    record(path=path)
+    # the schema the starter's first line names, so an editor completes and checks the spec offline
+    schema = path.parent / STARTER_SCHEMA
+    schema.parent.mkdir(parents=True, exist_ok=True)
+    schema.write_text(shipped_schema())
+    record(path=path, schema=schema)
     console.print(f"wrote {path} — edit it, then run [bold]tritonkit build -f {path}[/]")
 
 
@@ -263,4 +268,12 @@ def _size(size: int | None) -> str:
     return "—" if size is None else f"{size:,}"
 
 
-COMMANDS = [init, build, verify, diff]
+@click.command()
+def schema() -> None:
+    """Print the JSON Schema of tritonkit.yaml (for editors and CI validators)."""
+    from tritonkit.spec.jsonschema import shipped_schema
+
+    click.echo(shipped_schema(), nl=False)
+
+
+COMMANDS = [init, build, verify, diff, schema]

@@ -10,6 +10,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 # canonical name -> (numpy dtype name, ONNX TensorProto elem_type)
@@ -42,6 +44,21 @@ _ALIASES = {
     "OBJECT": "BYTES",
 }
 CANONICAL = tuple(_TABLE)
+
+
+def json_schema() -> dict[str, Any]:
+    """What a JSON Schema can say of a dtype name: the names :func:`canonical` accepts, in any
+    case, with or without ``TYPE_`` and surrounding spaces (a pattern), the canonical ones as
+    suggestions for editors (``examples``)."""
+
+    def anycase(word: str) -> str:
+        return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in word)
+
+    names = sorted({*_TABLE, *_ALIASES}, key=lambda n: (-len(n), n))  # longest first: FP16 before FP1…
+    return {
+        "pattern": rf"^\s*({anycase('TYPE_')})?({'|'.join(anycase(n) for n in names)})\s*$",
+        "examples": list(CANONICAL),
+    }
 
 
 def canonical(name: str) -> str:

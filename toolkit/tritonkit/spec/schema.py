@@ -44,7 +44,7 @@ class TensorSpec(_Strict):
     """
 
     name: str = Field(min_length=1)
-    dtype: str
+    dtype: str = Field(json_schema_extra=dtypes.json_schema())
     dims: list[int]
     optional: bool = False
 

@@ -1,6 +1,11 @@
-"""The commented starter spec that ``tritonkit init`` writes."""
+"""The commented starter spec that ``tritonkit init`` writes, and where it writes the schema its
+first line names (editors with the YAML language server complete and check the spec from it)."""
 
-STARTER_SPEC = """\
+STARTER_SCHEMA = ".tritonkit/tritonkit.schema.json"
+
+STARTER_SPEC = (
+    f"# yaml-language-server: $schema={STARTER_SCHEMA}\n"
+    + """\
 # tritonkit.yaml — what `tritonkit build` turns into a Triton model repository.
 # Paths are relative to this file. Reference: README.md ("The spec").
 version: 1
@@ -47,3 +52,4 @@ models:
   #     - {name: OUTPUT0, dtype: FP32, dims: [-1]}
   #   parameters: {threshold: 0.5}
 """
+)
