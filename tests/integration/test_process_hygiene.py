@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tritonkit import Endpoints, TritonServer, build_repository, load_spec
+from tritonkit import BuildResult, Endpoints, TritonServer, build_repository, load_spec
 from tritonkit.errors import ServerError
 from tritonkit.serve.endpoints import free_port
 from tritonkit.serve.process import port_owner
@@ -191,3 +191,21 @@ def test_a_path_the_os_refuses_is_one_line_for_build_release_and_export(tmp_path
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert len(lines) == 2 and "/sys/tritonkit-test" in lines[0] and lines[1].startswith("hint: "), lines
         assert "Traceback" not in result.output + result.stderr
+
+
+def test_a_killed_servers_shared_memory_is_removed_when_it_is_stopped(demo_build: BuildResult) -> None:
+    """Python backend stubs keep 1 MB regions in /dev/shm; a Triton that is killed leaves them.
+    After stop, nothing this server created is left unless another live server maps it."""
+    from tritonkit.serve.process import _mapped_regions, shm_regions
+
+    before = shm_regions()
+    server = TritonServer(demo_build.path, endpoints=Endpoints.allocate())
+    server.start()
+    ours = shm_regions() - before
+    assert ours, "the demo's Python-based models map shared-memory regions"
+    assert server.pid is not None
+    os.kill(server.pid, signal.SIGKILL)  # a crash: Triton cannot clean up
+    server.stop()
+    left = shm_regions() & ours
+    mapped = _mapped_regions()
+    assert all(name in mapped for name in left), f"leaked: {sorted(n for n in left if n not in mapped)}"

@@ -20,6 +20,7 @@ import os
 import re
 import signal
 import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -107,6 +108,73 @@ def check_ports_free(endpoints: Endpoints) -> None:
             hint=("a server left from an earlier run, or another one serving: " if triton else "")
             + f"stop it ('kill {pid}') or choose other ports",
         )
+
+
+SHM_DIR = Path("/dev/shm")
+_SHM_REGION = re.compile(r"^triton_\w+_shm_region_")
+
+
+def shm_regions() -> set[str]:
+    """Names of the Python backend stubs' shared-memory regions now in ``/dev/shm``
+    (``triton_<backend>_backend_shm_region_<uuid>``, 1 MB and more each)."""
+    with contextlib.suppress(OSError):
+        return {p.name for p in SHM_DIR.iterdir() if _SHM_REGION.match(p.name)}
+    return set()
+
+
+def remove_orphan_regions(names: set[str], *, session: int | None = None, settle_s: float = 2.0) -> list[str]:
+    """Remove those of ``names`` that no live process maps any more; returns what was removed.
+
+    A Triton that exits cleanly removes its stubs' regions; one that crashed or was killed
+    leaves them in ``/dev/shm`` (about 1 MB per stub, every time). ``names`` are the regions that
+    appeared while one server ran. A region a process of another session maps (a server started
+    beside it) is kept at once; a region is removed only when no process maps it in two looks
+    0.2 s apart (one just created by another server is mapped by then); one still mapped by the
+    stopped server's own ``session`` (its killed stubs, dying) is waited for, up to ``settle_s``.
+    """
+    removed: list[str] = []
+    deadline = time.monotonic() + settle_s
+    pending, unmapped_before = set(names), set[str]()
+    while pending:
+        mapped = _mapped_regions()
+        unmapped: set[str] = set()
+        for name in sorted(pending):
+            sessions = mapped.get(name, set())
+            if sessions - {session}:
+                pending.discard(name)  # another server's: not ours to remove
+            elif not sessions:
+                unmapped.add(name)
+        for name in sorted(unmapped & unmapped_before):  # unmapped in two passes 0.2 s apart
+            with contextlib.suppress(OSError):
+                (SHM_DIR / name).unlink()
+                removed.append(name)
+            pending.discard(name)
+        unmapped_before = unmapped
+        if not pending or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    return removed
+
+
+def _mapped_regions() -> dict[str, set[int]]:
+    """The shared-memory regions live processes map, each with the sessions of those processes
+    (from ``/proc/*/maps`` and ``/proc/*/stat``)."""
+    mapped: dict[str, set[int]] = {}
+    prefix = f"{SHM_DIR}/"
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            names = {
+                line[line.find(prefix) + len(prefix) :].split(" ", 1)[0]
+                for line in (proc / "maps").read_text(errors="replace").splitlines()
+                if prefix in line
+            }
+            if names:
+                session = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[3])
+                for name in names:
+                    mapped.setdefault(name, set()).add(session)
+    return mapped
 
 
 def die_with_parent() -> Callable[[], None]:

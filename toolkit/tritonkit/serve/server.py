@@ -48,7 +48,13 @@ from typing import IO, Any
 from tritonkit.artifact.hashing import sha256_bytes
 from tritonkit.errors import ServerError
 from tritonkit.serve.endpoints import Endpoints
-from tritonkit.serve.process import check_ports_free, die_with_parent, scrubbed_environment
+from tritonkit.serve.process import (
+    check_ports_free,
+    die_with_parent,
+    remove_orphan_regions,
+    scrubbed_environment,
+    shm_regions,
+)
 from tritonkit.serve.repository_api import load_model
 
 log = logging.getLogger(__name__)
@@ -202,6 +208,7 @@ class TritonServer:
         self._process: subprocess.Popen[bytes] | None = None
         self._log_handle: IO[bytes] | None = None
         self._own_log: Path | None = None  # the log file this object named (renamed on a retry)
+        self._shm_before: set[str] = set()  # /dev/shm regions that existed before this server started
 
     @property
     def pid(self) -> int | None:
@@ -280,6 +287,7 @@ class TritonServer:
         handle = self.log_file.open("wb")
         self._log_handle = handle
         log.info("starting: %s", " ".join(self.command()))
+        self._shm_before = shm_regions()
         self._process = subprocess.Popen(
             self.command(),
             stdout=handle,
@@ -352,6 +360,11 @@ class TritonServer:
         # The Python stubs are in the same session; make sure none outlives the server.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
+        # A crashed or killed server leaves its stubs' shared memory behind: remove what appeared
+        # while it ran and nothing maps any more (another server's regions are mapped: kept).
+        leaked = remove_orphan_regions(shm_regions() - self._shm_before, session=process.pid)
+        if leaked:
+            log.info("removed %d shared-memory region(s) the stopped server left in /dev/shm", len(leaked))
         if self._log_handle is not None:
             self._log_handle.close()
             self._log_handle = None
