@@ -10,6 +10,8 @@ from typing import Self
 import onnx
 from onnx import TensorProto, helper
 
+from tritonkit.serve.endpoints import Endpoints
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "model_repository"
 
@@ -57,3 +59,9 @@ class Background:
         self.stop.set()
         for thread in self.threads:
             thread.join(timeout=30)
+
+
+def port_flags(endpoints: Endpoints) -> list[str]:
+    """``tritonkit serve``'s port flags for ``endpoints`` (from :meth:`Endpoints.allocate`)."""
+    return ["--http-port", str(endpoints.http_port), "--grpc-port", str(endpoints.grpc_port),
+            "--metrics-port", str(endpoints.metrics_port)]  # fmt: skip

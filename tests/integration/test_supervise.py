@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import port_flags
 from tritonkit import BuildResult, Endpoints
 
 BAD = {"inputs": [{"name": "features", "shape": [4294967296, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
@@ -64,15 +65,7 @@ def test_serve_restarts_triton_after_the_bad_alloc_request_and_stops_on_sigterm(
     demo_build: BuildResult, tmp_path: Path
 ) -> None:
     endpoints = Endpoints.allocate()
-    http = endpoints.http_port
-    ports = [
-        "--http-port",
-        str(http),
-        "--grpc-port",
-        str(endpoints.grpc_port),
-        "--metrics-port",
-        str(endpoints.metrics_port),
-    ]
+    http, ports = endpoints.http_port, port_flags(endpoints)
     out_file = tmp_path / "serve.out"
     with out_file.open("w") as out:  # redirected to a file, as in the report
         serve = subprocess.Popen(
@@ -123,15 +116,7 @@ def test_serve_restarts_triton_after_the_bad_alloc_request_and_stops_on_sigterm(
 @pytest.mark.parametrize("restarts", [0])
 def test_serve_with_restarts_off_exits_on_a_crash(demo_build: BuildResult, tmp_path: Path, restarts: int) -> None:
     endpoints = Endpoints.allocate()
-    http = endpoints.http_port
-    ports = [
-        "--http-port",
-        str(http),
-        "--grpc-port",
-        str(endpoints.grpc_port),
-        "--metrics-port",
-        str(endpoints.metrics_port),
-    ]
+    http, ports = endpoints.http_port, port_flags(endpoints)
     serve = subprocess.Popen(
         [sys.executable, "-m", "tritonkit", "serve", str(demo_build.path), *ports, "--max-restarts", str(restarts)],
         stdout=subprocess.PIPE,
