@@ -135,9 +135,10 @@ def test_raw_deployment_scales_on_tritons_queue_through_keda() -> None:
         'sum(nv_inference_pending_request_count{namespace="ml-prod",pod=~"demo-predictor-.*"})'
     )
     assert metric["external"]["target"] == {"type": "Value", "value": "10"}  # KServe's only form: see test_kserve_rules
-    raw = intent_documents("raw")[1]  # no Prometheus to read: replica bounds only, KServe's default HPA
-    assert "autoScaling" not in raw["spec"]["predictor"] and raw["spec"]["predictor"]["maxReplicas"] == 6
-    assert "serving.kserve.io/autoscalerClass" not in raw["metadata"]["annotations"]
+    raw = intent_documents("raw")[1]  # no Prometheus to read: the plan's peak size, no CPU autoscaler
+    predictor = raw["spec"]["predictor"]
+    assert "autoScaling" not in predictor and (predictor["minReplicas"], predictor["maxReplicas"]) == (4, 4)
+    assert raw["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "none"
 
 
 def llm_documents() -> list[dict]:

@@ -12,6 +12,10 @@ functions named are where to read them):
 - ``pkg/controller/v1beta1/inferenceservice/reconcilers/keda/keda_reconciler.go``:
   ``getKedaMetrics`` turns each External metric into a KEDA trigger whose ``threshold`` is
   ``int(target.value)``: a fraction truncates, and 0 would scale on any load.
+- ``pkg/constants/constants.go``: ``DefaultAutoscalerClass`` is ``hpa``, and
+  ``validateScalingHPACompExtension`` defaults its metric to ``cpu``: a RawDeployment/Standard
+  InferenceService without an autoscaler class scales on CPU, not on what tritonkit measured.
+  Class ``none`` runs the Deployment at ``minReplicas`` (the raw deployment reconciler).
 - KServe adds Prometheus scrape annotations to a predictor's pods only when the InferenceService
   has ``serving.kserve.io/enable-prometheus-scraping: "true"`` (taking port and path from the
   runtime's ``prometheus.kserve.io/*`` annotations), and Triton 2.51 exports the latency
@@ -72,6 +76,17 @@ def test_every_rendered_inference_service_passes_kserves_webhook() -> None:
     services += [staging_documents()[1], llm_documents()[1]]
     for service in services:
         assert kserve_webhook_problems(service) == [], service["metadata"]
+
+
+def test_no_rendered_deployment_is_left_to_kserves_cpu_autoscaler() -> None:
+    for env in ("prod", "raw"):  # RawDeployment with and without Prometheus
+        service = render(INTENT_SPEC, INTENT_SPEC.environment(env), RELEASE, REFERENCE)[1]
+        annotations = service["metadata"]["annotations"]
+        assert annotations["serving.kserve.io/deploymentMode"] != "Serverless"
+        assert annotations.get("serving.kserve.io/autoscalerClass", "hpa") in ("keda", "none"), env
+        predictor = service["spec"]["predictor"]
+        if annotations["serving.kserve.io/autoscalerClass"] == "none":  # runs at minReplicas: the plan's size
+            assert predictor["minReplicas"] == predictor["maxReplicas"] >= 1
 
 
 def test_keda_thresholds_are_the_targets_meant_not_truncations() -> None:

@@ -226,8 +226,9 @@ def render(spec: Spec, env: EnvironmentSpec, release: Release, reference: str) -
         "serving.kserve.io/enable-prometheus-scraping": "true",
     }
     scaling = _autoscaling(spec, env, dns_name(spec.name))
-    if scaling.pop("keda", False):
-        annotations["serving.kserve.io/autoscalerClass"] = "keda"
+    autoscaler = scaling.pop("autoscaler_class", None)
+    if autoscaler is not None:
+        annotations["serving.kserve.io/autoscalerClass"] = autoscaler
     service = InferenceService(
         metadata=ObjectMeta(name=dns_name(spec.name), namespace=env.namespace, labels=labels, annotations=annotations),
         spec=InferenceServiceSpec(
@@ -252,7 +253,8 @@ def _autoscaling(spec: Spec, env: EnvironmentSpec, service: str) -> dict[str, An
     external metrics per replica (``autoScaling.metrics``, annotation
     ``serving.kserve.io/autoscalerClass: keda``) from :func:`~tritonkit.manifests.observability.scaling_signals`:
     Triton's pending requests, and for ``llm`` models the engine's sequences and KV-cache usage;
-    without it, only the replica bounds.
+    without it, a fixed size (``autoscalerClass: none``, the plan's peak replicas): KServe's
+    default HPA would scale on CPU instead.
     """
     plan = plan_spec(spec, env)
     targets = [m.target_concurrency for m in plan.models if m.target_concurrency is not None]
@@ -266,7 +268,12 @@ def _autoscaling(spec: Spec, env: EnvironmentSpec, service: str) -> dict[str, An
         scaling["auto_scaling"] = {
             "metrics": [_external_metric(signal, env.prometheus_url) for signal in scaling_signals(spec, plan, scope)]
         }
-        scaling["keda"] = True
+        scaling["autoscaler_class"] = "keda"
+    else:
+        # No signal to read: KServe's default autoscaler for a Deployment is an HPA on CPU
+        # (constants.DefaultAutoscalerClass "hpa"), which says nothing about the measured
+        # capacity. Class "none" runs the Deployment at minReplicas: the plan's peak replicas.
+        scaling.update(min_replicas=plan.replicas, max_replicas=plan.replicas, autoscaler_class="none")
     return scaling
 
 
