@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tritonkit.serve.metrics import ModelCounters
-from tritonkit.spec.intent import Capacity, Slo
+from tritonkit.spec.intent import DEFAULT_HEADROOM, Capacity, Slo
 
 TOLERANCE = 2.0
 """How many times the baseline's p99 the new release may take before it is a regression."""
@@ -145,7 +145,7 @@ def analyse(
     if capacity is not None and served:
         per_replica = numbers["rps"] / max(1, replicas)
         if per_replica > capacity.rps:
-            spare = 1 + (slo.spare if slo is not None else 0.2)
+            spare = 1 + (slo.spare if slo is not None else DEFAULT_HEADROOM)
             needed = math.ceil(numbers["rps"] * spare / capacity.rps)
             violations.append(
                 f"{numbers['rps']:,.0f} req/s over {replicas} replica(s) is more than the measured capacity "

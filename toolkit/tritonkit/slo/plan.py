@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from tritonkit.spec.intent import QueuePolicyPlan, queue_policy
+from tritonkit.spec.intent import DEFAULT_HEADROOM, QueuePolicyPlan, queue_policy
 from tritonkit.spec.schema import EnvironmentSpec, ModelBase, Spec
 
 
@@ -92,7 +92,7 @@ def plan_model(model: ModelBase) -> ModelPlan:
         missing.append("slo.peak_rps (the expected peak traffic)")
     if capacity is None:
         missing.append(f"a measured capacity: run 'tritonkit tune {model.name}'")
-    spare = 1 + (slo.spare if slo is not None else 0.2)
+    spare = 1 + (slo.spare if slo is not None else DEFAULT_HEADROOM)
     load = slo.peak_rps / capacity.rps if slo is not None and slo.peak_rps and capacity else None
     return ModelPlan(
         model=model.name,
@@ -114,7 +114,7 @@ def plan_model(model: ModelBase) -> ModelPlan:
 def plan_spec(spec: Spec, env: EnvironmentSpec | None) -> Plan:
     """The plan for ``env`` (``None``: the local environment, one replica per host)."""
     models = [plan_model(m) for m in spec.models if m.slo is not None or m.capacity is not None]
-    spare = 1 + max((m.slo.spare for m in spec.models if m.slo is not None), default=0.2)
+    spare = 1 + max((m.slo.spare for m in spec.models if m.slo is not None), default=DEFAULT_HEADROOM)
     total = sum(m.load for m in models if m.load is not None)
     replicas = max(1, math.ceil(spare * total - 1e-9)) if total else 1
     return Plan(

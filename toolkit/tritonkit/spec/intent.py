@@ -29,6 +29,9 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
+DEFAULT_HEADROOM = 0.2
+"""The spare capacity a plan keeps when an SLO states none (and when a model has no SLO)."""
+
 
 class Slo(BaseModel):
     """A model's service-level objective (every key optional; see the module docstring)."""
@@ -52,8 +55,8 @@ class Slo(BaseModel):
 
     @property
     def spare(self) -> float:
-        """The headroom fraction the plan keeps (0.2 when unset)."""
-        return 0.2 if self.headroom is None else self.headroom
+        """The headroom fraction the plan keeps (:data:`DEFAULT_HEADROOM` when unset)."""
+        return DEFAULT_HEADROOM if self.headroom is None else self.headroom
 
 
 class Capacity(BaseModel):
