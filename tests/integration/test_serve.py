@@ -220,6 +220,7 @@ def test_a_port_taken_before_triton_binds_it_is_retried_on_fresh_ports(
             with urllib.request.urlopen(server.endpoints.http_url + "/v2/health/live", timeout=5) as live:
                 assert live.status == 200
         fixed = Endpoints("127.0.0.1", chosen.http_port, chosen.grpc_port, chosen.metrics_port)  # a user's choice
+        # (with the holder check off, as here, the reason is Triton's line; on, it names the holder)
         with pytest.raises(ServerError, match=r"failed to start GRPC service: .*already in use"):
             TritonServer(demo_build.path, endpoints=fixed, models=[]).start()
 

@@ -207,7 +207,7 @@ class TritonServer:
         self.extra_args = extra_args or []
         self._process: subprocess.Popen[bytes] | None = None
         self._log_handle: IO[bytes] | None = None
-        self._own_log: Path | None = None  # the log file this object named (renamed on a retry)
+        self._given_log = log_file
         self._shm_before: set[str] = set()  # /dev/shm regions that existed before this server started
 
     @property
@@ -271,20 +271,21 @@ class TritonServer:
                 self._launch(timeout)
                 return
             except _BindRace:
-                if not self.endpoints.allocated or attempt == BIND_RETRIES:
+                if attempt == BIND_RETRIES:
                     raise
                 log.info("a port was taken before Triton bound it: retrying on fresh ports")
                 self.endpoints = Endpoints.allocate(self.endpoints.host)
-                self.log_file = self._own_log
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _launch(self, timeout: float) -> None:
         check_ports_free(self.endpoints)
-        if self._own_log is not None or self.log_file is None:
+        log_file = self._given_log
+        if log_file is None:  # named after the ports, which a retry changes
             runs = cache_root() / "runs"
             runs.mkdir(parents=True, exist_ok=True)
-            self.log_file = self._own_log = runs / f"triton-{os.getpid()}-{self.endpoints.http_port}.log"
-        handle = self.log_file.open("wb")
+            log_file = runs / f"triton-{os.getpid()}-{self.endpoints.http_port}.log"
+        self.log_file = log_file
+        handle = log_file.open("wb")
         self._log_handle = handle
         log.info("starting: %s", " ".join(self.command()))
         self._shm_before = shm_regions()
@@ -316,8 +317,8 @@ class TritonServer:
                     f"tritonserver exited with code {self._process.returncode}: {reason}",
                     hint=f"full log: {self.log_file}; reproduce: {' '.join(self.command())}",
                 )
-                if _BIND_FAILURE.search(reason):
-                    raise _BindRace(error.message, hint=error.hint)
+                if _BIND_FAILURE.search(reason) and self.endpoints.allocated:
+                    raise _BindRace(error.message, hint=error.hint)  # start() retries on fresh ports
                 check_ports_free(self.endpoints)  # taken meanwhile: name the holder, not just "exit 1"
                 raise error
             if self._get("/v2/health/live") == 200:
