@@ -20,7 +20,8 @@ PERF_STAMP := $(PERF_VENV)/.installed
 # Debian packages the project uses: the embedded Triton's Python backend stub links the system
 # libpython (libpython3.X); the OCI tests run Debian's docker-registry; modelcar images carry a
 # static busybox as their shell; perf_analyzer links libb64; 'tritonkit check --prometheus' is
-# tested against Debian's prometheus (started by the test on 127.0.0.1, never as a service).
+# tested against Debian's prometheus (started by the test on 127.0.0.1, never as a service); the
+# signed-release test checks our signatures with openssl, a verifier we did not write.
 # Installed only when missing (cheap to check on every run).
 sysdeps:
 	@missing=""; \
@@ -29,6 +30,7 @@ sysdeps:
 	[ -x /bin/busybox ] || missing="$$missing busybox-static"; \
 	ldconfig -p | grep -q "libb64.so.0d" || missing="$$missing libb64-0d"; \
 	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \

@@ -34,12 +34,15 @@ def test_credentials_are_scrubbed_from_a_servers_environment() -> None:
         "AWS_SECRET_ACCESS_KEY": "s",
         "PGPASSWORD": "p",
         "OPENAI_API_KEY": "k",
+        "TRITONKIT_SIGNING_KEY": "/home/bob/release.key",  # the release signing key never reaches a stub
+        "TRITONKIT_KEY_PASSWORD": "p",
         "TOKENIZERS_PARALLELISM": "false",
         "OMP_NUM_THREADS": "1",
     }
     kept, dropped = scrubbed_environment(env)
     assert sorted(kept) == ["OMP_NUM_THREADS", "PATH", "TOKENIZERS_PARALLELISM"]
     assert "TRITONKIT_REGISTRY_PASSWORD" in dropped and "HF_TOKEN" in dropped
+    assert {"TRITONKIT_SIGNING_KEY", "TRITONKIT_KEY_PASSWORD"} <= set(dropped)
 
 
 def test_credentials_in_a_url_are_masked_and_refused_as_a_reference() -> None:

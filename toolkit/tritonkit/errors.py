@@ -20,7 +20,8 @@ flags: the CLI owns its flag names.
     ├── PromoteError          exit 8   a promotion failed; the previous release still serves
     ├── NotConfirmed          exit 13  nothing was written because the change was not confirmed
     ├── StorageError          exit 14  the disk is full, read-only, or a path is not writable
-    └── SloViolation          exit 15  live metrics break a model's SLO (tritonkit check)
+    ├── SloViolation          exit 15  live metrics break a model's SLO (tritonkit check)
+    └── TrustError            exit 16  a release is unsigned or not signed by a trusted key
 
 Exit 2 is left to click's own usage errors (an unknown flag, a missing argument) and 130 to
 Ctrl-C. The README's "Exit codes" table is this tree.
@@ -171,6 +172,13 @@ class SloViolation(TritonkitError):
     """A model's live metrics break its service-level objective (``tritonkit check``)."""
 
     exit_code = 15
+
+
+class TrustError(TritonkitError):
+    """A release is unsigned, or not signed by a key the trust policy lists, or its signature does
+    not cover what is there (``release/trust.py``). Nothing was served, published or written."""
+
+    exit_code = 16
 
 
 _CREDENTIALS_IN_URL = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")

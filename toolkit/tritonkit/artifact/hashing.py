@@ -20,6 +20,10 @@ from pathlib import Path
 from typing import Any
 
 LOCK_FILE = "tritonkit.lock.json"
+# A signed release's proof of its lock (release/trust.py): beside the lock, not listed in it.
+PROVENANCE_FILE = "tritonkit.provenance.json"
+SIGNATURE_FILE = "tritonkit.lock.sig"
+METADATA_FILES = frozenset({LOCK_FILE, PROVENANCE_FILE, SIGNATURE_FILE})
 _CHUNK = 1 << 20
 
 
@@ -55,7 +59,7 @@ def iter_files(root: Path) -> Iterable[Path]:
 def hash_tree(
     root: Path,
     *,
-    exclude: frozenset[str] = frozenset({LOCK_FILE}),
+    exclude: frozenset[str] = METADATA_FILES,
     known: Mapping[str, FileHash] | None = None,
 ) -> dict[str, FileHash]:
     """Hash every file under ``root``, keyed by POSIX relative path, skipping ``exclude``.

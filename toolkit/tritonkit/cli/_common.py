@@ -25,6 +25,7 @@ from tritonkit.errors import DependencyError, ServerError, StorageError, Tritonk
 
 if TYPE_CHECKING:
     from tritonkit.release.store import ReleaseStore
+    from tritonkit.release.trust import TrustPolicy
 
 __all__ = [
     "Group",
@@ -133,7 +134,8 @@ def resolve_repository(path: Path | None, spec_file: Path) -> Path:
     if not path.exists() and str(path)[:1] == "v" and str(path)[1:].isdigit():
         from tritonkit.release.store import ReleaseStore, default_store, parse_release
 
-        return ReleaseStore(default_store(spec_file.resolve().parent)).path(parse_release(str(path)))
+        store = ReleaseStore(default_store(spec_file.resolve().parent), trust=trust_policy(spec_file))
+        return store.path(parse_release(str(path)))
     return path
 
 
@@ -152,12 +154,28 @@ def default_repository(spec_file: Path) -> Path:
 
 
 def store_for(spec_file: Path, store: Path | None) -> ReleaseStore:
-    """The store named by ``--store``, else the default for the spec's directory."""
+    """The store named by ``--store``, else the default for the spec's directory, under the
+    trust policy of the spec and ``$TRITONKIT_TRUSTED_KEYS`` (:func:`trust_policy`)."""
     from tritonkit.release.store import ReleaseStore, default_store
 
-    if store is not None:
-        return ReleaseStore(store)
-    return ReleaseStore(default_store(spec_file.resolve().parent))
+    root = store if store is not None else default_store(spec_file.resolve().parent)
+    return ReleaseStore(root, trust=trust_policy(spec_file))
+
+
+def trust_policy(spec_file: Path | None, keys: tuple[Path, ...] = ()) -> TrustPolicy | None:
+    """The keys that may sign releases: the spec's ``trust:`` (when the spec exists), ``keys``
+    (``--trusted-key``) and ``$TRITONKIT_TRUSTED_KEYS``; None when none is listed."""
+    from tritonkit.release.trust import policy_from
+
+    listed, required = list(keys), True
+    if spec_file is not None and spec_file.is_file():
+        from tritonkit.spec.loader import load_spec
+
+        loaded = load_spec(spec_file)
+        if loaded.spec.trust is not None:
+            listed += [loaded.root / key for key in loaded.spec.trust.keys]
+            required = loaded.spec.trust.required or bool(keys)
+    return policy_from(listed, required)
 
 
 def open_env(spec_file: Path, store: Path | None, name: str, url: str, metrics_url: str | None = None) -> Any:

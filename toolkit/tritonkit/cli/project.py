@@ -134,10 +134,21 @@ def build(
     type=click.Path(path_type=Path),
     help="With --load: use this tritonserver instead of the embedded one.",
 )
+@click.option(
+    "--trusted-key",
+    "trusted_keys",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Require a signature by this public key (repeatable; also $TRITONKIT_TRUSTED_KEYS).",
+)
 @json_option
-def verify(path: Path, load: bool, triton_bin: Path | None) -> None:
-    """Re-hash a built repository and check configs, layout and artifacts (--load: and that Triton loads it)."""
+def verify(path: Path, load: bool, triton_bin: Path | None, trusted_keys: tuple[Path, ...]) -> None:
+    """Re-hash a built repository and check configs, layout and artifacts (--load: and that Triton loads it).
+
+    With a trust policy (--trusted-key or $TRITONKIT_TRUSTED_KEYS) it must also be signed by one of those keys.
+    """
     from tritonkit.build.verify import verify as run_verify
+    from tritonkit.cli._common import trust_policy
 
     if load:
         _require_triton(triton_bin, "verify --load")
@@ -147,8 +158,14 @@ def verify(path: Path, load: bool, triton_bin: Path | None) -> None:
     from tritonkit.release.store import check_release_dir
 
     check_release_dir(path)  # a release in a store: its lock must be the one its index records
+    policy = trust_policy(None, trusted_keys)
+    signed = policy.check(report.root, release=None) if policy is not None and report.ok else None
+    if signed is not None:
+        record(signed={"release": signed.release, "keyid": signed.keyid})
     if report.ok:
         console.print(f"[green]ok[/] {report.root} — {report.files} files, {report.digest}", highlight=False)
+        if signed is not None:
+            console.print(f"   signed as {signed.release} by key {signed.keyid[:16]}…", highlight=False)
         if load:
             _load_check(report.root, triton_bin)
         return

@@ -1,5 +1,5 @@
-"""Releases and where they go: ``release``, ``releases``, ``export``, ``publish``, ``pull``, ``deploy``,
-``promote``, ``rollback``, ``status`` and ``repair``; every environment through the one interface."""
+"""Releases and where they go: ``keygen``, ``release``, ``releases``, ``export``, ``publish``, ``pull``,
+``deploy``, ``promote``, ``rollback``, ``status`` and ``repair``; every environment through the one interface."""
 
 from __future__ import annotations
 
@@ -42,23 +42,55 @@ def parse_release(name: str) -> int:
 
 
 @click.command()
+@click.argument("key", type=click.Path(path_type=Path, dir_okay=False))
+@json_option
+def keygen(key: Path) -> None:
+    """Write a new release signing key pair: KEY (private, mode 0600) and KEY with suffix .pub.
+
+    The private key is encrypted with $TRITONKIT_KEY_PASSWORD when it is set. List the .pub file
+    under the spec's trust: keys (or in $TRITONKIT_TRUSTED_KEYS) and keep KEY out of the repository.
+    """
+    import os
+
+    from tritonkit.release.trust import PASSWORD_ENV, generate_key
+
+    password = os.environ.get(PASSWORD_ENV)
+    public = generate_key(key, password=password.encode() if password else None)
+    record(private_key=key, public_key=public, encrypted=bool(password))
+    console.print(f"wrote {key} (private: keep it secret{', encrypted' if password else ''}) and {public}")
+    console.print(f"  trust it in tritonkit.yaml:  trust: {{keys: [{public}]}}", highlight=False, markup=False)
+
+
+@click.command()
 @_spec_option
 @_store_option
 @click.option("--repository", type=click.Path(path_type=Path), help="Build to release (default: the spec's newest).")
+@click.option(
+    "--sign-key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="TRITONKIT_SIGNING_KEY",
+    default=None,
+    help="Sign the release and its provenance with this private key (or $TRITONKIT_SIGNING_KEY).",
+)
 @json_option
-def release(spec_file: Path, store: Path | None, repository: Path | None) -> None:
+def release(spec_file: Path, store: Path | None, repository: Path | None, sign_key: Path | None) -> None:
     """Record the newest build as the next release vN (a no-op for a build already released)."""
+    from tritonkit.release.trust import Provenance, load_signer
+
     releases = store_for(spec_file, store)
     build = repository or default_repository(spec_file)
+    signer = load_signer(sign_key) if sign_key is not None else None
+    provenance = Provenance(spec=spec_file if spec_file.is_file() else None)
     with console.status(f"verifying and releasing {build} …"):
-        entry, created = releases.create(build.resolve())
-    record(release=entry.name, new=created, path=releases.root / entry.name, **_plain(entry))
+        entry, created = releases.create(build.resolve(), signer=signer, provenance=provenance)
+    signed = created and signer is not None
+    record(release=entry.name, new=created, signed=signed, path=releases.root / entry.name, **_plain(entry))
     if not created:
         console.print(f"{build} is already release [bold]{entry.name}[/] ({entry.digest[:19]}…); nothing recorded")
         return
     changed = ", ".join(entry.changed) or "none"
     console.print(f"released [bold]{entry.name}[/] {entry.digest} — models changed: {changed}")
-    console.print(f"  {releases.root / entry.name}")
+    console.print(f"  {releases.root / entry.name}" + (" (signed, with provenance)" if signed else ""))
 
 
 @click.command(name="releases")
@@ -309,17 +341,32 @@ def publish(name: str, target: str, spec_file: Path, store: Path | None) -> None
     console.print(f"published {name}: [bold]{reference}[/]", soft_wrap=True)
 
 
+_trusted_key_option = click.option(
+    "--trusted-key",
+    "trusted_keys",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Require a signature by this public key (repeatable; also the spec's trust: and $TRITONKIT_TRUSTED_KEYS).",
+)
+
+
 @click.command()
 @click.argument("reference")
 @click.argument("destination", type=click.Path(path_type=Path))
+@_spec_option
+@_trusted_key_option
 @json_option
-def pull(reference: str, destination: Path) -> None:
-    """Fetch REFERENCE (oci://HOST/REPO@sha256:…) into DESTINATION, verifying every hash."""
+def pull(reference: str, destination: Path, spec_file: Path, trusted_keys: tuple[Path, ...]) -> None:
+    """Fetch REFERENCE (oci://HOST/REPO@sha256:…) into DESTINATION, verifying every hash (and,
+    under a trust policy, its signature before anything is downloaded or written)."""
+    from tritonkit.cli._common import trust_policy
     from tritonkit.release.oci import pull as fetch
 
-    path = _with_byte_bars(lambda progress: fetch(reference, destination, progress=progress))
-    record(reference=mask_credentials(reference), path=path)
-    console.print(f"pulled and verified {mask_credentials(reference)} into {path}", soft_wrap=True)
+    policy = trust_policy(spec_file, trusted_keys)
+    path = _with_byte_bars(lambda progress: fetch(reference, destination, progress=progress, trust=policy))
+    record(reference=mask_credentials(reference), path=path, signature_checked=policy is not None)
+    signed = " and its signature" if policy is not None else ""
+    console.print(f"pulled and verified {mask_credentials(reference)}{signed} into {path}", soft_wrap=True)
 
 
 @click.command()
@@ -422,7 +469,7 @@ def _write_extras(
         console.print(f"wrote {helm_values} (helm install NAME helm/tritonkit -n {env.namespace} -f {helm_values})")
 
 
-COMMANDS = [release, list_releases, export, promote, rollback, status, repair, publish, pull, deploy]
+COMMANDS = [keygen, release, list_releases, export, promote, rollback, status, repair, publish, pull, deploy]
 
 
 def _plain(entry: Any) -> dict[str, Any]:

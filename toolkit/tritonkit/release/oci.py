@@ -25,6 +25,13 @@ manifest, the image config and every layer (digest, size, and the config's ``dif
 finally every file hash against the release lock; a mismatch leaves nothing at the
 destination. The registry protocol and credentials are :mod:`tritonkit.release.registry`'s.
 
+A signed release (:mod:`tritonkit.release.trust`) carries its provenance in the models layer, and
+``publish`` also attaches that DSSE envelope to the image as an artifact whose ``subject`` is the
+image (OCI 1.1 referrers where the registry supports them, cosign's ``sha256-<hex>.att`` tag where
+it does not: Debian's docker-registry 2.8). ``pull`` with a trust policy checks the attached
+signature before downloading any layer, then the lock inside against it, and the tree's own
+provenance, before anything is written at the destination.
+
 Example:
     >>> ref = publish(Path("releases/v3"), "oci://127.0.0.1:5000/demo:v3")
     >>> pull(ref, Path("/tmp/demo-v3"))
@@ -44,11 +51,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
-from tritonkit.artifact.hashing import hash_json
+from tritonkit.artifact.hashing import (
+    LOCK_FILE,
+    PROVENANCE_FILE,
+    SIGNATURE_FILE,
+    hash_file,
+    hash_json,
+    sha256_bytes,
+)
 from tritonkit.artifact.layout import make_writable, remove_tree, seal
 from tritonkit.artifact.lock import Lock, read_lock
 from tritonkit.build.verify import require_verified
-from tritonkit.errors import DependencyError, RegistryError, UsageError
+from tritonkit.errors import DependencyError, RegistryError, TrustError, UsageError
 from tritonkit.events import Event, Progress, emit
 from tritonkit.release.layers import (
     LAYER_FORMAT,
@@ -63,8 +77,14 @@ from tritonkit.release.layers import (
     write_layer,
 )
 from tritonkit.release.registry import CHUNK, MANIFEST_TYPE, BlobReader, Reference, Registry
+from tritonkit.release.trust import PREDICATE_TYPE, TrustPolicy
 
 CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
+# The provenance artifact attached to an image: an in-toto attestation in a DSSE envelope (the
+# layer type cosign attest uses), over OCI 1.1's empty config.
+ATTESTATION_TYPE = "application/vnd.in-toto+json"
+DSSE_TYPE = "application/vnd.dsse.envelope.v1+json"
+EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
 BUSYBOX = Path("/bin/busybox")
 SHELL_APPLETS = ("sh", "ln", "sleep", "cp")
 """What the KServe modelcar sidecar (sh, ln, sleep) and the Helm chart's init container (cp) run."""
@@ -133,7 +153,14 @@ class _Plan:
     def key(self) -> str:
         """What the models layer's bytes depend on: the release content, its tree, the tar writer."""
         listing = [[e.name, e.mode, e.source.stat().st_size if e.source else None] for e in self.entries]
-        return hash_json([LAYER_FORMAT, sys.version_info[:2], self.lock.digest, listing])
+        # The lock digest covers every file it lists; the signature files beside it (which it
+        # cannot list) are keyed by their content: a release signed again is another layer.
+        unlisted = [
+            hash_file(e.source).sha256
+            for e in self.entries
+            if e.source is not None and e.name.removeprefix("models/") in (PROVENANCE_FILE, SIGNATURE_FILE)
+        ]
+        return hash_json([LAYER_FORMAT, sys.version_info[:2], self.lock.digest, listing, unlisted])
 
 
 def _plan(release: Path, busybox: Path, progress: Progress | None) -> _Plan:
@@ -228,7 +255,64 @@ def publish(release: Path, target: str, *, progress: Progress | None = None, chu
         raise RegistryError(
             f"registry stored the manifest as {pushed}, expected {image.digest}", hint="check the registry's log"
         )
+    if (release / PROVENANCE_FILE).is_file():
+        emit(progress, Event("publish", target, "attaching the signed provenance"))
+        _attach(registry, image, (release / PROVENANCE_FILE).read_bytes(), progress)
     return ref.pinned(image.digest)
+
+
+def _attach(registry: Registry, image: Image, envelope: bytes, progress: Progress | None) -> str:
+    """Push ``envelope`` as an artifact whose subject is ``image``; returns where it went."""
+    empty = b"{}"
+    for blob in (empty, envelope):
+        _push(registry, "sha256:" + sha256_bytes(blob), len(blob), _writer(blob), progress)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_TYPE,
+        "artifactType": ATTESTATION_TYPE,
+        "config": {"mediaType": EMPTY_TYPE, "digest": "sha256:" + sha256_bytes(empty), "size": len(empty)},
+        "layers": [
+            {
+                "mediaType": DSSE_TYPE,
+                "digest": "sha256:" + sha256_bytes(envelope),
+                "size": len(envelope),
+                "annotations": {"predicateType": PREDICATE_TYPE},
+            }
+        ],
+        "subject": {"mediaType": MANIFEST_TYPE, "digest": image.digest, "size": len(image.manifest)},
+    }
+    return registry.push_referrer(_canonical(manifest), image.digest)
+
+
+def _writer(blob: bytes) -> Callable[[Callable[[bytes], None]], None]:
+    return lambda sink: sink(blob)
+
+
+def _signed_lock(registry: Registry, digest: str, trust: TrustPolicy, reference: str) -> str | None:
+    """The SHA-256 of the lock the image's attached provenance signs, after checking its
+    signature (None when nothing is attached and the policy does not require a signature).
+
+    Raises:
+        TrustError: no provenance attached (when required), or not signed by a listed key.
+    """
+    manifest = registry.find_referrer(digest, ATTESTATION_TYPE)
+    if manifest is None:
+        if not trust.required:
+            return None
+        raise TrustError(
+            f"{reference} has no signed provenance attached (the trust policy requires one)",
+            hint="publish a signed release ('tritonkit release --sign-key KEY', then 'tritonkit publish')",
+        )
+    try:
+        document = json.loads(manifest)
+        layer = document["layers"][0]
+        if document["subject"]["digest"] != digest or layer["mediaType"] != DSSE_TYPE:
+            raise ValueError("not this image's provenance")
+        envelope = registry.get_verified("blobs", layer["digest"], "provenance", int(layer["size"]))
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise TrustError(f"{reference}: the attached provenance is unreadable ({exc})", hint=_REPUBLISH) from exc
+    _, lock_sha256 = trust.verify_envelope(envelope, what=reference)
+    return lock_sha256
 
 
 def _push(
@@ -248,17 +332,21 @@ def _push(
     report(size, final=True)
 
 
-def pull(reference: str, destination: Path, *, progress: Progress | None = None) -> Path:
+def pull(
+    reference: str, destination: Path, *, progress: Progress | None = None, trust: TrustPolicy | None = None
+) -> Path:
     """Fetch ``oci://HOST/REPO@sha256:…`` into ``destination`` (new or empty), verifying every blob.
 
     The manifest, the image config and every layer (the shell's too) are checked against their
     digests and sizes, the layers' uncompressed bytes against the config's ``diff_ids``, and the
-    files against the release lock.
+    files against the release lock. With a ``trust`` policy, the provenance attached to the image
+    is checked before any layer is downloaded, and the lock inside must be the one it signs.
 
     Raises:
         UsageError: not pinned by digest, or a non-empty destination.
         RegistryError: a manifest or blob that does not match its digest (nothing is left behind).
         VerifyError: files that do not match the lock inside the image.
+        TrustError: under a policy, unsigned, or not signed by a listed key (nothing written).
     """
     ref = Reference.parse(reference)
     if not ref.digest:
@@ -269,6 +357,7 @@ def pull(reference: str, destination: Path, *, progress: Progress | None = None)
         raise UsageError(f"{destination} exists and is not empty", hint="pull into a new or empty directory")
     registry = Registry(ref)
     layers, diff_ids = _read_image(registry, ref.digest, reference)
+    signed_lock = None if trust is None else _signed_lock(registry, ref.digest, trust, reference)
     destination.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
     try:
@@ -290,12 +379,20 @@ def pull(reference: str, destination: Path, *, progress: Progress | None = None)
         require_verified(
             tree, subject=f"{reference}: the pulled files", hint="the registry served other bytes; pull again"
         )
+        if trust is not None:
+            lock = (tree / LOCK_FILE).read_bytes()
+            if signed_lock is not None and sha256_bytes(lock) != signed_lock:
+                raise TrustError(f"{reference}: its lock is not the one its attached provenance signs", hint=_REPUBLISH)
+            trust.check(tree, release=None, subject=reference)
         if destination.exists():
             destination.rmdir()
         seal(tree, destination)
     finally:
         remove_tree(staged)
     return destination
+
+
+_REPUBLISH = "the image or its attachment was altered; publish the signed release again"
 
 
 def _read_image(registry: Registry, digest: str, reference: str) -> tuple[list[dict[str, Any]], list[str]]:

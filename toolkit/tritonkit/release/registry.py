@@ -40,6 +40,7 @@ from typing import IO, Any
 from tritonkit.errors import RegistryError, UsageError, mask_credentials
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
+INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
 CHUNK = 32 << 20
 """Bytes per ``PATCH`` request: the memory an upload holds at once."""
 _READ = 1 << 20
@@ -320,6 +321,49 @@ class Registry:
         self._check(status, 201, "push the manifest", body)
         return headers.get("Docker-Content-Digest", "")
 
+    def push_referrer(self, manifest: bytes, subject: str) -> str:
+        """Push ``manifest`` (one whose ``subject`` is the image ``subject``) where clients find it:
+        by digest when the registry supports OCI 1.1's referrers API (it answers with an
+        ``OCI-Subject`` header), else also under cosign's tag scheme ``sha256-<hex>.att``.
+
+        Returns:
+            ``"referrers"`` or the tag it was pushed under.
+        """
+        digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+        status, headers, body = self._call(
+            "PUT", f"{self.base}/manifests/{digest}", data=manifest, headers={"Content-Type": MANIFEST_TYPE}
+        )
+        self._check(status, 201, "push the provenance manifest", body)
+        if headers.get("OCI-Subject"):
+            return "referrers"
+        tag = attachment_tag(subject)
+        self.push_manifest(manifest, tag)
+        return tag
+
+    def find_referrer(self, subject: str, artifact_type: str) -> bytes | None:
+        """The manifest of an artifact of ``artifact_type`` attached to ``subject`` (referrers API,
+        then the ``sha256-<hex>.att`` tag), or None when there is none. Its bytes are checked
+        against the digest the referrers index names; a tag's are not pinned (the caller checks
+        the content's signature and its ``subject``)."""
+        status, _, body = self._call(
+            "GET", f"{self.base}/referrers/{subject}?artifactType={urllib.parse.quote(artifact_type)}",
+            headers={"Accept": INDEX_TYPE},
+        )  # fmt: skip
+        if status == 200:
+            try:
+                found = [m for m in json.loads(body)["manifests"] if m.get("artifactType") == artifact_type]
+            except (ValueError, KeyError, TypeError):
+                found = []
+            if found:
+                return self.get_verified("manifests", found[-1]["digest"], "provenance manifest")
+        status, _, body = self._call(
+            "GET", f"{self.base}/manifests/{attachment_tag(subject)}", headers={"Accept": MANIFEST_TYPE}
+        )
+        if status == 404:
+            return None
+        self._check(status, 200, "serve the provenance manifest", body)
+        return body
+
     def get_verified(self, kind: str, digest: str, what: str, size: int | None = None) -> bytes:
         """A small document (a manifest, an image config) checked against ``digest`` and ``size``.
 
@@ -351,6 +395,11 @@ class Registry:
             with body:
                 self._check(status, 200, f"serve {what} {digest[:19]}…", body.read(1 << 16))
         return BlobReader(body, digest, size, what, progress), body
+
+
+def attachment_tag(subject: str) -> str:
+    """cosign's tag for what is attached to image ``subject``: ``sha256-<hex>.att``."""
+    return subject.replace(":", "-") + ".att"
 
 
 def _mismatch(what: str, digest: str, size: int | None, actual: str, got: int) -> RegistryError:

@@ -18,6 +18,8 @@ entry carrying the hash of the one before (``previous``) and the document the ha
 release (:meth:`ReleaseStore.path`: serve, export, promote, publish, status, verify) compares the
 release's lock digest with its index entry; the callers then re-hash the tree against the lock.
 The chain has no secret: it catches edits and damage, not someone who rewrites the whole chain.
+That is what a signature is for: a store opened with a trust policy (:mod:`tritonkit.release.trust`)
+also checks, on every use and in ``repair``, that the release was signed by a key the policy lists.
 
 Example:
     >>> store = ReleaseStore(Path("releases"))
@@ -39,15 +41,20 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tritonkit.artifact.hashing import LOCK_FILE, hash_json
+from tritonkit.artifact.hashing import LOCK_FILE, PROVENANCE_FILE, SIGNATURE_FILE, hash_json
 from tritonkit.artifact.layout import make_writable, remove_tree, seal
 from tritonkit.artifact.lock import Lock, read_lock, write_lock
 from tritonkit.build.verify import require_verified
-from tritonkit.errors import UsageError, VerifyError
+from tritonkit.errors import TrustError, UsageError, VerifyError
+from tritonkit.release.trust import Provenance, TrustPolicy, sign
+
+if TYPE_CHECKING:
+    from securesystemslib.signer import Signer
 
 INDEX = "index.json"
 BACKUP = "index.json.bak"
@@ -106,10 +113,16 @@ def model_hashes(lock: Lock) -> dict[str, str]:
 
 
 class ReleaseStore:
-    """The release store at ``root`` (created on first use)."""
+    """The release store at ``root`` (created on first use).
 
-    def __init__(self, root: Path) -> None:
+    With a ``trust`` policy, every release handed out (and every one ``repair`` re-admits) must be
+    signed by a key it lists; ``create`` then signs new releases, and refuses to record one it
+    cannot sign when the policy requires signatures.
+    """
+
+    def __init__(self, root: Path, trust: TrustPolicy | None = None) -> None:
         self.root = root
+        self.trust = trust
 
     def releases(self) -> list[Release]:
         """Every release, oldest first, after checking the index's hash chain.
@@ -167,6 +180,7 @@ class ReleaseStore:
                         hint="put the missing release directory back, then repair again",
                     )
                 lock = read_lock(self.root / f"v{number}")
+                self._check_signature(number)  # a rewritten release is not re-admitted under a policy
                 created = datetime.fromtimestamp((self.root / f"v{number}").stat().st_mtime, UTC)
                 entries.append(self._entry(lock, number, "", created, entries))
                 done.append(f"rebuilt v{number} from its lock (build digest unknown)")
@@ -211,17 +225,36 @@ class ReleaseStore:
                 f"{root}: lock digest {lock.digest[:19]}… is not the {release.digest[:19]}… recorded in {INDEX}",
                 hint="the release was modified after it was recorded; restore it (or its published image)",
             )
+        self._check_signature(release.number)
         return root
 
-    def create(self, build: Path) -> tuple[Release, bool]:
-        """Record ``build`` as the next release.
+    def _check_signature(self, number: int) -> None:
+        """Under a trust policy: release ``number`` is signed, as itself, by a listed key."""
+        if self.trust is not None:
+            self.trust.check(self.root / f"v{number}", release=f"v{number}")
+
+    def create(
+        self, build: Path, *, signer: Signer | None = None, provenance: Provenance | None = None
+    ) -> tuple[Release, bool]:
+        """Record ``build`` as the next release, signed with ``signer`` when one is given.
+
+        Args:
+            build: a verified build.
+            signer: signs the release's lock and its ``provenance`` (see :mod:`tritonkit.release.trust`).
+            provenance: what the provenance statement records besides the lock.
 
         Returns:
             ``(release, created)``; ``created`` is False when this build already is a release.
 
         Raises:
             VerifyError: the build does not match its lock (nothing is recorded).
+            TrustError: the store's policy requires signatures and no signer was given.
         """
+        if signer is None and self.trust is not None and self.trust.required:
+            raise TrustError(
+                "the trust policy requires signed releases and no signing key was given",
+                hint="pass the signing key (tritonkit release --sign-key KEY, or $TRITONKIT_SIGNING_KEY)",
+            )
         require_verified(build, consequence="not released")
         lock = read_lock(build)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -238,7 +271,10 @@ class ReleaseStore:
                     hint="the index lost its entry: 'tritonkit releases --repair' rebuilds it from the release's lock",
                 )
             self._clean_staged()
-            staged, release_lock = self._stage(build, lock, number)
+            made = datetime.fromtimestamp(build.stat().st_mtime, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            recorded = replace(provenance or Provenance(), build_digest=lock.digest, built_on=made)
+            signing = None if signer is None else (signer, recorded)
+            staged, release_lock = self._stage(build, lock, number, signing)
             release = self._entry(release_lock, number, lock.digest, datetime.now(UTC), existing)
             os.rename(staged, target)
             os.chmod(target, 0o555)
@@ -312,7 +348,9 @@ class ReleaseStore:
             if path.is_dir() and _NAME.match(path.name[1:].split(".")[0]):
                 remove_tree(path)
 
-    def _stage(self, build: Path, lock: Lock, number: int) -> tuple[Path, Lock]:
+    def _stage(
+        self, build: Path, lock: Lock, number: int, signing: tuple[Signer, Provenance] | None
+    ) -> tuple[Path, Lock]:
         staged = Path(tempfile.mkdtemp(prefix=f".v{number}.", dir=self.root))
         try:
             tree = staged / "tree"
@@ -325,13 +363,18 @@ class ReleaseStore:
                     os.rename(tree / model / version, tree / model / str(number))
                     renamed[f"{model}/{version}/"] = f"{model}/{number}/"
                 models[model] = {**meta, "versions": [str(number)]}
-            (tree / LOCK_FILE).unlink()
+            for name in (LOCK_FILE, PROVENANCE_FILE, SIGNATURE_FILE):  # a copied release's proof is not this one's
+                (tree / name).unlink(missing_ok=True)
             # The build was verified just now, so its lock's hashes are this run's: the lock of the
             # copy reuses them instead of reading every file again (a multi-GB model is read once
             # less). The copy itself is then verified by reading it, so a bad copy is still caught.
             known = {_moved(rel, renamed): entry for rel, entry in lock.files.items()}
             release_lock = write_lock(tree, lock.repository, models, known)
             require_verified(tree, subject=f"release v{number}")
+            if signing is not None:
+                sign(tree, f"v{number}", *signing)
+                if self.trust is not None:
+                    self.trust.check(tree, release=f"v{number}", subject=f"release v{number}")
             final = self.root / f".v{number}.ready"
             seal(tree, final)
             return final, release_lock

@@ -34,14 +34,14 @@ if TYPE_CHECKING:
 # Names of variables that carry credentials: never handed to tritonserver or its model stubs
 # (a model's code has no business with the registry or cluster credentials of whoever serves it).
 _CREDENTIAL_NAME = re.compile(
-    r"PASSWORD|PASSWD|SECRET|CREDENTIAL|(^|_)(TOKEN|AUTH|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|SESSION_?KEY)(_|$)"
+    r"PASSWORD|PASSWD|SECRET|CREDENTIAL|(^|_)(TOKEN|AUTH|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|SESSION_?KEY|SIGNING_?KEY)(_|$)"
 )
 _CREDENTIAL_FILES = frozenset({"TRITONKIT_REGISTRY_USERNAME", "DOCKER_CONFIG", "DOCKER_AUTH_CONFIG", "KUBECONFIG"})
 
 
 def scrubbed_environment(environ: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
     """``environ`` without credentials: names containing PASSWORD, PASSWD, SECRET or CREDENTIAL;
-    names with a TOKEN, AUTH, API_KEY, ACCESS_KEY, PRIVATE_KEY or SESSION_KEY part (``HF_TOKEN``,
+    names with a TOKEN, AUTH, API_KEY, ACCESS_KEY, PRIVATE_KEY, SESSION_KEY or SIGNING_KEY part (``HF_TOKEN``,
     ``AWS_ACCESS_KEY_ID``, not ``TOKENIZERS_PARALLELISM``); and the registry user and the files
     that hold credentials (``TRITONKIT_REGISTRY_USERNAME``, ``DOCKER_CONFIG``,
     ``DOCKER_AUTH_CONFIG``, ``KUBECONFIG``).

@@ -403,6 +403,18 @@ class EnvironmentSpec(_Strict):
     prometheus_url: str | None = None
 
 
+class TrustSpec(_Strict):
+    """Which public keys may sign this project's releases (see ``tritonkit.release.trust``).
+
+    With ``keys`` listed, every use of a release (verify, serve, promote, export, publish, pull)
+    refuses one that is not signed by one of them; ``required: false`` still refuses a wrong
+    signature but lets unsigned releases through (a migration step). Paths are relative to the spec.
+    """
+
+    keys: list[str] = Field(min_length=1)
+    required: bool = True
+
+
 class Spec(_Strict):
     """The whole tritonkit.yaml."""
 
@@ -414,6 +426,7 @@ class Spec(_Strict):
     models: list[Model] = Field(min_length=1)
     environments: list[EnvironmentSpec] = []
     slo: Slo | None = None  # defaults for every model's slo:
+    trust: TrustSpec | None = None  # who may sign releases
 
     def with_slo_defaults(self) -> Spec:
         """Every model's ``slo`` with the repository-level keys it leaves unset filled in."""
