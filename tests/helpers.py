@@ -38,6 +38,17 @@ def write_add_model(path: Path, *, batch: bool = True, width: int = 4, elem_type
     return path
 
 
+TINY_SPEC = "name: t\nmodels:\n  - name: m\n    kind: onnx\n    file: model.onnx\n    max_batch_size: 8\n"
+
+
+def tiny_project(root: Path) -> Path:
+    """A project of one ONNX model (``y = x + 1``) that builds in well under a second; returns its spec."""
+    root.mkdir(parents=True)
+    write_add_model(root / "model.onnx")
+    (root / "tritonkit.yaml").write_text(TINY_SPEC)
+    return root / "tritonkit.yaml"
+
+
 class Background:
     """``threads`` threads running :meth:`run` from the start of a ``with`` block until its end
     (``stop`` is set, then each is joined): the traffic the promotion and analysis tests send

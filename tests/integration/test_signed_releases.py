@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from tests.helpers import port_flags, write_add_model
+from tests.helpers import TINY_SPEC, port_flags, tiny_project, write_add_model
 from tritonkit.artifact.hashing import LOCK_FILE, PROVENANCE_FILE, SIGNATURE_FILE
 from tritonkit.artifact.layout import make_writable
 from tritonkit.artifact.lock import read_lock, write_lock
@@ -35,13 +35,7 @@ from tritonkit.release.store import ReleaseStore
 from tritonkit.release.trust import TrustPolicy, generate_key, load_signer
 from tritonkit.serve.endpoints import Endpoints
 
-SPEC = """name: t
-models:
-  - name: m
-    kind: onnx
-    file: model.onnx
-    max_batch_size: 8
-"""
+SPEC = TINY_SPEC
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> Result:
@@ -50,13 +44,10 @@ def _run(*args: str, env: dict[str, str] | None = None) -> Result:
 
 @pytest.fixture()
 def project(tmp_path: Path) -> Path:
-    root = tmp_path / "project"
-    root.mkdir()
-    write_add_model(root / "model.onnx")
-    (root / "tritonkit.yaml").write_text(SPEC)
-    result = _run("build", "-f", str(root / "tritonkit.yaml"), "--cache-dir", str(tmp_path / "cache"))
+    spec = tiny_project(tmp_path / "project")
+    result = _run("build", "-f", str(spec), "--cache-dir", str(tmp_path / "cache"))
     assert result.exit_code == 0, result.output
-    return root
+    return spec.parent
 
 
 @pytest.fixture()

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CASES = ROOT / "tests" / "cases"
 # The bad-spec cases whose fault a schema can see (type, key, enum, length); every other case
 # needs the files, the graph or cross-field rules, which the loader checks at build time.
-SCHEMA_ERRORS = {"bad_dtype", "empty_tensor_name", "unknown_key", "unknown_kind", "wrong_type"}
+SCHEMA_ERRORS = {"bad_dtype", "empty_tensor_name", "long_name", "unknown_key", "unknown_kind", "wrong_type"}
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,7 @@ def _load_options(command: Any) -> Any:
 @click.option("--concurrency", "-c", type=int, multiple=True, help="Closed loop: requests in flight (repeatable).")
 @click.option("--rate", "-r", type=float, multiple=True, help="Open loop: requests per second (repeatable).")
 @click.option("--constant", is_flag=True, help="Open loop with constant instead of Poisson arrivals.")
-@click.option("--batch-size", default=1, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--window", "window_s", default=2.0, show_default=True, help="Measurement window, seconds.")
 @click.option("--max-windows", default=10, show_default=True)
 @click.option("--report", "report_dir", type=click.Path(path_type=Path), help="Write bench.png and bench.html here.")

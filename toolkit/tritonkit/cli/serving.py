@@ -241,7 +241,9 @@ def _flush() -> None:
     help=f"Server address (default ${URL_ENV}, else 127.0.0.1:8000 for http, :8001 for grpc).",
 )
 @click.option("--protocol", type=click.Choice(["http", "grpc"]), default="http", show_default=True)
-@click.option("--batch-size", default=1, show_default=True, help="Batch size for generated inputs.")
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size for generated inputs."
+)
 @json_option
 def infer(model: str, inputs: tuple[str, ...], url: str | None, protocol: str, batch_size: int) -> None:
     """Send one request to a running Triton and print the outputs."""

@@ -40,13 +40,14 @@ from pathlib import Path
 
 from tritonkit.artifact.lock import read_lock
 from tritonkit.deploy.canary import Step, plan_steps
-from tritonkit.errors import PromoteError, UsageError
+from tritonkit.errors import PromoteError, UsageError, VerifyError
 from tritonkit.events import Event, Progress, emit
 from tritonkit.release.store import Release, ReleaseStore, parse_release
 from tritonkit.slo.analysis import Intent, Verdict, Window
 from tritonkit.spec.intent import Capacity, Slo
 
 HISTORY = "history.jsonl"
+DAMAGED = "history.damaged.jsonl"
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,9 @@ class Promotion:
     @property
     def ok(self) -> bool:
         return self.outcome == "ok"
+
+
+_PROMOTION_FIELDS = frozenset(Promotion.__dataclass_fields__)
 
 
 @dataclass(frozen=True)
@@ -100,11 +104,69 @@ class Environment(ABC):
         self.root = store.root / "envs" / name
 
     def history(self) -> list[Promotion]:
-        """Every promotion and rollback, oldest first."""
+        """Every promotion and rollback, oldest first.
+
+        Raises:
+            VerifyError: a line is damaged (torn by a crash mid-write, or edited): the record
+                cannot be trusted as is; :meth:`repair_history` sets it aside.
+        """
+        entries, damaged = self._read_history()
+        if damaged:
+            number, reason = damaged[0]
+            more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+            raise VerifyError(
+                f"{self.root / HISTORY}: line {number} is damaged{more}: {reason}",
+                hint=f"run 'tritonkit repair --env {self.name}': it moves damaged lines to {DAMAGED} "
+                "and makes the environment serve what the remaining record says",
+            )
+        return entries
+
+    def _read_history(self) -> tuple[list[Promotion], list[tuple[int, str]]]:
+        """The readable entries, and (line number, reason) for each damaged line."""
         path = self.root / HISTORY
         if not path.is_file():
+            return [], []
+        entries: list[Promotion] = []
+        damaged: list[tuple[int, str]] = []
+        for number, line in enumerate(path.read_bytes().split(b"\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                document = json.loads(line)
+                if not isinstance(document, dict):
+                    raise TypeError("not a JSON object")
+                unknown = sorted(set(document) - _PROMOTION_FIELDS)
+                if unknown:
+                    raise TypeError(f"unknown key '{unknown[0]}'")
+                entries.append(Promotion(**document))
+            except (ValueError, TypeError) as exc:
+                damaged.append((number, str(exc).splitlines()[0][:120]))
+        return entries, damaged
+
+    def repair_history(self) -> list[str]:
+        """Move the damaged lines of ``history.jsonl`` to ``history.damaged.jsonl`` (appended, kept
+        for a person to read) and rewrite the history atomically without them.
+
+        Returns:
+            One line per line set aside (empty when the history was intact).
+        """
+        entries, damaged = self._read_history()
+        if not damaged:
             return []
-        return [Promotion(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+        path = self.root / HISTORY
+        lines = path.read_bytes().split(b"\n")
+        with open(self.root / DAMAGED, "ab") as aside:
+            for number, _ in damaged:
+                aside.write(lines[number - 1].rstrip(b"\r") + b"\n")
+            aside.flush()
+            os.fsync(aside.fileno())
+        temp = path.with_name(f".{HISTORY}.repair")
+        with open(temp, "w") as handle:
+            handle.writelines(json.dumps(asdict(entry), sort_keys=True) + "\n" for entry in entries)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+        return [f"history line {number} set aside in {DAMAGED}: {reason}" for number, reason in damaged]
 
     def current(self) -> Release | None:
         """The release the environment serves: the target of the last successful step."""
@@ -262,9 +324,14 @@ class Environment(ABC):
     def repair(self, *, progress: Progress | None = None) -> list[str]:
         """Make what the environment serves match its record; returns the differences found.
 
+        The base case repairs the record only (damaged history lines are set aside).
+
         Raises:
-            UsageError: the environment cannot be repaired by tritonkit (the base case).
+            UsageError: the record was intact and the environment cannot be repaired by tritonkit.
         """
+        set_aside = self.repair_history()
+        if set_aside:
+            return set_aside
         raise UsageError(f"{self.name} has no repair of its own", hint="promote the release it should serve again")
 
     def record(

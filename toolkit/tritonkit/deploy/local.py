@@ -198,9 +198,10 @@ class LocalEnvironment(Environment):
         with self.lock("repair"):
             client = try_connect(self.url)
             try:
+                set_aside = self.repair_history()
                 self._recover(client, report)
                 current = self.current()
-                found = self.drift(current, client)
+                found = set_aside + self.drift(current, client)
                 self.reconcile(current, client, report)
             finally:
                 if client is not None:

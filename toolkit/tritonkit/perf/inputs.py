@@ -77,7 +77,7 @@ def load_inputs(source: Path, signature: Signature, *, batching: bool) -> dict[s
                 f"'{source.name}' gives one array but the model has {len(signature)} inputs",
                 hint="use a directory with one <name>.npy per input",
             )
-        arrays = {next(iter(signature)): np.load(source, allow_pickle=False)}
+        arrays = {next(iter(signature)): dtypes.load_npy(source, "input data")}
     else:
         raise UsageError(
             f"input data '{source}' is not .npy, .json or a directory", hint="see 'tritonkit bench --help'"
@@ -121,7 +121,7 @@ def _from_directory(source: Path, signature: Signature) -> dict[str, np.ndarray]
         stem = name.replace("/", "%2F")
         npy, txt = source / f"{stem}.npy", source / f"{stem}.txt"
         if npy.is_file():
-            arrays[name] = np.load(npy, allow_pickle=False)
+            arrays[name] = dtypes.load_npy(npy, f"input '{name}'")
         elif txt.is_file() and dtypes.canonical(datatype) == "BYTES":
             lines = txt.read_text().splitlines()
             arrays[name] = np.array([line.encode() for line in lines], dtype=object)

@@ -7,6 +7,7 @@ Example:
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,12 @@ def default_address(protocol: str) -> str:
 
 
 def connect(address: str, protocol: str) -> Any:
-    """A tritonclient ``InferenceServerClient`` for ``protocol`` (``grpc`` or ``http``)."""
+    """A tritonclient ``InferenceServerClient`` for ``protocol`` (``grpc`` or ``http``).
+
+    Raises:
+        UsageError: ``address`` is not ``HOST:PORT``.
+    """
+    check_address(address)
     if protocol == "grpc":
         import tritonclient.grpc as grpcclient
 
@@ -50,6 +56,17 @@ def connect(address: str, protocol: str) -> Any:
     import tritonclient.http as httpclient
 
     return httpclient.InferenceServerClient(address)
+
+
+def check_address(address: str) -> None:
+    """``HOST:PORT`` (``[::1]:8000`` for IPv6), or a UsageError saying so."""
+    try:
+        parts = urllib.parse.urlsplit(f"//{address}")
+        valid = bool(parts.hostname) and parts.port is not None and not parts.path and "@" not in address
+    except ValueError:
+        valid = False
+    if not valid:
+        raise UsageError(f"'{address}' is not a HOST:PORT address", hint="e.g. 127.0.0.1:8000 (IPv6: [::1]:8000)")
 
 
 def model_info(client: Any, model: str, address: str, protocol: str) -> ModelInfo:
@@ -153,7 +170,7 @@ def infer(
 def _load(path: Path, name: str, datatype: str) -> np.ndarray:
     if not path.is_file():
         raise UsageError(f"input '{name}': file '{path}' not found", hint="save it with numpy.save('x.npy', array)")
-    array = np.load(path, allow_pickle=False)
+    array = dtypes.load_npy(path, f"input '{name}'")
     want = dtypes.numpy_dtype(datatype)
     if datatype == "BYTES":
         return array.astype(object)

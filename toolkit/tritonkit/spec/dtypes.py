@@ -10,9 +10,12 @@ Example:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tritonkit.errors import UsageError
 
 # canonical name -> (numpy dtype name, ONNX TensorProto elem_type)
 _TABLE: dict[str, tuple[str, int]] = {
@@ -115,3 +118,22 @@ def random_array(name: str, shape: tuple[int, ...], rng: np.random.Generator) ->
     if np.issubdtype(dtype, np.integer):
         return rng.integers(0, 16, size=shape).astype(dtype)
     return rng.standard_normal(size=shape).astype(dtype)
+
+
+def load_npy(path: Path, what: str) -> np.ndarray:
+    """The array in the ``.npy`` file at ``path`` (never unpickled).
+
+    Raises:
+        UsageError: the file is not a ``.npy`` array (text, truncated, another format), or holds
+            Python objects (which only pickle can load, and a pickle runs code), naming ``what``.
+    """
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "pickle" in reason.lower() or "object arrays" in reason.lower():
+            reason = "not a numeric or fixed-width string .npy array (object arrays and pickles are refused)"
+        raise UsageError(
+            f"{what}: {path} is not a readable .npy array ({reason})",
+            hint="save it with numpy.save(path, array) from a numeric or fixed-width string array",
+        ) from None

@@ -59,15 +59,7 @@ def load_spec(path: Path) -> LoadedSpec:
         raise SpecError(
             "file not found", file=path, hint="run 'tritonkit init' to write a starter spec, or pass -f PATH"
         )
-    text = path.read_text()
-    try:
-        data = yaml.safe_load(text)
-        root_node = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(f"invalid YAML: {problem}", file=where, hint="fix the YAML syntax at that line") from exc
+    data, root_node = _parse(path)
     if not isinstance(data, dict):
         raise SpecError(
             "the spec must be a mapping with 'name' and 'models'", file=path, hint="see 'tritonkit init' for a starter"
@@ -80,6 +72,58 @@ def load_spec(path: Path) -> LoadedSpec:
     _check_project(loaded, root_node)
     _check_files(loaded, root_node)
     return _with_step_files(loaded, root_node)
+
+
+_MAX_BYTES = 4 << 20  # a spec is a few kB; refuse to parse a file that is not one
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (YAML 1.2 requires unique
+    keys; PyYAML keeps the last value silently, so a duplicated ``max_batch_size`` would win
+    without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            if key in seen:
+                first = seen[key].start_mark.line + 1
+                problem = f"key '{key}' appears twice in one mapping (first on line {first})"
+                raise yaml.constructor.ConstructorError(None, None, problem, key_node.start_mark)
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+def _parse(path: Path) -> tuple[Any, yaml.Node | None]:
+    """The spec's data and its node tree (for line numbers).
+
+    Raises:
+        SpecError: not UTF-8 text, too big, invalid YAML (with line:column), a duplicate key, or
+            nested too deeply to be a spec.
+    """
+    raw = path.read_bytes()
+    if len(raw) > _MAX_BYTES:
+        raise SpecError(f"{len(raw)} bytes: too big to be a spec", file=path, hint="a spec is a YAML file of a few kB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SpecError(
+            f"not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line})",
+            file=path,
+            hint="save the spec as UTF-8 (YAML files are UTF-8)",
+        ) from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader), yaml.compose(text)  # noqa: S506 (a safe loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(f"invalid YAML: {problem}", file=where, hint="fix the YAML syntax at that line") from None
+    except RecursionError:
+        raise SpecError(
+            "nested too deeply to be a spec", file=path, hint="a spec nests a few levels; check the file is the spec"
+        ) from None
 
 
 def _check_project(loaded: LoadedSpec, node: yaml.Node | None) -> None:

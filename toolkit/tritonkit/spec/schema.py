@@ -27,6 +27,9 @@ from tritonkit.spec import dtypes
 from tritonkit.spec.intent import Capacity, Slo
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# Names become directory names (dist/<name>-<digest>, <model>/), image and Kubernetes names: a
+# file name holds 255 bytes; 128 leaves room for the digest suffix and is longer than any real one.
+_NAME_MAX = 128
 
 
 class _Strict(BaseModel):
@@ -129,7 +132,7 @@ class TorchExport(_Strict):
 class ModelBase(_Strict):
     """Settings every model kind shares; they map one to one onto Triton's ModelConfig."""
 
-    name: str = Field(pattern=_NAME)
+    name: str = Field(pattern=_NAME, max_length=_NAME_MAX)
     max_batch_size: int = Field(0, ge=0)
     inputs: list[TensorSpec] | None = None
     outputs: list[TensorSpec] | None = None
@@ -419,7 +422,7 @@ class Spec(_Strict):
     """The whole tritonkit.yaml."""
 
     version: Literal[1] = 1
-    name: str = Field(pattern=_NAME)
+    name: str = Field(pattern=_NAME, max_length=_NAME_MAX)
     # The directory every source path must stay inside (after symlinks), relative to the spec;
     # default: the spec's own directory. It must contain the spec (e.g. ".." for a spec in a subfolder).
     project_root: str | None = None
