@@ -64,6 +64,86 @@ def test_the_cli_never_echoes_url_credentials(tmp_path: Path) -> None:
     assert "hunter2" not in result.output + result.stderr and "oci://***@127.0.0.1:1/x" in result.stderr
 
 
+SECRETS = ["pa/ss", "p@ss", "p:a@s/s", "hunter2"]
+
+
+@pytest.mark.parametrize("password", SECRETS)
+@pytest.mark.parametrize("scheme", ["oci://", ""])
+def test_a_password_with_slash_at_or_colon_is_never_echoed(password: str, scheme: str, tmp_path: Path) -> None:
+    """A '/' in the password ended the old mask's user part early; '@' left its tail; a reference
+    without oci:// was not masked at all — in the error line and in --json alike."""
+    reference = f"{scheme}bob:{password}@127.0.0.1:1/x:v1"
+    assert password not in mask_credentials(f"push to '{reference}' failed")
+    for args in (["pull", reference + "@sha256:" + "0" * 64, str(tmp_path / "d")], ["publish", "v1", reference]):
+        result = CliRunner().invoke(main, [*args, "--json"])
+        assert result.exit_code == UsageError.exit_code, result.output
+        assert password not in result.output + result.stderr, (args, result.output)
+
+
+def test_digest_references_and_plain_mentions_stay_readable() -> None:
+    assert mask_credentials("oci://reg.io/ml/demo@sha256:abc") == "oci://reg.io/ml/demo@sha256:abc"
+    assert mask_credentials("ask bob@example.com") == "ask bob@example.com"
+    assert mask_credentials("'oci://u:p@reg.io/x@sha256:abc'") == "'oci://***@reg.io/x@sha256:abc'"
+
+
+def test_a_token_service_that_redirects_never_passes_the_password_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """urllib copies a request's headers onto a redirect; the Basic credentials sent to the token
+    realm must not reach where it redirects (another origin here: another port)."""
+    import http.server
+    import threading
+
+    from tritonkit.release.registry import Registry
+
+    seen: dict[str, str | None] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self._answer()
+
+        def do_HEAD(self) -> None:
+            self._answer()
+
+        def _answer(self) -> None:
+            port = self.server.server_address[1]
+            body = b""
+            if port == gate.server_address[1]:
+                bearer = (self.headers.get("Authorization") or "").startswith("Bearer ")
+                self.send_response(200 if bearer else 401)
+                realm = f"http://127.0.0.1:{realm_server.server_address[1]}/token"
+                self.send_header("WWW-Authenticate", f'Bearer realm="{realm}",service="s"')
+            elif port == realm_server.server_address[1]:
+                seen["realm"] = self.headers.get("Authorization")
+                self.send_response(302)
+                self.send_header("Location", f"http://127.0.0.1:{other.server_address[1]}/elsewhere")
+            else:
+                seen["redirect target"] = self.headers.get("Authorization")
+                body = b'{"token": "t"}'
+                self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler) for _ in range(3)]
+    gate, realm_server, other = servers
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("TRITONKIT_REGISTRY_USERNAME", "bob")
+    monkeypatch.setenv("TRITONKIT_REGISTRY_PASSWORD", "hunter2")
+    try:
+        registry = Registry(Reference.parse(f"oci://127.0.0.1:{gate.server_address[1]}/x:v1"))
+        assert registry.has_blob("sha256:" + "0" * 64)
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+    assert (seen["realm"] or "").startswith("Basic ")  # the realm itself gets the credentials
+    assert seen["redirect target"] is None  # where it redirects does not
+
+
 @pytest.mark.parametrize(
     ("code", "words"),
     [

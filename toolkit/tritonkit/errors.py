@@ -181,12 +181,29 @@ class TrustError(TritonkitError):
     exit_code = 16
 
 
-_CREDENTIALS_IN_URL = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+_WORD = re.compile(r"[^\s'\"(),<>]+")
+_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+_USERINFO_END = re.compile(r"@(?!sha256:)")  # an '@' that does not start a digest
 
 
 def mask_credentials(text: str) -> str:
-    """``oci://user:pass@host/x`` -> ``oci://***@host/x``: credentials in a URL are never echoed."""
-    return _CREDENTIALS_IN_URL.sub(lambda m: f"{m['scheme']}***@", text)
+    """``oci://user:pass@host/x`` -> ``oci://***@host/x``: credentials in a reference are never echoed.
+
+    Everything up to the *last* ``@`` of a word that does not start a digest is the user part, so
+    a password holding ``/``, ``@`` or ``:`` is masked whole; without a scheme a word is masked
+    when its user part has a ``:`` (``bob:pw@host/x``), so ``user@host`` mentions stay readable.
+    """
+
+    def word(match: re.Match[str]) -> str:
+        token = match.group(0)
+        scheme = _SCHEME.match(token)
+        rest = token[scheme.end() :] if scheme else token
+        ends = [m.start() for m in _USERINFO_END.finditer(rest)]
+        if not ends or (scheme is None and ":" not in rest[: ends[-1]]):
+            return token
+        return (scheme.group(0) if scheme else "") + "***" + rest[ends[-1] :]
+
+    return _WORD.sub(word, text)
 
 
 def require(module: str, extra: str) -> object:

@@ -71,7 +71,7 @@ class Reference:
         Raises:
             UsageError: credentials inside it (refused without echoing them), or anything else.
         """
-        if "@" in text.removeprefix("oci://").split("/", 1)[0]:
+        if re.search(r"@(?!sha256:[0-9a-f]{64}$)", text):  # any '@' but the digest's: a user part
             raise UsageError(
                 f"'{mask_credentials(text)}': credentials do not belong in the reference (they would be printed "
                 "and recorded)",
@@ -205,9 +205,9 @@ class Registry:
             basic = None  # never send a password in clear text; an anonymous token may still do
         query = {key: fields[key] for key in ("service", "scope") if key in fields}
         query.setdefault("scope", f"repository:{self.ref.repo}:pull")
-        request = urllib.request.Request(
-            f"{fields['realm']}?{urllib.parse.urlencode(query)}", headers={"Authorization": basic} if basic else {}
-        )
+        request = urllib.request.Request(f"{fields['realm']}?{urllib.parse.urlencode(query)}")
+        if basic:  # unredirected: a token service that redirects never passes the password on
+            request.add_unredirected_header("Authorization", basic)
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 document = json.loads(response.read(1 << 20))
