@@ -66,3 +66,22 @@ def test_a_damaged_history_is_one_line_and_its_own_exit_code_then_repair_sets_it
     status = runner.invoke(main, ["status", "--env", "local", "--url", url, "-f", str(spec), "--json"])
     assert status.exit_code != VerifyError.exit_code, status.output
     assert json.loads(status.stdout)["history"][0]["to_release"] == "v1"
+
+
+def test_a_second_serve_of_the_same_live_repository_is_refused_naming_the_first(spec: Path) -> None:
+    """Two ``serve --env local`` on one live/ would each load half of every promotion (issue
+    "a root of trust", row 9): the second is refused before it starts a Triton."""
+    from tests.helpers import port_flags
+    from tritonkit.deploy.local import LocalEnvironment
+    from tritonkit.release.store import ReleaseStore
+    from tritonkit.serve.endpoints import Endpoints
+
+    first = LocalEnvironment(ReleaseStore(spec.parent / "releases"), url="127.0.0.1:18000")
+    first.claim_serving()  # what the first serve holds while it runs
+    result = CliRunner().invoke(main, ["serve", "--env", "local", "-f", str(spec), *port_flags(Endpoints.allocate())])
+    assert result.exit_code == 10, result.output
+    assert f"local is already served (pid {__import__('os').getpid()} at 127.0.0.1:18000)" in result.output
+    first.release_serving()  # as when the first serve ends
+    again = LocalEnvironment(ReleaseStore(spec.parent / "releases"))
+    again.claim_serving()
+    again.release_serving()

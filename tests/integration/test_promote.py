@@ -138,5 +138,7 @@ def test_promote_rollback_and_status_as_json(local: tuple[LocalEnvironment, Trit
     assert "v3 was not promoted" in doc["error"] and "v2 still serves" in doc["hint"]
     shown = json.loads(runner.invoke(main, ["status", *common]).stdout)
     assert shown["current"]["name"] == "v2" and shown["history"][-1]["outcome"].startswith("failed")
-    back = json.loads(runner.invoke(main, ["rollback", "--url", url, *common]).stdout)
+    rolled = runner.invoke(main, ["rollback", "--url", url, *common])
+    back = json.loads(rolled.stdout)
+    assert "promotion" in back, rolled.output
     assert (back["promotion"]["from_release"], back["promotion"]["to_release"]) == ("v2", "v1")

@@ -355,6 +355,32 @@ def test_a_killed_push_is_completed_by_running_it_again(
     assert verify(pull(reference, tmp_path / "pulled")).ok
 
 
+_KILLED_PULL = """
+import os, signal, sys
+from pathlib import Path
+from tritonkit.release.oci import pull
+
+def progress(event):
+    if event.stage == "pull" and event.unit == "bytes" and (event.done or 0) >= 16 << 20:
+        os.kill(os.getpid(), signal.SIGKILL)  # mid-download
+
+pull(sys.argv[1], Path(sys.argv[2]), progress=progress)
+"""
+
+
+def test_a_killed_pull_leaves_staging_that_the_next_pull_removes(
+    registry: tuple[str, Path], big_release: Path, tmp_path: Path
+) -> None:
+    reference = publish(big_release, f"oci://{registry[0]}/big:v1")
+    target = tmp_path / "pulled"
+    killed = subprocess.run([sys.executable, "-c", _KILLED_PULL, reference, str(target)], capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+    left = [p for p in tmp_path.iterdir() if p.name.startswith(".pulled.")]
+    assert left and not target.exists()  # the killed pull's half-written staging directory
+    assert verify(pull(reference, target)).ok
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(".pulled.")] == []
+
+
 def _status(url: str) -> int:
     try:
         with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=10) as response:

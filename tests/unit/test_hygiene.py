@@ -45,6 +45,15 @@ def test_credentials_are_scrubbed_from_a_servers_environment() -> None:
     assert {"TRITONKIT_SIGNING_KEY", "TRITONKIT_KEY_PASSWORD"} <= set(dropped)
 
 
+def test_the_allow_list_mode_passes_only_what_it_names_and_never_a_credential() -> None:
+    env = {"PATH": "/bin", "HOME": "/root", "MY_CONFIG": "db=postgres://u:secret@h", "OMP_NUM_THREADS": "2",
+           "OMP_PROC_BIND": "true", "HF_TOKEN": "x", "CUDA_VISIBLE_DEVICES": "0"}  # fmt: skip
+    kept, dropped = scrubbed_environment(env, "OMP_*, CUDA_VISIBLE_DEVICES,HF_TOKEN")
+    assert sorted(kept) == ["CUDA_VISIBLE_DEVICES", "HOME", "OMP_NUM_THREADS", "OMP_PROC_BIND", "PATH"]
+    assert dropped == ["HF_TOKEN", "MY_CONFIG"]  # a secret under an ordinary name; a credential even when listed
+    assert "MY_CONFIG" in scrubbed_environment(env)[0]  # the default mode reads names only (documented)
+
+
 def test_credentials_in_a_url_are_masked_and_refused_as_a_reference() -> None:
     assert mask_credentials("push to oci://bob:hunter2@reg.io/ml/demo:v1 failed") == (
         "push to oci://***@reg.io/ml/demo:v1 failed"
@@ -203,3 +212,18 @@ def test_serve_env_local_outside_a_project_creates_nothing(tmp_path: Path, monke
     assert result.exit_code == UsageError.exit_code, result.output
     assert "no release store at" in result.stderr and "tritonkit release" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_reader_that_goes_away_does_not_turn_the_exit_code_into_a_silent_1() -> None:
+    """``tritonkit status | head -1`` exited 1 with nothing said (click's answer to EPIPE): the
+    rest of the output is now dropped and the exit code is the command's own."""
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first write: every write is EPIPE
+    done = subprocess.run(
+        [sys.executable, "-m", "tritonkit", "schema"], stdout=write, stderr=subprocess.PIPE, text=True, timeout=120
+    )
+    os.close(write)
+    assert done.returncode == 0 and done.stderr == "", done.stderr

@@ -12,6 +12,8 @@ made wide enough for any table, so a column is never printed as ``-0.…``.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -77,6 +79,42 @@ def require_extra(extra: str, purpose: str, *more: tuple[str, str]) -> None:
         )
 
 
+class _ClosedPipeTolerant:
+    """stdout for one command: when the reader goes away (``tritonkit status | head -1``), the rest
+    of the output is dropped and the command runs to its end, so its exit code is its own (0, or
+    e.g. 8 for a status that found differences) instead of click's silent 1. File descriptor 1
+    is pointed at /dev/null then, so nothing fails again when Python flushes at exit."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._closed = False
+
+    def write(self, text: str) -> int:
+        if not self._closed:
+            try:
+                self._stream.write(text)
+            except BrokenPipeError:
+                self._reader_gone()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._closed:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, buffer …
+        return getattr(self._stream, name)
+
+
 class Group(click.Group):
     """The ``tritonkit`` group: renders errors (text or JSON) and prints ``--json`` documents."""
 
@@ -86,6 +124,8 @@ class Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         _output.reset()
+        if not isinstance(sys.stdout, _ClosedPipeTolerant):
+            sys.stdout = _ClosedPipeTolerant(sys.stdout)
         configure_consoles()
         try:
             result = super().invoke(ctx)

@@ -122,6 +122,8 @@ def serve(
 
     env = _local_environment(spec_file, env_name, f"{host}:{http_port}") if env_name is not None else None
     if env is not None:
+        ctx.call_on_close(env.release_serving)  # however serve ends
+    if env is not None:
         root, no_verify = env.serving_root(), True  # live/: each release was verified when promoted
     else:
         root = resolve_repository(path, spec_file)
@@ -188,6 +190,7 @@ def _local_environment(spec_file: Path, env_name: str, url: str) -> Any:
             hint="run in the project (the store is releases/ beside the spec; -f names the spec, "
             "$TRITONKIT_STORE a store), or make one with 'tritonkit build' and 'tritonkit release'",
         )
+    env.claim_serving()  # held while this process serves (released when it ends)
     root = env.serving_root()
     # A promotion killed mid-way left live/ between two releases: put it back to the record
     # before Triton reads it (nothing serves it yet, so this only touches files).

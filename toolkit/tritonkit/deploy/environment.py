@@ -292,8 +292,9 @@ class Environment(ABC):
             VerifyError: the target's lock no longer matches its index entry (nothing changed).
             PromoteError: the step failed and was undone.
         """
-        self.store.path(self.rollback_target())
-        return self._switch(self.rollback_target(), canary=None, progress=progress, action="rollback")
+        target = self.rollback_target()
+        self.store.path(target)
+        return self._switch(target, canary=None, progress=progress, action="rollback")
 
     def serving_root(self) -> Path:
         """The repository a Triton on this machine serves for this environment.

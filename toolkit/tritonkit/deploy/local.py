@@ -8,6 +8,7 @@ and without failing requests. The environment lives in the release store::
       history.jsonl    one JSON line per promotion or rollback, never rewritten
       lock             held while a step runs (who: pid, user, since) — :mod:`.transaction`
       journal.json     exists only while a step is unfinished — :mod:`.transaction`
+      serve.lock       held by the one ``serve --env local`` that serves live/ (:meth:`claim_serving`)
 
 A promotion of ``vN``:
 
@@ -51,12 +52,13 @@ live/ bookkeeping and drift checks already live in transaction.py, live.py and d
 
 from __future__ import annotations
 
+import fcntl
 import os
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from tritonkit.artifact.layout import remove_tree
 from tritonkit.build.verify import require_verified
@@ -85,6 +87,7 @@ from tritonkit.serve.server import TritonServer, repository_models
 from tritonkit.slo.analysis import Verdict, Window, judge_models
 
 Report = Callable[[str], None]
+SERVE_LOCK = "serve.lock"
 
 
 class LocalEnvironment(Environment):
@@ -117,6 +120,7 @@ class LocalEnvironment(Environment):
         self.journal = Journal(self.root)
         self.lock_timeout = lock_timeout
         self.prove = prove
+        self._serving: IO[str] | None = None  # serve.lock, while this process serves live/
 
     def prepare(self) -> Path:
         """Create ``live/`` (empty until the first promotion) and return it."""
@@ -126,6 +130,38 @@ class LocalEnvironment(Environment):
     def serving_root(self) -> Path:
         """``live/``: what ``tritonkit serve --env local`` serves and promotions switch."""
         return self.prepare()
+
+    def claim_serving(self) -> None:
+        """Claim ``live/`` for one serving Triton: an exclusive lock on ``serve.lock`` held as long
+        as this object (or the process, however it ends). Two servers on one ``live/`` would load
+        each other's promotions half-way and disagree with the record.
+
+        Raises:
+            UsageError: another process serves this environment (names its pid and address).
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        handle = open(self.root / SERVE_LOCK, "a+")  # noqa: SIM115 (held open: the lock is the open file)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise UsageError(
+                f"{self.name} is already served ({holder}) from {self.live}",
+                hint="stop that 'tritonkit serve --env local' first, or serve another store (--store)",
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} at {self.url}\n")  # appended after the lock: never truncated unheld
+        handle.flush()
+        self._serving = handle
+
+    def release_serving(self) -> None:
+        """Give up the claim of :meth:`claim_serving` (a no-op without one)."""
+        if self._serving is not None:
+            self._serving.close()
+            self._serving = None
 
     def lock(self, what: str, *, timeout: float | None = None) -> EnvironmentLock:
         """The environment's lock (a context manager); see :class:`.transaction.EnvironmentLock`."""
@@ -156,10 +192,25 @@ class LocalEnvironment(Environment):
             finally:
                 client.close()
 
-    def rollback_target(self) -> int:
-        with self.lock("rollback", timeout=self.lock_timeout):
-            self._recover(try_connect(self.url), lambda _: None)
-        return super().rollback_target()
+    def rollback(self, *, progress: Progress | None = None) -> Promotion:
+        """Serve the release that served before the current one, read under the lock: a promotion
+        that finishes while this rollback waits for the lock changes what "before" means.
+
+        Raises:
+            UsageError: nothing to roll back to.
+            VerifyError: the target's lock no longer matches its index entry (nothing changed).
+            PromoteError: the step failed and was undone.
+        """
+        report = self._reporter(progress, "rollback")
+        # Nothing to roll back to, a damaged record or a tampered target: refused before any wait.
+        self.store.path(self.rollback_target())
+        with self.lock("rollback"):
+            client = connect(self.url)
+            try:
+                self._recover(client, report)
+                return self._switch_locked(client, self.rollback_target(), "rollback", report)
+            finally:
+                client.close()
 
     def status(self) -> Status:
         """The recorded release, history, and every difference between the record and Triton.

@@ -44,7 +44,6 @@ import hashlib
 import json
 import sys
 import tarfile
-import tempfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,7 +58,7 @@ from tritonkit.artifact.hashing import (
     hash_json,
     sha256_bytes,
 )
-from tritonkit.artifact.layout import make_writable, remove_tree, seal
+from tritonkit.artifact.layout import make_writable, remove_abandoned, remove_tree, scratch_dir, seal
 from tritonkit.artifact.lock import Lock, read_lock
 from tritonkit.build.verify import require_verified
 from tritonkit.errors import DependencyError, RegistryError, TrustError, UsageError
@@ -359,7 +358,9 @@ def pull(
     layers, diff_ids = _read_image(registry, ref.digest, reference)
     signed_lock = None if trust is None else _signed_lock(registry, ref.digest, trust, reference)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+    prefix = f".{destination.name}.pull-"  # + pid: what a killed pull left is removed by the next
+    remove_abandoned(destination.parent, prefix)
+    staged = scratch_dir(destination.parent, prefix)
     try:
         for index, layer in enumerate(layers):
             target = staged if index == 1 else None  # the shell layer is checked, not unpacked

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tritonkit.artifact.hashing import LOCK_FILE, PROVENANCE_FILE, SIGNATURE_FILE, hash_json
-from tritonkit.artifact.layout import make_writable, remove_tree, seal
+from tritonkit.artifact.layout import make_writable, remove_abandoned, remove_tree, scratch_dir, seal
 from tritonkit.artifact.lock import Lock, read_lock, write_lock
 from tritonkit.build.verify import require_verified
 from tritonkit.errors import TrustError, UsageError, VerifyError
@@ -294,7 +294,9 @@ class ReleaseStore:
         if destination.exists():
             destination.rmdir()
         destination.parent.mkdir(parents=True, exist_ok=True)
-        staged = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+        prefix = f".{destination.name}.export-"  # + pid: what a killed export left is removed by the next
+        remove_abandoned(destination.parent, prefix)
+        staged = scratch_dir(destination.parent, prefix)
         try:
             shutil.copytree(source, staged / "tree", symlinks=False)
             tree = staged / "tree"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fnmatch
 import os
 import re
 import signal
@@ -39,8 +40,21 @@ _CREDENTIAL_NAME = re.compile(
 _CREDENTIAL_FILES = frozenset({"TRITONKIT_REGISTRY_USERNAME", "DOCKER_CONFIG", "DOCKER_AUTH_CONFIG", "KUBECONFIG"})
 
 
-def scrubbed_environment(environ: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
-    """``environ`` without credentials: names containing PASSWORD, PASSWD, SECRET or CREDENTIAL;
+ALLOW_ENV = "TRITONKIT_SERVER_ENV"
+# What a server needs whatever the allow-list says (tritonkit sets PATH and LD_LIBRARY_PATH itself).
+_ALWAYS = ("PATH", "LD_LIBRARY_PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ")
+
+
+def scrubbed_environment(environ: Mapping[str, str], allow: str | None = None) -> tuple[dict[str, str], list[str]]:
+    """``environ`` for a child server, in one of two modes.
+
+    The scrub works on variable **names** only: a secret in a variable with an ordinary name
+    (``MY_CONFIG=…password…``) is not recognised. Where that matters, the allow-list mode
+    (``allow``, from ``$TRITONKIT_SERVER_ENV``: names or shell patterns separated by commas, e.g.
+    ``OMP_*,CUDA_VISIBLE_DEVICES``) passes only the variables it names, plus PATH,
+    LD_LIBRARY_PATH, HOME, LANG, LC_ALL, TMPDIR and TZ — and still never a credential name.
+
+    Default mode: ``environ`` without credentials: names containing PASSWORD, PASSWD, SECRET or CREDENTIAL;
     names with a TOKEN, AUTH, API_KEY, ACCESS_KEY, PRIVATE_KEY, SESSION_KEY or SIGNING_KEY part (``HF_TOKEN``,
     ``AWS_ACCESS_KEY_ID``, not ``TOKENIZERS_PARALLELISM``); and the registry user and the files
     that hold credentials (``TRITONKIT_REGISTRY_USERNAME``, ``DOCKER_CONFIG``,
@@ -49,7 +63,14 @@ def scrubbed_environment(environ: Mapping[str, str]) -> tuple[dict[str, str], li
     Returns:
         The kept variables and the sorted names dropped (names only, never values).
     """
-    dropped = sorted(n for n in environ if n.upper() in _CREDENTIAL_FILES or _CREDENTIAL_NAME.search(n.upper()))
+    patterns = [p.strip() for p in (allow or "").split(",") if p.strip()]
+
+    def kept(name: str) -> bool:
+        if name.upper() in _CREDENTIAL_FILES or _CREDENTIAL_NAME.search(name.upper()):
+            return False
+        return not patterns or name in _ALWAYS or any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+    dropped = sorted(n for n in environ if not kept(n))
     return {k: v for k, v in environ.items() if k not in dropped}, dropped
 
 

@@ -49,6 +49,7 @@ from tritonkit.artifact.hashing import sha256_bytes
 from tritonkit.errors import ServerError
 from tritonkit.serve.endpoints import Endpoints
 from tritonkit.serve.process import (
+    ALLOW_ENV,
     check_ports_free,
     die_with_parent,
     remove_orphan_regions,
@@ -239,7 +240,7 @@ class TritonServer:
 
     def environment(self) -> dict[str, str]:
         """The server's (and so its model stubs') environment: ours, scrubbed of credentials."""
-        env, _ = scrubbed_environment(os.environ)
+        env, _ = scrubbed_environment(os.environ, os.environ.get(ALLOW_ENV))
         # Honoured by tritonserver's own Python use; the Python backend stub ignores the environment
         # (sys.flags.ignore_environment == 1), so as root it may still write __pycache__ next to a
         # model.py. Hashing and verify skip __pycache__ for that reason.
