@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import errno
 import re
+import shutil
 from pathlib import Path
 
 
@@ -160,11 +161,23 @@ class StorageError(TritonkitError):
 
     @classmethod
     def from_os_error(cls, exc: OSError) -> StorageError | None:
-        """The StorageError for a full, read-only or forbidden filesystem; None for any other OSError."""
-        if exc.errno not in cls._REASONS:
+        """The StorageError for a full, read-only or forbidden filesystem; None for any other OSError.
+
+        The path named is where the write failed: a copy's destination (``filename2``), not its
+        source; for ``shutil.copytree``'s collected errors (``shutil.Error``, whose causes are
+        strings), the first failed copy's destination and the errno in its message.
+        """
+        code, path = exc.errno, exc.filename2 or exc.filename
+        if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list):
+            for entry in exc.args[0]:
+                found = re.search(r"\[Errno (\d+)\]", str(entry[-1])) if isinstance(entry, tuple) else None
+                if found:
+                    code, path = int(found.group(1)), entry[1] if len(entry) == 3 else None
+                    break
+        if code not in cls._REASONS:
             return None
-        reason, hint = cls._REASONS[exc.errno]
-        where = f": {exc.filename}" if exc.filename else ""
+        reason, hint = cls._REASONS[code]
+        where = f": {path}" if path else ""
         return cls(f"{reason}{where}", hint=hint)
 
 
