@@ -105,3 +105,34 @@ def test_the_example_project_keeps_loading(tmp_path: Path) -> None:
     assert loaded.project == tmp_path.resolve()  # project_root: .. (its ensembles live in ../ensembles)
     for name in ("embeddings.yaml", "llm.yaml"):
         load_spec(project / name)
+
+
+def test_a_link_out_inside_a_linked_directory_is_refused(tmp_path: Path) -> None:
+    """The walk did not follow a symlinked directory (inside the project), but the builders' copy
+    does: a link to a host file in there was copied into the build (issue "a root of trust", row 5)."""
+    project = _project(tmp_path)
+    (project / "shared").mkdir()
+    os.symlink("/etc/passwd", project / "shared" / "passwd")
+    os.symlink("../../shared", project / "models" / "m" / "assets")
+    with pytest.raises(SpecError, match=r"holds a symlink assets/passwd -> /etc/passwd that leads outside"):
+        load_spec(project / "tritonkit.yaml")
+
+
+def test_a_hard_link_and_a_fifo_in_a_source_are_refused(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("host data\n")
+    os.link(outside, project / "models" / "m" / "data.txt")
+    with pytest.raises(SpecError, match=r"holds data.txt, a hard link with 2 names: the others may be outside"):
+        load_spec(project / "tritonkit.yaml")
+    (project / "models" / "m" / "data.txt").unlink()
+    os.mkfifo(project / "models" / "m" / "pipe")
+    with pytest.raises(SpecError, match=r"holds pipe, not a regular file"):
+        load_spec(project / "tritonkit.yaml")
+
+
+def test_a_symlink_that_loops_back_is_refused_before_a_copy_that_would_never_end(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    os.symlink(".", project / "models" / "m" / "loop")
+    with pytest.raises(SpecError, match=r"holds a symlink loop -> \. to a directory above it"):
+        load_spec(project / "tritonkit.yaml")

@@ -20,8 +20,10 @@ Example:
 from __future__ import annotations
 
 import os
+import stat
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -164,19 +166,60 @@ def _confine(
             key=_dotted(key),
             hint=hint,
         )
-    if not resolved.is_dir():
-        return
-    for dirpath, dirnames, filenames in os.walk(resolved):  # does not follow symlinked directories
-        for name in dirnames + filenames:
-            entry = Path(dirpath) / name
-            if entry.is_symlink() and not entry.resolve().is_relative_to(boundary):
-                raise SpecError(
-                    f"'{rel}' holds a symlink {entry.relative_to(resolved)} -> {os.readlink(entry)} "
-                    f"that leads outside {where} ({boundary})",
-                    file=_where(loaded.path, node, key),
-                    key=_dotted(key),
-                    hint="replace the link with the file itself, or point it inside: a build copies its target",
+
+    def refuse(entry: Path, problem: str, fix: str) -> NoReturn:
+        """``problem`` names the entry as ``{entry}``."""
+        shown = entry.relative_to(resolved) if entry != resolved else Path(rel)
+        text = problem.replace("{entry}", str(shown))
+        raise SpecError(f"'{rel}' holds {text}", file=_where(loaded.path, node, key), key=_dotted(key), hint=fix)
+
+    # Every level, following symlinked directories as the builders' copies do (each real
+    # directory once: a link cycle ends), so a link inside a linked directory is checked too.
+    seen: set[Path] = set()
+    if not resolved.exists():
+        return  # a missing source is reported by the file checks, with what it should be
+    pending = [resolved] if resolved.is_dir() else []
+    if not pending:
+        _check_entry(resolved, boundary, where, refuse)
+    while pending:
+        directory = pending.pop()
+        if directory.resolve() in seen:
+            continue
+        seen.add(directory.resolve())
+        for entry in sorted(directory.iterdir()):
+            target = entry.resolve()
+            if entry.is_symlink() and not target.is_relative_to(boundary):
+                refuse(
+                    entry,
+                    f"a symlink {{entry}} -> {os.readlink(entry)} that leads outside {where} ({boundary})",
+                    "replace the link with the file itself, or point it inside: a build copies its target",
                 )
+            if target.is_dir():
+                if entry.is_symlink() and directory.resolve().is_relative_to(target):
+                    refuse(
+                        entry,
+                        f"a symlink {{entry}} -> {os.readlink(entry)} to a directory above it: a copy would never end",
+                        "remove the link (or point it at a directory that does not contain it)",
+                    )
+                pending.append(entry)
+            else:
+                _check_entry(entry, boundary, where, refuse)
+
+
+def _check_entry(entry: Path, boundary: Path, where: str, refuse: Callable[[Path, str, str], NoReturn]) -> None:
+    """A file a build will copy: a regular file with one name (a hard link's other names may be
+    outside the project, and nothing says where), never a device, FIFO or socket."""
+    info = entry.stat()
+    if not stat.S_ISREG(info.st_mode):
+        refuse(
+            entry, "{entry}, not a regular file (a device, FIFO or socket)", "remove it: a build copies regular files"
+        )
+    if info.st_nlink > 1:
+        refuse(
+            entry,
+            f"{{entry}}, a hard link with {info.st_nlink} names: the others may be outside {where} ({boundary})",
+            "replace it with a copy (cp --remove-destination SRC DST), so the build copies only what is here",
+        )
 
 
 def _check_files(loaded: LoadedSpec, node: yaml.Node | None) -> None:
