@@ -205,6 +205,32 @@ def test_status_reports_what_differs_and_repair_fixes_it(local: tuple[LocalEnvir
     assert again.exit_code == 0 and "differs" not in again.output, again.output
 
 
+def test_an_in_place_edit_of_a_served_file_is_not_reloaded_by_repair(
+    local: tuple[LocalEnvironment, TritonServer],
+) -> None:
+    """live/ hard-links the release's files: an edit in live/ is an edit of the store's copy.
+    repair used to load it (issue "a root of trust", row 4); it now re-hashes the release first."""
+    env, _ = local
+    _ensure(env, 2)
+    served = next((env.live / "postprocess").glob("*/model.py"))
+    original = served.read_bytes()
+    spec = env.store.root.parent / "tritonkit.yaml"
+    client = httpclient.InferenceServerClient(env.url)
+    try:
+        served.chmod(0o644)
+        served.write_bytes(original + b"\nraise RuntimeError('attacker code')\n")
+        client.unload_model("postprocess")  # so that repair wants to load it again
+        fixed = CliRunner().invoke(main, ["repair", "--env", "local", "--url", env.url, "-f", str(spec)])
+        assert fixed.exit_code == 4 and "failed verification" in fixed.output, fixed.output
+        assert not client.is_model_ready("postprocess")  # nothing of the edit was loaded
+    finally:
+        served.write_bytes(original)
+        served.chmod(0o444)
+        client.close()
+    restored = CliRunner().invoke(main, ["repair", "--env", "local", "--url", env.url, "-f", str(spec)])
+    assert restored.exit_code == 0, restored.output
+
+
 def _scratch_servers(repository: Path) -> list[int]:
     """tritonservers on ``repository``, and orphaned processes (a model stub) running its files."""
     root = str(repository.resolve()).encode()

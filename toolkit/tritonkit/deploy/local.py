@@ -359,9 +359,12 @@ class LocalEnvironment(Environment):
 
         Raises:
             ServerError: a load or unload failed.
+            VerifyError: the release's files no longer match its lock (nothing is loaded).
         """
         number = release.number if release is not None else None
-        source = self.store.path(number) if number is not None else None
+        # Re-hashed, not only its lock compared: live/ hard-links the release's files, so an edit
+        # made in place in live/ is an edit of the store's copy, and must not be loaded again.
+        source = self.store.verified(number) if number is not None else None
         wanted = repository_models(source) if source is not None else []
         if client is not None:
             self._reload(client, release, wanted, report, journal)
