@@ -22,6 +22,7 @@ announced restarts, answered by a failed release (v3), inconsistent states, reco
 p50/max.
 
     .venv/bin/python benchmarks/chaos.py [--iterations 50] [--seed 17] [--minutes 40]
+    .venv/bin/python benchmarks/chaos.py --tamper   # the attacks on the store (benchmarks/tamper.py)
 """
 
 from __future__ import annotations
@@ -347,7 +348,15 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--minutes", type=float, default=40.0, help="stop starting new iterations after this")
+    parser.add_argument(
+        "--tamper", action="store_true", help="run the tamper attacks instead (benchmarks/tamper.py) and report them"
+    )
     args = parser.parse_args()
+    if args.tamper:
+        from benchmarks.tamper import run
+
+        run()
+        return
     with tempfile.TemporaryDirectory(prefix="tritonkit-chaos-") as scratch:
         print("building v1, v2 and the broken v3 …", flush=True)
         chaos = Chaos(prepare(Path(scratch)), args.seed)

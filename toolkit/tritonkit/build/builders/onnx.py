@@ -198,6 +198,14 @@ def _external_data(loaded: LoadedSpec, model: OnnxModel, source: Path) -> list[s
 _SESSION_CHECK_BYTES = 256 << 20
 
 
+def _quiet_session(ort: Any) -> Any:
+    """Session options that keep onnxruntime's own warnings (an unused initializer removed, …)
+    off the user's terminal: a load that fails still raises, with its message in our error."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors and fatal only
+    return options
+
+
 def _check_loads(path: Path, ctx: BuildContext, *, source_key: str, external: Sequence[str] = ()) -> None:
     """Fail early, naming the spec key, when onnxruntime (or, for large models, onnx) cannot load the file."""
     import onnxruntime as ort
@@ -209,7 +217,7 @@ def _check_loads(path: Path, ctx: BuildContext, *, source_key: str, external: Se
 
             onnx.checker.check_model(str(path))
         else:
-            ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            ort.InferenceSession(str(path), _quiet_session(ort), providers=["CPUExecutionProvider"])
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SpecError(
@@ -347,7 +355,7 @@ def _compare(
 
     sample = _example(export, 3 if batched else None, rng)  # another batch size than the export's
     try:
-        session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(target), _quiet_session(ort), providers=["CPUExecutionProvider"])
         got = session.run(list(export.outputs), {t.name: a for t, a in zip(export.inputs, sample)})
     except Exception as exc:
         raise BuildError(
