@@ -405,6 +405,7 @@ def deploy(
     from tritonkit.deploy.cluster import apply
     from tritonkit.manifests.crd import check
     from tritonkit.manifests.kserve import render, to_yaml
+    from tritonkit.release.view import as_released
     from tritonkit.spec.loader import load_spec
 
     loaded = load_spec(spec_file)
@@ -412,17 +413,19 @@ def deploy(
     releases = store_for(spec_file, store)
     number = parse_release(name)
     release = releases.get(number)
-    releases.path(number)  # its lock still matches the index entry (a tampered store is not deployed)
+    # its lock still matches the index entry (a tampered store is not deployed); everything
+    # rendered for it takes its intent (SLO, capacity) from that lock, not from today's spec
+    released = as_released(loaded.spec, releases.path(number))
     references = releases.publications(number)
     if not references:
         raise UsageError(
             f"{name} has not been published to a registry",
             hint=f"run 'tritonkit publish {name} oci://HOST/REPO:{name}' first; KServe pulls the image by digest",
         )
-    documents = render(loaded.spec, env, release, references[-1])
+    documents = render(released, env, release, references[-1])
     check(documents)  # KServe's CRD schemas: nothing is written or applied that a cluster would refuse or prune
     record(release=name, env=env_name, namespace=env.namespace, image=references[-1], dry_run=dry_run)
-    _write_extras(loaded.spec, env, release, references[-1], observability_dir, helm_values)
+    _write_extras(released, env, release, references[-1], observability_dir, helm_values)
     if dry_run:
         text = to_yaml(documents)
         record(objects=documents, out=out_file)

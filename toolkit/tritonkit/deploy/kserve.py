@@ -48,6 +48,7 @@ from tritonkit.events import Event, Progress, emit
 from tritonkit.manifests.crd import check
 from tritonkit.manifests.kserve import render
 from tritonkit.release.store import Release, ReleaseStore
+from tritonkit.release.view import as_released
 from tritonkit.serve.prometheus import window_counters
 from tritonkit.slo.analysis import Intent, Reads
 from tritonkit.spec.schema import EnvironmentSpec, Spec
@@ -295,7 +296,8 @@ class KServeEnvironment(Environment):
                 f"{release.name} has not been published to a registry",
                 hint=f"run 'tritonkit publish {release.name} oci://HOST/REPO:{release.name}' first",
             )
-        documents = render(self.spec, self.env, release, references[-1])
+        released = as_released(self.spec, self.store.path(release.number))  # vN's intent, not today's spec
+        documents = render(released, self.env, release, references[-1])
         if canary:
             documents[1]["spec"]["predictor"]["canaryTrafficPercent"] = canary
         check(documents)  # before any cluster is touched
