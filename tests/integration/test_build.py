@@ -43,8 +43,7 @@ def test_lock_lists_every_file_and_no_machine_details(demo_build: BuildResult) -
 
 
 def test_built_files_are_read_only(example_copy: Path, tmp_path: Path) -> None:
-    # A build of its own: the session's demo build may have been served, and Triton's Python
-    # stub writes __pycache__ when run as root (see README, "Known limits").
+    # A build of its own: the session's demo build is shared with the tests that serve it.
     result = build_repository(
         load_spec(example_copy / "tritonkit.yaml"), tmp_path / "out", cache_dir=tmp_path / "cache"
     )

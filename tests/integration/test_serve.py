@@ -284,3 +284,60 @@ def test_serve_refuses_a_tampered_repository(writable_copy: Path) -> None:
     result = CliRunner().invoke(main, ["serve", str(writable_copy), "--http-port", str(free_port())])
     assert result.exit_code == ServerError.exit_code
     assert "failed verification" in result.stderr and "hint:" in result.stderr
+
+
+ADD = """import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        inputs = [pb_utils.get_input_tensor_by_name(r, "x").as_numpy() for r in requests]
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("y", x + ADDEND)]) for x in inputs]
+"""
+
+
+def test_served_python_models_neither_write_nor_read_bytecode_in_the_repository(tmp_path: Path) -> None:
+    """The stub ignores PYTHONDONTWRITEBYTECODE: as root it wrote __pycache__/ into served
+    repositories, and it ran a .pyc planted there (an unchecked-hash one, whatever the source
+    says; issue "a root of trust", row 3). Bytecode is now off inside the stub; verify refuses
+    any .pyc the lock does not list."""
+    import py_compile
+
+    from tritonkit.artifact.layout import make_writable
+    from tritonkit.build.verify import verify
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.py").write_text(ADD.replace("ADDEND", "1"))
+    (tmp_path / "tritonkit.yaml").write_text(
+        "name: t\nmodels:\n  - name: m\n    kind: python\n    path: m\n    max_batch_size: 4\n"
+        "    inputs: [{name: x, dtype: FP32, dims: [1]}]\n    outputs: [{name: y, dtype: FP32, dims: [1]}]\n"
+    )
+    built = build_repository(load_spec(tmp_path / "tritonkit.yaml"), tmp_path / "out", cache_dir=tmp_path / "cache")
+
+    def answer() -> float:
+        with TritonServer(built.path, endpoints=Endpoints.allocate()) as server:
+            client = httpclient.InferenceServerClient(server.endpoints.http_url.removeprefix("http://"))
+            x = httpclient.InferInput("x", [1, 1], "FP32")
+            x.set_data_from_numpy(np.zeros((1, 1), dtype=np.float32))
+            value = float(client.infer("m", [x]).as_numpy("y")[0, 0])
+            client.close()
+            return value
+
+    assert answer() == 1.0
+    assert not list(built.path.rglob("__pycache__")), "the stub wrote bytecode into the repository"
+    assert verify(built.path).ok
+
+    version = built.path / "m" / "1"
+    make_writable(version)
+    planted = tmp_path / "evil" / "model.py"
+    planted.parent.mkdir()
+    planted.write_text(ADD.replace("ADDEND", "1000"))
+    (version / "__pycache__").mkdir()
+    py_compile.compile(
+        str(planted), cfile=str(version / "__pycache__" / f"model.{sys.implementation.cache_tag}.pyc"),
+        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+    )  # fmt: skip
+    report = verify(built.path)
+    assert [f.kind for f in report.findings] == ["added"] and "bytecode" in report.findings[0].message
+    assert answer() == 1.0  # served without verifying: the source still runs, not the planted bytecode

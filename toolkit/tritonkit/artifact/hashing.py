@@ -64,6 +64,12 @@ def hash_tree(
 ) -> dict[str, FileHash]:
     """Hash every file under ``root``, keyed by POSIX relative path, skipping ``exclude``.
 
+    Every other file counts, ``__pycache__/`` included: a ``.pyc`` there is code Python runs
+    instead of the source beside it (an unchecked-hash one whatever the source says), so a
+    repository holding one the lock does not list fails verification. Builds never contain one
+    (builders and release copies skip them) and tritonkit's servers never write one
+    (:func:`tritonkit.serve.server.prepare_backends`).
+
     ``known`` holds hashes this process has just computed for files it then copied here (a
     verified cache entry): a file listed there with the same size is not read again.
     """
@@ -71,7 +77,7 @@ def hash_tree(
     known = known or {}
     for path in iter_files(root):
         rel = path.relative_to(root).as_posix()
-        if rel in exclude or "/__pycache__/" in f"/{rel}":
+        if rel in exclude:
             continue
         earlier = known.get(rel)
         result[rel] = earlier if earlier is not None and earlier.size == path.stat().st_size else hash_file(path)

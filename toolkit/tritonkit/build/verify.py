@@ -77,7 +77,9 @@ def verify(root: Path) -> VerifyReport:
     findings: list[Finding] = []
     actual = hash_tree(root)
     for rel in sorted(set(actual) - set(lock.files)):
-        findings.append(Finding("added", rel, "not in the lock file"))
+        bytecode = rel.endswith(".pyc") or "/__pycache__/" in f"/{rel}"
+        why = "bytecode not in the lock file: Python would run it instead of the source" if bytecode else ""
+        findings.append(Finding("added", rel, why or "not in the lock file"))
     for rel in sorted(set(lock.files) - set(actual)):
         findings.append(Finding("missing", rel, "listed in the lock file but absent"))
     for rel in sorted(set(actual) & set(lock.files)):

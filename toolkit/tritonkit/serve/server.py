@@ -122,6 +122,42 @@ def cache_root() -> Path:
     return Path(base) / "tritonkit"
 
 
+# The Python backend stub runs its interpreter isolated (sys.flags.ignore_environment), so
+# PYTHONDONTWRITEBYTECODE never reaches it: as root it wrote __pycache__/ into served repositories,
+# and it read whatever .pyc it found there (an unchecked-hash .pyc runs whatever the source says)
+# — and it imports a model before anything of ours runs. It does import `site`, which runs the
+# .pth files of this environment's site-packages (the stub finds them through the `python3` on
+# PATH). This one line turns bytecode off, and points the bytecode cache at a directory that never
+# exists, in processes started with NO_BYTECODE_ENV=1 — Triton's stubs, which environment() marks
+# — and does nothing anywhere else.
+NO_BYTECODE_ENV = "TRITONKIT_STUB_NO_BYTECODE"
+STUB_HOOK = "tritonkit-stub-no-bytecode.pth"
+_STUB_HOOK_LINE = (
+    "import os, sys; (setattr(sys, 'dont_write_bytecode', True), setattr(sys, 'pycache_prefix', "
+    f"'/nonexistent/tritonkit-no-bytecode')) if os.environ.get('{NO_BYTECODE_ENV}') == '1' else None\n"
+)
+
+
+def install_stub_hook() -> bool:
+    """Write :data:`STUB_HOOK` into this environment's site-packages (once; atomically).
+
+    Returns:
+        Whether the hook is in place (False where site-packages is not writable: the stub then
+        writes bytecode as before, and verify refuses any it finds in a release).
+    """
+    target = Path(sysconfig.get_paths()["purelib"]) / STUB_HOOK
+    try:
+        if target.is_file() and target.read_text() == _STUB_HOOK_LINE:
+            return True
+        temp = target.with_name(f".{STUB_HOOK}.{os.getpid()}")
+        temp.write_text(_STUB_HOOK_LINE)
+        os.replace(temp, target)
+        return True
+    except OSError:
+        log.warning("cannot write %s: Triton's Python stubs may write bytecode into served repositories", target)
+        return False
+
+
 def prepare_backends(binary: TritonBinary, root: Path | None = None) -> Path:
     """Lay out (once, atomically) the backend directory for the embedded server.
 
@@ -133,6 +169,7 @@ def prepare_backends(binary: TritonBinary, root: Path | None = None) -> Path:
         ServerError: when the wheel has no stub for the running Python.
     """
     assert binary.python_backend_dir is not None and binary.stubs_dir is not None
+    install_stub_hook()  # the stubs this directory runs write and read no bytecode
     py = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = binary.stubs_dir / py / "triton_python_backend_stub"
     if not stub.is_file():
@@ -242,9 +279,9 @@ class TritonServer:
         """The server's (and so its model stubs') environment: ours, scrubbed of credentials."""
         env, _ = scrubbed_environment(os.environ, os.environ.get(ALLOW_ENV))
         # Honoured by tritonserver's own Python use; the Python backend stub ignores the environment
-        # (sys.flags.ignore_environment == 1), so as root it may still write __pycache__ next to a
-        # model.py. Hashing and verify skip __pycache__ for that reason.
+        # (sys.flags.ignore_environment == 1): the .pth hook turns bytecode off inside it.
         env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env[NO_BYTECODE_ENV] = "1"
         if self.binary.embedded:
             assert self.binary.library_dir is not None
             env["LD_LIBRARY_PATH"] = os.pathsep.join(
