@@ -210,12 +210,16 @@ def test_deploy_dry_run_points_kserve_at_the_published_digest(
 def test_deploy_writes_the_slo_rules_dashboard_and_helm_values_of_the_same_release(
     registry: tuple[str, Path], released: tuple[ReleaseStore, Path], tmp_path: Path
 ) -> None:
-    store, spec = released
+    _, spec = released
     _declare_environments(spec)
-    store.record_publication(1, reference := publish(store.path(1), f"oci://{registry[0]}/demo:v1"))
     intent = spec.parent / "intent.yaml"  # the same project with an SLO (the shared spec stays as it is)
     intent.write_text(spec.read_text() + "slo: {p99_ms: 50, error_rate: 0.001}\n")
+    # released with that SLO, in a store of its own: what deploy renders is the release's intent
+    store = ReleaseStore(tmp_path / "store")
+    store.create(build_repository(load_spec(intent), tmp_path / "dist", cache_dir=spec.parent / "cache").path)
+    store.record_publication(1, reference := publish(store.path(1), f"oci://{registry[0]}/demo:v1"))
     args = ["deploy", "v1", "--env", "staging", "--dry-run", "--out", str(tmp_path / "kserve.yaml"), "-f", str(intent)]
+    args += ["--store", str(store.root)]
     out = tmp_path / "observability"
     done = CliRunner().invoke(main, [*args, "--observability", str(out), "--helm-values", str(tmp_path / "v.yaml")])
     assert done.exit_code == 0, done.output

@@ -208,7 +208,10 @@ def test_a_port_in_use_is_named_with_its_process() -> None:
 def test_serve_env_local_outside_a_project_creates_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("TRITONKIT_STORE", raising=False)
-    result = CliRunner().invoke(main, ["serve", "--env", "local"])
+    from tests.helpers import port_flags
+
+    # ports of its own: the default 8000-8002 may be another test's (or the README's) server
+    result = CliRunner().invoke(main, ["serve", "--env", "local", *port_flags(Endpoints.allocate())])
     assert result.exit_code == UsageError.exit_code, result.output
     assert "no release store at" in result.stderr and "tritonkit release" in result.stderr
     assert list(tmp_path.iterdir()) == []

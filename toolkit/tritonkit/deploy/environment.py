@@ -32,6 +32,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -39,11 +40,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tritonkit.artifact.lock import read_lock
-from tritonkit.deploy.canary import Step, plan_steps
+from tritonkit.deploy.canary import Side, Step, walk
 from tritonkit.errors import PromoteError, UsageError, VerifyError
 from tritonkit.events import Event, Progress, emit
 from tritonkit.release.store import Release, ReleaseStore, parse_release
-from tritonkit.slo.analysis import Intent, Verdict, Window
+from tritonkit.slo.analysis import Intent, Reads
 from tritonkit.spec.intent import Capacity, Slo
 
 HISTORY = "history.jsonl"
@@ -71,6 +72,34 @@ class Promotion:
 
 
 _PROMOTION_FIELDS = frozenset(Promotion.__dataclass_fields__)
+
+
+@dataclass
+class Rollout:
+    """What one environment does for the walk of an analysed promotion (its effects; the walk
+    and its outcome are :meth:`Environment._analysed`'s, the same for every environment).
+
+    ``shift(percent)`` puts that share of the traffic on the new release (0: all back),
+    ``restore()`` serves the previous release again after a failure at 100 %, ``read(side)`` is
+    each model's window on the new or previous release, ``sleep`` the window's wait (a no-op
+    where ``read`` itself watches forward). ``entries`` collects the history entries of the
+    switches (the last is the promotion), ``undone`` the outcome of each return of traffic.
+    """
+
+    steps: list[int]
+    shift: Callable[[int], None]
+    restore: Callable[[], None]
+    read: Callable[[Side], Reads]
+    sleep: Callable[[float], None] = time.sleep
+    entries: list[Promotion] = field(default_factory=list)
+    undone: list[str] = field(default_factory=list)
+    stuck_hint: str = ""
+
+
+def evidence(number: int, step: Step) -> str:
+    """The history's action for a rollback after a failed analysis: where, and why."""
+    broken = "; ".join(f"{v.model}: {', '.join(v.violations)}" for v in step.verdicts if not v.ok)
+    return f"rollback (analysis of v{number} at {step.percent}%: {broken})"
 
 
 @dataclass(frozen=True)
@@ -204,12 +233,13 @@ class Environment(ABC):
     ) -> Promotion:
         """Serve release ``number`` (or ``canary`` percent of the traffic, where supported).
 
-        With ``analysis_s``, the new release is then watched under its real traffic for that long
-        and judged against each model's SLO (the ``slo`` its lock carries) and against the
-        previous release's numbers (:func:`tritonkit.slo.analysis.analyse`); on a violation
-        the previous release is put back at once and the step fails with the evidence, which the
-        history records. ``steps`` (traffic percentages, analysed one after the other) need an
-        environment that splits traffic (KServe Serverless); elsewhere only ``[100]``.
+        With ``analysis_s``, the one walk of :mod:`tritonkit.deploy.canary` runs: the new release
+        is watched under its real traffic for that long at each traffic step and judged against
+        each model's SLO (the ``slo`` its lock carries) and the previous release's numbers
+        (:func:`tritonkit.slo.analysis.analyse`); on a violation the previous release gets the
+        traffic back at once and the step fails with the evidence, which the history records.
+        ``steps`` (traffic percentages) need an environment that splits traffic (KServe
+        Serverless); elsewhere the walk has one step, ``[100]``: a whole switch, then its window.
 
         Raises:
             UsageError: unknown release, the release already served, a canary or traffic steps
@@ -221,19 +251,15 @@ class Environment(ABC):
         """
         self.store.path(number)  # every environment: the release is the one recorded, before any change
         require_window(analysis_s, steps)
-        if analysis_s and not self.analysable:
-            raise UsageError(
-                f"promotion analysis is not available for environment '{self.name}' yet",
-                hint="promote without analysis, and gate with 'tritonkit check' against its metrics",
-            )
-        if analysis_s:
-            plan_steps(steps, split=False)  # only a whole switch here: refuse steps before any change
-        previous = self.current()
-        baseline = self._baseline(number, previous.number) if analysis_s and previous is not None else {}
-        entry = self._switch(number, canary=canary, progress=progress, action="promote")
-        if analysis_s and previous is not None:
-            self._gate(number, previous.number, analysis_s, progress, baseline)
-        return entry
+        if not analysis_s:
+            return self._switch(number, canary=canary, progress=progress, action="promote")
+        self._check_analysable(canary, steps)
+        previous, intent = self.current(), self.intent(number)
+        if previous is None or not intent:
+            report = self._reporter(progress, "analysis")
+            report("nothing served before: nothing to compare" if previous is None else f"v{number} declares no SLO")
+            return self._switch(number, canary=None, progress=progress, action="promote")
+        return self._analysed(number, previous, analysis_s, steps, intent, progress)
 
     def intent(self, number: int) -> Intent:
         """Release ``number``'s models that declare an SLO: their SLO and measured capacity, as
@@ -244,44 +270,59 @@ class Environment(ABC):
             if "slo" in entry
         }
 
-    def _baseline(self, number: int, previous: int) -> dict[str, Window]:
-        """The previous release's recent numbers for release ``number``'s models, read before
-        the switch (none where the environment cannot tell)."""
-        return {}
-
-    def _gate(
-        self, number: int, previous: int, seconds: float, progress: Progress | None, baseline: dict[str, Window]
-    ) -> None:
-        """Watch release ``number`` for ``seconds``; roll back to ``previous`` when it breaks its
-        SLO or falls behind ``baseline`` (the previous release's numbers)."""
-        report = self._reporter(progress, "analysis")
-        verdicts = self._watch(number, seconds, report, baseline)
-        step = Step(100, verdicts)  # a whole switch: one step, all the traffic
-        emit(progress, Event("analysis", self.name, "passed" if step.ok else "failed", data={"step": step.as_dict()}))
-        broken = [v for v in verdicts if not v.ok]
-        if not broken:
-            report(f"v{number} met its SLO and kept up with v{previous} for {seconds:.0f}s")
-            return
-        evidence = "; ".join(f"{v.model}: {', '.join(v.violations)}" for v in broken)
-        report(f"v{number} broke its SLO ({evidence}): rolling back to v{previous}")
-        self._switch(previous, canary=None, progress=progress, action=f"rollback (analysis of v{number}: {evidence})")
-        raise PromoteError(
-            f"v{number} broke its SLO under traffic and was rolled back to v{previous}: {evidence}",
-            hint=f"v{previous} serves; 'tritonkit status' shows the evidence in the history",
-        )
-
-    def _watch(
-        self, number: int, seconds: float, report: Callable[[str], None], baseline: dict[str, Window]
-    ) -> list[Verdict]:
-        """Judge release ``number``'s models under live traffic for ``seconds`` (against the SLO
-        and ``baseline``).
+    def _check_analysable(self, canary: int | None, steps: Sequence[int] | None) -> None:
+        """Refuse, before any change, an analysis this environment cannot run.
 
         Raises:
-            UsageError: this environment cannot be analysed from here.
+            UsageError: no analysis here (the base case).
         """
         raise UsageError(
             f"promotion analysis is not available for environment '{self.name}' yet",
             hint="promote without analysis, and gate with 'tritonkit check' against its metrics",
+        )
+
+    def _rollout(
+        self, number: int, previous: Release, seconds: float, steps: Sequence[int] | None, intent: Intent,
+        judged: list[Step], progress: Progress | None,
+    ) -> Rollout:  # fmt: skip
+        """This environment's effects for the walk (how traffic moves, how counters are read)."""
+        raise NotImplementedError(f"environment '{self.name}' has no rollout for analysis")
+
+    def _analysed(
+        self,
+        number: int,
+        previous: Release,
+        seconds: float,
+        steps: Sequence[int] | None,
+        intent: Intent,
+        progress: Progress | None,
+    ) -> Promotion:
+        """The one analysed promotion: :func:`~tritonkit.deploy.canary.walk` over this
+        environment's :class:`Rollout`, the outcome recorded and raised the same everywhere."""
+        report = self._reporter(progress, "analysis")
+        judged: list[Step] = []
+        rollout = self._rollout(number, previous, seconds, steps, intent, judged, progress)
+
+        def on_step(step: Step) -> None:
+            judged.append(step)
+            verdict = "passed" if step.ok else "failed"
+            emit(progress, Event("analysis", self.name, f"{step.percent}%: {verdict}", data={"step": step.as_dict()}))
+
+        outcome = walk(rollout.steps, shift=rollout.shift, restore=rollout.restore, read=rollout.read, intent=intent,
+                       seconds=seconds, sleep=rollout.sleep, report=report, on_step=on_step)  # fmt: skip
+        if outcome.ok:
+            report(f"v{number} met its SLO and kept up with {previous.name} for {seconds:.0f}s at each step")
+            return rollout.entries[-1]
+        where = f"at {outcome.failed_at}% of the traffic" if len(rollout.steps) > 1 else "under traffic"
+        if rollout.undone and rollout.undone[-1] != "ok":
+            raise PromoteError(
+                f"v{number} broke its SLO {where} ({outcome.evidence}), and sending the traffic back to "
+                f"{previous.name} did not finish: {rollout.undone[-1]}",
+                hint=rollout.stuck_hint,
+            )
+        raise PromoteError(
+            f"v{number} broke its SLO {where} and was rolled back to {previous.name}: {outcome.evidence}",
+            hint=f"{previous.name} serves; 'tritonkit status' shows the evidence in the history",
         )
 
     def rollback(self, *, progress: Progress | None = None) -> Promotion:

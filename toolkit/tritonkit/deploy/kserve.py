@@ -12,7 +12,9 @@ traffic split); any other failed or timed-out step re-applies the previous relea
 the digest the history recorded). Either way the failure is recorded and the error exits 8.
 
 **Under analysis** (``promote(n, analysis_s=60, steps=[10, 50, 100])``, needs the environment's
-``prometheus_url``) the promotion is a walk of :mod:`tritonkit.deploy.canary`: Serverless steps
+``prometheus_url``) the promotion is the one walk every environment runs
+(:meth:`Environment._analysed <tritonkit.deploy.environment.Environment._analysed>`); this module
+gives it its effects (:meth:`KServeEnvironment._rollout`). Serverless steps
 through the traffic percentages (default 10 → 50 → 100), each applied and gated as above, then
 watched for the window; the new revision's Triton counters and the previous revision's are read
 through Prometheus (:func:`~tritonkit.serve.prometheus.window_counters`, the pods of one revision
@@ -39,12 +41,12 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from tritonkit.artifact.lock import read_lock
-from tritonkit.deploy.canary import Side, Step, plan_steps, walk
+from tritonkit.deploy.canary import Side, Step, plan_steps
 from tritonkit.deploy.cluster import apply, cluster, read
-from tritonkit.deploy.environment import Environment, Promotion, require_window
+from tritonkit.deploy.environment import Environment, Promotion, Rollout, evidence
 from tritonkit.deploy.gates import Gate, check_canary, evaluate, normalize_mode, rolled_back
 from tritonkit.errors import ClusterError, PromoteError, UsageError
-from tritonkit.events import Event, Progress, emit
+from tritonkit.events import Progress
 from tritonkit.manifests.crd import check
 from tritonkit.manifests.kserve import render
 from tritonkit.release.store import Release, ReleaseStore
@@ -123,31 +125,15 @@ class KServeEnvironment(Environment):
         super().__init__(store, env.name)
         self.spec, self.env, self.timeout_s = spec, env, timeout_s
 
-    def promote(
-        self,
-        number: int,
-        *,
-        canary: int | None = None,
-        progress: Progress | None = None,
-        analysis_s: float | None = None,
-        steps: Sequence[int] | None = None,
-    ) -> Promotion:
-        """Roll release ``number`` out; under analysis, in traffic ``steps`` judged through
-        Prometheus (see the module docstring).
+    def _check_analysable(self, canary: int | None, steps: Sequence[int] | None) -> None:
+        """Analysis reads Triton's metrics through the environment's Prometheus, in traffic steps
+        (checked here only for their form: whether the mode can split traffic is the cluster's).
 
         Raises:
-            UsageError: as :meth:`Environment.promote`; also analysis without the environment's
-                ``prometheus_url``, or with a single canary percentage.
-            ClusterError: no cluster, or the API server refused an object.
-            ServerError: Prometheus cannot be reached.
-            PromoteError: a step's rollout failed, or its analysis did: the traffic went back to
-                the previous release and the history records the evidence.
+            UsageError: malformed steps, a single canary percentage besides them, or no
+                ``prometheus_url``.
         """
-        require_window(analysis_s, steps)
-        if not analysis_s:
-            return super().promote(number, canary=canary, progress=progress)
-        self.store.path(number)
-        plan_steps(steps, split=True)  # well-formed steps, before anything else (the mode is checked later)
+        plan_steps(steps, split=True)
         if canary is not None:
             raise UsageError(
                 "a single canary percentage and an analysis in traffic steps exclude each other",
@@ -160,35 +146,21 @@ class KServeEnvironment(Environment):
                 hint=f"add 'prometheus_url: http://prometheus.monitoring:9090' (the Prometheus that scrapes "
                 f"the predictor pods) to environment '{self.name}' in tritonkit.yaml",
             )
-        previous, intent = self.current(), self.intent(number)
-        report = self._reporter(progress, "analysis")
-        if previous is None or not intent:
-            report("nothing served before: nothing to compare" if previous is None else f"v{number} declares no SLO")
-            return self._switch(number, canary=None, progress=progress, action="promote")
-        return self._walk(number, previous, analysis_s, steps, intent, progress)
 
-    def _walk(
-        self,
-        number: int,
-        previous: Release,
-        seconds: float,
-        steps: Sequence[int] | None,
-        intent: Intent,
-        progress: Progress | None,
-    ) -> Promotion:
-        """The walk of :mod:`tritonkit.deploy.canary` with this cluster and its Prometheus."""
+    def _rollout(
+        self, number: int, previous: Release, seconds: float, steps: Sequence[int] | None, intent: Intent,
+        judged: list[Step], progress: Progress | None,
+    ) -> Rollout:  # fmt: skip
+        """Traffic steps on this cluster (Serverless: KServe's canaryTrafficPercent; otherwise one
+        step at 100 %), each side's window read from Prometheus over the window that just ended."""
         report = self._reporter(progress, "analysis")
         target = self.store.get(number)
         documents = self._documents(target, None)
         client = cluster(self.env)
         live = read(client, documents[1]) or {}
         mode = self._mode(live)
-        plan = plan_steps(steps, split=mode == "Serverless")
         service = documents[1]["metadata"]["name"]
         revisions: dict[str, str | None] = {"previous": serving_revision(live) if mode == "Serverless" else None}
-        entries: list[Promotion] = []
-        judged: list[Step] = []
-        undone: list[str] = []  # the outcome of sending the traffic back
 
         def shift(percent: int) -> None:
             if percent == 0:  # KServe's canary rollback: the previous revision is still running
@@ -197,16 +169,16 @@ class KServeEnvironment(Environment):
                 apply(documents, self.env, client)
                 back = self._wait(client, documents[1], mode, 0, report, judge=lambda d, m, c: rolled_back(d))
                 outcome = "ok" if back.passed else f"failed: canaryTrafficPercent 0: {back.reason}"
-                self.record(_evidence(number, judged[-1]), self.current(), previous, outcome)
-                undone.append(outcome)
+                self.record(evidence(number, judged[-1]), self.current(), previous, outcome)
+                rollout.undone.append(outcome)
                 return
-            entries.append(self._switch(number, canary=percent if percent < 100 else None, progress=progress,
-                                        action="promote"))  # fmt: skip
+            rollout.entries.append(self._switch(number, canary=percent if percent < 100 else None, progress=progress,
+                                                action="promote"))  # fmt: skip
             if mode == "Serverless" and revisions.get("new") is None:
                 revisions["new"] = latest_revision(read(client, documents[1]) or {})
 
         def restore() -> None:
-            self._switch(previous.number, canary=None, progress=progress, action=_evidence(number, judged[-1]))
+            self._switch(previous.number, canary=None, progress=progress, action=evidence(number, judged[-1]))
 
         def revision(side: Side) -> str | None:
             if mode == "Serverless" and revisions.get(side) is None:
@@ -217,27 +189,11 @@ class KServeEnvironment(Environment):
         reads = prometheus_reads(
             str(self.env.prometheus_url), self.env.namespace, service, intent, seconds, revision, llm=engines
         )
-
-        def on_step(step: Step) -> None:
-            judged.append(step)
-            verdict = "passed" if step.ok else "failed"
-            emit(progress, Event("analysis", self.name, f"{step.percent}%: {verdict}", data={"step": step.as_dict()}))
-
-        outcome = walk(plan, shift=shift, restore=restore, read=reads, intent=intent, seconds=seconds,
-                       report=report, on_step=on_step)  # fmt: skip
-        if outcome.ok:
-            return entries[-1]
-        if undone and undone[-1] != "ok":
-            raise PromoteError(
-                f"v{number} failed its analysis at {outcome.failed_at}% of the traffic ({outcome.evidence}), and "
-                f"sending the traffic back to {previous.name} did not finish: {undone[-1]}",
-                hint=f"see 'kubectl -n {self.env.namespace} describe inferenceservice {service}'",
-            )
-        raise PromoteError(
-            f"v{number} failed its analysis at {outcome.failed_at}% of the traffic and was rolled back to "
-            f"{previous.name}: {outcome.evidence}",
-            hint=f"{previous.name} serves; 'tritonkit status' shows the evidence in the history",
-        )
+        rollout = Rollout(
+            steps=plan_steps(steps, split=mode == "Serverless"), shift=shift, restore=restore, read=reads,
+            stuck_hint=f"see 'kubectl -n {self.env.namespace} describe inferenceservice {service}'",
+        )  # fmt: skip
+        return rollout
 
     def _mode(self, live: Mapping[str, Any]) -> str:
         """The live InferenceService's mode (the cluster's wins over the spec's)."""
@@ -323,9 +279,3 @@ class KServeEnvironment(Environment):
                 return gate
             time.sleep(3)
         return Gate(False, True, f"timed out after {self.timeout_s:.0f}s ({gate.reason})")
-
-
-def _evidence(number: int, step: Step) -> str:
-    """The history's action for a rollback after a failed analysis: where, and why."""
-    broken = "; ".join(f"{v.model}: {', '.join(v.violations)}" for v in step.verdicts if not v.ok)
-    return f"rollback (analysis of v{number} at {step.percent}%: {broken})"

@@ -55,15 +55,16 @@ from __future__ import annotations
 import fcntl
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
 from tritonkit.artifact.layout import remove_tree
 from tritonkit.build.verify import require_verified
+from tritonkit.deploy.canary import Side, Step, plan_steps
 from tritonkit.deploy.drift import differences
-from tritonkit.deploy.environment import HISTORY, Environment, Promotion, Status, _user
+from tritonkit.deploy.environment import HISTORY, Environment, Promotion, Rollout, Status, _user, evidence
 from tritonkit.deploy.live import (
     config_json,
     connect,
@@ -84,7 +85,7 @@ from tritonkit.serve.endpoints import Endpoints
 from tritonkit.serve.metrics import ModelCounters, model_counters, scrape, watch, window_counters
 from tritonkit.serve.repository_api import load_model, unload_model
 from tritonkit.serve.server import TritonServer, repository_models
-from tritonkit.slo.analysis import Verdict, Window, judge_models
+from tritonkit.slo.analysis import Intent, Reads
 
 Report = Callable[[str], None]
 SERVE_LOCK = "serve.lock"
@@ -449,30 +450,40 @@ class LocalEnvironment(Environment):
         versions, configs = served(client)
         return differences(expected, number, versions, configs, live_problems)
 
-    def _baseline(self, number: int, previous: int) -> dict[str, Window]:
-        """Release ``previous``'s numbers for ``number``'s models, read from Triton before the
-        switch: its answers and failures since it was loaded, and its p99 over Triton's window."""
-        models = self.intent(number)
-        if not models:
-            return {}
-        read = scrape(self.metrics_url)
-        since_load = ModelCounters(read.at, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-        return {name: (since_load, model_counters(read, name, version=previous)) for name in models}
+    def _check_analysable(self, canary: int | None, steps: Sequence[int] | None) -> None:
+        """One whole switch only: no canary, no traffic steps below 100 %."""
+        if canary is not None:
+            raise UsageError(
+                "a canary needs a KServe Serverless environment", hint="the local environment switches whole releases"
+            )
+        plan_steps(steps, split=False)
 
-    def _watch(
-        self, number: int, seconds: float, report: Callable[[str], None], baseline: dict[str, Window]
-    ) -> list[Verdict]:
-        """Triton's metrics :attr:`metrics_url`, scraped through ``seconds``, judged per model
-        against the SLO and capacity the release's lock carries and against ``baseline`` (models
-        without an SLO are skipped); an ``llm`` model on its engine's TTFT/TPOT p99 as well."""
-        intent = self.intent(number)
-        if not intent:
-            report(f"v{number} declares no SLO: nothing to analyse")
-            return []
-        report(f"watching v{number} under traffic for {seconds:.0f}s")
-        scrapes = watch(self.metrics_url, seconds)
-        window = {name: window_counters(scrapes, name, version=number) for name in intent}
-        return judge_models(intent, window, baseline)
+    def _rollout(
+        self, number: int, previous: Release, seconds: float, steps: Sequence[int] | None, intent: Intent,
+        judged: list[Step], progress: Progress | None,
+    ) -> Rollout:  # fmt: skip
+        """A walk of one step at 100 %: the switch; the baseline is the previous release's
+        answers since it was loaded, read from Triton just before the switch; the new release's
+        window is watched forward from the switch (``read`` scrapes for ``seconds``, so the walk's
+        own wait is a no-op)."""
+
+        def shift(percent: int) -> None:
+            rollout.entries.append(self._switch(number, canary=None, progress=progress, action="promote"))
+
+        def restore() -> None:
+            self._switch(previous.number, canary=None, progress=progress, action=evidence(number, judged[-1]))
+
+        def read(side: Side) -> Reads:
+            if side == "previous":
+                now = scrape(self.metrics_url)
+                since_load = ModelCounters(now.at, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+                return {name: (since_load, model_counters(now, name, version=previous.number)) for name in intent}
+            scrapes = watch(self.metrics_url, seconds)
+            return {name: window_counters(scrapes, name, version=number) for name in intent}
+
+        rollout = Rollout(steps=plan_steps(steps, split=False), shift=shift, restore=restore, read=read,
+                          sleep=lambda _: None)  # fmt: skip
+        return rollout
 
     # ------------------------------------------------------------------ internals
 
