@@ -15,7 +15,7 @@ KSERVE_STAMP := $(KSERVE_VENV)/.installed
 PERF_VENV  := .venv-perf
 PERF_STAMP := $(PERF_VENV)/.installed
 
-.PHONY: demo test lint sysdeps clean perf-tools model-analyzer
+.PHONY: demo test lint docs sysdeps clean perf-tools model-analyzer
 
 # Debian packages the project uses: the embedded Triton's Python backend stub links the system
 # libpython (libpython3.X); the OCI tests run Debian's docker-registry; modelcar images carry a
@@ -72,14 +72,14 @@ demo: sysdeps $(STAMP) $(PERF_STAMP)
 	$(BIN)/python model_repository/demo.py
 
 # The Debian packages and the three venvs are set up side by side (about 40 s less on a fresh
-# 2-core machine than one after another), then lint (seconds), then the suite in two parts: the
+# 2-core machine than one after another), then lint and the docs site (seconds), then the suite in two parts: the
 # tests that measure nothing on two workers (they mostly wait on Triton starting and stopping:
 # one process used 0.8 of the 2 cores), then the ones that measure time or load (marked
 # `serial` in tests/integration/conftest.py) alone. Both parts run; either failing fails. pytest
 # exits 5 when it collects no test: that fails too.
 test:
 	$(MAKE) --no-print-directory -j4 sysdeps $(STAMP) $(KSERVE_STAMP) $(PERF_STAMP)
-	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory lint docs
 	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not serial"; first=$$?; \
 	$(BIN)/python -m pytest -m serial; second=$$?; \
 	test $$first -eq 0 && test $$second -eq 0
@@ -91,5 +91,10 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/python tools/check_layers.py
 
+# The documentation site (mkdocs.yml, docs/) into site/; --strict: any warning (a broken link, a
+# page outside the nav) fails. The CLI and spec references are generated while it builds.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 clean:
-	rm -rf dist model_repository/.tritonkit model_repository/dist model_repository/releases $(KSERVE_VENV) $(PERF_VENV) .venv-ma
+	rm -rf site dist model_repository/.tritonkit model_repository/dist model_repository/releases $(KSERVE_VENV) $(PERF_VENV) .venv-ma

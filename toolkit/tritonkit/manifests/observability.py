@@ -82,7 +82,7 @@ class Signal:
     """One autoscaling signal: a query summed over the release, and its target per replica.
 
     ``pod_metric`` is the per-pod name a Prometheus adapter exposes the same series under (for a
-    HorizontalPodAutoscaler's ``Pods`` metric; see the README for the adapter rules).
+    HorizontalPodAutoscaler's ``Pods`` metric; see docs/guides/helm.md for the adapter rules).
     """
 
     name: str

@@ -416,7 +416,7 @@ def _hint_for(kind: str, loc: tuple[Any, ...]) -> str:
         return "names use letters, digits, '_', '.', '-' (factories: 'path/file.py:function')"
     if kind.startswith("list"):
         return f"'{field}' takes a YAML list"
-    return "see the spec reference in README.md"
+    return "see the spec reference in docs/reference/spec.md"
 
 
 def _known_fields(loc: tuple[Any, ...]) -> list[str]:

@@ -7,7 +7,7 @@ STARTER_SPEC = (
     f"# yaml-language-server: $schema={STARTER_SCHEMA}\n"
     + """\
 # tritonkit.yaml — what `tritonkit build` turns into a Triton model repository.
-# Paths are relative to this file. Reference: README.md ("The spec").
+# Paths are relative to this file. Reference: docs/reference/spec.md in the tritonkit repository.
 version: 1
 name: my-models            # the repository name: build writes <out>/<name>-<digest12>/
 
