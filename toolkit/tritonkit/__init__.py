@@ -49,7 +49,7 @@ _EXPORTS = {
     "read_lock": "tritonkit.artifact.lock",
     "Endpoints": "tritonkit.serve.endpoints",
     "TritonServer": "tritonkit.serve.server",
-    "find_triton": "tritonkit.serve.server",
+    "find_triton": "tritonkit.serve.binary",
     "LoadedSpec": "tritonkit.spec.schema",
     "Spec": "tritonkit.spec.schema",
     "load_spec": "tritonkit.spec.loader",
@@ -141,7 +141,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from tritonkit.perf.stats import BenchPoint
     from tritonkit.perf.tune import TunePoint, TuneResult, TuneSettings, tune
     from tritonkit.release.store import Release, ReleaseStore
+    from tritonkit.serve.binary import find_triton
     from tritonkit.serve.endpoints import Endpoints
-    from tritonkit.serve.server import TritonServer, find_triton
+    from tritonkit.serve.server import TritonServer
     from tritonkit.spec.loader import load_spec
     from tritonkit.spec.schema import LoadedSpec, Spec

@@ -68,7 +68,7 @@ def hash_tree(
     instead of the source beside it (an unchecked-hash one whatever the source says), so a
     repository holding one the lock does not list fails verification. Builds never contain one
     (builders and release copies skip them) and tritonkit's servers never write one
-    (:func:`tritonkit.serve.server.prepare_backends`).
+    (:func:`tritonkit.serve.binary.prepare_backends`).
 
     ``known`` holds hashes this process has just computed for files it then copied here (a
     verified cache entry): a file listed there with the same size is not read again.

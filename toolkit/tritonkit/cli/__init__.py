@@ -6,9 +6,10 @@ error's exit code. Nothing here decides anything the library could.
 
 One module per command group, each with a ``COMMANDS`` list registered here: :mod:`.project`
 (init, build, verify), :mod:`.serving` (serve, infer, generate), :mod:`.perf` (bench, tune),
-:mod:`.release` (release … status), :mod:`.intent` (plan); :mod:`._output` holds the consoles
-and ``--json`` documents, :mod:`._common` error rendering and repository defaults. Command modules
-import the library inside their functions, so ``tritonkit --help`` imports no stage.
+:mod:`.release` (keygen … pull), :mod:`.environments` (deploy, promote … repair),
+:mod:`.intent` (plan, check); :mod:`._output` holds the consoles and ``--json`` documents,
+:mod:`._common` error rendering and repository defaults. Command modules import the library
+inside their functions, so ``tritonkit --help`` imports no stage.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import click
 # a value the user set is kept.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-from tritonkit.cli import intent, perf, project, release, serving
+from tritonkit.cli import environments, intent, perf, project, release, serving
 from tritonkit.cli._common import Group, console
 
 
@@ -38,6 +39,6 @@ def main(ctx: click.Context, quiet: bool, verbose: bool) -> None:
     ctx.meta["tritonkit.verbose"] = verbose
 
 
-for _module in (project, serving, perf, release, intent):
+for _module in (project, serving, perf, release, environments, intent):
     for _command in _module.COMMANDS:
         main.add_command(_command)

@@ -251,10 +251,11 @@ class Environment(ABC):
         """
         self.store.path(number)  # every environment: the release is the one recorded, before any change
         require_window(analysis_s, steps)
+        previous = self.current()  # a damaged record is refused before any server or cluster is touched
         if not analysis_s:
             return self._switch(number, canary=canary, progress=progress, action="promote")
         self._check_analysable(canary, steps)
-        previous, intent = self.current(), self.intent(number)
+        intent = self.intent(number)
         if previous is None or not intent:
             report = self._reporter(progress, "analysis")
             report("nothing served before: nothing to compare" if previous is None else f"v{number} declares no SLO")

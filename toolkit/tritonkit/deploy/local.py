@@ -45,7 +45,7 @@ Example:
     >>> env.status().differences
     []
 
-Length: a little over 400 lines: the transaction's steps (prove, switch, settle, undo,
+Length: about 500 lines: the transaction's steps (prove, switch, settle, undo,
 recover) share the journal and the lock, and read best in one place; the scratch server,
 live/ bookkeeping and drift checks already live in transaction.py, live.py and drift.py.
 """

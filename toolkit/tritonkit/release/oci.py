@@ -26,11 +26,10 @@ finally every file hash against the release lock; a mismatch leaves nothing at t
 destination. The registry protocol and credentials are :mod:`tritonkit.release.registry`'s.
 
 A signed release (:mod:`tritonkit.release.trust`) carries its provenance in the models layer, and
-``publish`` also attaches that DSSE envelope to the image as an artifact whose ``subject`` is the
-image (OCI 1.1 referrers where the registry supports them, cosign's ``sha256-<hex>.att`` tag where
-it does not: Debian's docker-registry 2.8). ``pull`` with a trust policy checks the attached
-signature before downloading any layer, then the lock inside against it, and the tree's own
-provenance, before anything is written at the destination.
+``publish`` also attaches that DSSE envelope to the image (:mod:`tritonkit.release.attest`).
+``pull`` with a trust policy checks the attached signature before downloading any layer, then the
+lock inside against it, and the tree's own provenance, before anything is written at the
+destination.
 
 Example:
     >>> ref = publish(Path("releases/v3"), "oci://127.0.0.1:5000/demo:v3")
@@ -63,6 +62,7 @@ from tritonkit.artifact.lock import Lock, read_lock
 from tritonkit.build.verify import require_verified
 from tritonkit.errors import DependencyError, RegistryError, TrustError, UsageError
 from tritonkit.events import Event, Progress, emit
+from tritonkit.release.attest import REPUBLISH, attach, signed_lock_digest
 from tritonkit.release.layers import (
     LAYER_FORMAT,
     LAYER_GZIP_TYPE,
@@ -76,14 +76,9 @@ from tritonkit.release.layers import (
     write_layer,
 )
 from tritonkit.release.registry import CHUNK, MANIFEST_TYPE, BlobReader, Reference, Registry
-from tritonkit.release.trust import PREDICATE_TYPE, TrustPolicy
+from tritonkit.release.trust import TrustPolicy
 
 CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
-# The provenance artifact attached to an image: an in-toto attestation in a DSSE envelope (the
-# layer type cosign attest uses), over OCI 1.1's empty config.
-ATTESTATION_TYPE = "application/vnd.in-toto+json"
-DSSE_TYPE = "application/vnd.dsse.envelope.v1+json"
-EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
 BUSYBOX = Path("/bin/busybox")
 SHELL_APPLETS = ("sh", "ln", "sleep", "cp")
 """What the KServe modelcar sidecar (sh, ln, sleep) and the Helm chart's init container (cp) run."""
@@ -256,62 +251,12 @@ def publish(release: Path, target: str, *, progress: Progress | None = None, chu
         )
     if (release / PROVENANCE_FILE).is_file():
         emit(progress, Event("publish", target, "attaching the signed provenance"))
-        _attach(registry, image, (release / PROVENANCE_FILE).read_bytes(), progress)
+
+        def push_blob(blob: bytes) -> None:
+            _push(registry, "sha256:" + sha256_bytes(blob), len(blob), lambda sink: sink(blob), progress)
+
+        attach(registry, image.digest, len(image.manifest), (release / PROVENANCE_FILE).read_bytes(), push_blob)
     return ref.pinned(image.digest)
-
-
-def _attach(registry: Registry, image: Image, envelope: bytes, progress: Progress | None) -> str:
-    """Push ``envelope`` as an artifact whose subject is ``image``; returns where it went."""
-    empty = b"{}"
-    for blob in (empty, envelope):
-        _push(registry, "sha256:" + sha256_bytes(blob), len(blob), _writer(blob), progress)
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": MANIFEST_TYPE,
-        "artifactType": ATTESTATION_TYPE,
-        "config": {"mediaType": EMPTY_TYPE, "digest": "sha256:" + sha256_bytes(empty), "size": len(empty)},
-        "layers": [
-            {
-                "mediaType": DSSE_TYPE,
-                "digest": "sha256:" + sha256_bytes(envelope),
-                "size": len(envelope),
-                "annotations": {"predicateType": PREDICATE_TYPE},
-            }
-        ],
-        "subject": {"mediaType": MANIFEST_TYPE, "digest": image.digest, "size": len(image.manifest)},
-    }
-    return registry.push_referrer(_canonical(manifest), image.digest)
-
-
-def _writer(blob: bytes) -> Callable[[Callable[[bytes], None]], None]:
-    return lambda sink: sink(blob)
-
-
-def _signed_lock(registry: Registry, digest: str, trust: TrustPolicy, reference: str) -> str | None:
-    """The SHA-256 of the lock the image's attached provenance signs, after checking its
-    signature (None when nothing is attached and the policy does not require a signature).
-
-    Raises:
-        TrustError: no provenance attached (when required), or not signed by a listed key.
-    """
-    manifest = registry.find_referrer(digest, ATTESTATION_TYPE)
-    if manifest is None:
-        if not trust.required:
-            return None
-        raise TrustError(
-            f"{reference} has no signed provenance attached (the trust policy requires one)",
-            hint="publish a signed release ('tritonkit release --sign-key KEY', then 'tritonkit publish')",
-        )
-    try:
-        document = json.loads(manifest)
-        layer = document["layers"][0]
-        if document["subject"]["digest"] != digest or layer["mediaType"] != DSSE_TYPE:
-            raise ValueError("not this image's provenance")
-        envelope = registry.get_verified("blobs", layer["digest"], "provenance", int(layer["size"]))
-    except (ValueError, KeyError, TypeError, IndexError) as exc:
-        raise TrustError(f"{reference}: the attached provenance is unreadable ({exc})", hint=_REPUBLISH) from exc
-    _, lock_sha256 = trust.verify_envelope(envelope, what=reference)
-    return lock_sha256
 
 
 def _push(
@@ -356,7 +301,7 @@ def pull(
         raise UsageError(f"{destination} exists and is not empty", hint="pull into a new or empty directory")
     registry = Registry(ref)
     layers, diff_ids = _read_image(registry, ref.digest, reference)
-    signed_lock = None if trust is None else _signed_lock(registry, ref.digest, trust, reference)
+    signed_lock = None if trust is None else signed_lock_digest(registry, ref.digest, trust, reference)
     destination.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{destination.name}.pull-"  # + pid: what a killed pull left is removed by the next
     remove_abandoned(destination.parent, prefix)
@@ -383,7 +328,7 @@ def pull(
         if trust is not None:
             lock = (tree / LOCK_FILE).read_bytes()
             if signed_lock is not None and sha256_bytes(lock) != signed_lock:
-                raise TrustError(f"{reference}: its lock is not the one its attached provenance signs", hint=_REPUBLISH)
+                raise TrustError(f"{reference}: its lock is not the one its attached provenance signs", hint=REPUBLISH)
             trust.check(tree, release=None, subject=reference)
         if destination.exists():
             destination.rmdir()
@@ -391,9 +336,6 @@ def pull(
     finally:
         remove_tree(staged)
     return destination
-
-
-_REPUBLISH = "the image or its attachment was altered; publish the signed release again"
 
 
 def _read_image(registry: Registry, digest: str, reference: str) -> tuple[list[dict[str, Any]], list[str]]:

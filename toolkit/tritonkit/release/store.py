@@ -27,8 +27,9 @@ Example:
     >>> release.name, release.changed
     ('v1', ['classifier', 'postprocess'])
 
-Length: a little over 400 lines, kept in one file on purpose: the index's hash chain, its
-repair, and the operations that append to it (create, export) must agree on one format.
+Length: about 470 lines, kept in one file on purpose: the index's hash chain, its repair, the
+operations that append to it (create, export) and the signature check every use goes through
+must agree on one format.
 """
 
 from __future__ import annotations

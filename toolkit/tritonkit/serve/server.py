@@ -1,10 +1,7 @@
 """Run a real Triton server on a built repository: the embedded one by default.
 
-The ``nvidia-pytriton`` wheel ships ``tritonserver`` 2.51 with only the Python backend. To serve
-``backend: "onnxruntime"`` models on it, :func:`prepare_backends` lays out a backend directory
-holding the Python backend (with the stub for the running Python) and ``onnxruntime/model.py``,
-tritonkit's Python-based ONNX Runtime backend. A ``tritonserver`` from PATH or ``--triton-bin``
-(for example in an NGC image) is run with its own backends instead.
+Which binary and which backends: :mod:`.binary` (the embedded ``tritonserver`` 2.51 and
+tritonkit's Python-based ONNX Runtime backend by default).
 
 The server runs in explicit model-control mode, binds 127.0.0.1 unless told otherwise, and
 loads models one by one through the repository API so a failing model is reported with
@@ -29,24 +26,19 @@ import contextlib
 import logging
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import sysconfig
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from importlib import metadata, resources
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from tritonkit.artifact.hashing import sha256_bytes
 from tritonkit.errors import ServerError
+from tritonkit.serve.binary import NO_BYTECODE_ENV, cache_root, find_triton, own_libpython_dir, prepare_backends
 from tritonkit.serve.endpoints import Endpoints
 from tritonkit.serve.process import (
     ALLOW_ENV,
@@ -59,143 +51,6 @@ from tritonkit.serve.process import (
 from tritonkit.serve.repository_api import load_model
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TritonBinary:
-    """A ``tritonserver`` executable and what it needs to run."""
-
-    path: Path
-    embedded: bool
-    library_dir: Path | None = None
-    python_backend_dir: Path | None = None
-    stubs_dir: Path | None = None
-
-
-def find_triton(triton_bin: str | Path | None = None) -> TritonBinary:
-    """Locate ``tritonserver``: ``triton_bin``, else the embedded one, else PATH.
-
-    Raises:
-        ServerError: when none is found.
-    """
-    if triton_bin is not None:
-        path = Path(triton_bin)
-        if not path.is_file() or not os.access(path, os.X_OK):
-            raise ServerError(
-                f"--triton-bin {path} is not an executable file", hint="point it at a tritonserver binary"
-            )
-        return TritonBinary(path=path, embedded=False)
-    embedded = _embedded()
-    if embedded is not None:
-        return embedded
-    on_path = shutil.which("tritonserver")
-    if on_path:
-        return TritonBinary(path=Path(on_path), embedded=False)
-    raise ServerError(
-        "no tritonserver found (embedded nor on PATH)",
-        hint="pip install 'tritonkit[serve]' for the embedded CPU server, or pass --triton-bin",
-    )
-
-
-def _embedded() -> TritonBinary | None:
-    try:
-        dist = metadata.distribution("nvidia-pytriton")
-    except metadata.PackageNotFoundError:
-        return None
-    site = Path(str(dist.locate_file("")))
-    root = site / "pytriton" / "tritonserver"
-    binary = root / "bin" / "tritonserver"
-    if not binary.is_file():
-        return None
-    return TritonBinary(
-        path=binary,
-        embedded=True,
-        library_dir=site / "nvidia_pytriton.libs",
-        python_backend_dir=root / "backends" / "python",
-        stubs_dir=root / "python_backend_stubs",
-    )
-
-
-def cache_root() -> Path:
-    """``$XDG_CACHE_HOME/tritonkit`` (default ``~/.cache/tritonkit``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "tritonkit"
-
-
-# The Python backend stub runs its interpreter isolated (sys.flags.ignore_environment), so
-# PYTHONDONTWRITEBYTECODE never reaches it: as root it wrote __pycache__/ into served repositories,
-# and it read whatever .pyc it found there (an unchecked-hash .pyc runs whatever the source says)
-# — and it imports a model before anything of ours runs. It does import `site`, which runs the
-# .pth files of this environment's site-packages (the stub finds them through the `python3` on
-# PATH). This one line turns bytecode off, and points the bytecode cache at a directory that never
-# exists, in processes started with NO_BYTECODE_ENV=1 — Triton's stubs, which environment() marks
-# — and does nothing anywhere else.
-NO_BYTECODE_ENV = "TRITONKIT_STUB_NO_BYTECODE"
-STUB_HOOK = "tritonkit-stub-no-bytecode.pth"
-_STUB_HOOK_LINE = (
-    "import os, sys; (setattr(sys, 'dont_write_bytecode', True), setattr(sys, 'pycache_prefix', "
-    f"'/nonexistent/tritonkit-no-bytecode')) if os.environ.get('{NO_BYTECODE_ENV}') == '1' else None\n"
-)
-
-
-def install_stub_hook() -> bool:
-    """Write :data:`STUB_HOOK` into this environment's site-packages (once; atomically).
-
-    Returns:
-        Whether the hook is in place (False where site-packages is not writable: the stub then
-        writes bytecode as before, and verify refuses any it finds in a release).
-    """
-    target = Path(sysconfig.get_paths()["purelib"]) / STUB_HOOK
-    try:
-        if target.is_file() and target.read_text() == _STUB_HOOK_LINE:
-            return True
-        temp = target.with_name(f".{STUB_HOOK}.{os.getpid()}")
-        temp.write_text(_STUB_HOOK_LINE)
-        os.replace(temp, target)
-        return True
-    except OSError:
-        log.warning("cannot write %s: Triton's Python stubs may write bytecode into served repositories", target)
-        return False
-
-
-def prepare_backends(binary: TritonBinary, root: Path | None = None) -> Path:
-    """Lay out (once, atomically) the backend directory for the embedded server.
-
-    Holds ``python/`` (libtriton_python.so, the utils module, the stub for this Python) and
-    ``onnxruntime/model.py``. Keyed by the wheel version, the Python version and the
-    backend source, so an upgrade of any of them gets a fresh directory.
-
-    Raises:
-        ServerError: when the wheel has no stub for the running Python.
-    """
-    assert binary.python_backend_dir is not None and binary.stubs_dir is not None
-    install_stub_hook()  # the stubs this directory runs write and read no bytecode
-    py = f"{sys.version_info.major}.{sys.version_info.minor}"
-    stub = binary.stubs_dir / py / "triton_python_backend_stub"
-    if not stub.is_file():
-        raise ServerError(
-            f"the embedded Triton has no Python backend stub for Python {py}",
-            hint=f"use one of: {', '.join(sorted(p.name for p in binary.stubs_dir.iterdir()))}",
-        )
-    ort_model = resources.files("tritonkit.python_backends").joinpath("onnxruntime/model.py").read_bytes()
-    key = sha256_bytes(f"{metadata.version('nvidia-pytriton')}|{py}|".encode() + ort_model)[:16]
-    target = (root or cache_root() / "backends") / key
-    if (target / "python" / "triton_python_backend_stub").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=".backends-", dir=target.parent))
-    (temp / "python").mkdir()
-    (temp / "onnxruntime").mkdir()
-    # a copy, not a symlink: Triton refuses backend libraries that resolve outside their directory
-    shutil.copy2(binary.python_backend_dir / "libtriton_python.so", temp / "python")
-    shutil.copy2(binary.python_backend_dir / "triton_python_backend_utils.py", temp / "python")
-    shutil.copy2(stub, temp / "python" / "triton_python_backend_stub")
-    (temp / "onnxruntime" / "model.py").write_bytes(ort_model)
-    try:
-        os.rename(temp, target)
-    except OSError:  # another process won the race; theirs is identical
-        shutil.rmtree(temp, ignore_errors=True)
-    return target
 
 
 def repository_models(repository: Path) -> list[str]:
@@ -285,7 +140,7 @@ class TritonServer:
         if self.binary.embedded:
             assert self.binary.library_dir is not None
             env["LD_LIBRARY_PATH"] = os.pathsep.join(
-                p for p in (str(self.binary.library_dir), _own_libpython_dir(), env.get("LD_LIBRARY_PATH", "")) if p
+                p for p in (str(self.binary.library_dir), own_libpython_dir(), env.get("LD_LIBRARY_PATH", "")) if p
             )
             # The stub embeds the system libpython and ignores PYTHONPATH; it finds this
             # environment's packages by locating `python3` on PATH (how PyTriton does it).
@@ -480,18 +335,3 @@ def _message(line: str) -> str:
     match = _LOG_LINE.match(line)
     text = match.group(1) if match else line
     return text.split("tritonserver: ", 1)[-1][:300]  # a bad flag comes as "<binary path>: <why>"
-
-
-def _own_libpython_dir() -> str:
-    """The directory of this interpreter's shared libpython, when it was built with one.
-
-    The stub links ``libpython3.X.so.1.0``; the system's copy (Debian's) can be older than the
-    interpreter whose extension modules the stub then imports — e.g. pyenv's ``_ssl`` needs
-    symbols Debian 3.11.2 lacks, which breaks ``import transformers`` in an llm model. Loading
-    the interpreter's own libpython keeps stub and extension modules from one build.
-    """
-    libdir = sysconfig.get_config_var("LIBDIR") or ""
-    soname = sysconfig.get_config_var("INSTSONAME") or ""
-    if sysconfig.get_config_var("Py_ENABLE_SHARED") and soname and (Path(libdir) / soname).is_file():
-        return libdir
-    return ""

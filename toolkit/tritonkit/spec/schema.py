@@ -5,7 +5,7 @@ A spec names a repository and lists its models. Each model has a ``kind`` (``onn
 configuration takes. Paths are relative to the spec file; :mod:`tritonkit.spec.loader` reads
 and validates a file into these models.
 
-This module is longer than most (about 440 lines) on purpose: it is the spec's one schema,
+This module is longer than most (about 490 lines) on purpose: it is the spec's one schema,
 every kind's model side by side in the discriminated union, so a reader sees the whole file
 format in one place. It holds declarations and field checks only; loading lives in the loader.
 
