@@ -144,3 +144,68 @@ def test_serve_with_restarts_off_exits_on_a_crash(demo_build: BuildResult, tmp_p
         if serve.poll() is None:
             os.kill(serve.pid, signal.SIGKILL)
             serve.wait()
+
+
+QUICK = """import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("y", pb_utils.get_input_tensor_by_name(r, "x").as_numpy())])
+                for r in requests]
+"""
+SLOW = QUICK.replace(
+    "class TritonPythonModel:",
+    "import time\n\n\nclass TritonPythonModel:\n    def initialize(self, args):\n        time.sleep(6)\n",
+)
+
+
+def test_a_crash_while_models_load_is_restarted_like_any_crash(tmp_path: Path) -> None:
+    """Issue "busy machine", item 4: a second aborting request sent while the restarted server
+    still loaded its models ended serve (exit 5) blaming the model being loaded. It is a crash
+    like any other: restarted within --max-restarts, and said to be one."""
+    from tritonkit import build_repository, load_spec
+
+    for name, code in (("a", QUICK), ("b", SLOW)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.py").write_text(code)
+    io = "    max_batch_size: 8\n    inputs: [{name: x, dtype: FP32, dims: [4]}]\n"
+    io += "    outputs: [{name: y, dtype: FP32, dims: [4]}]\n"
+    models = "".join(f"  - name: {n}\n    kind: python\n    path: {n}\n{io}" for n in ("a", "b"))
+    (tmp_path / "tritonkit.yaml").write_text(f"name: t\nmodels:\n{models}")
+    built = build_repository(load_spec(tmp_path / "tritonkit.yaml"), tmp_path / "out", cache_dir=tmp_path / "cache")
+    endpoints = Endpoints.allocate()
+    bad = {"inputs": [{"name": "x", "shape": [4294967296, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+    good = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+    out_file = tmp_path / "serve.out"
+    with out_file.open("w") as out:
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "tritonkit", "serve", str(built.path), *port_flags(endpoints)],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{endpoints.http_port}/v2/models"
+    try:
+        deadline = time.monotonic() + 240
+        while _post(f"{base}/b/infer", good) != 200:  # both loaded
+            assert serve.poll() is None and time.monotonic() < deadline, out_file.read_text()
+            time.sleep(0.3)
+        assert _post(f"{base}/a/infer", bad) != 200  # crash 1, after the start
+        while _post(f"{base}/a/infer", good, timeout=2) != 200:  # restarted: a is back, b still loading
+            assert serve.poll() is None and time.monotonic() < deadline, out_file.read_text()
+            time.sleep(0.1)
+        assert _post(f"{base}/a/infer", bad) != 200  # crash 2, while b loads
+        while _post(f"{base}/b/infer", good, timeout=2) != 200:
+            assert serve.poll() is None, out_file.read_text()  # serve did not give up
+            assert time.monotonic() < deadline, out_file.read_text()
+            time.sleep(0.3)
+        text = out_file.read_text()
+        assert "killed by SIGABRT while loading models" in text and "restarting (2/5)" in text, text
+        assert "fix the model" not in text, text
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        try:
+            serve.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+            serve.wait()

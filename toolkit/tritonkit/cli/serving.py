@@ -115,7 +115,7 @@ def serve(
     from tritonkit.serve.endpoints import Endpoints
     from tritonkit.serve.process import check_ports_free
     from tritonkit.serve.server import TritonServer, repository_models
-    from tritonkit.serve.supervisor import Watchdog, supervise
+    from tritonkit.serve.supervisor import start_supervised, supervise
 
     endpoints = Endpoints(host, http_port, grpc_port, metrics_port)
     check_ports_free(endpoints)  # before verifying: a busy port is known now, with its holder
@@ -142,11 +142,15 @@ def serve(
     stop = threading.Event()
     # SIGTERM interrupts whatever the main thread waits on (a restart included), like Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
+
+    def show(event: Event) -> None:
+        err_console.print(f"[bold yellow]{event.message}[/]", highlight=False, soft_wrap=True)
+
     try:
         with console.status(f"starting Triton on {root.resolve()} …"):
             t0 = time.perf_counter()
-            with Watchdog(server):  # a crash while models load fails the start at once
-                server.start()  # stops the process itself if interrupted
+            # a crash while models load is a crash like any other: started again, within --max-restarts
+            crashes = start_supervised(server, [], max_restarts=max_restarts, progress=show)
     except KeyboardInterrupt:
         err_console.print("interrupted while starting; Triton stopped")
         sys.exit(130)
@@ -165,11 +169,10 @@ def serve(
             if not models:
                 server.models = repository_models(root)  # what was promoted since the start
 
-    def show(event: Event) -> None:
-        err_console.print(f"[bold yellow]{event.message}[/]", highlight=False, soft_wrap=True)
-
     try:
-        supervise(server, stop, max_restarts=max_restarts, before_restart=before_restart, progress=show)
+        supervise(
+            server, stop, max_restarts=max_restarts, before_restart=before_restart, progress=show, crashes=crashes
+        )
     except KeyboardInterrupt:
         pass
     finally:

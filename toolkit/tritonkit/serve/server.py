@@ -190,12 +190,28 @@ class TritonServer:
             start_new_session=True,
             preexec_fn=die_with_parent(),
         )
+        live = False
         try:
             self._wait_live(timeout)
+            live = True
             for name in self.models:
                 self.load_model(name)
             if not self.ready():
                 raise ServerError("Triton reports not ready after loading every model", hint=f"see {self.log_file}")
+        except ServerError as exc:
+            died = self._process.poll() if live else None  # before stop(): did it die on its own?
+            log_text = self.log_text()
+            self.stop()
+            if died is None:
+                raise
+            # Not the model's fault: the server died while it loaded (a request that aborts it,
+            # an OOM kill). The load error would blame whatever model was loading then.
+            reason = crash_line(log_text) or exit_reason(log_text)
+            raise Crashed(
+                f"tritonserver {describe_exit(died)} while loading models ({reason})",
+                exit=died,
+                hint=f"Triton's log: {self.log_file}",
+            ) from exc
         except BaseException:
             self.stop()
             raise
@@ -303,6 +319,32 @@ _REASONS = (
     re.compile(r"error: creating server|failed to load|failed to initialize", re.IGNORECASE),
 )
 _LOG_LINE = re.compile(r'^[EWI]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] "?(.*?)"?\s*$')
+
+
+class Crashed(ServerError):
+    """tritonserver died on its own while it loaded models (not a model that failed to load)."""
+
+    def __init__(self, message: str, *, exit: int, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.exit = exit
+
+
+def describe_exit(code: int) -> str:
+    """``-6`` -> ``"killed by SIGABRT"``; ``3`` -> ``"exit code 3"``."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def crash_line(log: str) -> str:
+    """The abort line of a crashed Triton's log ("terminate called after throwing … std::bad_alloc");
+    the last error line before it is usually unrelated (a model's warm-up notice)."""
+    marks = ("terminate called", "Signal (", "Segmentation fault", "Aborted")
+    found = [line.strip() for line in log.splitlines() if line.strip().startswith(marks)]
+    return found[0][:300] if found else ""
 
 
 class _BindRace(ServerError):

@@ -31,17 +31,7 @@ from pathlib import Path
 
 from tritonkit.errors import ServerError
 from tritonkit.events import Event, Progress, emit
-from tritonkit.serve.server import TritonServer, exit_reason
-
-
-def describe_exit(code: int) -> str:
-    """``-6`` -> ``"killed by SIGABRT"``; ``3`` -> ``"exit code 3"``."""
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
+from tritonkit.serve.server import Crashed, TritonServer, crash_line, describe_exit, exit_reason
 
 
 def supervise(
@@ -53,6 +43,7 @@ def supervise(
     before_restart: Callable[[], None] | None = None,
     progress: Progress | None = None,
     poll: float = 0.2,
+    crashes: list[float] | None = None,
 ) -> int:
     """Watch ``server`` until ``stop`` is set, restarting it when it dies; returns the restart count.
 
@@ -64,12 +55,13 @@ def supervise(
         before_restart: called after the crashed process is reaped, before the new one starts.
         progress: receives one event per crash and one per restart.
         poll: seconds between checks of the process.
+        crashes: crash times (monotonic) already counted, e.g. while the first start loaded models.
 
     Raises:
         ServerError: too many crashes in the window, or the restart itself failed (the server is
             stopped).
     """
-    crashes: list[float] = []
+    crashes = list(crashes or [])
     restarts = 0
     while not stop.wait(poll):
         code = server.exit_code()
@@ -96,10 +88,9 @@ def supervise(
                 data={"exit": code},
             ),
         )
-        if before_restart is not None:
-            before_restart()
-        with Watchdog(server):
-            server.start()  # same endpoints; raises ServerError (process stopped) when it cannot
+        crashes = start_supervised(
+            server, crashes, max_restarts=max_restarts, window=window, before=before_restart, progress=progress
+        )
         restarts += 1
         downtime = time.monotonic() - seen
         emit(
@@ -112,6 +103,45 @@ def supervise(
             ),
         )
     return restarts
+
+
+def start_supervised(
+    server: TritonServer,
+    crashes: list[float],
+    *,
+    max_restarts: int,
+    window: float = 600.0,
+    before: Callable[[], None] | None = None,
+    progress: Progress | None = None,
+) -> list[float]:
+    """Start ``server`` (with the watchdog), and start it again when it crashes while its models
+    load — a crash like any other, counted with ``crashes`` (monotonic times) in ``window``.
+
+    Returns:
+        The crash times, the new ones included.
+
+    Raises:
+        ServerError: the start failed for another reason (a model that does not load, a port), or
+            more than ``max_restarts`` crashes in the window (the server is stopped).
+    """
+    while True:
+        if before is not None:
+            before()
+        try:
+            with Watchdog(server):
+                server.start()  # same endpoints; stops the process itself when it cannot start
+            return crashes
+        except Crashed as exc:
+            seen = time.monotonic()
+            crashes = [t for t in crashes if seen - t < window] + [seen]
+            kept = _keep_log(server.log_file, len(crashes))
+            if len(crashes) > max_restarts:
+                raise ServerError(
+                    f"{exc.message}; {len(crashes)} crashes in {window:.0f}s, not restarting",
+                    hint=f"crash log: {kept}",
+                ) from exc
+            emit(progress, Event("serve", "tritonserver", f"{exc.message}; restarting ({len(crashes)}/{max_restarts}), "
+                                 f"crash log: {kept}", data={"exit": exc.exit}))  # fmt: skip
 
 
 class Watchdog:
@@ -146,14 +176,10 @@ class Watchdog:
 
 
 def _crash_reason(log_file: Path | None) -> str:
-    """The abort line of a crashed Triton's log ("terminate called after throwing … std::bad_alloc");
-    the last error line before it is usually unrelated (a model's warm-up notice)."""
+    """The abort line of a crashed Triton's log file (:func:`~tritonkit.serve.server.crash_line`)."""
     if log_file is None or not log_file.exists():
         return ""
-    lines = log_file.read_text(errors="replace").splitlines()
-    marks = ("terminate called", "Signal (", "Segmentation fault", "Aborted")
-    found = [line.strip() for line in lines if line.strip().startswith(marks)]
-    return found[0][:300] if found else ""
+    return crash_line(log_file.read_text(errors="replace"))
 
 
 def _keep_log(log_file: Path | None, number: int) -> Path | None:
