@@ -209,3 +209,80 @@ def test_a_crash_while_models_load_is_restarted_like_any_crash(tmp_path: Path) -
         except subprocess.TimeoutExpired:
             serve.kill()
             serve.wait()
+
+
+def test_sigterm_drains_requests_in_flight_and_refuses_new_ones(tmp_path: Path) -> None:
+    """Issue "busy machine", item 4: on SIGTERM Triton kept answering new requests for the whole
+    stop timeout, was killed, and requests in flight were cut. serve now drains: every request
+    sent before the SIGTERM is answered, the ones after it are refused at once, serve exits 0."""
+    import threading
+
+    from tritonkit import build_repository, load_spec
+
+    (tmp_path / "s").mkdir()
+    slow = QUICK.replace("import numpy as np\n", "import time\n\nimport numpy as np\n")
+    wait = "        time.sleep(max(float(pb_utils.get_input_tensor_by_name(r, 'x').as_numpy().flat[0])"
+    wait += " for r in requests))\n"  # the first value of x: seconds to take
+    slow = slow.replace("    def execute(self, requests):\n", "    def execute(self, requests):\n" + wait)
+    (tmp_path / "s" / "model.py").write_text(slow)
+    io = "    max_batch_size: 8\n    inputs: [{name: x, dtype: FP32, dims: [4]}]\n"
+    io += "    outputs: [{name: y, dtype: FP32, dims: [4]}]\n"
+    (tmp_path / "tritonkit.yaml").write_text(f"name: t\nmodels:\n  - name: s\n    kind: python\n    path: s\n{io}")
+    built = build_repository(load_spec(tmp_path / "tritonkit.yaml"), tmp_path / "out", cache_dir=tmp_path / "cache")
+    endpoints = Endpoints.allocate()
+    good = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [0.3, 0, 0, 0]}]}
+    # in flight longer than serve's 10 s stop timeout: what the SIGKILL after it used to cut
+    long = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [12, 0, 0, 0]}]}
+    infer = f"http://127.0.0.1:{endpoints.http_port}/v2/models/s/infer"
+    out_file = tmp_path / "serve.out"
+    with out_file.open("w") as out:
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "tritonkit", "serve", str(built.path), *port_flags(endpoints)],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    log: list[tuple[float, float, int]] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            status = _post(infer, good, timeout=30)
+            log.append((started, time.monotonic(), status))
+            if status != 200:
+                time.sleep(0.05)
+
+    try:
+        deadline = time.monotonic() + 240
+        while _post(infer, good) != 200:
+            assert serve.poll() is None and time.monotonic() < deadline, out_file.read_text()
+            time.sleep(0.3)
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(2.0)
+        long_started = time.monotonic()
+        threads.append(threading.Thread(target=lambda: log.append((long_started, 0.0, _post(infer, long, timeout=60)))))
+        threads[-1].start()
+        time.sleep(1.0)
+        sigterm = time.monotonic()
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=60) == 0, out_file.read_text()
+        stopped = time.monotonic() - sigterm
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=40)
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait()
+    before = [entry for entry in log if entry[0] < sigterm]
+    cut = [entry for entry in before if entry[2] != 200]
+    after = [entry for entry in log if entry[0] >= sigterm]
+    print(
+        f"sigterm: {len(before)} requests before, {len(cut)} cut; {len(after)} after; serve stopped in {stopped:.1f}s"
+    )
+    assert before and not cut, (cut, out_file.read_text())
+    answered_late = [entry for entry in after if entry[2] == 200 and entry[0] > sigterm + 1.0]
+    assert not answered_late, f"{len(answered_late)} requests sent >1 s after SIGTERM were still taken"
+    assert all(end - start < 5 for start, end, status in after if status != 200)  # refused at once, not hung
+    assert "draining" in out_file.read_text()

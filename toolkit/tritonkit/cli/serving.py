@@ -86,6 +86,13 @@ def _triton_args(ctx: click.Context) -> list[str]:
     show_default=True,
     help="Restart a crashed tritonserver at most this often in 10 minutes (0: exit instead).",
 )
+@click.option(
+    "--drain-timeout",
+    type=click.FloatRange(min=0),
+    default=25.0,
+    show_default=True,
+    help="On SIGTERM or Ctrl-C, seconds to let requests in flight finish (new ones are refused) before stopping.",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -100,6 +107,7 @@ def serve(
     no_verify: bool,
     env_name: str | None,
     max_restarts: int,
+    drain_timeout: float,
 ) -> None:
     """Serve a built repository (or release vN, or --env local) on a real Triton until Ctrl-C.
 
@@ -177,6 +185,10 @@ def serve(
         pass
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopping now: a second SIGTERM must not cut it short
+        console.print(f"draining: new requests are refused, those in flight finish (up to {drain_timeout:.0f}s)…")
+        left = server.drain(timeout=drain_timeout)
+        if left:
+            err_console.print(f"[yellow]still answering after {drain_timeout:.0f}s: {', '.join(left)}[/]")
         console.print("stopping…")
         code = server.stop(timeout=10.0)
         console.print(f"stopped (exit code {code})")

@@ -48,15 +48,24 @@ from tritonkit.serve.process import (
     scrubbed_environment,
     shm_regions,
 )
-from tritonkit.serve.repository_api import load_model
+from tritonkit.serve.repository_api import load_model, unload_model
 
 log = logging.getLogger(__name__)
+
+
+_BUSY = ("READY", "LOADING", "UNLOADING")  # states of a model that may still answer or be answering
+
+
+def ensemble_names(repository: Path) -> list[str]:
+    """The models of ``repository`` that are ensembles."""
+    configs = sorted(repository.glob("*/config.pbtxt"))
+    return [p.parent.name for p in configs if 'platform: "ensemble"' in p.read_text(errors="replace")]
 
 
 def repository_models(repository: Path) -> list[str]:
     """Names of the model directories (those with a config.pbtxt), ensembles after the models they run."""
     configs = sorted(repository.glob("*/config.pbtxt"))
-    ensembles = {p.parent.name for p in configs if 'platform: "ensemble"' in p.read_text(errors="replace")}
+    ensembles = set(ensemble_names(repository))
     return sorted(p.parent.name for p in configs if p.parent.name not in ensembles) + sorted(ensembles)
 
 
@@ -254,6 +263,52 @@ class TritonServer:
         if self._get("/v2/health/ready") != 200:
             return False
         return all(self._get(f"/v2/models/{name}/ready") == 200 for name in self.models)
+
+    def drain(self, timeout: float = 30.0, poll: float = 0.2) -> list[str]:
+        """Stop taking requests and let the ones in flight finish, before :meth:`stop`.
+
+        Every model is unloaded through the repository API, the ensembles first and drained
+        before their steps (a request in flight in an ensemble still calls them). Triton refuses
+        a new request for an unloading model at once (``404 … has no available versions``, which
+        a client or load balancer can retry elsewhere) and unloads it when its last request in
+        flight has been answered. Triton's own SIGINT shutdown does not do this: it keeps
+        answering new requests until its exit timeout while any is in flight, so under steady
+        traffic it never drained and was killed with requests in flight. Waits until no model
+        is loaded or unloading, up to ``timeout`` seconds.
+
+        Returns:
+            The models still loaded or unloading when ``timeout`` ran out (empty: drained).
+        """
+        import tritonclient.http as httpclient
+
+        if self._process is None or self._process.poll() is not None:
+            return []
+        address = self.endpoints.http_url.removeprefix("http://")
+        client = httpclient.InferenceServerClient(address, network_timeout=max(timeout, 1.0))
+        deadline = time.monotonic() + timeout
+
+        def busy(names: set[str]) -> list[str]:
+            return sorted(m["name"] for m in client.get_model_repository_index() if m["name"] in names and
+                          m.get("state") in _BUSY)  # fmt: skip
+
+        try:
+            loaded = {m["name"] for m in client.get_model_repository_index() if m.get("state") in _BUSY}
+            ensembles = loaded & set(ensemble_names(self.repository))
+            # ensembles first, and drained before their steps are touched: a request in flight in
+            # an ensemble still calls its steps
+            for names in (ensembles, loaded - ensembles):
+                for name in sorted(names):
+                    with contextlib.suppress(Exception):  # one that cannot be unloaded is waited on below
+                        unload_model(client, name)
+                while (left := busy(names)) and time.monotonic() < deadline:
+                    time.sleep(poll)
+                if left:
+                    return sorted(set(left) | (loaded - ensembles))
+            return []
+        except Exception:  # the server is gone or not answering: nothing left to drain through it
+            return []
+        finally:
+            client.close()
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """Stop gracefully (SIGINT), then kill after ``timeout``. Returns the exit code."""
