@@ -52,3 +52,16 @@ def test_check_judges_live_traffic_against_the_slo(
     assert "classifier:" in result.output and "req/s" in result.output
     if code:
         assert "violates its SLO" in result.output and "p99" in result.stderr and "hint:" in result.stderr
+
+
+def test_check_with_no_traffic_is_inconclusive_not_ok(demo_server: TritonServer, tmp_path: Path) -> None:
+    """Issue 25, defect 6: check with no traffic said ok. No data is its own exit code (17)."""
+    from tritonkit.errors import Inconclusive
+
+    project = copy_example(tmp_path / "model_repository")
+    spec = project / "tritonkit.yaml"
+    spec.write_text(spec.read_text() + "slo: {p99_ms: 60000}\n")
+    args = ["check", "postprocess", "-f", str(spec), "--metrics-url", demo_server.endpoints.metrics_url]
+    result = CliRunner().invoke(main, [*args, "--window", "1s"])  # nobody calls postprocess here
+    assert result.exit_code == Inconclusive.exit_code, result.output + result.stderr
+    assert "inconclusive" in result.output and "too little traffic to judge" in result.stderr

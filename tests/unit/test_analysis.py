@@ -83,7 +83,17 @@ def test_errors_the_baseline_did_not_have_are_a_regression() -> None:
 
 def test_too_little_traffic_compares_nothing_and_says_so() -> None:
     verdict = analyse("m", *_window(5, 400), slo=Slo(p99_ms=1000), capacity=None, baseline=_window(4500, 5))
-    assert verdict.ok and "too little traffic to compare" in verdict.advice[0]
+    assert "too little traffic to compare" in verdict.advice[0]
+    # and is not a pass either (issue 25, defect 6): five requests cannot show the SLO is met
+    assert not verdict.ok and verdict.violations == ["inconclusive: 5 requests in 10s, 20 needed to judge"]
+    assert verdict.inconclusive and verdict.as_dict()["inconclusive"] == verdict.inconclusive
+
+
+def test_no_traffic_is_inconclusive_not_ok() -> None:
+    """check with no traffic said ok, and a slow release promoted with no traffic stayed."""
+    verdict = analyse("m", *_window(0, 0), slo=Slo(p99_ms=10), capacity=None)
+    assert not verdict.ok and verdict.inconclusive.startswith("inconclusive: 0 requests")
+    assert analyse("m", *_window(0, 0), slo=None, capacity=None).ok  # no SLO: nothing to judge, only numbers
 
 
 def test_without_a_baseline_the_numbers_say_so() -> None:
@@ -183,12 +193,15 @@ def test_llm_tpot_over_budget_and_within_budget() -> None:
 
 def test_llm_window_without_generations_is_not_a_violation_but_says_so() -> None:
     quiet = analyse("chat", _engine(0, 100, 0), _engine(10, 100, 0), slo=Slo(ttft_p99_ms=1), capacity=None)
-    assert quiet.ok and math.isnan(quiet.numbers["ttft_p99_ms"]) and "no generation started" in quiet.advice[0]
+    assert math.isnan(quiet.numbers["ttft_p99_ms"]) and "no generation started" in quiet.advice[0]
+    assert quiet.violations == [quiet.inconclusive]  # no TTFT violation claimed; no pass either
     assert quiet.as_dict()["numbers"]["ttft_p99_ms"] is None
 
 
 def test_ordinary_models_carry_no_engine_numbers() -> None:
-    verdict = analyse("m", _counters(0, 0, 0, 0, 0), _counters(5, 5, 5, 1, 3000), slo=Slo(ttft_p99_ms=1), capacity=None)
+    verdict = analyse(
+        "m", _counters(0, 0, 0, 0, 0), _counters(5, 50, 5, 1, 3000), slo=Slo(ttft_p99_ms=1), capacity=None
+    )
     assert verdict.ok and "ttft_p99_ms" not in verdict.numbers
 
 

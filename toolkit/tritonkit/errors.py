@@ -21,7 +21,8 @@ flags: the CLI owns its flag names.
     ├── NotConfirmed          exit 13  nothing was written because the change was not confirmed
     ├── StorageError          exit 14  the disk is full, read-only, or a path is not writable
     ├── SloViolation          exit 15  live metrics break a model's SLO (tritonkit check)
-    └── TrustError            exit 16  a release is unsigned or not signed by a trusted key
+    ├── TrustError            exit 16  a release is unsigned or not signed by a trusted key
+    └── Inconclusive          exit 17  too little traffic in the window to judge an SLO (tritonkit check)
 
 Exit 2 is left to click's own usage errors (an unknown flag, a missing argument) and 130 to
 Ctrl-C. The README's "Exit codes" table is this tree.
@@ -185,6 +186,13 @@ class SloViolation(TritonkitError):
     """A model's live metrics break its service-level objective (``tritonkit check``)."""
 
     exit_code = 15
+
+
+class Inconclusive(TritonkitError):
+    """A window had too little traffic to judge a model against its SLO (``tritonkit check``):
+    neither a pass nor a violation."""
+
+    exit_code = 17
 
 
 class TrustError(TritonkitError):

@@ -74,10 +74,11 @@ def check(
     """Watch live Triton metrics for a window and judge each model (default: those with an slo:) against it.
 
     llm models are judged on the engine's TTFT/TPOT p99 (ttft_p99_ms, tpot_p99_ms) and error rate,
-    with its waiting/running sequences and KV-cache usage. Exits 15 when any model breaks its SLO:
-    usable as a CI or cron gate.
+    with its waiting/running sequences and KV-cache usage. Exits 15 when any model breaks its SLO,
+    17 when one had too little traffic to be judged (no data is not a pass): usable as a CI or
+    cron gate.
     """
-    from tritonkit.errors import SloViolation
+    from tritonkit.errors import Inconclusive, SloViolation
     from tritonkit.perf.tune import parse_duration
     from tritonkit.serve.metrics import watch, window_counters
     from tritonkit.slo.analysis import analyse
@@ -105,12 +106,20 @@ def check(
     record(models=[v.as_dict() for v in verdicts])  # "ok"/"exit_code" come from the outcome below
     for verdict in verdicts:
         state = "[green]ok[/]" if verdict.ok else "[bold red]violates its SLO[/]"
+        if verdict.inconclusive and len(verdict.violations) == 1:
+            state = "[yellow]inconclusive[/]"
         console.print(f"{verdict.model}: {state} — {_summary(verdict.numbers)}", highlight=False)
         for line in verdict.violations:
             console.print(f"  [red]✗[/] {line}", highlight=False)
         for line in verdict.advice:
             console.print(f"  → {line}", highlight=False)
-    broken = [v for v in verdicts if not v.ok]
+    broken = [v for v in verdicts if not v.ok and not (v.inconclusive and len(v.violations) == 1)]
+    unjudged = [v for v in verdicts if not v.ok and v not in broken]
+    if unjudged and not broken:
+        raise Inconclusive(
+            f"{', '.join(v.model for v in unjudged)}: too little traffic to judge ({unjudged[0].inconclusive})",
+            hint="check again over a window with traffic (--window), or send some",
+        )
     if broken:
         raise SloViolation(
             f"{', '.join(v.model for v in broken)}: live metrics break the SLO ({broken[0].violations[0]})",

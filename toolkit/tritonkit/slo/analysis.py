@@ -70,11 +70,13 @@ class Verdict:
     numbers: dict[str, float]
     violations: list[str] = field(default_factory=list)
     advice: list[str] = field(default_factory=list)
+    inconclusive: str = ""  # why the window cannot be judged (too little traffic); not ok either
 
     def as_dict(self) -> dict[str, object]:
         return {
             "model": self.model,
             "ok": self.ok,
+            "inconclusive": self.inconclusive or None,
             "numbers": {k: (None if math.isnan(v) else v) for k, v in self.numbers.items()},
             "violations": self.violations,
             "advice": self.advice,
@@ -162,7 +164,16 @@ def analyse(
         numbers.update(baseline_p99_ms=math.nan, baseline_error_rate=math.nan)
         if llm:
             numbers.update(baseline_ttft_p99_ms=math.nan, baseline_tpot_p99_ms=math.nan)
-    return Verdict(model=model, ok=not violations, numbers=numbers, violations=violations, advice=advice)
+    inconclusive = ""
+    if slo is not None and served + failed < MIN_REQUESTS:
+        # No data is not good data (Flagger halts on it too): a p99 of five requests, or of none,
+        # says nothing about the SLO, so the window is not judged ok.
+        inconclusive = f"inconclusive: {served + failed:.0f} requests in {seconds:.0f}s, {MIN_REQUESTS} needed to judge"
+        violations.append(inconclusive)
+        advice.append("send traffic through the window (or lengthen it), then judge again")
+    return Verdict(
+        model=model, ok=not violations, numbers=numbers, violations=violations, advice=advice, inconclusive=inconclusive
+    )
 
 
 def _against_baseline(
