@@ -20,14 +20,19 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "model_repository"
 
 
-# Modules that measure time or load: throughput, p99, batches per second, Prometheus windows,
-# canary and SLO judgements, the README's bench and tune. `make test` runs them alone, after the
-# rest has run on two workers (pytest-xdist), so no other test's CPU moves their numbers.
+# Modules whose outcome depends on measured time or load: throughput, p99 against a budget that
+# traffic can break, batches per second, canary and SLO judgements, the README's bench and tune.
+# `make test` runs them alone, after the rest has run on two workers (pytest-xdist), so no other
+# test's CPU moves their numbers. Modules that only read metrics (whether a rule evaluates,
+# whether check says inconclusive or judges an unmissable budget) run with the rest.
 SERIAL = {
-    "test_admission", "test_bench", "test_canary_analysis", "test_check", "test_check_llm", "test_llm",
-    "test_llm_engine", "test_observability", "test_prometheus", "test_promote_analysis", "test_readme",
-    "test_tune", "test_tune_llm",
+    "test_admission", "test_bench", "test_canary_analysis", "test_check_llm", "test_llm", "test_promote_analysis",
+    "test_readme", "test_tune", "test_tune_llm",
 }  # fmt: skip
+# The longest modules of the parallel part, started first so that no worker is left with one of
+# them at the end (the 25 slowest are printed after every run).
+FIRST = ("test_ci_recipe", "test_promote", "test_promote_ensemble", "test_promote_transaction", "test_embeddings",
+         "test_model_families", "test_observability")  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -36,6 +41,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
             if Path(str(item.fspath)).stem in SERIAL:
                 item.add_marker(pytest.mark.serial)
+    rank = {name: index for index, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).stem, len(FIRST)))  # stable: order kept within
 
 
 @pytest.fixture(scope="session")
