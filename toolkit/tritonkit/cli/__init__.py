@@ -14,15 +14,7 @@ inside their functions, so ``tritonkit --help`` imports no stage.
 
 from __future__ import annotations
 
-import os
-
 import click
-
-# gRPC's C core logs to stderr on its own (e.g. fork_posix.cc "Other threads are currently calling
-# into gRPC, skipping fork() handlers" whenever perf_analyzer or a server is started while a gRPC
-# client exists): only its errors reach a tritonkit user's terminal. Set before any gRPC import;
-# a value the user set is kept.
-os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 from tritonkit.cli import environments, intent, perf, project, release, serving
 from tritonkit.cli._common import Group, console
