@@ -161,30 +161,36 @@ SLOW = QUICK.replace(
 )
 
 
-def test_a_crash_while_models_load_is_restarted_like_any_crash(tmp_path: Path) -> None:
-    """Issue "busy machine", item 4: a second aborting request sent while the restarted server
-    still loaded its models ended serve (exit 5) blaming the model being loaded. It is a crash
-    like any other: restarted within --max-restarts, and said to be one."""
+def _serve_python_models(tmp_path: Path, models: dict[str, str]) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """``tritonkit serve`` on a build of python models (name -> model.py, input/output x/y of 4
+    floats, batched); returns the process, the models' URL and its output file."""
     from tritonkit import build_repository, load_spec
 
-    for name, code in (("a", QUICK), ("b", SLOW)):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "model.py").write_text(code)
     io = "    max_batch_size: 8\n    inputs: [{name: x, dtype: FP32, dims: [4]}]\n"
     io += "    outputs: [{name: y, dtype: FP32, dims: [4]}]\n"
-    models = "".join(f"  - name: {n}\n    kind: python\n    path: {n}\n{io}" for n in ("a", "b"))
-    (tmp_path / "tritonkit.yaml").write_text(f"name: t\nmodels:\n{models}")
+    for name, code in models.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.py").write_text(code)
+    entries = "".join(f"  - name: {n}\n    kind: python\n    path: {n}\n{io}" for n in models)
+    (tmp_path / "tritonkit.yaml").write_text(f"name: t\nmodels:\n{entries}")
     built = build_repository(load_spec(tmp_path / "tritonkit.yaml"), tmp_path / "out", cache_dir=tmp_path / "cache")
     endpoints = Endpoints.allocate()
-    bad = {"inputs": [{"name": "x", "shape": [4294967296, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
-    good = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
     out_file = tmp_path / "serve.out"
     with out_file.open("w") as out:
         serve = subprocess.Popen(
             [sys.executable, "-m", "tritonkit", "serve", str(built.path), *port_flags(endpoints)],
             stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
-    base = f"http://127.0.0.1:{endpoints.http_port}/v2/models"
+    return serve, f"http://127.0.0.1:{endpoints.http_port}/v2/models", out_file
+
+
+def test_a_crash_while_models_load_is_restarted_like_any_crash(tmp_path: Path) -> None:
+    """Issue "busy machine", item 4: a second aborting request sent while the restarted server
+    still loaded its models ended serve (exit 5) blaming the model being loaded. It is a crash
+    like any other: restarted within --max-restarts, and said to be one."""
+    bad = {"inputs": [{"name": "x", "shape": [4294967296, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+    good = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+    serve, base, out_file = _serve_python_models(tmp_path, {"a": QUICK, "b": SLOW})
     try:
         deadline = time.monotonic() + 240
         while _post(f"{base}/b/infer", good) != 200:  # both loaded
@@ -217,29 +223,15 @@ def test_sigterm_drains_requests_in_flight_and_refuses_new_ones(tmp_path: Path) 
     sent before the SIGTERM is answered, the ones after it are refused at once, serve exits 0."""
     import threading
 
-    from tritonkit import build_repository, load_spec
-
-    (tmp_path / "s").mkdir()
     slow = QUICK.replace("import numpy as np\n", "import time\n\nimport numpy as np\n")
     wait = "        time.sleep(max(float(pb_utils.get_input_tensor_by_name(r, 'x').as_numpy().flat[0])"
     wait += " for r in requests))\n"  # the first value of x: seconds to take
     slow = slow.replace("    def execute(self, requests):\n", "    def execute(self, requests):\n" + wait)
-    (tmp_path / "s" / "model.py").write_text(slow)
-    io = "    max_batch_size: 8\n    inputs: [{name: x, dtype: FP32, dims: [4]}]\n"
-    io += "    outputs: [{name: y, dtype: FP32, dims: [4]}]\n"
-    (tmp_path / "tritonkit.yaml").write_text(f"name: t\nmodels:\n  - name: s\n    kind: python\n    path: s\n{io}")
-    built = build_repository(load_spec(tmp_path / "tritonkit.yaml"), tmp_path / "out", cache_dir=tmp_path / "cache")
-    endpoints = Endpoints.allocate()
     good = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [0.3, 0, 0, 0]}]}
     # in flight longer than serve's 10 s stop timeout: what the SIGKILL after it used to cut
     long = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [12, 0, 0, 0]}]}
-    infer = f"http://127.0.0.1:{endpoints.http_port}/v2/models/s/infer"
-    out_file = tmp_path / "serve.out"
-    with out_file.open("w") as out:
-        serve = subprocess.Popen(
-            [sys.executable, "-m", "tritonkit", "serve", str(built.path), *port_flags(endpoints)],
-            stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    serve, base, out_file = _serve_python_models(tmp_path, {"s": slow})
+    infer = f"{base}/s/infer"
     log: list[tuple[float, float, int]] = []
     stop = threading.Event()
 
