@@ -85,6 +85,24 @@ def test_plan_covers_the_sum_of_the_models_loads_with_headroom() -> None:
     assert first.load == pytest.approx(0.8) and first.target_concurrency == 19 and first.missing == []
 
 
+def test_the_environment_sets_an_availability_floor_and_a_capacity_from_other_hardware_is_doubted() -> None:
+    """Issue 25, defect 10: minReplicas was always 1, and a 2-core GPU-less capacity was used for a
+    GPU environment unchanged."""
+    from tritonkit.spec.schema import EnvironmentSpec
+
+    spec = _spec(slo={"peak_rps": 2000}, capacity={**CAPACITY, "measured_on": {"gpu": "none", "cores": "2"}})
+    image = "nvcr.io/nvidia/tritonserver@sha256:" + "0" * 64
+    gpu_env = EnvironmentSpec(name="prod", namespace="ml", runtime_image=image, gpus=1, min_replicas=5)
+    plan = plan_spec(spec, gpu_env)
+    assert plan.min_replicas == 5 and plan.replicas == 5  # the floor, above the 4 the traffic needs
+    assert plan.models[0].doubts == [
+        "m's capacity was measured without a GPU; prod gives each replica 1: re-tune there"
+    ]
+    cpu_env = gpu_env.model_copy(update={"gpus": 0, "min_replicas": 2})
+    plan = plan_spec(spec, cpu_env)
+    assert plan.min_replicas == 2 and plan.replicas == 4 and plan.models[0].doubts == []
+
+
 def test_plan_says_what_is_missing() -> None:
     plan = plan_spec(_spec(), None)
     assert plan.models[0].missing == [

@@ -40,7 +40,9 @@ def plan(spec_file: Path, env_name: str | None) -> None:
             f"{m.load:.2f}" if m.load is not None else "-",
             queue,
             str(m.target_concurrency or "-"),
-            "; ".join([f"missing {x}" for x in m.missing] + ([m.queue.note] if m.queue and m.queue.note else [])),
+            "; ".join(
+                [f"missing {x}" for x in m.missing] + ([m.queue.note] if m.queue and m.queue.note else []) + m.doubts
+            ),
         )
     console.print(table)
     gpus = f", {result.gpus} GPU(s)" if result.gpus_per_replica else ""

@@ -39,6 +39,7 @@ class ModelPlan:
     target_concurrency: int | None  # in-flight requests per replica the autoscaler aims at
     target_rps: float | None  # requests/s per replica the autoscaler aims at
     missing: list[str] = field(default_factory=list)
+    doubts: list[str] = field(default_factory=list)  # why the capacity may not hold where this plan runs
 
 
 @dataclass(frozen=True)
@@ -78,14 +79,15 @@ class Plan:
                     "target_concurrency": m.target_concurrency,
                     "target_rps": m.target_rps,
                     "missing": m.missing,
+                    "doubts": m.doubts,
                 }
                 for m in self.models
             ],
         }  # fmt: skip
 
 
-def plan_model(model: ModelBase) -> ModelPlan:
-    """One model's part of the plan."""
+def plan_model(model: ModelBase, env: EnvironmentSpec | None = None) -> ModelPlan:
+    """One model's part of the plan (``env``: where it runs, to doubt a capacity measured elsewhere)."""
     slo, capacity = model.slo, model.capacity
     missing = []
     if slo is None or slo.peak_rps is None:
@@ -108,19 +110,36 @@ def plan_model(model: ModelBase) -> ModelPlan:
         target_concurrency=max(1, math.floor(capacity.concurrency / spare)) if capacity else None,
         target_rps=capacity.rps / spare if capacity else None,
         missing=missing,
+        doubts=_doubts(model.name, capacity.measured_on if capacity else {}, env),
     )
+
+
+def _doubts(model: str, measured_on: dict[str, str], env: EnvironmentSpec | None) -> list[str]:
+    """A capacity measured on a GPU-less host planned for GPU replicas (or the other way round)
+    says little about them: the plan still counts it, and says so."""
+    gpu = measured_on.get("gpu")
+    if env is None or gpu is None:
+        return []
+    if gpu == "none" and env.gpus > 0:
+        return [
+            f"{model}'s capacity was measured without a GPU; {env.name} gives each replica {env.gpus}: re-tune there"
+        ]
+    if gpu != "none" and env.gpus == 0:
+        return [f"{model}'s capacity was measured with GPU {gpu}; {env.name} has none: re-tune there"]
+    return []
 
 
 def plan_spec(spec: Spec, env: EnvironmentSpec | None) -> Plan:
     """The plan for ``env`` (``None``: the local environment, one replica per host)."""
-    models = [plan_model(m) for m in spec.models if m.slo is not None or m.capacity is not None]
+    models = [plan_model(m, env) for m in spec.models if m.slo is not None or m.capacity is not None]
     spare = 1 + max((m.slo.spare for m in spec.models if m.slo is not None), default=DEFAULT_HEADROOM)
     total = sum(m.load for m in models if m.load is not None)
-    replicas = max(1, math.ceil(spare * total - 1e-9)) if total else 1
+    floor = env.min_replicas if env is not None else 1  # the environment's availability floor
+    replicas = max(floor, math.ceil(spare * total - 1e-9)) if total else floor
     return Plan(
         env=env.name if env is not None else "local",
         replicas=replicas,
-        min_replicas=1,
+        min_replicas=floor,
         max_replicas=max(replicas, math.ceil(replicas * 1.5)),  # room above the plan for surprises
         gpus_per_replica=env.gpus if env is not None else 0,
         models=models,

@@ -404,6 +404,9 @@ class EnvironmentSpec(_Strict):
     # the Prometheus that scrapes the predictor pods (optional): KEDA's signal for RawDeployment
     # autoscaling on Triton's queue, and what 'promote --analysis' reads
     prometheus_url: str | None = None
+    # the availability floor: replicas that run whatever the traffic (2 or more survives a node or
+    # zone going down; the plan's peak replicas are never fewer)
+    min_replicas: int = Field(1, ge=1)
 
 
 class TrustSpec(_Strict):
