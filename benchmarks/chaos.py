@@ -11,6 +11,10 @@ would, keeps two client threads sending unpinned requests to ``classifier``, and
   item 6), start it again: an announced restart, timed until a request is answered again;
 * ``malicious``  the request that aborts Triton 2.51 (shape [4294967296, 4]): the supervisor
   restarts it — an announced restart, timed the same way;
+* ``malicious-twice``  the aborting request, then another while the restarted server still loads
+  its models: a crash like any other, so serve must restart again, not exit;
+* ``sigterm``  SIGTERM to ``serve`` under load (it drains: requests in flight are answered, new
+  ones refused), then start it again: requests in flight at the SIGTERM must not be cut;
 * ``kill-publish``  (when Debian's docker-registry is installed) ``tritonkit publish`` SIGKILLed
   at a random moment, then run again to completion.
 
@@ -18,10 +22,11 @@ After every step it checks that what Triton serves (repository index: ``classifi
 version) equals what ``status`` says, and that ``status`` finds no difference. A request fails
 "outside an announced restart" when it fails at any time other than between a kill-serve or
 malicious step and the first answer after it. Prints: requests sent, failed, refused during
-announced restarts, answered by a failed release (v3), inconsistent states, recovery time
-p50/max.
+announced restarts, answered by a failed release (v3), cut by a SIGTERM (in flight when it came,
+not answered), serve exits within the restart budget, inconsistent states, recovery time p50/max.
 
     .venv/bin/python benchmarks/chaos.py [--iterations 50] [--seed 17] [--minutes 40]
+    .venv/bin/python benchmarks/chaos.py --steps sigterm,malicious-twice --iterations 10
     .venv/bin/python benchmarks/chaos.py --tamper   # the attacks on the store (benchmarks/tamper.py)
 """
 
@@ -120,6 +125,8 @@ class Chaos:
         self.outcomes: Counter[str] = Counter()
         self.registry: subprocess.Popen[bytes] | None = None
         self.registry_url = ""
+        self.sigterms: list[float] = []  # when serve got SIGTERM (requests in flight then must finish)
+        self.serve_exits: list[str] = []  # serve ending on its own within the restart budget
 
     @staticmethod
     def _port() -> int:
@@ -236,6 +243,40 @@ class Chaos:
         self.first_answer.append(window[1] - started)
         self.recoveries.append(("malicious", self.wait_serving_record(started)))
 
+    def step_malicious_twice(self) -> None:
+        """An aborting request, then another while the restarted server still loads its models:
+        a crash like any other, restarted within the budget (serve must not exit)."""
+        started = time.monotonic()
+        window = [started, float("inf")]
+        self.windows.append(window)
+        first, _ = _post(self.infer, BAD)
+        while _post(self.infer, GOOD, timeout=2)[0] != 200:  # classifier back: the rest still loading
+            if self.serve is not None and self.serve.poll() is not None:
+                break
+            time.sleep(0.05)
+        second, _ = _post(self.infer, BAD)
+        self.outcomes[f"malicious-twice http {first}/{second}"] += 1
+        window[1] = started + self.wait_answering(started)
+        self.first_answer.append(window[1] - started)
+        self.recoveries.append(("malicious-twice", self.wait_serving_record(started)))
+        if self.serve is not None and self.serve.poll() is not None:
+            self.serve_exits.append(f"serve exited {self.serve.returncode} after a crash while loading")
+            self.start_serve()
+
+    def step_sigterm(self) -> None:
+        """SIGTERM under load: requests in flight then must be answered (drained), not cut."""
+        assert self.serve is not None
+        sigterm = time.monotonic()
+        window = [sigterm, float("inf")]
+        self.windows.append(window)
+        self.sigterms.append(sigterm)
+        self.serve.send_signal(signal.SIGTERM)
+        code = self.serve.wait(timeout=120)
+        self.outcomes[f"sigterm: serve exit {code}"] += 1
+        self.start_serve()
+        window[1] = sigterm + self.wait_answering(sigterm)
+        self.recoveries.append(("sigterm", self.wait_serving_record(sigterm)))
+
     def step_kill_publish(self) -> None:
         number = self.random.choice([1, 2])
         target = f"oci://{self.registry_url}/demo:v{number}"
@@ -349,6 +390,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--minutes", type=float, default=40.0, help="stop starting new iterations after this")
     parser.add_argument(
+        "--steps", default="", help="only these actions, comma-separated (e.g. sigterm,malicious-twice)"
+    )
+    parser.add_argument(
         "--tamper", action="store_true", help="run the tamper attacks instead (benchmarks/tamper.py) and report them"
     )
     args = parser.parse_args()
@@ -367,8 +411,17 @@ def main() -> None:
             raise SystemExit(output)
         load = Load(chaos.infer)
         load.start()
-        steps = ["promote", "kill-promote", "kill-serve", "malicious"] + (["kill-publish"] if chaos.registry else [])
-        weights = [4, 3, 1, 1] + ([1] if chaos.registry else [])
+        steps = ["promote", "kill-promote", "kill-serve", "malicious", "malicious-twice", "sigterm"]
+        weights = [4, 3, 1, 1, 1, 1]
+        if chaos.registry:
+            steps, weights = [*steps, "kill-publish"], [*weights, 1]
+        if args.steps:
+            chosen = [step.strip() for step in args.steps.split(",")]
+            unknown = sorted(set(chosen) - set(steps))
+            if unknown:
+                raise SystemExit(f"unknown steps {unknown}; known: {', '.join(steps)}")
+            weights = [w for step, w in zip(steps, weights, strict=True) if step in chosen]
+            steps = [step for step in steps if step in chosen]
         began = time.monotonic()
         done = 0
         try:
@@ -384,6 +437,10 @@ def main() -> None:
                     chaos.step_kill_serve()
                 elif action == "malicious":
                     chaos.step_malicious()
+                elif action == "malicious-twice":
+                    chaos.step_malicious_twice()
+                elif action == "sigterm":
+                    chaos.step_sigterm()
                 else:
                     chaos.step_kill_publish()
                 chaos.check(action)
@@ -406,6 +463,7 @@ def report(chaos: Chaos, load: Load, done: int, args: argparse.Namespace, elapse
     failed = [entry for entry in load.log if entry[2] != 200 and not announced(entry[0], entry[1])]
     refused = [entry for entry in load.log if entry[2] != 200 and announced(entry[0], entry[1])]
     by_failed_release = [entry for entry in load.log if entry[2] == 200 and entry[3] == "3"]
+    cut = [e for e in load.log if e[2] != 200 and any(e[0] < t < e[1] for t in chaos.sigterms)]
     times = [seconds for _, seconds in chaos.recoveries]
     print()
     print(f"chaos: {done} iterations (seed {args.seed}) in {elapsed / 60:.1f} min; actions {dict(chaos.actions)}")
@@ -414,6 +472,8 @@ def report(chaos: Chaos, load: Load, done: int, args: argparse.Namespace, elapse
     print(f"requests failed (outside restarts):    {len(failed)}")
     print(f"requests refused in announced restarts: {len(refused)} ({len(chaos.windows)} restarts)")
     print(f"answered by a failed release (v3):     {len(by_failed_release)}")
+    print(f"requests cut by SIGTERM:               {len(cut)} ({len(chaos.sigterms)} SIGTERMs under load)")
+    print(f"serve exits within the restart budget: {len(chaos.serve_exits)}")
     print(f"inconsistent states found:             {len(chaos.inconsistent)}")
     if times:
         print(f"recovery time p50 / max:               {statistics.median(times):.2f} s / {max(times):.2f} s")
