@@ -68,8 +68,10 @@ perf-tools: sysdeps $(PERF_STAMP)
 
 model-analyzer: perf-tools .venv-ma/.installed
 
+# GRPC_VERBOSITY: gRPC reads it when first imported, and demo.py imports tritonclient.grpc before
+# tritonkit (whose import sets the same default): its own INFO lines (fork_posix.cc) stay out.
 demo: sysdeps $(STAMP) $(PERF_STAMP)
-	$(BIN)/python model_repository/demo.py
+	GRPC_VERBOSITY=ERROR $(BIN)/python model_repository/demo.py
 
 # The Debian packages and the three venvs are set up side by side (about 40 s less on a fresh
 # 2-core machine than one after another), then lint and the docs site (seconds), then the suite in two parts: the

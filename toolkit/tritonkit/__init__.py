@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 # gRPC's C core logs to stderr on its own (fork_posix.cc "Other threads are currently calling into
 # gRPC, skipping fork() handlers" whenever a process is started while a tritonclient gRPC client
-# exists: perf_analyzer, a Triton server): only its errors reach a tritonkit user's terminal. It
-# must be set before grpc is first imported, which no import of tritonkit does before this line;
-# a value the user set is kept.
+# exists: perf_analyzer, a Triton server): only its errors reach a tritonkit user's terminal. gRPC
+# reads it when first imported, which no import of tritonkit does before this line (a program that
+# imports grpc or tritonclient.grpc before tritonkit sets it itself); a value the user set is kept.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 # name -> the module that defines it; docs/architecture.md says which stage owns what.
