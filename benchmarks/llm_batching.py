@@ -70,13 +70,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 from tritonkit import Endpoints, TritonServer, build_repository, load_spec
+from tritonkit.perf.stats import percentile
 from tritonkit.serve.llm_client import Generation, LlmStream
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -286,7 +286,8 @@ def measure(
 
 
 def _percentile(seconds: list[float], q: float) -> float:
-    return float(np.percentile(seconds, q)) * 1000 if seconds else float("nan")
+    """Milliseconds, by the toolkit's one percentile definition (nearest rank, perf/stats.py)."""
+    return percentile(seconds, q) * 1000 if seconds else float("nan")
 
 
 def run_all(
