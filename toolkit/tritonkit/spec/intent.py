@@ -10,6 +10,10 @@ defaults; a model's own keys win)::
       error_rate: 0.001   # error budget
       headroom: 0.2       # spare capacity the plan keeps (default 20%)
       # llm models: ttft_p99_ms, tpot_p99_ms instead of p99_ms
+      accuracy:           # a variant's budget against the original model, on real inputs
+        min_cosine: 0.99  # every request's outputs, flattened: cosine similarity to the original's
+        max_abs_error: 0.05
+        min_top1: 0.99    # classifiers: share of requests whose arg-max agrees with the original's
 
 ``capacity:`` is written by ``tritonkit tune`` (never by hand): the requests/s one replica
 sustained within the budget, the concurrency that gave it, and where it was measured. The build
@@ -33,6 +37,56 @@ DEFAULT_HEADROOM = 0.2
 """The spare capacity a plan keeps when an SLO states none (and when a model has no SLO)."""
 
 
+class AccuracyBudget(BaseModel):
+    """How far a variant of a model (int8, fp16, an optimized graph) may drift from the original,
+    measured on real inputs (:class:`Accuracy`). Every key optional; an empty budget admits only
+    variants that keep the original's numerics."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_cosine: float | None = Field(default=None, ge=-1, le=1)
+    max_abs_error: float | None = Field(default=None, ge=0)
+    min_top1: float | None = Field(default=None, ge=0, le=1)
+
+    def misses(self, measured: Accuracy) -> str:
+        """Why ``measured`` is outside this budget ("" when it holds)."""
+        reasons = []
+        if self.min_cosine is not None and measured.cosine < self.min_cosine:
+            reasons.append(f"cosine {measured.cosine:.4f} < {self.min_cosine:g}")
+        if self.max_abs_error is not None and measured.max_abs_error > self.max_abs_error:
+            reasons.append(f"max abs error {measured.max_abs_error:.3g} > {self.max_abs_error:g}")
+        if self.min_top1 is not None:
+            if measured.top1 is None:
+                reasons.append("top-1 agreement asked for, but no output has classes (a last dimension > 1)")
+            elif measured.top1 < self.min_top1:
+                reasons.append(f"top-1 agreement {measured.top1:.4f} < {self.min_top1:g}")
+        if not self.model_dump(exclude_none=True) and not measured.exact:
+            reasons.append("the budget is empty, so only the original's exact outputs are admitted")
+        return "; ".join(reasons)
+
+
+class Accuracy(BaseModel):
+    """A variant's outputs against the original's on ``samples`` real requests: the lowest
+    per-request cosine similarity (all float outputs flattened), the largest absolute difference,
+    and the share of requests whose arg-max over the last dimension agrees (None when no output
+    has one longer than 1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    samples: int = Field(ge=1)
+    cosine: float
+    max_abs_error: float = Field(ge=0)
+    top1: float | None = Field(default=None, ge=0, le=1)
+
+    @property
+    def exact(self) -> bool:
+        return self.max_abs_error == 0
+
+    def describe(self) -> str:
+        top1 = "" if self.top1 is None else f", top-1 {self.top1:.4f}"
+        return f"cosine {self.cosine:.4f}, max abs error {self.max_abs_error:.3g}{top1} on {self.samples} requests"
+
+
 class Slo(BaseModel):
     """A model's service-level objective (every key optional; see the module docstring)."""
 
@@ -45,6 +99,7 @@ class Slo(BaseModel):
     ttft_p99_ms: float | None = Field(default=None, gt=0)
     tpot_p99_ms: float | None = Field(default=None, gt=0)
     headroom: float | None = Field(default=None, ge=0, le=10)
+    accuracy: AccuracyBudget | None = None
 
     def over(self, default: Slo | None) -> Slo:
         """This SLO with the keys it leaves unset taken from ``default`` (the repository's)."""

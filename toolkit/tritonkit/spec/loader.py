@@ -228,6 +228,17 @@ def _check_entry(entry: Path, boundary: Path, where: str, refuse: Callable[[Path
 
 def _check_files(loaded: LoadedSpec, node: yaml.Node | None) -> None:
     for index, model in enumerate(loaded.spec.models):
+        if isinstance(model, OnnxModel) and model.variant is not None and model.variant.data is not None:
+            data_key: tuple[Any, ...] = ("models", index, "variant", "data")
+            _confine(loaded, node, data_key, model.variant.data)
+            if not loaded.resolve(model.variant.data).exists():
+                raise SpecError(
+                    f"variant data '{model.variant.data}' not found",
+                    file=_where(loaded.path, node, data_key),
+                    key=_dotted(data_key),
+                    hint="give the real inputs the variant is checked on: a .npy or .json file or a directory "
+                    "(spec-relative, inside the project)",
+                )
         if isinstance(model, OnnxModel) and model.file is not None:
             _require_file(loaded, node, ("models", index, "file"), model.file, "an existing .onnx file")
         elif isinstance(model, OnnxModel) and model.export is not None:

@@ -171,13 +171,51 @@ class GpuAccelerator(_Strict):
     trt_engine_cache_path: str | None = None
 
 
+VARIANT_RECIPES = ("optimized", "int8-dynamic", "int8-static", "fp16")
+"""What a ``variant:`` recipe may be (see :class:`OnnxVariant`)."""
+
+
+class OnnxVariant(_Strict):
+    """How the served model is made from the original (the ``file`` or the ``export``): a recipe of
+    onnxruntime's own tools, applied by every build the same way (the same bytes twice).
+
+    - ``optimized``: onnxruntime's offline graph optimizations (``ORT_ENABLE_EXTENDED``: fusions
+      that any CPU runs; the layout ones of ``ORT_ENABLE_ALL`` are tied to the machine that saves
+      them), numerics unchanged;
+    - ``int8-dynamic``: ``onnxruntime.quantization.quantize_dynamic`` with signed int8 weights,
+      after onnxruntime's quantization pre-processing; ``per_channel`` weight scales;
+    - ``int8-static``: ``quantize_static`` (QDQ, int8 weights, uint8 activations) calibrated on
+      ``data`` with MinMax ranges;
+    - ``fp16``: onnxruntime's float16 converter, inputs and outputs kept fp32 (it pays on a GPU).
+
+    ``data`` (real inputs, in any form ``--input-data`` takes, inside the project) is what the
+    build checks the variant's accuracy on (recorded in the lock) and, for ``int8-static``,
+    calibrates on. A recipe that changes numerics needs it. ``tritonkit tune --variants`` writes
+    this block.
+    """
+
+    recipe: Literal["optimized", "int8-dynamic", "int8-static", "fp16"]
+    per_channel: bool = True
+    data: str | None = None
+
+    @model_validator(mode="after")
+    def _data(self) -> OnnxVariant:
+        if self.recipe != "optimized" and self.data is None:
+            raise ValueError(
+                f"recipe '{self.recipe}' changes the model's numerics: give 'data', real inputs to check it on"
+            )
+        return self
+
+
 class OnnxModel(ModelBase):
-    """An ONNX model, from an existing ``file`` or exported from PyTorch (``export``)."""
+    """An ONNX model, from an existing ``file`` or exported from PyTorch (``export``), served as is
+    or as a ``variant`` made from it."""
 
     kind: Literal["onnx"]
     file: str | None = None
     export: TorchExport | None = None
     accelerator: GpuAccelerator | None = None
+    variant: OnnxVariant | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> OnnxModel:

@@ -25,9 +25,17 @@ from tritonclient.grpc import model_config_pb2 as pb
 from tritonkit.build.builders.base import VERSION, BuildContext, tool_version
 from tritonkit.build.modelconfig import model_config, same_tensor_dims
 from tritonkit.build.onnx_io import graph_io
-from tritonkit.errors import BuildError, DependencyError, SpecError, did_you_mean
+from tritonkit.errors import BuildError, DependencyError, SpecError, UsageError, did_you_mean
 from tritonkit.spec import dtypes
-from tritonkit.spec.schema import GpuAccelerator, LoadedSpec, ModelBase, OnnxModel, TensorSpec, TorchExport
+from tritonkit.spec.schema import (
+    GpuAccelerator,
+    LoadedSpec,
+    ModelBase,
+    OnnxModel,
+    OnnxVariant,
+    TensorSpec,
+    TorchExport,
+)
 
 MODEL_FILE = "model.onnx"
 
@@ -41,12 +49,19 @@ class OnnxBuilder:
         assert isinstance(model, OnnxModel)
         if model.file is not None:
             source = loaded.resolve(model.file)
-            return [source, *(source.parent / rel for rel in _external_data(loaded, model, source))]
+            external = [source.parent / rel for rel in _external_data(loaded, model, source)]
+            return [source, *external, *self._variant_files(loaded, model)]
         assert model.export is not None
-        files = {loaded.resolve(model.export.factory_file)}
+        files = {loaded.resolve(model.export.factory_file), *self._variant_files(loaded, model)}
         for pattern in model.export.depends:
             files.update(p.resolve() for p in loaded.root.glob(pattern) if p.is_file())
         return sorted(files)
+
+    def _variant_files(self, loaded: LoadedSpec, model: OnnxModel) -> list[Path]:
+        if model.variant is None or model.variant.data is None:
+            return []
+        data = loaded.resolve(model.variant.data)
+        return sorted(p for p in data.rglob("*") if p.is_file()) if data.is_dir() else [data]
 
     def preflight(self, model: ModelBase) -> None:
         """An export needs torch: refuse before any model is built, not when this one's turn comes."""
@@ -80,7 +95,10 @@ class OnnxBuilder:
             ctx.log(f"copied {model.file}" + (f" and its external data ({', '.join(external)})" if external else ""))
         else:
             assert model.export is not None
+            external = []
             export_from_torch(ctx, model.export, target)
+        if model.variant is not None:
+            apply_variant(ctx, model.variant, target, external=external)
         inputs, outputs = graph_io(
             target, model.max_batch_size, ctx=ctx, declared=[*(model.inputs or []), *(model.outputs or [])]
         )
@@ -90,6 +108,72 @@ class OnnxBuilder:
         if model.accelerator is not None:
             add_gpu_accelerator(config, model.accelerator)
         return config
+
+
+ACCURACY_SAMPLES = 512
+"""At most this many requests of a variant's data are run to measure its accuracy (the first ones)."""
+
+
+def apply_variant(ctx: BuildContext, variant: OnnxVariant, target: Path, *, external: Sequence[str]) -> None:
+    """Replace ``target`` (the original model) by ``variant`` of it; measure its accuracy on the
+    variant's data against the original, hold it to the model's ``slo.accuracy``, and record
+    recipe and accuracy for the lock (``ctx.meta["variant"]``).
+
+    Raises:
+        SpecError: a model with external data, or data that does not fit the model's inputs.
+        BuildError: the recipe failed, or the variant misses the accuracy budget.
+    """
+    from tritonkit.build.variants import accuracy, describe_recipe, make_variant, run_requests
+    from tritonkit.spec.inputdata import load_samples
+
+    model = ctx.model
+    if external:
+        raise SpecError(
+            f"model '{model.name}' keeps its weights in external data, and variants of such models are not made yet",
+            file=ctx.loaded.path,
+            key=ctx.key("variant"),
+            hint="remove 'variant:' to serve the model as it is",
+        )
+    original = ctx.workdir / "original.onnx"
+    shutil.move(target, original)
+    batching = model.max_batch_size > 0
+    samples: list[dict[str, np.ndarray]] = []
+    if variant.data is not None:
+        graph_inputs, _ = graph_io(original, model.max_batch_size)
+        signature = {t.name: ([-1, *t.dims] if batching else t.dims, t.dtype) for t in graph_inputs}
+        try:
+            samples = load_samples(ctx.loaded.resolve(variant.data), signature, batching=batching)[:ACCURACY_SAMPLES]
+        except UsageError as exc:
+            raise SpecError(exc.message, file=ctx.loaded.path, key=ctx.key("variant", "data"), hint=exc.hint) from exc
+    recipe = describe_recipe(variant)
+    try:
+        make_variant(original, target, variant, samples=samples, batching=batching, workdir=ctx.workdir / "variant")
+    except Exception as exc:
+        raise BuildError(
+            f"recipe {recipe} failed: {_first_line(exc)}",
+            model=model.name,
+            step="variant",
+            hint="choose another recipe, or remove 'variant:' to serve the original",
+        ) from exc
+    record: dict[str, Any] = {"recipe": variant.recipe, "per_channel": variant.per_channel}
+    if samples:
+        measured = accuracy(
+            run_requests(original, samples, batching=batching), run_requests(target, samples, batching=batching)
+        )
+        record["accuracy"] = measured.model_dump(exclude_none=True)
+        budget = model.slo.accuracy if model.slo is not None else None
+        why = budget.misses(measured) if budget is not None else ""
+        if why:
+            raise BuildError(
+                f"variant {recipe} misses the accuracy budget: {why}",
+                model=model.name,
+                step="accuracy",
+                hint="choose a recipe that holds it ('tritonkit tune --variants' tries them) or relax slo.accuracy",
+            )
+        ctx.log(f"variant {recipe}: {measured.describe()}")
+    else:
+        ctx.log(f"variant {recipe} (no data: accuracy not measured; the recipe keeps the original's numerics)")
+    ctx.meta["variant"] = record
 
 
 def add_gpu_accelerator(config: pb.ModelConfig, accelerator: GpuAccelerator) -> None:

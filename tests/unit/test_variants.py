@@ -1,0 +1,113 @@
+"""Accuracy of a model variant against the original (pure), its budget, and the data it is read from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from tritonkit.build.variants import accuracy, describe_recipe
+from tritonkit.errors import UsageError
+from tritonkit.spec.inputdata import load_inputs, load_samples
+from tritonkit.spec.intent import Accuracy, AccuracyBudget, Slo
+from tritonkit.spec.schema import OnnxVariant
+
+
+def test_identical_outputs_are_exact() -> None:
+    outs = [[np.array([1.0, 2.0, 3.0], dtype=np.float32)], [np.array([0.0, 0.0, 0.0], dtype=np.float32)]]
+    measured = accuracy(outs, outs)
+    assert measured == Accuracy(samples=2, cosine=1.0, max_abs_error=0.0, top1=1.0)
+    assert measured.exact
+    assert AccuracyBudget().misses(measured) == ""
+
+
+def test_cosine_is_the_worst_request_and_top1_the_share_that_agrees() -> None:
+    ref = [[np.array([1.0, 0.0, 0.0])], [np.array([0.0, 1.0, 0.0])]]
+    got = [[np.array([1.0, 0.1, 0.0])], [np.array([0.0, 0.4, 0.5])]]  # the second's arg-max moved
+    measured = accuracy(ref, got)
+    assert measured.cosine == pytest.approx(0.4 / np.sqrt(0.41))
+    assert measured.max_abs_error == pytest.approx(0.6)
+    assert measured.top1 == 0.5
+
+
+def test_top1_needs_every_position_and_is_none_without_classes() -> None:
+    ref = [[np.array([[1.0, 0.0], [0.0, 1.0]])]]
+    assert accuracy(ref, [[np.array([[1.0, 0.0], [1.0, 0.0]])]]).top1 == 0.0  # one position of two moved
+    scalar = [[np.array([2.0])]]  # a last dimension of 1: no classes to agree on
+    assert accuracy(scalar, scalar).top1 is None
+
+
+def test_integer_outputs_count_in_the_error_only() -> None:
+    ref = [[np.array([3], dtype=np.int64), np.array([0.5, 0.5])]]
+    got = [[np.array([4], dtype=np.int64), np.array([0.5, 0.5])]]
+    measured = accuracy(ref, got)
+    assert measured.cosine == pytest.approx(1.0) and measured.max_abs_error == 1.0
+
+
+def test_a_zero_output_against_a_nonzero_one_has_cosine_zero() -> None:
+    assert accuracy([[np.zeros(3)]], [[np.ones(3)]]).cosine == 0.0
+
+
+def test_shapes_must_match() -> None:
+    with pytest.raises(ValueError, match="shape"):
+        accuracy([[np.zeros(3)]], [[np.zeros(4)]])
+
+
+def test_budget_names_every_miss() -> None:
+    measured = Accuracy(samples=10, cosine=0.93, max_abs_error=1.1, top1=0.8)
+    why = AccuracyBudget(min_cosine=0.98, max_abs_error=0.5, min_top1=0.99).misses(measured)
+    assert "cosine 0.9300 < 0.98" in why and "max abs error 1.1 > 0.5" in why and "top-1 agreement 0.8000" in why
+    assert AccuracyBudget(min_cosine=0.9).misses(measured) == ""
+    assert "no output has classes" in AccuracyBudget(min_top1=0.9).misses(measured.model_copy(update={"top1": None}))
+    assert "only the original's exact outputs" in AccuracyBudget().misses(measured)
+
+
+def test_a_models_accuracy_budget_wins_over_the_repositorys() -> None:
+    merged = Slo(accuracy=AccuracyBudget(min_top1=0.99)).over(Slo(p99_ms=10, accuracy=AccuracyBudget(min_cosine=0.9)))
+    assert merged.p99_ms == 10 and merged.accuracy == AccuracyBudget(min_top1=0.99)
+
+
+def test_a_recipe_that_changes_numerics_needs_data() -> None:
+    with pytest.raises(ValidationError, match="changes the model's numerics"):
+        OnnxVariant(recipe="int8-dynamic")
+    assert OnnxVariant(recipe="optimized").data is None
+    assert describe_recipe(OnnxVariant(recipe="int8-static", data="x.npy", per_channel=False)) == (
+        "int8-static (per-tensor)"
+    )
+
+
+SIGNATURE = {"x": ([-1, 4], "FP32")}
+
+
+def test_samples_are_the_rows_of_an_array_with_one_more_dimension(tmp_path: Path) -> None:
+    rows = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.save(tmp_path / "x.npy", rows)
+    samples = load_samples(tmp_path / "x.npy", SIGNATURE, batching=True)
+    assert [s["x"].tolist() for s in samples] == rows.tolist()
+    np.save(tmp_path / "one.npy", rows[0])
+    assert len(load_samples(tmp_path / "one.npy", SIGNATURE, batching=True)) == 1
+
+
+def test_samples_are_every_entry_of_perf_analyzer_json(tmp_path: Path) -> None:
+    data = tmp_path / "data.json"
+    data.write_text('{"data": [{"x": [1, 2, 3, 4]}, {"x": {"content": [5, 6, 7, 8], "shape": [4]}}]}')
+    samples = load_samples(data, SIGNATURE, batching=True)
+    assert [s["x"].tolist() for s in samples] == [[1, 2, 3, 4], [5, 6, 7, 8]]
+    assert load_inputs(data, SIGNATURE, batching=True)["x"].tolist() == [1, 2, 3, 4]  # bench sends the first
+
+
+def test_inputs_with_different_row_counts_are_refused(tmp_path: Path) -> None:
+    np.save(tmp_path / "a.npy", np.zeros((3, 2), dtype=np.float32))
+    np.save(tmp_path / "b.npy", np.zeros((4, 2), dtype=np.float32))
+    signature = {"a": ([-1, 2], "FP32"), "b": ([-1, 2], "FP32")}
+    with pytest.raises(UsageError, match="different numbers of requests"):
+        load_samples(tmp_path, signature, batching=True)
+
+
+def test_an_empty_json_data_list_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "data.json"
+    data.write_text('{"data": []}')
+    with pytest.raises(UsageError, match="not perf_analyzer input data"):
+        load_samples(data, SIGNATURE, batching=True)

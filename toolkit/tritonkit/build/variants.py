@@ -1,0 +1,198 @@
+"""Variants of an ONNX model, made by onnxruntime's own tools, and their accuracy on real inputs.
+
+A variant is a recipe (:class:`~tritonkit.spec.schema.OnnxVariant`) applied to the original
+model: onnxruntime's offline graph optimizations, int8 dynamic or static quantization
+(``onnxruntime.quantization``, after its recommended pre-processing), or fp16
+(``onnxruntime.transformers.float16``). Nothing edits a graph by hand. Each recipe gives the
+same bytes for the same input and tool versions (checked by the tests), so a build reproduces
+the variant ``tritonkit tune --variants`` measured, and the repository digest stays a function
+of the spec.
+
+Accuracy is measured against the original on real requests, one request at a time (batch 1):
+int8 dynamic quantization computes activation ranges per batch, so a request's result does not
+depend on what it was batched with here; served in a batch it may differ by that much more.
+
+Example:
+    >>> make_variant(Path("model.onnx"), Path("int8.onnx"), OnnxVariant(recipe="int8-dynamic", data="x.npy"),
+    ...              samples=samples, workdir=Path("/tmp/w"))
+    >>> accuracy(run_requests(Path("model.onnx"), samples), run_requests(Path("int8.onnx"), samples))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tritonkit.spec.intent import Accuracy
+from tritonkit.spec.schema import OnnxVariant
+
+Sample = Mapping[str, np.ndarray]
+"""One request's inputs, without the batch dimension when the model batches."""
+
+NUMERIC_RECIPES = ("int8-dynamic", "int8-static", "fp16")
+"""Recipes that change a model's numerics: made only with real inputs to check them on."""
+
+
+def make_variant(
+    source: Path, target: Path, variant: OnnxVariant, *, samples: Sequence[Sample], batching: bool, workdir: Path
+) -> None:
+    """Write ``variant`` of the ONNX model ``source`` to ``target``.
+
+    Args:
+        samples: real requests; ``int8-static`` calibrates on them (in their order).
+        batching: whether the model has a batch dimension (the samples lack it).
+        workdir: scratch space for the pre-processed model.
+
+    Raises:
+        ValueError: a recipe the model cannot take (its message is onnxruntime's reason).
+    """
+    import onnxruntime as ort
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    if variant.recipe == "optimized":
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        options.optimized_model_filepath = str(target)
+        ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+    elif variant.recipe == "fp16":
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        with _quiet():
+            model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+        onnx.save(model, str(target))
+    else:
+        from onnxruntime.quantization import (
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_dynamic,
+            quantize_static,
+        )
+
+        prepared = workdir / "preprocessed.onnx"
+        _preprocess(source, prepared)
+        with _quiet():
+            if variant.recipe == "int8-dynamic":
+                quantize_dynamic(prepared, target, weight_type=QuantType.QInt8, per_channel=variant.per_channel)
+            else:
+                if not samples:
+                    raise ValueError("int8-static calibrates on real inputs, and none were given")
+                quantize_static(
+                    prepared,
+                    target,
+                    _Calibration(samples, batching),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=variant.per_channel,
+                    weight_type=QuantType.QInt8,
+                    activation_type=QuantType.QUInt8,
+                    calibrate_method=CalibrationMethod.MinMax,
+                )
+    if not target.is_file():
+        raise ValueError(f"onnxruntime wrote no model for recipe '{variant.recipe}'")
+
+
+def _preprocess(source: Path, target: Path) -> None:
+    """onnxruntime's recommended pre-processing before quantization (shape inference, graph
+    optimization: it stores shared weights once per use, so every MatMul is quantized); symbolic
+    shape inference first, plain ONNX shape inference where it cannot finish (transformer exports
+    with data-dependent shapes)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with _quiet():
+        try:
+            quant_pre_process(str(source), str(target), skip_symbolic_shape=False)
+        except Exception:  # "Incomplete symbolic shape inference", as on MiniLM's export
+            quant_pre_process(str(source), str(target), skip_symbolic_shape=True)
+
+
+class _Calibration:
+    """onnxruntime's ``CalibrationDataReader`` protocol over the samples, one request per batch."""
+
+    def __init__(self, samples: Sequence[Sample], batching: bool) -> None:
+        self._feeds = iter([_feed(sample, batching) for sample in samples])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._feeds, None)
+
+
+def _feed(sample: Sample, batching: bool) -> dict[str, np.ndarray]:
+    return {name: (array[np.newaxis] if batching else array) for name, array in sample.items()}
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """onnxruntime's quantization tools log through the root logger (a WARNING per LayerNorm weight
+    per_channel skips); the library never prints, so those stay out of the user's terminal."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def run_requests(path: Path, samples: Sequence[Sample], *, batching: bool) -> list[list[np.ndarray]]:
+    """Every output of ``path`` for each sample, run alone in onnxruntime (CPU, one thread), as one
+    request's (without the batch dimension when ``batching``)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = 1  # the same arithmetic order on every host
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    outputs = [session.run(names, _feed(sample, batching)) for sample in samples]
+    return [[out[0] if batching else out for out in request] for request in outputs]
+
+
+def accuracy(reference: Sequence[Sequence[np.ndarray]], measured: Sequence[Sequence[np.ndarray]]) -> Accuracy:
+    """``measured`` against ``reference``, request by request (see :class:`~tritonkit.spec.intent.Accuracy`).
+
+    Cosine: all floating-point outputs of a request flattened into one vector (1.0 when both are
+    zero, 0.0 when one is). Top-1: for each floating-point output whose last dimension is longer
+    than 1, the arg-max over it must agree at every position for the request to count.
+    """
+    if not reference or len(reference) != len(measured):
+        raise ValueError("accuracy needs the same requests, at least one, run through both models")
+    cosines: list[float] = []
+    worst = 0.0
+    agree: list[bool] = []
+    for want, got in zip(reference, measured, strict=True):
+        floats = [(a, b) for a, b in zip(want, got, strict=True) if np.issubdtype(np.asarray(a).dtype, np.floating)]
+        for a, b in zip(want, got, strict=True):
+            a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+            if a64.shape != b64.shape:
+                raise ValueError(f"an output has shape {b64.shape} in the variant but {a64.shape} in the original")
+            if a64.size:
+                worst = max(worst, float(np.max(np.abs(a64 - b64))))
+        if floats:
+            x = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a, _ in floats])
+            y = np.concatenate([np.asarray(b, dtype=np.float64).ravel() for _, b in floats])
+            nx, ny = float(np.linalg.norm(x)), float(np.linalg.norm(y))
+            cosines.append(1.0 if nx == ny == 0 else 0.0 if nx == 0 or ny == 0 else float(x @ y) / (nx * ny))
+        classes = [(a, b) for a, b in floats if np.ndim(a) >= 1 and np.shape(a)[-1] > 1]
+        if classes:
+            agree.append(all(np.array_equal(np.argmax(a, axis=-1), np.argmax(b, axis=-1)) for a, b in classes))
+    return Accuracy(
+        samples=len(reference),
+        cosine=min(cosines) if cosines else (1.0 if worst == 0 else 0.0),
+        max_abs_error=worst,
+        top1=(sum(agree) / len(agree)) if agree else None,
+    )
+
+
+def describe_recipe(variant: OnnxVariant | Mapping[str, Any]) -> str:
+    """``int8-dynamic (per-channel)``: a recipe as a person reads it."""
+    recipe = variant.recipe if isinstance(variant, OnnxVariant) else str(variant["recipe"])
+    per_channel = variant.per_channel if isinstance(variant, OnnxVariant) else bool(variant.get("per_channel", True))
+    if recipe.startswith("int8"):
+        return f"{recipe} ({'per-channel' if per_channel else 'per-tensor'})"
+    return recipe
