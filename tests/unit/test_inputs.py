@@ -41,7 +41,7 @@ def test_mistakes_name_the_input_and_the_file(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="holds float64, the model wants FP32"):
         load_inputs(tmp_path / "x.npy", {"features": ([-1, 4], "FP32")}, batching=True)
     np.save(tmp_path / "y.npy", np.ones((2, 5), dtype=np.float32))
-    with pytest.raises(UsageError, match=r"shape \[2, 5\] does not fit \[4\]"):
+    with pytest.raises(UsageError, match=r"shape \[5\] does not fit \[4\]"):  # 2 requests (rows) of 5
         load_inputs(tmp_path / "y.npy", {"features": ([-1, 4], "FP32")}, batching=True)
     with pytest.raises(UsageError, match="gives one array but the model has 2 inputs"):
         load_inputs(tmp_path / "y.npy", SIGNATURE, batching=True)

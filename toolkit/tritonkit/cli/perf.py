@@ -172,6 +172,12 @@ def bench_point(point: Any) -> dict[str, Any]:
     "--report", "report_dir", type=click.Path(path_type=Path), help="Report folder (default reports/tune-MODEL)."
 )
 @click.option("--yes", is_flag=True, help="Write the winning settings into the spec without asking.")
+@click.option(
+    "--variants",
+    is_flag=True,
+    help="onnx models: also search variants of the model (optimized graph, int8, fp16 on a GPU) within its "
+    "slo.accuracy, checked on --input-data.",
+)
 @click.option("--ttft-p99-ms", type=float, default=None, help="llm models: TTFT budget (default: slo.ttft_p99_ms).")
 @click.option("--tpot-p99-ms", type=float, default=None, help="llm models: TPOT budget (default: slo.tpot_p99_ms).")
 @click.option("--prompt", default=None, help="llm models: the prompt each request sends (default: a 56-character one).")
@@ -202,6 +208,7 @@ def tune(
     window_s: float,
     report_dir: Path | None,
     yes: bool,
+    variants: bool,
     ttft_p99_ms: float | None,
     tpot_p99_ms: float | None,
     prompt: str | None,
@@ -254,6 +261,14 @@ def tune(
                 f"no latency budget for '{model}'", hint="give --p99-ms, or set slo: {p99_ms: …} for it in the spec"
             )
     budget_s = parse_duration(budget)
+    variant_search = None
+    if variants:
+        from tritonkit.cli._tune_variants import VariantSearch
+
+        variant_search = VariantSearch.prepare(
+            loaded, entry, repository=repository or default_repository(spec_file), input_data=input_data, rate=rate,
+            url=url, metrics_url=metrics_url,
+        )  # fmt: skip
     bounds = Bounds(max_instances=max_instances or max(4, os.cpu_count() or 1), max_batch=max_batch)
     server = None
     try:
@@ -269,6 +284,16 @@ def tune(
                 max_points=max_points, window_s=window_s, prompt=DEFAULT_PROMPT if prompt is None else prompt,
                 max_tokens=max_tokens, metrics_url=metrics_url,
             )  # fmt: skip
+        elif variant_search is not None:
+            from tritonkit.perf.variants import tune_variants
+
+            assert p99_ms is not None
+            found = _run_with_progress(
+                tune_variants, model, source=variant_search.source, p99_ms=p99_ms, input_data=input_data,
+                accuracy_budget=variant_search.budget, url=url, protocol=protocol, gpu=variant_search.gpu,
+                budget_s=budget_s, max_points=max_points, bounds=bounds, window_s=window_s,
+            )  # fmt: skip
+            variant_search.found, result = found, found.tune
         else:
             result = _run_with_progress(
                 run_tune, model, p99_ms=p99_ms, url=url, protocol=protocol, rate=rate, budget_s=budget_s,
@@ -287,6 +312,8 @@ def tune(
         show_llm_tune(result, spec_file=spec_file, report_dir=report_dir)
         _write_back(spec_file, model, result, yes)
         return
+    if variant_search is not None:
+        variant_search.show()
     _print_tune(result)
     record(
         model=model,
@@ -313,7 +340,7 @@ def tune(
     )
     console.print(f"report: {png}  {page}")
     record(report={"png": png, "html": page})
-    _write_back(spec_file, model, result, yes)
+    _write_back(spec_file, model, result, yes, variant=variant_search.chosen() if variant_search else None)
 
 
 def _tune_point(point: Any) -> dict[str, Any] | None:
@@ -393,7 +420,7 @@ def _describe(point: Any) -> str:
     return f"{point.settings.label()} → {point.throughput:.0f}/s, p99 {point.p99_ms:.2f} ms at {point.offered}"
 
 
-def _write_back(spec_file: Path, model: str, result: Any, yes: bool) -> None:
+def _write_back(spec_file: Path, model: str, result: Any, yes: bool, *, variant: dict[str, Any] | None = None) -> None:
     from tritonkit.spec.update import update_settings
 
     if result.best is None:
@@ -401,7 +428,7 @@ def _write_back(spec_file: Path, model: str, result: Any, yes: bool) -> None:
         console.print(f"{why}; {spec_file} unchanged")
         return
     settings = getattr(result.best, "settings", None)  # an llm tune measures capacity only: no settings
-    update = update_settings(spec_file, model, settings, capacity=result.capacity())
+    update = update_settings(spec_file, model, settings, capacity=result.capacity(), variant=variant)
     if not update.changed:
         console.print(f"{spec_file} already has these settings")
         return

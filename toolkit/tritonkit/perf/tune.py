@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -60,6 +61,7 @@ __all__ = [
     "TuneResult",
     "TuneSettings",
     "better",
+    "capacity_at",
     "measured_on",
     "next_concurrency",
     "parse_duration",
@@ -110,6 +112,7 @@ class _Session:
         self.progress = progress
         self.started = time.monotonic()
         self.serving: TuneSettings | None = result.original  # what the server runs; None when unsure
+        self.files: Mapping[str, bytes] | None = None  # the model's files, when not the repository's
         self.client = connect(address, protocol)
 
     def elapsed(self) -> float:
@@ -139,14 +142,33 @@ class _Session:
         return self.elapsed() + measurements * self.point_s() <= self.budget_s
 
     def apply(self, config: Mapping[str, Any]) -> None:
-        """Reload the model with ``config`` (the one repository-API load)."""
+        """Reload the model with ``config`` (the one repository-API load), and with :attr:`files`
+        in place of the repository's when given (the config then carries their digest as the
+        parameter :data:`FILES_TAG`, so Triton never mistakes it for an earlier load)."""
+        if self.files:
+            tag = hashlib.sha256(b"".join(k.encode() + v for k, v in sorted(self.files.items()))).hexdigest()[:16]
+            parameters = {**config.get("parameters", {}), FILES_TAG: {"string_value": tag}}
+            config = {**config, "parameters": parameters}
         load_model(
             self.client,
             self.model,
             config,
+            files=self.files,
             context="with a tuning config",
             hint="the server keeps serving the previous config; check Triton's log",
         )
+
+    def restore(self, served: Mapping[str, Any], start: TuneSettings, original: Mapping[str, Any]) -> None:
+        """Load the served config (and the repository's files) back when anything else was loaded."""
+        if self.serving != start or original != served or self.files:
+            self.event("restoring the original config")
+            load_model(
+                self.client,
+                self.model,
+                served,
+                context="with its served config",
+                hint="load it by hand: curl -X POST <http>/v2/repository/models/<model>/load",
+            )
 
     def measure(
         self,
@@ -216,6 +238,7 @@ def tune(
     confirm_pairs: int = 3,
     input_data: Path | None = None,
     shapes: Mapping[str, list[int]] | None = None,
+    files: Mapping[str, bytes] | None = None,
     progress: Progress | None = None,
 ) -> TuneResult:
     """Find the settings with the most throughput under ``p99_ms`` (or the lowest p99 at ``rate``).
@@ -228,6 +251,9 @@ def tune(
             shared 2-core host p99 rarely holds perf_analyzer's 10% bar in 1 s windows, and
             waiting for it (up to six, then three more) cost 7.3-11 s a point for a three-window
             result all the same.
+        files: the model's files to serve instead of the repository's while tuning (a variant's
+            ``{"file:1/model.onnx": bytes}``, :mod:`tritonkit.perf.variants`); the repository's
+            are loaded back at the end.
         confirm_pairs: after the search, the winner and the original settings are re-measured
             in this many interleaved pairs (:class:`~tritonkit.perf.search.Confirmation`); when
             the ratios' spread crosses 1.0 the original settings are kept. 0 skips it.
@@ -237,6 +263,84 @@ def tune(
         UsageError: a non-batching model (``max_batch_size: 0``) or a non-positive budget.
         TuneError: no setting meets the p99 budget even at concurrency 1.
     """
+    session, original, served, start = _open(
+        model, p99_ms=p99_ms, url=url, protocol=protocol, rate=rate, budget_s=budget_s, max_points=max_points,
+        bounds=bounds, window_s=window_s, input_data=input_data, shapes=shapes, files=files, progress=progress,
+    )  # fmt: skip
+    result = session.result
+    # a confirmation point costs about what a search point does, plus about one step down each side
+    session.reserve_points = confirm_pairs * 2 + 2 if confirm_pairs > 0 else 2 * SETTLE_WINDOWS
+    try:
+        _search(session, original, start)
+        if result.best is not None and not (confirm_pairs > 0 and _confirm(session, original, confirm_pairs)):
+            result.best = _settle(session, original, result.best)
+        result.withdraw_unheld()  # never a winner that its own re-measurement put over the budget
+    finally:
+        result.elapsed_s = session.elapsed()
+        try:
+            session.restore(served, start, original)
+        finally:
+            session.client.close()
+    return result
+
+
+def capacity_at(
+    model: str,
+    *,
+    p99_ms: float,
+    url: str | None = None,
+    protocol: str = "grpc",
+    files: Mapping[str, bytes] | None = None,
+    concurrency: int = 1,
+    budget_s: float = 60.0,
+    window_s: float = 1.0,
+    input_data: Path | None = None,
+    shapes: Mapping[str, list[int]] | None = None,
+    progress: Progress | None = None,
+) -> TuneResult:
+    """The most throughput the served settings sustain within ``p99_ms``, and nothing else: the
+    first step of :func:`tune`'s search (a concurrency climb by Little's law from ``concurrency``,
+    down when that is over the budget), with ``files`` (a variant's model) in place of the
+    repository's. The served config and files are loaded back.
+
+    ``best`` (and ``baseline``) is that point, or None when even one request at a time breaks the
+    budget; ``points`` holds every measurement.
+    """
+    session, original, served, start = _open(
+        model, p99_ms=p99_ms, url=url, protocol=protocol, rate=None, budget_s=budget_s, max_points=64,
+        bounds=None, window_s=window_s, input_data=input_data, shapes=shapes, files=files, progress=progress,
+    )  # fmt: skip
+    try:
+        session.result.baseline = session.result.best = _evaluate(
+            session, original, start, concurrency=concurrency, to_beat=None
+        )
+    finally:
+        session.result.elapsed_s = session.elapsed()
+        try:
+            session.restore(served, start, original)
+        finally:
+            session.client.close()
+    return session.result
+
+
+def _open(
+    model: str,
+    *,
+    p99_ms: float,
+    url: str | None,
+    protocol: str,
+    rate: float | None,
+    budget_s: float,
+    max_points: int,
+    bounds: Bounds | None,
+    window_s: float,
+    input_data: Path | None,
+    shapes: Mapping[str, list[int]] | None,
+    files: Mapping[str, bytes] | None,
+    progress: Progress | None,
+) -> tuple[_Session, dict[str, Any], dict[str, Any], TuneSettings]:
+    """A tuning session on the served model: the session, the config measured from (the served one
+    without admission control), the served config, and its settings."""
     if p99_ms <= 0:
         raise UsageError(f"the p99 budget must be positive, got {p99_ms:g} ms", hint="e.g. 10 ms")
     address = url or default_address(protocol)
@@ -266,22 +370,10 @@ def tune(
     session.input_data, session.shapes = input_data, shapes
     if original != served:
         session.serving = None  # the first measurement reloads the model without its queue policy
-    # a confirmation point costs about what a search point does, plus about one step down each side
-    session.reserve_points = confirm_pairs * 2 + 2 if confirm_pairs > 0 else 2 * SETTLE_WINDOWS
-    try:
-        _search(session, original, start)
-        if result.best is not None and not (confirm_pairs > 0 and _confirm(session, original, confirm_pairs)):
-            result.best = _settle(session, original, result.best)
-        result.withdraw_unheld()  # never a winner that its own re-measurement put over the budget
-    finally:
-        result.elapsed_s = session.elapsed()
-        try:
-            if session.serving != start or original != served:
-                session.event("restoring the original config")
-                session.apply(served)
-        finally:
-            session.client.close()
-    return result
+    session.files = files
+    if files:
+        session.serving = None  # the first measurement loads them
+    return session, original, served, start
 
 
 def _search(session: _Session, original: Mapping[str, Any], start: TuneSettings) -> None:
@@ -377,6 +469,8 @@ def measured_on(address: str, protocol: str) -> dict[str, str]:
     }
 
 
+FILES_TAG = "tritonkit_files"
+"""The config parameter that carries the digest of the files a tuning load brings (ignored by backends)."""
 SETTLE_WINDOWS = 2.0
 """Settling without confirmation pairs measures in windows this many times the search's."""
 SETTLE_TRIES = 3

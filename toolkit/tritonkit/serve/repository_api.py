@@ -22,7 +22,13 @@ from tritonkit.errors import ServerError
 
 
 def load_model(
-    client: Any, model: str, config: Mapping[str, Any] | str | None = None, *, context: str = "", hint: str = ""
+    client: Any,
+    model: str,
+    config: Mapping[str, Any] | str | None = None,
+    *,
+    files: Mapping[str, bytes] | None = None,
+    context: str = "",
+    hint: str = "",
 ) -> None:
     """Load (or reload) ``model``, optionally with a JSON config override.
 
@@ -31,6 +37,11 @@ def load_model(
         model: the model's name.
         config: the whole model config (a mapping or its JSON text) to load instead of the
             repository's ``config.pbtxt``; ``None`` loads the repository's.
+        files: the model's files to load instead of the repository's (``{"file:1/model.onnx":
+            bytes}``; Triton requires ``config`` with them). Triton 2.51 skipped a load whose
+            config and files equalled an earlier override after a config-only reload in between
+            (it served the repository's file), so callers make such a config differ (tune tags it
+            with the files' digest).
         context: what the load is for, for the message ("version 3", "with a tuning config").
         hint: what to do when it fails.
 
@@ -42,7 +53,14 @@ def load_model(
     text = config if isinstance(config, str) or config is None else json.dumps(config)
     what = f"model '{model}'" + (f" {context}" if context else "")
     try:
-        client.load_model(model, config=text) if text is not None else client.load_model(model)
+        if files:
+            if text is None:
+                raise ValueError("Triton loads override files only with a config")
+            client.load_model(model, config=text, files=dict(files))
+        elif text is not None:
+            client.load_model(model, config=text)
+        else:
+            client.load_model(model)
     except InferenceServerException as exc:
         raise ServerError(f"{what} failed to load: {one_line(exc.message())}", hint=hint) from exc
     except (OSError, HTTPException) as exc:  # the server died or went away during the load

@@ -45,12 +45,13 @@ def load_inputs(source: Path, signature: Signature, *, batching: bool) -> dict[s
     Raises:
         UsageError: a missing file, an unknown or missing input, a wrong dtype or rank.
     """
-    arrays = _read(source, signature, entries=1)[0]
-    return {name: _checked(name, array, signature[name], batching, source) for name, array in arrays.items()}
+    return load_samples(source, signature, batching=batching, limit=1)[0]
 
 
-def load_samples(source: Path, signature: Signature, *, batching: bool) -> list[dict[str, np.ndarray]]:
-    """Every request ``source`` holds, each as :func:`load_inputs` returns one.
+def load_samples(
+    source: Path, signature: Signature, *, batching: bool, limit: int | None = None
+) -> list[dict[str, np.ndarray]]:
+    """Every request ``source`` holds (the first ``limit``), each as :func:`load_inputs` returns one.
 
     A JSON file gives one request per ``data`` entry. A ``.npy`` array with one leading dimension
     more than a request has holds one request per row (every input the same number of rows);
@@ -60,7 +61,7 @@ def load_samples(source: Path, signature: Signature, *, batching: bool) -> list[
         UsageError: as :func:`load_inputs`, or inputs with different numbers of rows.
     """
     samples: list[dict[str, np.ndarray]] = []
-    for arrays in _read(source, signature, entries=None):
+    for arrays in _read(source, signature, entries=limit):
         rows = {
             name: array
             for name, array in arrays.items()
@@ -76,7 +77,7 @@ def load_samples(source: Path, signature: Signature, *, batching: bool) -> list[
             )
         else:
             samples.append(arrays)
-    return [{n: _checked(n, a, signature[n], batching, source) for n, a in s.items()} for s in samples]
+    return [{n: _checked(n, a, signature[n], batching, source) for n, a in s.items()} for s in samples[:limit]]
 
 
 def _request_dims(dims: list[int], batching: bool) -> list[int]:

@@ -72,10 +72,16 @@ class BatchingSettings(Protocol):
 
 
 def update_settings(
-    path: Path, model: str, settings: BatchingSettings | None, *, capacity: Mapping[str, Any] | None = None
+    path: Path,
+    model: str,
+    settings: BatchingSettings | None,
+    *,
+    capacity: Mapping[str, Any] | None = None,
+    variant: Mapping[str, Any] | None = None,
 ) -> SpecUpdate:
     """The spec at ``path`` with ``model``'s batching and instance settings set to ``settings``
-    (and its ``capacity:`` to what tune measured, when given: evidence a reviewer reads).
+    (and its ``capacity:`` to what tune measured, when given: evidence a reviewer reads; its
+    ``variant:`` to the recipe ``tune --variants`` chose, when given).
     ``settings`` None leaves them alone: an ``llm`` model's tune measures capacity only.
 
     Raises:
@@ -97,6 +103,10 @@ def update_settings(
 
     if settings is not None:
         _set_batching(entry, settings)
+    if variant is not None:
+        recipe = CommentedMap(variant)
+        recipe.fa.set_flow_style()
+        entry["variant"] = recipe
     if capacity is not None:
         block = CommentedMap()
         for key, value in capacity.items():

@@ -1,0 +1,219 @@
+"""``tritonkit tune --variants``: the fastest variant × config of an ONNX model that holds both a
+p99 budget and an accuracy budget, on one running Triton, without a restart.
+
+1. **Make and check.** Each recipe (:mod:`tritonkit.build.variants`: onnxruntime's offline
+   optimization, int8 dynamic per-channel and per-tensor, int8 static, fp16 where the server
+   has a GPU) is made from the original model file and run on the real inputs beside the
+   original; a variant outside ``slo.accuracy`` is reported with its figures and dropped.
+   Without real inputs only ``optimized`` (which keeps the numerics) is tried; without an
+   accuracy budget, only variants whose outputs equal the original's are admitted.
+2. **Screen.** The original and every admitted variant at the served config:
+   :func:`~tritonkit.perf.tune.capacity_at` (tune's concurrency climb within the p99 budget), the
+   variant's file loaded through the repository API in place of the repository's. The original
+   climbs from one request in flight with half the screening time; each variant starts at the
+   concurrency the original reached, so even one measurement each compares like with like.
+3. **Tune.** The config search (:func:`~tritonkit.perf.tune.tune`, with its confirmation pairs)
+   on the variant that screened fastest — the original unless a variant beat it by
+   :data:`SCREEN_MARGIN`: one screening measurement each, and this host's run-to-run noise is
+   ±10-20% — with the time the screening left.
+
+The server serves the repository's model and config again at the end, on error and on Ctrl-C.
+
+Example:
+    >>> result = tune_variants("minilm", source=Path("dist/emb/minilm/1/model.onnx"), p99_ms=50,
+    ...                        input_data=Path("data/text.json"), accuracy=AccuracyBudget(min_cosine=0.98),
+    ...                        url="127.0.0.1:8001", budget_s=600)
+    >>> result.chosen.label, result.tune.best.throughput
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tritonkit.build.variants import accuracy, describe_recipe, make_variant, run_requests
+from tritonkit.errors import UsageError
+from tritonkit.events import Event, Progress, emit
+from tritonkit.perf.search import Bounds, TunePoint, TuneResult
+from tritonkit.perf.tune import capacity_at, tune
+from tritonkit.serve.client import connect, default_address, model_info
+from tritonkit.spec.inputdata import load_samples
+from tritonkit.spec.intent import Accuracy, AccuracyBudget
+from tritonkit.spec.schema import OnnxVariant
+
+SCREEN_SHARE = 0.4
+"""The share of the time budget the screening may take (split evenly between the candidates)."""
+SCREEN_MARGIN = 1.1
+"""A variant replaces the original only when it screened at least this much faster."""
+ACCURACY_SAMPLES = 512
+"""At most this many requests of the input data are run to check a variant (the first ones)."""
+MODEL_FILE = "file:1/model.onnx"
+
+
+def candidates(*, data: bool, gpu: bool) -> tuple[list[OnnxVariant], list[str]]:
+    """The recipes to try, and those not tried with why."""
+    placeholder = "data"  # the recipe's data key is set when the spec is written
+    tried = [OnnxVariant(recipe="optimized")]
+    skipped = []
+    if data:
+        tried += [
+            OnnxVariant(recipe="int8-dynamic", per_channel=True, data=placeholder),
+            OnnxVariant(recipe="int8-dynamic", per_channel=False, data=placeholder),
+            OnnxVariant(recipe="int8-static", per_channel=True, data=placeholder),
+        ]
+        if gpu:
+            tried.append(OnnxVariant(recipe="fp16", data=placeholder))
+        else:
+            skipped.append("fp16: the server has no GPU to run it on (on a CPU it only adds casts)")
+    else:
+        skipped.append(
+            "int8-dynamic, int8-static, fp16: they change the numerics, and no --input-data to check them on"
+        )
+    return tried, skipped
+
+
+@dataclass
+class VariantTrial:
+    """One candidate: ``variant`` None is the original model."""
+
+    variant: OnnxVariant | None
+    accuracy: Accuracy | None = None
+    dropped: str = ""  # why it was not measured for speed ("" when it was)
+    screen: TunePoint | None = None  # its most throughput within p99 at the served config
+    made_s: float = 0.0
+    size_bytes: int = 0
+
+    @property
+    def label(self) -> str:
+        return "original" if self.variant is None else describe_recipe(self.variant)
+
+
+@dataclass
+class VariantResult:
+    """What :func:`tune_variants` found."""
+
+    model: str
+    p99_ms: float
+    budget: AccuracyBudget | None
+    trials: list[VariantTrial] = field(default_factory=list)
+    not_tried: list[str] = field(default_factory=list)
+    chosen: VariantTrial | None = None
+    tune: TuneResult | None = None
+    elapsed_s: float = 0.0
+
+
+def tune_variants(
+    model: str,
+    *,
+    source: Path,
+    p99_ms: float,
+    input_data: Path | None,
+    accuracy_budget: AccuracyBudget | None,
+    url: str | None = None,
+    protocol: str = "grpc",
+    gpu: bool = False,
+    budget_s: float = 300.0,
+    max_points: int = 30,
+    bounds: Bounds | None = None,
+    window_s: float = 1.0,
+    confirm_pairs: int = 3,
+    progress: Progress | None = None,
+) -> VariantResult:
+    """Search variant × batching × instances for ``model`` (see the module docstring).
+
+    Args:
+        source: the original ONNX file the server serves (a build with no ``variant:``).
+        input_data: real requests (any form ``--input-data`` takes): the accuracy check, the
+            calibration of int8-static, and what the load sends.
+
+    Raises:
+        UsageError: a model without batching, input data that does not fit it.
+        ServerError, TuneError: as :func:`~tritonkit.perf.tune.tune`.
+    """
+    started = time.monotonic()
+    address = url or default_address(protocol)
+    client = connect(address, protocol)
+    try:
+        info = model_info(client, model, address, protocol)
+    finally:
+        client.close()
+    batching = int(info.config.get("max_batch_size", 0)) > 0
+    if not batching:
+        raise UsageError(
+            f"model '{model}' has max_batch_size 0: there is no batching to tune",
+            hint="give the model a batch dimension (max_batch_size > 0) in tritonkit.yaml and rebuild",
+        )
+    signature = {spec["name"]: ([int(d) for d in spec["shape"]], spec["datatype"]) for spec in info.metadata["inputs"]}
+    samples = load_samples(input_data, signature, batching=True)[:ACCURACY_SAMPLES] if input_data else []
+    tried, skipped = candidates(data=bool(samples), gpu=gpu)
+    result = VariantResult(model=model, p99_ms=p99_ms, budget=accuracy_budget, not_tried=skipped)
+
+    def event(message: str) -> None:
+        emit(progress, Event("tune", model, message, done=time.monotonic() - started, total=budget_s, unit="s"))
+
+    with tempfile.TemporaryDirectory(prefix="tritonkit-variants-") as scratch:
+        files: dict[str, Mapping[str, bytes] | None] = {"original": None}
+        original = VariantTrial(None, size_bytes=source.stat().st_size)
+        result.trials.append(original)
+        reference = run_requests(source, samples, batching=True) if samples else []
+        for number, variant in enumerate(tried):
+            trial = VariantTrial(variant)
+            result.trials.append(trial)
+            event(f"making {trial.label}")
+            made = time.monotonic()
+            target = Path(scratch) / f"variant-{number}.onnx"
+            try:
+                make_variant(
+                    source, target, variant, samples=samples, batching=True, workdir=Path(scratch) / str(number)
+                )
+            except Exception as exc:  # onnxruntime's tools refuse some graphs: that recipe is out
+                trial.dropped = f"{trial.label} could not be made: {str(exc).strip().splitlines()[0][:200]}"
+                continue
+            trial.made_s, trial.size_bytes = time.monotonic() - made, target.stat().st_size
+            if samples:
+                trial.accuracy = accuracy(reference, run_requests(target, samples, batching=True))
+                why = (accuracy_budget or AccuracyBudget()).misses(trial.accuracy)
+                if why:
+                    trial.dropped = f"outside the accuracy budget: {why}"
+                    event(f"{trial.label}: {trial.dropped}")
+                    continue
+            files[trial.label] = {MODEL_FILE: target.read_bytes()}
+        admitted = [t for t in result.trials if not t.dropped]
+        level = 1
+        for trial in admitted:  # the original first: the variants start from the concurrency it reached
+            share = budget_s * SCREEN_SHARE / 2 / (1 if trial is original else max(1, len(admitted) - 1))
+            event(f"screening {trial.label} at the served config")
+            screened = capacity_at(
+                model, p99_ms=p99_ms, url=address, protocol=protocol, files=files[trial.label], concurrency=level,
+                budget_s=share, window_s=window_s, input_data=input_data,
+            )  # fmt: skip
+            trial.screen = screened.best
+            if trial.screen is None:
+                trial.dropped = "nothing within the p99 budget at the served config"
+            elif trial is original and trial.screen.bench.mode == "concurrency":
+                level = int(trial.screen.bench.level)
+        result.chosen = _choose(original, [t for t in admitted if t.screen is not None])
+        left = budget_s - (time.monotonic() - started)
+        event(f"tuning the config of {result.chosen.label} ({left:.0f}s left)")
+        result.tune = tune(
+            model, p99_ms=p99_ms, url=address, protocol=protocol, budget_s=max(left, 1.0), max_points=max_points,
+            bounds=bounds, window_s=window_s, confirm_pairs=confirm_pairs, input_data=input_data,
+            files=files[result.chosen.label], progress=progress,
+        )  # fmt: skip
+    result.elapsed_s = time.monotonic() - started
+    return result
+
+
+def _choose(original: VariantTrial, screened: list[VariantTrial]) -> VariantTrial:
+    """The fastest screened variant when it beat the original by :data:`SCREEN_MARGIN`, else the original."""
+    variants = [t for t in screened if t.variant is not None and t.screen is not None]
+    if not variants:
+        return original
+    fastest = max(variants, key=lambda t: t.screen.throughput if t.screen else 0.0)
+    assert fastest.screen is not None
+    if original.screen is None or fastest.screen.throughput >= original.screen.throughput * SCREEN_MARGIN:
+        return fastest
+    return original
