@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,12 +16,12 @@ import tritonclient.grpc as grpcclient
 from click.testing import CliRunner
 
 from tests.helpers import copy_example
-from tritonkit import Endpoints, TritonServer
+from tritonkit import Endpoints, TritonServer, load_spec
 from tritonkit.artifact.lock import read_lock
 from tritonkit.build.variants import accuracy, run_requests
 from tritonkit.cli import main
-from tritonkit.errors import BuildError, SpecError
-from tritonkit.spec.intent import Accuracy
+from tritonkit.errors import BuildError, SpecError, UsageError
+from tritonkit.spec.intent import Accuracy, AccuracyBudget
 
 ROWS = 48
 
@@ -149,3 +151,103 @@ def test_data_that_does_not_fit_the_model_names_the_key(project: Path, tmp_path:
     np.save(project / "data" / "wrong.npy", np.zeros((3, 5), dtype=np.float32))
     code, _, output = _build(_with_variant(project, "{recipe: int8-dynamic, data: data/wrong.npy}"), tmp_path)
     assert code == SpecError.exit_code and "variant.data" in output and "does not fit" in output, output
+
+
+# --------------------------------------------------------------------------- tune --variants
+
+
+@pytest.fixture()
+def searchable(project: Path, tmp_path: Path) -> Path:
+    """A spec whose classifier has a latency and an accuracy budget and no variant yet (built)."""
+    spec = (project / "tritonkit.yaml").read_text()
+    anchor = "    parameters:\n      intra_op_thread_count: 1\n"
+    budget = "    slo: {p99_ms: 15, accuracy: {min_top1: 0.95, min_cosine: 0.999}}\n"
+    path = project / f"search-{tmp_path.name}.yaml"
+    path.write_text(spec.replace(anchor, anchor + budget, 1))
+    code, _, output = _build(path, tmp_path / "dist")
+    assert code == 0, output
+    return path
+
+
+def test_tune_variants_keeps_only_what_holds_the_budgets_and_writes_a_spec_that_builds(
+    searchable: Path, tmp_path: Path
+) -> None:
+    """Which variant wins is measured (it varies with the host); what is guaranteed: every variant
+    admitted holds slo.accuracy and every one dropped for accuracy misses it, the chosen one is
+    written with its data, and that spec builds to a repository whose lock holds the budget."""
+    repository = tmp_path / "dist" / "demo"
+    server = TritonServer(repository, endpoints=Endpoints.allocate(), models=["classifier"])
+    server.start()
+    try:
+        before = _answers(server)
+        done = subprocess.run(
+            [
+                sys.executable, "-m", "tritonkit", "tune", "classifier", "-f", str(searchable), "--variants",
+                "--input-data", str(searchable.parent / "data" / "features.npy"), "--url", server.endpoints.grpc_url,
+                "--repository", str(repository), "--budget", "45s", "--window", "0.5", "--yes", "--json",
+            ],
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert _answers(server) == before  # the repository's model and config serve again
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    budget = AccuracyBudget(min_top1=0.95, min_cosine=0.999)
+    rows = {row["variant"]: row for row in document["variants"]}
+    assert set(rows) >= {"original", "optimized", "int8-dynamic (per-channel)", "int8-static (per-channel)"}
+    for name, row in rows.items():
+        if name == "original":
+            continue
+        measured = Accuracy(**row["accuracy"])
+        if row["dropped"] and row["dropped"].startswith("outside the accuracy budget"):
+            assert budget.misses(measured) and row["throughput"] is None
+        else:
+            assert budget.misses(measured) == "", name
+    assert any("fp16" in line for line in document["not_tried"])  # no GPU here, and it says so
+    written = load_spec(searchable).spec.model("classifier")
+    chosen = document["variant"]
+    assert (written.variant is None) == (chosen is None)
+    if chosen is not None:
+        assert written.variant.model_dump(exclude_none=True) == {"per_channel": True, **chosen}
+        assert rows[next(n for n, r in rows.items() if r["recipe"] and r["recipe"]["recipe"] == chosen["recipe"])]
+    code, _, output = _build(searchable, tmp_path / "tuned")
+    assert code == 0, output
+    lock = read_lock(tmp_path / "tuned" / "demo").models["classifier"]
+    if chosen is not None and chosen["recipe"] != "optimized":
+        assert budget.misses(Accuracy(**lock["variant"]["accuracy"])) == ""
+    assert lock["capacity"]["rps"] > 0
+
+
+def _answers(server: TritonServer) -> list[float]:
+    client = grpcclient.InferenceServerClient(server.endpoints.grpc_url)
+    request = grpcclient.InferInput("features", [1, 4], "FP32")
+    request.set_data_from_numpy(np.linspace(-1, 1, 4, dtype=np.float32)[np.newaxis])
+    try:
+        return client.infer("classifier", [request]).as_numpy("logits").ravel().tolist()
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(
+    ("edit", "args", "message"),
+    [
+        ("", ["--rate", "100"], "leave out --rate"),
+        ("", ["--input-data", "/tmp"], "outside the project"),
+        ("    variant: {recipe: optimized}\n", [], "already built as variant optimized"),
+    ],
+)
+def test_tune_variants_refuses_before_any_server_starts(
+    searchable: Path, edit: str, args: list[str], message: str
+) -> None:
+    if edit:
+        text = searchable.read_text().replace("    slo: {p99_ms: 15", edit + "    slo: {p99_ms: 15", 1)
+        searchable.write_text(text)
+    done = CliRunner().invoke(main, ["tune", "classifier", "-f", str(searchable), "--variants", *args])
+    assert done.exit_code == UsageError.exit_code and message in done.output, done.output
+    assert "Triton pid" not in done.output
+
+
+def test_tune_variants_is_for_onnx_models(searchable: Path) -> None:
+    done = CliRunner().invoke(main, ["tune", "postprocess", "-f", str(searchable), "--variants", "--p99-ms", "5"])
+    assert done.exit_code == UsageError.exit_code and "for kind: onnx models" in done.output, done.output

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ class VariantSearch:
         loaded: LoadedSpec,
         entry: Any,
         *,
-        repository: Path,
+        repository: Callable[[], Path],
         input_data: Path | None,
         rate: float | None,
         url: str | None,
@@ -71,7 +72,7 @@ class VariantSearch:
                     hint="copy the data into the project: every build checks the chosen variant on it again",
                 )
             data = os.path.relpath(resolved, loaded.root)
-        version = repository / name / "1"
+        version = repository() / name / "1"  # no build yet: its own error, after the checks above
         source = version / "model.onnx"
         if not source.is_file():
             raise UsageError(f"no {source} to make variants from", hint="build the spec first: tritonkit build")

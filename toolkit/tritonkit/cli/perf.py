@@ -266,8 +266,8 @@ def tune(
         from tritonkit.cli._tune_variants import VariantSearch
 
         variant_search = VariantSearch.prepare(
-            loaded, entry, repository=repository or default_repository(spec_file), input_data=input_data, rate=rate,
-            url=url, metrics_url=metrics_url,
+            loaded, entry, repository=lambda: repository or default_repository(spec_file), input_data=input_data,
+            rate=rate, url=url, metrics_url=metrics_url,
         )  # fmt: skip
     bounds = Bounds(max_instances=max_instances or max(4, os.cpu_count() or 1), max_batch=max_batch)
     server = None
