@@ -59,3 +59,20 @@ def test_unknown_model_gets_a_suggestion(spec_path: Path) -> None:
     with pytest.raises(UsageError, match="no model named 'clasifier'") as caught:
         update_settings(spec_path, "clasifier", TuneSettings(1, 32, 0, ()))
     assert caught.value.hint == "did you mean 'classifier'?"
+
+
+def test_threads_and_a_variant_are_written_where_the_build_reads_them(spec_path: Path) -> None:
+    variant = {"recipe": "int8-dynamic", "per_channel": True, "data": "models/classifier.py"}
+    update = update_settings(spec_path, "classifier", TuneSettings(1, 32, 2000, (8, 16), threads=2), variant=variant)
+    changed = [line for line in update.diff.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+    assert sorted(changed) == sorted(
+        [
+            "-      intra_op_thread_count: 1",
+            "+      intra_op_thread_count: 2",
+            "+    variant: {recipe: int8-dynamic, per_channel: true, data: models/classifier.py}",
+        ]
+    )
+    update.write()
+    model = load_spec(spec_path).spec.model("classifier")
+    assert model.parameters["intra_op_thread_count"] == 2
+    assert model.variant is not None and model.variant.recipe == "int8-dynamic"

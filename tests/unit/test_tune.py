@@ -175,3 +175,25 @@ def test_a_winner_whose_re_measurement_broke_the_budget_is_never_claimed() -> No
     broke.withdraw_unheld()
     assert broke.best is None and broke.unconfirmed is over and broke.capacity() is None
     assert broke.not_confirmed == f"{settings.label()} re-measured p99 14.50 ms at c=8, over the 10 ms p99 budget"
+
+
+def test_threads_are_the_onnxruntime_parameter_both_backends_read() -> None:
+    config = {**CONFIG, "parameters": {"intra_op_thread_count": {"string_value": "1"}}}
+    settings = TuneSettings.from_config(config)
+    assert settings.threads == 1 and settings.label().endswith("thr 1")
+    applied = TuneSettings(2, 32, 0, (), threads=3).apply(config)
+    assert applied["parameters"]["intra_op_thread_count"] == {"string_value": "3"}
+    assert TuneSettings.from_config(CONFIG).threads == 0  # unset: the backend's default, and not written
+    assert "parameters" not in TuneSettings(1, 32, 0).apply(CONFIG)
+
+
+def test_a_busy_onnxruntime_model_is_offered_threads_within_the_cores() -> None:
+    busy = _point(TuneSettings(1, 32, 0, (), threads=1), queue_us=50.0, compute_us=900.0)
+    proposals = propose(busy, Bounds(cores=2), slo_ms=10.0)
+    assert TuneSettings(1, 32, 0, (), threads=2) in proposals
+    at_limit = _point(TuneSettings(2, 32, 0, (), threads=1), queue_us=50.0, compute_us=900.0)
+    assert all(p.instances * p.threads <= 2 or p.threads == 1 for p in propose(at_limit, Bounds(cores=2), 10.0))
+    assert TuneSettings(2, 32, 0, (), threads=2) not in propose(at_limit, Bounds(cores=2), slo_ms=10.0)
+    assert all(p.threads == 1 for p in propose(busy, Bounds(), slo_ms=10.0))  # cores 0: threads not searched
+    unset = _point(TuneSettings(2, 32, 0), queue_us=50.0, compute_us=900.0)
+    assert TuneSettings(2, 32, 0, (), threads=2) in propose(unset, Bounds(cores=4), slo_ms=10.0)

@@ -22,6 +22,9 @@ from typing import Any
 
 from tritonkit.perf.stats import BenchPoint
 
+THREADS = "intra_op_thread_count"
+"""The config parameter both onnxruntime backends read for a session's threads (Triton's native
+one and the Python-based one here): tune searches it for onnxruntime models."""
 IMPROVEMENT = 1.02
 """A candidate must beat the best so far by 2% to take its place (measurement noise)."""
 PLATEAU = 1.05
@@ -36,6 +39,7 @@ class TuneSettings:
     max_batch_size: int
     max_queue_delay_microseconds: int
     preferred_batch_size: tuple[int, ...] = ()
+    threads: int = 0  # parameters.intra_op_thread_count of an onnxruntime model; 0: not set (its default)
 
     def batch_limit(self, mean_batch: float) -> int:
         """The batch size that stops batches of about ``mean_batch`` from growing.
@@ -48,7 +52,9 @@ class TuneSettings:
 
     def label(self) -> str:
         preferred = f" pref {','.join(map(str, self.preferred_batch_size))}" if self.preferred_batch_size else ""
-        return f"{self.instances}x mbs {self.max_batch_size} delay {self.max_queue_delay_microseconds}µs{preferred}"
+        threads = f" thr {self.threads}" if self.threads else ""
+        delay = self.max_queue_delay_microseconds
+        return f"{self.instances}x mbs {self.max_batch_size} delay {delay}µs{preferred}{threads}"
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TuneSettings:
@@ -59,11 +65,13 @@ class TuneSettings:
         preferred = tuple(int(b) for b in batching.get("preferred_batch_size", []))
         if preferred == (max_batch_size,):
             preferred = ()  # Triton fills in [max_batch_size] when none is given: the same thing
+        threads = (config.get("parameters") or {}).get(THREADS, {}).get("string_value", "")
         return cls(
             instances=int(groups[0].get("count", 1)),
             max_batch_size=max_batch_size,
             max_queue_delay_microseconds=int(batching.get("max_queue_delay_microseconds", 0)),
             preferred_batch_size=preferred,
+            threads=int(threads) if str(threads).isdigit() else 0,
         )
 
     def apply(self, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -76,6 +84,8 @@ class TuneSettings:
         new["dynamic_batching"] = batching
         groups = new.get("instance_group") or [{"kind": "KIND_CPU"}]
         new["instance_group"] = [dict(groups[0], count=self.instances)]
+        if self.threads:
+            new["parameters"] = {**(new.get("parameters") or {}), THREADS: {"string_value": str(self.threads)}}
         return new
 
 
@@ -88,6 +98,7 @@ class Bounds:
     max_batch: int = 128
     max_delay_us: int = 20_000
     max_concurrency: int = 256
+    cores: int = 0  # threads per instance are searched up to cores // instances; 0: not searched
 
 
 @dataclass(frozen=True)
@@ -228,6 +239,9 @@ def propose(best: TunePoint, bounds: Bounds, slo_ms: float, solo: TunePoint | No
       as a typical batch is there (a preferred size);
     * requests that queue only for the delay, with nothing to batch: a shorter delay;
     * a model busier than its queue: one more instance; and, less likely, one fewer;
+    * with ``bounds.cores`` (an onnxruntime model): a busy model one more session thread per
+      instance while instances × threads fit the cores, and one fewer; unset threads with several
+      instances (each session would take every core) one core's share each;
     * batching that does not pay: with ``solo``, a point of the same settings whose batches held one
       request, an item costing about as much in ``best``'s batches (more than 90% of ``solo``'s) asks
       for one request per instance (``max_batch_size`` down to ``bounds.min_batch``, no delay). On a
@@ -246,6 +260,7 @@ def propose(best: TunePoint, bounds: Bounds, slo_ms: float, solo: TunePoint | No
     def add(priority: int, candidate: TuneSettings) -> None:
         ok = (
             1 <= candidate.instances <= bounds.max_instances
+            and (candidate.threads == s.threads or candidate.instances * candidate.threads <= bounds.cores)
             and bounds.min_batch <= candidate.max_batch_size <= bounds.max_batch
             and 0 <= candidate.max_queue_delay_microseconds <= delay_budget
             and all(b <= candidate.max_batch_size for b in candidate.preferred_batch_size)
@@ -272,6 +287,12 @@ def propose(best: TunePoint, bounds: Bounds, slo_ms: float, solo: TunePoint | No
         solo_us = solo.bench.server.compute_infer_us
         if not math.isnan(solo_us) and srv.compute_infer_us / mean_batch > 0.9 * solo_us:
             add(2, replace(s, max_batch_size=bounds.min_batch, max_queue_delay_microseconds=0, preferred_batch_size=()))
+    if bounds.cores and s.threads and compute_us >= queue_us:
+        add(2, replace(s, threads=s.threads + 1))
+    if bounds.cores and s.threads > 1:
+        add(3, replace(s, threads=s.threads - 1))
+    if bounds.cores and not s.threads and s.instances > 1:
+        add(3, replace(s, threads=max(1, bounds.cores // s.instances)))
     if delay > 0:
         add(4, replace(s, max_queue_delay_microseconds=0))
     if fill < 0.25 and s.max_batch_size > 1:

@@ -368,7 +368,9 @@ def _open(
         )
     warmup = max((int(w.get("batch_size", 1)) for w in original.get("model_warmup", [])), default=1)
     limits = bounds or Bounds(max_instances=max(4, os.cpu_count() or 1))
-    limits = replace(limits, min_batch=max(limits.min_batch, warmup))
+    onnxruntime = served.get("backend") == "onnxruntime" or served.get("platform") == "onnxruntime_onnx"
+    cores = (limits.cores or os.cpu_count() or 1) if onnxruntime else 0  # threads mean nothing to others
+    limits = replace(limits, min_batch=max(limits.min_batch, warmup), cores=cores)
     result = TuneResult(
         model=model, p99_ms=p99_ms, rate=rate, original=start, measured_on=measured_on(address, protocol)
     )

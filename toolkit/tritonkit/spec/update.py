@@ -69,6 +69,8 @@ class BatchingSettings(Protocol):
     def max_queue_delay_microseconds(self) -> int: ...
     @property
     def preferred_batch_size(self) -> tuple[int, ...]: ...
+    @property
+    def threads(self) -> int: ...
 
 
 def update_settings(
@@ -144,6 +146,11 @@ def _set_batching(entry: Any, settings: BatchingSettings) -> None:
             batching["preferred_batch_size"] = preferred
     elif "preferred_batch_size" in batching:
         del batching["preferred_batch_size"]
+    if settings.threads:  # an onnxruntime session's threads, read by both onnxruntime backends
+        parameters = entry.get("parameters")
+        if not isinstance(parameters, dict):
+            parameters = entry["parameters"] = CommentedMap()
+        parameters["intra_op_thread_count"] = settings.threads
     groups = entry.get("instance_group")
     if groups:
         groups[0]["count"] = settings.instances
