@@ -151,11 +151,14 @@ def main() -> int:
     parser.add_argument("--budget", type=float, default=300.0, help="each search's time budget, seconds")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--min-cosine", type=float, default=None, help="the accuracy budget's min_cosine instead")
     args = parser.parse_args()
     if find_analyzer() is None:
         print("run 'make perf-tools' first", file=sys.stderr)
         return 2
     spec_path, model, p99_ms, budget = MODELS[args.model]
+    if args.min_cosine is not None:
+        budget = budget.model_copy(update={"min_cosine": args.min_cosine})
     with tempfile.TemporaryDirectory(prefix="variants-") as scratch_name:
         scratch = Path(scratch_name)
         data = text_input(scratch, count=64) if args.model == "minilm" else _classifier_input(scratch)
