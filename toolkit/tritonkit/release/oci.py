@@ -51,8 +51,8 @@ from typing import IO, Any, cast
 
 from tritonkit.artifact.hashing import (
     LOCK_FILE,
+    METADATA_FILES,
     PROVENANCE_FILE,
-    SIGNATURE_FILE,
     hash_file,
     hash_json,
     sha256_bytes,
@@ -147,12 +147,15 @@ class _Plan:
     def key(self) -> str:
         """What the models layer's bytes depend on: the release content, its tree, the tar writer."""
         listing = [[e.name, e.mode, e.source.stat().st_size if e.source else None] for e in self.entries]
-        # The lock digest covers every file it lists; the signature files beside it (which it
-        # cannot list) are keyed by their content: a release signed again is another layer.
+        # The lock digest covers every file the lock lists; the files it cannot list (the lock
+        # itself, whose bytes may differ for one digest, e.g. the time it was written, and the
+        # signature files) are keyed by their content: a release signed again is another layer.
+        # (Keyed by the digest alone, two releases of one build shared a cached layer digest
+        # that matched only one of them: the registry refused the other's bytes, DIGEST_INVALID.)
         unlisted = [
             hash_file(e.source).sha256
             for e in self.entries
-            if e.source is not None and e.name.removeprefix("models/") in (PROVENANCE_FILE, SIGNATURE_FILE)
+            if e.source is not None and e.name.removeprefix("models/") in METADATA_FILES
         ]
         return hash_json([LAYER_FORMAT, sys.version_info[:2], self.lock.digest, listing, unlisted])
 
