@@ -185,6 +185,7 @@ def test_tune_variants_keeps_only_what_holds_the_budgets_and_writes_a_spec_that_
                 sys.executable, "-m", "tritonkit", "tune", "classifier", "-f", str(searchable), "--variants",
                 "--input-data", str(searchable.parent / "data" / "features.npy"), "--url", server.endpoints.grpc_url,
                 "--repository", str(repository), "--budget", "45s", "--window", "0.5", "--yes", "--json",
+                "--report", str(tmp_path / "report"),
             ],
             capture_output=True, text=True, timeout=300, check=False,
         )  # fmt: skip
@@ -205,6 +206,8 @@ def test_tune_variants_keeps_only_what_holds_the_budgets_and_writes_a_spec_that_
         else:
             assert budget.misses(measured) == "", name
     assert any("fp16" in line for line in document["not_tried"])  # no GPU here, and it says so
+    page = (tmp_path / "report" / "tune.html").read_text()
+    assert "<h2>Variants</h2>" in page and all(name in page for name in rows)
     written = load_spec(searchable).spec.model("classifier")
     chosen = document["variant"]
     assert (written.variant is None) == (chosen is None)

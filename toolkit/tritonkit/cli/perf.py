@@ -336,8 +336,9 @@ def tune(
 
     objective = f"max throughput, p99 ≤ {p99_ms:g} ms" if rate is None else f"min p99 at {rate:g}/s"
     png, page = write_tune_report(
-        result, report_dir or Path("reports") / f"tune-{model}", title=f"{model}: {objective}"
-    )
+        result, report_dir or Path("reports") / f"tune-{model}", title=f"{model}: {objective}",
+        variants=variant_search.found if variant_search is not None else None,
+    )  # fmt: skip
     console.print(f"report: {png}  {page}")
     record(report={"png": png, "html": page})
     _write_back(spec_file, model, result, yes, variant=variant_search.chosen() if variant_search else None)

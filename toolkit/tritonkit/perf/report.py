@@ -25,6 +25,7 @@ from tritonkit.errors import require
 from tritonkit.perf.stats import BenchPoint
 from tritonkit.perf.tune import TuneResult
 from tritonkit.perf.tune_llm import LlmTuneResult
+from tritonkit.perf.variants import VariantResult
 
 
 def write_bench_report(points: Sequence[BenchPoint], out_dir: Path, *, title: str) -> tuple[Path, Path]:
@@ -95,8 +96,11 @@ def _html(points: Sequence[BenchPoint], title: str, image_b64: str) -> str:
     return _page(title, summary, image_b64, head, rows)
 
 
-def write_tune_report(result: TuneResult, out_dir: Path, *, title: str) -> tuple[Path, Path]:
-    """Write ``tune.png`` and ``tune.html`` into ``out_dir``; return their paths."""
+def write_tune_report(
+    result: TuneResult, out_dir: Path, *, title: str, variants: VariantResult | None = None
+) -> tuple[Path, Path]:
+    """Write ``tune.png`` and ``tune.html`` into ``out_dir``; return their paths. With ``variants``
+    (``tune --variants``) the page opens with every variant's accuracy and screening point."""
     matplotlib = require("matplotlib", "report")
     matplotlib.use("Agg")  # type: ignore[attr-defined]
     import matplotlib.pyplot as plt
@@ -164,7 +168,31 @@ def write_tune_report(result: TuneResult, out_dir: Path, *, title: str) -> tuple
         f"stopped: {html.escape(result.stopped or 'finished')}.{html.escape(confirmed)}</p>"
         f'<p>{html.escape(run_metadata(engine))} · <a href="tune.csv">tune.csv</a></p>'
     )
+    if variants is not None:
+        summary = _variants_table(variants) + summary
     return png, _write_tune_page(out_dir, png, title, summary, header, rows)
+
+
+def _variants_table(found: VariantResult) -> str:
+    """The variants searched: accuracy against the original, screening point, outcome."""
+    cells = []
+    for trial in found.trials:
+        screen = trial.screen
+        accuracy = (
+            trial.accuracy.describe() if trial.accuracy else ("exact (the original)" if not trial.variant else "")
+        )
+        outcome = "chosen" if trial is found.chosen else (trial.dropped or "slower")
+        row = [trial.label, accuracy, f"{screen.throughput:.0f}/s p99 {screen.p99_ms:.2f} ms at {screen.offered}"
+               if screen else "", outcome]  # fmt: skip
+        cells.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
+    not_tried = "".join(f"<li>{html.escape(line)}</li>" for line in found.not_tried)
+    return (
+        "<h2>Variants</h2><table><tr><th>variant</th><th>accuracy against the original</th>"
+        "<th>screened at the tuned settings</th><th>outcome</th></tr>"
+        + "".join(cells)
+        + "</table>"
+        + (f"<p>Not tried:</p><ul>{not_tried}</ul>" if not_tried else "")
+    )
 
 
 def run_metadata(engine: str) -> str:
