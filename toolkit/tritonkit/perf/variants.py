@@ -46,7 +46,8 @@ from tritonkit.spec.intent import Accuracy, AccuracyBudget
 from tritonkit.spec.schema import OnnxVariant
 
 CONFIG_SHARE = 0.5
-"""The share of the time budget the config search on the original model takes."""
+"""The share of the time budget left after making the variants that the config search on the
+original model takes."""
 SCREEN_SHARE = 0.2
 """The share the screening may take (split evenly between the original and the admitted variants)."""
 SCREEN_MARGIN = 1.1
@@ -187,14 +188,15 @@ def tune_variants(
         admitted = [t for t in result.trials if not t.dropped]
         common = dict(p99_ms=p99_ms, url=address, protocol=protocol, window_s=window_s, input_data=input_data)
         event("tuning the config of the original")
+        left = budget_s - (time.monotonic() - started)  # making and checking the variants took some
         base = tune(
-            model, budget_s=budget_s * CONFIG_SHARE, max_points=max_points, bounds=bounds,
+            model, budget_s=max(left * CONFIG_SHARE, 1.0), max_points=max_points, bounds=bounds,
             confirm_pairs=confirm_pairs, progress=progress, **common,  # type: ignore[arg-type]
         )  # fmt: skip
         point = base.best or base.baseline
         settings = point.settings if point is not None else base.original
         level = int(point.bench.level) if point is not None and point.bench.mode == "concurrency" else 1
-        share = budget_s * SCREEN_SHARE / len(admitted)
+        share = left * SCREEN_SHARE / len(admitted)
         for trial in admitted:
             event(f"screening {trial.label} at {settings.label()}, c={level}")
             screened = capacity_at(
