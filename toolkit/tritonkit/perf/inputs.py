@@ -25,7 +25,16 @@ from tritonkit.serve.client import connect, model_info
 from tritonkit.spec import dtypes
 from tritonkit.spec.inputdata import Signature, load_inputs
 
-__all__ = ["Signature", "Workload", "load_inputs", "parse_shapes", "random_inputs", "to_analyzer_json", "workload_for"]
+__all__ = [
+    "Signature",
+    "Workload",
+    "load_inputs",
+    "parse_shapes",
+    "random_inputs",
+    "served_signature",
+    "to_analyzer_json",
+    "workload_for",
+]
 
 
 def parse_shapes(items: list[str] | tuple[str, ...]) -> dict[str, list[int]]:
@@ -86,6 +95,23 @@ class Workload:
     batching: bool
 
 
+def served_signature(model: str, address: str, protocol: str) -> tuple[dict[str, tuple[list[int], str]], bool]:
+    """The served model's inputs (``name -> (dims, datatype)``, as its metadata gives them) and
+    whether it batches.
+
+    Raises:
+        ServerError: unreachable server, unknown or unloaded model.
+    """
+    client = connect(address, protocol)
+    try:
+        info = model_info(client, model, address, protocol)
+    finally:
+        client.close()
+    batching = int(info.config.get("max_batch_size", 0)) > 0
+    inputs = info.metadata["inputs"]
+    return {spec["name"]: ([int(d) for d in spec["shape"]], spec["datatype"]) for spec in inputs}, batching
+
+
 def workload_for(
     model: str, address: str, protocol: str, input_data: Path | None, shapes: Mapping[str, list[int]]
 ) -> Workload:
@@ -94,13 +120,7 @@ def workload_for(
     Raises:
         ServerError: unreachable server or unknown model. UsageError: input data that does not fit.
     """
-    client = connect(address, protocol)
-    try:
-        info = model_info(client, model, address, protocol)
-    finally:
-        client.close()
-    batching = int(info.config.get("max_batch_size", 0)) > 0
-    signature = {spec["name"]: ([int(d) for d in spec["shape"]], spec["datatype"]) for spec in info.metadata["inputs"]}
+    signature, batching = served_signature(model, address, protocol)
     if input_data is not None:
         sample = load_inputs(input_data, signature, batching=batching)
     else:

@@ -38,9 +38,10 @@ from pathlib import Path
 from tritonkit.build.variants import accuracy, describe_recipe, make_variant, run_requests
 from tritonkit.errors import UsageError
 from tritonkit.events import Event, Progress, emit
+from tritonkit.perf.inputs import served_signature
 from tritonkit.perf.search import Bounds, TunePoint, TuneResult
 from tritonkit.perf.tune import capacity_at, tune
-from tritonkit.serve.client import connect, default_address, model_info
+from tritonkit.serve.client import default_address
 from tritonkit.spec.inputdata import load_samples
 from tritonkit.spec.intent import Accuracy, AccuracyBudget
 from tritonkit.spec.schema import OnnxVariant
@@ -139,18 +140,12 @@ def tune_variants(
     """
     started = time.monotonic()
     address = url or default_address(protocol)
-    client = connect(address, protocol)
-    try:
-        info = model_info(client, model, address, protocol)
-    finally:
-        client.close()
-    batching = int(info.config.get("max_batch_size", 0)) > 0
+    signature, batching = served_signature(model, address, protocol)
     if not batching:
         raise UsageError(
             f"model '{model}' has max_batch_size 0: there is no batching to tune",
             hint="give the model a batch dimension (max_batch_size > 0) in tritonkit.yaml and rebuild",
         )
-    signature = {spec["name"]: ([int(d) for d in spec["shape"]], spec["datatype"]) for spec in info.metadata["inputs"]}
     samples = load_samples(input_data, signature, batching=True)[:ACCURACY_SAMPLES] if input_data else []
     tried, skipped = candidates(data=bool(samples), gpu=gpu)
     result = VariantResult(model=model, p99_ms=p99_ms, budget=accuracy_budget, not_tried=skipped)
