@@ -30,7 +30,6 @@ Setup: ``make perf-tools``. Usage: ``.venv/bin/python benchmarks/variants.py [--
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import statistics
 import subprocess
@@ -49,7 +48,7 @@ from tune_vs_model_analyzer import as_json, best_concurrency, text_input
 from tritonkit import Endpoints, TritonServer, build_repository, load_spec
 from tritonkit.build import pbtxt
 from tritonkit.perf.analyzer import find_analyzer, parse_csv
-from tritonkit.perf.tune import FILES_TAG, tune
+from tritonkit.perf.tune import tune, with_files_tag
 from tritonkit.perf.variants import MODEL_FILE, tune_variants
 from tritonkit.serve.repository_api import load_model
 from tritonkit.spec.intent import AccuracyBudget
@@ -94,10 +93,9 @@ def _remeasure(
         pa_data.write_text(json.dumps({"data": entries}))
 
     def load(candidate: dict) -> None:
-        config = dict(candidate["config"])
+        config = candidate["config"]
         if candidate["files"]:
-            tag = hashlib.sha256(candidate["files"][MODEL_FILE]).hexdigest()[:16]
-            config["parameters"] = {**config.get("parameters", {}), FILES_TAG: {"string_value": tag}}
+            config = with_files_tag(config, candidate["files"])
         load_model(client, model, config, files=candidate["files"])
 
     for candidate in candidates:

@@ -24,7 +24,6 @@ import contextlib
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -189,10 +188,8 @@ def accuracy(reference: Sequence[Sequence[np.ndarray]], measured: Sequence[Seque
     )
 
 
-def describe_recipe(variant: OnnxVariant | Mapping[str, Any]) -> str:
+def describe_recipe(variant: OnnxVariant) -> str:
     """``int8-dynamic (per-channel)``: a recipe as a person reads it."""
-    recipe = variant.recipe if isinstance(variant, OnnxVariant) else str(variant["recipe"])
-    per_channel = variant.per_channel if isinstance(variant, OnnxVariant) else bool(variant.get("per_channel", True))
-    if recipe.startswith("int8"):
-        return f"{recipe} ({'per-channel' if per_channel else 'per-tensor'})"
-    return recipe
+    if variant.recipe.startswith("int8"):
+        return f"{variant.recipe} ({'per-channel' if variant.per_channel else 'per-tensor'})"
+    return variant.recipe

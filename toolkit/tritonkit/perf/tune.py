@@ -63,6 +63,7 @@ __all__ = [
     "better",
     "capacity_at",
     "measured_on",
+    "with_files_tag",
     "next_concurrency",
     "parse_duration",
     "propose",
@@ -146,9 +147,7 @@ class _Session:
         in place of the repository's when given (the config then carries their digest as the
         parameter :data:`FILES_TAG`, so Triton never mistakes it for an earlier load)."""
         if self.files:
-            tag = hashlib.sha256(b"".join(k.encode() + v for k, v in sorted(self.files.items()))).hexdigest()[:16]
-            parameters = {**config.get("parameters", {}), FILES_TAG: {"string_value": tag}}
-            config = {**config, "parameters": parameters}
+            config = with_files_tag(config, self.files)
         load_model(
             self.client,
             self.model,
@@ -479,6 +478,15 @@ def measured_on(address: str, protocol: str) -> dict[str, str]:
 
 FILES_TAG = "tritonkit_files"
 """The config parameter that carries the digest of the files a tuning load brings (ignored by backends)."""
+
+
+def with_files_tag(config: Mapping[str, Any], files: Mapping[str, bytes]) -> dict[str, Any]:
+    """``config`` carrying the digest of ``files`` as the parameter :data:`FILES_TAG`: a load with
+    other files is then never a load Triton thinks it already did (see ``load_model``'s ``files``)."""
+    tag = hashlib.sha256(b"".join(k.encode() + v for k, v in sorted(files.items()))).hexdigest()[:16]
+    return {**config, "parameters": {**config.get("parameters", {}), FILES_TAG: {"string_value": tag}}}
+
+
 SETTLE_WINDOWS = 2.0
 """Settling without confirmation pairs measures in windows this many times the search's."""
 SETTLE_TRIES = 3
