@@ -172,7 +172,8 @@ def searchable(project: Path, tmp_path: Path) -> Path:
 def test_tune_variants_keeps_only_what_holds_the_budgets_and_writes_a_spec_that_builds(
     searchable: Path, tmp_path: Path
 ) -> None:
-    """Which variant wins is measured (it varies with the host); what is guaranteed: every variant
+    """Which variant wins, and whether tune confirms a winner at all, is measured (it varies with the
+    host); what is guaranteed: every variant
     admitted holds slo.accuracy and every one dropped for accuracy misses it, the chosen one is
     written with its data, and that spec builds to a repository whose lock holds the budget."""
     repository = tmp_path / "dist" / "demo"
@@ -209,7 +210,7 @@ def test_tune_variants_keeps_only_what_holds_the_budgets_and_writes_a_spec_that_
     page = (tmp_path / "report" / "tune.html").read_text()
     assert "<h2>Variants</h2>" in page and all(name in page for name in rows)
     written = load_spec(searchable).spec.model("classifier")
-    chosen = document["variant"]
+    chosen = document["variant"] if document["written"] else None  # no confirmed winner: nothing written
     assert (written.variant is None) == (chosen is None)
     if chosen is not None:
         assert written.variant.model_dump(exclude_none=True) == {"per_channel": True, **chosen}
@@ -219,7 +220,7 @@ def test_tune_variants_keeps_only_what_holds_the_budgets_and_writes_a_spec_that_
     lock = read_lock(tmp_path / "tuned" / "demo").models["classifier"]
     if chosen is not None and chosen["recipe"] != "optimized":
         assert budget.misses(Accuracy(**lock["variant"]["accuracy"])) == ""
-    assert lock["capacity"]["rps"] > 0
+    assert (lock["capacity"]["rps"] > 0) if document["written"] else ("capacity" not in lock)
 
 
 def _answers(server: TritonServer) -> list[float]:
