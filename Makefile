@@ -74,17 +74,15 @@ demo: sysdeps $(STAMP) $(PERF_STAMP)
 	GRPC_VERBOSITY=ERROR $(BIN)/python model_repository/demo.py
 
 # The Debian packages and the three venvs are set up side by side (about 40 s less on a fresh
-# 2-core machine than one after another), then lint and the docs site (seconds), then the suite in two parts: the
-# tests that measure nothing on two workers (they mostly wait on Triton starting and stopping:
-# one process used 0.8 of the 2 cores), then the ones that measure time or load (marked
-# `serial` in tests/integration/conftest.py) alone. Both parts run; either failing fails. pytest
-# exits 5 when it collects no test: that fails too.
+# 2-core machine than one after another), then lint and the docs site (seconds), then the suite in
+# one pass on two pytest-xdist workers: whole modules per worker (--dist loadfile), except that the
+# modules that measure time or load run one after another on one worker while the other runs the
+# rest (tests/scheduling.py); --no-loadscope-reorder keeps the order given there (the measuring unit
+# and the longest modules first). pytest exits 5 when it collects no test: that fails too.
 test:
 	$(MAKE) --no-print-directory -j4 sysdeps $(STAMP) $(KSERVE_STAMP) $(PERF_STAMP)
 	$(MAKE) --no-print-directory lint docs
-	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not serial"; first=$$?; \
-	$(BIN)/python -m pytest -m serial; second=$$?; \
-	test $$first -eq 0 && test $$second -eq 0
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 # ruff, mypy, and the import-layering check (no upward import, no cycle: docs/architecture.md).
 lint: $(STAMP)

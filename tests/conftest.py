@@ -25,3 +25,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not reporter.stats.get("passed"):
         reporter.write_line("ERROR: no test passed (none collected, or all skipped) — failing the run", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """``--dist loadfile`` with the measuring modules as one unit (tests/scheduling.py)."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from tests.scheduling import ModuleScheduling
+
+    return ModuleScheduling(config, log)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import copy_example
+from tests.scheduling import MEASURE, rank
 from tritonkit import BuildResult, Endpoints, TritonServer, build_repository, load_spec
 from tritonkit.artifact.layout import make_writable, remove_tree
 from tritonkit.serve.endpoints import free_port
@@ -20,31 +21,15 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "model_repository"
 
 
-# Modules whose outcome depends on measured time or load: throughput, p99 against a budget that
-# traffic can break, batches per second, canary and SLO judgements, the README's bench and tune.
-# `make test` runs them alone, after the rest has run on two workers (pytest-xdist), so no other
-# test's CPU moves their numbers. Modules that only read metrics (whether a rule evaluates,
-# whether check says inconclusive or judges an unmissable budget) run with the rest.
-SERIAL = {
-    "test_admission", "test_bench", "test_canary_analysis", "test_check_llm", "test_llm", "test_promote_analysis",
-    "test_readme", "test_tune", "test_tune_llm",
-}  # fmt: skip
-# The longest modules of the parallel part, started first so that no worker is left with one of
-# them at the end (the 25 slowest are printed after every run).
-# (pytest-xdist's loadscope reorder, on by default, sorts modules by test count: this order only
-# holds with --no-loadscope-reorder, which make test does not pass yet.)
-FIRST = ("test_ci_recipe", "test_promote", "test_promote_ensemble", "test_promote_transaction", "test_embeddings",
-         "test_model_families", "test_observability", "test_variants")  # fmt: skip
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark integration tests (and the measuring ones ``serial``: ``pytest -m serial`` runs just
+    them) and order modules as tests/scheduling.py says: make test's workers take units in this order."""
     for item in items:
         if "/integration/" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
-            if Path(str(item.fspath)).stem in SERIAL:
+            if Path(str(item.fspath)).stem in MEASURE:
                 item.add_marker(pytest.mark.serial)
-    rank = {name: index for index, name in enumerate(FIRST)}
-    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).stem, len(FIRST)))  # stable: order kept within
+    items.sort(key=lambda item: rank(Path(str(item.fspath)).stem))  # stable: the order within a module is kept
 
 
 @pytest.fixture(scope="session")
