@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import yaml
@@ -94,16 +95,20 @@ def test_ensemble_wires_odd_names(project: tuple[Path, dict[str, Family]], serve
 def test_family_answers_like_onnxruntime(
     name: str, project: tuple[Path, dict[str, Family]], server: TritonServer
 ) -> None:
+    root, families = project
+    _answers_like_onnxruntime(server, name, root / families[name].file, families[name].request)
+
+
+def _answers_like_onnxruntime(server: TritonServer, name: str, file: Path, request: dict[str, np.ndarray]) -> None:
+    """Triton's answer for ``name`` equals onnxruntime's in-process run of ``file`` on ``request``."""
     import tritonclient.http as httpclient
 
-    root, families = project
-    family = families[name]
-    session = ort.InferenceSession(str(root / family.file), providers=["CPUExecutionProvider"])
-    expected = dict(zip([o.name for o in session.get_outputs()], session.run(None, family.request)))
+    session = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+    expected = dict(zip([o.name for o in session.get_outputs()], session.run(None, request)))
     client = httpclient.InferenceServerClient(server.endpoints.http_url.removeprefix("http://"))
     try:
         inputs = []
-        for input_name, array in family.request.items():
+        for input_name, array in request.items():
             tensor = httpclient.InferInput(input_name, list(array.shape), _datatype(array))
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
@@ -321,3 +326,70 @@ def test_external_data_outside_the_project_is_refused(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["build", "-f", str(project / "tritonkit.yaml"), "-o", str(project / "d")])
     assert result.exit_code == SpecError.exit_code, result.output + result.stderr
     assert "'weights.data', which resolves to" in result.stderr and "outside the project" in result.stderr
+
+
+# ------------------------------------------------------------------ variants of converters' output
+
+# The exporters' and converters' own graphs (not the example's): int8 dynamic quantization
+# (onnxruntime.quantization, after its pre-processing) with each family's request as the data.
+VARIANT_FAMILIES = ("torchscript", "dynamo", "sklearn", "bert", "fixed")
+QUANTIZED_OPS = {"DynamicQuantizeLinear", "MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul"}
+
+
+@pytest.fixture(scope="module")
+def variants_built(
+    project: tuple[Path, dict[str, Family]], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[BuildResult, dict[str, int]]:
+    """The families above, each with ``variant: {recipe: int8-dynamic, data: …}``; and how many
+    requests each one's data holds."""
+    root, families = project
+    entries, requests = [], {}
+    for name in VARIANT_FAMILIES:
+        family = families[name]
+        data = root / "variant-data" / name
+        data.mkdir(parents=True)
+        for input_name, array in family.request.items():
+            np.save(data / f"{input_name.replace('/', '%2F')}.npy", array)
+        batching = family.entry["max_batch_size"] > 0
+        requests[name] = len(next(iter(family.request.values()))) if batching else 1  # rows, or one request
+        entries.append({**family.entry, "variant": {"recipe": "int8-dynamic", "data": f"variant-data/{name}"}})
+    (root / "variants.yaml").write_text(yaml.safe_dump({"name": "variants", "models": entries}, sort_keys=False))
+    built = build_repository(
+        load_spec(root / "variants.yaml"), root / "dist-variants", cache_dir=tmp_path_factory.mktemp("variants-cache")
+    )
+    return built, requests
+
+
+def test_converter_outputs_get_variants_that_load_and_answer_as_built(
+    project: tuple[Path, dict[str, Family]], variants_built: tuple[BuildResult, dict[str, int]]
+) -> None:
+    """Issue 27 on inputs nobody here wrote: the recipe runs on each exporter's graph (names,
+    ai.onnx.ml operators, a fixed batch), the lock records the accuracy measured on every
+    request of the data, and Triton serves exactly the file the build made."""
+    root, families = project
+    built, requests = variants_built
+    lock = read_lock(built.path)
+    for name in VARIANT_FAMILIES:
+        record = lock.models[name]["variant"]
+        assert record["recipe"] == "int8-dynamic" and record["accuracy"]["samples"] == requests[name], (name, record)
+        assert 0 <= record["accuracy"]["max_abs_error"] < float("inf")
+    for name in ("torchscript", "dynamo", "bert"):  # MatMul / Gemm weights: quantized, not copied
+        graph = onnx.load(str(built.path / name / "1" / "model.onnx")).graph
+        assert QUANTIZED_OPS & {node.op_type for node in graph.node}, name
+    with TritonServer(built.path, endpoints=Endpoints.allocate()) as served:
+        for name in VARIANT_FAMILIES:
+            _answers_like_onnxruntime(served, name, built.path / name / "1" / "model.onnx", families[name].request)
+
+
+def test_a_variant_of_a_model_with_external_data_is_refused_in_one_line(tmp_path: Path) -> None:
+    family = external_data(tmp_path)
+    np.save(tmp_path / "x.npy", family.request[ODD_INPUT])
+    entry = {**family.entry, "variant": {"recipe": "int8-dynamic", "data": "x.npy"}}
+    (tmp_path / "tritonkit.yaml").write_text(yaml.safe_dump({"name": "ext", "models": [entry]}))
+    out = tmp_path / "dist"
+    result = CliRunner().invoke(main, ["build", "-f", str(tmp_path / "tritonkit.yaml"), "-o", str(out)])
+    assert result.exit_code == SpecError.exit_code, result.output + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 2 and "external data" in lines[0] and "models[0].variant" in lines[0], lines
+    assert lines[1].startswith("hint: ")
+    assert not out.exists() or not any(out.iterdir())

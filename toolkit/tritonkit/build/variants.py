@@ -109,6 +109,28 @@ def _preprocess(source: Path, target: Path) -> None:
             quant_pre_process(str(source), str(target), skip_symbolic_shape=False)
         except Exception:  # "Incomplete symbolic shape inference", as on MiniLM's export
             quant_pre_process(str(source), str(target), skip_symbolic_shape=True)
+    _one_import_per_domain(target)
+
+
+def _one_import_per_domain(path: Path) -> None:
+    """Drop repeated identical entries of the model's ``opset_import``. skl2onnx 1.20 writes the
+    default domain twice (``{"": 17}, {"": 17}``); onnxruntime loads such a model, but its
+    quantizer needs exactly one entry for the default domain (``quant_utils.get_opset_version``:
+    "Failed to find proper ai.onnx domain"). Metadata only: no node or weight changes."""
+    import onnx
+
+    model = onnx.load(str(path))
+    seen: set[tuple[str, int]] = set()
+    kept = []
+    for entry in model.opset_import:
+        key = (entry.domain, entry.version)
+        if key not in seen:
+            seen.add(key)
+            kept.append(onnx.helper.make_opsetid(entry.domain, entry.version))
+    if len(kept) != len(model.opset_import):
+        del model.opset_import[:]
+        model.opset_import.extend(kept)
+        onnx.save(model, str(path))
 
 
 class _Calibration:
