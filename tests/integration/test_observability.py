@@ -14,12 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
 from tests.integration.prometheus_server import classifier_traffic, running_prometheus
 from tritonkit import Endpoints, Spec, TritonServer, build_repository, load_spec
-from tritonkit.manifests.observability import Scope, dashboard, rule_groups, scaling_signals
+from tritonkit.manifests.observability import Scope, dashboard, in_flight, rule_groups, scaling_signals
 from tritonkit.serve.llm_client import generate
 from tritonkit.serve.prometheus import query
 from tritonkit.slo.plan import plan_spec
@@ -222,9 +223,76 @@ def test_every_expression_runs_and_the_classifiers_panels_have_data(ruled_promet
         for target in panel["targets"]:
             name = f"panel {panel['title']} {target['legendFormat']} #{panel['id']}"
             assert values[name] == values[name], f"{name}: no data for {target['expr']}"  # not NaN
-    assert values["signal pending-requests"] >= 0  # reported (NaN would fail: no series)
+    assert values["signal in-flight-classifier"] >= 0  # reported (NaN would fail: no series)
     p99 = values["panel p99 latency vs SLO p99 #" + str(classifier[row + 1]["id"])]
     assert 0 < p99 < 10_000  # milliseconds
+
+
+SLOW_MODEL = """
+import time
+
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            time.sleep(0.2)  # the server's time per request, whatever the host's load
+            x = pb_utils.get_input_tensor_by_name(request, "x").as_numpy()
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("y", x)]))
+        return responses
+"""
+SLOW_SPEC = """
+name: slow
+models:
+  - name: slow
+    kind: python
+    path: slow
+    max_batch_size: 0
+    inputs: [{name: x, dtype: FP32, dims: [1]}]
+    outputs: [{name: y, dtype: FP32, dims: [1]}]
+    instance_group: [{count: 2, kind: KIND_CPU}]
+"""
+
+
+def test_the_in_flight_signal_counts_the_requests_executing(tmp_path: Path) -> None:
+    """Issue 25 defect 8, with the query the renderer produces (its window shortened for a test):
+    two closed-loop clients of a model with two instances that each take 200 ms keep two requests
+    executing and none queued. Triton's pending count, the old signal, counts only queued requests
+    (``infer_request.cc``: PENDING until the instance starts it) and reads about 0, so the
+    autoscaler never saw this load; the signal reads the requests inside Triton. Not all of each
+    client's time: the frontend's and the Python backend's own overhead fall outside Triton's
+    request duration, more so on a loaded host — hence a floor, not an equality."""
+    import tritonclient.grpc as grpcclient
+
+    from tests.helpers import Background
+
+    (tmp_path / "slow").mkdir()
+    (tmp_path / "slow" / "model.py").write_text(SLOW_MODEL)
+    (tmp_path / "tritonkit.yaml").write_text(SLOW_SPEC)
+    built = build_repository(load_spec(tmp_path / "tritonkit.yaml"), tmp_path / "dist", cache_dir=tmp_path / "cache")
+    clients = 2
+
+    class Closed(Background):
+        def run(self) -> None:
+            client = grpcclient.InferenceServerClient(server.endpoints.grpc_url)
+            tensor = grpcclient.InferInput("x", [1], "FP32")
+            tensor.set_data_from_numpy(np.ones(1, dtype=np.float32))
+            while not self.stop.is_set():
+                client.infer("slow", [tensor])
+            client.close()
+
+    with TritonServer(built.path, endpoints=Endpoints.allocate()) as server:
+        rendered = in_flight(LOCAL, "slow", window="8s")
+        assert rendered.replace("[8s]", "[1m]") == in_flight(LOCAL, "slow")  # the signal's query, one window apart
+        with running_prometheus(server.endpoints.metrics_url, tmp_path) as url, Closed(clients):
+            time.sleep(11)  # the 8 s window full of steady traffic
+            signal = query(url, rendered)
+            pending = query(
+                url, f"avg_over_time(sum(nv_inference_pending_request_count{LOCAL.match(model='slow')})[8s:1s])"
+            )
+    assert 1.0 <= signal <= clients + 0.2 and pending <= 0.5, (signal, pending)
 
 
 # ------------------------------------------------------------------------------- the LLM engine

@@ -120,19 +120,28 @@ def intent_documents(env: str) -> list[dict]:
 
 
 def test_serverless_scales_on_concurrency_from_the_plan() -> None:
-    predictor = intent_documents("staging")[1]["spec"]["predictor"]
+    service = intent_documents("staging")[1]
+    predictor = service["spec"]["predictor"]
     # 3000/1000 x 1.2 = 3.6 -> 4 replicas; 12 in flight / 1.2 headroom = 10 per replica
     assert (predictor["minReplicas"], predictor["maxReplicas"]) == (1, 6)
     assert (predictor["scaleMetric"], predictor["scaleTarget"]) == ("concurrency", 10)
+    # Knative scales at target x utilization (default 70 %): at 100 % the headroom is the only margin
+    assert service["metadata"]["annotations"]["autoscaling.knative.dev/target-utilization-percentage"] == "100"
+    assert (
+        "autoscaling.knative.dev/target-utilization-percentage"
+        not in intent_documents("prod")[1]["metadata"]["annotations"]
+    )
 
 
-def test_raw_deployment_scales_on_tritons_queue_through_keda() -> None:
+def test_raw_deployment_scales_on_requests_in_flight_through_keda() -> None:
+    """Issue 25 defect 8: the signal is the quantity the capacity was measured in (queued +
+    executing requests), not Triton's pending count (queued only)."""
     service = intent_documents("prod")[1]
     assert service["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "keda"
     (metric,) = service["spec"]["predictor"]["autoScaling"]["metrics"]
     assert metric["type"] == "External"
     assert metric["external"]["metric"]["query"] == (
-        'sum(nv_inference_pending_request_count{namespace="ml-prod",pod=~"demo-predictor-.*"})'
+        'sum(rate(nv_inference_request_duration_us{namespace="ml-prod",pod=~"demo-predictor-.*",model="m"}[1m])) / 1e6'
     )
     assert metric["external"]["target"] == {"type": "Value", "value": "10"}  # KServe's only form: see test_kserve_rules
     raw = intent_documents("raw")[1]  # no Prometheus to read: the plan's peak size, no CPU autoscaler

@@ -104,7 +104,7 @@ def test_keda_scales_the_deployment_on_the_plans_signals() -> None:
     bounds = values["autoscaling"]["minReplicas"], values["autoscaling"]["maxReplicas"]
     assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == bounds
     assert [(t["name"], t["metadata"]["threshold"]) for t in scaled["triggers"]] == [
-        ("pending-requests", "10"), ("llm-sequences", "5"), ("llm-kv-cache", "1.6")  # 0.8 x 2 engine instances
+        ("in-flight-m", "10"), ("llm-sequences", "5"), ("llm-kv-cache", "1.6")  # 0.8 x 2 engine instances
     ]  # fmt: skip
     assert scaled["triggers"][1]["metadata"] == {
         "serverAddress": "http://prometheus.monitoring:9090",
@@ -120,7 +120,8 @@ def test_hpa_reads_pods_metrics_and_is_valid_kubernetes() -> None:
     hpa = documents["HorizontalPodAutoscaler"]
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "demo"}
     assert hpa["spec"]["metrics"] == [
-        {"type": "Pods", "pods": {"metric": {"name": "nv_inference_pending_request_count"},
+        {"type": "Pods", "pods": {"metric": {"name": "tritonkit_requests_in_flight",
+                                             "selector": {"matchLabels": {"model": "m"}}},
                                   "target": {"type": "AverageValue", "averageValue": "10"}}}
     ]  # fmt: skip
     kubernetes_validate = pytest.importorskip("kubernetes_validate")

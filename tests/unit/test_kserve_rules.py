@@ -20,6 +20,11 @@ functions named are where to read them):
   has ``serving.kserve.io/enable-prometheus-scraping: "true"`` (taking port and path from the
   runtime's ``prometheus.kserve.io/*`` annotations), and Triton 2.51 exports the latency
   summaries every p99 reads only with ``--metrics-config=summary_latencies=true``.
+- ``pkg/controller/v1beta1/inferenceservice/reconcilers/knative/ksvc_reconciler.go``:
+  ``createKnativeService`` puts the InferenceService's annotations (less
+  ``constants.ServiceAnnotationDisallowedList``: min-scale, max-scale, the storage initializer's
+  source URI, kubectl's last-applied configuration, modelFormat) on the Knative revision
+  template, where Knative's autoscaler reads ``autoscaling.knative.dev/*``.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from tests.unit.test_deploy import INTENT_SPEC, REFERENCE, RELEASE, llm_documents, staging_documents
+from tests.unit.test_deploy import INTENT_SPEC, REFERENCE, RELEASE, intent_documents, llm_documents, staging_documents
 from tritonkit.manifests.kserve import render
 
 _KPA_METRICS = ("concurrency", "rps")
@@ -103,3 +108,22 @@ def test_the_pods_are_scraped_and_export_the_p99_every_query_reads() -> None:
     assert runtime["spec"]["annotations"]["prometheus.kserve.io/port"] == "8002"
     (container,) = runtime["spec"]["containers"]
     assert "--metrics-config=summary_latencies=true" in container["args"]
+
+
+# constants.ServiceAnnotationDisallowedList (autoscaling.MinScaleAnnotationKey, MaxScaleAnnotationKey, …)
+_NOT_PROPAGATED = {
+    "autoscaling.knative.dev/min-scale", "autoscaling.knative.dev/max-scale",
+    "internal.serving.kserve.io/storage-initializer-sourceuri", "kubectl.kubernetes.io/last-applied-configuration",
+    "modelFormat",
+}  # fmt: skip
+
+
+def test_knative_reads_the_target_utilization_the_renderer_set() -> None:
+    """Knative scales at scaleTarget × target utilization (70 % by default): the render sets 100 %
+    so the plan's headroom is the only margin, and KServe carries the annotation to the revision."""
+    service = intent_documents("staging")[1]  # Serverless, with a measured capacity
+    annotations = service["metadata"]["annotations"]
+    knative = {k: v for k, v in annotations.items() if k.startswith("autoscaling.knative.dev/")}
+    assert knative == {"autoscaling.knative.dev/target-utilization-percentage": "100"}
+    assert not set(knative) & _NOT_PROPAGATED
+    assert service["spec"]["predictor"]["scaleMetric"] in _KPA_METRICS

@@ -109,17 +109,29 @@ def test_models_without_an_slo_get_no_rules() -> None:
     assert [g["name"] for g in rule["spec"]["groups"]] == ["demo-slo-recordings", "demo-slo-alerts"]
 
 
-def test_plain_models_scale_on_tritons_pending_requests() -> None:
+IN_FLIGHT_M = 'sum(rate(nv_inference_request_duration_us{namespace="ml",job="demo",model="m"}[1m])) / 1e6'
+
+
+def test_plain_models_scale_on_their_requests_in_flight() -> None:
+    """The capacity is requests in flight (queued + executing): so is the signal (issue 25 defect 8;
+    the pending count is only the queued part). One signal per model: an ensemble's request is in
+    flight in the ensemble and its steps at once."""
     loaded = spec(python_model(capacity=CAPACITY), slo={"peak_rps": 3000})
     (signal,) = scaling_signals(loaded, plan_spec(loaded, None), SCOPE)
-    assert signal.query == 'sum(nv_inference_pending_request_count{namespace="ml",job="demo"})'
-    assert (signal.target, signal.pod_metric) == (10, "nv_inference_pending_request_count")  # 12 / 1.2
+    assert signal.query == IN_FLIGHT_M
+    assert (signal.name, signal.target) == ("in-flight-m", 10)  # 12 / 1.2
+    assert (signal.pod_metric, signal.pod_labels) == ("tritonkit_requests_in_flight", (("model", "m"),))
+    two = spec(python_model(capacity=CAPACITY), python_model(name="Odd_Name", capacity={**CAPACITY, "concurrency": 24}))
+    assert [(s.name, s.target) for s in scaling_signals(two, plan_spec(two, None), SCOPE)] == [
+        ("in-flight-m", 10),
+        ("in-flight-odd-name", 20),
+    ]
 
 
 def test_llm_models_scale_on_sequences_and_kv_cache_usage() -> None:
     loaded = spec(python_model(capacity=CAPACITY), LLM)
-    pending, sequences, kv = scaling_signals(loaded, plan_spec(loaded, None), SCOPE)
-    assert pending.target == 10  # the plain model's target; the engine keeps Triton's queue empty
+    in_flight, sequences, kv = scaling_signals(loaded, plan_spec(loaded, None), SCOPE)
+    assert in_flight.target == 10  # the plain model's target
     assert sequences.query == (
         'sum(vllm:num_requests_running{namespace="ml",job="demo"}) + '
         'sum(vllm:num_requests_waiting{namespace="ml",job="demo"})'
@@ -147,7 +159,7 @@ def test_dashboard_draws_the_slo_and_the_planned_capacity() -> None:
     assert row["title"] == "m" and row["type"] == "row"
     assert [p["title"] for p in panels] == [
         "p99 latency vs SLO", "throughput vs planned capacity", "queue-time share",
-        "error / rejection rate", "pending requests", "error-budget burn rate",
+        "error / rejection rate", "requests in flight and pending", "error-budget burn rate",
     ]  # fmt: skip
     latency, throughput, queue, errors, pending, burn = panels
     assert _targets(latency)[1] == "vector(10)"
@@ -156,7 +168,9 @@ def test_dashboard_draws_the_slo_and_the_planned_capacity() -> None:
     assert "nv_inference_queue_duration_us" in _targets(queue)[0]
     assert "nv_inference_request_failure" in _targets(errors)[0]
     assert _targets(pending) == [
-        'sum by (namespace, model) (nv_inference_pending_request_count{namespace="ml",job="demo",model="m"})'
+        "sum by (namespace, model) "
+        '(rate(nv_inference_request_duration_us{namespace="ml",job="demo",model="m"}[1m])) / 1e6',
+        'sum by (namespace, model) (nv_inference_pending_request_count{namespace="ml",job="demo",model="m"})',
     ]
     assert _targets(burn)[0].endswith(" / 0.001")
     assert len({p["id"] for p in board["panels"]}) == len(board["panels"])
@@ -179,8 +193,8 @@ def test_chart_values_carry_the_plan_the_rules_and_the_dashboard() -> None:
     scaling = values["autoscaling"]
     assert scaling["enabled"] is True and (scaling["minReplicas"], scaling["maxReplicas"]) == (1, 6)
     assert scaling["signals"] == [
-        {"name": "pending-requests", "query": 'sum(nv_inference_pending_request_count{namespace="ml",job="demo"})',
-         "target": "10", "podMetric": "nv_inference_pending_request_count"}
+        {"name": "in-flight-m", "query": IN_FLIGHT_M, "target": "10",
+         "podMetric": "tritonkit_requests_in_flight", "podSelector": {"model": "m"}}
     ]  # fmt: skip
     assert values["prometheusRule"]["groups"] == rule_groups(loaded, SCOPE)
     assert values["dashboard"]["json"]["uid"] == "tritonkit-demo"

@@ -14,7 +14,7 @@ the environment names the Prometheus its KEDA reads (``prometheus_url``), as for
 Example:
     >>> values = chart_values(spec, spec.environment("prod"), store.get(3), "oci://reg/demo@sha256:…")
     >>> values["autoscaling"]["signals"][0]["name"]
-    'pending-requests'
+    'in-flight-classifier'
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from tritonkit.manifests.kserve import dns_name, quantity
-from tritonkit.manifests.observability import Scope, dashboard, rule_groups, scaling_signals
+from tritonkit.manifests.observability import Scope, Signal, dashboard, rule_groups, scaling_signals
 from tritonkit.release.store import Release
 from tritonkit.slo.plan import plan_spec
 from tritonkit.spec.schema import EnvironmentSpec, Spec
@@ -55,10 +55,7 @@ def chart_values(spec: Spec, env: EnvironmentSpec, release: Release, reference: 
             "minReplicas": plan.min_replicas,
             "maxReplicas": plan.max_replicas,
             "prometheusUrl": env.prometheus_url or "",
-            "signals": [
-                {"name": s.name, "query": s.query, "target": quantity(s.target), "podMetric": s.pod_metric}
-                for s in signals
-            ],
+            "signals": [_signal(s) for s in signals],
         },
         # every query above selects job="<name>", the label only the chart's ServiceMonitor gives
         # the scraped series: on whenever the autoscaler reads them
@@ -66,3 +63,14 @@ def chart_values(spec: Spec, env: EnvironmentSpec, release: Release, reference: 
         "prometheusRule": {"enabled": False, "groups": groups},
         "dashboard": {"enabled": False, "json": dashboard(spec, scope, plan)},
     }
+
+
+def _signal(signal: Signal) -> dict[str, Any]:
+    """One entry of ``autoscaling.signals``: the trigger's query and threshold (KEDA), the per-pod
+    metric and the labels that select its series (HPA)."""
+    entry: dict[str, Any] = {
+        "name": signal.name, "query": signal.query, "target": quantity(signal.target), "podMetric": signal.pod_metric,
+    }  # fmt: skip
+    if signal.pod_labels:
+        entry["podSelector"] = dict(signal.pod_labels)
+    return entry

@@ -229,6 +229,9 @@ def render(spec: Spec, env: EnvironmentSpec, release: Release, reference: str) -
     autoscaler = scaling.pop("autoscaler_class", None)
     if autoscaler is not None:
         annotations["serving.kserve.io/autoscalerClass"] = autoscaler
+    utilization = scaling.pop("target_utilization", None)
+    if utilization is not None:
+        annotations[KNATIVE_UTILIZATION] = utilization
     service = InferenceService(
         metadata=ObjectMeta(name=dns_name(spec.name), namespace=env.namespace, labels=labels, annotations=annotations),
         spec=InferenceServiceSpec(
@@ -243,16 +246,27 @@ def render(spec: Spec, env: EnvironmentSpec, release: Release, reference: str) -
     return [runtime.document(), service.document()]
 
 
+KNATIVE_UTILIZATION = "autoscaling.knative.dev/target-utilization-percentage"
+"""Knative's share of ``scaleTarget`` it scales at; rendered 100 (the plan's headroom is the margin)."""
+
+
 def _autoscaling(spec: Spec, env: EnvironmentSpec, service: str) -> dict[str, Any]:
     """Replicas and a scaling signal from the capacity plan (nothing when no model has a capacity).
 
     Serverless (Knative): ``scaleMetric: concurrency`` with ``scaleTarget`` the in-flight
-    requests one replica sustained within its SLO (for a decoupled ``llm`` model, in-flight
-    requests are its waiting + running sequences). RawDeployment/Standard: KServe's HPA scales
+    requests one replica sustained within its SLO, less the plan's headroom (for a decoupled
+    ``llm`` model, in-flight requests are its waiting + running sequences), and Knative's target
+    utilization at 100 %: Knative scales at ``target × utilization`` (default 70 %,
+    ``container-concurrency-target-percentage``), which would stack a second margin on the
+    headroom — 20 % headroom and 70 % would scale out at 0.58 of the measured capacity. KServe
+    copies the InferenceService's annotations onto the Knative revision template
+    (``pkg/controller/v1beta1/inferenceservice/reconcilers/knative/ksvc_reconciler.go``,
+    ``createKnativeService``; ``autoscaling.knative.dev/target-utilization-percentage`` is not in
+    its ``ServiceAnnotationDisallowedList``). RawDeployment/Standard: KServe's HPA scales
     on CPU or memory only, so with the environment's ``prometheus_url`` the signals are KEDA
     external metrics per replica (``autoScaling.metrics``, annotation
     ``serving.kserve.io/autoscalerClass: keda``) from :func:`~tritonkit.manifests.observability.scaling_signals`:
-    Triton's pending requests, and for ``llm`` models the engine's sequences and KV-cache usage;
+    each model's requests in flight in Triton, and for ``llm`` models the engine's sequences and KV-cache usage;
     without it, a fixed size (``autoscalerClass: none``, the plan's peak replicas): KServe's
     default HPA would scale on CPU instead.
     """
@@ -262,7 +276,7 @@ def _autoscaling(spec: Spec, env: EnvironmentSpec, service: str) -> dict[str, An
         return {}
     scaling: dict[str, Any] = {"min_replicas": plan.min_replicas, "max_replicas": plan.max_replicas}
     if env.mode == "Serverless":
-        scaling.update(scale_metric="concurrency", scale_target=min(targets))
+        scaling.update(scale_metric="concurrency", scale_target=min(targets), target_utilization="100")
     elif env.prometheus_url:
         scope = kserve_scope(env, service)
         scaling["auto_scaling"] = {

@@ -4,10 +4,10 @@ Everything a cluster watches about a release is rendered here, once, as PromQL o
 metrics (and the LLM engine's ``vllm:*`` gauges and histograms), so the KServe objects, the Helm
 chart's values and the files ``tritonkit deploy --observability DIR`` writes cannot disagree:
 
-- :func:`scaling_signals`: what the autoscaler reads per replica. Triton's pending requests for
-  every model; for ``llm`` models (which take requests at once and queue them inside the engine,
-  so Triton's pending count stays near 0) the engine's waiting + running sequences and its
-  KV-cache usage.
+- :func:`scaling_signals`: what the autoscaler reads per replica. Each measured model's requests
+  in flight in Triton (queued + executing, from its request-duration counter by Little's law);
+  for ``llm`` models (which take requests at once and queue them inside the engine) the engine's
+  waiting + running sequences and its KV-cache usage.
 - :func:`rule_groups`: Prometheus recording and alerting rules. The error budget
   (``slo.error_rate``) burns in the SRE workbook's multi-window, multi-burn-rate form (14.4x over
   1h and 5m, 6x over 6h and 30m: page; 1x over 3d and 6h: ticket). Failures are Triton's, plus,
@@ -19,7 +19,7 @@ chart's values and the files ``tritonkit deploy --observability DIR`` writes can
   engine's TTFT/TPOT histograms (merged over replicas) against ``ttft_p99_ms``/``tpot_p99_ms`` for
   ``llm`` models.
 - :func:`dashboard`: one Grafana row per model with an SLO or a plan: p99 against the SLO line,
-  throughput against the planned capacity, queue-time share, error rate, pending requests and the
+  throughput against the planned capacity, queue-time share, error rate, requests in flight and pending, and the
   error-budget burn rate.
 
 A :class:`Scope` says which series belong to the release (label matchers) and which labels keep
@@ -82,37 +82,61 @@ class Signal:
     """One autoscaling signal: a query summed over the release, and its target per replica.
 
     ``pod_metric`` is the per-pod name a Prometheus adapter exposes the same series under (for a
-    HorizontalPodAutoscaler's ``Pods`` metric; see docs/guides/helm.md for the adapter rules).
+    HorizontalPodAutoscaler's ``Pods`` metric; see docs/guides/helm.md for the adapter rules), and
+    ``pod_labels`` the labels that pick the signal's series among that metric's (one model's).
     """
 
     name: str
     query: str
     target: float
     pod_metric: str
+    pod_labels: tuple[tuple[str, str], ...] = ()
+
+
+IN_FLIGHT_WINDOW = "1m"
+"""The window the in-flight average is taken over (four 15 s scrapes)."""
+
+
+def in_flight(scope: Scope, model: str, window: str = IN_FLIGHT_WINDOW) -> str:
+    """PromQL for the mean number of ``model``'s requests inside Triton (queued + executing) over
+    :data:`IN_FLIGHT_WINDOW`, summed over the release's replicas.
+
+    Triton has no gauge of executing requests: ``nv_inference_pending_request_count`` counts only
+    the queued ones (with 26 requests in flight it read a median of 18). Its counter
+    ``nv_inference_request_duration_us`` adds each finished request's end-to-end time in the
+    server (queue + compute), so its rate is the time-average of the requests present (Little's
+    law: in flight = arrival rate × time inside; the rate of summed durations is exactly that, in
+    µs per s). That is the quantity a capacity is measured in (requests in flight that held the
+    p99), so signal and target speak of the same thing.
+    """
+    return f"sum(rate(nv_inference_request_duration_us{scope.match(model=model)}[{window}])) / 1e6"
 
 
 def scaling_signals(spec: Spec, plan: Plan, scope: Scope) -> list[Signal]:
     """The plan's autoscaling signals (none when no model has a measured capacity).
 
-    Triton's pending requests per replica aim at the smallest target concurrency of the models
-    that are not ``llm``. An ``llm`` model's engine takes each request at once (Triton's pending
-    count stays near 0), so its load is the engine's waiting + running sequences per replica
-    (target: the smallest target concurrency of the ``llm`` models) and its KV-cache usage
-    (:data:`KV_TARGET` per engine instance a replica runs). An autoscaler follows whichever
-    signal asks for the most replicas.
+    Every measured model that is not ``llm``: its requests in flight (:func:`in_flight`) per
+    replica, aimed at its target concurrency (the capacity's concurrency less the headroom); one
+    signal per model, because an ensemble's request is in flight in the ensemble and in each step
+    at once (a sum over models would count it several times). An ``llm`` model's engine takes each
+    request at once, so its load is the engine's waiting + running sequences per replica (target:
+    the smallest target concurrency of the ``llm`` models) and its KV-cache usage
+    (:data:`KV_TARGET` per engine instance a replica runs). An autoscaler follows whichever signal
+    asks for the most replicas.
     """
     targets = {m.model: m.target_concurrency for m in plan.models if m.target_concurrency is not None}
     llms = [m for m in spec.models if isinstance(m, LlmModel) and m.name in targets]
-    others = [targets[m.name] for m in spec.models if m.name in targets and not isinstance(m, LlmModel)]
-    signals = []
-    if others:
-        pending = Signal(
-            "pending-requests",
-            f"sum(nv_inference_pending_request_count{scope.match()})",
-            min(others),
-            "nv_inference_pending_request_count",
-        )
-        signals.append(pending)
+    signals = [
+        Signal(
+            f"in-flight-{dns_label(m.name)}",
+            in_flight(scope, m.name),
+            targets[m.name],
+            "tritonkit_requests_in_flight",
+            (("model", m.name),),
+        )  # fmt: skip
+        for m in spec.models
+        if m.name in targets and not isinstance(m, LlmModel)
+    ]
     if llms:
         match = scope.match()  # only llm models export vllm:* series
         sequences = f"sum({LLM_RUNNING}{match}) + sum({LLM_WAITING}{match})"
@@ -123,6 +147,11 @@ def scaling_signals(spec: Spec, plan: Plan, scope: Scope) -> list[Signal]:
         kv = Signal("llm-kv-cache", f"sum({KV_USAGE}{match})", KV_TARGET * instances, "vllm_kv_cache_usage_perc")
         signals.append(kv)
     return signals
+
+
+def dns_label(name: str) -> str:
+    """A model name inside a signal's name (KEDA trigger names: lower case, '-')."""
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
 
 
 def rule_groups(spec: Spec, scope: Scope) -> list[dict[str, Any]]:
@@ -353,7 +382,7 @@ def _model_panels(model: ModelBase, scope: Scope, plan: Plan, planned: ModelPlan
         _panel("queue-time share", "percentunit", [(queued, "queued")]),
         _panel("error / rejection rate", "percentunit", _errors(scope, model.name, llm),
                slo.error_rate if slo else None),
-        _panel("pending requests", "short", _pending(model, scope)),
+        _panel("requests in flight and pending", "short", _pending(model, scope)),
     ]  # fmt: skip
     if slo is not None and slo.error_rate:
         burn = [
@@ -405,6 +434,9 @@ def _pending(model: ModelBase, scope: Scope) -> list[tuple[str, str]]:
         return f"sum by ({scope.grouping}) ({metric}{scope.match(model=model.name)})"
 
     lines = [(total("nv_inference_pending_request_count"), "pending")]
+    if not isinstance(model, LlmModel):  # what the autoscaler reads (in_flight), per replica here
+        duration = f"nv_inference_request_duration_us{scope.match(model=model.name)}"
+        lines.insert(0, (f"sum by ({scope.grouping}) (rate({duration}[{IN_FLIGHT_WINDOW}])) / 1e6", "in flight"))
     if isinstance(model, LlmModel):  # the engine queues inside the model: Triton's count stays near 0
         lines += [(total(LLM_WAITING), "waiting sequences"), (total(LLM_RUNNING), "running sequences")]
     return lines
