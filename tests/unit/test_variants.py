@@ -111,3 +111,26 @@ def test_an_empty_json_data_list_is_refused(tmp_path: Path) -> None:
     data.write_text('{"data": []}')
     with pytest.raises(UsageError, match="not perf_analyzer input data"):
         load_samples(data, SIGNATURE, batching=True)
+
+
+def test_making_a_variant_leaves_nothing_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """onnxruntime's pre-processing saves the model it could not finish inferring shapes for
+    (sym_shape_infer_temp.onnx + <uuid>.data, the whole weights) in the working directory: a
+    skl2onnx model (ai.onnx.ml operators) takes that path. Nothing may land in the user's
+    directory, and skl2onnx's repeated opset import must not fail the quantizer."""
+    pytest.importorskip("skl2onnx", reason="skl2onnx is in the dev extra")
+    from tests.integration.model_families import sklearn_pipeline
+    from tritonkit.build.variants import make_variant
+
+    family = sklearn_pipeline(tmp_path)
+    user = tmp_path / "cwd"
+    user.mkdir()
+    monkeypatch.chdir(user)
+    samples = [{name: array[0] for name, array in family.request.items()}]
+    target = tmp_path / "int8.onnx"
+    variant = OnnxVariant(recipe="int8-dynamic", data="x.npy")
+    make_variant(tmp_path / family.file, target, variant, samples=samples, batching=True, workdir=tmp_path / "w")
+    assert target.is_file()
+    assert list(user.iterdir()) == []

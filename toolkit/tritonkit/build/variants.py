@@ -104,7 +104,11 @@ def _preprocess(source: Path, target: Path) -> None:
     with data-dependent shapes)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    with _quiet():
+    # In target's directory: when symbolic inference cannot finish, onnxruntime saves what it
+    # got to "sym_shape_infer_temp.onnx" + "<uuid>.data" (the whole model's weights, 88 MB for
+    # MiniLM) in the working directory (symbolic_shape_infer.py, SymbolicShapeInference.infer_shapes)
+    # and never removes them: the user's directory, before this. The build is single-threaded.
+    with _quiet(), contextlib.chdir(target.parent):
         try:
             quant_pre_process(str(source), str(target), skip_symbolic_shape=False)
         except Exception:  # "Incomplete symbolic shape inference", as on MiniLM's export
