@@ -104,11 +104,16 @@ def test_promotion_under_load_fails_no_request_and_a_broken_release_changes_noth
 def test_status_and_bad_input(local: tuple[LocalEnvironment, TritonServer], store: ReleaseStore) -> None:
     env, server = local
     runner = CliRunner()
+    url = server.endpoints.http_url.removeprefix("http://")
+    # --url always: without it the CLI compares with whatever serves 127.0.0.1:8000 — nothing on a
+    # quiet host (status then compares live/ only and says so), the README tour's demo server when
+    # test_readme runs on the other worker (exit 8: "classifier: served config differs ...").
     spec = ["-f", str(store.root.parent / "tritonkit.yaml")]
-    shown = runner.invoke(main, ["status", "--env", "local", *spec])
+    shown = runner.invoke(main, ["status", "--env", "local", "--url", url, *spec])
     assert shown.exit_code == 0, shown.output
     assert "local serves" in shown.output and "history" in shown.output
-    unknown = runner.invoke(main, ["promote", "v9", "--env", "local", *spec])
+    assert "not reachable" not in shown.output, shown.output  # this module's Triton was compared, not only live/
+    unknown = runner.invoke(main, ["promote", "v9", "--env", "local", "--url", url, *spec])
     assert unknown.exit_code == UsageError.exit_code and "no release v9" in unknown.output
     nowhere = runner.invoke(main, ["promote", "v2", "--env", "local", "--url", f"127.0.0.1:{free_port()}", *spec])
     assert nowhere.exit_code == 5 and "cannot reach the local Triton" in nowhere.output
@@ -116,7 +121,7 @@ def test_status_and_bad_input(local: tuple[LocalEnvironment, TritonServer], stor
         open_environment(store, "prod")
     prod = runner.invoke(main, ["promote", "v1", "--env", "prod", *spec])
     assert prod.exit_code == UsageError.exit_code and "no environment named 'prod'" in prod.output
-    canary = runner.invoke(main, ["promote", "v1", "--env", "local", "--canary", "10", *spec])
+    canary = runner.invoke(main, ["promote", "v1", "--env", "local", "--url", url, "--canary", "10", *spec])
     assert (
         canary.exit_code == UsageError.exit_code and "a canary needs a KServe Serverless environment" in canary.output
     )
@@ -136,8 +141,9 @@ def test_promote_rollback_and_status_as_json(local: tuple[LocalEnvironment, Trit
     doc = json.loads(broken.stdout)
     assert broken.exit_code == doc["exit_code"] == PromoteError.exit_code and not doc["ok"]
     assert "v3 was not promoted" in doc["error"] and "v2 still serves" in doc["hint"]
-    shown = json.loads(runner.invoke(main, ["status", *common]).stdout)
+    shown = json.loads(runner.invoke(main, ["status", "--url", url, *common]).stdout)
     assert shown["current"]["name"] == "v2" and shown["history"][-1]["outcome"].startswith("failed")
+    assert (shown["differences"], shown["note"]) == ([], ""), shown  # the undone v3 left Triton serving v2 exactly
     rolled = runner.invoke(main, ["rollback", "--url", url, *common])
     back = json.loads(rolled.stdout)
     assert "promotion" in back, rolled.output
