@@ -80,7 +80,7 @@ def test_a_second_serve_of_the_same_live_repository_is_refused_naming_the_first(
     first.claim_serving()  # what the first serve holds while it runs
     result = CliRunner().invoke(main, ["serve", "--env", "local", "-f", str(spec), *port_flags(Endpoints.allocate())])
     assert result.exit_code == 10, result.output
-    assert f"local is already served (pid {__import__('os').getpid()} at 127.0.0.1:18000)" in result.output
+    assert f"local is already served (pid {__import__('os').getpid()} at 127.0.0.1:18000 (metrics " in result.output
     first.release_serving()  # as when the first serve ends
     again = LocalEnvironment(ReleaseStore(spec.parent / "releases"))
     again.claim_serving()

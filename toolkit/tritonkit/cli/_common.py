@@ -218,7 +218,7 @@ def trust_policy(spec_file: Path | None, keys: tuple[Path, ...] = ()) -> TrustPo
     return policy_from(listed, required)
 
 
-def open_env(spec_file: Path, store: Path | None, name: str, url: str, metrics_url: str | None = None) -> Any:
+def open_env(spec_file: Path, store: Path | None, name: str, url: str | None, metrics_url: str | None = None) -> Any:
     """Environment ``name`` of the spec's release store (the spec is read when it exists: KServe
     environments are declared there; ``local`` needs none)."""
     from tritonkit.deploy import open_environment

@@ -25,10 +25,10 @@ if TYPE_CHECKING:
 _env_option = click.option("--env", "env_name", required=True, help="'local', or one declared in the spec.")
 _url_option = click.option(
     "--url",
-    default="127.0.0.1:8000",
+    default=None,
     envvar="TRITONKIT_URL",
-    show_default=True,
-    help="local only: HTTP address of the local Triton (or $TRITONKIT_URL).",
+    help="local only: HTTP address of the local Triton (or $TRITONKIT_URL; default: where "
+    "'tritonkit serve --env local' serves it, else 127.0.0.1:8000).",
 )
 
 
@@ -62,7 +62,7 @@ def _environment_options(command: Any) -> Any:
 def promote(
     name: str,
     env_name: str,
-    url: str,
+    url: str | None,
     spec_file: Path,
     store: Path | None,
     canary: int | None,
@@ -123,7 +123,7 @@ def _step_line(step: dict[str, Any]) -> str:
 
 @click.command()
 @_environment_options
-def rollback(env_name: str, url: str, spec_file: Path, store: Path | None) -> None:
+def rollback(env_name: str, url: str | None, spec_file: Path, store: Path | None) -> None:
     """Switch environment ENV back to the release it served before the current one."""
     env = open_env(spec_file, store, env_name, url)
     with console.status(f"rolling back {env_name} …") as status:
@@ -134,7 +134,7 @@ def rollback(env_name: str, url: str, spec_file: Path, store: Path | None) -> No
 
 @click.command()
 @_environment_options
-def status(env_name: str, url: str, spec_file: Path, store: Path | None) -> None:
+def status(env_name: str, url: str | None, spec_file: Path, store: Path | None) -> None:
     """Show the release ENV serves, its history, and where the server disagrees with the record.
 
     Exits 8 when what is served differs from the record ('tritonkit repair' fixes it).
@@ -167,15 +167,16 @@ def status(env_name: str, url: str, spec_file: Path, store: Path | None) -> None
 
         for line in state.differences:
             console.print(f"[red]differs:[/] {line}", highlight=False)
+        where = f"; compared with the Triton at {env.url}" if getattr(env, "url", None) else ""
         raise PromoteError(
-            f"{env_name} does not serve what its record says ({len(state.differences)} differences)",
+            f"{env_name} does not serve what its record says ({len(state.differences)} differences{where})",
             hint=f"run 'tritonkit repair --env {env_name}'",
         )
 
 
 @click.command()
 @_environment_options
-def repair(env_name: str, url: str, spec_file: Path, store: Path | None) -> None:
+def repair(env_name: str, url: str | None, spec_file: Path, store: Path | None) -> None:
     """Make ENV serve exactly the release its record names (finishing any interrupted promotion)."""
     env = open_env(spec_file, store, env_name, url)
     with console.status(f"repairing {env_name} …") as shown:

@@ -128,7 +128,10 @@ def serve(
     endpoints = Endpoints(host, http_port, grpc_port, metrics_port)
     check_ports_free(endpoints)  # before verifying: a busy port is known now, with its holder
 
-    env = _local_environment(spec_file, env_name, f"{host}:{http_port}") if env_name is not None else None
+    if env_name is not None:
+        env = _local_environment(spec_file, env_name, f"{host}:{http_port}", endpoints.metrics_url)
+    else:
+        env = None
     if env is not None:
         ctx.call_on_close(env.release_serving)  # however serve ends
     if env is not None:
@@ -195,9 +198,9 @@ def serve(
         _flush()
 
 
-def _local_environment(spec_file: Path, env_name: str, url: str) -> Any:
+def _local_environment(spec_file: Path, env_name: str, url: str, metrics_url: str) -> Any:
     """The environment ``serve --env`` serves, with an interrupted promotion put back first."""
-    env = open_env(spec_file, None, env_name, url)
+    env = open_env(spec_file, None, env_name, url, metrics_url)
     if env_name == "local" and not (env.store.root / "index.json").is_file():
         # not a project directory: create nothing rather than serve an empty store silently
         raise UsageError(

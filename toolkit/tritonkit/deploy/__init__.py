@@ -22,11 +22,12 @@ def open_environment(
     name: str,
     spec: Spec | None = None,
     *,
-    url: str = "127.0.0.1:8000",
+    url: str | None = None,
     metrics_url: str | None = None,
 ) -> Environment:
-    """``local`` (the Triton at ``url``, its metrics at ``metrics_url``, default port 8002 of the
-    same host), or the KServe environment ``name`` declared in ``spec``.
+    """``local`` (the Triton at ``url``, its metrics at ``metrics_url``; by default the addresses
+    of the ``serve --env local`` that serves it, else 127.0.0.1:8000 and port 8002 of the same
+    host), or the KServe environment ``name`` declared in ``spec``.
 
     Raises:
         UsageError: an environment the spec does not declare (with a suggestion), or no spec.

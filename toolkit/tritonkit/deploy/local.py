@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -89,6 +90,9 @@ from tritonkit.slo.analysis import Intent, Reads
 
 Report = Callable[[str], None]
 SERVE_LOCK = "serve.lock"
+DEFAULT_URL = "127.0.0.1:8000"
+"""The local Triton's HTTP address when none is given and no ``serve --env local`` runs."""
+_SERVED_AT = re.compile(r"at (\S+) \(metrics (\S+)\)")
 
 
 class LocalEnvironment(Environment):
@@ -96,8 +100,10 @@ class LocalEnvironment(Environment):
 
     Args:
         store: the release store.
-        url: HTTP address of the Triton that serves :attr:`live` (``tritonkit serve --env local``).
-        metrics_url: its metrics endpoint, for promotion analysis (default: port 8002 on its host).
+        url: HTTP address of the Triton that serves :attr:`live` (default: the address the running
+            ``tritonkit serve --env local`` recorded, :meth:`served_at`; else :data:`DEFAULT_URL`).
+        metrics_url: its metrics endpoint, for promotion analysis (default: the recorded one, else
+            port 8002 on its host).
         lock_timeout: seconds a promote, rollback or repair waits for another one to finish.
         prove: load every model on a scratch Triton before switching (off only for tests of
             what happens without it).
@@ -109,15 +115,16 @@ class LocalEnvironment(Environment):
         self,
         store: ReleaseStore,
         *,
-        url: str = "127.0.0.1:8000",
+        url: str | None = None,
         metrics_url: str | None = None,
         lock_timeout: float = 120.0,
         prove: bool = True,
     ) -> None:
         super().__init__(store, "local")
-        self.url = url
-        self.metrics_url = metrics_url or f"http://{url.rsplit(':', 1)[0]}:8002/metrics"
         self.live = self.root / "live"
+        served = self.served_at() if url is None else None
+        self.url = url or (served[0] if served else DEFAULT_URL)
+        self.metrics_url = metrics_url or (served[1] if served else f"http://{self.url.rsplit(':', 1)[0]}:8002/metrics")
         self.journal = Journal(self.root)
         self.lock_timeout = lock_timeout
         self.prove = prove
@@ -154,9 +161,30 @@ class LocalEnvironment(Environment):
             ) from None
         handle.seek(0)
         handle.truncate()
-        handle.write(f"pid {os.getpid()} at {self.url}\n")  # appended after the lock: never truncated unheld
+        # after the lock: never truncated unheld; served_at() reads the addresses back
+        handle.write(f"pid {os.getpid()} at {self.url} (metrics {self.metrics_url})\n")
         handle.flush()
         self._serving = handle
+
+    def served_at(self) -> tuple[str, str] | None:
+        """The HTTP address and metrics URL of the ``serve --env local`` that serves ``live/`` right
+        now (what :meth:`claim_serving` recorded), or None when no process holds ``serve.lock``.
+
+        Commands that talk to the local Triton use it when no ``--url`` is given: the default
+        address (Triton's 8000) may be another server altogether — comparing the record with it,
+        or loading models into it, would be wrong either way.
+        """
+        path = self.root / SERVE_LOCK
+        if not path.is_file():
+            return None
+        with path.open() as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:  # held: a serve runs (this process's own claim counts too)
+                found = _SERVED_AT.search(handle.read())
+                return (found.group(1), found.group(2)) if found else None
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        return None
 
     def release_serving(self) -> None:
         """Give up the claim of :meth:`claim_serving` (a no-op without one)."""
