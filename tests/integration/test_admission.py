@@ -103,9 +103,10 @@ def test_overload_is_refused_at_once_with_the_derived_policy(tmp_path: Path, wit
         accepted, rejected, reasons = _overload(server.endpoints.grpc_url, seconds=3.0)
         batches = _batches(server.endpoints.grpc_url) - before
     assert accepted, "nothing was served"
-    # the model kept running: 3 s hold ~110 batches of 27 ms; with max_queue_size 8 Triton ran a
-    # batch per ~250 ms (it waits for an accepted request or its 500 ms timer to wake up)
-    assert batches >= 60, batches
+    # the model kept running: 3 s hold ~110 batches of 27 ms on a quiet host (53 beside a CPU hog
+    # and another test worker); with max_queue_size 8 Triton ran a batch per ~250 ms (it waits for
+    # an accepted request or its 500 ms timer to wake up): at most 12. The line sits between.
+    assert batches >= 30, batches
     if not with_intent:
         assert rejected == []  # without a policy every request queues, however long it waits
         # 24 in flight, 4 a batch: each waits ~6 batches
