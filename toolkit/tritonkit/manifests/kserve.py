@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
 from tritonkit.errors import UsageError
-from tritonkit.manifests.observability import Scope, Signal, dashboard, prometheus_rule, scaling_signals
+from tritonkit.manifests.observability import Scope, Signal, dashboard, dns_name, prometheus_rule, scaling_signals
 from tritonkit.release.store import Release
 from tritonkit.slo.plan import plan_spec
 from tritonkit.spec.schema import EnvironmentSpec, Spec
@@ -328,11 +328,6 @@ def _external_metric(signal: Signal, server: str) -> dict[str, Any]:
 def quantity(value: float) -> str:
     """A per-replica target as a Kubernetes quantity ("10", "0.8"; never float noise)."""
     return str(int(value)) if float(value).is_integer() else f"{value:.6g}"
-
-
-def dns_name(name: str) -> str:
-    """A spec name as a Kubernetes object name (lower case; '_' and '.' become '-')."""
-    return name.lower().replace("_", "-").replace(".", "-")
 
 
 def to_yaml(documents: list[dict[str, Any]]) -> str:

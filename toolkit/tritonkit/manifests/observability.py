@@ -128,7 +128,7 @@ def scaling_signals(spec: Spec, plan: Plan, scope: Scope) -> list[Signal]:
     llms = [m for m in spec.models if isinstance(m, LlmModel) and m.name in targets]
     signals = [
         Signal(
-            f"in-flight-{dns_label(m.name)}",
+            f"in-flight-{dns_name(m.name)}",
             in_flight(scope, m.name),
             targets[m.name],
             "tritonkit_requests_in_flight",
@@ -149,9 +149,10 @@ def scaling_signals(spec: Spec, plan: Plan, scope: Scope) -> list[Signal]:
     return signals
 
 
-def dns_label(name: str) -> str:
-    """A model name inside a signal's name (KEDA trigger names: lower case, '-')."""
-    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+def dns_name(name: str) -> str:
+    """A spec name as a Kubernetes object name or a KEDA trigger's (lower case; '_' and '.'
+    become '-'; spec names are already letters, digits, '_', '.' and '-')."""
+    return name.lower().replace("_", "-").replace(".", "-")
 
 
 def rule_groups(spec: Spec, scope: Scope) -> list[dict[str, Any]]:
