@@ -143,6 +143,7 @@ def test_prometheus_rule_and_dashboard_are_what_tritonkit_rendered() -> None:
 def test_the_deployment_exports_the_p99_the_rules_read() -> None:
     (triton,) = _render(VALUES)["Deployment"]["spec"]["template"]["spec"]["containers"]
     assert "--metrics-config=summary_latencies=true" in triton["args"]
+    assert "--disable-auto-complete-config" in triton["args"]  # each config as the lock hashed it
 
 
 @pytest.mark.parametrize("key", ["prometheusRule", "dashboard", "autoscaling"])

@@ -34,6 +34,7 @@ from typing import Any
 
 from tests.unit.test_deploy import INTENT_SPEC, REFERENCE, RELEASE, intent_documents, llm_documents, staging_documents
 from tritonkit.manifests.kserve import render
+from tritonkit.serve.server import DEFAULT_FLAGS
 
 _KPA_METRICS = ("concurrency", "rps")
 
@@ -108,6 +109,14 @@ def test_the_pods_are_scraped_and_export_the_p99_every_query_reads() -> None:
     assert runtime["spec"]["annotations"]["prometheus.kserve.io/port"] == "8002"
     (container,) = runtime["spec"]["containers"]
     assert "--metrics-config=summary_latencies=true" in container["args"]
+
+
+def test_the_pods_serve_each_config_as_the_lock_hashed_it() -> None:
+    """No backend completes a config on the pod (the onnxruntime backend would fill in a
+    max_batch_size left at 0), and the local server runs the same way."""
+    (container,) = staging_documents()[0]["spec"]["containers"]
+    assert "--disable-auto-complete-config" in container["args"]
+    assert "--disable-auto-complete-config" in DEFAULT_FLAGS
 
 
 # constants.ServiceAnnotationDisallowedList (autoscaling.MinScaleAnnotationKey, MaxScaleAnnotationKey, …)

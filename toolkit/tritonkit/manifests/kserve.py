@@ -27,6 +27,7 @@ from pydantic.alias_generators import to_camel
 from tritonkit.errors import UsageError
 from tritonkit.manifests.observability import Scope, Signal, dashboard, dns_name, prometheus_rule, scaling_signals
 from tritonkit.release.store import Release
+from tritonkit.serve.server import AS_WRITTEN
 from tritonkit.slo.plan import plan_spec
 from tritonkit.spec.schema import EnvironmentSpec, Spec
 
@@ -201,6 +202,7 @@ def render(spec: Spec, env: EnvironmentSpec, release: Release, reference: str) -
             "--metrics-config=summary_latencies=true",
             "--strict-readiness=true",
             "--exit-timeout-secs=30",
+            AS_WRITTEN,  # the config the lock hashed, not one a backend completed (and one stub less)
         ],
         ports=[ContainerPort(container_port=HTTP_PORT, name="http1")],
         resources=resources,

@@ -69,12 +69,23 @@ def repository_models(repository: Path) -> list[str]:
     return sorted(p.parent.name for p in configs if p.parent.name not in ensembles) + sorted(ensembles)
 
 
+AS_WRITTEN = "--disable-auto-complete-config"
+"""Triton serves each config.pbtxt exactly as the build wrote it (and the lock hashed it).
+
+With auto-complete on, a backend may fill in what a config leaves at its default (the onnxruntime
+backend a ``max_batch_size``), and the Python backend starts one extra stub process per model, just to
+ask ``model.py`` for changes, before the instance's own stub (``python_be.cc``
+``ModelState::Create``: ``LaunchAutoCompleteStubProcess``). tritonkit's configs are complete, so the
+extra stub only costs its imports: about 5 s of the 15 s an LLM model took to load here (torch and
+transformers imported twice), and an onnxruntime import per ONNX model."""
+
 DEFAULT_FLAGS = (
     "--allow-gpu-metrics=false",
     # request/queue latency summaries (p50…p999) for 'tritonkit check'; Triton >= 2.38 has them
     "--metrics-config=summary_latencies=true",
     "--exit-timeout-secs=10",
     "--strict-readiness=true",
+    AS_WRITTEN,
 )
 """What a server runs with besides its repository, model-control mode, addresses and ports."""
 
