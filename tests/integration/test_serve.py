@@ -24,6 +24,7 @@ from tritonkit import BuildResult, Endpoints, ServerError, TritonServer, build_r
 from tritonkit.cli import main
 from tritonkit.errors import UsageError
 from tritonkit.perf.stats import server_delta
+from tritonkit.serve.binary import stub_pycache
 from tritonkit.serve.endpoints import free_port
 
 CENTRES = np.array([[2.0, 0.0, 0.0, 1.0], [0.0, 2.0, 1.0, 0.0], [0.0, 0.0, 2.0, 2.0]], dtype=np.float32)
@@ -300,8 +301,8 @@ class TritonPythonModel:
 def test_served_python_models_neither_write_nor_read_bytecode_in_the_repository(tmp_path: Path) -> None:
     """The stub ignores PYTHONDONTWRITEBYTECODE: as root it wrote __pycache__/ into served
     repositories, and it ran a .pyc planted there (an unchecked-hash one, whatever the source
-    says; issue "a root of trust", row 3). Bytecode is now off inside the stub; verify refuses
-    any .pyc the lock does not list."""
+    says; issue "a root of trust", row 3). The stub's bytecode now lives in a cache of its own,
+    outside every repository; verify refuses any .pyc the lock does not list."""
     import py_compile
 
     from tritonkit.artifact.layout import make_writable
@@ -326,6 +327,9 @@ def test_served_python_models_neither_write_nor_read_bytecode_in_the_repository(
 
     assert answer() == 1.0
     assert not list(built.path.rglob("__pycache__")), "the stub wrote bytecode into the repository"
+    source_dir = (built.path / "m" / "1").resolve()
+    own = stub_pycache() / source_dir.relative_to(source_dir.anchor) / f"model.{sys.implementation.cache_tag}.pyc"
+    assert own.is_file(), "the stub kept no bytecode in its own cache (every start compiles torch again)"
     assert verify(built.path).ok
 
     version = built.path / "m" / "1"

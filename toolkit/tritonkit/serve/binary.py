@@ -9,6 +9,7 @@ tritonkit's Python-based ONNX Runtime backend. A ``tritonserver`` from PATH or `
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -87,19 +88,33 @@ def cache_root() -> Path:
 
 
 # The Python backend stub runs its interpreter isolated (sys.flags.ignore_environment), so
-# PYTHONDONTWRITEBYTECODE never reaches it: as root it wrote __pycache__/ into served repositories,
-# and it read whatever .pyc it found there (an unchecked-hash .pyc runs whatever the source says)
-# — and it imports a model before anything of ours runs. It does import `site`, which runs the
-# .pth files of this environment's site-packages (the stub finds them through the `python3` on
-# PATH). This one line turns bytecode off, and points the bytecode cache at a directory that never
-# exists, in processes started with NO_BYTECODE_ENV=1 — Triton's stubs, which environment() marks
-# — and does nothing anywhere else.
-NO_BYTECODE_ENV = "TRITONKIT_STUB_NO_BYTECODE"
-STUB_HOOK = "tritonkit-stub-no-bytecode.pth"
+# PYTHONDONTWRITEBYTECODE and PYTHONPYCACHEPREFIX never reach it: as root it wrote __pycache__/
+# into served repositories, and it read whatever .pyc it found there (an unchecked-hash .pyc runs
+# whatever the source says) — and it imports a model before anything of ours runs. It does import
+# `site`, which runs the .pth files of this environment's site-packages (the stub finds them
+# through the `python3` on PATH). This one line points the stub's bytecode cache at the directory
+# named by STUB_PYCACHE_ENV — which environment() sets for Triton's stubs, and nothing else does:
+# with a prefix, Python reads and writes bytecode only under it, never in a __pycache__/ beside a
+# source, so a served repository is neither written nor read for bytecode. The cache is the user's
+# own (~/.cache/tritonkit/stub-pycache, mode 0700), beside the venv the stub imports from.
+#
+# The first hook pointed the prefix at a directory that never exists (no bytecode at all): every
+# stub then compiled torch, transformers or onnxruntime from source at each start, about 5 s of
+# the 10 s an LLM model took to load here.
+STUB_PYCACHE_ENV = "TRITONKIT_STUB_PYCACHE"
+STUB_HOOK = "tritonkit-stub-pycache.pth"
 _STUB_HOOK_LINE = (
-    "import os, sys; (setattr(sys, 'dont_write_bytecode', True), setattr(sys, 'pycache_prefix', "
-    f"'/nonexistent/tritonkit-no-bytecode')) if os.environ.get('{NO_BYTECODE_ENV}') == '1' else None\n"
+    f"import os, sys; _p = os.environ.get('{STUB_PYCACHE_ENV}'); "
+    "setattr(sys, 'pycache_prefix', _p) if _p else None; del _p\n"
 )
+_OLD_HOOKS = ("tritonkit-stub-no-bytecode.pth",)
+
+
+def stub_pycache() -> Path:
+    """The stubs' bytecode cache (created, mode 0700): see :data:`STUB_PYCACHE_ENV`."""
+    path = cache_root() / "stub-pycache"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
 
 
 def install_stub_hook() -> bool:
@@ -110,6 +125,9 @@ def install_stub_hook() -> bool:
         writes bytecode as before, and verify refuses any it finds in a release).
     """
     target = Path(sysconfig.get_paths()["purelib"]) / STUB_HOOK
+    for old in _OLD_HOOKS:
+        with contextlib.suppress(OSError):
+            (target.parent / old).unlink(missing_ok=True)
     try:
         if target.is_file() and target.read_text() == _STUB_HOOK_LINE:
             return True
@@ -133,7 +151,7 @@ def prepare_backends(binary: TritonBinary, root: Path | None = None) -> Path:
         ServerError: when the wheel has no stub for the running Python.
     """
     assert binary.python_backend_dir is not None and binary.stubs_dir is not None
-    install_stub_hook()  # the stubs this directory runs write and read no bytecode
+    install_stub_hook()  # the stubs this directory runs keep their bytecode outside any repository
     py = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = binary.stubs_dir / py / "triton_python_backend_stub"
     if not stub.is_file():

@@ -38,7 +38,14 @@ from types import TracebackType
 from typing import IO, Any
 
 from tritonkit.errors import ServerError
-from tritonkit.serve.binary import NO_BYTECODE_ENV, cache_root, find_triton, own_libpython_dir, prepare_backends
+from tritonkit.serve.binary import (
+    STUB_PYCACHE_ENV,
+    cache_root,
+    find_triton,
+    own_libpython_dir,
+    prepare_backends,
+    stub_pycache,
+)
 from tritonkit.serve.endpoints import Endpoints
 from tritonkit.serve.process import (
     ALLOW_ENV,
@@ -154,9 +161,9 @@ class TritonServer:
         """The server's (and so its model stubs') environment: ours, scrubbed of credentials."""
         env, _ = scrubbed_environment(os.environ, os.environ.get(ALLOW_ENV))
         # Honoured by tritonserver's own Python use; the Python backend stub ignores the environment
-        # (sys.flags.ignore_environment == 1): the .pth hook turns bytecode off inside it.
+        # (sys.flags.ignore_environment == 1): the .pth hook gives it a bytecode cache of its own.
         env["PYTHONDONTWRITEBYTECODE"] = "1"
-        env[NO_BYTECODE_ENV] = "1"
+        env[STUB_PYCACHE_ENV] = str(stub_pycache())
         if self.binary.embedded:
             assert self.binary.library_dir is not None
             env["LD_LIBRARY_PATH"] = os.pathsep.join(
