@@ -111,9 +111,13 @@ _OLD_HOOKS = ("tritonkit-stub-no-bytecode.pth",)
 
 
 def stub_pycache() -> Path:
-    """The stubs' bytecode cache (created, mode 0700): see :data:`STUB_PYCACHE_ENV`."""
+    """The stubs' bytecode cache (created, mode 0700): see :data:`STUB_PYCACHE_ENV`. Where it
+    cannot be created the stubs still read no repository's bytecode; they compile at every start."""
     path = cache_root() / "stub-pycache"
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        log.warning("cannot create %s (%s): Triton's Python stubs will compile their imports at every start", path, exc)
     return path
 
 
