@@ -49,9 +49,9 @@ def _expressions(spec: Spec, scope: Scope) -> dict[str, str]:
     found = {}
     for group in rule_groups(spec, scope):
         for rule in group["rules"]:
-            found[rule.get("record") or f"{rule['alert']} {rule['labels']['model']} {rule['labels']['slo_window']}"] = (
-                rule["expr"]
-            )
+            labels = rule.get("labels", {})
+            name = rule.get("record") or f"{rule['alert']} {labels.get('model')} {labels.get('slo_window')}"
+            found[name] = rule["expr"]
     for panel in dashboard(spec, scope)["panels"]:
         for target in panel.get("targets", []):
             found[f"panel {panel['title']} {target['legendFormat']} #{panel['id']}"] = target["expr"]
@@ -125,7 +125,50 @@ def test_promtool_unit_test_fires_the_fast_burn_alert_only_after_errors_start(tm
          "models": [{"name": "m", "kind": "python", "path": "m", "inputs": [], "outputs": []}]}
     )  # fmt: skip
     rules = _fast_burn_test(spec, tmp_path, FAST_BURN_TEST)
-    assert [r["labels"]["slo_window"] for r in rules] == ["1h/5m", "6h/30m", "3d/6h"]
+    assert [r["labels"]["slo_window"] for r in rules] == ["1h/5m", "6h/30m", "1d/2h", "3d/6h"]
+
+
+BLIND_TEST = """
+rule_files: [rules.yaml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      # one replica scraped until minute 5, then failing; the other never exported model m
+      - series: 'up{namespace="ml",job="demo",instance="pod-a"}'
+        values: '1x5 0x25'
+      - series: 'up{namespace="ml",job="demo",instance="pod-b"}'
+        values: '1x30'
+      - series: 'nv_inference_request_success{namespace="ml",job="demo",model="other",version="1"}'
+        values: '0+600x30'
+    alert_rule_test:
+      - {alertname: TritonkitScrapeDown, eval_time: 8m, exp_alerts: []}
+      - alertname: TritonkitScrapeDown
+        eval_time: 12m
+        exp_alerts:
+          - exp_labels: {severity: critical, tritonkit_service: demo, namespace: ml, job: demo, instance: pod-a}
+      - {alertname: TritonkitMetricsAbsent, eval_time: 9m, exp_alerts: []}
+      - alertname: TritonkitMetricsAbsent
+        eval_time: 12m
+        exp_alerts:
+          - exp_labels: {severity: critical, model: m, namespace: ml, job: demo}
+      # what they guard against: over no data, the burn alert of m stays silent however bad things are
+      - {alertname: TritonkitErrorBudgetBurn, eval_time: 30m, exp_alerts: []}
+"""
+
+
+def test_promtool_unit_test_fires_the_blind_alerts_a_target_down_and_a_model_without_series(tmp_path: Path) -> None:
+    spec = Spec.model_validate(
+        {"name": "demo", "slo": {"error_rate": 0.001},
+         "models": [{"name": "m", "kind": "python", "path": "m", "inputs": [], "outputs": []}]}
+    )  # fmt: skip
+    groups = rule_groups(spec, Scope('namespace="ml",job="demo"', service="demo"))
+    for rule in groups[1]["rules"]:
+        del rule["annotations"]
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
+    (tmp_path / "test.yaml").write_text(BLIND_TEST)
+    result = _promtool("test", "rules", "test.yaml", cwd=tmp_path)
+    assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout + result.stderr
 
 
 LLM_FAST_BURN_TEST = """
@@ -167,7 +210,7 @@ def test_promtool_unit_test_fires_the_fast_burn_alert_on_an_llm_engines_error_re
     model = chat.models[0].model_copy(update={"name": "chat", "slo": Slo(ttft_p99_ms=500, error_rate=0.001)})
     spec = chat.model_copy(update={"name": "demo", "models": [model]})
     rules = _fast_burn_test(spec, tmp_path, LLM_FAST_BURN_TEST)
-    assert [r["labels"]["slo_window"] for r in rules] == ["1h/5m", "6h/30m", "3d/6h"]
+    assert [r["labels"]["slo_window"] for r in rules] == ["1h/5m", "6h/30m", "1d/2h", "3d/6h"]
 
 
 # ------------------------------------------------------------------------ a real Prometheus

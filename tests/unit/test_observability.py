@@ -42,24 +42,33 @@ def test_error_budget_burns_at_the_workbooks_rates_over_two_windows_each() -> No
     groups = rule_groups(spec(python_model(), slo={"error_rate": 0.001}), SCOPE)
     burns = [a for a in alerts(groups) if a["alert"] == "TritonkitErrorBudgetBurn"]
     assert [(a["labels"]["slo_window"], a["labels"]["severity"]) for a in burns] == [
-        ("1h/5m", "critical"), ("6h/30m", "critical"), ("3d/6h", "warning")
+        ("1h/5m", "critical"), ("6h/30m", "critical"), ("1d/2h", "warning"), ("3d/6h", "warning")
     ]  # fmt: skip
     assert burns[0]["expr"] == (
         'tritonkit:request_error:ratio_rate1h{tritonkit_service="demo",model="m"} > 0.0144 and '
         'tritonkit:request_error:ratio_rate5m{tritonkit_service="demo",model="m"} > 0.0144'
     )
-    assert " > 0.006 and " in burns[1]["expr"] and burns[2]["expr"].endswith(
-        'ratio_rate6h{tritonkit_service="demo",model="m"} > 0.001'
+    assert " > 0.006 and " in burns[1]["expr"] and burns[2]["expr"] == (
+        'tritonkit:request_error:ratio_rate1d{tritonkit_service="demo",model="m"} > 0.003 and '
+        'tritonkit:request_error:ratio_rate2h{tritonkit_service="demo",model="m"} > 0.003'
     )
+    assert burns[3]["expr"].endswith('ratio_rate6h{tritonkit_service="demo",model="m"} > 0.001')
 
 
 def test_recordings_cover_every_window_the_alerts_read_and_keep_releases_apart() -> None:
     recordings = rule_groups(spec(python_model(), slo={"error_rate": 0.01}), SCOPE)[0]["rules"]
-    assert [r["record"].rsplit("rate", 1)[1] for r in recordings] == ["5m", "30m", "1h", "6h", "3d"]
+    names = [r["record"] for r in recordings]
+    assert names[:2] == ["tritonkit:request_failure:rate5m", "tritonkit:request:rate5m"]
+    assert [n.rsplit("ratio_rate", 1)[1] for n in names[2:]] == ["5m", "30m", "1h", "2h", "6h", "1d", "3d"]
     assert all(r["labels"] == {"tritonkit_service": "demo"} for r in recordings)
-    assert recordings[0]["expr"].startswith(
-        'sum by (namespace, model) (rate(nv_inference_request_failure{namespace="ml",job="demo"}[5m])) / ('
+    failures = 'sum by (namespace, model) (rate(nv_inference_request_failure{namespace="ml",job="demo"}[5m]))'
+    assert recordings[0]["expr"] == failures and recordings[2]["expr"].startswith(f"{failures} / (")
+    # a day and more: traffic-weighted sums of the recorded 5m rates, not rate(…[3d]) on raw counters
+    own = '{tritonkit_service="demo"}'
+    assert recordings[-1]["expr"] == (
+        f"sum_over_time(tritonkit:request_failure:rate5m{own}[3d]) / sum_over_time(tritonkit:request:rate5m{own}[3d])"
     )
+    assert not any("[1d]" in r["expr"] or "[3d]" in r["expr"] for r in recordings if "nv_inference" in r["expr"])
 
 
 def test_with_an_llm_model_the_engines_error_responses_are_failures_and_not_successes() -> None:
@@ -70,10 +79,11 @@ def test_with_an_llm_model_the_engines_error_responses_are_failures_and_not_succ
 
     triton, engine = rate("nv_inference_request_failure"), rate("tritonkit_llm_request_failure_total")
     # all requests = Triton's successes + failures (an error response is one of its successes)
-    assert recordings[0]["expr"] == (
+    assert recordings[2]["expr"] == (
         f"(({triton} + {engine}) or {triton}) / ({rate('nv_inference_request_success')} + {triton})"
     )
-    assert all("tritonkit_llm_request_failure_total" in r["expr"] for r in recordings)
+    raw = [r for r in recordings if "nv_inference" in r["expr"] and r["record"] != "tritonkit:request:rate5m"]
+    assert len(raw) == 6 and all("tritonkit_llm_request_failure_total" in r["expr"] for r in raw)
     plain = rule_groups(spec(python_model(slo={"error_rate": 0.01})), SCOPE)[0]["rules"]
     assert not any("tritonkit_llm" in r["expr"] for r in plain)  # no engine, no engine counter
     board = dashboard(spec(python_model(slo={"error_rate": 0.01}), {**LLM, "slo": {"error_rate": 0.01}}), SCOPE)
@@ -82,7 +92,7 @@ def test_with_an_llm_model_the_engines_error_responses_are_failures_and_not_succ
 
 
 def test_latency_alerts_compare_the_p99_with_the_budget_in_milliseconds() -> None:
-    (page, ticket) = alerts(rule_groups(spec(python_model(slo={"p99_ms": 12.5})), SCOPE))
+    (page, ticket, absent, scrape) = alerts(rule_groups(spec(python_model(slo={"p99_ms": 12.5})), SCOPE))
     assert page["alert"] == "TritonkitLatencyOverSlo" and page["labels"]["slo_window"] == "1h/5m"
     p99 = 'nv_inference_request_summary_us{namespace="ml",job="demo",model="m",quantile="0.99"}'
     assert page["expr"] == (
@@ -90,11 +100,27 @@ def test_latency_alerts_compare_the_p99_with_the_budget_in_milliseconds() -> Non
         f"max by (namespace, model) (avg_over_time({p99}[5m])) / 1000 > 12.5"
     )
     assert ticket["labels"] == {"severity": "warning", "model": "m", "slo_window": "6h/30m"}
+    assert (absent["alert"], scrape["alert"]) == ("TritonkitMetricsAbsent", "TritonkitScrapeDown")
+
+
+def test_blind_alerts_say_so_a_target_down_or_a_model_without_series() -> None:
+    """An SLO alert over no data stays silent: the health alerts fire instead (issue 25, defect 12)."""
+    rules = alerts(
+        rule_groups(spec(python_model(slo={"p99_ms": 5}), python_model("n", slo={"error_rate": 0.01})), SCOPE)
+    )
+    absent = [r for r in rules if r["alert"] == "TritonkitMetricsAbsent"]
+    assert [(r["labels"]["model"], r["for"]) for r in absent] == [("m", "10m"), ("n", "10m")]
+    assert absent[0]["expr"] == 'absent(nv_inference_request_success{namespace="ml",job="demo",model="m"})'
+    (scrape,) = [r for r in rules if r["alert"] == "TritonkitScrapeDown"]  # one per release, not per model
+    assert scrape["expr"] == 'up{namespace="ml",job="demo"} == 0' and scrape["for"] == "5m"
+    assert scrape["labels"] == {"severity": "critical", "tritonkit_service": "demo"}
 
 
 def test_llm_latency_is_judged_on_the_engines_ttft_and_tpot_histograms() -> None:
     rules = alerts(rule_groups(spec(LLM), SCOPE))
-    assert [r["alert"] for r in rules] == ["TritonkitTtftOverSlo"] * 2 + ["TritonkitTpotOverSlo"] * 2
+    assert [r["alert"] for r in rules] == ["TritonkitTtftOverSlo"] * 2 + ["TritonkitTpotOverSlo"] * 2 + [
+        "TritonkitMetricsAbsent", "TritonkitScrapeDown"
+    ]  # fmt: skip
     assert rules[0]["expr"].startswith(
         "1000 * histogram_quantile(0.99, sum by (namespace, model, le) "
         '(rate(vllm:time_to_first_token_seconds_bucket{namespace="ml",job="demo",model="chat"}[1h]))) > 500 and '

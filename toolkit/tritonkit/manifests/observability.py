@@ -9,8 +9,13 @@ chart's values and the files ``tritonkit deploy --observability DIR`` writes can
   for ``llm`` models (which take requests at once and queue them inside the engine) the engine's
   waiting + running sequences and its KV-cache usage.
 - :func:`rule_groups`: Prometheus recording and alerting rules. The error budget
-  (``slo.error_rate``) burns in the SRE workbook's multi-window, multi-burn-rate form (14.4x over
-  1h and 5m, 6x over 6h and 30m: page; 1x over 3d and 6h: ticket). Failures are Triton's, plus,
+  (``slo.error_rate``) burns in the SRE workbook's multi-window, multi-burn-rate form, in the four
+  tiers of its generators (Sloth, Pyrra): 14.4x over 1h and 5m, 6x over 6h and 30m: page; 3x over
+  1d and 2h, 1x over 3d and 6h: ticket. The windows of a day and more are taken from recorded 5m
+  rates (``sum_over_time`` of failures over that of all requests: traffic-weighted), not from a
+  raw ``rate(…[3d])`` that re-reads three days of counters at every evaluation. Health alerts say
+  when the SLO alerts are blind: a scrape target down for 5m, or no Triton series at all of a
+  model with an SLO for 10m (not loaded, not scraped, or a selector that matches nothing). Failures are Triton's, plus,
   where the spec has ``llm`` models, the engine's error responses
   (``tritonkit_llm_request_failure_total``), which Triton counts as successes: every request is
   still counted once (Triton's successes + failures), an error response as a failure. Latency is judged on the p99
@@ -43,12 +48,22 @@ from tritonkit.spec.intent import Slo
 from tritonkit.spec.schema import LlmModel, ModelBase, Spec
 
 #: The error-budget burn rates alerted on: (burn rate, long window, short window, severity).
-BURN_RATES = ((14.4, "1h", "5m", "critical"), (6.0, "6h", "30m", "critical"), (1.0, "3d", "6h", "warning"))
+BURN_RATES = (
+    (14.4, "1h", "5m", "critical"),
+    (6.0, "6h", "30m", "critical"),
+    (3.0, "1d", "2h", "warning"),
+    (1.0, "3d", "6h", "warning"),
+)
+#: Error-ratio windows at least this long (seconds) are summed from the recorded 5m rates.
+FROM_RECORDED_S = 86400
+#: How long a scrape target must be down, or a model's series absent, before its health alert.
+SCRAPE_DOWN_FOR, ABSENT_FOR = "5m", "10m"
 #: The latency checks: (long window, short window, severity).
 LATENCY_WINDOWS = (("1h", "5m", "critical"), ("6h", "30m", "warning"))
 #: KV-cache usage (0-1) per LLM engine instance the autoscaler aims at.
 KV_TARGET = 0.8
 ERROR_RATIO = "tritonkit:request_error:ratio_rate"
+FAILURES_5M, REQUESTS_5M = "tritonkit:request_failure:rate5m", "tritonkit:request:rate5m"
 Query = Callable[[str], str]  # a window ("5m") -> PromQL over it
 
 
@@ -165,6 +180,7 @@ def rule_groups(spec: Spec, scope: Scope) -> list[dict[str, Any]]:
     alerts = [rule for model in spec.models for rule in _model_alerts(model, scope)]
     if not alerts:
         return []
+    alerts.append(_scrape_down(scope))
     return [
         {"name": f"{spec.name}-slo-recordings", "rules": _recordings(scope, llm=_has_llm(spec))},
         {"name": f"{spec.name}-slo-alerts", "rules": alerts},
@@ -191,8 +207,8 @@ def prometheus_rule(spec: Spec, scope: Scope, *, namespace: str) -> dict[str, An
     }
 
 
-def _error_ratio(scope: Scope, window: str, *, llm: bool = False, **labels: str) -> str:
-    """Failed / all requests over ``window``, per :attr:`Scope.by` group.
+def _rates(scope: Scope, window: str, *, llm: bool, **labels: str) -> tuple[str, str]:
+    """(failed, all) requests per second over ``window``, per :attr:`Scope.by` group.
 
     All requests are Triton's successes + failures. With ``llm`` the failures also count the
     engine's error responses (which Triton counted as successes, so the total stays the same);
@@ -203,22 +219,35 @@ def _error_ratio(scope: Scope, window: str, *, llm: bool = False, **labels: str)
     def rate(metric: str) -> str:
         return f"sum by ({scope.grouping}) (rate({metric}{scope.match(**labels)}[{window}]))"
 
-    failure, requests = rate("nv_inference_request_failure"), f"{rate('nv_inference_request_success')} + "
-    if not llm:
-        return f"{failure} / ({requests}{failure})"
-    return f"(({failure} + {rate(LLM_FAILURES)}) or {failure}) / ({requests}{failure})"
+    failure = rate("nv_inference_request_failure")
+    failed = f"(({failure} + {rate(LLM_FAILURES)}) or {failure})" if llm else failure
+    return failed, f"{rate('nv_inference_request_success')} + {failure}"
+
+
+def _error_ratio(scope: Scope, window: str, *, llm: bool = False, **labels: str) -> str:
+    """Failed / all requests over ``window``, per :attr:`Scope.by` group (see :func:`_rates`)."""
+    failed, requests = _rates(scope, window, llm=llm, **labels)
+    return f"{failed} / ({requests})"
 
 
 def _recordings(scope: Scope, *, llm: bool) -> list[dict[str, Any]]:
-    windows = sorted({w for _, long, short, _ in BURN_RATES for w in (long, short)}, key=_seconds)
-    return [
-        {
-            "record": f"{ERROR_RATIO}{w}",
-            "expr": _error_ratio(scope, w, llm=llm),
-            "labels": {"tritonkit_service": scope.service},
-        }
-        for w in windows
+    """The 5m failure and request rates, then the error ratio over every window an alert reads:
+    raw rates up to :data:`FROM_RECORDED_S`, sums of the recorded 5m rates from there on (rules of
+    a group run in order, so those read this evaluation's 5m rates)."""
+    labels = {"tritonkit_service": scope.service}
+    failed, requests = _rates(scope, "5m", llm=llm)
+    rules = [
+        {"record": FAILURES_5M, "expr": failed, "labels": labels},
+        {"record": REQUESTS_5M, "expr": requests, "labels": labels},
     ]
+    own = f'{{tritonkit_service="{scope.service}"}}'
+    for w in sorted({w for _, long, short, _ in BURN_RATES for w in (long, short)}, key=_seconds):
+        if _seconds(w) < FROM_RECORDED_S:
+            expr = _error_ratio(scope, w, llm=llm)
+        else:
+            expr = f"sum_over_time({FAILURES_5M}{own}[{w}]) / sum_over_time({REQUESTS_5M}{own}[{w}])"
+        rules.append({"record": f"{ERROR_RATIO}{w}", "expr": expr, "labels": labels})
+    return rules
 
 
 def _model_alerts(model: ModelBase, scope: Scope) -> list[dict[str, Any]]:
@@ -239,7 +268,38 @@ def _model_alerts(model: ModelBase, scope: Scope) -> list[dict[str, Any]]:
             rules.append(
                 _alert(f"Tritonkit{sli.title()}OverSlo", expr, model.name, severity, f"{long}/{short}", summary)
             )
+    if rules:
+        rules.append(_absent(model.name, scope))
     return rules
+
+
+def _absent(model: str, scope: Scope) -> dict[str, Any]:
+    """No Triton series of ``model`` at all: every other alert of it reads nothing and stays silent."""
+    summary = (
+        f"no Triton metrics of {model} for {ABSENT_FOR}: not loaded, not scraped, or the selector "
+        f"({scope.selector}) matches nothing; its SLO alerts cannot fire"
+    )
+    return {
+        "alert": "TritonkitMetricsAbsent",
+        "expr": f"absent(nv_inference_request_success{scope.match(model=model)})",
+        "for": ABSENT_FOR,
+        "labels": {"severity": "critical", "model": model},
+        "annotations": {"summary": summary},
+    }
+
+
+def _scrape_down(scope: Scope) -> dict[str, Any]:
+    """A scrape target of the release's Triton failing: its replicas' SLO alerts are blind."""
+    return {
+        "alert": "TritonkitScrapeDown",
+        "expr": f"up{scope.match()} == 0",
+        "for": SCRAPE_DOWN_FOR,
+        "labels": {"severity": "critical", "tritonkit_service": scope.service},
+        "annotations": {
+            "summary": f"Prometheus has not scraped {{{{ $labels.instance }}}} of {scope.service} for "
+            f"{SCRAPE_DOWN_FOR}: the SLO alerts see no data from that replica"
+        },
+    }
 
 
 def _burn_alert(
