@@ -174,6 +174,7 @@ def main() -> int:
             if plain.best is None:
                 console.print(f"config-only tune claims no winner: {plain.not_confirmed or plain.stopped}")
                 return 1
+            console.print(f"config-only tune picked {plain.best.settings.label()} at c={plain.best.bench.level:g}")
             candidates.append({"name": "config-only tune", "config": _config(built, model, plain.best.settings),
                                "files": None, "concurrency": int(plain.best.bench.level), "wall_s": plain_wall,
                                "accuracy": "fp32 (the original)"})  # fmt: skip
@@ -187,6 +188,8 @@ def main() -> int:
                 console.print(f"variant {trial.label}: {accuracy}; screened {screen}; {trial.dropped or 'admitted'}")
             assert found.tune is not None and found.tune.best is not None and found.chosen is not None
             chosen = found.chosen
+            console.print(f"variant x config tune picked {chosen.label} with {found.tune.best.settings.label()} "
+                          f"at c={found.tune.best.bench.level:g}")  # fmt: skip
             files = None
             if chosen.variant is not None:  # made again, as the build would: the same bytes
                 from tritonkit.build.variants import make_variant
