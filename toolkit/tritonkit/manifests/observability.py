@@ -15,7 +15,9 @@ chart's values and the files ``tritonkit deploy --observability DIR`` writes can
   rates (``sum_over_time`` of failures over that of all requests: traffic-weighted), not from a
   raw ``rate(…[3d])`` that re-reads three days of counters at every evaluation. Health alerts say
   when the SLO alerts are blind: a scrape target down for 5m, or no Triton series at all of a
-  model with an SLO for 10m (not loaded, not scraped, or a selector that matches nothing). Failures are Triton's, plus,
+  model with an SLO for 10m (not loaded, not scraped, or a selector that matches nothing; never
+  an idle scale-to-zero, which environments cannot ask for: ``min_replicas`` ≥ 1).
+  Failures are Triton's, plus,
   where the spec has ``llm`` models, the engine's error responses
   (``tritonkit_llm_request_failure_total``), which Triton counts as successes: every request is
   still counted once (Triton's successes + failures), an error response as a failure. Latency is judged on the p99
