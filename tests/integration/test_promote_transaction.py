@@ -144,7 +144,8 @@ def test_a_killed_promotion_is_finished_or_undone_by_the_next_command(
     assert last.to_release == "v2" and (last.ok if outcome == "finished" else "interrupted" in last.outcome)
     served = _served_versions(env.url)
     assert served["classifier"] == {expected[1:]} and served["classify"] == {expected[1:]}
-    assert not _scratch_servers(env.store.path(2)), "the killed promotion's scratch Triton still runs"
+    assert not _scratch_servers(env.root / "scratch"), "the killed promotion's scratch Triton still runs"
+    assert not (env.root / "scratch").exists(), "the killed promotion's scratch repository is left behind"
     assert sorted(p.name for p in (env.live / "classifier").iterdir()) == [expected[1:], "config.pbtxt"]
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tritonkit.deploy.drift import differences
-from tritonkit.deploy.live import ensemble_steps, live_config
+from tritonkit.deploy.live import live_config, pinned_steps, reloads, repoint, stand_in_config
 from tritonkit.deploy.transaction import EnvironmentLock, Journal
 from tritonkit.errors import UsageError
 from tritonkit.serve.repository_api import one_line
@@ -115,4 +115,26 @@ def test_live_configs_pin_ensemble_steps_and_carry_the_version_policy(tmp_path: 
     assert "versions: 3" in pinned
     both = live_config(tmp_path, "classifier", 3, [2, 3]).decode()
     assert "versions: 2" in both and "versions: 3" in both and "model_version" not in both
-    assert ensemble_steps(tmp_path) == {"classifier", "postprocess"}
+    assert pinned_steps(tmp_path) == {"classifier": {-1}, "postprocess": {-1}}
+
+
+def test_a_config_change_reloads_as_triton_decides() -> None:
+    """Triton re-creates a kept version unless the configs differ only in instance_group and
+    version_policy (model_config_utils.cc ConfigChangeRequiresReload, triton-inference-server/core)."""
+    base = 'name: "m"\nbackend: "python"\nmax_batch_size: 8\ninstance_group { count: 1 kind: KIND_CPU }\n'
+    assert not reloads(base.encode(), base.replace("count: 1", "count: 3").encode())
+    assert not reloads(base.encode(), (base + "version_policy { specific { versions: 2 } }").encode())
+    assert reloads(base.encode(), (base + "dynamic_batching { max_queue_delay_microseconds: 700 }").encode())
+    assert reloads(base.encode(), (base + 'parameters { key: "tag" value { string_value: "2" } }').encode())
+    assert reloads(None, base.encode())
+
+
+def test_a_stand_in_serves_the_old_version_under_its_own_config_and_the_ensemble_runs_it() -> None:
+    served = 'name: "first"\nbackend: "python"\nversion_policy { specific { versions: 1 versions: 2 } }\n'
+    name, text = stand_in_config(served.encode(), "first", 1)
+    assert name == "first.standin-v1" and 'name: "first.standin-v1"' in text.decode()
+    assert (
+        "versions: 1" in text.decode() and "versions: 2" not in text.decode() and 'backend: "python"' in text.decode()
+    )
+    pointed = repoint(ENSEMBLE.replace("model_version: -1", "model_version: 1").encode(), {("classifier", 1): "c.s"})
+    assert 'model_name: "c.s"' in pointed.decode() and 'model_name: "postprocess"' in pointed.decode()

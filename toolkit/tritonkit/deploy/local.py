@@ -15,17 +15,20 @@ A promotion of ``vN``:
 1. takes the environment's lock (a second promote or rollback waits, then names the holder),
    and finishes any step a killed process left in the journal (:meth:`recover`);
 2. **proves** ``vN`` where no client can reach it: a scratch Triton on free ports loads and warms
-   up every model of the release directory; a model that fails there fails the promotion before
-   anything clients see has changed (zero requests answered by a release that fails);
+   up every model of the release, laid out as ``live/`` will hold it during the switch (live
+   configs, and the old step versions that stay loaded beside the new ones: :meth:`_scratch`); a
+   model that fails there fails the promotion before anything clients see has changed (zero
+   requests answered by a release that fails);
 3. writes the journal (target, previous, then one line per change);
-4. switches Triton in three passes (:meth:`reconcile`): each model whose served version or
-   config differs gets the release's version directory ``N`` hard-linked into ``live/``, its
-   config written there (with ``version_policy: specific [N]``) and is reloaded through
+4. switches Triton (:meth:`reconcile`, :meth:`_reload`): each model whose served version or config
+   differs gets the release's version directory ``N`` hard-linked into ``live/``, its config
+   written there (with ``version_policy: specific [N]``) and is reloaded through
    ``POST v2/repository/models/<m>/load``: Triton loads and warms up version N while the old
    version keeps serving, then retires it, so clients that do not pin a version never see an
-   error. A model that a served ensemble runs keeps its old version loaded beside N until the
-   ensembles are reloaded with their steps pinned to version N (``model_version: N``); only then
-   are the old versions retired — one ensemble request never runs steps of two releases;
+   error. An old step version that a served ensemble runs stays loaded until the ensembles are
+   reloaded with their steps pinned to version N (``model_version: N``) -- beside N where Triton
+   keeps it as it is, else as a stand-in under its own config (:class:`Holdover`) -- so one
+   ensemble request never runs steps of two releases, nor an old step under the new config;
 5. records the outcome in the history, then settles ``live/`` (old versions, dropped models) and
    removes the journal.
 
@@ -45,9 +48,10 @@ Example:
     >>> env.status().differences
     []
 
-Length: about 500 lines: the transaction's steps (prove, switch, settle, undo,
+Length: about 590 lines: the transaction's steps (prove, switch, settle, undo,
 recover) share the journal and the lock, and read best in one place; the scratch server,
-live/ bookkeeping and drift checks already live in transaction.py, live.py and drift.py.
+live/ bookkeeping (the switch's layout and stand-ins included) and drift checks already live in
+transaction.py, live.py and drift.py.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -67,14 +72,19 @@ from tritonkit.deploy.canary import Side, Step, plan_steps
 from tritonkit.deploy.drift import differences
 from tritonkit.deploy.environment import HISTORY, Environment, Promotion, Rollout, Status, _user, evidence
 from tritonkit.deploy.live import (
+    Holdover,
     config_json,
     connect,
-    ensemble_steps,
+    ensembles_running,
+    holdovers,
+    install_stand_in,
     kill_scratch,
     link_tree,
     live_config,
     read_bytes,
+    repoint,
     served,
+    switch_layout,
     try_connect,
     write_config,
 )
@@ -90,6 +100,9 @@ from tritonkit.slo.analysis import Intent, Reads
 
 Report = Callable[[str], None]
 SERVE_LOCK = "serve.lock"
+SCRATCH = "scratch"
+"""The directory (in the environment) the proof's scratch Triton serves: the release laid out as
+``live/`` will hold it while the switch runs."""
 DEFAULT_URL = "127.0.0.1:8000"
 """The local Triton's HTTP address when none is given and no ``serve --env local`` runs."""
 _SERVED_AT = re.compile(r"at (\S+) \(metrics (\S+)\)")
@@ -321,15 +334,19 @@ class LocalEnvironment(Environment):
                 "action": action,
                 "target": number,
                 "previous": previous.number if previous else None,
-                "scratch": {"repository": str(source.resolve()), "http_port": scratch.http_port},
+                "scratch": {"repository": str((self.root / SCRATCH).resolve()), "http_port": scratch.http_port},
             }
         )
         report("journal written")
         try:
             if self.prove:
                 report(f"proving {target.name} on a scratch Triton (clients cannot reach it)")
-                with TritonServer(source, endpoints=scratch):
-                    pass
+                held = holdovers(self.live, source, number, repository_models(source), served(client)[0])
+                try:
+                    with TritonServer(self._scratch(source, number, held), endpoints=scratch):
+                        pass
+                finally:
+                    remove_tree(self.root / SCRATCH)
                 self.journal.step(f"proved {target.name}")
             self.reconcile(target, client, report, journal=True)
         except TritonkitError as exc:
@@ -359,6 +376,8 @@ class LocalEnvironment(Environment):
         if entry is None:
             return None
         kill_scratch(entry.get("scratch"))
+        if (self.root / SCRATCH).exists():
+            remove_tree(self.root / SCRATCH)
         outcome = next((p for p in reversed(self.history()) if entry.get("id") and p.step == entry["id"]), None)
         target = entry.get("target")
         what = f"{entry.get('action', 'step')} of v{target} by pid {entry.get('pid', '?')}"
@@ -410,12 +429,16 @@ class LocalEnvironment(Environment):
                         remove_tree(entry)
 
     def _reload(self, client: Any, release: Release | None, wanted: list[str], report: Report, journal: bool) -> None:
-        """Switch Triton to ``release`` in three passes so one ensemble request never runs steps
-        of two releases: (1) models that differ load the release's version — a model that an
-        ensemble served right now runs keeps its old version loaded beside the new one; (2) the
-        ensembles load, their steps pinned to the release's version; (3) the old versions kept in
-        (1) are retired. Unversioned requests to a model go to its newest loaded version, so each
-        is answered by one release too. Then models outside the release are unloaded.
+        """Switch Triton to ``release`` so that one ensemble request never runs steps of two
+        releases, nor an old step under the new release's config.
+
+        (0) each old step version a served ensemble runs and Triton would re-create under the
+        new config gets a stand-in (:class:`Holdover`), and the served ensembles run the
+        stand-ins; (1) models that differ load the release's version -- an old step version that
+        Triton keeps as it is stays loaded beside it; (2) the ensembles load, their steps pinned
+        to the release's version; (3) the old versions kept in (1) are retired. Then models
+        outside the release, stand-ins included, are unloaded. Unversioned requests to a model go
+        to its newest loaded version, so each is answered by one release too.
 
         Each model's files and config go into ``live/`` just before its own load, never earlier:
         Triton re-reads the configs on disk of an ensemble's steps (and reloads the ensembles over
@@ -424,36 +447,64 @@ class LocalEnvironment(Environment):
         expected = self._expected(release)
         number = release.number if release is not None else 0
         source = self.store.path(number) if release is not None else self.live
-        steps = ensemble_steps(self.live)  # what the ensembles served right now run
         ensembles = [m for m in wanted if expected[m].get("platform") == "ensemble"]
-        kept: list[str] = []
+        held = holdovers(self.live, source, number, wanted, versions)
+        stand_ins = {(h.model, h.version): h.stand_in for h in held if h.stand_in}
+        kept: dict[str, list[int]] = {}
+        for holdover in held:
+            if holdover.stand_in is None:
+                kept.setdefault(holdover.model, []).append(holdover.version)
 
-        def load(model: str, loaded: list[int], message: str) -> None:
+        def load(model: str, loaded: list[int], message: str, install: Callable[[], None]) -> None:
             report(message)
-            self._install(source, model, number, loaded)
+            install()
             load_model(client, model, context=f"version {', '.join(str(v) for v in loaded)}")
             if journal:
                 self.journal.step(f"loaded {model}/{loaded}")
             report(f"loaded {model} version {', '.join(str(v) for v in loaded)}")
 
+        def changed(model: str) -> bool:  # this model only: the others' versions are not its differences
+            return bool(differences({model: expected[model]}, number, {model: versions.get(model, set())}, configs, {}))
+
+        def switch(model: str, loaded: list[int], message: str) -> None:
+            load(model, loaded, message, lambda: self._install(source, model, number, loaded))
+
+        for holdover in held:
+            if holdover.stand_in is not None:
+                message = f"standing in for {holdover.model} version {holdover.version} while it switches"
+                load(
+                    holdover.stand_in,
+                    [holdover.version],
+                    message,
+                    partial(install_stand_in, self.live, self.live, holdover),
+                )
+        for model in ensembles_running(self.live, stand_ins):
+            text = repoint((self.live / model / "config.pbtxt").read_bytes(), stand_ins)
+            point = partial(write_config, text, self.live / model / "config.pbtxt")
+            load(model, sorted(versions.get(model, set())), f"pointing ensemble {model} at the stand-ins", point)
         for model in wanted:
-            if model in ensembles or not differences({model: expected[model]}, number, versions, configs, {}):
+            if model in ensembles or not changed(model):
                 continue
-            old = sorted(v for v in versions.get(model, set()) - {number} if (self.live / model / str(v)).is_dir())
-            if model in steps and old:
-                kept.append(model)
-            load(model, sorted({number, *old}) if model in steps else [number], f"loading {model} version {number}")
+            switch(model, sorted({number, *kept.get(model, [])}), f"loading {model} version {number}")
         for model in ensembles:
-            if differences({model: expected[model]}, number, versions, configs, {}) or kept:
-                load(model, [number], f"switching ensemble {model} to version {number}")
+            if changed(model) or held:
+                switch(model, [number], f"switching ensemble {model} to version {number}")
         for model in kept:
-            load(model, [number], f"retiring the old versions of {model}")
-        for model in sorted(set(versions) - set(wanted)):
-            if versions[model]:
-                report(f"unloading {model}")
-                unload_model(client, model)
-                if journal:
-                    self.journal.step(f"unloaded {model}")
+            switch(model, [number], f"retiring the old versions of {model}")
+        outside = [m for m in sorted(versions) if m not in wanted and versions[m] and m not in stand_ins.values()]
+        for model in outside + sorted(set(stand_ins.values())):  # stand-ins last: an ensemble may still run them
+            report(f"unloading {model}")
+            unload_model(client, model)
+            if journal:
+                self.journal.step(f"unloaded {model}")
+
+    def _scratch(self, source: Path, number: int, held: list[Holdover]) -> Path:
+        """An empty :data:`SCRATCH` directory with release ``number`` laid out for the proof."""
+        root = self.root / SCRATCH
+        if root.exists():
+            remove_tree(root)
+        root.mkdir()
+        return switch_layout(self.live, root, source, number, held)
 
     def drift(self, release: Release | None, client: Any | None) -> list[str]:
         """Differences between the record (``release``) and Triton (when reachable) and ``live/``."""
