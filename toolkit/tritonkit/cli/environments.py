@@ -148,6 +148,7 @@ def status(env_name: str, url: str | None, spec_file: Path, store: Path | None) 
         history=state.history,
         differences=state.differences,
         note=state.note,
+        traffic=state.traffic,
     )
     console.print(
         f"{env_name} serves [bold]{current.name if current else 'nothing yet'}[/]"
@@ -162,6 +163,8 @@ def status(env_name: str, url: str | None, spec_file: Path, store: Path | None) 
     console.print(table)
     if state.note:
         console.print(f"[yellow]note:[/] {state.note}", highlight=False)
+    for line in state.traffic:
+        console.print(f"traffic: {line}", highlight=False)
     if state.differences:
         from tritonkit.errors import PromoteError
 

@@ -116,6 +116,7 @@ class Status:
     history: list[Promotion]
     differences: list[str] = field(default_factory=list)
     note: str = ""
+    traffic: list[str] = field(default_factory=list)  # a KServe walk's traffic split, while one runs
 
 
 class Environment(ABC):

@@ -29,6 +29,16 @@ history records the evidence ("rollback (analysis of v3 at 10%: echo: p99 …)")
 exits 8. RawDeployment cannot split traffic: its walk is one step, a blue/green switch then the
 window, compared with the window before the switch, undone by re-applying the previous release.
 
+**A walk outlives its process.** The walk holds the environment's lock (``envs/<name>/lock``) and,
+from its first traffic step on, journals each step (``envs/<name>/journal.json``, as the local
+environment does, :mod:`~tritonkit.deploy.transaction`), removing the journal once the outcome is
+settled. A walk killed in between leaves the journal: the next ``promote``, ``rollback``,
+``status``, ``repair`` or ``recover`` on the environment undoes it (Flagger's way with an analysis
+that did not finish: the new release did not prove itself, so the previous one gets the traffic):
+below 100 % with ``canaryTrafficPercent: 0``, at 100 % by applying the previous release again,
+and records that in the history. While a walk runs, ``status`` does not wait for it: it names
+the walker and shows the InferenceService's traffic split (:meth:`KServeEnvironment.traffic`).
+
 Not covered by a live test on the development machine (no cluster there); the gate logic is
 unit-tested on status documents, the object rendering against golden YAML, and the walk with its
 PromQL against a real Prometheus scraping real Tritons (tests/integration/test_canary_analysis.py).
@@ -36,15 +46,18 @@ PromQL against a real Prometheus scraping real Tritons (tests/integration/test_c
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from tritonkit.artifact.lock import read_lock
 from tritonkit.deploy.canary import Side, Step, plan_steps
 from tritonkit.deploy.cluster import apply, cluster, read
-from tritonkit.deploy.environment import Environment, Promotion, Rollout, evidence
+from tritonkit.deploy.environment import Environment, Promotion, Rollout, Status, _user, evidence
 from tritonkit.deploy.gates import Gate, check_canary, evaluate, normalize_mode, rolled_back
+from tritonkit.deploy.transaction import EnvironmentLock, Journal
 from tritonkit.errors import ClusterError, PromoteError, UsageError
 from tritonkit.events import Progress
 from tritonkit.manifests.crd import check
@@ -116,14 +129,162 @@ def prometheus_reads(
     return reads
 
 
+_SHIFTING = re.compile(r"shifting traffic to (\d+)%")
+"""A walk's journal line for a traffic step it started (:meth:`KServeEnvironment._recover`)."""
+
+
 class KServeEnvironment(Environment):
     """An environment declared in the spec with ``kind: kserve``."""
 
     analysable = True  # through the environment's Prometheus (``prometheus_url``)
 
-    def __init__(self, store: ReleaseStore, spec: Spec, env: EnvironmentSpec, *, timeout_s: float = 900.0) -> None:
+    def __init__(
+        self, store: ReleaseStore, spec: Spec, env: EnvironmentSpec, *, timeout_s: float = 900.0,
+        lock_timeout: float = 120.0,
+    ) -> None:  # fmt: skip
         super().__init__(store, env.name)
-        self.spec, self.env, self.timeout_s = spec, env, timeout_s
+        self.spec, self.env, self.timeout_s, self.lock_timeout = spec, env, timeout_s, lock_timeout
+        self.journal = Journal(self.root)
+        self._walking: Rollout | None = None
+
+    # ------------------------------------------------------------------ one step at a time
+
+    def lock(self, what: str, *, timeout: float | None = None) -> EnvironmentLock:
+        """The environment's lock (a context manager); see :class:`.transaction.EnvironmentLock`."""
+        return EnvironmentLock(self.root, what, timeout=self.lock_timeout if timeout is None else timeout, user=_user())
+
+    def promote(
+        self, number: int, *, canary: int | None = None, progress: Progress | None = None,
+        analysis_s: float | None = None, steps: Sequence[int] | None = None,
+    ) -> Promotion:  # fmt: skip
+        """As :meth:`Environment.promote`, under the environment's lock, after undoing a walk a
+        killed process left (:meth:`recover`)."""
+        self.store.path(number)  # an unknown or tampered release is refused before any wait
+        with self.lock(f"promote v{number}"):
+            self._recover(self._reporter(progress, "recover"))
+            return super().promote(number, canary=canary, progress=progress, analysis_s=analysis_s, steps=steps)
+
+    def rollback(self, *, progress: Progress | None = None) -> Promotion:
+        """As :meth:`Environment.rollback`, under the lock, after undoing an interrupted walk."""
+        self.store.path(self.rollback_target())
+        with self.lock("rollback"):
+            self._recover(self._reporter(progress, "recover"))
+            return super().rollback(progress=progress)
+
+    def recover(self, *, progress: Progress | None = None) -> str | None:
+        """Undo the walk a killed process left in the journal; what was done, or None.
+
+        Raises:
+            ClusterError: the cluster cannot be reached (the journal stays for the next command).
+            PromoteError: the traffic could not be sent back (the journal stays).
+        """
+        with self.lock("recovery"):
+            return self._recover(self._reporter(progress, "recover"))
+
+    def repair(self, *, progress: Progress | None = None) -> list[str]:
+        """Set damaged history lines aside and undo an interrupted walk; what was done."""
+        with self.lock("repair"):
+            found = self.repair_history()
+            done = self._recover(self._reporter(progress, "repair"))
+        if done is None and not found:
+            return super().repair(progress=progress)  # refuses: nothing of tritonkit's to repair
+        return found + ([done] if done else [])
+
+    def status(self) -> Status:
+        """The record, after undoing an interrupted walk (unless a walk is running right now: then
+        its walker is named, nothing is waited for), and, while a walk's journal exists, the
+        InferenceService's traffic split."""
+        note = ""
+        try:
+            with self.lock("status (recovery)", timeout=0):
+                note = self._recover(lambda _: None) or ""
+        except UsageError as exc:
+            note = exc.message  # a walk holds the lock: report it, do not wait
+        except (ClusterError, PromoteError) as exc:
+            note = f"an interrupted walk could not be undone yet: {exc.message}"
+        base = super().status()
+        running = self.journal.read()
+        traffic = self.traffic(running) if running is not None else []
+        return replace(base, note=note, traffic=traffic)
+
+    def traffic(self, walk: Mapping[str, Any] | None = None) -> list[str]:
+        """The InferenceService's traffic split, one line per revision ("10% on echo-predictor-00002
+        (latest revision: v3)"); ``walk`` (a journal entry) names the latest revision's release."""
+        current = self.current()
+        target = walk.get("target") if walk else None
+        release = self.store.get(target) if isinstance(target, int) else current
+        if release is None:
+            return []
+        try:
+            live = read(cluster(self.env), self._documents(release, None)[1]) or {}
+        except (ClusterError, UsageError) as exc:
+            return [f"unknown: {exc.message}"]
+        predictor = ((live.get("status", {}) or {}).get("components", {}) or {}).get("predictor", {}) or {}
+        lines = []
+        for entry in predictor.get("traffic", []) or []:
+            name = entry.get("revisionName") or predictor.get("latestReadyRevision") or "?"
+            role = f"latest revision: {release.name}" if entry.get("latestRevision") else entry.get("tag") or "pinned"
+            lines.append(f"{int(entry.get('percent', 0) or 0)}% on {name} ({role})")
+        return lines
+
+    def _recover(self, report: Callable[[str], None]) -> str | None:
+        """Under the lock: undo the walk in the journal, record it, remove the journal."""
+        entry = self.journal.read()
+        if entry is None:
+            return None
+        target, previous = entry.get("target"), entry.get("previous")
+        shifted = [int(m.group(1)) for line in entry.get("steps", []) if (m := _SHIFTING.fullmatch(str(line)))]
+        what = f"walk of v{target} by pid {entry.get('pid', '?')}"
+        known = {r.number for r in self.store.releases()}
+        if not shifted or target not in known or previous not in known:
+            done = f"closed the interrupted {what} (no traffic had moved)"
+        else:
+            assert isinstance(target, int) and isinstance(previous, int)
+            action = f"rollback (interrupted {what} at {shifted[-1]}%)"
+            if shifted[-1] < 100:
+                outcome = self._send_back(self.store.get(target), self.store.get(previous), action, report)
+                if outcome != "ok":
+                    raise PromoteError(
+                        f"the interrupted {what} could not be undone: {outcome}",
+                        hint=f"see 'kubectl -n {self.env.namespace} describe inferenceservice'; "
+                        "the next command tries again",
+                    )
+            else:
+                self._switch(previous, canary=None, progress=None, action=action)
+            done = f"undid the interrupted {what} at {shifted[-1]}%: all traffic back on v{previous}"
+        report(done)
+        self.journal.clear()
+        return done
+
+    def _send_back(self, target: Release, previous: Release, action: str, report: Callable[[str], None]) -> str:
+        """KServe's canary rollback: ``canaryTrafficPercent: 0`` on ``target``'s objects sends all
+        traffic to the previous, still running revision; gated, recorded; the outcome."""
+        report(f"rolling back: canaryTrafficPercent 0 (all traffic to {previous.name})")
+        documents = self._documents(target, None)
+        documents[1]["spec"]["predictor"]["canaryTrafficPercent"] = 0
+        client = cluster(self.env)
+        apply(documents, self.env, client)
+        back = self._wait(client, documents[1], "Serverless", 0, report, judge=lambda d, m, c: rolled_back(d))
+        outcome = "ok" if back.passed else f"failed: canaryTrafficPercent 0: {back.reason}"
+        self.record(action, self.current(), previous, outcome)
+        return outcome
+
+    def _analysed(
+        self, number: int, previous: Release, seconds: float, steps: Sequence[int] | None, intent: Intent,
+        progress: Progress | None,
+    ) -> Promotion:  # fmt: skip
+        """The walk, with its journal removed once its outcome is settled: passed, or the traffic
+        back on the previous release. Otherwise (killed, the cluster gone mid-walk, the traffic not
+        back) the journal stays for the next command to undo."""
+        try:
+            entry = super()._analysed(number, previous, seconds, steps, intent, progress)
+        except PromoteError:
+            walked = self._walking
+            if walked is not None and walked.undone and walked.undone[-1] == "ok":
+                self.journal.clear()
+            raise
+        self.journal.clear()
+        return entry
 
     def _check_analysable(self, canary: int | None, steps: Sequence[int] | None) -> None:
         """Analysis reads Triton's metrics through the environment's Prometheus, in traffic steps
@@ -164,14 +325,11 @@ class KServeEnvironment(Environment):
 
         def shift(percent: int) -> None:
             if percent == 0:  # KServe's canary rollback: the previous revision is still running
-                report(f"rolling back: canaryTrafficPercent 0 (all traffic to {previous.name})")
-                documents[1]["spec"]["predictor"]["canaryTrafficPercent"] = 0
-                apply(documents, self.env, client)
-                back = self._wait(client, documents[1], mode, 0, report, judge=lambda d, m, c: rolled_back(d))
-                outcome = "ok" if back.passed else f"failed: canaryTrafficPercent 0: {back.reason}"
-                self.record(evidence(number, judged[-1]), self.current(), previous, outcome)
-                rollout.undone.append(outcome)
+                rollout.undone.append(self._send_back(target, previous, evidence(number, judged[-1]), report))
                 return
+            if self.journal.read() is None:  # from the first traffic step on, a killed walk is undone
+                self.journal.begin({"action": "walk", "target": number, "previous": previous.number})
+            self.journal.step(f"shifting traffic to {percent}%")
             rollout.entries.append(self._switch(number, canary=percent if percent < 100 else None, progress=progress,
                                                 action="promote"))  # fmt: skip
             if mode == "Serverless" and revisions.get("new") is None:
@@ -179,6 +337,7 @@ class KServeEnvironment(Environment):
 
         def restore() -> None:
             self._switch(previous.number, canary=None, progress=progress, action=evidence(number, judged[-1]))
+            rollout.undone.append("ok")
 
         def revision(side: Side) -> str | None:
             if mode == "Serverless" and revisions.get(side) is None:
@@ -193,6 +352,7 @@ class KServeEnvironment(Environment):
             steps=plan_steps(steps, split=mode == "Serverless"), shift=shift, restore=restore, read=reads,
             stuck_hint=f"see 'kubectl -n {self.env.namespace} describe inferenceservice {service}'",
         )  # fmt: skip
+        self._walking = rollout
         return rollout
 
     def _mode(self, live: Mapping[str, Any]) -> str:
