@@ -46,7 +46,7 @@ from rich.table import Table
 
 from tritonkit import Endpoints, TritonServer, build_repository, load_spec
 from tritonkit.build import pbtxt
-from tritonkit.perf.analyzer import find_analyzer, parse_csv, run_point
+from tritonkit.perf.analyzer import Windows, find_analyzer, parse_csv, run_point
 from tritonkit.perf.tune import tune
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -221,7 +221,7 @@ def best_concurrency(server: TritonServer, model: str, p99_ms: float, data: Path
     c = 1
     while c <= 64:
         run = run_point(analyzer, model, server.endpoints.grpc_url, "grpc", "concurrency", c, shapes={},
-                        window_s=2.0, input_data=data, settle=False)  # fmt: skip
+                        window_s=2.0, input_data=data, windows=Windows.THREE)  # fmt: skip
         tput, p99 = run.throughput, run.p99_ms
         console.print(f"default config at c={c}: {tput:.0f}/s p99 {p99:.2f} ms")
         if p99 > p99_ms:

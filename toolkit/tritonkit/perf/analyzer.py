@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import enum
 import io
 import os
 import re
@@ -179,6 +180,17 @@ def parse_csv(text: str) -> dict[str, float]:
     return {key.strip(): float(value) for key, value in rows[0].items() if key and value not in (None, "")}
 
 
+class Windows(enum.Enum):
+    """How many perf_analyzer windows measure one point: bench's protocol and tune's."""
+
+    UNTIL_STABLE = "until stable"
+    """Windows until three agree within 10 % (at most ``max_windows``); a point that never does is
+    measured once more in three windows with the bar lifted, and marked unstable (bench)."""
+    THREE = "three"
+    """Exactly three windows, marked stable when they agree within 10 % as perf_analyzer judges
+    it: the same three-window result at half the cost on a host where p99 rarely settles (tune)."""
+
+
 def run_point(
     analyzer: Analyzer,
     model: str,
@@ -193,15 +205,10 @@ def run_point(
     max_windows: int = 10,
     poisson: bool = True,
     input_data: Path | None = None,
-    settle: bool = True,
+    windows: Windows = Windows.UNTIL_STABLE,
 ) -> AnalyzerRun:
-    """Measure one concurrency (closed loop) or request rate (open loop) with perf_analyzer.
-
-    With ``settle`` (bench), windows run until three agree within 10% or ``max_windows``, and a
-    point that never settles is measured once more in three windows with the bar lifted. Without
-    (tune's points), it is one run of exactly three windows, marked stable when they agree within
-    10% as perf_analyzer judges it: the same three-window result at half the cost on a host where
-    p99 rarely settles.
+    """Measure one concurrency (closed loop) or request rate (open loop) with perf_analyzer, in
+    ``windows`` (:class:`Windows`).
 
     Raises:
         ServerError: perf_analyzer failed for a reason other than an unstable measurement
@@ -215,14 +222,15 @@ def run_point(
                            window_s=window_s, max_windows=windows, poisson=poisson,
                            stability_percent=stability_percent, csv_file=csv_file, input_data=input_data)  # fmt: skip
 
-        if settle:
+        until_stable = windows is Windows.UNTIL_STABLE
+        if until_stable:
             stable = True
             done = _run(analyzer, args(max_windows, 10), model, window_s * (max(3, max_windows) + 4) + 60)
             unsettled = done.returncode != 0 and "stable measurement" in done.stdout + done.stderr
-        if not settle or unsettled:  # three windows with the bar lifted; -v prints each
+        if not until_stable or unsettled:  # three windows with the bar lifted; -v prints each
             done = _run(analyzer, [*args(3, 1000), "-v"], model, window_s * 7 + 60)
             passes = _passes(done.stdout)
-            stable = not settle and _steady(passes[-3:])
+            stable = not until_stable and _steady(passes[-3:])
             if passes and "stable measurement" in done.stdout + done.stderr:
                 return _from_passes(passes, window_s, batch_size)  # even 1000% failed: nearly empty windows
         if done.returncode != 0 or not csv_file.is_file():
@@ -322,7 +330,7 @@ def measure_point(
     window_s: float,
     max_windows: int,
     report: Callable[[str, int, int], None],
-    settle: bool = True,
+    windows: Windows = Windows.UNTIL_STABLE,
 ) -> BenchPoint:
     """One point measured by perf_analyzer, with the server's breakdown over the same run."""
     label = f"{mode} {level:g}"
@@ -332,7 +340,7 @@ def measure_point(
     started = time.monotonic()
     run = run_point(analyzer, model, address, protocol, mode, level, shapes=shapes, batch_size=batch_size,
                     window_s=window_s, max_windows=max_windows, poisson=poisson, input_data=input_data,
-                    settle=settle)  # fmt: skip
+                    windows=windows)  # fmt: skip
     after = model_statistics(model, address, protocol)
     report(label, 1, 1)
     nan = float("nan")

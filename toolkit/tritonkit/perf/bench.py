@@ -28,7 +28,7 @@ from pathlib import Path
 
 from tritonkit.errors import UsageError
 from tritonkit.events import Event, Progress, emit
-from tritonkit.perf.analyzer import measure_point, require_analyzer
+from tritonkit.perf.analyzer import Windows, measure_point, require_analyzer
 from tritonkit.perf.inputs import to_analyzer_json, workload_for
 from tritonkit.perf.stats import BenchPoint
 from tritonkit.serve.client import default_address
@@ -48,7 +48,7 @@ def bench(
     progress: Progress | None = None,
     input_data: Path | None = None,
     shapes: Mapping[str, list[int]] | None = None,
-    settle: bool = True,
+    windows: Windows = Windows.UNTIL_STABLE,
 ) -> list[BenchPoint]:
     """Measure ``model`` at each concurrency (closed loop) or rate (open loop) with perf_analyzer.
 
@@ -56,8 +56,8 @@ def bench(
         input_data: real inputs (a ``.npy`` file, a directory, or perf_analyzer JSON; see
             :mod:`tritonkit.perf.inputs`); random data when ``None``.
         shapes: fixed sizes for variable dims of random data, ``{"x": [3, 224, 224]}``.
-        settle: False measures each point in exactly three windows, whatever their spread
-            (``max_windows`` unused; tune's points, see :func:`tritonkit.perf.analyzer.run_point`).
+        windows: how many perf_analyzer windows measure each point (:class:`~tritonkit.perf.analyzer.Windows`:
+            until three agree, bench's default; or exactly three, tune's, ``max_windows`` unused).
 
     Raises:
         ServerError: unreachable server, unknown or unready model, or perf_analyzer failing on it.
@@ -94,7 +94,7 @@ def bench(
                 window_s=window_s,
                 max_windows=max_windows,
                 report=report,
-                settle=settle,
+                windows=windows,
             )  # fmt: skip
             for mode, level in levels
         ]

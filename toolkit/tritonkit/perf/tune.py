@@ -39,6 +39,7 @@ from typing import Any
 
 from tritonkit.errors import ServerError, TuneError, UsageError
 from tritonkit.events import Event, Progress, emit
+from tritonkit.perf.analyzer import Windows
 from tritonkit.perf.bench import bench
 from tritonkit.perf.search import (
     IMPROVEMENT,
@@ -195,7 +196,7 @@ class _Session:
             window_s=window_s or self.window_s,
             input_data=self.input_data,
             shapes=self.shapes,
-            settle=False,
+            windows=Windows.THREE,
         )[0]
         count, seconds = self.measured  # counted at the search's window length
         scale = self.window_s / (window_s or self.window_s)
@@ -247,7 +248,7 @@ def tune(
 
     Args:
         input_data, shapes: what the load sends (see :func:`tritonkit.perf.bench.bench`).
-            Each point is exactly three windows of ``window_s`` (``settle=False`` in bench): on a
+            Each point is exactly three windows of ``window_s`` (:attr:`Windows.THREE`): on a
             shared 2-core host p99 rarely holds perf_analyzer's 10% bar in 1 s windows, and
             waiting for it (up to six, then three more) cost 7.3-11 s a point for a three-window
             result all the same.
