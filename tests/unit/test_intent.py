@@ -103,6 +103,28 @@ def test_the_environment_sets_an_availability_floor_and_a_capacity_from_other_ha
     assert plan.min_replicas == 2 and plan.replicas == 4 and plan.models[0].doubts == []
 
 
+def test_a_capacity_measured_before_the_model_changed_or_on_other_cores_is_doubted() -> None:
+    """Issue 25 defect 10: the capacity carries the digest of the settings it was measured with;
+    a replica's CPU limit other than the cores it was measured on is said too."""
+    from tritonkit.spec.schema import EnvironmentSpec
+
+    measured = _spec(slo={"peak_rps": 2000}, capacity=CAPACITY).model("m")
+    digest = measured.settings_digest()
+    on = {"gpu": "none", "cores": "2", "settings": digest}
+    same = _spec(slo={"peak_rps": 2000}, capacity={**CAPACITY, "measured_on": on})
+    assert plan_spec(same, None).models[0].doubts == []
+    changed = _spec(slo={"peak_rps": 2000}, max_batch_size=4, capacity={**CAPACITY, "measured_on": on})
+    assert plan_spec(changed, None).models[0].doubts == [
+        "m's capacity was measured before its spec last changed (batching, instances, parameters or the "
+        "model itself): re-tune it"
+    ]
+    image = "nvcr.io/nvidia/tritonserver@sha256:" + "0" * 64
+    bigger = EnvironmentSpec(name="prod", namespace="ml", runtime_image=image, resources={"limits": {"cpu": "8"}})
+    assert plan_spec(same, bigger).models[0].doubts == [
+        "m's capacity was measured on 2 cores; prod's replicas are limited to 8: re-tune on a replica's hardware"
+    ]
+
+
 def test_plan_says_what_is_missing() -> None:
     plan = plan_spec(_spec(), None)
     assert plan.models[0].missing == [

@@ -76,3 +76,16 @@ def test_threads_and_a_variant_are_written_where_the_build_reads_them(spec_path:
     model = load_spec(spec_path).spec.model("classifier")
     assert model.parameters["intra_op_thread_count"] == 2
     assert model.variant is not None and model.variant.recipe == "int8-dynamic"
+
+
+def test_a_written_capacity_records_the_settings_it_was_measured_with(spec_path: Path) -> None:
+    """Issue 25 defect 10: a capacity stayed valid after max_batch_size changed; tune's capacity
+    now carries the digest of the model's spec as the update leaves it."""
+    capacity = {"rps": 900.0, "concurrency": 8, "p99_ms": 7.5, "measured_on": {"cores": "2", "meter": "perf_analyzer"}}
+    update_settings(spec_path, "classifier", TuneSettings(2, 64, 500, ()), capacity=capacity).write()
+    model = load_spec(spec_path).spec.model("classifier")
+    assert model.capacity is not None and model.capacity.measured_on["settings"] == model.settings_digest()
+    assert model.capacity.measured_on["meter"] == "perf_analyzer"
+    changed = spec_path.read_text().replace("max_batch_size: 64", "max_batch_size: 48")
+    spec_path.write_text(changed)
+    assert load_spec(spec_path).spec.model("classifier").settings_digest() != model.settings_digest()

@@ -197,3 +197,13 @@ def test_a_busy_onnxruntime_model_is_offered_threads_within_the_cores() -> None:
     assert all(p.threads == 1 for p in propose(busy, Bounds(), slo_ms=10.0))  # cores 0: threads not searched
     unset = _point(TuneSettings(2, 32, 0), queue_us=50.0, compute_us=900.0)
     assert TuneSettings(2, 32, 0, (), threads=2) in propose(unset, Bounds(cores=4), slo_ms=10.0)
+
+
+def test_measured_on_reads_gpu_from_the_served_instances_not_the_clients_environment() -> None:
+    """Issue 25 defect 10: measured_on.gpu was $CUDA_VISIBLE_DEVICES of the client."""
+    from tritonkit.perf.tune import _instances_gpu
+
+    assert _instances_gpu({"instance_group": [{"kind": "KIND_CPU", "count": 2}]}) == "none"
+    assert _instances_gpu({"instance_group": [{"kind": "KIND_GPU", "count": 1, "gpus": [1, 0]}]}) == "gpu 0,1"
+    assert _instances_gpu({"instance_group": [{"kind": "KIND_GPU", "count": 1}]}) == "gpu"
+    assert _instances_gpu({}) == "unknown"

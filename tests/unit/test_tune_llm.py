@@ -16,7 +16,7 @@ from tritonkit.perf.tune_llm import (
 )
 from tritonkit.serve.llm_client import Generation
 from tritonkit.slo.llm import LlmSlo, engine_within, level_within
-from tritonkit.spec.intent import Capacity
+from tritonkit.spec.intent import Capacity, MeasuredOn
 
 SLO = LlmSlo(ttft_p99_ms=100, tpot_p99_ms=10)
 
@@ -95,7 +95,7 @@ def test_summarize_counts_the_window_and_spreads_coalesced_tokens() -> None:
 
 
 def test_the_capacity_is_a_valid_spec_capacity_with_the_request_size() -> None:
-    result = LlmTuneResult("chat", SLO, "Hello", 8, points=[_point(1, 5)], measured_on={"cores": "2"})
+    result = LlmTuneResult("chat", SLO, "Hello", 8, points=[_point(1, 5)], measured_on=MeasuredOn(cores="2"))
     result.best = result.points[0]
     doc = result.capacity()
     assert doc is not None and doc["measured_on"] == {"cores": "2", "meter": "llm_client"}

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tritonkit.perf.stats import BenchPoint
+from tritonkit.spec.intent import MeasuredOn
 
 THREADS = "intra_op_thread_count"
 """The config parameter both onnxruntime backends read for a session's threads (Triton's native
@@ -172,7 +173,7 @@ class TuneResult:
     confirmation: Confirmation | None = None
     unconfirmed: TunePoint | None = None  # the search's winner when re-measuring did not confirm it
     not_confirmed: str = ""  # why no winner is claimed although points were measured ("" when one is)
-    measured_on: dict[str, str] = field(default_factory=dict)  # cores, gpu, versions, meter, date
+    measured_on: MeasuredOn = field(default_factory=MeasuredOn)  # host, cores, gpu, versions, date
 
     def capacity(self) -> dict[str, Any] | None:
         """What one replica sustained within the budget, for the spec's ``capacity:`` (or None)."""
@@ -183,7 +184,7 @@ class TuneResult:
             "rps": round(best.throughput, 1),
             "concurrency": int(best.bench.level),
             "p99_ms": round(best.p99_ms, 3),
-            "measured_on": dict(self.measured_on, meter=best.bench.engine),
+            "measured_on": replace(self.measured_on, meter=best.bench.engine).as_dict(),
         }
 
     def withdraw_unheld(self) -> None:

@@ -55,6 +55,7 @@ from tritonkit.perf.search import (
 )
 from tritonkit.serve.client import connect, default_address, model_info
 from tritonkit.serve.repository_api import load_model
+from tritonkit.spec.intent import MeasuredOn
 
 __all__ = [
     "Bounds",
@@ -372,7 +373,7 @@ def _open(
     cores = (limits.cores or os.cpu_count() or 1) if onnxruntime else 0  # threads mean nothing to others
     limits = replace(limits, min_batch=max(limits.min_batch, warmup), cores=cores)
     result = TuneResult(
-        model=model, p99_ms=p99_ms, rate=rate, original=start, measured_on=measured_on(address, protocol)
+        model=model, p99_ms=p99_ms, rate=rate, original=start, measured_on=measured_on(address, protocol, model)
     )
     session = _Session(model, address, protocol, result, limits, budget_s, max_points, window_s, progress)
     session.input_data, session.shapes = input_data, shapes
@@ -451,30 +452,49 @@ def _without_admission(config: Mapping[str, Any]) -> dict[str, Any]:
     return plain
 
 
-def measured_on(address: str, protocol: str) -> dict[str, str]:
-    """Where a capacity was measured: cores, GPU, tritonkit and Triton versions, the date."""
+def measured_on(address: str, protocol: str, model: str) -> MeasuredOn:
+    """Where ``model`` is measured: the server's host (and cores, when it runs on this machine),
+    whether its instances are GPU instances (from the config the server serves), the tritonkit
+    and Triton versions, the date (:class:`~tritonkit.spec.intent.MeasuredOn`; the meter and the
+    settings digest are added where the capacity is written)."""
     import datetime
     import platform
+    import socket
 
     from tritonkit.build.builders.base import tool_version
 
+    host = address.rsplit(":", 1)[0].strip("[]")
+    local = host in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::") or host in (platform.node(), socket.getfqdn())
     client = connect(address, protocol)
+    triton, gpu = "unknown", "unknown"
     try:
         server = client.get_server_metadata(as_json=True) if protocol == "grpc" else client.get_server_metadata()
         triton = str(server.get("version", "unknown"))
-    except Exception:  # the server answered every earlier call: its version is only evidence
-        triton = "unknown"
+        config = client.get_model_config(model, as_json=True) if protocol == "grpc" else client.get_model_config(model)
+        gpu = _instances_gpu(config.get("config", config))
+    except Exception:  # the server answered every earlier call: this is only evidence
+        pass
     finally:
         client.close()
-    gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    return {
-        "cores": str(os.cpu_count() or 1),
-        "gpu": gpu or "none",
-        "host": platform.node(),
-        "tritonkit": tool_version("tritonkit"),
-        "triton": triton,
-        "date": datetime.date.today().isoformat(),
-    }
+    return MeasuredOn(
+        host=platform.node() if local else host,
+        cores=str(os.cpu_count() or 1) if local else "unknown",
+        gpu=gpu,
+        tritonkit=tool_version("tritonkit"),
+        triton=triton,
+        date=datetime.datetime.now(datetime.UTC).date().isoformat(),
+    )
+
+
+def _instances_gpu(config: Mapping[str, Any]) -> str:
+    """``none`` for CPU instances, ``gpu`` (``gpu 0,1`` with the devices named) for GPU ones, as a
+    served config (Triton's JSON) says."""
+    groups = config.get("instance_group") or []
+    kinds = {str(g.get("kind", "KIND_GPU")) for g in groups}
+    if groups and kinds <= {"KIND_CPU", "KIND_MODEL"}:
+        return "none"
+    devices = sorted({int(d) for g in groups if str(g.get("kind")) == "KIND_GPU" for d in g.get("gpus", []) or []})
+    return "gpu" + (f" {','.join(str(d) for d in devices)}" if devices else "") if groups else "unknown"
 
 
 FILES_TAG = "tritonkit_files"

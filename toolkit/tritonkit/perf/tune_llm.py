@@ -71,6 +71,7 @@ from tritonkit.perf.tune import measured_on  # the hardware record every kind's 
 from tritonkit.serve.llm_client import Generation, LlmStream, check_llm
 from tritonkit.serve.metrics import Histogram, ModelCounters, model_counters, scrape
 from tritonkit.slo.llm import LlmSlo, engine_within, level_within
+from tritonkit.spec.intent import MeasuredOn
 
 METER = "llm_client"
 """How capacity.measured_on names this meter: tritonkit's streaming gRPC client (serve/llm_client.py)."""
@@ -114,7 +115,7 @@ class LlmTuneResult:
     best: LlmPoint | None = None
     stopped: str = ""
     elapsed_s: float = 0.0
-    measured_on: dict[str, str] = field(default_factory=dict)
+    measured_on: MeasuredOn = field(default_factory=MeasuredOn)
 
     def capacity(self) -> dict[str, Any] | None:
         """What one replica sustained within the SLO, for the spec's ``capacity:`` (or None)."""
@@ -128,7 +129,7 @@ class LlmTuneResult:
             doc["tpot_p99_ms"] = round(best.tpot_p99_ms, 3)
         doc["prompt_chars"] = len(self.prompt)
         doc["output_tokens"] = self.max_tokens
-        doc["measured_on"] = dict(self.measured_on, meter=METER)
+        doc["measured_on"] = replace(self.measured_on, meter=METER).as_dict()
         return doc
 
 
@@ -336,7 +337,7 @@ def tune_llm(
     if max_tokens < 2:
         raise UsageError(f"max_tokens must be at least 2, got {max_tokens}", hint="TPOT needs a second token")
     check_llm(url, model)
-    result = LlmTuneResult(model, slo, prompt, max_tokens, measured_on=measured_on(url, "grpc"))
+    result = LlmTuneResult(model, slo, prompt, max_tokens, measured_on=measured_on(url, "grpc", model))
     started = time.monotonic()
 
     def event(message: str) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from tritonkit.spec.intent import DEFAULT_HEADROOM, QueuePolicyPlan, queue_policy
+from tritonkit.spec.intent import DEFAULT_HEADROOM, MeasuredOn, QueuePolicyPlan, queue_policy
 from tritonkit.spec.schema import EnvironmentSpec, ModelBase, Spec
 
 
@@ -110,23 +110,51 @@ def plan_model(model: ModelBase, env: EnvironmentSpec | None = None) -> ModelPla
         target_concurrency=max(1, math.floor(capacity.concurrency / spare)) if capacity else None,
         target_rps=capacity.rps / spare if capacity else None,
         missing=missing,
-        doubts=_doubts(model.name, capacity.measured_on if capacity else {}, env),
+        doubts=_doubts(model, env),
     )
 
 
-def _doubts(model: str, measured_on: dict[str, str], env: EnvironmentSpec | None) -> list[str]:
-    """A capacity measured on a GPU-less host planned for GPU replicas (or the other way round)
-    says little about them: the plan still counts it, and says so."""
-    gpu = measured_on.get("gpu")
-    if env is None or gpu is None:
+def _doubts(model: ModelBase, env: EnvironmentSpec | None) -> list[str]:
+    """Why the measured capacity may not hold where it is planned: the model changed since it
+    was measured (its settings digest), or the environment's replicas are not the hardware it
+    was measured on (GPU or not; CPU cores against the replica's CPU limit). The plan still
+    counts the capacity, and says so."""
+    if model.capacity is None:
         return []
-    if gpu == "none" and env.gpus > 0:
-        return [
-            f"{model}'s capacity was measured without a GPU; {env.name} gives each replica {env.gpus}: re-tune there"
-        ]
-    if gpu != "none" and env.gpus == 0:
-        return [f"{model}'s capacity was measured with GPU {gpu}; {env.name} has none: re-tune there"]
-    return []
+    on = MeasuredOn.from_dict(model.capacity.measured_on)
+    found = []
+    if on.settings and on.settings != model.settings_digest():
+        found.append(
+            f"{model.name}'s capacity was measured before its spec last changed (batching, instances, "
+            "parameters or the model itself): re-tune it"
+        )
+    if env is None:
+        return found
+    gpu = on.gpu not in ("", "none", "unknown")
+    if on.gpu == "none" and env.gpus > 0:
+        found.append(
+            f"{model.name}'s capacity was measured without a GPU; {env.name} gives each replica {env.gpus}: "
+            "re-tune there"
+        )
+    elif gpu and env.gpus == 0:
+        found.append(f"{model.name}'s capacity was measured with {on.gpu}; {env.name} has none: re-tune there")
+    limit = _cpus(env.resources.limits.get("cpu"))
+    if on.cores.isdigit() and limit is not None and not gpu and abs(int(on.cores) - limit) > 1e-9:
+        found.append(
+            f"{model.name}'s capacity was measured on {on.cores} cores; {env.name}'s replicas are limited "
+            f"to {limit:g}: re-tune on a replica's hardware"
+        )
+    return found
+
+
+def _cpus(quantity: str | None) -> float | None:
+    """A Kubernetes CPU quantity (``"2"``, ``"1500m"``) in cores; None when absent or unreadable."""
+    if not quantity:
+        return None
+    try:
+        return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+    except ValueError:
+        return None
 
 
 def plan_spec(spec: Spec, env: EnvironmentSpec | None) -> Plan:

@@ -29,7 +29,8 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -132,6 +133,46 @@ class Capacity(BaseModel):
     prompt_chars: int | None = Field(default=None, ge=0)
     output_tokens: int | None = Field(default=None, ge=1)
     measured_on: dict[str, str] = {}
+
+
+@dataclass(frozen=True)
+class MeasuredOn:
+    """Where and with what a capacity was measured: the one record ``tune`` (every kind) writes
+    into ``capacity.measured_on``, the build copies into the lock and ``plan`` checks.
+
+    Attributes:
+        host: the server's host: this machine's name when the server listens on it (loopback or
+            its own name), else the host part of the address measured.
+        cores: the server's CPU count when it runs on this machine, else ``unknown`` (Triton does
+            not report it).
+        gpu: ``none`` when the measured model ran on CPU instances, ``gpu`` (with the devices the
+            config names, ``gpu 0,1``) when on GPU instances: read from the config the server
+            served, not from the client's ``CUDA_VISIBLE_DEVICES``.
+        tritonkit, triton: the versions (Triton's as the server reports it).
+        date: the day (UTC).
+        meter: what measured it (``perf_analyzer``, ``llm_client``).
+        settings: :meth:`~tritonkit.spec.schema.ModelBase.settings_digest` of the model's spec as
+            tune left it; ``plan`` flags a capacity whose model has changed since (empty in
+            capacities recorded before tritonkit kept it: those are not checked).
+    """
+
+    host: str = ""
+    cores: str = ""
+    gpu: str = ""
+    tritonkit: str = ""
+    triton: str = ""
+    date: str = ""
+    meter: str = ""
+    settings: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        """The spec's ``measured_on:`` mapping (empty fields left out)."""
+        return {name: value for name, value in asdict(self).items() if value}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, str]) -> MeasuredOn:
+        """Read a ``measured_on:`` mapping; keys it does not know are ignored (older records)."""
+        return cls(**{name: str(data[name]) for name in cls.__dataclass_fields__ if name in data})
 
 
 @dataclass(frozen=True)

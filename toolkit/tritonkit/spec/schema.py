@@ -17,6 +17,8 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -155,6 +157,18 @@ class ModelBase(_Strict):
             if self.max_batch_size and warmup.batch_size > self.max_batch_size:
                 raise ValueError(f"model_warmup '{warmup.name}' batch_size exceeds max_batch_size")
         return self
+
+    def settings_digest(self) -> str:
+        """A digest of everything in this model's spec that a measured capacity depends on: all
+        of it but its name, ``slo``, ``capacity``, warm-up, and a ``default_queue_policy`` (which
+        the build derives from the capacity; tune measures without it). Recorded by tune in
+        ``capacity.measured_on.settings``; :func:`tritonkit.slo.plan.plan_model` flags a capacity
+        whose model no longer has it (``max_batch_size`` changed since, say)."""
+        settings = self.model_dump(mode="json", exclude={"name", "slo", "capacity", "model_warmup"})
+        if isinstance(settings.get("dynamic_batching"), dict):
+            settings["dynamic_batching"].pop("default_queue_policy", None)
+        text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class GpuAccelerator(_Strict):

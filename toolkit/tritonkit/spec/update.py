@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from tritonkit.errors import SpecError
 from tritonkit.spec.loader import load_spec
+from tritonkit.spec.schema import Spec
 
 
 @dataclass(frozen=True)
@@ -120,10 +121,18 @@ def update_settings(
                 block[key] = value
         entry["capacity"] = block
 
-    buffer = io.StringIO()
-    yaml.dump(document, buffer)
-    update = SpecUpdate(path=path, old=old, new=buffer.getvalue())
-    _validate(update)
+    def dumped() -> SpecUpdate:
+        buffer = io.StringIO()
+        yaml.dump(document, buffer)
+        return SpecUpdate(path=path, old=old, new=buffer.getvalue())
+
+    update = dumped()
+    updated = _validate(update)
+    if capacity is not None and isinstance(entry["capacity"].get("measured_on"), Mapping):
+        # what the capacity was measured with: the model's spec as this update leaves it
+        entry["capacity"]["measured_on"]["settings"] = updated.model(model).settings_digest()
+        update = dumped()
+        _validate(update)
     return update
 
 
@@ -167,13 +176,13 @@ def _dash_offset(text: str) -> int:
     return max(0, len(found.group(2)) - len(found.group(1))) if found else 0
 
 
-def _validate(update: SpecUpdate) -> None:
+def _validate(update: SpecUpdate) -> Spec:
     """Load the new text as a spec, beside the original so relative paths resolve the same."""
     descriptor, temp = tempfile.mkstemp(prefix=f".{update.path.stem}.", suffix=".yaml", dir=update.path.parent)
     try:
         with os.fdopen(descriptor, "w") as handle:
             handle.write(update.new)
-        load_spec(Path(temp))
+        return load_spec(Path(temp)).spec
     except SpecError as exc:
         raise SpecError(
             f"the tuned settings do not make a valid spec: {exc.key}: {exc.detail}",
