@@ -160,3 +160,26 @@ def test_the_policy_never_refuses_what_only_waits_for_the_batch_running() -> Non
     assert two is not None and two.timeout_us == 53_334  # a round of two batches, one on each instance
     tight = queue_policy(Slo(p99_ms=40, max_queue_ms=20), capacity, max_batch_size=4)
     assert tight is not None and "more than p99_ms 40" in tight.note  # 26.7 + 26.7 cannot fit in 40
+
+
+def test_the_autoscalers_ceiling_comes_from_the_environment_and_a_guess_is_said() -> None:
+    """Issue 25 defect 10: the maximum was an arbitrary 1.5x, said nowhere."""
+    from tritonkit.spec.schema import EnvironmentSpec
+
+    spec = _spec(slo={"peak_rps": 2000}, capacity=CAPACITY)  # 4 replicas at peak, with headroom
+    image = "nvcr.io/nvidia/tritonserver@sha256:" + "0" * 64
+    env = EnvironmentSpec(name="prod", namespace="ml", runtime_image=image)
+    guessed = plan_spec(spec, env)
+    assert guessed.max_replicas == 6 and guessed.notes == [
+        "max_replicas 6 is a guess (1.5x the plan): set the most prod may run in the environment"
+    ]
+    ceiling = plan_spec(spec, env.model_copy(update={"max_replicas": 10}))
+    assert ceiling.max_replicas == 10 and ceiling.replicas == 4 and ceiling.notes == []
+    short = plan_spec(spec, env.model_copy(update={"max_replicas": 3}))
+    assert short.replicas == 3 and short.max_replicas == 3
+    assert short.notes == [
+        "the peak needs 4 replicas with headroom, but prod allows 3 (max_replicas): raise it, or expect the peak "
+        "to break the SLO"
+    ]
+    with pytest.raises(ValueError, match="max_replicas 1 is below min_replicas 2"):
+        EnvironmentSpec(name="prod", namespace="ml", runtime_image=image, min_replicas=2, max_replicas=1)

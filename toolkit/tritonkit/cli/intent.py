@@ -50,6 +50,8 @@ def plan(spec_file: Path, env_name: str | None) -> None:
         f"replicas: [bold]{result.replicas}[/] (autoscale {result.min_replicas}–{result.max_replicas}){gpus}",
         highlight=False,
     )
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
 
 
 @click.command()

@@ -52,6 +52,7 @@ class Plan:
     max_replicas: int
     gpus_per_replica: int
     models: list[ModelPlan]
+    notes: list[str] = field(default_factory=list)  # what the plan could not honour, or guessed
 
     @property
     def gpus(self) -> int:
@@ -67,6 +68,7 @@ class Plan:
             "max_replicas": self.max_replicas,
             "gpus_per_replica": self.gpus_per_replica,
             "gpus": self.gpus,
+            "notes": self.notes,
             "models": [
                 {
                     "model": m.model,
@@ -164,11 +166,26 @@ def plan_spec(spec: Spec, env: EnvironmentSpec | None) -> Plan:
     total = sum(m.load for m in models if m.load is not None)
     floor = env.min_replicas if env is not None else 1  # the environment's availability floor
     replicas = max(floor, math.ceil(spare * total - 1e-9)) if total else floor
+    notes = []
+    ceiling = env.max_replicas if env is not None else None
+    if ceiling is None:
+        ceiling = max(replicas, math.ceil(replicas * 1.5))
+        if env is not None:
+            notes.append(
+                f"max_replicas {ceiling} is a guess (1.5x the plan): set the most {env.name} may run in the environment"
+            )
+    elif ceiling < replicas:
+        notes.append(
+            f"the peak needs {replicas} replicas with headroom, but {env.name if env else 'local'} allows "
+            f"{ceiling} (max_replicas): raise it, or expect the peak to break the SLO"
+        )
+        replicas = ceiling
     return Plan(
         env=env.name if env is not None else "local",
         replicas=replicas,
         min_replicas=floor,
-        max_replicas=max(replicas, math.ceil(replicas * 1.5)),  # room above the plan for surprises
+        max_replicas=ceiling,
         gpus_per_replica=env.gpus if env is not None else 0,
         models=models,
+        notes=notes,
     )

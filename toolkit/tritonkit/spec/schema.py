@@ -459,6 +459,15 @@ class EnvironmentSpec(_Strict):
     # the availability floor: replicas that run whatever the traffic (2 or more survives a node or
     # zone going down; the plan's peak replicas are never fewer)
     min_replicas: int = Field(1, ge=1)
+    # the ceiling the autoscaler may reach (what the team pays for at most); unset: 1.5x the
+    # plan's replicas, and the plan says it guessed
+    max_replicas: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _replica_bounds(self) -> EnvironmentSpec:
+        if self.max_replicas is not None and self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas {self.max_replicas} is below min_replicas {self.min_replicas}")
+        return self
 
 
 class TrustSpec(_Strict):
