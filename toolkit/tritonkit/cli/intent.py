@@ -65,7 +65,12 @@ def plan(spec_file: Path, env_name: str | None) -> None:
     help="Read through this Prometheus (http://host:9090) instead: rates over the last --window, no waiting.",
 )
 @click.option("--window", default="30s", show_default=True, help="How long to watch: 30s, 5m.")
-@click.option("--env", "env_name", default=None, help="Compare traffic with this environment's plan (replicas).")
+@click.option(
+    "--env",
+    "env_name",
+    default=None,
+    help="Compare traffic with this environment's plan (replicas); with --prometheus, read only its namespace.",
+)
 @json_option
 def check(
     models: tuple[str, ...],
@@ -99,8 +104,11 @@ def check(
     if prometheus_url is not None:  # a cluster's view: rates over the window that just passed
         from tritonkit.serve.prometheus import window_counters as prometheus_counters
 
+        # one environment's pods only: its namespace (a Prometheus scrapes every namespace's)
+        scope = f'namespace="{spec.environment(env_name).namespace}"' if env_name else ""
         reads = {  # llm models: the engine's series too (a scrape has them whenever they exist)
-            m.name: prometheus_counters(prometheus_url, m.name, seconds, llm=isinstance(m, LlmModel)) for m in chosen
+            m.name: prometheus_counters(prometheus_url, m.name, seconds, selector=scope, llm=isinstance(m, LlmModel))
+            for m in chosen
         }
     else:  # one server: its own metrics, scraped through the window
         with console.status(f"watching {metrics_url} for {seconds:.0f}s …"):
@@ -139,8 +147,10 @@ def _summary(n: dict[str, float]) -> str:
             f"errors {n['error_rate']:.2%}, peak {n['waiting']:.0f} waiting / {n['running']:.0f} running, "
             f"KV cache {n['kv_usage']:.0%}"
         )
+    span = n.get("p99_span_s", 0.0)
+    beyond = f" (over the last {span:.0f} s: Triton's summaries reach that far back)" if span > n["seconds"] + 1 else ""
     return (
-        f"{n['rps']:.0f} req/s, p99 {n['p99_ms']:.2f} ms, errors {n['error_rate']:.2%}, "
+        f"{n['rps']:.0f} req/s, p99 {n['p99_ms']:.2f} ms{beyond}, errors {n['error_rate']:.2%}, "
         f"queue {n['queue_share']:.0%} of request time, mean batch {n['mean_batch']:.1f}"
     )
 

@@ -177,15 +177,39 @@ def watch(url: str, seconds: float, *, every: float = 1.0) -> list[Scrape]:
     return reads
 
 
+SUMMARY_SPAN_S = 60.0
+"""How far back Triton's latency summaries (``nv_inference_request_summary_us``, p50…p99) reach.
+prometheus-cpp's ``Summary`` keeps observations for ``max_age`` 60 s (in 5 buckets of 12 s), and
+Triton passes none of its own (core ``metric_model_reporter.cc``:
+``CreateMetric<prometheus::Summary>(family, labels, quantiles)``): a summary read at time t is the
+p99 of the requests of ``[t - 60 s, t]``, whatever window it is read in."""
+
+
+def window_quantiles(reads: Sequence[Scrape], model: str, *, version: int | None = None) -> dict[float, float]:
+    """``model``'s latency quantiles over the window ``reads`` span, as near as Triton's summaries
+    allow (:data:`SUMMARY_SPAN_S`): over a window of at least 60 s, the worst of the reads whose
+    60 s lie inside it (the worst p99 of any 60 s of the window, not the last minute's); over a
+    shorter one, the last read's, which also covers requests from before the window (analysis says
+    so)."""
+    inside = [r for r in reads if r.at - reads[0].at >= SUMMARY_SPAN_S - 1e-6] or [reads[-1]]
+    worst: dict[float, float] = {}
+    for read in inside:
+        for q, value in model_counters(read, model, version=version).quantiles_us.items():
+            worst[q] = max(worst.get(q, 0.0), value)
+    return worst
+
+
 def window_counters(
     reads: Sequence[Scrape], model: str, *, version: int | None = None
 ) -> tuple[ModelCounters, ModelCounters]:
-    """``model``'s counters at the first and the last of ``reads``; the last read's gauges
-    (waiting, running, KV usage) are their peaks over all of them (per instance, then summed or
-    the fullest), so a burst inside the window is seen."""
+    """``model``'s counters at the first and the last of ``reads``, with the window's latency
+    quantiles (:func:`window_quantiles`); the last read's gauges (waiting, running, KV usage) are
+    their peaks over all of them (per instance, then summed or the fullest), so a burst inside the
+    window is seen."""
     mine = _selector(model, version)
     after = replace(
         model_counters(reads[-1], model, version=version),
+        quantiles_us=window_quantiles(reads, model, version=version),
         waiting=_gauge(reads, LLM_WAITING, mine, sum),
         running=_gauge(reads, LLM_RUNNING, mine, sum),
         kv_usage=_gauge(reads, KV_USAGE, mine, max),

@@ -10,8 +10,11 @@ a window apart, so the same pure analysis judges a local Triton (two scrapes) an
     sum(rate(nv_inference_request_duration_us{model="m"}[5m]))      request time, µs/s
     sum(rate(nv_inference_queue_duration_us{model="m"}[5m]))        queue time, µs/s
     sum(rate(nv_inference_count{model="m"}[5m])) / sum(rate(nv_inference_exec_count{…}[5m]))
-    max(nv_inference_request_summary_us{model="m",quantile="0.99"}) p99 (worst replica: summaries
-                                                                    cannot be merged across pods)
+    max(max_over_time(nv_inference_request_summary_us{model="m",quantile="0.99"}[W-60s]))
+                                            p99: the worst replica (summaries cannot be merged
+                                            across pods) in the worst minute of the window (a
+                                            summary covers the 60 s before it: SUMMARY_SPAN_S);
+                                            under 90 s, max(…) now: the last minute
 
 ``selector`` narrows every query to some of the pods (more label matchers, e.g. one KServe
 revision's: ``namespace="prod",pod=~"clf-predictor-00002-deployment-.+"``).
@@ -52,6 +55,7 @@ from tritonkit.serve.metrics import (
     LLM_FAILURES,
     LLM_RUNNING,
     LLM_WAITING,
+    SUMMARY_SPAN_S,
     TPOT,
     TTFT,
     Histogram,
@@ -124,7 +128,11 @@ def window_counters(
         success, failure = max(0.0, success - refused), failure + refused
     inferences, executions = rate("nv_inference_count"), rate("nv_inference_exec_count")
     request_us, queue_us = rate("nv_inference_request_duration_us"), rate("nv_inference_queue_duration_us")
-    p99 = query(base_url, f'max(nv_inference_request_summary_us{{{selector},quantile="0.99"}})', at=now)
+    # Each sample is the p99 of the 60 s before it (SUMMARY_SPAN_S): the worst sample whose 60 s lie in
+    # the window is the window's worst minute; a window too short for that reads the last minute.
+    summary = f'nv_inference_request_summary_us{{{selector},quantile="0.99"}}'
+    inside = int(window_s - SUMMARY_SPAN_S)
+    p99 = query(base_url, f"max(max_over_time({summary}[{inside}s]))" if inside >= 30 else f"max({summary})", at=now)
     before = ModelCounters(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
     after = ModelCounters(
         at=window_s,

@@ -34,7 +34,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from tritonkit.serve.metrics import ModelCounters
+from tritonkit.serve.metrics import SUMMARY_SPAN_S, ModelCounters
 from tritonkit.spec.intent import DEFAULT_HEADROOM, Capacity, Slo
 
 TOLERANCE = 2.0
@@ -120,6 +120,8 @@ def analyse(
         "rps": served / seconds,
         "error_rate": failed / (served + failed) if served + failed else 0.0,
         "p99_ms": after.p99_us / 1e3,
+        # what the p99 covers: Triton's summaries reach 60 s back, more than a shorter window
+        "p99_span_s": max(seconds, SUMMARY_SPAN_S),
         "queue_share": (after.queue_us - before.queue_us) / request_us if request_us > 0 else math.nan,
         "mean_batch": (after.inferences - before.inferences) / executions if executions else math.nan,
         "capacity_rps": capacity.rps if capacity else math.nan,
