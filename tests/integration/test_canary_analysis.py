@@ -317,7 +317,7 @@ def llm_revisions(
         yield servers, url, repositories["slow"]
 
 
-def test_a_slow_llm_canary_stops_at_10_percent_on_its_ttft_and_its_error_responses(
+def test_a_slow_llm_canary_stops_at_10_percent_on_its_ttft_and_its_refusals(
     llm_revisions: tuple[dict[str, TritonServer], str, Path],
 ) -> None:
     servers, prometheus, slow_lock = llm_revisions
@@ -332,8 +332,11 @@ def test_a_slow_llm_canary_stops_at_10_percent_on_its_ttft_and_its_error_respons
     assert n["first_tokens"] > 0 and n["ttft_p99_ms"] > SLOW_TTFT_MS and n["tpot_p99_ms"] > 0
     assert n["ttft_p99_ms"] > 3 * n["baseline_ttft_p99_ms"]  # the release is slow, v1's pod beside it is not
     assert verdict.violations[0].startswith("TTFT p99 ") and f"> {SLOW_TTFT_MS}: " in verdict.violations[0]
-    # the engine's error responses, which Triton counted as successes, read on the new revision's pods only
-    assert 0 < n["error_rate"] < 1 and any(v.startswith("error rate ") for v in verdict.violations), verdict
+    # the engine's error responses to requests it calls invalid, which Triton counted as successes, read
+    # on the new revision's pods only: not server errors (issue 25 defect 11), but refused where the
+    # previous release answered, a regression all the same (judged once each side has 20 requests:
+    # tests/unit/test_analysis.py)
+    assert n["error_rate"] == 0 and 0 < n["invalid_rate"] < 1 and n["baseline_invalid_rate"] == 0, n
     assert split.sent[servers["slow"].endpoints.grpc_url] >= 2 and split.failed == 0
 
 

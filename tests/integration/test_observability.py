@@ -178,7 +178,8 @@ tests:
   - interval: 1m
     input_series:
       # 10 requests/s, every one a success to Triton (a decoupled model's error response is one);
-      # from minute 10 on, the engine ends 1 request/s with an error response (10%: a 100x burn)
+      # from minute 10 on, the engine ends 1 request/s with an error response (10%: a 100x burn),
+      # and refuses 1 more a second as invalid: the client's mistake, not an error (not counted)
       - series: 'nv_inference_request_success{namespace="ml",job="demo",model="chat",version="1"}'
         values: '0+600x30'
       - series: 'nv_inference_request_failure{namespace="ml",job="demo",model="chat",version="1",reason="BACKEND"}'
@@ -186,7 +187,7 @@ tests:
       - series: 'tritonkit_llm_request_failure_total{namespace="ml",job="demo",model="chat",reason="invalid"}'
         values: '0x10 0+60x20'
       - series: 'tritonkit_llm_request_failure_total{namespace="ml",job="demo",model="chat",reason="error"}'
-        values: '0x30'
+        values: '0x10 0+60x20'
     alert_rule_test:
       - {alertname: TritonkitErrorBudgetBurn, eval_time: 9m, exp_alerts: []}
       - alertname: TritonkitErrorBudgetBurn

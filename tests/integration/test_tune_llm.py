@@ -45,6 +45,8 @@ def test_tune_measures_llm_capacity_into_the_spec_and_the_lock(
     assert 0 < best["ttft_p99_ms"] < 60000 and 0 < best["tpot_p99_ms"] < 60000 and best["samples"] >= 2
     assert best["tokens_per_s"] > best["rps"]  # 8 tokens a request
     assert best["engine_ttft_p99_ms"] > 0 and best["engine_tpot_p99_ms"] > 0  # the engine's view, beside
+    # prompt + generated, by the engine's counters: more than the 8 generated tokens a request alone
+    assert best["engine_tokens_per_s"] > best["tokens_per_s"] > best["rps"]
     assert (tmp_path / "report" / "tune.png").stat().st_size > 10_000
     assert doc["written"] and "capacity:" in doc["diff"]
 
@@ -56,6 +58,7 @@ def test_tune_measures_llm_capacity_into_the_spec_and_the_lock(
     capacity = read_lock(rebuilt.path).models[MODEL]["capacity"]
     assert capacity["rps"] > 0 and capacity["ttft_p99_ms"] > 0 and capacity["tpot_p99_ms"] > 0
     assert "p99_ms" not in capacity
+    assert capacity["tokens_per_s"] > 8 * capacity["rps"]  # what an llm is planned in (issue 25 defect 11)
     on = capacity["measured_on"]
     assert on["meter"] == "llm_client" and int(on["cores"]) >= 1 and on["gpu"]
     assert on["tritonkit"] and on["triton"] not in ("", "unknown")

@@ -152,7 +152,9 @@ def test_engine_series_are_merged_over_instances_and_gauges_peak_over_the_window
     assert counters.ttft == Histogram(((0.1, 10.0), (0.5, 18.0), (INF, 20.0)))
     assert counters.tpot is None and math.isnan(counters.running)
     assert (counters.waiting, counters.kv_usage) == (4, 0.5)  # summed; the fullest instance
-    assert (counters.success, counters.failure) == (17, 3)  # Triton counted the error responses as successes
+    # Triton counted the error responses as successes; the client's invalid request is counted apart
+    # (issue 25 defect 11: it was a server failure, against the error budget)
+    assert (counters.success, counters.failure, counters.invalid) == (17, 2, 1)
     before, after = window_counters([first, busier, last], "chat")
     assert before == counters and after.at == 2.0
     assert (after.waiting, after.kv_usage) == (8, 0.5)  # peaks, not the last read's 4 and 0.25
@@ -217,3 +219,30 @@ def test_an_llm_release_is_compared_with_its_baseline_on_ttft_and_tpot_not_the_r
     assert calm.ok and n["p99_ms"] == 900 and n["baseline_p99_ms"] == 300
     alone = analyse("chat", *slow, slo=Slo(ttft_p99_ms=10_000), capacity=None)
     assert alone.as_dict()["numbers"]["baseline_ttft_p99_ms"] is None  # type: ignore[index]
+
+
+def test_an_llm_is_judged_and_planned_in_tokens() -> None:
+    """Issue 25 defect 11: an llm's traffic against its capacity was requests/s of one size."""
+    capacity = Capacity(rps=4, concurrency=8, ttft_p99_ms=200, tpot_p99_ms=20, tokens_per_s=1000)
+    before = replace(_engine(0, 100, 0), tokens=0.0, invalid=0.0)
+    after = replace(_engine(10, 200, 0), tokens=30_000.0, invalid=7.0)  # 3,000 tokens/s, 10 requests/s
+    verdict = analyse("chat", before, after, slo=Slo(ttft_p99_ms=500, tpot_p99_ms=50), capacity=capacity)
+    assert verdict.numbers["tokens_per_s"] == 3000 and verdict.numbers["client_invalid"] == 7
+    assert verdict.violations == [
+        "3,000 tokens/s over 1 replica(s) is more than the measured capacity of 1,000 tokens/s each"
+    ]
+    assert "you need 4 replicas" in verdict.advice[-1]
+
+
+def test_an_llm_release_that_refuses_as_invalid_what_the_previous_one_served_regresses() -> None:
+    """Client-invalid requests are not server errors (issue 25 defect 11), but a release that
+    refuses as invalid what its baseline answered has broken its clients all the same."""
+    before = replace(_engine(0, 100, 0), invalid=0.0)
+    after = replace(_engine(10, 200, 0), invalid=50.0)  # 100 served, 50 refused as invalid
+    baseline = (replace(_engine(0, 100, 0), invalid=0.0), replace(_engine(10, 200, 0), invalid=0.0))
+    slo = Slo(ttft_p99_ms=5000, tpot_p99_ms=500, error_rate=0.01)
+    verdict = analyse("chat", before, after, slo=slo, capacity=None, baseline=baseline)
+    assert verdict.numbers["error_rate"] == 0 and verdict.numbers["invalid_rate"] == pytest.approx(1 / 3)
+    assert verdict.violations == ["client-invalid 33.33% of requests against the previous release's 0.00%"]
+    alone = analyse("chat", before, after, slo=slo, capacity=None)
+    assert alone.ok, alone.violations  # against its SLO alone: the client's mistakes are not its errors

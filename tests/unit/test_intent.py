@@ -183,3 +183,28 @@ def test_the_autoscalers_ceiling_comes_from_the_environment_and_a_guess_is_said(
     ]
     with pytest.raises(ValueError, match="max_replicas 1 is below min_replicas 2"):
         EnvironmentSpec(name="prod", namespace="ml", runtime_image=image, min_replicas=2, max_replicas=1)
+
+
+def test_an_llm_is_planned_in_tokens_and_one_planned_in_requests_is_doubted() -> None:
+    """Issue 25 defect 11: an llm's plan was requests/s of the one request size tune sent."""
+    llm = {"name": "chat", "kind": "llm", "random_init": {}}
+    capacity = {"rps": 4, "concurrency": 8, "ttft_p99_ms": 200, "prompt_chars": 40, "output_tokens": 16}
+
+    def spec(slo: dict[str, float], measured: dict[str, object]) -> Spec:
+        return Spec.model_validate({"name": "d", "models": [{**llm, "slo": slo, "capacity": measured}]})
+
+    tokens = plan_spec(spec({"peak_tokens_per_s": 4500}, {**capacity, "tokens_per_s": 1000}), None)
+    chat = tokens.models[0]
+    assert chat.load == pytest.approx(4.5) and tokens.replicas == 6  # 4.5 x 1.2 headroom -> 6
+    assert (chat.peak_tokens_per_s, chat.capacity_tokens_per_s, chat.missing, chat.doubts) == (4500, 1000, [], [])
+    old = plan_spec(spec({"peak_tokens_per_s": 4500}, capacity), None).models[0]  # measured before tokens/s
+    assert old.load is None and old.missing == [
+        "capacity.tokens_per_s: run 'tritonkit tune chat' again (it measures tokens/s)"
+    ]
+    requests = plan_spec(spec({"peak_rps": 8}, capacity), None).models[0]
+    assert requests.load == 2 and requests.doubts == [
+        "chat is planned in requests/s of the one size tune measured (40 prompt characters, 16 tokens out): "
+        "give slo.peak_tokens_per_s to plan in tokens"
+    ]
+    nothing = plan_spec(spec({"ttft_p99_ms": 500}, capacity), None).models[0]
+    assert nothing.missing == ["slo.peak_tokens_per_s (the expected peak, prompt + generated tokens/s)"]

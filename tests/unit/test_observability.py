@@ -74,10 +74,11 @@ def test_recordings_cover_every_window_the_alerts_read_and_keep_releases_apart()
 def test_with_an_llm_model_the_engines_error_responses_are_failures_and_not_successes() -> None:
     recordings = rule_groups(spec(python_model(slo={"error_rate": 0.01}), LLM), SCOPE)[0]["rules"]
 
-    def rate(metric: str) -> str:
-        return f'sum by (namespace, model) (rate({metric}{{namespace="ml",job="demo"}}[5m]))'
+    def rate(metric: str, more: str = "") -> str:
+        return f'sum by (namespace, model) (rate({metric}{{namespace="ml",job="demo"{more}}}[5m]))'
 
-    triton, engine = rate("nv_inference_request_failure"), rate("tritonkit_llm_request_failure_total")
+    triton = rate("nv_inference_request_failure")
+    engine = rate("tritonkit_llm_request_failure_total", ',reason!="invalid"')  # the client's are not errors
     # all requests = Triton's successes + failures (an error response is one of its successes)
     assert recordings[2]["expr"] == (
         f"(({triton} + {engine}) or {triton}) / ({rate('nv_inference_request_success')} + {triton})"

@@ -44,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tritonkit.serve.metrics import KV_USAGE, LLM_FAILURES, LLM_RUNNING, LLM_WAITING, TPOT, TTFT
+from tritonkit.serve.metrics import KV_USAGE, LLM_FAILURES, LLM_INVALID, LLM_RUNNING, LLM_WAITING, TPOT, TTFT
 from tritonkit.slo.plan import ModelPlan, Plan, plan_spec
 from tritonkit.spec.intent import Slo
 from tritonkit.spec.schema import LlmModel, ModelBase, Spec
@@ -213,16 +213,20 @@ def _rates(scope: Scope, window: str, *, llm: bool, **labels: str) -> tuple[str,
     """(failed, all) requests per second over ``window``, per :attr:`Scope.by` group.
 
     All requests are Triton's successes + failures. With ``llm`` the failures also count the
-    engine's error responses (which Triton counted as successes, so the total stays the same);
-    ``(triton + engine) or triton`` keeps the models that export no engine counter, whose
-    sum would otherwise drop out of the ``+``.
+    engine's error responses (which Triton counted as successes, so the total stays the same),
+    except those to requests the client got wrong (``reason="invalid"``: not the server's errors,
+    as ``check`` counts them); ``(triton + engine) or triton`` keeps the models that export no
+    engine counter, whose sum would otherwise drop out of the ``+``.
     """
 
-    def rate(metric: str) -> str:
-        return f"sum by ({scope.grouping}) (rate({metric}{scope.match(**labels)}[{window}]))"
+    def rate(metric: str, matcher: str = "") -> str:
+        selector = scope.match(**labels)
+        selector = selector[:-1] + ("," if len(selector) > 2 else "") + matcher + "}" if matcher else selector
+        return f"sum by ({scope.grouping}) (rate({metric}{selector}[{window}]))"
 
     failure = rate("nv_inference_request_failure")
-    failed = f"(({failure} + {rate(LLM_FAILURES)}) or {failure})" if llm else failure
+    engine = rate(LLM_FAILURES, f'reason!="{LLM_INVALID}"')
+    failed = f"(({failure} + {engine}) or {failure})" if llm else failure
     return failed, f"{rate('nv_inference_request_success')} + {failure}"
 
 

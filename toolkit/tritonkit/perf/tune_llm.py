@@ -97,6 +97,7 @@ class LlmPoint:
     first_error: str = ""
     engine_ttft_p99_ms: float = math.nan  # the engine's histograms over the window (NaN: not read)
     engine_tpot_p99_ms: float = math.nan
+    engine_tokens_per_s: float = math.nan  # prompt + generated tokens the engine processed per second
 
     @property
     def offered(self) -> str:
@@ -129,6 +130,8 @@ class LlmTuneResult:
             doc["tpot_p99_ms"] = round(best.tpot_p99_ms, 3)
         doc["prompt_chars"] = len(self.prompt)
         doc["output_tokens"] = self.max_tokens
+        if best.engine_tokens_per_s > 0:  # what an llm is planned in (needs the engine's counters)
+            doc["tokens_per_s"] = round(best.engine_tokens_per_s, 1)
         doc["measured_on"] = replace(self.measured_on, meter=METER).as_dict()
         return doc
 
@@ -287,7 +290,10 @@ def measure_level(
     if before is not None and after is not None:
         ttft, tpot = (_p99_ms(a, b) for a, b in ((after.ttft, before.ttft), (after.tpot, before.tpot)))
         within = point.within_slo and engine_within(slo, ttft, tpot)
-        point = replace(point, engine_ttft_p99_ms=ttft, engine_tpot_p99_ms=tpot, within_slo=within)
+        tokens = (after.tokens - before.tokens) / max(end - start, 1e-9)
+        point = replace(
+            point, engine_ttft_p99_ms=ttft, engine_tpot_p99_ms=tpot, engine_tokens_per_s=tokens, within_slo=within
+        )
     if load.failures:
         first = point.first_error or load.failures[0]
         return replace(point, errors=point.errors + len(load.failures), within_slo=False, first_error=first)

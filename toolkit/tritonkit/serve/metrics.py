@@ -53,6 +53,11 @@ KV_USAGE = "vllm:kv_cache_usage_perc"
 #: decoupled request whose answer is an error as a success, so the readers move these from
 #: Triton's successes to its failures.
 LLM_FAILURES = "tritonkit_llm_request_failure_total"
+LLM_INVALID = "invalid"
+"""The reason label of the engine's error responses to requests the client got wrong (a bad
+parameter, a prompt over the context): counted apart, neither served nor a server failure."""
+PROMPT_TOKENS = "vllm:prompt_tokens_total"
+GENERATION_TOKENS = "vllm:generation_tokens_total"
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,8 @@ class ModelCounters:
     waiting: float = math.nan  # sequences waiting for a slot (summed over instances)
     running: float = math.nan  # sequences in the running batch (summed over instances)
     kv_usage: float = math.nan  # KV-cache fraction in use (the fullest instance)
+    invalid: float = 0.0  # error responses to requests the client got wrong (not in success or failure)
+    tokens: float = 0.0  # prompt + generated tokens the engine processed
 
     @property
     def p99_us(self) -> float:
@@ -222,8 +229,12 @@ def model_counters(read: Scrape, model: str, *, version: int | None = None) -> M
     summed, or only ``version``'s."""
     mine = _selector(model, version)
 
-    def total(name: str) -> float:
-        return sum(v for (n, labels), v in read.samples.items() if n == name and mine(labels))
+    def total(name: str, reason: str | None = None) -> float:
+        return sum(
+            v
+            for (n, labels), v in read.samples.items()
+            if n == name and mine(labels) and (reason is None or ("reason", reason) in labels)
+        )
 
     def quantiles(name: str) -> dict[float, float]:
         found: dict[float, float] = {}
@@ -236,7 +247,9 @@ def model_counters(read: Scrape, model: str, *, version: int | None = None) -> M
     return ModelCounters(
         at=read.at,
         success=total("nv_inference_request_success") - total(LLM_FAILURES),
-        failure=total("nv_inference_request_failure") + total(LLM_FAILURES),
+        failure=total("nv_inference_request_failure") + total(LLM_FAILURES) - total(LLM_FAILURES, LLM_INVALID),
+        invalid=total(LLM_FAILURES, LLM_INVALID),
+        tokens=total(PROMPT_TOKENS) + total(GENERATION_TOKENS),
         inferences=total("nv_inference_count"),
         executions=total("nv_inference_exec_count"),
         request_us=total("nv_inference_request_duration_us"),

@@ -24,7 +24,10 @@ and for an ``llm`` model the engine's series (names in :mod:`tritonkit.serve.met
     sum by (le) (rate(vllm:time_to_first_token_seconds_bucket{model="m"}[5m]))   TTFT buckets/s,
     sum by (le) (rate(vllm:time_per_output_token_seconds_bucket{…}[5m]))         TPOT buckets/s
     sum(rate(tritonkit_llm_request_failure_total{model="m"}[5m]))   error responses/s (Triton
-                                                                    counts them as successes)
+                                                                    counts them as successes; those
+                                                                    with reason="invalid", the
+                                                                    client's, are counted apart)
+    sum(rate(vllm:prompt_tokens_total{…}[5m])) + …generation…      tokens/s, prompt + generated
     sum(max_over_time(vllm:num_requests_waiting{model="m"}[5m]))    waiting, each replica's peak
     sum(max_over_time(vllm:num_requests_running{model="m"}[5m]))    running, likewise
     max(max_over_time(vllm:kv_cache_usage_perc{model="m"}[5m]))     the fullest KV cache
@@ -51,10 +54,13 @@ from dataclasses import replace
 
 from tritonkit.errors import ServerError
 from tritonkit.serve.metrics import (
+    GENERATION_TOKENS,
     KV_USAGE,
     LLM_FAILURES,
+    LLM_INVALID,
     LLM_RUNNING,
     LLM_WAITING,
+    PROMPT_TOKENS,
     SUMMARY_SPAN_S,
     TPOT,
     TTFT,
@@ -123,9 +129,13 @@ def window_counters(
         return query(base_url, f"{combine}(max_over_time({metric}{{{selector}}}[{window}]))", at=now)
 
     success, failure = rate("nv_inference_request_success"), rate("nv_inference_request_failure")
-    if llm:  # the engine's error responses, which Triton counts as successes
+    invalid = tokens = 0.0
+    if llm:  # the engine's error responses, which Triton counts as successes; the client's apart
         refused = rate(LLM_FAILURES)
-        success, failure = max(0.0, success - refused), failure + refused
+        invalid = query(base_url, f'sum(rate({LLM_FAILURES}{{{selector},reason="{LLM_INVALID}"}}[{window}]))', at=now)
+        invalid = 0.0 if math.isnan(invalid) else invalid
+        success, failure = max(0.0, success - refused), failure + refused - invalid
+        tokens = rate(PROMPT_TOKENS) + rate(GENERATION_TOKENS)
     inferences, executions = rate("nv_inference_count"), rate("nv_inference_exec_count")
     request_us, queue_us = rate("nv_inference_request_duration_us"), rate("nv_inference_queue_duration_us")
     # Each sample is the p99 of the 60 s before it (SUMMARY_SPAN_S): the worst sample whose 60 s lie in
@@ -143,6 +153,8 @@ def window_counters(
         request_us=request_us * window_s,
         queue_us=queue_us * window_s,
         quantiles_us={0.99: p99},
+        invalid=invalid * window_s,
+        tokens=tokens * window_s,
     )
     if llm:
         after = replace(

@@ -113,6 +113,7 @@ def analyse(
     seconds = max(after.at - before.at, 1e-9)
     served = after.success - before.success
     failed = after.failure - before.failure
+    asked = served + failed + after.invalid - before.invalid  # the client's invalid requests are traffic too
     executions = after.executions - before.executions
     request_us = after.request_us - before.request_us
     numbers = {
@@ -146,31 +147,37 @@ def analyse(
     if slo is not None and slo.error_rate is not None and numbers["error_rate"] > slo.error_rate:
         violations.append(f"error rate {numbers['error_rate']:.2%} > {slo.error_rate:.2%}")
         advice.append("look at the failures in Triton's log (rejections from a full queue count as errors)")
+    measured = capacity.tokens_per_s if capacity is not None and llm else None  # an llm's work: tokens
+    rate, unit, each = ("tokens_per_s", "tokens/s", " tokens/s") if measured is not None else ("rps", "req/s", "/s")
     if capacity is not None and served:
-        per_replica = numbers["rps"] / max(1, replicas)
-        if per_replica > capacity.rps:
+        limit = measured if measured is not None else capacity.rps
+        per_replica = numbers[rate] / max(1, replicas)
+        if per_replica > limit:
             spare = 1 + (slo.spare if slo is not None else DEFAULT_HEADROOM)
-            needed = math.ceil(numbers["rps"] * spare / capacity.rps)
+            needed = math.ceil(numbers[rate] * spare / limit)
             violations.append(
-                f"{numbers['rps']:,.0f} req/s over {replicas} replica(s) is more than the measured capacity "
-                f"of {capacity.rps:,.0f}/s each"
+                f"{numbers[rate]:,.0f} {unit} over {replicas} replica(s) is more than the measured capacity "
+                f"of {limit:,.0f}{each} each"
             )
             advice.append(f"at this traffic you need {needed} replicas, the plan has {replicas}")
-    if slo is not None and slo.peak_rps is not None and numbers["rps"] > slo.peak_rps:
+    peak = (slo.peak_tokens_per_s if llm else None) if slo is not None else None
+    if peak is not None and numbers.get("tokens_per_s", 0.0) > peak:
+        advice.append(f"traffic {numbers['tokens_per_s']:,.0f} tokens/s is above the planned peak of {peak:g}: re-plan")
+    elif slo is not None and slo.peak_rps is not None and numbers["rps"] > slo.peak_rps:
         advice.append(f"traffic {numbers['rps']:,.0f}/s is above the planned peak of {slo.peak_rps:g}/s: re-plan")
     if baseline is not None:
-        regressions, notes = _against_baseline(numbers, served + failed, baseline, slo, tolerance)
+        regressions, notes = _against_baseline(numbers, asked, baseline, slo, tolerance)
         violations += regressions
         advice += notes
     else:
         numbers.update(baseline_p99_ms=math.nan, baseline_error_rate=math.nan)
         if llm:
-            numbers.update(baseline_ttft_p99_ms=math.nan, baseline_tpot_p99_ms=math.nan)
+            numbers.update(baseline_ttft_p99_ms=math.nan, baseline_tpot_p99_ms=math.nan, baseline_invalid_rate=math.nan)
     inconclusive = ""
-    if slo is not None and served + failed < MIN_REQUESTS:
+    if slo is not None and asked < MIN_REQUESTS:
         # No data is not good data (Flagger halts on it too): a p99 of five requests, or of none,
         # says nothing about the SLO, so the window is not judged ok.
-        inconclusive = f"inconclusive: {served + failed:.0f} requests in {seconds:.0f}s, {MIN_REQUESTS} needed to judge"
+        inconclusive = f"inconclusive: {asked:.0f} requests in {seconds:.0f}s, {MIN_REQUESTS} needed to judge"
         violations.append(inconclusive)
         advice.append("send traffic through the window (or lengthen it), then judge again")
     return Verdict(
@@ -185,15 +192,17 @@ def _against_baseline(
     numbers to ``numbers``."""
     before, after = baseline
     served, failed = after.success - before.success, after.failure - before.failure
+    asked = served + failed + after.invalid - before.invalid
     numbers["baseline_p99_ms"] = after.p99_us / 1e3
     numbers["baseline_error_rate"] = failed / (served + failed) if served + failed else 0.0
     llm = "ttft_p99_ms" in numbers
     if llm:
         engine = _engine_numbers(before, after)
-        numbers.update(baseline_ttft_p99_ms=engine["ttft_p99_ms"], baseline_tpot_p99_ms=engine["tpot_p99_ms"])
-    if answered < MIN_REQUESTS or served + failed < MIN_REQUESTS:
+        numbers.update(baseline_ttft_p99_ms=engine["ttft_p99_ms"], baseline_tpot_p99_ms=engine["tpot_p99_ms"],
+                       baseline_invalid_rate=engine["invalid_rate"])  # fmt: skip
+    if answered < MIN_REQUESTS or asked < MIN_REQUESTS:
         return [], [
-            f"too little traffic to compare with the previous release ({answered:.0f} and {served + failed:.0f} "
+            f"too little traffic to compare with the previous release ({answered:.0f} and {asked:.0f} "
             f"requests, want {MIN_REQUESTS} each): judged against the SLO only"
         ]
     budgets = {"p99": slo.p99_ms} if slo is not None else {}
@@ -207,6 +216,13 @@ def _against_baseline(
     rate, old_rate = numbers["error_rate"], numbers["baseline_error_rate"]
     if rate > old_rate + budget:
         regressions.append(f"error rate {rate:.2%} against the previous release's {old_rate:.2%}")
+    if llm and numbers["invalid_rate"] > numbers["baseline_invalid_rate"] + budget:
+        # not the server's errors, but a release that refuses as invalid what the previous one served
+        # (a smaller context, a stricter parser) has broken its clients all the same
+        regressions.append(
+            f"client-invalid {numbers['invalid_rate']:.2%} of requests against the previous release's "
+            f"{numbers['baseline_invalid_rate']:.2%}"
+        )
     advice = [
         "the previous release served the same traffic better: compare the two releases ('tritonkit diff OLD NEW')"
     ]
@@ -234,7 +250,13 @@ def _engine_numbers(before: ModelCounters, after: ModelCounters) -> dict[str, fl
     """An ``llm`` engine's window: TTFT/TPOT p99 (ms) from the bucket deltas, and its gauges."""
     ttft = after.ttft.minus(before.ttft) if after.ttft is not None else None
     tpot = after.tpot.minus(before.tpot) if after.tpot is not None else None
+    seconds = max(after.at - before.at, 1e-9)
+    invalid = after.invalid - before.invalid  # the client's mistakes: not in the error rate
+    asked = after.success - before.success + after.failure - before.failure + invalid
     return {
+        "tokens_per_s": (after.tokens - before.tokens) / seconds,  # prompt + generated
+        "client_invalid": invalid,
+        "invalid_rate": invalid / asked if asked else 0.0,
         "ttft_p99_ms": 1000 * ttft.quantile(0.99) if ttft is not None else math.nan,
         "tpot_p99_ms": 1000 * tpot.quantile(0.99) if tpot is not None else math.nan,
         "first_tokens": ttft.count if ttft is not None else math.nan,  # generations that started

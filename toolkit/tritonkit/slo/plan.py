@@ -7,6 +7,10 @@ of an environment cover the *sum* of the models' loads::
 
     replicas = ceil((1 + headroom) × Σ peak_rps(model) / capacity_rps(model))
 
+(an ``llm`` model with ``slo.peak_tokens_per_s`` counts in tokens/s, prompt + generated, against
+the ``capacity.tokens_per_s`` tune measured: an LLM's requests differ too much in size for
+requests/s to measure its work)
+
 (capacity was measured with each model alone; models that share a replica's CPU or GPU under
 load may sustain less — re-measure them together before trusting a tight plan). The scaling
 signal is concurrency per replica (in-flight requests, what Triton's queue actually limits), set
@@ -24,7 +28,7 @@ import math
 from dataclasses import dataclass, field
 
 from tritonkit.spec.intent import DEFAULT_HEADROOM, MeasuredOn, QueuePolicyPlan, queue_policy
-from tritonkit.spec.schema import EnvironmentSpec, ModelBase, Spec
+from tritonkit.spec.schema import EnvironmentSpec, LlmModel, ModelBase, Spec
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,9 @@ class ModelPlan:
     target_rps: float | None  # requests/s per replica the autoscaler aims at
     missing: list[str] = field(default_factory=list)
     doubts: list[str] = field(default_factory=list)  # why the capacity may not hold where this plan runs
+    # an llm model planned in tokens/s (prompt + generated): its peak and one replica's capacity
+    peak_tokens_per_s: float | None = None
+    capacity_tokens_per_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,8 @@ class Plan:
                 {
                     "model": m.model,
                     "peak_rps": m.peak_rps,
+                    "peak_tokens_per_s": m.peak_tokens_per_s,
+                    "capacity_tokens_per_s": m.capacity_tokens_per_s,
                     "capacity_rps": m.capacity_rps,
                     "load": m.load,
                     "queue": None if m.queue is None else {"timeout_us": m.queue.timeout_us,
@@ -91,13 +100,29 @@ class Plan:
 def plan_model(model: ModelBase, env: EnvironmentSpec | None = None) -> ModelPlan:
     """One model's part of the plan (``env``: where it runs, to doubt a capacity measured elsewhere)."""
     slo, capacity = model.slo, model.capacity
-    missing = []
-    if slo is None or slo.peak_rps is None:
-        missing.append("slo.peak_rps (the expected peak traffic)")
+    missing, doubts = [], _doubts(model, env)
+    tokens = slo.peak_tokens_per_s if slo is not None else None
+    if tokens is None and (slo is None or slo.peak_rps is None):
+        missing.append(
+            "slo.peak_tokens_per_s (the expected peak, prompt + generated tokens/s)"
+            if isinstance(model, LlmModel)
+            else "slo.peak_rps (the expected peak traffic)"
+        )
     if capacity is None:
         missing.append(f"a measured capacity: run 'tritonkit tune {model.name}'")
     spare = 1 + (slo.spare if slo is not None else DEFAULT_HEADROOM)
-    load = slo.peak_rps / capacity.rps if slo is not None and slo.peak_rps and capacity else None
+    if tokens is not None:  # an llm model's work is its tokens, whatever the requests' sizes
+        if capacity is not None and capacity.tokens_per_s is None:
+            missing.append(f"capacity.tokens_per_s: run 'tritonkit tune {model.name}' again (it measures tokens/s)")
+        load = tokens / capacity.tokens_per_s if capacity is not None and capacity.tokens_per_s else None
+    else:
+        load = slo.peak_rps / capacity.rps if slo is not None and slo.peak_rps and capacity else None
+        if isinstance(model, LlmModel) and load is not None and capacity is not None:
+            doubts.append(
+                f"{model.name} is planned in requests/s of the one size tune measured ({capacity.prompt_chars} "
+                f"prompt characters, {capacity.output_tokens} tokens out): give slo.peak_tokens_per_s to plan "
+                "in tokens"
+            )
     return ModelPlan(
         model=model.name,
         peak_rps=slo.peak_rps if slo else None,
@@ -112,7 +137,9 @@ def plan_model(model: ModelBase, env: EnvironmentSpec | None = None) -> ModelPla
         target_concurrency=max(1, math.floor(capacity.concurrency / spare)) if capacity else None,
         target_rps=capacity.rps / spare if capacity else None,
         missing=missing,
-        doubts=_doubts(model, env),
+        doubts=doubts,
+        peak_tokens_per_s=tokens,
+        capacity_tokens_per_s=capacity.tokens_per_s if capacity is not None else None,
     )
 
 

@@ -95,6 +95,9 @@ class Slo(BaseModel):
 
     p99_ms: float | None = Field(default=None, gt=0)
     peak_rps: float | None = Field(default=None, gt=0)
+    # an llm model's peak in tokens/s (prompt + generated): its requests differ too much in size
+    # for requests/s to say how much work they are
+    peak_tokens_per_s: float | None = Field(default=None, gt=0)
     max_queue_ms: float | None = Field(default=None, gt=0)
     error_rate: float | None = Field(default=None, ge=0, le=1)
     ttft_p99_ms: float | None = Field(default=None, gt=0)
@@ -121,6 +124,8 @@ class Capacity(BaseModel):
     ``p99_ms`` is the request latency at that load; an ``llm`` model's capacity has the TTFT and
     TPOT p99 instead, and the request it was measured with (``prompt_chars`` of prompt, exactly
     ``output_tokens`` generated): requests/s of an LLM mean nothing without the request's size.
+    ``tokens_per_s`` is what an LLM's requests are planned in: the prompt and generated tokens the
+    engine processed per second at that load (its own counters).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -132,6 +137,7 @@ class Capacity(BaseModel):
     tpot_p99_ms: float | None = Field(default=None, gt=0)
     prompt_chars: int | None = Field(default=None, ge=0)
     output_tokens: int | None = Field(default=None, ge=1)
+    tokens_per_s: float | None = Field(default=None, gt=0)
     measured_on: dict[str, str] = {}
 
 
