@@ -89,13 +89,14 @@ from tritonkit.deploy.live import (
     write_config,
 )
 from tritonkit.deploy.transaction import EnvironmentLock, Journal
-from tritonkit.errors import PromoteError, TritonkitError, UsageError
+from tritonkit.errors import PromoteError, ServerError, TritonkitError, UsageError
 from tritonkit.events import Progress
 from tritonkit.release.store import Release, ReleaseStore
 from tritonkit.serve.endpoints import Endpoints
+from tritonkit.serve.loadcheck import load_check
 from tritonkit.serve.metrics import ModelCounters, model_counters, scrape, watch, window_counters
 from tritonkit.serve.repository_api import load_model, unload_model
-from tritonkit.serve.server import TritonServer, repository_models
+from tritonkit.serve.server import repository_models
 from tritonkit.slo.analysis import Intent, Reads
 
 Report = Callable[[str], None]
@@ -343,10 +344,15 @@ class LocalEnvironment(Environment):
                 report(f"proving {target.name} on a scratch Triton (clients cannot reach it)")
                 held = holdovers(self.live, source, number, repository_models(source), served(client)[0])
                 try:
-                    with TritonServer(self._scratch(source, number, held), endpoints=scratch):
-                        pass
+                    proof = load_check(self._scratch(source, number, held), endpoints=scratch)
                 finally:
                     remove_tree(self.root / SCRATCH)
+                if not proof.ok:
+                    bad = proof.failed[0]
+                    what = "failed to load" if not bad.loaded else "did not answer its request"
+                    raise ServerError(
+                        f"{bad.name} {what} on the scratch Triton: {bad.detail}", hint=f"Triton's log: {proof.log_file}"
+                    )
                 self.journal.step(f"proved {target.name}")
             self.reconcile(target, client, report, journal=True)
         except TritonkitError as exc:

@@ -67,13 +67,21 @@ class LoadReport:
 
 
 def load_check(
-    root: Path, *, triton_bin: str | Path | None = None, progress: Progress | None = None, timeout: float = 300.0
+    root: Path,
+    *,
+    triton_bin: str | Path | None = None,
+    progress: Progress | None = None,
+    timeout: float = 300.0,
+    endpoints: Endpoints | None = None,
 ) -> LoadReport:
-    """Load every model of ``root`` on a fresh Triton and send each one request.
+    """Load every model of ``root`` on a fresh Triton and send each one request: the one "does
+    this repository load" path, for ``verify --load`` and a promotion's proof.
 
     Args:
         root: a built repository (verify it first: this checks loading, not contents).
         triton_bin: a ``tritonserver`` to use instead of the embedded one.
+        endpoints: where the Triton listens (default: free loopback ports); a promotion passes
+            the ones its journal recorded, so a recovery can find a server it left behind.
         progress: called with ``Event("load", model, "loaded" | "failed: …" | "answered" …)``.
         timeout: seconds to wait for the server to come up.
 
@@ -86,7 +94,7 @@ def load_check(
     import tritonclient.http as httpclient
 
     root = root.resolve()
-    server = TritonServer(root, endpoints=Endpoints.allocate(), triton_bin=triton_bin, models=[])
+    server = TritonServer(root, endpoints=endpoints or Endpoints.allocate(), triton_bin=triton_bin, models=[])
     server.start(timeout=timeout)
     checks: list[ModelCheck] = []
     try:
