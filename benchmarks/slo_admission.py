@@ -146,7 +146,7 @@ def _capacity(url: str, p99_ms: float, console: Console) -> tuple[float, int, fl
     open_within = [p.level for p in open_points if p.result.p99_ms <= p99_ms and p.result.throughput >= 0.95 * p.level]
     console.print(
         f"measured capacity: {capacity:.0f} req/s at c={concurrency}, p99 {best.result.p99_ms:.1f} ms "
-        f"({best.engine}); open-loop Poisson, asked -> sent /s, p99: "
+        f"({best.meter}); open-loop Poisson, asked -> sent /s, p99: "
         + ", ".join(f"{p.level:g} -> {p.result.throughput:.0f}, {p.result.p99_ms:.0f} ms" for p in open_points)
         + f"; sent and within the SLO up to {max(open_within, default=0):g}/s",
         highlight=False,

@@ -111,8 +111,8 @@ def _tune_result(spec: Path) -> object:
     from tritonkit.perf.search import TunePoint, TuneResult, TuneSettings
     from tritonkit.perf.stats import ServerBreakdown, WindowStats
 
-    window = WindowStats(0.0, 1.0, 100, 0, 100.0, 1.0, 2.0, 3.0, 4.0, 0.1)
-    bench = BenchPoint("concurrency", 4, [window], window, True, "", 0.5, 1, ServerBreakdown(100, 1, 1, 1, 1, {4: 25}))
+    window = WindowStats(0.0, 1.0, 100, 100.0, 1.0, 2.0, 3.0, 4.0, 0.1)
+    bench = BenchPoint("concurrency", 4, [window], window, True, "", ServerBreakdown(100, 1, 1, 1, 1, {4: 25}))
     best = TunePoint(TuneSettings(2, 16, 500), bench, within_slo=True)
     return TuneResult("classifier", 10.0, None, TuneSettings(1, 32, 2000), [best], best, best)
 

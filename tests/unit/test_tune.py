@@ -28,9 +28,9 @@ def _point(
     concurrency: int = 8,
     within: bool = True,
 ) -> TunePoint:
-    window = WindowStats(0.0, 1.0, int(throughput), 0, throughput, p99 / 2, p99 * 0.8, p99, p99 * 1.5, 0.0)
+    window = WindowStats(0.0, 1.0, int(throughput), throughput, p99 / 2, p99 * 0.8, p99, p99 * 1.5, 0.0)
     server = ServerBreakdown(int(throughput), queue_us, 10.0, compute_us - 20.0, 10.0, batches or {1: 10})
-    bench = BenchPoint("concurrency", concurrency, [window], window, True, "", 0.3, 1, server)
+    bench = BenchPoint("concurrency", concurrency, [window], window, True, "", server)
     return TunePoint(settings, bench, within)
 
 

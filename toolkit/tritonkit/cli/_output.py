@@ -36,6 +36,9 @@ from rich.console import Console
 from tritonkit.errors import mask_credentials
 
 SCHEMA_VERSION = 1
+SCHEMA_VERSIONS = {"bench": 2, "tune": 2}
+"""Commands whose documents changed incompatibly since v1 (bench/v2: a point's ``engine`` is
+``meter``, and the fields that could never vary are gone; tune's points are bench points)."""
 F = TypeVar("F", bound=Callable[..., Any])
 
 console = Console()
@@ -115,7 +118,7 @@ def record(**fields: Any) -> None:
 def document(error: BaseException | None = None) -> dict[str, Any]:
     """The JSON document of this invocation: what the command recorded, and the error if it failed.
 
-    The schema is ``tritonkit/<command>/v1``.
+    The schema is ``tritonkit/<command>/v1`` (``v2`` for the commands in :data:`SCHEMA_VERSIONS`).
 
     Args:
         error: the failure, or ``None``; a ``TritonkitError`` or ``click.ClickException``.
@@ -124,7 +127,8 @@ def document(error: BaseException | None = None) -> dict[str, Any]:
         A JSON-ready dict (paths as strings, NaN as ``null``).
     """
     command = _state.command or "tritonkit"
-    doc: dict[str, Any] = {"schema": f"tritonkit/{command}/v{SCHEMA_VERSION}", "ok": error is None, "exit_code": 0}
+    version = SCHEMA_VERSIONS.get(command, SCHEMA_VERSION)
+    doc: dict[str, Any] = {"schema": f"tritonkit/{command}/v{version}", "ok": error is None, "exit_code": 0}
     doc.update(jsonable(_state.fields))
     if error is not None:
         message = getattr(error, "message", None) or (

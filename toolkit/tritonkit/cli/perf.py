@@ -101,7 +101,7 @@ def bench(
             input_data=input_data,
             shapes=parse_shapes(shapes),
         )
-    meter = points[0].engine if points else "perf_analyzer"
+    meter = points[0].meter if points else "perf_analyzer"
     table = Table(
         title=f"{model} over {protocol}, measured by {meter}",
         title_justify="left",
@@ -112,7 +112,7 @@ def bench(
         caption="latency in ms from intended send time; queue/compute: server µs per request; ovh: client overhead ms",
         caption_justify="left",
     )
-    columns = ("load", "inf/s", "p50", "p90", "p99", "max", "err", "stable", "queue", "compute", "batch", "ovh")
+    columns = ("load", "inf/s", "p50", "p90", "p99", "max", "stable", "queue", "compute", "batch", "ovh")
     for column in columns:
         table.add_column(column, justify="right", no_wrap=True, min_width=max(len(column), 4))
     for p in points:
@@ -124,11 +124,11 @@ def bench(
         compute = srv.compute_input_us + srv.compute_infer_us + srv.compute_output_us
         table.add_row(
             load, f"{r.throughput:.0f}", f"{r.p50_ms:.2f}", f"{r.p90_ms:.2f}", f"{r.p99_ms:.2f}", f"{r.max_ms:.2f}",
-            str(r.errors), "yes" if p.stable else "no", f"{srv.queue_us:.0f}", f"{compute:.0f}",
+            "yes" if p.stable else "no", f"{srv.queue_us:.0f}", f"{compute:.0f}",
             f"{srv.mean_batch_size:.1f}", f"{p.client_overhead_ms:.2f}",
         )  # fmt: skip
     console.print(table)
-    record(model=model, protocol=protocol, engine=meter, batch_size=batch_size, points=[bench_point(p) for p in points])
+    record(model=model, protocol=protocol, meter=meter, batch_size=batch_size, points=[bench_point(p) for p in points])
     if report_dir is not None:
         from tritonkit.perf.report import write_bench_report
 

@@ -348,7 +348,6 @@ def measure_point(
         start=started,
         width=window_s,
         completed=run.requests,
-        errors=0,  # perf_analyzer stops with an error instead of counting failed requests
         throughput=run.throughput,
         p50_ms=run.p50_ms,
         p90_ms=run.p90_ms,
@@ -369,8 +368,6 @@ def measure_point(
         result=result,
         stable=run.stable,
         client_limited=limited,
-        client_cpu=0.0,
-        processes=0,
         server=server_delta(before, after),
-        engine="perf_analyzer",
+        meter="perf_analyzer",
     )

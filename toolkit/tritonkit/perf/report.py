@@ -61,7 +61,7 @@ def write_bench_report(points: Sequence[BenchPoint], out_dir: Path, *, title: st
     axis.grid(True, alpha=0.3)
     axis.margins(x=0.15, y=0.12)  # room for the point labels
     axis.legend(fontsize=7, loc="lower right")
-    figure.text(0.01, 0.005, run_metadata(points[0].engine if points else ""), fontsize=6, color="dimgray")
+    figure.text(0.01, 0.005, run_metadata(points[0].meter if points else ""), fontsize=6, color="dimgray")
     figure.tight_layout(rect=(0, 0.03, 1, 1))
     figure.savefig(png)
     plt.close(figure)
@@ -78,20 +78,20 @@ def _load(point: BenchPoint) -> str:
 
 
 def _html(points: Sequence[BenchPoint], title: str, image_b64: str) -> str:
-    header = ["load", "inf/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors", "stable", "queue µs",
+    header = ["load", "inf/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "stable", "queue µs",
               "compute µs", "mean batch", "client overhead ms", "client-limited"]  # fmt: skip
     rows = []
     for p in points:
         r, s = p.result, p.server
         compute = s.compute_input_us + s.compute_infer_us + s.compute_output_us
         cells = [_load(p), f"{r.throughput:.1f}", f"{r.p50_ms:.2f}", f"{r.p90_ms:.2f}", f"{r.p99_ms:.2f}",
-                 f"{r.max_ms:.2f}", str(r.errors), "yes" if p.stable else "no", f"{s.queue_us:.0f}",
+                 f"{r.max_ms:.2f}", "yes" if p.stable else "no", f"{s.queue_us:.0f}",
                  f"{compute:.0f}", f"{s.mean_batch_size:.2f}", f"{p.client_overhead_ms:.2f}",
                  p.client_limited or "no"]  # fmt: skip
         rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     summary = (
-        f'<p>{html.escape(run_metadata(points[0].engine if points else ""))} · <a href="bench.csv">bench.csv</a></p>'
+        f'<p>{html.escape(run_metadata(points[0].meter if points else ""))} · <a href="bench.csv">bench.csv</a></p>'
     )
     return _page(title, summary, image_b64, head, rows)
 
@@ -141,14 +141,14 @@ def write_tune_report(
     axis.set_title(title)
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize=7, loc="best")
-    engine = result.points[0].bench.engine if result.points else ""
-    figure.text(0.01, 0.005, run_metadata(engine), fontsize=6, color="dimgray")
+    meter = result.points[0].bench.meter if result.points else ""
+    figure.text(0.01, 0.005, run_metadata(meter), fontsize=6, color="dimgray")
     figure.tight_layout(rect=(0, 0.03, 1, 1))
     figure.savefig(png)
     plt.close(figure)
     _write_csv(out_dir / "tune.csv", _tune_rows(result))
 
-    header = ["#", "settings", "load", "inf/s", "p50 ms", "p99 ms", "errors", "queue µs", "compute µs",
+    header = ["#", "settings", "load", "inf/s", "p50 ms", "p99 ms", "queue µs", "compute µs",
               "mean batch", "within budget", "client-limited"]  # fmt: skip
     rows = []
     for number, p in enumerate(result.points, 1):
@@ -156,7 +156,7 @@ def write_tune_report(
         compute = s.compute_input_us + s.compute_infer_us + s.compute_output_us
         mark = " (chosen)" if p is result.best else " (original best)" if p is result.baseline else ""
         cells = [str(number), p.settings.label() + mark, p.offered, f"{r.throughput:.1f}", f"{r.p50_ms:.2f}",
-                 f"{r.p99_ms:.2f}", str(r.errors), f"{s.queue_us:.0f}", f"{compute:.0f}", f"{s.mean_batch_size:.2f}",
+                 f"{r.p99_ms:.2f}", f"{s.queue_us:.0f}", f"{compute:.0f}", f"{s.mean_batch_size:.2f}",
                  "yes" if p.within_slo else "no", p.bench.client_limited or "no"]  # fmt: skip
         rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     confirmed = ""
@@ -166,7 +166,7 @@ def write_tune_report(
     summary = (
         f"<p>{len(result.points)} points over {result.configs_tried} settings in {result.elapsed_s:.0f} s; "
         f"stopped: {html.escape(result.stopped or 'finished')}.{html.escape(confirmed)}</p>"
-        f'<p>{html.escape(run_metadata(engine))} · <a href="tune.csv">tune.csv</a></p>'
+        f'<p>{html.escape(run_metadata(meter))} · <a href="tune.csv">tune.csv</a></p>'
     )
     if variants is not None:
         summary = _variants_table(variants) + summary
@@ -216,12 +216,12 @@ def _bench_rows(points: Sequence[BenchPoint]) -> list[dict[str, object]]:
     for p in points:
         r, s = p.result, p.server
         rows.append({
-            "mode": p.mode, "level": p.level, "engine": p.engine, "throughput": r.throughput,
+            "mode": p.mode, "level": p.level, "meter": p.meter, "throughput": r.throughput,
             "p50_ms": r.p50_ms, "p90_ms": r.p90_ms, "p99_ms": r.p99_ms, "max_ms": r.max_ms,
-            "completed": r.completed, "errors": r.errors, "stable": p.stable, "client_limited": p.client_limited,
+            "completed": r.completed, "stable": p.stable, "client_limited": p.client_limited,
             "queue_us": s.queue_us, "compute_input_us": s.compute_input_us, "compute_infer_us": s.compute_infer_us,
             "compute_output_us": s.compute_output_us, "mean_batch_size": s.mean_batch_size,
-            "client_overhead_ms": p.client_overhead_ms, "client_cpu": p.client_cpu, "processes": p.processes,
+            "client_overhead_ms": p.client_overhead_ms,
         })  # fmt: skip
     return rows
 

@@ -184,7 +184,7 @@ class TuneResult:
             "rps": round(best.throughput, 1),
             "concurrency": int(best.bench.level),
             "p99_ms": round(best.p99_ms, 3),
-            "measured_on": replace(self.measured_on, meter=best.bench.engine).as_dict(),
+            "measured_on": replace(self.measured_on, meter=best.bench.meter).as_dict(),
         }
 
     def withdraw_unheld(self) -> None:

@@ -24,7 +24,6 @@ class WindowStats:
     start: float
     width: float
     completed: int
-    errors: int
     throughput: float
     p50_ms: float
     p90_ms: float
@@ -103,10 +102,8 @@ class BenchPoint:
     result: WindowStats  # over the last (up to) three windows
     stable: bool
     client_limited: str  # "" when the generator kept up, else why not
-    client_cpu: float  # 0.0: kept in bench/v1 from the retired Python generator
-    processes: int  # 0: the same
     server: ServerBreakdown
-    engine: str = "perf_analyzer"  # the meter that measured it
+    meter: str = "perf_analyzer"  # what measured it
 
     @property
     def client_overhead_ms(self) -> float:

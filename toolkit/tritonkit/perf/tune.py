@@ -203,7 +203,7 @@ class _Session:
         scale = self.window_s / (window_s or self.window_s)
         self.measured = (count + 1, seconds + (time.monotonic() - started) * scale)
         r = point.result
-        within = not point.client_limited and r.errors == 0 and r.completed > 0 and r.p99_ms <= self.result.p99_ms
+        within = not point.client_limited and r.completed > 0 and r.p99_ms <= self.result.p99_ms
         tuned = TunePoint(settings, point, within)
         if record:
             self.result.points.append(tuned)
