@@ -10,7 +10,7 @@ from tritonkit.perf.tune_llm import (
     LlmPoint,
     LlmTuneResult,
     choose,
-    next_concurrency,
+    next_level,
     summarize,
     unmet_hint,
 )
@@ -45,23 +45,23 @@ def test_the_hint_asks_for_what_the_worse_view_measured() -> None:
     assert unmet_hint(engine_slower, SLO).startswith("ask for ttft_p99_ms ≥ 294, or fewer")
 
 
-def test_next_concurrency_doubles_bisects_and_stops() -> None:
-    assert next_concurrency([_point(1, 5)], 64) == (2, "")
-    assert next_concurrency([_point(1, 5), _point(2, 9)], 64) == (4, "")
+def test_next_level_doubles_bisects_and_stops() -> None:
+    assert next_level([_point(1, 5)], 64) == (2, "")
+    assert next_level([_point(1, 5), _point(2, 9)], 64) == (4, "")
     over = [_point(1, 5), _point(2, 9), _point(4, 16), _point(8, 20, ok=False)]
-    assert next_concurrency(over, 64) == (6, "")  # between the last good and the first bad
-    assert next_concurrency([*over, _point(6, 18)], 64) == (7, "")
-    level, why = next_concurrency([*over, _point(6, 18), _point(7, 19, ok=False)], 64)
+    assert next_level(over, 64) == (6, "")  # between the last good and the first bad
+    assert next_level([*over, _point(6, 18)], 64) == (7, "")
+    level, why = next_level([*over, _point(6, 18), _point(7, 19, ok=False)], 64)
     assert level == 0 and "c=6 is within the SLO and c=7 is not" in why
     wide = [_point(8, 30), _point(16, 40), _point(32, 35, ok=False), _point(24, 47, ok=False)]
-    assert next_concurrency([*wide, _point(20, 41, ok=False)], 64) == (18, "")
-    assert next_concurrency([*wide, _point(20, 41, ok=False), _point(18, 31, ok=False)], 64)[0] == 0  # 16 → 18
-    assert next_concurrency([_point(1, 5), _point(2, 5.1)], 64) == (4, "")  # one flat level may be noise
-    assert next_concurrency([_point(1, 5), _point(2, 4), _point(4, 9)], 64) == (8, "")  # it was
-    level, why = next_concurrency([_point(1, 5), _point(2, 5.1), _point(4, 5.2)], 64)
+    assert next_level([*wide, _point(20, 41, ok=False)], 64) == (18, "")
+    assert next_level([*wide, _point(20, 41, ok=False), _point(18, 31, ok=False)], 64)[0] == 0  # 16 → 18
+    assert next_level([_point(1, 5), _point(2, 5.1)], 64) == (4, "")  # one flat level may be noise
+    assert next_level([_point(1, 5), _point(2, 4), _point(4, 9)], 64) == (8, "")  # it was
+    level, why = next_level([_point(1, 5), _point(2, 5.1), _point(4, 5.2)], 64)
     assert level == 0 and "stopped growing at c=2 and c=4" in why
-    assert next_concurrency([_point(1, 5), _point(2, 9)], 2)[0] == 0
-    assert next_concurrency([_point(1, 5, ok=False)], 64)[0] == 0
+    assert next_level([_point(1, 5), _point(2, 9)], 2)[0] == 0
+    assert next_level([_point(1, 5, ok=False)], 64)[0] == 0
 
 
 def test_the_capacity_is_the_lowest_concurrency_within_2_percent_of_the_most_requests() -> None:

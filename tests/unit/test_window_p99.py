@@ -55,12 +55,12 @@ def test_prometheus_takes_the_worst_minute_inside_the_window_in_the_namespace(
 
     monkeypatch.setattr(prometheus, "query", query)
     monkeypatch.setattr(prometheus, "query_vector", lambda *a, **k: [])
-    prometheus.window_counters("http://p:9090", "m", 300, selector='namespace="ml-prod"')
+    prometheus.query_window("http://p:9090", "m", 300, selector='namespace="ml-prod"')
     summary = 'nv_inference_request_summary_us{model="m",namespace="ml-prod",quantile="0.99"}'
     assert f"max(max_over_time({summary}[240s]))" in asked, asked
     assert all('namespace="ml-prod"' in q for q in asked), asked
     asked.clear()
-    prometheus.window_counters("http://p:9090", "m", 30)
+    prometheus.query_window("http://p:9090", "m", 30)
     assert 'max(nv_inference_request_summary_us{model="m",quantile="0.99"})' in asked, asked
 
 
@@ -81,7 +81,7 @@ def test_check_through_prometheus_reads_only_the_environments_namespace(
         selectors.append(selector)
         raise SystemExit(0)  # the selector is all this test needs
 
-    monkeypatch.setattr(prometheus, "window_counters", counters)
+    monkeypatch.setattr(prometheus, "query_window", counters)
     done = CliRunner().invoke(main, ["check", "-f", str(spec), "--prometheus", "http://p:9090", "--env", "prod"])
     assert selectors == ['namespace="ml-prod"'], done.output
     assert selectors == ['namespace="ml-prod"']

@@ -102,12 +102,12 @@ def check(
     seconds = parse_duration(window)
     replicas = plan_spec(spec, spec.environment(env_name)).replicas if env_name else 1
     if prometheus_url is not None:  # a cluster's view: rates over the window that just passed
-        from tritonkit.serve.prometheus import window_counters as prometheus_counters
+        from tritonkit.serve.prometheus import query_window
 
         # one environment's pods only: its namespace (a Prometheus scrapes every namespace's)
         scope = f'namespace="{spec.environment(env_name).namespace}"' if env_name else ""
         reads = {  # llm models: the engine's series too (a scrape has them whenever they exist)
-            m.name: prometheus_counters(prometheus_url, m.name, seconds, selector=scope, llm=isinstance(m, LlmModel))
+            m.name: query_window(prometheus_url, m.name, seconds, selector=scope, llm=isinstance(m, LlmModel))
             for m in chosen
         }
     else:  # one server: its own metrics, scraped through the window

@@ -17,7 +17,7 @@ the digest the history recorded). Either way the failure is recorded and the err
 gives it its effects (:meth:`KServeEnvironment._rollout`). Serverless steps
 through the traffic percentages (default 10 → 50 → 100), each applied and gated as above, then
 watched for the window; the new revision's Triton counters and the previous revision's are read
-through Prometheus (:func:`~tritonkit.serve.prometheus.window_counters`, the pods of one revision
+through Prometheus (:func:`~tritonkit.serve.prometheus.query_window`, the pods of one revision
 selected by :func:`revision_pods`) and judged by the one pure analysis, against the SLO and the
 previous revision as baseline. An ``llm`` model (by its kind in the release's lock) is read with
 the engine's series too — TTFT/TPOT buckets, waiting and running sequences, KV-cache usage, and
@@ -64,7 +64,7 @@ from tritonkit.manifests.crd import check
 from tritonkit.manifests.kserve import render
 from tritonkit.release.store import Release, ReleaseStore
 from tritonkit.release.view import as_released
-from tritonkit.serve.prometheus import window_counters
+from tritonkit.serve.prometheus import query_window
 from tritonkit.slo.analysis import Intent, Reads
 from tritonkit.spec.schema import EnvironmentSpec, Spec
 
@@ -118,13 +118,13 @@ def prometheus_reads(
     """The ``read`` of :func:`tritonkit.deploy.canary.walk` for one InferenceService: each
     model's counters over the last ``seconds`` on the pods of the ``"new"`` or ``"previous"``
     revision (``revision(side)``: its name, ``None`` in RawDeployment), through Prometheus; the
-    models in ``llm`` with their engine's series (:func:`~tritonkit.serve.prometheus.window_counters`
+    models in ``llm`` with their engine's series (:func:`~tritonkit.serve.prometheus.query_window`
     with ``llm=True``), the same reads ``tritonkit check --prometheus`` makes."""
     names = sorted(models)
 
     def reads(side: Side) -> Reads:
         pods = revision_pods(namespace, service, revision(side))
-        return {name: window_counters(url, name, seconds, selector=pods, llm=name in llm) for name in names}
+        return {name: query_window(url, name, seconds, selector=pods, llm=name in llm) for name in names}
 
     return reads
 

@@ -13,7 +13,7 @@ search. Decisions, and why:
   is often a noisy window on a shared host); after the first level over the
   SLO, the midpoint between it and the last good one is bisected (while the budget lasts), so
   the capacity is not off by up to 2x. Any error response (the engine refusing when its queue
-  is full, ``max_queue``) puts a level over the SLO. Decided by :func:`next_concurrency` (pure).
+  is full, ``max_queue``) puts a level over the SLO. Decided by :func:`next_level` (pure).
 * **TTFT and TPOT are measured client side**, per request: TTFT from send to the first streamed
   piece, TPOT per output token after it (:attr:`~tritonkit.serve.llm_client.Generation.per_token`,
   the engine's own definition). Not from the engine's histograms, because (1) their buckets are
@@ -139,7 +139,7 @@ class LlmTuneResult:
 # --------------------------------------------------------------------------- pure decisions
 
 
-def next_concurrency(points: Sequence[LlmPoint], max_concurrency: int) -> tuple[int, str]:
+def next_level(points: Sequence[LlmPoint], max_concurrency: int) -> tuple[int, str]:
     """The next level to measure after ``points`` (in the order measured), or ``(0, why)``.
 
     Doubles from the highest good level until two levels in a row gain less than 5% requests/s
@@ -363,7 +363,7 @@ def tune_llm(
             f"c={concurrency}: {point.rps:.2f} req/s, TTFT p99 {point.ttft_p99_ms:.0f} ms, "
             f"TPOT p99 {point.tpot_p99_ms:.1f} ms" + ("" if point.within_slo else " (over the SLO)")
         )
-        concurrency, why = next_concurrency(result.points, max_concurrency)
+        concurrency, why = next_level(result.points, max_concurrency)
         last = max(p.window_s for p in result.points) * 1.5 + window_s  # the next level: warm-up + window
         if concurrency and len(result.points) >= max_points:
             concurrency, why = 0, f"measured the maximum of {max_points} levels"
@@ -398,7 +398,7 @@ __all__ = [
     "LlmTuneResult",
     "choose",
     "measure_level",
-    "next_concurrency",
+    "next_level",
     "summarize",
     "tune_llm",
 ]

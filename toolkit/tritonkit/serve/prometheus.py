@@ -1,6 +1,6 @@
 """Triton's metrics through Prometheus: the PromQL a cluster would use, over its HTTP API.
 
-:func:`window_counters` asks Prometheus for one model's rates over a window and the worst p99
+:func:`query_window` asks Prometheus for one model's rates over a window and the worst p99
 any replica reports, and returns them as two :class:`~tritonkit.serve.metrics.ModelCounters`
 a window apart, so the same pure analysis judges a local Triton (two scrapes) and a cluster
 (one PromQL round). The queries::
@@ -38,8 +38,8 @@ replicas), and the p99 comes from them through the same
 ``histogram_quantile`` gives over the same rates.
 
 Example:
-    >>> before, after = window_counters("http://prometheus:9090", "classifier", 300)
-    >>> before, after = window_counters("http://prometheus:9090", "chat", 300, llm=True)
+    >>> before, after = query_window("http://prometheus:9090", "classifier", 300)
+    >>> before, after = query_window("http://prometheus:9090", "chat", 300, llm=True)
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def query_vector(
     return [(series.get("metric", {}), float(series["value"][1])) for series in document["data"]["result"]]
 
 
-def window_counters(
+def query_window(
     base_url: str, model: str, window_s: float, *, selector: str = "", llm: bool = False
 ) -> tuple[ModelCounters, ModelCounters]:
     """``model``'s counters as two reads ``window_s`` apart, computed from Prometheus rates over
