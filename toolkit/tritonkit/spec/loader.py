@@ -227,90 +227,97 @@ def _check_entry(entry: Path, boundary: Path, where: str, refuse: Callable[[Path
 
 
 def _check_files(loaded: LoadedSpec, node: yaml.Node | None) -> None:
+    """Every file a model names exists and stays inside the project: each kind checks its own."""
+    checks: dict[type, Callable[[LoadedSpec, yaml.Node | None, int, Any], None]] = {
+        OnnxModel: _onnx_files, PythonModel: _python_files, TensorRTModel: _tensorrt_files, LlmModel: _llm_files,
+    }  # fmt: skip
     for index, model in enumerate(loaded.spec.models):
-        if isinstance(model, OnnxModel) and model.variant is not None and model.variant.data is not None:
-            data_key: tuple[Any, ...] = ("models", index, "variant", "data")
-            _confine(loaded, node, data_key, model.variant.data)
-            if not loaded.resolve(model.variant.data).exists():
-                raise SpecError(
-                    f"variant data '{model.variant.data}' not found",
-                    file=_where(loaded.path, node, data_key),
-                    key=_dotted(data_key),
-                    hint="give the real inputs the variant is checked on: a .npy or .json file or a directory "
-                    "(spec-relative, inside the project)",
-                )
-        if isinstance(model, OnnxModel) and model.file is not None:
-            _require_file(loaded, node, ("models", index, "file"), model.file, "an existing .onnx file")
-        elif isinstance(model, OnnxModel) and model.export is not None:
-            key: tuple[Any, ...] = ("models", index, "export", "factory")
-            _require_file(loaded, node, key, model.export.factory_file, "the Python file that defines the factory")
-            for position, pattern in enumerate(model.export.depends):
-                key = ("models", index, "export", "depends", position)
-                if Path(pattern).is_absolute():  # pathlib cannot glob these; they name host files anyway
-                    raise SpecError(
-                        f"pattern '{pattern}' is absolute",
-                        file=_where(loaded.path, node, key),
-                        key=_dotted(key),
-                        hint="give a glob relative to the spec",
-                    )
-                for match in loaded.root.glob(pattern):
-                    _confine(loaded, node, key, os.path.relpath(match, loaded.root))
-        elif isinstance(model, PythonModel):
-            key = ("models", index, "path")
-            _confine(loaded, node, key, model.path)
-            directory = loaded.resolve(model.path)
-            if not (directory / "model.py").is_file():
-                raise SpecError(
-                    f"'{model.path}' has no model.py",
-                    file=_where(loaded.path, node, key),
-                    key=_dotted(key),
-                    hint="point 'path' at a directory containing the Triton Python backend model.py",
-                )
-            for dest, source in model.assets.items():
-                asset_key = ("models", index, "assets", dest)
-                package_dir = _package_dir(source)
-                if package_dir is not None:
-                    _confine(loaded, node, asset_key, str(package_dir / source.partition("/")[2]), inside=package_dir)
-                elif not source.startswith("package:"):
-                    _confine(loaded, node, asset_key, source)
-                if asset_path(loaded, source) is None:
-                    package = source.removeprefix("package:").split("/")[0]
-                    fix = f"pip install {package}" if source.startswith("package:") else "fix the path (spec-relative)"
-                    raise SpecError(
-                        f"asset '{dest}': source '{source}' not found",
-                        file=_where(loaded.path, node, ("models", index, "assets", dest)),
-                        key=_dotted(("models", index, "assets", dest)),
-                        hint=fix,
-                    )
-        elif isinstance(model, TensorRTModel):
-            for field_name, rel in (("onnx", model.onnx), ("calibration", model.calibration)):
-                if rel is not None:
-                    _require_file(loaded, node, ("models", index, field_name), rel, f"an existing {field_name} file")
-            if model.from_model is not None:
-                by_name = {m.name: m for m in loaded.spec.models}
-                if not isinstance(by_name.get(model.from_model), OnnxModel):
-                    key = ("models", index, "from_model")
-                    raise SpecError(
-                        f"'{model.from_model}' is not an onnx model of this spec",
-                        file=_where(loaded.path, node, key),
-                        key=_dotted(key),
-                        hint=did_you_mean(model.from_model, [n for n, m in by_name.items() if isinstance(m, OnnxModel)])
-                        or "name a model with kind: onnx",
-                    )
-        elif isinstance(model, LlmModel):
-            for field_name, rel, need in (("path", model.path, "config.json"), ("tokenizer", model.tokenizer, None)):
-                if rel is None or (field_name == "tokenizer" and rel in ("auto", "byte")):
-                    continue
-                key = ("models", index, field_name)
-                _confine(loaded, node, key, rel)
-                directory = loaded.resolve(rel)
-                if not directory.is_dir() or (need and not (directory / need).is_file()):
-                    raise SpecError(
-                        f"'{rel}' is not a {'transformers model' if need else 'tokenizer'} directory",
-                        file=_where(loaded.path, node, key),
-                        key=_dotted(key),
-                        hint="point it at a local directory written by save_pretrained() (no downloads here)",
-                    )
+        check = checks.get(type(model))
+        if check is not None:
+            check(loaded, node, index, model)
+
+
+def _refuse(loaded: LoadedSpec, node: yaml.Node | None, key: tuple[Any, ...], message: str, hint: str) -> SpecError:
+    return SpecError(message, file=_where(loaded.path, node, key), key=_dotted(key), hint=hint)
+
+
+def _onnx_files(loaded: LoadedSpec, node: yaml.Node | None, index: int, model: OnnxModel) -> None:
+    """The variant's data, then the model file or the export's factory and the globs it depends on."""
+    if model.variant is not None and model.variant.data is not None:
+        data_key: tuple[Any, ...] = ("models", index, "variant", "data")
+        _confine(loaded, node, data_key, model.variant.data)
+        if not loaded.resolve(model.variant.data).exists():
+            raise _refuse(
+                loaded, node, data_key, f"variant data '{model.variant.data}' not found",
+                "give the real inputs the variant is checked on: a .npy or .json file or a directory "
+                "(spec-relative, inside the project)",
+            )  # fmt: skip
+    if model.file is not None:
+        _require_file(loaded, node, ("models", index, "file"), model.file, "an existing .onnx file")
+        return
+    if model.export is None:
+        return
+    key: tuple[Any, ...] = ("models", index, "export", "factory")
+    _require_file(loaded, node, key, model.export.factory_file, "the Python file that defines the factory")
+    for position, pattern in enumerate(model.export.depends):
+        key = ("models", index, "export", "depends", position)
+        if Path(pattern).is_absolute():  # pathlib cannot glob these; they name host files anyway
+            raise _refuse(loaded, node, key, f"pattern '{pattern}' is absolute", "give a glob relative to the spec")
+        for match in loaded.root.glob(pattern):
+            _confine(loaded, node, key, os.path.relpath(match, loaded.root))
+
+
+def _python_files(loaded: LoadedSpec, node: yaml.Node | None, index: int, model: PythonModel) -> None:
+    """The model directory with its model.py, and every asset (project files or a package's)."""
+    key: tuple[Any, ...] = ("models", index, "path")
+    _confine(loaded, node, key, model.path)
+    if not (loaded.resolve(model.path) / "model.py").is_file():
+        raise _refuse(
+            loaded, node, key, f"'{model.path}' has no model.py",
+            "point 'path' at a directory containing the Triton Python backend model.py",
+        )  # fmt: skip
+    for dest, source in model.assets.items():
+        asset_key = ("models", index, "assets", dest)
+        package_dir = _package_dir(source)
+        if package_dir is not None:
+            _confine(loaded, node, asset_key, str(package_dir / source.partition("/")[2]), inside=package_dir)
+        elif not source.startswith("package:"):
+            _confine(loaded, node, asset_key, source)
+        if asset_path(loaded, source) is None:
+            package = source.removeprefix("package:").split("/")[0]
+            fix = f"pip install {package}" if source.startswith("package:") else "fix the path (spec-relative)"
+            raise _refuse(loaded, node, asset_key, f"asset '{dest}': source '{source}' not found", fix)
+
+
+def _tensorrt_files(loaded: LoadedSpec, node: yaml.Node | None, index: int, model: TensorRTModel) -> None:
+    """The ONNX file and the calibration data, or the onnx model of this spec it is built from."""
+    for field_name, rel in (("onnx", model.onnx), ("calibration", model.calibration)):
+        if rel is not None:
+            _require_file(loaded, node, ("models", index, field_name), rel, f"an existing {field_name} file")
+    if model.from_model is None:
+        return
+    by_name = {m.name: m for m in loaded.spec.models}
+    if not isinstance(by_name.get(model.from_model), OnnxModel):
+        onnx_names = [n for n, m in by_name.items() if isinstance(m, OnnxModel)]
+        raise _refuse(
+            loaded, node, ("models", index, "from_model"), f"'{model.from_model}' is not an onnx model of this spec",
+            did_you_mean(model.from_model, onnx_names) or "name a model with kind: onnx",
+        )  # fmt: skip
+
+
+def _llm_files(loaded: LoadedSpec, node: yaml.Node | None, index: int, model: LlmModel) -> None:
+    """The transformers model directory and a tokenizer directory, when they are paths."""
+    for field_name, rel, need in (("path", model.path, "config.json"), ("tokenizer", model.tokenizer, None)):
+        if rel is None or (field_name == "tokenizer" and rel in ("auto", "byte")):
+            continue
+        key = ("models", index, field_name)
+        _confine(loaded, node, key, rel)
+        directory = loaded.resolve(rel)
+        if not directory.is_dir() or (need and not (directory / need).is_file()):
+            raise _refuse(
+                loaded, node, key, f"'{rel}' is not a {'transformers model' if need else 'tokenizer'} directory",
+                "point it at a local directory written by save_pretrained() (no downloads here)",
+            )  # fmt: skip
 
 
 def asset_path(loaded: LoadedSpec, source: str) -> Path | None:
