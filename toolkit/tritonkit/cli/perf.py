@@ -312,6 +312,17 @@ def tune(
         show_llm_tune(result, spec_file=spec_file, report_dir=report_dir)
         _write_back(spec_file, model, result, yes)
         return
+    _show_config_tune(model, result, rate=rate, p99_ms=p99_ms, spec_file=spec_file, report_dir=report_dir,
+                      variant_search=variant_search)  # fmt: skip
+    _write_back(spec_file, model, result, yes, variant=variant_search.chosen() if variant_search else None)
+
+
+def _show_config_tune(
+    model: str, result: Any, *, rate: float | None, p99_ms: float | None, spec_file: Path, report_dir: Path | None,
+    variant_search: Any,
+) -> None:  # fmt: skip
+    """A config (or variant × config) tune's table, --json document and report (an llm's:
+    :func:`tritonkit.cli._tune_llm.show_llm_tune`)."""
     if variant_search is not None:
         variant_search.show()
     _print_tune(result)
@@ -341,7 +352,6 @@ def tune(
     )  # fmt: skip
     console.print(f"report: {png}  {page}")
     record(report={"png": png, "html": page})
-    _write_back(spec_file, model, result, yes, variant=variant_search.chosen() if variant_search else None)
 
 
 def _tune_point(point: Any) -> dict[str, Any] | None:
