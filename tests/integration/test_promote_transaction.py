@@ -247,3 +247,36 @@ def _scratch_servers(repository: Path) -> list[int]:
             if b"--model-repository=" + root in args or orphan:
                 found.append(int(proc.name))
     return found
+
+
+def test_a_scratch_triton_that_dies_before_any_model_loads_is_started_once_more(
+    local: tuple[LocalEnvironment, TritonServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen once beside a CPU hog: the scratch tritonserver aborted at start in its own gRPC event
+    engine (exit -6, "epoll_wait error: Bad file descriptor"), and the promotion failed on no
+    model's account. The proof starts it once more; a second failure still fails the promotion."""
+    import tritonkit.deploy.local as local_module
+    from tritonkit.errors import PromoteError, ServerError
+
+    env, _ = local
+    _ensure(env, 1)
+    real, calls = local_module.load_check, []
+
+    def dies_first(root: Path, **options: object):  # type: ignore[no-untyped-def]
+        calls.append(root)
+        if len(calls) == 1:
+            raise ServerError("tritonserver exited with code -6: (event_engine) epoll_wait error: Bad file descriptor")
+        return real(root, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(local_module, "load_check", dies_first)
+    assert env.promote(2).ok and len(calls) == 2
+    calls.clear()
+
+    def always(root: Path, **options: object):  # type: ignore[no-untyped-def]
+        calls.append(root)
+        raise ServerError("tritonserver exited with code -6")
+
+    monkeypatch.setattr(local_module, "load_check", always)
+    with pytest.raises(PromoteError, match="exited with code -6"):
+        env.promote(1)
+    assert len(calls) == 2 and env.current().name == "v2"  # type: ignore[union-attr]

@@ -343,16 +343,7 @@ class LocalEnvironment(Environment):
             if self.prove:
                 report(f"proving {target.name} on a scratch Triton (clients cannot reach it)")
                 held = holdovers(self.live, source, number, repository_models(source), served(client)[0])
-                try:
-                    proof = load_check(self._scratch(source, number, held), endpoints=scratch)
-                finally:
-                    remove_tree(self.root / SCRATCH)
-                if not proof.ok:
-                    bad = proof.failed[0]
-                    what = "failed to load" if not bad.loaded else "did not answer its request"
-                    raise ServerError(
-                        f"{bad.name} {what} on the scratch Triton: {bad.detail}", hint=f"Triton's log: {proof.log_file}"
-                    )
+                self._prove(source, number, held, scratch, report)
                 self.journal.step(f"proved {target.name}")
             self.reconcile(target, client, report, journal=True)
         except TritonkitError as exc:
@@ -374,6 +365,35 @@ class LocalEnvironment(Environment):
         self.reconcile(target, client, report)
         self.journal.clear()
         return entry
+
+    def _prove(self, source: Path, number: int, held: list[Holdover], scratch: Endpoints, report: Report) -> None:
+        """Load and ask every model of release ``number`` on a scratch Triton at ``scratch``, laid
+        out as the switch will hold it (:meth:`_scratch`), with ``verify --load``'s check.
+
+        A scratch Triton that dies before any model is loaded is no model's doing (seen once in
+        a CI run beside a CPU hog: ``Epoll1Poller … epoll_wait error: Bad file descriptor``, exit
+        -6, in Triton's own gRPC event engine): it is started once more.
+
+        Raises:
+            ServerError: a model failed to load or to answer (with Triton's reason), or the
+                scratch Triton did not start twice.
+        """
+        for attempt in range(2):
+            try:
+                proof = load_check(self._scratch(source, number, held), endpoints=scratch)
+                break
+            except ServerError as exc:
+                if attempt:
+                    raise
+                report(f"the scratch Triton did not start ({exc.message}): starting it once more")
+            finally:
+                remove_tree(self.root / SCRATCH)
+        if not proof.ok:
+            bad = proof.failed[0]
+            what = "failed to load" if not bad.loaded else "did not answer its request"
+            raise ServerError(
+                f"{bad.name} {what} on the scratch Triton: {bad.detail}", hint=f"Triton's log: {proof.log_file}"
+            )
 
     def _recover(self, client: Any | None, report: Report) -> str | None:
         """Under the lock: close the journal's step (recording it as interrupted if its outcome
