@@ -41,6 +41,7 @@ from pathlib import Path
 
 from tritonkit.artifact.lock import read_lock
 from tritonkit.deploy.canary import Side, Step, walk
+from tritonkit.deploy.transaction import EnvironmentLock, Journal
 from tritonkit.errors import PromoteError, UsageError, VerifyError
 from tritonkit.events import Event, Progress, emit
 from tritonkit.release.store import Release, ReleaseStore, parse_release
@@ -129,9 +130,17 @@ class Environment(ABC):
     name: str
     analysable: bool = False  # whether promote(analysis_s=...) can watch this environment's traffic
 
+    lock_timeout: float = 120.0
+    """Seconds a promote, rollback or repair waits for another one to finish (:meth:`lock`)."""
+
     def __init__(self, store: ReleaseStore, name: str) -> None:
         self.store, self.name = store, name
         self.root = store.root / "envs" / name
+        self.journal = Journal(self.root)  # an unfinished step (local: a switch; KServe: a walk)
+
+    def lock(self, what: str, *, timeout: float | None = None) -> EnvironmentLock:
+        """The environment's lock (a context manager); see :class:`.transaction.EnvironmentLock`."""
+        return EnvironmentLock(self.root, what, timeout=self.lock_timeout if timeout is None else timeout, user=_user())
 
     def history(self) -> list[Promotion]:
         """Every promotion and rollback, oldest first.

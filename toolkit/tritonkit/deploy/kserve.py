@@ -55,9 +55,8 @@ from typing import Any
 from tritonkit.artifact.lock import read_lock
 from tritonkit.deploy.canary import Side, Step, plan_steps
 from tritonkit.deploy.cluster import apply, cluster, read
-from tritonkit.deploy.environment import Environment, Promotion, Rollout, Status, _user, evidence
+from tritonkit.deploy.environment import Environment, Promotion, Rollout, Status, evidence
 from tritonkit.deploy.gates import Gate, check_canary, evaluate, normalize_mode, rolled_back
-from tritonkit.deploy.transaction import EnvironmentLock, Journal
 from tritonkit.errors import ClusterError, PromoteError, UsageError
 from tritonkit.events import Progress
 from tritonkit.manifests.crd import check
@@ -144,14 +143,9 @@ class KServeEnvironment(Environment):
     ) -> None:  # fmt: skip
         super().__init__(store, env.name)
         self.spec, self.env, self.timeout_s, self.lock_timeout = spec, env, timeout_s, lock_timeout
-        self.journal = Journal(self.root)
         self._walking: Rollout | None = None
 
     # ------------------------------------------------------------------ one step at a time
-
-    def lock(self, what: str, *, timeout: float | None = None) -> EnvironmentLock:
-        """The environment's lock (a context manager); see :class:`.transaction.EnvironmentLock`."""
-        return EnvironmentLock(self.root, what, timeout=self.lock_timeout if timeout is None else timeout, user=_user())
 
     def promote(
         self, number: int, *, canary: int | None = None, progress: Progress | None = None,

@@ -70,7 +70,7 @@ from tritonkit.artifact.layout import remove_tree
 from tritonkit.build.verify import require_verified
 from tritonkit.deploy.canary import Side, Step, plan_steps
 from tritonkit.deploy.drift import differences
-from tritonkit.deploy.environment import HISTORY, Environment, Promotion, Rollout, Status, _user, evidence
+from tritonkit.deploy.environment import HISTORY, Environment, Promotion, Rollout, Status, evidence
 from tritonkit.deploy.live import (
     Holdover,
     config_json,
@@ -88,7 +88,6 @@ from tritonkit.deploy.live import (
     try_connect,
     write_config,
 )
-from tritonkit.deploy.transaction import EnvironmentLock, Journal
 from tritonkit.errors import PromoteError, ServerError, TritonkitError, UsageError
 from tritonkit.events import Progress
 from tritonkit.release.store import Release, ReleaseStore
@@ -139,7 +138,6 @@ class LocalEnvironment(Environment):
         served = self.served_at() if url is None else None
         self.url = url or (served[0] if served else DEFAULT_URL)
         self.metrics_url = metrics_url or (served[1] if served else f"http://{self.url.rsplit(':', 1)[0]}:8002/metrics")
-        self.journal = Journal(self.root)
         self.lock_timeout = lock_timeout
         self.prove = prove
         self._serving: IO[str] | None = None  # serve.lock, while this process serves live/
@@ -205,10 +203,6 @@ class LocalEnvironment(Environment):
         if self._serving is not None:
             self._serving.close()
             self._serving = None
-
-    def lock(self, what: str, *, timeout: float | None = None) -> EnvironmentLock:
-        """The environment's lock (a context manager); see :class:`.transaction.EnvironmentLock`."""
-        return EnvironmentLock(self.root, what, timeout=self.lock_timeout if timeout is None else timeout, user=_user())
 
     # ------------------------------------------------------------------ the interface
 
