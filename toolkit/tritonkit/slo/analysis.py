@@ -113,7 +113,7 @@ def analyse(
     seconds = max(after.at - before.at, 1e-9)
     served = after.success - before.success
     failed = after.failure - before.failure
-    asked = served + failed + after.invalid - before.invalid  # the client's invalid requests are traffic too
+    asked = _asked(before, after)
     executions = after.executions - before.executions
     request_us = after.request_us - before.request_us
     numbers = {
@@ -192,7 +192,7 @@ def _against_baseline(
     numbers to ``numbers``."""
     before, after = baseline
     served, failed = after.success - before.success, after.failure - before.failure
-    asked = served + failed + after.invalid - before.invalid
+    asked = _asked(before, after)
     numbers["baseline_p99_ms"] = after.p99_us / 1e3
     numbers["baseline_error_rate"] = failed / (served + failed) if served + failed else 0.0
     llm = "ttft_p99_ms" in numbers
@@ -246,13 +246,19 @@ def _slower(sli: str, numbers: dict[str, float], budget_ms: float | None, tolera
 KV_FULL = 0.9
 
 
+def _asked(before: ModelCounters, after: ModelCounters) -> float:
+    """The requests of a window: served, failed, and those the client got wrong (traffic too,
+    though neither served nor the server's failure)."""
+    return after.success - before.success + after.failure - before.failure + after.invalid - before.invalid
+
+
 def _engine_numbers(before: ModelCounters, after: ModelCounters) -> dict[str, float]:
     """An ``llm`` engine's window: TTFT/TPOT p99 (ms) from the bucket deltas, and its gauges."""
     ttft = after.ttft.minus(before.ttft) if after.ttft is not None else None
     tpot = after.tpot.minus(before.tpot) if after.tpot is not None else None
     seconds = max(after.at - before.at, 1e-9)
     invalid = after.invalid - before.invalid  # the client's mistakes: not in the error rate
-    asked = after.success - before.success + after.failure - before.failure + invalid
+    asked = _asked(before, after)
     return {
         "tokens_per_s": (after.tokens - before.tokens) / seconds,  # prompt + generated
         "client_invalid": invalid,
