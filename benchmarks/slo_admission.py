@@ -6,7 +6,10 @@ with p99 within the SLO; and, for the record, open-loop Poisson rates: the highe
 stays within it); then two builds of it are served in turn, one with ``slo: {p99_ms,
 max_queue_ms}`` and the measured ``capacity`` (so the build derives Triton's queue policy) and
 one without, and each gets one client sending one request at a time (``--sequential`` requests), then
-open-loop Poisson load at 0.5×, 0.9×, 1.2× and 2× the capacity. The
+open-loop Poisson load at 0.5×, 0.9×, 1.2× and 2× the capacity. A third build has a queue timeout
+no request reaches (30 s): it refuses nothing, so what it changes against the build without a
+policy is the cost of Triton's policy mode itself (no batch prefetching; the batcher's missed
+wake-up at the end of a batch, see ``tritonkit.spec.intent.queue_policy``). The
 client is one thread sending with gRPC futures (``async_infer``); it records every request's
 latency from its intended send time, its outcome, and how late it was sent (send lag p99, so a
 client that cannot keep up shows).
@@ -69,6 +72,8 @@ models:
     instance_group: [{count: 1, kind: KIND_CPU}]
 """
 FULL, TIMED_OUT = "Exceeds maximum queue size", "Request timeout expired"
+MODE_ONLY_TIMEOUT_S = 30
+"""A queue timeout no request of the benchmark reaches (the whole backlog at 2× drains in ~12 s)."""
 
 
 @dataclass(frozen=True)
@@ -240,11 +245,25 @@ def main() -> int:
             f"max_queue_size {policy.max_queue_size or 'unbounded'}",
             highlight=False,
         )
-        for label, root in (("with the derived policy", governed), ("without (queue unbounded)", plain)):
+        # the policy's mode alone: a timeout no request reaches still turns off Triton's batch
+        # prefetching (scheduler_utils.cc), so what this build adds over the plain one is that mode's cost
+        idle_policy = "max_queue_delay_microseconds: 0, default_queue_policy: {default_timeout_microseconds: %d}}"
+        mode_only = _serve(
+            scratch / "mode-only",
+            SPEC.replace("max_queue_delay_microseconds: 0}", idle_policy % (MODE_ONLY_TIMEOUT_S * 1_000_000)),
+        )
+        # beyond the capacity a queue that refuses nothing only grows (and, with no new arrival to
+        # wake the batcher, drains one batch per 500 ms): the mode-only build stops at 0.9x
+        builds = (
+            ("with the derived policy", governed, (0.5, 0.9, 1.2, 2.0)),
+            (f"timeout {MODE_ONLY_TIMEOUT_S} s (refuses nothing)", mode_only, (0.5, 0.9)),
+            ("without (queue unbounded)", plain, (0.5, 0.9, 1.2, 2.0)),
+        )
+        for label, root, factors in builds:
             endpoints = Endpoints.allocate()
             with TritonServer(root, endpoints=endpoints) as server:
                 rows.append((label, 0.0, _sequential(server.endpoints.grpc_url, args.sequential, args.p99_ms)))
-                for factor in (0.5, 0.9, 1.2, 2.0):
+                for factor in factors:
                     url, rate = server.endpoints.grpc_url, capacity * factor
                     rows.append((label, factor, _point(url, rate, args.seconds, int(factor * 10), args.p99_ms)))
                     console.print(f"{label}: {factor}x done", highlight=False)

@@ -17,6 +17,12 @@ from tritonkit.spec.intent import Capacity, QueuePolicyPlan, Slo, queue_policy
 from tritonkit.spec.schema import TensorSpec
 
 CAPACITY = {"rps": 2500, "concurrency": 24, "p99_ms": 9.1, "measured_on": {"cores": "2"}}
+QUEUE_DOUBT = (
+    "m is served with a queue policy and its capacity was measured without one (tune measures the model's "
+    "batching alone): with a policy Triton stops prefetching batches and its batcher waits for the next request "
+    "after each batch, so a replica holds less — measure the built model with 'tritonkit bench' (the price is in "
+    "the docs' known limits)"
+)
 IO = {
     "path": "m",
     "inputs": [{"name": "x", "dtype": "FP32", "dims": [4]}],
@@ -96,11 +102,12 @@ def test_the_environment_sets_an_availability_floor_and_a_capacity_from_other_ha
     plan = plan_spec(spec, gpu_env)
     assert plan.min_replicas == 5 and plan.replicas == 5  # the floor, above the 4 the traffic needs
     assert plan.models[0].doubts == [
-        "m's capacity was measured without a GPU; prod gives each replica 1: re-tune there"
+        QUEUE_DOUBT,
+        "m's capacity was measured without a GPU; prod gives each replica 1: re-tune there",
     ]
     cpu_env = gpu_env.model_copy(update={"gpus": 0, "min_replicas": 2})
     plan = plan_spec(spec, cpu_env)
-    assert plan.min_replicas == 2 and plan.replicas == 4 and plan.models[0].doubts == []
+    assert plan.min_replicas == 2 and plan.replicas == 4 and plan.models[0].doubts == [QUEUE_DOUBT]
 
 
 def test_a_capacity_measured_before_the_model_changed_or_on_other_cores_is_doubted() -> None:
@@ -112,16 +119,18 @@ def test_a_capacity_measured_before_the_model_changed_or_on_other_cores_is_doubt
     digest = measured.settings_digest()
     on = {"gpu": "none", "cores": "2", "settings": digest}
     same = _spec(slo={"peak_rps": 2000}, capacity={**CAPACITY, "measured_on": on})
-    assert plan_spec(same, None).models[0].doubts == []
+    assert plan_spec(same, None).models[0].doubts == [QUEUE_DOUBT]
     changed = _spec(slo={"peak_rps": 2000}, max_batch_size=4, capacity={**CAPACITY, "measured_on": on})
     assert plan_spec(changed, None).models[0].doubts == [
+        QUEUE_DOUBT,
         "m's capacity was measured before its spec last changed (batching, instances, parameters or the "
-        "model itself): re-tune it"
+        "model itself): re-tune it",
     ]
     image = "nvcr.io/nvidia/tritonserver@sha256:" + "0" * 64
     bigger = EnvironmentSpec(name="prod", namespace="ml", runtime_image=image, resources={"limits": {"cpu": "8"}})
     assert plan_spec(same, bigger).models[0].doubts == [
-        "m's capacity was measured on 2 cores; prod's replicas are limited to 8: re-tune on a replica's hardware"
+        QUEUE_DOUBT,
+        "m's capacity was measured on 2 cores; prod's replicas are limited to 8: re-tune on a replica's hardware",
     ]
 
 
@@ -160,6 +169,29 @@ def test_the_policy_never_refuses_what_only_waits_for_the_batch_running() -> Non
     assert two is not None and two.timeout_us == 53_334  # a round of two batches, one on each instance
     tight = queue_policy(Slo(p99_ms=40, max_queue_ms=20), capacity, max_batch_size=4)
     assert tight is not None and "more than p99_ms 40" in tight.note  # 26.7 + 26.7 cannot fit in 40
+
+
+def test_a_capacity_measured_without_the_queue_policy_it_is_served_with_is_doubted() -> None:
+    """Issue 25 defect 9: with any queue policy Triton stops prefetching batches (core
+    scheduler_utils.cc, PriorityQueue: support_prefetching_ only with no timeout, no override and
+    no bound) and its batcher then misses the wake-up at the end of each batch
+    (backend_model_instance.cc BackendThread: Payload::Execute notifies before DequeuePayload counts
+    the instance as waiting; rate_limiter.cc PayloadSlotAvailable without prefetching asks for a
+    waiting instance). benchmarks/slo_admission.py measured what that costs: a timeout no request
+    reached raised the p99 at 0.9x the capacity from 122 to 338 ms. Tune measures without the
+    policy, so the plan must not count that capacity as is."""
+    assert plan_spec(_spec(capacity=CAPACITY), None).models[0].doubts == [QUEUE_DOUBT]
+
+    def alone(**model: object) -> Spec:  # no repository-level slo: no max_queue_ms
+        return Spec.model_validate(
+            {"name": "d", "models": [{"name": "m", "kind": "python", "max_batch_size": 8, **IO, **model}]}
+        )
+
+    assert plan_spec(alone(capacity=CAPACITY), None).models[0].doubts == []
+    bounded = alone(capacity=CAPACITY, dynamic_batching={"default_queue_policy": {"max_queue_size": 3}})
+    assert plan_spec(bounded, None).models[0].doubts == [QUEUE_DOUBT]  # the spec's own policy: the same mode
+    delayed = alone(capacity=CAPACITY, dynamic_batching={"default_queue_policy": {}})
+    assert plan_spec(delayed, None).models[0].doubts == []  # an all-default policy keeps prefetching
 
 
 def test_the_autoscalers_ceiling_comes_from_the_environment_and_a_guess_is_said() -> None:

@@ -152,6 +152,13 @@ def _doubts(model: ModelBase, env: EnvironmentSpec | None) -> list[str]:
         return []
     on = MeasuredOn.from_dict(model.capacity.measured_on)
     found = []
+    if _queue_mode(model):
+        found.append(
+            f"{model.name} is served with a queue policy and its capacity was measured without one (tune "
+            "measures the model's batching alone): with a policy Triton stops prefetching batches and its "
+            "batcher waits for the next request after each batch, so a replica holds less — measure the built "
+            "model with 'tritonkit bench' (the price is in the docs' known limits)"
+        )
     if on.settings and on.settings != model.settings_digest():
         found.append(
             f"{model.name}'s capacity was measured before its spec last changed (batching, instances, "
@@ -174,6 +181,18 @@ def _doubts(model: ModelBase, env: EnvironmentSpec | None) -> list[str]:
             f"to {limit:g}: re-tune on a replica's hardware"
         )
     return found
+
+
+def _queue_mode(model: ModelBase) -> bool:
+    """Whether Triton serves ``model`` in its queue-policy mode: a timeout or queue bound, the
+    spec's own or one the build derives from ``slo.max_queue_ms`` (core ``scheduler_utils.cc``:
+    ``PriorityQueue`` supports prefetching only with no timeout, no override and no bound)."""
+    if model.max_batch_size == 0:
+        return False  # no dynamic batcher, no queue policy
+    own = model.dynamic_batching.default_queue_policy if model.dynamic_batching is not None else None
+    if own is not None:
+        return bool(own.default_timeout_microseconds or own.allow_timeout_override or own.max_queue_size)
+    return model.slo is not None and model.slo.max_queue_ms is not None
 
 
 def _cpus(quantity: str | None) -> float | None:

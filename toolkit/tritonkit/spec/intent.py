@@ -216,9 +216,12 @@ def queue_policy(
       it *accepts* or a 500 ms timer. A full queue accepts none, so the instance idles up to
       500 ms per batch (max_queue_size 8 at twice the capacity: 20 batches in 6 s instead of
       ~220). With the timeout alone the queue never exceeds what arrives within
-      ``timeout + T``, so ``max_queue_size`` stays 0 (unbounded). The same missed wake-up
-      still stalls a client that sends one request at a time now and then (its next request
-      comes before the instance waits again): 1 of 60 took 501 ms with the timeout alone.
+      ``timeout + T``, so ``max_queue_size`` stays 0 (unbounded).
+    - The same missed wake-up costs at every load, which is why the policy is opt-in: after each
+      batch the queued requests wait for the next arrival. A timeout no request reached raised
+      the p99 at half the capacity from 69 to 102 ms (1.6 s at 0.9×), and the 40 ms timeout
+      refused that wait: 7% of the requests at half the capacity (docs: "Known limits").
+      :func:`tritonkit.slo.plan.plan_model` doubts a capacity tune measured without the policy.
 
     Without a measured capacity only ``max_queue_ms`` applies. ``None`` when the SLO sets no
     ``max_queue_ms``.
