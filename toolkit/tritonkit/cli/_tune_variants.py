@@ -122,7 +122,8 @@ class VariantSearch:
         console.print(table)
         for line in found.not_tried:
             console.print(f"not tried: {line}")
-        console.print(f"tuning the config of: [bold]{found.chosen.label}[/] (screened fastest within the budgets)")
+        why = "screened fastest within the budgets" if found.chosen.screen else "the only one within the budgets"
+        console.print(f"tuning the config of: [bold]{found.chosen.label}[/] ({why})")
         record(variants=rows, variant=self.chosen(), not_tried=found.not_tried)
 
     def chosen(self) -> dict[str, Any] | None:

@@ -188,7 +188,7 @@ def _variants_table(found: VariantResult) -> str:
     not_tried = "".join(f"<li>{html.escape(line)}</li>" for line in found.not_tried)
     return (
         "<h2>Variants</h2><table><tr><th>variant</th><th>accuracy against the original</th>"
-        "<th>screened at the tuned settings</th><th>outcome</th></tr>"
+        "<th>screened at the served settings</th><th>outcome</th></tr>"
         + "".join(cells)
         + "</table>"
         + (f"<p>Not tried:</p><ul>{not_tried}</ul>" if not_tried else "")
