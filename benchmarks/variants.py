@@ -190,6 +190,11 @@ def main() -> int:
             chosen = found.chosen
             console.print(f"variant x config tune picked {chosen.label} with {found.tune.best.settings.label()} "
                           f"at c={found.tune.best.bench.level:g}")  # fmt: skip
+            made = sum(t.made_s for t in found.trials)
+            rest = found_wall - made - found.tune.elapsed_s
+            console.print(f"search time {found_wall:.0f} s: making the variants {made:.0f} s, the config search "
+                          f"{found.tune.elapsed_s:.0f} s, checking and screening the rest ({rest:.0f} s); "
+                          f"config-only tune {plain_wall:.0f} s")  # fmt: skip
             files = None
             if chosen.variant is not None:  # made again, as the build would: the same bytes
                 from tritonkit.build.variants import make_variant

@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -45,7 +46,8 @@ def make_variant(
     Args:
         samples: real requests; ``int8-static`` calibrates on them (in their order).
         batching: whether the model has a batch dimension (the samples lack it).
-        workdir: scratch space for the pre-processed model.
+        workdir: scratch space for the pre-processed model (kept there: recipes made from
+            the same source in the same workdir pre-process it once).
 
     Raises:
         ValueError: a recipe the model cannot take (its message is onnxruntime's reason).
@@ -75,8 +77,12 @@ def make_variant(
             quantize_static,
         )
 
-        prepared = workdir / "preprocessed.onnx"
-        _preprocess(source, prepared)
+        # one pre-processing per source file in a workdir: tune tries three int8 recipes of one
+        # model, and on MiniLM each pre-processing took seconds (symbolic shape inference runs,
+        # fails and is redone without it)
+        prepared = workdir / f"preprocessed-{_digest(source)}.onnx"
+        if not prepared.is_file():
+            _preprocess(source, prepared)
         with _quiet():
             if variant.recipe == "int8-dynamic":
                 quantize_dynamic(prepared, target, weight_type=QuantType.QInt8, per_channel=variant.per_channel)
@@ -95,6 +101,14 @@ def make_variant(
                 )
     if not target.is_file():
         raise ValueError(f"onnxruntime wrote no model for recipe '{variant.recipe}'")
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def _preprocess(source: Path, target: Path) -> None:

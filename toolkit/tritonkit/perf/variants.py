@@ -7,11 +7,12 @@ p99 budget and an accuracy budget, on one running Triton, without a restart.
    original; a variant outside ``slo.accuracy`` is reported with its figures and dropped.
    Without real inputs only ``optimized`` (which keeps the numerics) is tried; without an
    accuracy budget, only variants whose outputs equal the original's are admitted.
-2. **Screen.** The original and every admitted variant at the served settings:
+2. **Screen.** The original and every admitted variant at the served settings, a variant's
+   file loaded through the repository API in place of the repository's: the original by
    :func:`~tritonkit.perf.tune.capacity_at` (tune's concurrency climb from one request within
-   the p99 budget), a variant's file loaded through the repository API in place of the
-   repository's. All measured the same way, one after another (:data:`SCREEN_SHARE` of the
-   budget). Nothing is screened when the original is the only candidate.
+   the p99 budget, its share of :data:`SCREEN_SHARE` of the budget), then each variant with
+   one measurement at the concurrency the original's climb ended at — the same offered load
+   for every candidate. Nothing is screened when the original is the only candidate.
 3. **Tune the winner's config** with the time left: the fastest variant when it beat the
    original by :data:`SCREEN_MARGIN` (one screening measurement each, and this host's
    run-to-run noise is ±10-20%), else the original. The claim is tune's: confirmed against
@@ -53,6 +54,9 @@ from tritonkit.spec.schema import OnnxVariant
 
 SCREEN_SHARE = 0.2
 """The share the screening may take (split evenly between the original and the admitted variants)."""
+SCREEN_POINT_S = 1.0
+"""A variant's screening budget once the original's climb found a concurrency: one measurement
+there (the first point is always measured), the same offered load for every candidate."""
 SCREEN_MARGIN = 1.1
 """A variant replaces the original only when it screened at least this much faster."""
 ACCURACY_SAMPLES = 512
@@ -168,7 +172,7 @@ def tune_variants(
             target = Path(scratch) / f"variant-{number}.onnx"
             try:
                 make_variant(
-                    source, target, variant, samples=samples, batching=True, workdir=Path(scratch) / str(number)
+                    source, target, variant, samples=samples, batching=True, workdir=Path(scratch) / "prepared"
                 )
             except Exception as exc:  # onnxruntime's tools refuse some graphs: that recipe is out
                 trial.dropped = f"{trial.label} could not be made: {str(exc).strip().splitlines()[0][:200]}"
@@ -186,12 +190,18 @@ def tune_variants(
         common = dict(p99_ms=p99_ms, url=address, protocol=protocol, window_s=window_s, input_data=input_data)
         left = budget_s - (time.monotonic() - started)  # making and checking the variants took some
         share = max(left * SCREEN_SHARE / len(admitted), 1.0)
+        level = 1  # the variants are measured where the original's climb ended
         for trial in admitted if len(admitted) > 1 else []:
-            event(f"screening {trial.label} at the served config")
-            screened = capacity_at(model, files=files[trial.label], budget_s=share, **common)  # type: ignore[arg-type]
+            event(f"screening {trial.label} at the served config from c={level}")
+            screened = capacity_at(
+                model, files=files[trial.label], concurrency=level,
+                budget_s=share if trial is original or level == 1 else SCREEN_POINT_S, **common,  # type: ignore[arg-type]
+            )  # fmt: skip
             trial.screen = screened.best
             if trial.screen is None:
-                trial.dropped = "nothing within the p99 budget at the served config"
+                trial.dropped = f"nothing within the p99 budget at the served config and c={level}"
+            elif trial is original:
+                level = _level(trial.screen)
         result.chosen = _choose(original, [t for t in admitted if t.screen is not None])
         left = budget_s - (time.monotonic() - started)
         event(f"tuning the config of {result.chosen.label} ({left:.0f}s left)")
@@ -201,6 +211,10 @@ def tune_variants(
         )  # fmt: skip
     result.elapsed_s = time.monotonic() - started
     return result
+
+
+def _level(point: TunePoint) -> int:
+    return int(point.bench.level) if point.bench.mode == "concurrency" else 1
 
 
 def _choose(original: VariantTrial, screened: list[VariantTrial]) -> VariantTrial:
