@@ -1,8 +1,10 @@
 """Triton Python backend for ``kind: llm``: the vLLM backend's client contract over tritonkit's engine.
 
-tritonkit copies this file, ``engine.py``, ``tokens.py`` and ``kv_cache.py`` into every LLM
-model's version directory, next to ``model.json`` (engine arguments) and ``hf/`` (the
-transformers model, and its tokenizer), so the repository is self-contained. It needs Triton
+tritonkit copies this file and the engine (``engine.py`` and the modules it loads beside it:
+``sequences.py``, ``scheduler.py``, ``runner.py``, ``output.py``, ``static.py``, ``tokens.py``,
+``kv_cache.py``) into every LLM model's version directory, next to ``model.json`` (engine
+arguments) and ``hf/`` (the transformers model, and its tokenizer), so the repository is
+self-contained. It needs Triton
 ≥ 23.10 (decoupled Python models with ``is_cancelled``, ``TritonError`` codes) — 24.08 or newer
 for the histogram metrics — and ``torch`` and ``transformers`` ≥ 5 in the Python environment
 the stub runs in.
@@ -152,53 +154,21 @@ class TritonPythonModel:
         return prompt, engine.SamplingParams.from_json(_string(request, "sampling_parameters"), self.default_max_tokens)
 
     def _execute_static(self, requests):
-        """Baseline: one generate() over the whole batch; every answer when the longest ends."""
+        """Baseline: one generate() over the whole batch; every answer when the longest ends (``static.py``)."""
         live = []
         for request in requests:
             sender = request.get_response_sender()
             try:
                 prompt, params = self._read(request)
-                if not params.greedy:
-                    raise engine.ParameterError("mode static (a benchmark baseline) is greedy only: set temperature 0")
                 ids = self.tokenizer.encode(prompt)
-                if len(ids) + params.max_tokens > self.engine.max_positions:
-                    raise engine.ParameterError(
-                        f"prompt ({len(ids)} tokens) + max_tokens ({params.max_tokens}) exceeds the model's "
-                        f"{self.engine.max_positions} positions"
-                    )
+                engine.static.check(params, ids, self.engine.max_positions, engine.ParameterError)
                 live.append((_Sink(self, request, sender, prompt), ids, params))
             except (engine.ParameterError, ValueError) as exc:
                 self._refuse(sender, f"{self.name}: {exc}", pb_utils.TritonError.INVALID_ARG, "invalid")
         if not live:
             return
-        started = time.perf_counter()
-        width = max(len(ids) for _, ids, _ in live)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(i)) + i for _, i, _ in live], device=self.device)
-        mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for _, i, _ in live], device=self.device)
-        longest = max(p.max_tokens for _, _, p in live)
-        with torch.inference_mode():
-            out = self.model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                max_new_tokens=longest,
-                do_sample=False,
-                pad_token_id=pad,
-                eos_token_id=None if all(p.ignore_eos for _, _, p in live) else self.tokenizer.eos_token_id,
-            )
-        for row, (sink, prompt_ids, params) in enumerate(live):
-            new = out[row, width:].tolist()[: params.max_tokens]
-            reason = "length"
-            eos = self.tokenizer.eos_token_id
-            if not params.ignore_eos and eos in new:
-                new, reason = new[: new.index(eos) + 1], "stop"
-            seq = engine.Sequence(id="", prompt=sink.prompt, params=params, sink=sink, arrival=started)
-            seq.prompt_ids, seq.generated = prompt_ids, new
-            seq.first_token_at = time.perf_counter()
-            text = self.tokenizer.decode(new)
-            self.outbox.put(
-                engine.Event(seq, "final", text=text, tokens=tuple(new), finish_reason=reason, time=seq.first_token_at)
-            )
+        for event in engine.static.generate(self.model, self.tokenizer, self.device, live, engine):
+            self.outbox.put(event)
 
     # ------------------------------------------------------------------ responses
 

@@ -311,6 +311,11 @@ def test_llm_builds_are_reproducible_and_self_contained(tmp_path: Path, llm_buil
         "kv_cache.py",
         "model.json",
         "model.py",
+        "output.py",
+        "runner.py",
+        "scheduler.py",
+        "sequences.py",
+        "static.py",
         "tokens.py",
     ]
     config = (again.path / "tiny" / "config.pbtxt").read_text()

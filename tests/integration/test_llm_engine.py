@@ -78,9 +78,7 @@ def submit(eng, prompt: str, n: int, **params) -> Recorder:  # type: ignore[no-u
 def drain(eng, limit: int = 2000) -> int:  # type: ignore[no-untyped-def]
     """Run steps until nothing is left; returns how many it took."""
     for steps in range(limit):
-        eng._waiting.extend(eng._inbox)
-        eng._inbox.clear()
-        if not eng._waiting and not eng._running:
+        if not eng.collect():
             return steps
         eng.step()
     raise AssertionError("engine did not drain")
@@ -130,18 +128,17 @@ def test_slot_cache_grows_widens_and_refills_rows_without_changing_tokens(lm) ->
     for step in range(400):
         if step in arrivals:
             sinks[step] = submit(eng, *arrivals[step], ignore_eos=True)
-        eng._waiting.extend(eng._inbox)
-        eng._inbox.clear()
-        if not eng._waiting and not eng._running:
+        if not eng.collect():
             break
         eng.step()
-        if eng._running:
-            layer = eng._cache.layers[0]
+        if eng.scheduler.running:
+            layer = eng.runner.cache.layers[0]
             assert type(layer).__name__ == "SlotLayer" and layer.owns_view()
-            for i, seq in enumerate(eng._running):  # padding before a row's own tokens is zeros, not stale memory
-                assert not layer.keys[i, :, : eng._columns - seq.cached].any()
-                assert not layer.values[i, :, : eng._columns - seq.cached].any()
-    assert not eng._running and eng.stats.max_batch > 4
+            columns = eng.runner.columns
+            for i, seq in enumerate(eng.scheduler.running):  # padding before a row's own tokens is zeros
+                assert not layer.keys[i, :, : columns - seq.cached].any()
+                assert not layer.values[i, :, : columns - seq.cached].any()
+    assert not eng.scheduler.running and eng.stats.max_batch > 4
     for step, sink in sinks.items():
         assert sink.tokens == reference(lm, *arrivals[step]), arrivals[step][0]
 
@@ -150,12 +147,10 @@ def test_late_arrival_gets_its_first_token_while_the_long_one_runs(lm) -> None: 
     eng = engine.Engine(lm, TOK, engine.Budgets(max_running=4))
     long = submit(eng, "a long story", 120, ignore_eos=True)
     for _ in range(5):
-        eng._waiting.extend(eng._inbox)
-        eng._inbox.clear()
+        eng.collect()
         eng.step()
     late = submit(eng, "short", 5, ignore_eos=True)
-    eng._waiting.extend(eng._inbox)
-    eng._inbox.clear()
+    eng.collect()
     eng.step()
     assert late.tokens, "the late request waited for the batch"
     assert not long.finals and len(long.tokens) < 10
@@ -168,8 +163,7 @@ def test_cancelled_sequence_stops_within_one_step_and_frees_its_rows(lm) -> None
     keep = submit(eng, "keep going", 40, ignore_eos=True)
     drop = submit(eng, "cancel me please, I am long", 200, ignore_eos=True)
     for _ in range(3):
-        eng._waiting.extend(eng._inbox)
-        eng._inbox.clear()
+        eng.collect()
         eng.step()
     used_before = eng.stats.kv_used
     produced = len(drop.tokens)

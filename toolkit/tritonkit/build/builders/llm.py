@@ -2,8 +2,9 @@
 
 Layout of ``<model>/1/``:
 
-- ``model.py``, ``engine.py``, ``tokens.py``, ``kv_cache.py``: tritonkit's Python backend
-  (copied from ``python_backends/llm``, so the repository's hash covers the code that serves it);
+- ``model.py``, ``engine.py`` and the engine's modules (:data:`ENGINE_FILES`): tritonkit's
+  Python backend (copied from ``python_backends/llm``, so the repository's hash covers the code
+  that serves it);
 - ``hf/``: the transformers model — a copy of ``path``, or a ``random_init`` model created
   here from its seed and written with ``save_pretrained`` (deterministic: same seed, same
   torch and transformers → same bytes);
@@ -33,7 +34,17 @@ from tritonkit.build.modelconfig import model_config
 from tritonkit.errors import BuildError
 from tritonkit.spec.schema import InstanceGroup, LlmModel, LoadedSpec, ModelBase, RandomInit, TensorSpec
 
-ENGINE_FILES = ("model.py", "engine.py", "tokens.py", "kv_cache.py")
+ENGINE_FILES = (
+    "model.py",
+    "engine.py",
+    "sequences.py",
+    "scheduler.py",
+    "runner.py",
+    "output.py",
+    "static.py",
+    "tokens.py",
+    "kv_cache.py",
+)
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "vocab.txt")
 
 INPUTS = [
