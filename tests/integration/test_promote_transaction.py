@@ -19,7 +19,7 @@ from tritonkit.cli import main
 from tritonkit.deploy.live import live_config
 from tritonkit.deploy.local import LocalEnvironment
 from tritonkit.release.store import ReleaseStore
-from tritonkit.serve.server import repository_models
+from tritonkit.serve.models import repository_models
 
 # Sorts after classifier and postprocess: before the proof on a scratch server, classifier and
 # postprocess were already switched to v3 (and answering) when this model failed.
@@ -192,7 +192,7 @@ def test_two_concurrent_promotions_serialize(local: tuple[LocalEnvironment, Trit
 def test_status_reports_what_differs_and_repair_fixes_it(local: tuple[LocalEnvironment, TritonServer]) -> None:
     env, server = local
     _ensure(env, 2)
-    server.load_model("classifier")  # behind tritonkit's back: the on-disk config without a version policy
+    server.models_api.load("classifier")  # behind tritonkit's back: the on-disk config without a version policy
     client = httpclient.InferenceServerClient(env.url)
     client.unload_model("postprocess")
     client.close()

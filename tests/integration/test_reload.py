@@ -27,7 +27,7 @@ def test_config_override_reloads_without_restart_and_bad_override_keeps_serving(
         config = _config(server, "classifier")
         config["instance_group"] = [{"count": 2, "kind": "KIND_CPU"}]
         config["dynamic_batching"]["max_queue_delay_microseconds"] = 500
-        server.load_model("classifier", json.dumps(config))
+        server.models_api.load("classifier", json.dumps(config))
         reloaded = _config(server, "classifier")
         assert reloaded["instance_group"][0]["count"] == 2
         assert reloaded["dynamic_batching"]["max_queue_delay_microseconds"] == 500
@@ -35,8 +35,8 @@ def test_config_override_reloads_without_restart_and_bad_override_keeps_serving(
 
         broken = dict(reloaded, max_batch_size=4, dynamic_batching={"preferred_batch_size": [64]})
         with pytest.raises(ServerError, match="model 'classifier' failed to load"):
-            server.load_model("classifier", json.dumps(broken))
-        assert server.ready() and server.pid == pid
+            server.models_api.load("classifier", json.dumps(broken))
+        assert server.models_api.ready(server.models) and server.pid == pid
         client = httpclient.InferenceServerClient(server.endpoints.http_url.removeprefix("http://"))
         tensor = httpclient.InferInput("features", [1, 4], "FP32")
         tensor.set_data_from_numpy(np.array([[2.0, 0.0, 0.0, 1.0]], dtype=np.float32))

@@ -124,7 +124,7 @@ def test_without_a_terminal_or_yes_nothing_is_written_and_it_exits_not_confirmed
     before = _config(tune_server)
     slow = json.loads(json.dumps(before))  # served with a 200 ms batching delay: over any 50 ms budget
     slow["dynamic_batching"]["max_queue_delay_microseconds"] = 200_000
-    tune_server.load_model("classifier", slow)
+    tune_server.models_api.load("classifier", slow)
     spec_before = spec_copy.read_text()
     try:
         # two points suffice: the slow original over budget, then no delay within it (a change to show)
@@ -138,7 +138,7 @@ def test_without_a_terminal_or_yes_nothing_is_written_and_it_exits_not_confirmed
             check=False,
         )
     finally:
-        tune_server.load_model("classifier", before)
+        tune_server.models_api.load("classifier", before)
     assert done.returncode == NotConfirmed.exit_code, done.stdout + done.stderr
     assert "not changed: no terminal to confirm" in done.stderr and "hint: rerun with --yes" in done.stderr
     assert spec_copy.read_text() == spec_before

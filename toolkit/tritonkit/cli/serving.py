@@ -121,8 +121,9 @@ def serve(
     extra_args = _triton_args(ctx)
     from tritonkit.events import Event
     from tritonkit.serve.endpoints import Endpoints
+    from tritonkit.serve.models import repository_models
     from tritonkit.serve.process import check_ports_free
-    from tritonkit.serve.server import TritonServer, repository_models
+    from tritonkit.serve.server import TritonServer
     from tritonkit.serve.supervisor import start_supervised, supervise
 
     endpoints = Endpoints(host, http_port, grpc_port, metrics_port)

@@ -94,8 +94,8 @@ from tritonkit.release.store import Release, ReleaseStore
 from tritonkit.serve.endpoints import Endpoints
 from tritonkit.serve.loadcheck import load_check
 from tritonkit.serve.metrics import ModelCounters, model_counters, scrape, watch, window_counters
+from tritonkit.serve.models import repository_models
 from tritonkit.serve.repository_api import load_model, unload_model
-from tritonkit.serve.server import repository_models
 from tritonkit.slo.analysis import Intent, Reads
 
 Report = Callable[[str], None]

@@ -28,7 +28,8 @@ from tritonkit.build.onnx_io import empty_dims
 from tritonkit.errors import ServerError
 from tritonkit.events import Event, Progress, emit
 from tritonkit.serve.endpoints import Endpoints
-from tritonkit.serve.server import TritonServer, repository_models
+from tritonkit.serve.models import repository_models
+from tritonkit.serve.server import TritonServer
 from tritonkit.spec import dtypes
 
 
@@ -115,7 +116,7 @@ def load_check(
 
 def _check_one(server: TritonServer, client: object, name: str, config_path: Path) -> ModelCheck:
     try:
-        server.load_model(name)
+        server.models_api.load(name)
     except ServerError as exc:
         reason = exc.message.split("failed to load: ", 1)[-1]
         return ModelCheck(name, loaded=False, answered=None, detail=reason)

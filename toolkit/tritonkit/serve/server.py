@@ -5,7 +5,8 @@ tritonkit's Python-based ONNX Runtime backend by default).
 
 The server runs in explicit model-control mode, binds 127.0.0.1 unless told otherwise, and
 loads models one by one through the repository API so a failing model is reported with
-Triton's own reason.
+Triton's own reason. This module is the process; what it serves is :mod:`.models`
+(``server.models_api``: load, ready, drain), PyTriton's ``TritonServer`` / ``ModelManager`` split.
 
 Process hygiene: ``tritonserver`` is started with ``PR_SET_PDEATHSIG`` = SIGKILL, so it dies
 with the thread that started it even when that process is killed with SIGKILL (its Python stubs
@@ -30,12 +31,10 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO
 
 from tritonkit.errors import ServerError
 from tritonkit.serve.binary import (
@@ -47,6 +46,7 @@ from tritonkit.serve.binary import (
     stub_pycache,
 )
 from tritonkit.serve.endpoints import Endpoints
+from tritonkit.serve.models import ModelManager, http_status, repository_models
 from tritonkit.serve.process import (
     ALLOW_ENV,
     check_ports_free,
@@ -55,25 +55,8 @@ from tritonkit.serve.process import (
     scrubbed_environment,
     shm_regions,
 )
-from tritonkit.serve.repository_api import load_model, unload_model
 
 log = logging.getLogger(__name__)
-
-
-_BUSY = ("READY", "LOADING", "UNLOADING")  # states of a model that may still answer or be answering
-
-
-def ensemble_names(repository: Path) -> list[str]:
-    """The models of ``repository`` that are ensembles."""
-    configs = sorted(repository.glob("*/config.pbtxt"))
-    return [p.parent.name for p in configs if 'platform: "ensemble"' in p.read_text(errors="replace")]
-
-
-def repository_models(repository: Path) -> list[str]:
-    """Names of the model directories (those with a config.pbtxt), ensembles after the models they run."""
-    configs = sorted(repository.glob("*/config.pbtxt"))
-    ensembles = set(ensemble_names(repository))
-    return sorted(p.parent.name for p in configs if p.parent.name not in ensembles) + sorted(ensembles)
 
 
 AS_WRITTEN = "--disable-auto-complete-config"
@@ -221,9 +204,10 @@ class TritonServer:
         try:
             self._wait_live(timeout)
             live = True
+            models = self.models_api
             for name in self.models:
-                self.load_model(name)
-            if not self.ready():
+                models.load(name)
+            if not models.ready(self.models):
                 raise ServerError("Triton reports not ready after loading every model", hint=f"see {self.log_file}")
         except ServerError as exc:
             died = self._process.poll() if live else None  # before stop(): did it die on its own?
@@ -257,76 +241,21 @@ class TritonServer:
                     raise _BindRace(error.message, hint=error.hint)  # start() retries on fresh ports
                 check_ports_free(self.endpoints)  # taken meanwhile: name the holder, not just "exit 1"
                 raise error
-            if self._get("/v2/health/live") == 200:
+            if http_status(self.endpoints.http_url + "/v2/health/live") == 200:
                 return
             time.sleep(0.1)
         raise ServerError(f"tritonserver not live after {timeout:.0f}s", hint=f"see {self.log_file}")
 
-    def load_model(self, name: str, config: Mapping[str, Any] | str | None = None) -> None:
-        """Load (or reload) a model, optionally with a config override (:mod:`.repository_api`).
-
-        Raises:
-            ServerError: with Triton's reason when the load fails.
-        """
-        import tritonclient.http as httpclient
-
-        client = httpclient.InferenceServerClient(self.endpoints.http_url.removeprefix("http://"), network_timeout=300)
-        try:
-            load_model(client, name, config, hint=f"fix the model and rebuild; Triton's log: {self.log_file}")
-        finally:
-            client.close()
-
-    def ready(self) -> bool:
-        """Server ready and every model ready."""
-        if self._get("/v2/health/ready") != 200:
-            return False
-        return all(self._get(f"/v2/models/{name}/ready") == 200 for name in self.models)
+    @property
+    def models_api(self) -> ModelManager:
+        """The models of this server (load, ready, drain), at its current endpoints."""
+        return ModelManager(self.endpoints, self.repository, log_hint=f"Triton's log: {self.log_file}")
 
     def drain(self, timeout: float = 30.0, poll: float = 0.2) -> list[str]:
-        """Stop taking requests and let the ones in flight finish, before :meth:`stop`.
-
-        Every model is unloaded through the repository API, the ensembles first and drained
-        before their steps (a request in flight in an ensemble still calls them). Triton refuses
-        a new request for an unloading model at once (``404 … has no available versions``, which
-        a client or load balancer can retry elsewhere) and unloads it when its last request in
-        flight has been answered. Triton's own SIGINT shutdown does not do this: it keeps
-        answering new requests until its exit timeout while any is in flight, so under steady
-        traffic it never drained and was killed with requests in flight. Waits until no model
-        is loaded or unloading, up to ``timeout`` seconds.
-
-        Returns:
-            The models still loaded or unloading when ``timeout`` ran out (empty: drained).
-        """
-        import tritonclient.http as httpclient
-
+        """:meth:`ModelManager.drain`, when the process is still running (else nothing to drain)."""
         if self._process is None or self._process.poll() is not None:
             return []
-        address = self.endpoints.http_url.removeprefix("http://")
-        client = httpclient.InferenceServerClient(address, network_timeout=max(timeout, 1.0))
-        deadline = time.monotonic() + timeout
-
-        def busy(names: set[str]) -> list[str]:
-            return sorted(m["name"] for m in client.get_model_repository_index() if m["name"] in names and
-                          m.get("state") in _BUSY)  # fmt: skip
-
-        try:
-            loaded = {m["name"] for m in client.get_model_repository_index() if m.get("state") in _BUSY}
-            ensembles = loaded & set(ensemble_names(self.repository))
-            # ensembles first, and drained before their steps are touched: a request in flight in
-            # an ensemble still calls its steps
-            for names in (ensembles, loaded - ensembles):
-                for name in sorted(names):
-                    with contextlib.suppress(Exception):  # one that cannot be unloaded is waited on below
-                        unload_model(client, name)
-                while (left := busy(names)) and time.monotonic() < deadline:
-                    time.sleep(poll)
-                if left:
-                    return sorted(set(left) | (loaded - ensembles))
-            return []
-        except Exception:  # the server is gone or not answering: nothing left to drain through it
-            return []
-        finally:
-            client.close()
+        return self.models_api.drain(timeout, poll)
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """Stop gracefully (SIGINT), then kill after ``timeout``. Returns the exit code."""
@@ -368,15 +297,6 @@ class TritonServer:
         if self.log_file is None or not self.log_file.exists():
             return ""
         return self.log_file.read_text(errors="replace")
-
-    def _get(self, path: str) -> int:
-        try:
-            with urllib.request.urlopen(self.endpoints.http_url + path, timeout=5) as response:
-                return int(response.status)
-        except urllib.error.HTTPError as exc:
-            return int(exc.code)
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return 0
 
 
 BIND_RETRIES = 3
