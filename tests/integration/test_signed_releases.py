@@ -206,9 +206,9 @@ def test_a_signature_copied_from_another_release_is_refused(project: Path, keys:
     for name in (PROVENANCE_FILE, SIGNATURE_FILE):
         shutil.copy(v1 / name, v2 / name)
     policy = TrustPolicy.from_keys([public])
-    assert policy.check(v1, release="v1") is not None
+    assert policy.enforce(v1, release="v1") is not None
     with pytest.raises(TrustError, match="its lock is not the one that was signed"):
-        policy.check(v2, release="v2")
+        policy.enforce(v2, release="v2")
 
 
 def test_a_policy_that_requires_signatures_refuses_an_unsigned_release_and_records_nothing(

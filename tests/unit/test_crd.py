@@ -21,7 +21,7 @@ from tritonkit.artifact.layout import set_read_only
 from tritonkit.artifact.lock import write_lock
 from tritonkit.cli import main
 from tritonkit.errors import ClusterError
-from tritonkit.manifests.crd import OBJECT_META, QUANTITY, check, problems, schema_for, validate
+from tritonkit.manifests.crd import OBJECT_META, QUANTITY, problems, require_valid, schema_for, validate
 from tritonkit.manifests.kserve import render
 from tritonkit.release.store import ReleaseStore
 
@@ -160,7 +160,7 @@ def test_every_rendering_matches_kserves_crd_schemas(variant: str) -> None:
     documents = _renderings()[variant]
     assert [d["kind"] for d in documents] == ["ServingRuntime", "InferenceService"]
     assert problems(documents) == []
-    check(documents)
+    require_valid(documents)
 
 
 def test_the_golden_objects_fail_once_broken() -> None:
@@ -183,14 +183,14 @@ def test_the_golden_objects_fail_once_broken() -> None:
         "'queue' is not one of ['cpu', 'memory', 'concurrency', 'rps']",
     ]
     with pytest.raises(ClusterError) as e:
-        check([runtime, service])
+        require_valid([runtime, service])
     assert str(e.value) == (
         "ServingRuntime/tritonkit-demo: spec.containers[0].resources.limits.memory: '8 GB' is not a Kubernetes "
         "quantity (e.g. 512Mi, 2, 500m) (KServe v0.20.0 CRD schema; 4 more problems)"
     )
     assert e.value.exit_code == 12 and "tritonkit bug" in e.value.hint
     with pytest.raises(ClusterError, match="no KServe v0.20.0 schema for apiVersion serving.kserve.io/v1"):
-        check([{**service, "apiVersion": "serving.kserve.io/v1"}])
+        require_valid([{**service, "apiVersion": "serving.kserve.io/v1"}])
 
 
 def test_the_keda_metric_is_checked_field_by_field() -> None:

@@ -225,7 +225,7 @@ def deploy(
     if not dry_run:
         require_extra("k8s", "applying to a cluster")
     from tritonkit.deploy.cluster import apply
-    from tritonkit.manifests.crd import check
+    from tritonkit.manifests.crd import require_valid
     from tritonkit.manifests.kserve import render, to_yaml
     from tritonkit.release.view import as_released
     from tritonkit.spec.loader import load_spec
@@ -245,7 +245,7 @@ def deploy(
             hint=f"run 'tritonkit publish {name} oci://HOST/REPO:{name}' first; KServe pulls the image by digest",
         )
     documents = render(released, env, release, references[-1])
-    check(documents)  # KServe's CRD schemas: nothing is written or applied that a cluster would refuse or prune
+    require_valid(documents)  # KServe's CRD schemas: nothing is written or applied that a cluster would refuse or prune
     record(release=name, env=env_name, namespace=env.namespace, image=references[-1], dry_run=dry_run)
     _write_extras(released, env, release, references[-1], observability_dir, helm_values)
     if dry_run:

@@ -159,7 +159,7 @@ def verify(path: Path, load: bool, triton_bin: Path | None, trusted_keys: tuple[
 
     check_release_dir(path)  # a release in a store: its lock must be the one its index records
     policy = trust_policy(None, trusted_keys)
-    signed = policy.check(report.root, release=None) if policy is not None and report.ok else None
+    signed = policy.enforce(report.root, release=None) if policy is not None and report.ok else None
     if signed is not None:
         record(signed={"release": signed.release, "keyid": signed.keyid})
     if report.ok:

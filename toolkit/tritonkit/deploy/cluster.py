@@ -2,7 +2,7 @@
 object, and server-side apply of rendered objects (field manager ``tritonkit``).
 
 The objects themselves are rendered, purely, by :mod:`tritonkit.manifests.kserve`; every one is
-checked against KServe's CRD schemas (:func:`tritonkit.manifests.crd.check`) before it is applied.
+checked against KServe's CRD schemas (:func:`tritonkit.manifests.crd.require_valid`) before it is applied.
 
 Example:
     >>> apply(render(spec, env, release, reference), env)
@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from tritonkit.errors import ClusterError, require
-from tritonkit.manifests.crd import check
+from tritonkit.manifests.crd import require_valid
 from tritonkit.spec.schema import EnvironmentSpec
 
 FIELD_MANAGER = "tritonkit"
@@ -58,7 +58,7 @@ def read(client: Any, document: dict[str, Any]) -> dict[str, Any] | None:
 def apply(documents: list[dict[str, Any]], env: EnvironmentSpec, client: Any = None) -> list[str]:
     """Server-side apply every document to ``env``'s cluster; returns ``kind/name`` applied.
 
-    Every document is first checked against KServe's CRD schemas (:func:`tritonkit.manifests.crd.check`),
+    Every document is first checked against KServe's CRD schemas (:func:`tritonkit.manifests.crd.require_valid`),
     so none is applied when one would be refused or lose a field to pruning.
 
     Raises:
@@ -66,7 +66,7 @@ def apply(documents: list[dict[str, Any]], env: EnvironmentSpec, client: Any = N
         ClusterError: a document does not match KServe's CRD schema, no usable kubeconfig, or the
             API server refused an object.
     """
-    check(documents)
+    require_valid(documents)
     client = client or cluster(env)
     applied = []
     for document in documents:

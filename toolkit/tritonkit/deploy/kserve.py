@@ -59,7 +59,7 @@ from tritonkit.deploy.environment import Environment, Promotion, Rollout, Status
 from tritonkit.deploy.gates import Gate, check_canary, evaluate, normalize_mode, rolled_back
 from tritonkit.errors import ClusterError, PromoteError, UsageError
 from tritonkit.events import Progress
-from tritonkit.manifests.crd import check
+from tritonkit.manifests.crd import require_valid
 from tritonkit.manifests.kserve import render
 from tritonkit.release.store import Release, ReleaseStore
 from tritonkit.release.view import as_released
@@ -410,7 +410,7 @@ class KServeEnvironment(Environment):
         documents = render(released, self.env, release, references[-1])
         if canary:
             documents[1]["spec"]["predictor"]["canaryTrafficPercent"] = canary
-        check(documents)  # before any cluster is touched
+        require_valid(documents)  # before any cluster is touched
         return documents
 
     def _wait(

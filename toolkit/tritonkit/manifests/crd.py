@@ -16,7 +16,7 @@ as ranges (KServe's controller could not decode a larger number). Not checked: C
 Example:
     >>> validate({"spec": {"replicas": "2", "colour": "red"}}, schema)
     ['spec.replicas: expected integer, got string', "spec.colour: unknown field (the API server would drop it)"]
-    >>> check(render(spec, env, release, reference))   # raises ClusterError on any problem
+    >>> require_valid(render(spec, env, release, reference))   # raises ClusterError on any problem
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def problems(documents: Iterable[Mapping[str, Any]]) -> list[str]:
     return found
 
 
-def check(documents: Iterable[Mapping[str, Any]]) -> None:
+def require_valid(documents: Iterable[Mapping[str, Any]]) -> None:
     """Refuse objects that KServe's CRDs would reject, or strip fields from.
 
     Raises:

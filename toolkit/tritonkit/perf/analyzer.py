@@ -1,4 +1,4 @@
-"""NVIDIA's perf_analyzer as bench's measurement engine: the field's own meter.
+"""NVIDIA's perf_analyzer as bench's meter: the field's own.
 
 A Python load generator shares the machine's cores with the server it measures; on two cores
 it measured 0.43–0.66× of the throughput perf_analyzer measured on the same server, and its

@@ -195,7 +195,7 @@ def _variants_table(found: VariantResult) -> str:
     )
 
 
-def run_metadata(engine: str) -> str:
+def run_metadata(meter: str) -> str:
     """Where and how the numbers were measured: date, host, cores, meter, versions."""
     import datetime
     import os
@@ -204,7 +204,7 @@ def run_metadata(engine: str) -> str:
     from tritonkit.build.builders.base import tool_version
 
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    meter = f"meter {engine}" if engine else "meter unknown"
+    meter = f"meter {meter}" if meter else "meter unknown"
     return (
         f"{when} · {platform.node()} · {os.cpu_count()} cores · {meter} · "
         f"tritonkit {tool_version('tritonkit')} · tritonclient {tool_version('tritonclient')}"

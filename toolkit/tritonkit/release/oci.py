@@ -332,7 +332,7 @@ def pull(
             lock = (tree / LOCK_FILE).read_bytes()
             if signed_lock is not None and sha256_bytes(lock) != signed_lock:
                 raise TrustError(f"{reference}: its lock is not the one its attached provenance signs", hint=REPUBLISH)
-            trust.check(tree, release=None, subject=reference)
+            trust.enforce(tree, release=None, subject=reference)
         if destination.exists():
             destination.rmdir()
         seal(tree, destination)

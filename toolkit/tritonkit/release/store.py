@@ -232,7 +232,7 @@ class ReleaseStore:
     def _check_signature(self, number: int) -> None:
         """Under a trust policy: release ``number`` is signed, as itself, by a listed key."""
         if self.trust is not None:
-            self.trust.check(self.root / f"v{number}", release=f"v{number}")
+            self.trust.enforce(self.root / f"v{number}", release=f"v{number}")
 
     def create(
         self, build: Path, *, signer: Signer | None = None, provenance: Provenance | None = None
@@ -377,7 +377,7 @@ class ReleaseStore:
             if signing is not None:
                 sign(tree, f"v{number}", *signing)
                 if self.trust is not None:
-                    self.trust.check(tree, release=f"v{number}", subject=f"release v{number}")
+                    self.trust.enforce(tree, release=f"v{number}", subject=f"release v{number}")
             final = self.root / f".v{number}.ready"
             seal(tree, final)
             return final, release_lock

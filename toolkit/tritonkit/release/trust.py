@@ -36,7 +36,7 @@ on), over ``cryptography``'s primitives: nothing here implements a signature sch
 Example:
     >>> public = generate_key(Path("release.key"))
     >>> policy = TrustPolicy.from_keys([public])
-    >>> policy.check(Path("releases/v3"), release="v3").keyid[:8]
+    >>> policy.enforce(Path("releases/v3"), release="v3").keyid[:8]
     '5c1d0e…'
 """
 
@@ -227,7 +227,7 @@ class TrustPolicy:
             self._loaded.extend(load_public_key(path) for path in self.keys)
         return self._loaded
 
-    def check(self, tree: Path, *, release: str | None, subject: str | None = None) -> Signed | None:
+    def enforce(self, tree: Path, *, release: str | None, subject: str | None = None) -> Signed | None:
         """Verify the signature of the repository at ``tree``.
 
         Args:
