@@ -9,7 +9,9 @@ The stages, bottom to top (docs/architecture.md draws them)::
 stage and any stage below it; an import of a stage above is an *upward import*. A *cycle* is a
 set of modules that import each other, directly or through others (imports inside functions
 count: they are dependencies too; imports under ``if TYPE_CHECKING:`` do not, they never run).
-``python_backends/`` runs inside Triton's stub and may not import ``tritonkit`` at all.
+``python_backends/`` runs inside Triton's stub and may not import ``tritonkit`` at all. A module
+over :data:`MAX_LINES` lines says why in its docstring (a paragraph starting ``Length:``), or
+it is a problem too.
 
 Usage: ``python tools/check_layers.py [PACKAGE_DIR [BACKENDS_DIR]]``; exits 1 listing every
 violation, 0 when there is none.
@@ -38,6 +40,8 @@ STAGES = [
 ]
 RANK = {"errors": 0, "events": 0} | {stage: i for i, stage in enumerate(STAGES) if i >= 2}
 TOP = len(STAGES)  # tritonkit/__init__.py, __main__.py
+MAX_LINES = 450
+"""Beyond this a module states its reason (``Length: …`` in its docstring)."""
 
 
 def module_name(root: Path, path: Path) -> str:
@@ -102,6 +106,7 @@ def check(root: Path, backends: Path | None = None) -> list[str]:
         if rank(t) > rank(m)
     ]
     problems += [f"import cycle: {' -> '.join(cycle)}" for cycle in _cycles(graph)]
+    problems += _long_modules([*paths.values(), *(sorted(backends.rglob("*.py")) if backends else [])])
     if backends is not None:
         for path in sorted(backends.rglob("*.py")):
             for node in _imports(ast.parse(path.read_text(), str(path))):
@@ -109,6 +114,19 @@ def check(root: Path, backends: Path | None = None) -> list[str]:
                 if any(n == root.name or n.startswith(root.name + ".") for n in names):
                     problems.append(f"python backend imports {root.name}: {path}")
     return problems
+
+
+def _long_modules(paths: list[Path]) -> list[str]:
+    """Modules over MAX_LINES lines whose docstring does not say why (``Length: …``)."""
+    found = []
+    for path in paths:
+        text = path.read_text()
+        lines = text.count("\n") + 1
+        if lines > MAX_LINES and "\nLength: " not in (ast.get_docstring(ast.parse(text), clean=False) or ""):
+            found.append(
+                f"long module without a stated reason: {path} ({lines} lines; say why in a 'Length:' paragraph)"
+            )
+    return found
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:

@@ -102,3 +102,20 @@ def test_every_stage_package_ships_in_the_wheel() -> None:
     package = root / "toolkit" / "tritonkit"
     found = {".".join(("tritonkit", *p.parent.relative_to(package).parts)) for p in package.rglob("__init__.py")}
     assert found <= listed, f"not in pyproject's packages: {sorted(found - listed)}"
+
+
+def test_a_long_module_states_its_reason(tmp_path: Path) -> None:
+    """Issue 23: no module over 450 lines without a stated reason."""
+    body = "x = 1\n" * check_layers.MAX_LINES
+    package = _tree(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "spec/__init__.py": "",
+            "spec/short.py": body[: 6 * 100],
+            "spec/long.py": '"""A module."""\n' + body,
+            "spec/said.py": '"""A module.\n\nLength: one table of every field.\n"""\n' + body,
+        },
+    )
+    problems = check_layers.check(package)
+    assert len(problems) == 1 and "long module without a stated reason" in problems[0] and "long.py" in problems[0]

@@ -2,6 +2,9 @@
 
 Same rules as every command module (:mod:`tritonkit.cli`): parse, call the library, render
 with rich; :data:`COMMANDS` is what :mod:`tritonkit.cli` registers.
+
+Length: about 460 lines: two commands' options, checks and output (bench, and tune for every
+objective); tune's llm and variant parts already live in ``_tune_llm`` and ``_tune_variants``.
 """
 
 from __future__ import annotations

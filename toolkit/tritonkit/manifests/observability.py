@@ -36,6 +36,9 @@ Example:
     >>> scope = Scope('namespace="ml",job="demo"', service="demo")
     >>> [g["name"] for g in rule_groups(spec, scope)]
     ['demo-slo-recordings', 'demo-slo-alerts']
+
+Length: about 510 lines: the scaling signals, the alert rules and the dashboard render the
+same PromQL expressions; kept in one module so each expression is written once.
 """
 
 from __future__ import annotations

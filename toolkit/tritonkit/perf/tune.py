@@ -23,6 +23,11 @@ at that open-loop Poisson rate.
 Example:
     >>> result = tune("classifier", p99_ms=10, url="127.0.0.1:8001", budget_s=300)
     >>> result.best.settings, result.best.throughput
+
+Length: about 670 lines: the search session on a running server (apply a candidate,
+measure, settle, confirm in interleaved pairs, restore the served config on every exit) shares
+one session object; the search's decisions are pure in ``search.py`` and the variants' search
+is ``variants.py``.
 """
 
 from __future__ import annotations

@@ -30,6 +30,10 @@ Example:
 Length: about 470 lines, kept in one file on purpose: the index's hash chain, its repair, the
 operations that append to it (create, export) and the signature check every use goes through
 must agree on one format.
+
+Length: about 470 lines: one class whose every method shares the store's lock, its index
+(with its backup) and its trust policy — numbering, adding, repair and verification read best
+together; the OCI side is ``oci.py``, layers ``layers.py``, signing ``attest.py`` and ``trust.py``.
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ Example:
     >>> spec = Spec.model_validate({"repository": "demo", "models": [{"name": "m", "kind": "python"}]})
     >>> spec.model("m").kind
     'python'
+
+Length: about 560 lines: the pydantic models of a whole spec, one per kind plus the
+environments; the JSON Schema and the spec reference are generated from them, so they stay in
+one place (the intent's records are ``intent.py``).
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ batch and must agree within the spec's ``rtol``/``atol``.
 
 Example:
     >>> inputs, outputs = graph_io(Path("model.onnx"), max_batch_size=32)
+
+Length: about 490 lines: one builder's steps (copy or export from PyTorch in a subprocess,
+external data, variants, the graph checks against the spec); the graph reading is
+``onnx_io.py`` and the variants' recipes ``variants.py``.
 """
 
 from __future__ import annotations
