@@ -3,13 +3,15 @@
 Same rules as every command module (:mod:`tritonkit.cli`): parse, call the library, render
 with rich; :data:`COMMANDS` is what :mod:`tritonkit.cli` registers.
 
-Length: about 460 lines: two commands' options, checks and output (bench, and tune for every
-objective); tune's llm and variant parts already live in ``_tune_llm`` and ``_tune_variants``.
+Length: about 520 lines: two commands' options, checks and output (bench, and tune for every
+objective: ``_Objective`` and ``_Search`` by kind); tune's llm and variant parts live in ``_tune_llm`` and
+``_tune_variants``.
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -231,11 +233,8 @@ def tune(
 
     embedded = url is None and shutil.which("tritonserver") is None
     require_extra("report", "tune's report", *([("serve", "tuning on the embedded Triton")] if embedded else []))
-    from tritonkit.perf.inputs import parse_shapes
     from tritonkit.perf.tune import Bounds, parse_duration
-    from tritonkit.perf.tune import tune as run_tune
     from tritonkit.spec.loader import load_spec
-    from tritonkit.spec.schema import LlmModel
 
     if rate is not None and max_throughput:
         raise UsageError("--rate and --max-throughput ask for different objectives", hint="give one of them")
@@ -243,27 +242,10 @@ def tune(
         raise UsageError(f"--rate must be positive, got {rate:g}", hint="e.g. --rate 200")
     loaded = load_spec(spec_file)
     entry = loaded.spec.model(model)  # unknown model: a suggestion before anything starts
-    llm = isinstance(entry, LlmModel)
-    if isinstance(entry, LlmModel):
-        from tritonkit.cli._tune_llm import llm_objective
-
-        max_tokens = max_tokens or entry.default_max_tokens
-        ttft_p99_ms, tpot_p99_ms = llm_objective(
-            model, entry, p99_ms=p99_ms, rate=rate, ttft_p99_ms=ttft_p99_ms, tpot_p99_ms=tpot_p99_ms,
-            protocol=protocol, tensor_load=input_data is not None or bool(shapes),
-        )  # fmt: skip
-    elif ttft_p99_ms is not None or tpot_p99_ms is not None or prompt is not None or max_tokens is not None:
-        raise UsageError(
-            f"--ttft-p99-ms, --tpot-p99-ms, --prompt and --max-tokens are for llm models; '{model}' is not",
-            hint="give --p99-ms",
-        )
-    elif p99_ms is None:  # the objective comes from the spec's intent unless a flag overrides it
-        p99_ms = entry.slo.p99_ms if entry.slo is not None else None
-        if p99_ms is None:
-            raise UsageError(
-                f"no latency budget for '{model}'", hint="give --p99-ms, or set slo: {p99_ms: …} for it in the spec"
-            )
-    budget_s = parse_duration(budget)
+    objective = _Objective.of(
+        model, entry, p99_ms=p99_ms, rate=rate, ttft_p99_ms=ttft_p99_ms, tpot_p99_ms=tpot_p99_ms, prompt=prompt,
+        max_tokens=max_tokens, protocol=protocol, tensor_load=input_data is not None or bool(shapes),
+    )  # fmt: skip
     variant_search = None
     if variants:
         from tritonkit.cli._tune_variants import VariantSearch
@@ -272,52 +254,121 @@ def tune(
             loaded, entry, repository=lambda: repository or default_repository(spec_file), input_data=input_data,
             rate=rate, url=url, metrics_url=metrics_url,
         )  # fmt: skip
-    bounds = Bounds(max_instances=max_instances or max(4, os.cpu_count() or 1), max_batch=max_batch)
+    search = _Search(
+        model=model, objective=objective, rate=rate, budget_s=parse_duration(budget), max_points=max_points,
+        bounds=Bounds(max_instances=max_instances or max(4, os.cpu_count() or 1), max_batch=max_batch),
+        window_s=window_s, protocol=protocol, input_data=input_data, shapes=shapes, variant_search=variant_search,
+    )  # fmt: skip
     server = None
     try:
         if url is None:
             server = _start_embedded(repository or default_repository(spec_file))
             url = server.endpoints.grpc_url if protocol == "grpc" else server.endpoints.http_url.removeprefix("http://")
             metrics_url = metrics_url or server.endpoints.metrics_url
-        if llm:
-            from tritonkit.perf.tune_llm import DEFAULT_PROMPT, tune_llm
-
-            result = _run_with_progress(
-                tune_llm, model, ttft_p99_ms=ttft_p99_ms, tpot_p99_ms=tpot_p99_ms, url=url, budget_s=budget_s,
-                max_points=max_points, window_s=window_s, prompt=DEFAULT_PROMPT if prompt is None else prompt,
-                max_tokens=max_tokens, metrics_url=metrics_url,
-            )  # fmt: skip
-        elif variant_search is not None:
-            from tritonkit.perf.variants import tune_variants
-
-            assert p99_ms is not None
-            found = _run_with_progress(
-                tune_variants, model, source=variant_search.source, p99_ms=p99_ms, input_data=input_data,
-                accuracy_budget=variant_search.budget, url=url, protocol=protocol, gpu=variant_search.gpu,
-                budget_s=budget_s, max_points=max_points, bounds=bounds, window_s=window_s,
-            )  # fmt: skip
-            variant_search.found, result = found, found.tune
-        else:
-            result = _run_with_progress(
-                run_tune, model, p99_ms=p99_ms, url=url, protocol=protocol, rate=rate, budget_s=budget_s,
-                max_points=max_points, bounds=bounds, window_s=window_s,
-                input_data=input_data, shapes=parse_shapes(shapes),
-            )  # fmt: skip
+        result = search.run(url, metrics_url)
     except KeyboardInterrupt:
-        err_console.print("interrupted" if llm else "interrupted: the original config was loaded back")
+        err_console.print("interrupted" if objective.llm else "interrupted: the original config was loaded back")
         sys.exit(130)
     finally:
         if server is not None:
             server.stop()
-    if llm:
+    if objective.llm:
         from tritonkit.cli._tune_llm import show_llm_tune
 
         show_llm_tune(result, spec_file=spec_file, report_dir=report_dir)
         _write_back(spec_file, model, result, yes)
         return
-    _show_config_tune(model, result, rate=rate, p99_ms=p99_ms, spec_file=spec_file, report_dir=report_dir,
+    _show_config_tune(model, result, rate=rate, p99_ms=objective.p99_ms, spec_file=spec_file, report_dir=report_dir,
                       variant_search=variant_search)  # fmt: skip
     _write_back(spec_file, model, result, yes, variant=variant_search.chosen() if variant_search else None)
+
+
+@dataclass(frozen=True)
+class _Objective:
+    """What tune holds the model to: a p99 for a config search, TTFT/TPOT p99s (and the request's
+    size) for an llm model — from the flags, else the spec's intent."""
+
+    llm: bool
+    p99_ms: float | None = None
+    ttft_p99_ms: float | None = None
+    tpot_p99_ms: float | None = None
+    prompt: str | None = None
+    max_tokens: int | None = None
+
+    @classmethod
+    def of(
+        cls, model: str, entry: Any, *, p99_ms: float | None, rate: float | None, ttft_p99_ms: float | None,
+        tpot_p99_ms: float | None, prompt: str | None, max_tokens: int | None, protocol: str, tensor_load: bool,
+    ) -> _Objective:  # fmt: skip
+        from tritonkit.spec.schema import LlmModel
+
+        if isinstance(entry, LlmModel):
+            from tritonkit.cli._tune_llm import llm_objective
+
+            ttft, tpot = llm_objective(
+                model, entry, p99_ms=p99_ms, rate=rate, ttft_p99_ms=ttft_p99_ms, tpot_p99_ms=tpot_p99_ms,
+                protocol=protocol, tensor_load=tensor_load,
+            )  # fmt: skip
+            return cls(True, ttft_p99_ms=ttft, tpot_p99_ms=tpot, prompt=prompt,
+                       max_tokens=max_tokens or entry.default_max_tokens)  # fmt: skip
+        if ttft_p99_ms is not None or tpot_p99_ms is not None or prompt is not None or max_tokens is not None:
+            raise UsageError(
+                f"--ttft-p99-ms, --tpot-p99-ms, --prompt and --max-tokens are for llm models; '{model}' is not",
+                hint="give --p99-ms",
+            )
+        if p99_ms is None:  # the objective comes from the spec's intent unless a flag overrides it
+            p99_ms = entry.slo.p99_ms if entry.slo is not None else None
+        if p99_ms is None:
+            raise UsageError(
+                f"no latency budget for '{model}'", hint="give --p99-ms, or set slo: {p99_ms: …} for it in the spec"
+            )
+        return cls(False, p99_ms=p99_ms)
+
+
+@dataclass(frozen=True)
+class _Search:
+    """One tune, by kind: an llm model's capacity, a variant × config search, or a config search."""
+
+    model: str
+    objective: _Objective
+    rate: float | None
+    budget_s: float
+    max_points: int
+    bounds: Any
+    window_s: float
+    protocol: str
+    input_data: Path | None
+    shapes: tuple[str, ...]
+    variant_search: Any
+
+    def run(self, url: str, metrics_url: str | None) -> Any:
+        goal, common = self.objective, dict(budget_s=self.budget_s, max_points=self.max_points, window_s=self.window_s)
+        if goal.llm:
+            from tritonkit.perf.tune_llm import DEFAULT_PROMPT, tune_llm
+
+            return _run_with_progress(
+                tune_llm, self.model, ttft_p99_ms=goal.ttft_p99_ms, tpot_p99_ms=goal.tpot_p99_ms, url=url,
+                prompt=DEFAULT_PROMPT if goal.prompt is None else goal.prompt, max_tokens=goal.max_tokens,
+                metrics_url=metrics_url, **common,
+            )  # fmt: skip
+        assert goal.p99_ms is not None
+        if self.variant_search is not None:
+            from tritonkit.perf.variants import tune_variants
+
+            found = _run_with_progress(
+                tune_variants, self.model, source=self.variant_search.source, p99_ms=goal.p99_ms,
+                input_data=self.input_data, accuracy_budget=self.variant_search.budget, url=url,
+                protocol=self.protocol, gpu=self.variant_search.gpu, bounds=self.bounds, **common,
+            )  # fmt: skip
+            self.variant_search.found = found
+            return found.tune
+        from tritonkit.perf.inputs import parse_shapes
+        from tritonkit.perf.tune import tune as run_tune
+
+        return _run_with_progress(
+            run_tune, self.model, p99_ms=goal.p99_ms, url=url, protocol=self.protocol, rate=self.rate,
+            bounds=self.bounds, input_data=self.input_data, shapes=parse_shapes(self.shapes), **common,
+        )  # fmt: skip
 
 
 def _show_config_tune(
