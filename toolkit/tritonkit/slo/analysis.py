@@ -146,7 +146,10 @@ def analyse(
             advice.append("requests run slowly, not in a queue: re-tune (tritonkit tune) or use faster hardware")
     if slo is not None and slo.error_rate is not None and numbers["error_rate"] > slo.error_rate:
         violations.append(f"error rate {numbers['error_rate']:.2%} > {slo.error_rate:.2%}")
-        advice.append("look at the failures in Triton's log (rejections from a full queue count as errors)")
+        advice.append(
+            "look at the failures in Triton's log (requests the queue policy refused count as errors; a policy "
+            "refuses some even below capacity: see the docs' known limits)"
+        )
     measured = capacity.tokens_per_s if capacity is not None and llm else None  # an llm's work: tokens
     rate, unit, each = ("tokens_per_s", "tokens/s", " tokens/s") if measured is not None else ("rps", "req/s", "/s")
     if capacity is not None and served:
