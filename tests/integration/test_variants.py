@@ -153,6 +153,47 @@ def test_data_that_does_not_fit_the_model_names_the_key(project: Path, tmp_path:
     assert code == SpecError.exit_code and "variant.data" in output and "does not fit" in output, output
 
 
+def test_a_mask_measures_a_transformer_variant_over_its_real_tokens(tmp_path: Path) -> None:
+    """A BERT exported with the exporter's default names, padded requests, int8 per-channel:
+    with ``slo.accuracy.mask: attention_mask`` the build's figures cover only the real tokens
+    (recomputed here from both models' outputs), and a mask that names no input is a spec error
+    at that key."""
+    import yaml
+
+    from tests.integration.model_families import transformers_bert
+
+    family = transformers_bert(tmp_path)
+    rng = np.random.default_rng(11)
+    ids = rng.integers(1, 64, (12, 11)).astype(np.int64)
+    mask = (np.arange(11) < rng.integers(3, 12, (12, 1))).astype(np.int64)  # 3 to 11 real tokens each
+    (tmp_path / "data").mkdir()
+    np.save(tmp_path / "data" / "input_ids.npy", ids * mask)
+    np.save(tmp_path / "data" / "attention_mask.npy", mask)
+
+    def spec(mask_name: str) -> Path:
+        entry = {**family.entry, "variant": {"recipe": "int8-dynamic", "per_channel": True, "data": "data"},
+                 "slo": {"accuracy": {"min_cosine": 0.0, "mask": mask_name}}}  # fmt: skip
+        path = tmp_path / f"bert-{mask_name}.yaml"
+        path.write_text(yaml.safe_dump({"name": "bert", "models": [entry]}))
+        return path
+
+    code, _, output = _build(spec("attention_mask"), tmp_path / "dist")
+    assert code == 0, output
+    recorded = Accuracy(**read_lock(tmp_path / "dist" / "bert").models["bert"]["variant"]["accuracy"])
+    assert recorded.mask == "attention_mask" and recorded.samples == 12
+    samples = [{"input_ids": i, "attention_mask": m} for i, m in zip(ids * mask, mask, strict=True)]
+    original = run_requests(tmp_path / family.file, samples, batching=True)
+    variant = run_requests(tmp_path / "dist" / "bert" / "bert" / "1" / "model.onnx", samples, batching=True)
+    real = [[out[0][m.astype(bool)]] for out, m in zip(original, mask, strict=True)]
+    real_variant = [[out[0][m.astype(bool)]] for out, m in zip(variant, mask, strict=True)]
+    assert recorded.cosine == pytest.approx(accuracy(real, real_variant).cosine, abs=1e-9)
+    assert recorded.max_abs_error == pytest.approx(accuracy(real, real_variant).max_abs_error, abs=1e-9)
+    assert recorded.cosine != pytest.approx(accuracy(original, variant).cosine, abs=1e-9)  # padding counted
+
+    code, _, output = _build(spec("mask"), tmp_path / "wrong")
+    assert code == SpecError.exit_code and "slo.accuracy.mask" in output and "'mask' is not an input" in output, output
+
+
 # --------------------------------------------------------------------------- tune --variants
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from tritonkit.build.variants import accuracy, describe_recipe
+from tritonkit.build.variants import accuracy, describe_recipe, mask_hint, request_masks
 from tritonkit.errors import UsageError
 from tritonkit.spec.inputdata import load_inputs, load_samples
 from tritonkit.spec.intent import Accuracy, AccuracyBudget, Slo
@@ -53,6 +53,41 @@ def test_a_zero_output_against_a_nonzero_one_has_cosine_zero() -> None:
 def test_shapes_must_match() -> None:
     with pytest.raises(ValueError, match="shape"):
         accuracy([[np.zeros(3)]], [[np.zeros(4)]])
+
+
+def test_a_mask_leaves_padding_positions_out_of_every_figure() -> None:
+    """Token embeddings [sequence, hidden] of one request whose last position is padding: the
+    variant moved only the padded position, which nothing downstream reads."""
+    ref = [[np.array([[1.0, 0.0], [0.0, 1.0], [0.2, 0.2]]), np.array([0.5, 0.5])]]
+    got = [[np.array([[1.0, 0.0], [0.0, 1.0], [-3.0, 4.0]]), np.array([0.5, 0.5])]]
+    samples = [{"input_ids": np.array([7, 8, 0]), "attention_mask": np.array([1, 1, 0])}]
+    whole = accuracy(ref, got)
+    assert whole.cosine < 0.6 and whole.max_abs_error == pytest.approx(3.8) and whole.top1 == 0.0
+    masked = accuracy(ref, got, request_masks(samples, "attention_mask"), "attention_mask")
+    # the [3, 2] output is compared at its two real positions; the [2] output (not [3, ...]) whole
+    assert masked.cosine == pytest.approx(1.0) and masked.exact and masked.top1 == 1.0
+    assert masked.mask == "attention_mask" and whole.mask is None
+    assert "where attention_mask is non-zero" in masked.describe()
+    assert AccuracyBudget(mask="attention_mask").misses(masked) == ""  # a mask alone is an empty budget
+    assert "only the original's exact outputs" in AccuracyBudget(mask="attention_mask").misses(whole)
+
+
+def test_a_mask_must_be_an_input_whose_shape_an_output_follows() -> None:
+    samples = [{"input_ids": np.array([7, 8, 0]), "attention_mask": np.array([1, 1, 0])}]
+    with pytest.raises(UsageError, match="'attn' is not an input of the model") as missing:
+        request_masks(samples, "attn")
+    assert "attention_mask" in missing.value.message
+    flat = [[np.array([0.5, 0.5])]]  # no output starts with the mask's [3]
+    with pytest.raises(UsageError, match=r"shape \[3\] per request, but no output starts with it"):
+        accuracy(flat, flat, request_masks(samples, "attention_mask"), "attention_mask")
+    assert request_masks(samples, None) is None
+
+
+def test_a_variant_dropped_with_padding_in_its_inputs_is_offered_the_mask() -> None:
+    padded = [{"input_ids": np.array([7, 8, 0]), "attention_mask": np.array([1, 1, 0])}]
+    assert "set slo.accuracy.mask: attention_mask" in mask_hint(padded)
+    full = [{"input_ids": np.array([7, 8, 9]), "attention_mask": np.array([1, 1, 1])}]
+    assert mask_hint(full) == "" and mask_hint([{"x": np.zeros(3)}]) == "" and mask_hint([]) == ""
 
 
 def test_budget_names_every_miss() -> None:

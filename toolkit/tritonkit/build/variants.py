@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tritonkit.errors import UsageError
 from tritonkit.spec.intent import Accuracy
 from tritonkit.spec.schema import OnnxVariant
 
@@ -192,39 +193,91 @@ def run_requests(path: Path, samples: Sequence[Sample], *, batching: bool) -> li
     return [[out[0] if batching else out for out in request] for request in outputs]
 
 
-def accuracy(reference: Sequence[Sequence[np.ndarray]], measured: Sequence[Sequence[np.ndarray]]) -> Accuracy:
+def request_masks(samples: Sequence[Sample], name: str | None) -> list[np.ndarray] | None:
+    """Each request's ``name`` input as a boolean mask (``slo.accuracy.mask``), None without one.
+
+    Raises:
+        UsageError: ``name`` is not one of the model's inputs.
+    """
+    if name is None or not samples:
+        return None
+    if name not in samples[0]:
+        raise UsageError(
+            f"slo.accuracy.mask '{name}' is not an input of the model (inputs: {', '.join(sorted(samples[0]))})",
+            hint="name the input whose zeros mark padding (a transformer's attention_mask), or remove 'mask'",
+        )
+    return [np.asarray(sample[name]) != 0 for sample in samples]
+
+
+def mask_hint(samples: Sequence[Sample]) -> str:
+    """When a mask-like input (its name says ``mask``) has zeros: the sentence that offers
+    ``slo.accuracy.mask``, for a variant dropped for accuracy ("" otherwise)."""
+    for name in sorted(samples[0]) if samples else []:
+        if "mask" in name.lower() and any(not np.all(sample[name]) for sample in samples):
+            return (
+                f"; input '{name}' has zeros: if nothing reads the outputs at those positions, "
+                f"set slo.accuracy.mask: {name}"
+            )
+    return ""
+
+
+def accuracy(
+    reference: Sequence[Sequence[np.ndarray]],
+    measured: Sequence[Sequence[np.ndarray]],
+    masks: Sequence[np.ndarray] | None = None,
+    mask_name: str | None = None,
+) -> Accuracy:
     """``measured`` against ``reference``, request by request (see :class:`~tritonkit.spec.intent.Accuracy`).
 
     Cosine: all floating-point outputs of a request flattened into one vector (1.0 when both are
     zero, 0.0 when one is). Top-1: for each floating-point output whose last dimension is longer
-    than 1, the arg-max over it must agree at every position for the request to count.
+    than 1, the arg-max over it must agree at every position for the request to count. With
+    ``masks`` (one per request, :func:`request_masks`), an output whose leading dimensions are
+    its request's mask's is compared only where the mask is true.
+
+    Raises:
+        UsageError: ``masks`` given, but no output of any request starts with the mask's shape.
     """
     if not reference or len(reference) != len(measured):
         raise ValueError("accuracy needs the same requests, at least one, run through both models")
     cosines: list[float] = []
     worst = 0.0
     agree: list[bool] = []
-    for want, got in zip(reference, measured, strict=True):
-        floats = [(a, b) for a, b in zip(want, got, strict=True) if np.issubdtype(np.asarray(a).dtype, np.floating)]
+    masked = False
+    for index, (want, got) in enumerate(zip(reference, measured, strict=True)):
+        mask = masks[index] if masks is not None else None
+        pairs = []
         for a, b in zip(want, got, strict=True):
-            a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-            if a64.shape != b64.shape:
-                raise ValueError(f"an output has shape {b64.shape} in the variant but {a64.shape} in the original")
-            if a64.size:
-                worst = max(worst, float(np.max(np.abs(a64 - b64))))
+            a, b = np.asarray(a), np.asarray(b)
+            if a.shape != b.shape:
+                raise ValueError(f"an output has shape {b.shape} in the variant but {a.shape} in the original")
+            if mask is not None and a.shape[: mask.ndim] == mask.shape:
+                a, b, masked = a[mask], b[mask], True
+            pairs.append((a, b))
+        for a, b in pairs:
+            if a.size:
+                worst = max(worst, float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))))
+        floats = [(a, b) for a, b in pairs if np.issubdtype(a.dtype, np.floating)]
         if floats:
-            x = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a, _ in floats])
-            y = np.concatenate([np.asarray(b, dtype=np.float64).ravel() for _, b in floats])
+            x = np.concatenate([a.astype(np.float64).ravel() for a, _ in floats])
+            y = np.concatenate([b.astype(np.float64).ravel() for _, b in floats])
             nx, ny = float(np.linalg.norm(x)), float(np.linalg.norm(y))
             cosines.append(1.0 if nx == ny == 0 else 0.0 if nx == 0 or ny == 0 else float(x @ y) / (nx * ny))
         classes = [(a, b) for a, b in floats if np.ndim(a) >= 1 and np.shape(a)[-1] > 1]
         if classes:
             agree.append(all(np.array_equal(np.argmax(a, axis=-1), np.argmax(b, axis=-1)) for a, b in classes))
+    if masks is not None and not masked:
+        shape = list(masks[0].shape)
+        raise UsageError(
+            f"slo.accuracy.mask '{mask_name}' has shape {shape} per request, but no output starts with it",
+            hint="name the input whose positions the outputs follow (a transformer's attention_mask), or remove 'mask'",
+        )
     return Accuracy(
         samples=len(reference),
         cosine=min(cosines) if cosines else (1.0 if worst == 0 else 0.0),
         max_abs_error=worst,
         top1=(sum(agree) / len(agree)) if agree else None,
+        mask=mask_name if masks is not None else None,
     )
 
 

@@ -41,7 +41,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tritonkit.build.variants import accuracy, describe_recipe, make_variant, run_requests
+from tritonkit.build.variants import accuracy, describe_recipe, make_variant, mask_hint, request_masks, run_requests
 from tritonkit.errors import UsageError
 from tritonkit.events import Event, Progress, emit
 from tritonkit.perf.inputs import served_signature
@@ -164,6 +164,8 @@ def tune_variants(
         original = VariantTrial(None, size_bytes=source.stat().st_size)
         result.trials.append(original)
         reference = run_requests(source, samples, batching=True) if samples else []
+        budget = accuracy_budget or AccuracyBudget()
+        masks = request_masks(samples, budget.mask)
         for number, variant in enumerate(tried):
             trial = VariantTrial(variant)
             result.trials.append(trial)
@@ -179,10 +181,10 @@ def tune_variants(
                 continue
             trial.made_s, trial.size_bytes = time.monotonic() - made, target.stat().st_size
             if samples:
-                trial.accuracy = accuracy(reference, run_requests(target, samples, batching=True))
-                why = (accuracy_budget or AccuracyBudget()).misses(trial.accuracy)
+                trial.accuracy = accuracy(reference, run_requests(target, samples, batching=True), masks, budget.mask)
+                why = budget.misses(trial.accuracy)
                 if why:
-                    trial.dropped = f"outside the accuracy budget: {why}"
+                    trial.dropped = f"outside the accuracy budget: {why}" + ("" if masks else mask_hint(samples))
                     event(f"{trial.label}: {trial.dropped}")
                     continue
             files[trial.label] = {MODEL_FILE: target.read_bytes()}

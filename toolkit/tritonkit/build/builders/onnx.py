@@ -124,10 +124,11 @@ def apply_variant(ctx: BuildContext, variant: OnnxVariant, target: Path, *, exte
     recipe and accuracy for the lock (``ctx.meta["variant"]``).
 
     Raises:
-        SpecError: a model with external data, or data that does not fit the model's inputs.
+        SpecError: a model with external data, data that does not fit the model's inputs, or an
+            ``slo.accuracy.mask`` that is not an input whose shape the outputs follow.
         BuildError: the recipe failed, or the variant misses the accuracy budget.
     """
-    from tritonkit.build.variants import accuracy, describe_recipe, make_variant, run_requests
+    from tritonkit.build.variants import accuracy, describe_recipe, make_variant, request_masks, run_requests
     from tritonkit.spec.inputdata import load_samples
 
     model = ctx.model
@@ -161,11 +162,20 @@ def apply_variant(ctx: BuildContext, variant: OnnxVariant, target: Path, *, exte
         ) from exc
     record: dict[str, Any] = {"recipe": variant.recipe, "per_channel": variant.per_channel}
     if samples:
-        measured = accuracy(
-            run_requests(original, samples, batching=batching), run_requests(target, samples, batching=batching)
-        )
-        record["accuracy"] = measured.model_dump(exclude_none=True)
         budget = model.slo.accuracy if model.slo is not None else None
+        mask = budget.mask if budget is not None else None
+        try:
+            masks = request_masks(samples, mask)
+            measured = accuracy(
+                run_requests(original, samples, batching=batching),
+                run_requests(target, samples, batching=batching),
+                masks,
+                mask,
+            )
+        except UsageError as exc:
+            key = ctx.key("slo", "accuracy", "mask")
+            raise SpecError(exc.message, file=ctx.loaded.path, key=key, hint=exc.hint) from exc
+        record["accuracy"] = measured.model_dump(exclude_none=True)
         why = budget.misses(measured) if budget is not None else ""
         if why:
             raise BuildError(
