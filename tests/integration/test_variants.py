@@ -253,6 +253,8 @@ def test_tune_variants_keeps_only_what_holds_the_budgets_and_writes_a_spec_that_
     written = load_spec(searchable).spec.model("classifier")
     chosen = document["variant"] if document["written"] else None  # no confirmed winner: nothing written
     assert (written.variant is None) == (chosen is None)
+    if document["variant"] is None:  # the original kept: its screening climb is the search's first step
+        assert rows["original"]["throughput"] in [p["bench"]["result"]["throughput"] for p in document["points"]]
     if chosen is not None:
         assert written.variant.model_dump(exclude_none=True) == {"per_channel": True, **chosen}
         assert rows[next(n for n, r in rows.items() if r["recipe"] and r["recipe"]["recipe"] == chosen["recipe"])]

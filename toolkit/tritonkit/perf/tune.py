@@ -246,6 +246,7 @@ def tune(
     shapes: Mapping[str, list[int]] | None = None,
     files: Mapping[str, bytes] | None = None,
     start: TuneSettings | None = None,
+    climbed: TuneResult | None = None,
     progress: Progress | None = None,
 ) -> TuneResult:
     """Find the settings with the most throughput under ``p99_ms`` (or the lowest p99 at ``rate``).
@@ -262,6 +263,9 @@ def tune(
             ``{"file:1/model.onnx": bytes}``, :mod:`tritonkit.perf.variants`); the repository's
             are loaded back at the end.
         start: the settings to search from and confirm against (default: the served ones).
+        climbed: a :func:`capacity_at` result for the same model, files and start settings on
+            this server, just measured (the variant search's screening of the original): its
+            climb is the search's first step instead of being measured again.
         confirm_pairs: after the search, the winner and the original settings are re-measured
             in this many interleaved pairs (:class:`~tritonkit.perf.search.Confirmation`); when
             the ratios' spread crosses 1.0 the original settings are kept. 0 skips it.
@@ -279,6 +283,10 @@ def tune(
     result = session.result
     # a confirmation point costs about what a search point does, plus about one step down each side
     session.reserve_points = confirm_pairs * 2 + 2 if confirm_pairs > 0 else 2 * SETTLE_WINDOWS
+    if climbed is not None and climbed.best is not None and rate is None:
+        result.points.extend(climbed.points)
+        result.baseline = climbed.best
+        session.measured = (len(climbed.points), climbed.elapsed_s)
     try:
         _search(session, original, start)
         if result.best is not None and not (confirm_pairs > 0 and _confirm(session, original, confirm_pairs)):
@@ -392,7 +400,7 @@ def _open(
 
 def _search(session: _Session, original: Mapping[str, Any], start: TuneSettings) -> None:
     result, slo = session.result, session.result.p99_ms
-    best = result.baseline = _evaluate(session, original, start, concurrency=1, to_beat=None)
+    best = result.baseline = result.baseline or _evaluate(session, original, start, concurrency=1, to_beat=None)
     if best is None:  # maybe the batching delay alone breaks the budget
         fastest = replace(start, max_queue_delay_microseconds=0, preferred_batch_size=())
         best = _evaluate(session, original, fastest, concurrency=1, to_beat=None) if fastest != start else None

@@ -16,7 +16,8 @@ p99 budget and an accuracy budget, on one running Triton, without a restart.
 3. **Tune the winner's config** with the time left: the fastest variant when it beat the
    original by :data:`SCREEN_MARGIN` (one screening measurement each, and this host's
    run-to-run noise is ±10-20%), else the original. The claim is tune's: confirmed against
-   the served settings in interleaved pairs, never over the budget.
+   the served settings in interleaved pairs, never over the budget. When the original is
+   kept, its screening climb is the config search's first step, not measured twice.
 
    One config search, not two: the search used to tune the original's config first and
    screen at its result, and then tune the winner's again, which made the variant search
@@ -193,6 +194,7 @@ def tune_variants(
         left = budget_s - (time.monotonic() - started)  # making and checking the variants took some
         share = max(left * SCREEN_SHARE / len(admitted), 1.0)
         level = 1  # the variants are measured where the original's climb ended
+        climbed: TuneResult | None = None  # the original's climb: the config search's first step
         for trial in admitted if len(admitted) > 1 else []:
             event(f"screening {trial.label} at the served config from c={level}")
             screened = capacity_at(
@@ -203,13 +205,14 @@ def tune_variants(
             if trial.screen is None:
                 trial.dropped = f"nothing within the p99 budget at the served config and c={level}"
             elif trial is original:
-                level = _level(trial.screen)
+                level, climbed = _level(trial.screen), screened
         result.chosen = _choose(original, [t for t in admitted if t.screen is not None])
         left = budget_s - (time.monotonic() - started)
         event(f"tuning the config of {result.chosen.label} ({left:.0f}s left)")
         result.tune = tune(
             model, budget_s=max(left, 1.0), max_points=max_points, bounds=bounds, confirm_pairs=confirm_pairs,
-            files=files[result.chosen.label], progress=progress, **common,  # type: ignore[arg-type]
+            files=files[result.chosen.label], climbed=climbed if result.chosen is original else None,
+            progress=progress, **common,  # type: ignore[arg-type]
         )  # fmt: skip
     result.elapsed_s = time.monotonic() - started
     return result
