@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -134,16 +135,18 @@ def _plot(candidates: list[dict], title: str, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 4))
-    names = [c["name"] for c in candidates]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    names = [textwrap.fill(c["name"], 22) for c in candidates]
     medians = [statistics.median(m[0] for m in c["measured"]) for c in candidates]
     lows = [medians[i] - min(m[0] for m in c["measured"]) for i, c in enumerate(candidates)]
     highs = [max(m[0] for m in c["measured"]) - medians[i] for i, c in enumerate(candidates)]
     ax.bar(names, medians, yerr=[lows, highs], capsize=6, color=["#999999", "#4c72b0", "#55a868"][: len(names)])
     for i, c in enumerate(candidates):
-        ax.annotate(c["accuracy"], (i, medians[i]), ha="center", va="bottom", fontsize=8, xytext=(0, 8),
+        note = textwrap.fill(c["accuracy"].split(", max abs error")[0], 28)  # the cosine, or "fp32 (the original)"
+        ax.annotate(note, (i, medians[i]), ha="center", va="bottom", fontsize=8, xytext=(0, 8),
                     textcoords="offset points")  # fmt: skip
-    ax.set_ylabel("inferences/s within the p99 budget (perf_analyzer, median and range)")
+    ax.set_ylim(0, max(medians) * 1.3)
+    ax.set_ylabel("inferences/s within p99\n(perf_analyzer: median, range)")
     ax.set_title(title, fontsize=10)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
