@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,29 @@ def test_triton_serves_the_variant_within_its_accuracy_budget(
     measured = accuracy(reference, served)
     assert measured.top1 is not None and measured.top1 >= 0.95 and measured.max_abs_error > 0
     assert measured == Accuracy(**read_lock(int8_build[0]).models["classifier"]["variant"]["accuracy"])
+
+
+def test_an_accelerators_accuracy_is_measured_on_the_server_that_serves_it(
+    project: Path, int8_build: tuple[Path, str], int8_server: TritonServer
+) -> None:
+    """A GPU execution provider's numerics exist only on the server, so tune --variants checks it
+    there: the model is loaded with the accelerator's config, each request sent alone, and the
+    served config loaded back. This CPU server's Python-based onnxruntime backend ignores the
+    accelerator, so here the answers must equal the built file's run by onnxruntime: that checks
+    the path (load, requests, output order, restore), not a GPU."""
+    from tritonkit.perf.variants import output_names, served_outputs, served_settings
+
+    url = int8_server.endpoints.grpc_url
+    served = served_settings("classifier", url, "grpc")
+    assert served.accelerator == ""
+    model_file = int8_build[0] / "classifier" / "1" / "model.onnx"
+    samples = [{"features": row} for row in np.load(project / "data" / "features.npy")[:6]]
+    outputs = served_outputs(
+        "classifier", address=url, protocol="grpc", samples=samples, names=output_names(model_file),
+        settings=replace(served, accelerator="tensorrt-fp16"),
+    )  # fmt: skip
+    assert accuracy(run_requests(model_file, samples, batching=True), outputs).exact
+    assert served_settings("classifier", url, "grpc") == served  # the served config is back
 
 
 def test_verify_load_proves_the_variant_loads(int8_build: tuple[Path, str]) -> None:

@@ -89,3 +89,29 @@ def test_a_written_capacity_records_the_settings_it_was_measured_with(spec_path:
     changed = spec_path.read_text().replace("max_batch_size: 64", "max_batch_size: 48")
     spec_path.write_text(changed)
     assert load_spec(spec_path).spec.model("classifier").settings_digest() != model.settings_digest()
+
+
+def test_a_chosen_gpu_accelerator_is_written_and_the_same_one_keeps_its_workspace(spec_path: Path) -> None:
+    update = update_settings(spec_path, "classifier", TuneSettings(1, 32, 2000, (8, 16), accelerator="tensorrt-fp16"))
+    assert "    accelerator: {name: tensorrt, precision_mode: FP16}\n" in update.new
+    update.write()
+    assert load_spec(spec_path).spec.model("classifier").accelerator.key == "tensorrt-fp16"
+    text = spec_path.read_text().replace(
+        "precision_mode: FP16}", "precision_mode: FP16, max_workspace_size_bytes: 1024}"
+    )
+    spec_path.write_text(text)
+    again = update_settings(spec_path, "classifier", TuneSettings(2, 32, 2000, (8, 16), accelerator="tensorrt-fp16"))
+    assert "max_workspace_size_bytes: 1024}" in again.new
+    plain = update_settings(spec_path, "classifier", TuneSettings(1, 32, 2000, (8, 16)))
+    assert "accelerator:" in plain.new  # none chosen: what the spec says stays
+
+
+def test_accelerator_keys_name_the_execution_provider() -> None:
+    from tritonkit.spec.schema import GpuAccelerator
+
+    for key in ("tensorrt", "tensorrt-fp16", "tensorrt-int8", "cuda"):
+        assert GpuAccelerator.from_key(key).key == key
+    assert GpuAccelerator.from_key("tensorrt-fp16").precision_mode == "FP16"
+    for bad in ("openvino", "cuda-fp16", "tensorrt-fp8"):
+        with pytest.raises(ValueError):
+            GpuAccelerator.from_key(bad)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from tritonkit import BenchPoint, TunePoint, TuneSettings, UsageError
@@ -185,6 +187,33 @@ def test_threads_are_the_onnxruntime_parameter_both_backends_read() -> None:
     assert applied["parameters"]["intra_op_thread_count"] == {"string_value": "3"}
     assert TuneSettings.from_config(CONFIG).threads == 0  # unset: the backend's default, and not written
     assert "parameters" not in TuneSettings(1, 32, 0).apply(CONFIG)
+
+
+def test_a_gpu_execution_accelerator_is_a_setting_that_keeps_what_was_written_beside_it() -> None:
+    """Triton's ``optimization.execution_accelerators.gpu_execution_accelerator``, as both
+    onnxruntime backends read it (model_config.proto: ``ExecutionAccelerators``)."""
+    written = {"name": "tensorrt", "parameters": {"precision_mode": "FP16", "max_workspace_size_bytes": "1073741824"}}
+    config = {**CONFIG, "optimization": {"execution_accelerators": {"gpu_execution_accelerator": [written]}}}
+    settings = TuneSettings.from_config(config)
+    assert settings.accelerator == "tensorrt-fp16" and settings.label().endswith("on tensorrt-fp16")
+    assert settings.apply(config)["optimization"] == config["optimization"]  # its workspace stays
+    fp32 = replace(settings, accelerator="tensorrt").apply(config)
+    assert fp32["optimization"]["execution_accelerators"]["gpu_execution_accelerator"] == [
+        {"name": "tensorrt", "parameters": {"precision_mode": "FP32"}}
+    ]
+    assert replace(settings, accelerator="").apply(config)["optimization"]["execution_accelerators"] == {}
+    cuda = TuneSettings(1, 32, 0, accelerator="cuda").apply(CONFIG)
+    assert cuda["optimization"]["execution_accelerators"]["gpu_execution_accelerator"] == [
+        {"name": "cuda", "parameters": {}}
+    ]
+    assert TuneSettings.from_config(cuda).accelerator == "cuda"
+    assert (
+        "optimization" not in TuneSettings(1, 32, 0).apply(CONFIG)
+        and TuneSettings.from_config(CONFIG).accelerator == ""
+    )
+    unknown = {**CONFIG, "optimization": {"execution_accelerators": {"gpu_execution_accelerator": [{"name": "x"}]}}}
+    assert TuneSettings.from_config(unknown).accelerator == ""  # one tune does not know: left as written
+    assert TuneSettings.from_config(unknown).apply(unknown)["optimization"] == unknown["optimization"]
 
 
 def test_a_busy_onnxruntime_model_is_offered_threads_within_the_cores() -> None:

@@ -169,3 +169,17 @@ def test_making_a_variant_leaves_nothing_in_the_working_directory(
     make_variant(tmp_path / family.file, target, variant, samples=samples, batching=True, workdir=tmp_path / "w")
     assert target.is_file()
     assert list(user.iterdir()) == []
+
+
+def test_a_gpu_server_is_offered_fp16_and_tensorrt_and_a_cpu_one_says_why_not() -> None:
+    from tritonkit.perf.variants import candidates
+
+    tried, skipped = candidates(data=True, gpu=True)
+    labels = [t.label for t in tried]
+    assert "fp16" in labels and "original on tensorrt" in labels and "original on tensorrt-fp16" in labels
+    assert skipped == []
+    tried, skipped = candidates(data=True, gpu=False)
+    assert not any(t.accelerator for t in tried) and "fp16" not in [t.label for t in tried]
+    assert len(skipped) == 1 and "tensorrt-fp16" in skipped[0] and "no GPU" in skipped[0]
+    tried, skipped = candidates(data=False, gpu=True)
+    assert [t.label for t in tried] == ["optimized"] and "GPU execution providers" in skipped[0]

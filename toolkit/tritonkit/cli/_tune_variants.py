@@ -112,6 +112,7 @@ class VariantSearch:
                 {
                     "variant": trial.label,
                     "recipe": trial.variant.model_dump(exclude={"data"}) if trial.variant else None,
+                    "accelerator": trial.accelerator or None,
                     "bytes": trial.size_bytes,
                     "accuracy": trial.accuracy.model_dump() if trial.accuracy else None,
                     "throughput": screen.throughput if screen else None,

@@ -22,6 +22,7 @@ from typing import Any
 
 from tritonkit.perf.stats import BenchPoint
 from tritonkit.spec.intent import MeasuredOn
+from tritonkit.spec.schema import GpuAccelerator
 
 THREADS = "intra_op_thread_count"
 """The config parameter both onnxruntime backends read for a session's threads (Triton's native
@@ -41,6 +42,9 @@ class TuneSettings:
     max_queue_delay_microseconds: int
     preferred_batch_size: tuple[int, ...] = ()
     threads: int = 0  # parameters.intra_op_thread_count of an onnxruntime model; 0: not set (its default)
+    # onnxruntime's GPU execution provider (GpuAccelerator.key: tensorrt, tensorrt-fp16, cuda), rendered
+    # as optimization.execution_accelerators.gpu_execution_accelerator; "": none (the backend's default)
+    accelerator: str = ""
 
     def batch_limit(self, mean_batch: float) -> int:
         """The batch size that stops batches of about ``mean_batch`` from growing.
@@ -54,8 +58,9 @@ class TuneSettings:
     def label(self) -> str:
         preferred = f" pref {','.join(map(str, self.preferred_batch_size))}" if self.preferred_batch_size else ""
         threads = f" thr {self.threads}" if self.threads else ""
+        accelerator = f" on {self.accelerator}" if self.accelerator else ""
         delay = self.max_queue_delay_microseconds
-        return f"{self.instances}x mbs {self.max_batch_size} delay {delay}µs{preferred}{threads}"
+        return f"{self.instances}x mbs {self.max_batch_size} delay {delay}µs{preferred}{threads}{accelerator}"
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TuneSettings:
@@ -73,6 +78,7 @@ class TuneSettings:
             max_queue_delay_microseconds=int(batching.get("max_queue_delay_microseconds", 0)),
             preferred_batch_size=preferred,
             threads=int(threads) if str(threads).isdigit() else 0,
+            accelerator=_accelerator(config),
         )
 
     def apply(self, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -87,7 +93,28 @@ class TuneSettings:
         new["instance_group"] = [dict(groups[0], count=self.instances)]
         if self.threads:
             new["parameters"] = {**(new.get("parameters") or {}), THREADS: {"string_value": str(self.threads)}}
+        if self.accelerator != _accelerator(new):  # the same one stays as written (its workspace, cache path)
+            accelerators = new.setdefault("optimization", {}).setdefault("execution_accelerators", {})
+            accelerators.pop("gpu_execution_accelerator", None)
+            if self.accelerator:
+                chosen = GpuAccelerator.from_key(self.accelerator)
+                parameters = {"precision_mode": chosen.precision_mode} if chosen.name == "tensorrt" else {}
+                accelerators["gpu_execution_accelerator"] = [{"name": chosen.name, "parameters": parameters}]
         return new
+
+
+def _accelerator(config: Mapping[str, Any]) -> str:
+    """The key of a config's first GPU execution accelerator ("" for none, or one tune does not know)."""
+    optimization = config.get("optimization") or {}
+    found = (optimization.get("execution_accelerators") or {}).get("gpu_execution_accelerator") or []
+    if not found:
+        return ""
+    parameters = found[0].get("parameters") or {}
+    try:
+        written = {"name": found[0].get("name"), "precision_mode": parameters.get("precision_mode", "FP32")}
+        return GpuAccelerator.model_validate(written).key
+    except ValueError:
+        return ""
 
 
 @dataclass(frozen=True)

@@ -188,6 +188,25 @@ class GpuAccelerator(_Strict):
     max_workspace_size_bytes: int | None = Field(None, gt=0)
     trt_engine_cache_path: str | None = None
 
+    @property
+    def key(self) -> str:
+        """``tensorrt``, ``tensorrt-fp16``, ``tensorrt-int8`` or ``cuda``: what tune calls it."""
+        if self.name == "cuda":
+            return "cuda"
+        return "tensorrt" if self.precision_mode == "FP32" else f"tensorrt-{self.precision_mode.lower()}"
+
+    @classmethod
+    def from_key(cls, key: str) -> GpuAccelerator:
+        """The accelerator :attr:`key` names.
+
+        Raises:
+            ValueError: not one of the keys above.
+        """
+        name, _, precision = key.partition("-")
+        if name not in ("tensorrt", "cuda") or (name == "cuda" and precision):
+            raise ValueError(f"'{key}' is not an execution accelerator (tensorrt, tensorrt-fp16, tensorrt-int8, cuda)")
+        return cls.model_validate({"name": name, "precision_mode": (precision or "fp32").upper()})
+
 
 VARIANT_RECIPES = ("optimized", "int8-dynamic", "int8-static", "fp16")
 """What a ``variant:`` recipe may be (see :class:`OnnxVariant`)."""

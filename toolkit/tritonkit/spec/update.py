@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from tritonkit.errors import SpecError
 from tritonkit.spec.loader import load_spec
-from tritonkit.spec.schema import Spec
+from tritonkit.spec.schema import GpuAccelerator, Spec
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,8 @@ class BatchingSettings(Protocol):
     def preferred_batch_size(self) -> tuple[int, ...]: ...
     @property
     def threads(self) -> int: ...
+    @property
+    def accelerator(self) -> str: ...
 
 
 def update_settings(
@@ -160,6 +162,15 @@ def _set_batching(entry: Any, settings: BatchingSettings) -> None:
         if not isinstance(parameters, dict):
             parameters = entry["parameters"] = CommentedMap()
         parameters["intra_op_thread_count"] = settings.threads
+    written = entry.get("accelerator")
+    if settings.accelerator and (not isinstance(written, dict) or _key(written) != settings.accelerator):
+        # only what tune chose: the same accelerator keeps what was written beside it (workspace, cache)
+        accelerator = GpuAccelerator.from_key(settings.accelerator)
+        block = CommentedMap(name=accelerator.name)
+        if accelerator.name == "tensorrt":
+            block["precision_mode"] = accelerator.precision_mode
+        block.fa.set_flow_style()
+        entry["accelerator"] = block
     groups = entry.get("instance_group")
     if groups:
         groups[0]["count"] = settings.instances
@@ -168,6 +179,13 @@ def _set_batching(entry: Any, settings: BatchingSettings) -> None:
         group = CommentedMap(count=settings.instances, kind="KIND_CPU")
         group.fa.set_flow_style()
         entry["instance_group"] = CommentedSeq([group])
+
+
+def _key(written: Mapping[str, Any]) -> str:
+    try:
+        return GpuAccelerator.model_validate(dict(written)).key
+    except ValueError:
+        return ""
 
 
 def _dash_offset(text: str) -> int:
