@@ -50,6 +50,12 @@ def test_a_models_slo_fills_its_gaps_from_the_repositorys() -> None:
     assert spec.models[1].slo is not None and spec.models[1].slo.p99_ms == 10
 
 
+def test_a_model_opts_out_of_the_repositorys_admission_with_null() -> None:
+    merged = _spec(slo={"max_queue_ms": None}).models[0].slo  # the repository's slo has max_queue_ms 4
+    assert merged is not None and merged.max_queue_ms is None and merged.p99_ms == 10
+    assert _spec(slo={"peak_rps": 10}).models[0].slo.max_queue_ms == 4  # unset, not null: inherited
+
+
 def test_queue_policy_is_a_timeout_on_an_unbounded_queue() -> None:
     # a batch of 1 at 2500/s takes 0.4 ms: the 4 ms asked for fits, and a bounded queue would
     # stall Triton under overload (see queue_policy), so the size stays 0

@@ -121,10 +121,12 @@ class Slo(BaseModel):
     accuracy: AccuracyBudget | None = None
 
     def over(self, default: Slo | None) -> Slo:
-        """This SLO with the keys it leaves unset taken from ``default`` (the repository's)."""
+        """This SLO with the keys it leaves unset taken from ``default`` (the repository's). A key
+        this SLO sets to null stays null: how a model opts out of a repository-wide
+        ``max_queue_ms`` (admission) or ``accuracy``."""
         if default is None:
             return self
-        mine = self.model_dump(exclude_none=True)
+        mine = self.model_dump(exclude_unset=True)
         return Slo(**{**default.model_dump(exclude_none=True), **mine})
 
     @property
