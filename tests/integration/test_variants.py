@@ -250,7 +250,7 @@ def test_tune_variants_keeps_only_what_holds_the_budgets_and_writes_a_spec_that_
             [
                 sys.executable, "-m", "tritonkit", "tune", "classifier", "-f", str(searchable), "--variants",
                 "--input-data", str(searchable.parent / "data" / "features.npy"), "--url", server.endpoints.grpc_url,
-                "--repository", str(repository), "--budget", "30s", "--window", "0.5", "--yes", "--json",
+                "--repository", str(repository), "--budget", "20s", "--window", "0.5", "--yes", "--json",
                 "--report", str(tmp_path / "report"),
             ],
             capture_output=True, text=True, timeout=300, check=False,
