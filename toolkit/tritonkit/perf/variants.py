@@ -61,7 +61,7 @@ from tritonkit.events import Event, Progress, emit
 from tritonkit.perf.inputs import served_signature
 from tritonkit.perf.search import Bounds, TunePoint, TuneResult, TuneSettings
 from tritonkit.perf.tune import capacity_at, tune
-from tritonkit.serve.client import connect, default_address, model_info
+from tritonkit.serve.client import connect, default_address, model_info, request_tensors
 from tritonkit.serve.repository_api import load_model
 from tritonkit.spec.inputdata import load_samples
 from tritonkit.spec.intent import Accuracy, AccuracyBudget
@@ -308,10 +308,6 @@ def served_outputs(
     """
     from tritonclient.utils import InferenceServerException
 
-    if protocol == "grpc":
-        import tritonclient.grpc as module
-    else:
-        import tritonclient.http as module  # type: ignore[no-redef]
     client = connect(address, protocol)
     try:
         info = model_info(client, model, address, protocol)
@@ -321,11 +317,7 @@ def served_outputs(
         try:
             outputs = []
             for sample in samples:
-                request = []
-                for name, array in sample.items():
-                    tensor = module.InferInput(name, [1, *array.shape], datatypes[name])
-                    tensor.set_data_from_numpy(array[np.newaxis])
-                    request.append(tensor)
+                request = request_tensors(protocol, {n: a[np.newaxis] for n, a in sample.items()}, datatypes)
                 try:
                     answer = client.infer(model, request)
                 except InferenceServerException as exc:

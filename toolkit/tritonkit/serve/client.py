@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,26 @@ def model_info(client: Any, model: str, address: str, protocol: str) -> ModelInf
     return ModelInfo(metadata=metadata, config=config.get("config", config))
 
 
+def request_tensors(
+    protocol: str, arrays: Mapping[str, np.ndarray], datatypes: Mapping[str, str] | None = None
+) -> list[Any]:
+    """tritonclient ``InferInput`` s for ``arrays`` (input name -> array, batch dimension included),
+    each with its Triton datatype from ``datatypes`` or else from its numpy dtype."""
+    if protocol == "grpc":
+        import tritonclient.grpc as client_mod
+    else:
+        import tritonclient.http as client_mod  # type: ignore[no-redef]
+    from tritonclient.utils import np_to_triton_dtype
+
+    tensors = []
+    for name, array in arrays.items():
+        datatype = (datatypes or {}).get(name) or np_to_triton_dtype(array.dtype)
+        tensor = client_mod.InferInput(name, list(array.shape), datatype)
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    return tensors
+
+
 def infer(
     model: str,
     inputs: dict[str, Path],
@@ -128,10 +149,6 @@ def infer(
         ServerError: unreachable server, unknown or unready model, or a failed request.
         UsageError: an input file that is missing, unnamed by the model, or of the wrong dtype.
     """
-    if protocol == "grpc":
-        import tritonclient.grpc as client_mod
-    else:
-        import tritonclient.http as client_mod  # type: ignore[no-redef]
     from tritonclient.utils import InferenceServerException
 
     address = url or default_address(protocol)
@@ -145,16 +162,13 @@ def infer(
                 f"model '{model}' has no input(s) {sorted(unknown)}", hint=f"its inputs: {', '.join(shapes)}"
             )
         rng = np.random.default_rng(0)
-        request = []
-        for name, (shape, datatype) in shapes.items():
-            array = (
-                _load(inputs[name], name, datatype)
-                if name in inputs
-                else dtypes.random_array(datatype, tuple(shape), rng)
-            )
-            tensor = client_mod.InferInput(name, list(array.shape), datatype)
-            tensor.set_data_from_numpy(array)
-            request.append(tensor)
+        arrays = {
+            name: _load(inputs[name], name, datatype)
+            if name in inputs
+            else dtypes.random_array(datatype, tuple(shape), rng)
+            for name, (shape, datatype) in shapes.items()
+        }
+        request = request_tensors(protocol, arrays, {name: datatype for name, (_, datatype) in shapes.items()})
         try:
             result = client.infer(model, request)
         except InferenceServerException as exc:

@@ -27,6 +27,7 @@ from tritonkit.build import pbtxt
 from tritonkit.build.onnx_io import empty_dims
 from tritonkit.errors import ServerError
 from tritonkit.events import Event, Progress, emit
+from tritonkit.serve.client import request_tensors
 from tritonkit.serve.endpoints import Endpoints
 from tritonkit.serve.models import repository_models
 from tritonkit.serve.server import TritonServer
@@ -149,16 +150,10 @@ class _Refused(Exception):
 
 
 def _infer(client: object, model: str, request: dict[str, np.ndarray]) -> dict[str, list[int]]:
-    import tritonclient.http as httpclient
-    from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+    from tritonclient.utils import InferenceServerException
 
-    inputs = []
-    for name, array in request.items():
-        tensor = httpclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
-        tensor.set_data_from_numpy(array, binary_data=True)
-        inputs.append(tensor)
     try:
-        result = client.infer(model, inputs)  # type: ignore[attr-defined]
+        result = client.infer(model, request_tensors("http", request))  # type: ignore[attr-defined]
     except InferenceServerException as exc:
         raise _Refused(exc.message()) from exc
     return {out["name"]: [int(d) for d in out["shape"]] for out in result.get_response().get("outputs", [])}
